@@ -1,0 +1,39 @@
+package clock
+
+import "time"
+
+// Clock is the source of time for everything that waits or measures.
+// Implementations are safe for concurrent use.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// NewTimer returns a timer that sends the current time on its channel
+	// once, after at least d.
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is a one-shot timer created by a [Clock].
+type Timer interface {
+	// C returns the channel on which the time is delivered when the timer fires.
+	C() <-chan time.Time
+	// Stop prevents the timer from firing. It returns false if the timer has
+	// already fired or been stopped, as [time.Timer.Stop] does.
+	Stop() bool
+}
+
+// System is the Clock of package time. Its zero value is ready to use.
+type System struct{}
+
+var _ Clock = System{}
+
+// Now returns time.Now().
+func (System) Now() time.Time { return time.Now() }
+
+// NewTimer returns a [time.Timer] wrapped as a [Timer].
+func (System) NewTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
+
+// systemTimer adapts *time.Timer, whose channel is a field, to Timer.
+type systemTimer struct{ t *time.Timer }
+
+func (s systemTimer) C() <-chan time.Time { return s.t.C }
+func (s systemTimer) Stop() bool          { return s.t.Stop() }

@@ -1,0 +1,560 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxNodes bounds the YAML nodes one Parse visits, aliases followed, so that
+// an alias bomb ("billion laughs") fails fast instead of exhausting memory.
+const maxNodes = 100_000
+
+// YAML short tags the decoder looks at.
+const (
+	tagNull      = "!!null"
+	tagBool      = "!!bool"
+	tagStr       = "!!str"
+	tagInt       = "!!int"
+	tagFloat     = "!!float"
+	tagTimestamp = "!!timestamp"
+	tagMerge     = "!!merge"
+)
+
+// Parse reads a policy document written in YAML or JSON (JSON is read as
+// YAML), decodes it into a Document and validates it.
+//
+// Every problem is reported, not just the first: the error is a
+// *ValidationError whose problems name the field path, such as
+// "services.billing.retry.attempts: must be 1..10", and errors.Is(err,
+// ErrInvalid) holds. Unknown fields, duplicate keys, wrong types and
+// durations without a unit ("250" instead of "250ms") are errors. When the
+// document cannot be decoded, validation is not attempted.
+//
+// Parse does not keep data. It is safe for concurrent use.
+func Parse(data []byte) (*Document, error) {
+	doc, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// decode turns data into a Document without validating it.
+func decode(data []byte) (*Document, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, invalid("", "empty document")
+	}
+	root, err := parseYAML(data)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{}
+	doc := new(Document)
+	d.decode(root, reflect.ValueOf(doc).Elem(), "")
+	if len(d.problems) > 0 {
+		return nil, &ValidationError{Problems: d.problems}
+	}
+	return doc, nil
+}
+
+// parseYAML parses exactly one YAML document and returns its root mapping.
+func parseYAML(data []byte) (*yaml.Node, error) {
+	if json.Valid(data) {
+		data = jsonAsYAML(data)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, invalid("", "empty document")
+		}
+		return nil, invalid("", "invalid YAML: "+strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, invalid("", "more than one YAML document in the input")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	for root.Kind == yaml.AliasNode && root.Alias != nil {
+		root = root.Alias
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, invalid("", "the document must be a mapping (of version, trust_domain, defaults, services), got "+describe(root))
+	}
+	return root, nil
+}
+
+// jsonAsYAML rewrites the strings of a valid JSON text that YAML would read
+// differently: YAML has no "\/" escape nor UTF-16 surrogate pairs
+// ("\ud83d\ude00"), and takes U+0085, U+2028 and U+2029 for line breaks.
+// Such a string is decoded as encoding/json does and written back with
+// ASCII-only escapes, which mean the same in YAML. Everything else, line
+// breaks included (so error lines stay right), is kept as it is.
+func jsonAsYAML(data []byte) []byte {
+	var out []byte // nil until a string needs rewriting
+	last := 0      // data[:last] is in out
+	for i := 0; i < len(data); i++ {
+		if data[i] != '"' {
+			continue
+		}
+		start, plain := i, true
+		for i++; data[i] != '"'; i++ {
+			if data[i] == '\\' {
+				i++
+				plain = false
+			} else if data[i] >= utf8.RuneSelf {
+				plain = false
+			}
+		}
+		if plain {
+			continue
+		}
+		var s string
+		if json.Unmarshal(data[start:i+1], &s) != nil {
+			continue // cannot happen in valid JSON; leave it to the YAML parser
+		}
+		out = append(out, data[last:start]...)
+		out = append(out, strconv.QuoteToASCII(s)...)
+		last = i + 1
+	}
+	if out == nil {
+		return data
+	}
+	return append(out, data[last:]...)
+}
+
+// invalid returns a *ValidationError with one problem.
+func invalid(path, msg string) error {
+	return &ValidationError{Problems: []FieldError{{Path: path, Msg: msg}}}
+}
+
+// decoder is a small reflective decoder from yaml.Node to the document types.
+// It is driven by the json struct tags (so the YAML and JSON names are one
+// and the same), rejects unknown fields and duplicate keys, and records every
+// problem with its path instead of stopping at the first.
+type decoder struct {
+	problems []FieldError
+	nodes    int                 // nodes visited, aliases followed
+	tooLarge bool                // maxNodes was exceeded; decoding has stopped
+	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+func (d *decoder) fail(path, format string, args ...any) {
+	d.problems = append(d.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// visit counts n and resolves aliases. It returns nil when decoding must stop.
+func (d *decoder) visit(n *yaml.Node) *yaml.Node {
+	for {
+		if d.tooLarge {
+			return nil
+		}
+		d.nodes++
+		if d.nodes > maxNodes {
+			d.tooLarge = true
+			d.fail("", "document too large: more than %d YAML nodes once aliases are expanded", maxNodes)
+			return nil
+		}
+		if n.Kind != yaml.AliasNode {
+			return n
+		}
+		if n.Alias == nil {
+			return nil // the parser never leaves an alias unresolved; be safe anyway
+		}
+		n = n.Alias
+	}
+}
+
+// decode stores n into v (settable), reporting problems under path.
+// A YAML null leaves v as it is.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	n = d.visit(n)
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == tagNull {
+		return
+	}
+	if v.Type() == durationType {
+		d.duration(n, v, path)
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+	case reflect.Struct:
+		d.structure(n, v, path)
+	case reflect.Map:
+		d.mapping(n, v, path)
+	case reflect.Slice:
+		d.sequence(n, v, path)
+	case reflect.String:
+		if s, ok := d.str(n, path); ok {
+			v.SetString(s)
+		}
+	case reflect.Int, reflect.Int64:
+		d.integer(n, v, path)
+	case reflect.Float64:
+		d.float(n, v, path)
+	case reflect.Bool:
+		d.boolean(n, v, path)
+	default:
+		// Only reachable if a field of an unsupported type is added to the
+		// document types; the tests decode every field.
+		panic(fmt.Sprintf("policy: decoder does not support %s at %s", v.Type(), path))
+	}
+}
+
+// entry is one key-value pair of a YAML mapping.
+type entry struct {
+	key   string
+	value *yaml.Node
+}
+
+// entries returns the pairs of mapping n, merge keys ("<<: *base") expanded
+// with the explicit keys winning. A key given twice is reported.
+func (d *decoder) entries(n *yaml.Node, path string) []entry {
+	if len(n.Content)%2 != 0 {
+		d.fail(path, "malformed mapping")
+		return nil
+	}
+	var out []entry
+	seen := make(map[string]int, len(n.Content)/2) // key -> line
+	var merges []*yaml.Node
+	for i := 0; i < len(n.Content); i += 2 {
+		k := d.visit(n.Content[i])
+		if k == nil {
+			return nil
+		}
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == tagMerge {
+			merges = append(merges, n.Content[i+1])
+			continue
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == tagNull {
+			d.fail(path, "a key must be a string, got %s (line %d)", describe(k), k.Line)
+			continue
+		}
+		if !utf8.ValidString(k.Value) {
+			d.fail(path, "a key is not valid UTF-8 (line %d)", k.Line)
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			d.fail(join(path, k.Value), "duplicate key (first at line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		out = append(out, entry{k.Value, n.Content[i+1]})
+	}
+	// YAML merge keys: earlier sources win over later ones, explicit keys over all.
+	if len(merges) == 0 {
+		return out
+	}
+	if d.merging[n] {
+		d.fail(join(path, "<<"), "a merge key refers to its own mapping")
+		return out
+	}
+	if d.merging == nil {
+		d.merging = make(map[*yaml.Node]bool)
+	}
+	d.merging[n] = true
+	defer delete(d.merging, n)
+	for _, m := range merges {
+		m = d.visit(m)
+		if m == nil {
+			return out
+		}
+		var sources []*yaml.Node
+		switch m.Kind {
+		case yaml.MappingNode:
+			sources = []*yaml.Node{m}
+		case yaml.SequenceNode:
+			sources = m.Content
+		default:
+			d.fail(join(path, "<<"), "a merge key needs a mapping or a list of mappings, got %s", describe(m))
+			continue
+		}
+		for _, s := range sources {
+			s = d.visit(s)
+			if s == nil {
+				return out
+			}
+			if s.Kind != yaml.MappingNode {
+				d.fail(join(path, "<<"), "a merge key needs a mapping or a list of mappings, got %s", describe(s))
+				continue
+			}
+			for _, e := range d.entries(s, path) {
+				if _, dup := seen[e.key]; !dup {
+					seen[e.key] = 0
+					out = append(out, e)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, "expected a mapping, got %s", describe(n))
+		return
+	}
+	fields := fieldsOf(v.Type())
+	for _, e := range d.entries(n, path) {
+		idx, ok := fields[e.key]
+		if !ok {
+			d.fail(join(path, e.key), "unknown field")
+			continue
+		}
+		d.decode(e.value, v.FieldByIndex(idx), join(path, e.key))
+	}
+}
+
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, "expected a mapping, got %s", describe(n))
+		return
+	}
+	t := v.Type()
+	if t.Key().Kind() != reflect.String {
+		panic("policy: decoder supports string map keys only")
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(t))
+	}
+	for _, e := range d.entries(n, path) {
+		// A present key always makes an entry, even with a null value:
+		// "billing:" alone declares the service with every field defaulted.
+		elem := reflect.New(t.Elem()).Elem()
+		if elem.Kind() == reflect.Pointer {
+			elem.Set(reflect.New(t.Elem().Elem()))
+		}
+		d.decode(e.value, elem, join(path, e.key))
+		v.SetMapIndex(reflect.ValueOf(e.key).Convert(t.Key()), elem)
+	}
+}
+
+func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(path, "expected a list, got %s", describe(n))
+		return
+	}
+	// An explicit empty list is kept non-nil: for retry_on it means "none".
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		d.decode(item, s.Index(i), index(path, i))
+		if d.tooLarge {
+			return
+		}
+	}
+	v.Set(s)
+}
+
+// str returns the text of a scalar. Numbers, booleans and dates are taken
+// as written, so `version: 2026-11-26` and `retry_on: [503]` read as strings.
+func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(path, "expected a string, got %s", describe(n))
+		return "", false
+	}
+	switch n.ShortTag() {
+	case tagStr, tagInt, tagFloat, tagBool, tagTimestamp:
+	default:
+		d.fail(path, "expected a string, got %s", describe(n))
+		return "", false
+	}
+	if !utf8.ValidString(n.Value) {
+		d.fail(path, "not valid UTF-8")
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (d *decoder) integer(n *yaml.Node, v reflect.Value, path string) {
+	var i int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != tagInt || n.Decode(&i) != nil {
+		d.fail(path, "expected an integer, got %s", describe(n))
+		return
+	}
+	if v.OverflowInt(i) {
+		d.fail(path, "integer %s out of range", n.Value)
+		return
+	}
+	v.SetInt(i)
+}
+
+func (d *decoder) float(n *yaml.Node, v reflect.Value, path string) {
+	var f float64
+	tag := n.ShortTag()
+	if n.Kind != yaml.ScalarNode || (tag != tagInt && tag != tagFloat) || n.Decode(&f) != nil {
+		d.fail(path, "expected a number, got %s", describe(n))
+		return
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		d.fail(path, "expected a finite number, got %s", n.Value)
+		return
+	}
+	if f == 0 {
+		f = 0 // -0 reads as 0, so the document hashes the same once re-encoded
+	}
+	v.SetFloat(f)
+}
+
+func (d *decoder) boolean(n *yaml.Node, v reflect.Value, path string) {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != tagBool || n.Decode(&b) != nil {
+		d.fail(path, "expected true or false, got %s", describe(n))
+		return
+	}
+	v.SetBool(b)
+}
+
+func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(path, "expected a duration such as \"250ms\", got %s", describe(n))
+		return
+	}
+	switch n.ShortTag() {
+	case tagInt, tagFloat:
+		d.fail(path, "invalid duration %s: a number needs a unit; write e.g. \"250ms\"", n.Value)
+		return
+	case tagStr:
+	default:
+		d.fail(path, "expected a duration such as \"250ms\", got %s", describe(n))
+		return
+	}
+	dur, err := parseDuration(n.Value)
+	if err != nil {
+		d.fail(path, "%s", err)
+		return
+	}
+	v.SetInt(int64(dur))
+}
+
+// parseDuration parses a Go duration string. A bare number, even 0, is
+// refused: a unit is required.
+func parseDuration(s string) (time.Duration, error) {
+	dur, err := time.ParseDuration(s)
+	if err != nil {
+		if isNumber(s) {
+			return 0, fmt.Errorf("invalid duration %q: a number needs a unit; write e.g. \"250ms\"", s)
+		}
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	if s == "0" || s == "+0" || s == "-0" {
+		return 0, fmt.Errorf("invalid duration %q: a number needs a unit; write e.g. \"0s\"", s)
+	}
+	return dur, nil
+}
+
+// isNumber reports whether s looks like a plain decimal number.
+func isNumber(s string) bool {
+	s = strings.TrimLeft(s, "+-")
+	digits := 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+		default:
+			return false
+		}
+	}
+	return digits > 0
+}
+
+// describe names what node n is, for "expected X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch tag := n.ShortTag(); tag {
+		case tagNull:
+			return "null"
+		case tagStr, tagInt, tagFloat, tagBool, tagTimestamp:
+			return fmt.Sprintf("%q", truncate(n.Value, 40))
+		default:
+			return fmt.Sprintf("%s %q", tag, truncate(n.Value, 40))
+		}
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.DocumentNode:
+		return "a document"
+	}
+	return "nothing"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// fieldsOf maps the json names of t's fields to their index paths, with
+// untagged embedded structs inline as in encoding/json. Cached per type.
+func fieldsOf(t reflect.Type) map[string][]int {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string][]int)
+	}
+	fields := make(map[string][]int)
+	collectFields(t, nil, fields)
+	fieldCache.Store(t, fields)
+	return fields
+}
+
+var fieldCache sync.Map // reflect.Type -> map[string][]int
+
+func collectFields(t reflect.Type, prefix []int, into map[string][]int) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		idx := append(append([]int(nil), prefix...), i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" {
+			continue
+		}
+		if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+			collectFields(f.Type, idx, into)
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		if _, dup := into[tag]; dup {
+			panic(fmt.Sprintf("policy: field name %q used twice in %s", tag, t))
+		}
+		into[tag] = idx
+	}
+}

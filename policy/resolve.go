@@ -1,0 +1,314 @@
+package policy
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Values used where the document is silent (see DESIGN.md).
+const (
+	defaultAttempts            = 1
+	defaultBackoffInitial      = 25 * time.Millisecond
+	defaultBackoffMax          = 250 * time.Millisecond
+	defaultBudgetRatio         = 0.2
+	defaultBudgetMinPerSecond  = 10
+	defaultBreakerFailures     = 5
+	defaultBreakerOpenFor      = 30 * time.Second
+	defaultBreakerHalfOpen     = 1
+	defaultOutlierFailures     = 5
+	defaultOutlierBaseEjection = 30 * time.Second
+	defaultOutlierMaxPercent   = 10
+	defaultLoadBalancer        = "round_robin"
+	defaultAuthorization       = "deny"
+)
+
+// DefaultRetryOn returns the retry conditions used when retries are on
+// (attempts > 1) and no level of the document sets retry_on:
+// connect-failure, reset, 502, 503, 504, unavailable. It returns a new slice.
+func DefaultRetryOn() []string {
+	return []string{"connect-failure", "reset", "502", "503", "504", "unavailable"}
+}
+
+// resolve builds the resolved view of every service of a valid document. It
+// copies what it keeps, so doc stays the caller's.
+func resolve(doc *Document) map[string]*ResolvedService {
+	out := make(map[string]*ResolvedService, len(doc.Services))
+	for name, svc := range doc.Services {
+		out[name] = resolveService(name, doc.Defaults, svc)
+	}
+	return out
+}
+
+// resolveService merges defaults ⊕ service (⊕ route, for each route).
+// def and svc may be nil.
+func resolveService(name string, def, svc *Service) *ResolvedService {
+	rs := &ResolvedService{
+		Name:          name,
+		Subsets:       mergedSubsets(def, svc),
+		Effective:     effective(settingsOf(def), settingsOf(svc)),
+		Authorization: resolveAuthorization(def, svc),
+	}
+	rs.Endpoints = deepCopy(pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints }))
+	routes, _ := effectiveRoutes(def, svc)
+	if len(routes) == 0 {
+		rs.Routes = []ResolvedRoute{{Effective: rs.Effective}}
+		return rs
+	}
+	rs.HasRoutes = true
+	rs.Routes = make([]ResolvedRoute, len(routes))
+	for i := range routes {
+		r := &routes[i]
+		rs.Routes[i] = ResolvedRoute{
+			Name:      routeName(r, i),
+			Match:     normalizeMatch(r.Match),
+			Split:     slices.Clone(r.Split),
+			Effective: effective(settingsOf(def), settingsOf(svc), &r.Settings),
+		}
+	}
+	return rs
+}
+
+// routeName is the name of route i in resolved views and telemetry.
+func routeName(r *Route, i int) string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return fmt.Sprintf("route[%d]", i)
+}
+
+func settingsOf(s *Service) *Settings {
+	if s == nil {
+		return nil
+	}
+	return &s.Settings
+}
+
+// pick returns field(svc) when it is non-empty, else field(def): the
+// service's endpoints and routes replace the defaults' whole.
+func pick[T any](def, svc *Service, field func(*Service) []T) []T {
+	if svc != nil {
+		if v := field(svc); len(v) > 0 {
+			return v
+		}
+	}
+	if def != nil {
+		return field(def)
+	}
+	return nil
+}
+
+// effectiveRoutes returns the routes that apply to svc (its own, or the
+// defaults' when it has none) and whether they are the defaults'.
+func effectiveRoutes(def, svc *Service) (routes []Route, fromDefaults bool) {
+	if svc != nil && len(svc.Routes) > 0 {
+		return svc.Routes, false
+	}
+	if def != nil && len(def.Routes) > 0 {
+		return def.Routes, true
+	}
+	return nil, false
+}
+
+// mergedSubsets merges the subsets of def and svc key by key, svc winning.
+// The result is a new map (nil when there are no subsets).
+func mergedSubsets(def, svc *Service) map[string]map[string]string {
+	var out map[string]map[string]string
+	for _, s := range []*Service{def, svc} {
+		if s == nil || len(s.Subsets) == 0 {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]map[string]string)
+		}
+		for name, sel := range s.Subsets {
+			out[name] = maps.Clone(sel)
+		}
+	}
+	return out
+}
+
+// resolveAuthorization takes the service's authorization block, or the
+// defaults' when it has none, with Default resolved and methods upper case.
+func resolveAuthorization(def, svc *Service) Authorization {
+	var a Authorization
+	switch {
+	case svc != nil && svc.Authorization != nil:
+		a = deepCopy(*svc.Authorization)
+	case def != nil && def.Authorization != nil:
+		a = deepCopy(*def.Authorization)
+	}
+	if a.Default == "" {
+		a.Default = defaultAuthorization
+	}
+	for i := range a.Rules {
+		upper(a.Rules[i].Methods)
+	}
+	return a
+}
+
+// normalizeMatch copies m with its methods in upper case.
+func normalizeMatch(m Match) Match {
+	m = deepCopy(m)
+	upper(m.Methods)
+	return m
+}
+
+func upper(s []string) {
+	for i := range s {
+		s[i] = strings.ToUpper(s[i])
+	}
+}
+
+// effective merges settings levels, least specific first (nil levels are
+// skipped), field by field, and fills in every default.
+func effective(levels ...*Settings) Effective {
+	e := Effective{
+		Attempts:           defaultAttempts,
+		BudgetRatio:        defaultBudgetRatio,
+		BudgetMinPerSecond: defaultBudgetMinPerSecond,
+		LoadBalancer:       defaultLoadBalancer,
+	}
+	var (
+		retryOn    []string
+		backoffMax time.Duration
+	)
+	for _, s := range levels {
+		if s == nil {
+			continue
+		}
+		setDuration(&e.Timeout, s.Timeout)
+		if r := s.Retry; r != nil {
+			setInt(&e.Attempts, r.Attempts)
+			setDuration(&e.PerTryTimeout, r.PerTryTimeout)
+			if b := r.Backoff; b != nil {
+				setDuration(&e.BackoffInitial, b.Initial)
+				setDuration(&backoffMax, b.Max)
+			}
+			if r.RetryOn != nil {
+				retryOn = r.RetryOn
+			}
+			if b := r.Budget; b != nil {
+				if b.Ratio != nil {
+					e.BudgetRatio = *b.Ratio
+				}
+				if b.MinPerSecond != nil {
+					e.BudgetMinPerSecond = *b.MinPerSecond
+				}
+			}
+			if r.NonIdempotent != nil {
+				e.NonIdempotent = *r.NonIdempotent
+			}
+		}
+		if c := s.CircuitBreaker; c != nil {
+			if e.CircuitBreaker == nil {
+				e.CircuitBreaker = new(CircuitBreaker)
+			}
+			setInt(&e.CircuitBreaker.ConsecutiveFailures, c.ConsecutiveFailures)
+			setInt(&e.CircuitBreaker.HalfOpenRequests, c.HalfOpenRequests)
+			if c.OpenFor != 0 {
+				e.CircuitBreaker.OpenFor = c.OpenFor
+			}
+		}
+		if o := s.OutlierDetection; o != nil {
+			if e.OutlierDetection == nil {
+				e.OutlierDetection = new(OutlierDetection)
+			}
+			setInt(&e.OutlierDetection.ConsecutiveFailures, o.ConsecutiveFailures)
+			setInt(&e.OutlierDetection.MaxEjectionPercent, o.MaxEjectionPercent)
+			if o.BaseEjection != 0 {
+				e.OutlierDetection.BaseEjection = o.BaseEjection
+			}
+		}
+		if s.LoadBalancer != "" {
+			e.LoadBalancer = s.LoadBalancer
+		}
+		if s.TLS != "" {
+			e.TLS = s.TLS
+		}
+	}
+
+	if e.BackoffInitial == 0 {
+		e.BackoffInitial = defaultBackoffInitial
+	}
+	// An unset max never undercuts the initial delay: backoff {initial: 1s}
+	// alone means a constant 1s.
+	e.BackoffMax = cmp.Or(backoffMax, max(defaultBackoffMax, e.BackoffInitial))
+	switch {
+	case retryOn != nil:
+		e.RetryOn = slices.Clone(retryOn)
+	case e.Attempts > 1:
+		e.RetryOn = DefaultRetryOn()
+	}
+	if c := e.CircuitBreaker; c != nil {
+		c.ConsecutiveFailures = cmp.Or(c.ConsecutiveFailures, defaultBreakerFailures)
+		c.OpenFor = cmp.Or(c.OpenFor, Duration(defaultBreakerOpenFor))
+		c.HalfOpenRequests = cmp.Or(c.HalfOpenRequests, defaultBreakerHalfOpen)
+	}
+	if o := e.OutlierDetection; o != nil {
+		o.ConsecutiveFailures = cmp.Or(o.ConsecutiveFailures, defaultOutlierFailures)
+		o.BaseEjection = cmp.Or(o.BaseEjection, Duration(defaultOutlierBaseEjection))
+		o.MaxEjectionPercent = cmp.Or(o.MaxEjectionPercent, defaultOutlierMaxPercent)
+	}
+	return e
+}
+
+// setInt and setDuration store v when it is set (non-zero).
+func setInt(dst *int, v int) {
+	if v != 0 {
+		*dst = v
+	}
+}
+
+func setDuration(dst *time.Duration, v Duration) {
+	if v != 0 {
+		*dst = v.Std()
+	}
+}
+
+// effectiveJSON is the JSON form of Effective: snake_case names as in the
+// document, durations as Go duration strings.
+type effectiveJSON struct {
+	Timeout            Duration          `json:"timeout,omitempty"`
+	Attempts           int               `json:"attempts"`
+	PerTryTimeout      Duration          `json:"per_try_timeout,omitempty"`
+	BackoffInitial     Duration          `json:"backoff_initial"`
+	BackoffMax         Duration          `json:"backoff_max"`
+	RetryOn            []string          `json:"retry_on"`
+	BudgetRatio        float64           `json:"budget_ratio"`
+	BudgetMinPerSecond int               `json:"budget_min_per_second"`
+	NonIdempotent      bool              `json:"non_idempotent"`
+	CircuitBreaker     *CircuitBreaker   `json:"circuit_breaker,omitempty"`
+	OutlierDetection   *OutlierDetection `json:"outlier_detection,omitempty"`
+	LoadBalancer       string            `json:"load_balancer"`
+	TLS                string            `json:"tls,omitempty"`
+}
+
+// MarshalJSON renders e for the admin page: snake_case names as in the
+// document and durations as strings ("250ms"). A zero timeout or
+// per_try_timeout (none) and an empty tls are left out.
+func (e Effective) MarshalJSON() ([]byte, error) {
+	retryOn := e.RetryOn
+	if retryOn == nil {
+		retryOn = []string{}
+	}
+	return json.Marshal(effectiveJSON{
+		Timeout:            Duration(e.Timeout),
+		Attempts:           e.Attempts,
+		PerTryTimeout:      Duration(e.PerTryTimeout),
+		BackoffInitial:     Duration(e.BackoffInitial),
+		BackoffMax:         Duration(e.BackoffMax),
+		RetryOn:            retryOn,
+		BudgetRatio:        e.BudgetRatio,
+		BudgetMinPerSecond: e.BudgetMinPerSecond,
+		NonIdempotent:      e.NonIdempotent,
+		CircuitBreaker:     e.CircuitBreaker,
+		OutlierDetection:   e.OutlierDetection,
+		LoadBalancer:       e.LoadBalancer,
+		TLS:                e.TLS,
+	})
+}

@@ -1,0 +1,263 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Document is a parsed policy document: the traffic policy of the fleet, as
+// written in YAML or JSON. Obtain one with [Parse], or build one in code and
+// check it with [Document.Validate].
+//
+// A Document is plain data. It is not safe to modify while another goroutine
+// reads it; the snapshots built from it ([NewSnapshot]) never modify it and
+// must not be modified by their users either.
+type Document struct {
+	// Version is an optional label. When empty, the mesh versions the
+	// document by its content hash (see [Snapshot.Hash]).
+	Version string `json:"version,omitempty"`
+	// TrustDomain names the SPIFFE trust domain of the built-in dev CA.
+	TrustDomain string `json:"trust_domain,omitempty"`
+	// Defaults holds the fields that apply to every service unless the
+	// service (or one of its routes) sets them.
+	Defaults *Service `json:"defaults,omitempty"`
+	// Services maps a service name (a URL host) to its policy.
+	Services map[string]*Service `json:"services,omitempty"`
+}
+
+// Service is the policy of one destination service. The same type holds the
+// document's defaults.
+type Service struct {
+	// Endpoints is the static discovery data of the service. With Consul
+	// the catalog provides it instead.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// Subsets maps a subset name to a label selector: an endpoint belongs to
+	// the subset when its labels contain every pair of the selector.
+	Subsets map[string]map[string]string `json:"subsets,omitempty"`
+	// Settings holds the per-call settings, inline in the document.
+	Settings
+	// Routes are tried in order; the first that matches wins.
+	Routes []Route `json:"routes,omitempty"`
+	// Authorization says who may call the service; the destination enforces it.
+	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// Endpoint is one static instance of a service.
+type Endpoint struct {
+	Address string            `json:"address"` // host:port
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// Settings are the per-call settings that may appear in the defaults, a
+// service, or a route; the more specific level wins field by field. A zero
+// field (or nil pointer) means "not set at this level".
+type Settings struct {
+	// Timeout bounds the whole call, retries included.
+	Timeout          Duration          `json:"timeout,omitempty"`
+	Retry            *Retry            `json:"retry,omitempty"`
+	CircuitBreaker   *CircuitBreaker   `json:"circuit_breaker,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
+	// LoadBalancer is round_robin, least_request or random.
+	LoadBalancer string `json:"load_balancer,omitempty"`
+	// TLS is strict or disable (client side, toward the destination).
+	TLS string `json:"tls,omitempty"`
+}
+
+// Retry is the retry policy of a call.
+type Retry struct {
+	// Attempts is the total number of tries including the first, 1..10;
+	// 0 means not set.
+	Attempts      int      `json:"attempts,omitempty"`
+	PerTryTimeout Duration `json:"per_try_timeout,omitempty"`
+	Backoff       *Backoff `json:"backoff,omitempty"`
+	// RetryOn names the conditions that are retried. nil means not set; a
+	// non-nil empty list means "retry on nothing".
+	RetryOn []string `json:"retry_on,omitempty"`
+	Budget  *Budget  `json:"budget,omitempty"`
+	// NonIdempotent allows retrying POST and PATCH (when the body can be
+	// replayed). nil means not set.
+	NonIdempotent *bool `json:"non_idempotent,omitempty"`
+}
+
+// MarshalJSON encodes r as encoding/json would, except that an empty,
+// non-nil RetryOn is kept as "retry_on": [] (retry on nothing) instead of
+// being left out (not set), so that re-encoding a document keeps its meaning
+// and its hash.
+func (r Retry) MarshalJSON() ([]byte, error) {
+	type plain Retry // no methods: no recursion
+	if r.RetryOn == nil || len(r.RetryOn) > 0 {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		plain
+		RetryOn []string `json:"retry_on"`
+	}{plain(r), r.RetryOn})
+}
+
+// Backoff is the exponential backoff between attempts, with full jitter.
+type Backoff struct {
+	Initial Duration `json:"initial,omitempty"`
+	Max     Duration `json:"max,omitempty"`
+}
+
+// Budget limits retries to a share of the calls (Finagle's retry budget).
+// The pointer fields carry presence, so an explicit 0 overrides a default.
+type Budget struct {
+	Ratio        *float64 `json:"ratio,omitempty"`
+	MinPerSecond *int     `json:"min_per_second,omitempty"`
+}
+
+// CircuitBreaker configures the per-destination circuit breaker. Zero fields
+// take the defaults (5 failures, 30s open, 1 half-open request).
+type CircuitBreaker struct {
+	ConsecutiveFailures int      `json:"consecutive_failures,omitempty"`
+	OpenFor             Duration `json:"open_for,omitempty"`
+	HalfOpenRequests    int      `json:"half_open_requests,omitempty"`
+}
+
+// OutlierDetection configures per-endpoint ejection. Zero fields take the
+// defaults (5 failures, 30s base ejection, 10% at most ejected).
+type OutlierDetection struct {
+	ConsecutiveFailures int      `json:"consecutive_failures,omitempty"`
+	BaseEjection        Duration `json:"base_ejection,omitempty"`
+	MaxEjectionPercent  int      `json:"max_ejection_percent,omitempty"`
+}
+
+// Route matches requests to a service and splits them over subsets. Its
+// inline Settings override the service's.
+type Route struct {
+	// Name identifies the route in errors and telemetry; unnamed routes are
+	// called "route[<index>]" in resolved views.
+	Name  string           `json:"name,omitempty"`
+	Match Match            `json:"match,omitempty"`
+	Split []WeightedSubset `json:"split,omitempty"`
+	Settings
+}
+
+// Match selects requests. Every set field must match; a zero Match matches
+// every request.
+type Match struct {
+	// Headers must all be present with exactly these values; names are
+	// case-insensitive.
+	Headers    map[string]string `json:"headers,omitempty"`
+	PathPrefix string            `json:"path_prefix,omitempty"`
+	// Methods are HTTP methods, upper case in the resolved view.
+	Methods []string `json:"methods,omitempty"`
+}
+
+// WeightedSubset is one entry of a traffic split.
+type WeightedSubset struct {
+	Subset string `json:"subset"`
+	Weight int    `json:"weight"`
+}
+
+// Authorization says who may call a service.
+type Authorization struct {
+	// Default is deny or allow; "" means deny.
+	Default string `json:"default,omitempty"`
+	// Rules allow the calls they match, whatever Default says.
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// Rule allows calls from some services to some paths and methods.
+type Rule struct {
+	From    []string `json:"from,omitempty"`    // caller service names; "*" is any
+	Paths   []string `json:"paths,omitempty"`   // path prefixes; empty is any
+	Methods []string `json:"methods,omitempty"` // empty is any
+}
+
+// Duration is a time.Duration written as a Go duration string ("250ms") in
+// YAML and JSON.
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// String returns d in time.Duration notation, e.g. "250ms".
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText renders d as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// MarshalJSON renders d as a JSON string such as "250ms".
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+// UnmarshalText parses a Go duration string, so encoding/json and other
+// text-based decoders can read a Document too.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := parseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("policy: %s", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Effective is the resolved view of the settings of a service or a route:
+// defaults ⊕ service ⊕ route, with every default of the product filled in,
+// as plain values. Treat it as read-only.
+type Effective struct {
+	Timeout            time.Duration     // 0: none beyond the caller's context
+	Attempts           int               // >= 1; 1 means no retry
+	PerTryTimeout      time.Duration     // 0: none
+	BackoffInitial     time.Duration     // default 25ms
+	BackoffMax         time.Duration     // default 250ms
+	RetryOn            []string          // resolved list (the default list when absent and Attempts > 1)
+	BudgetRatio        float64           // default 0.2
+	BudgetMinPerSecond int               // default 10
+	NonIdempotent      bool              // retry POST/PATCH too
+	CircuitBreaker     *CircuitBreaker   // nil: none; fields defaulted (5, 30s, 1) when present
+	OutlierDetection   *OutlierDetection // nil: none; fields defaulted (5, 30s, 10%) when present
+	LoadBalancer       string            // default round_robin
+	TLS                string            // "" means: strict when the mesh has an identity
+}
+
+// ResolvedRoute is a route of a [ResolvedService].
+type ResolvedRoute struct {
+	// Name is the route's name, "route[<index>]" for an unnamed route of the
+	// document, or "" for the implicit route of a service without routes.
+	Name      string           `json:"name"`
+	Match     Match            `json:"match"`           // methods upper case
+	Split     []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
+	Effective Effective        `json:"effective"`       // defaults ⊕ service ⊕ route
+}
+
+// ResolvedService is the resolved policy of one service. Treat it as read-only.
+type ResolvedService struct {
+	Name          string                       `json:"name"`
+	Endpoints     []Endpoint                   `json:"endpoints,omitempty"`
+	Subsets       map[string]map[string]string `json:"subsets,omitempty"`
+	Effective     Effective                    `json:"effective"`     // defaults ⊕ service
+	Routes        []ResolvedRoute              `json:"routes"`        // a service without routes gets one implicit route: Name "", Split empty
+	HasRoutes     bool                         `json:"has_routes"`    // false when Routes is the implicit route
+	Authorization Authorization                `json:"authorization"` // defaults ⊕ service; Default resolved ("deny" if empty)
+}
+
+// Snapshot is an immutable, validated document with its version and its
+// resolved services. Never modify one, nor anything it points to: snapshots
+// are shared between goroutines without locks and swapped whole.
+type Snapshot struct {
+	Doc      *Document                   `json:"document"`
+	Version  string                      `json:"version"` // the document's label, or Hash when it has none
+	Hash     string                      `json:"hash"`    // "sha256:" + 16 hex digits of the canonical JSON of Doc
+	Source   string                      `json:"source"`  // "file:/abs/path", "inline", ...
+	Loaded   time.Time                   `json:"loaded"`  // when the snapshot was made
+	Services map[string]*ResolvedService `json:"services"`
+}
+
+// Event is what a [Source] reports: a new valid snapshot, or a rejection.
+type Event struct {
+	Snapshot *Snapshot // a new valid document (nil when rejected)
+	Err      error     // the document was rejected; the previous one stays in force
+}
+
+// Source delivers policy snapshots, for example from a file or a control plane.
+type Source interface {
+	// Watch delivers events to emit until ctx ends, then returns ctx.Err().
+	// emit is called from one goroutine at a time.
+	Watch(ctx context.Context, emit func(Event)) error
+	// String describes the source, e.g. "file:/etc/inmesh/mesh.yaml".
+	String() string
+}

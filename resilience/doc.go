@@ -1,0 +1,43 @@
+// Package resilience holds the policies that protect a call to another
+// service: retry conditions, the retry budget, backoff, the circuit breaker
+// and outlier detection.
+//
+// The package is transport-agnostic. It knows nothing of HTTP clients or gRPC
+// connections: the mesh's HTTP and gRPC layers classify how each attempt ended
+// as an [Outcome] and ask these policies what to do next. Time is injected
+// (a clock.Clock, or the caller's now) wherever it can be, so the policies are
+// tested without sleeping; gobreaker, under [Breaker], reads time.Now itself.
+//
+// # Where each piece sits in the request flow
+//
+//	request ─► route match ─► split ─► total deadline ─► retry loop ─┐
+//	  ┌──────────────────────────────────────────────────────────────┘
+//	  └─► pick endpoint ─► breaker ─► per-try deadline ─► dial ─► send ─► classify
+//
+// The mesh uses the pieces of this package along that flow:
+//
+//   - The retry loop deposits into the destination's [Budget] once per logical
+//     call and withdraws one token before each retry; when TryWithdraw fails the
+//     last failure is returned instead of retrying.
+//   - Between attempts it waits [Backoff.Next] (exponential, full jitter), or
+//     the server's Retry-After ([ParseRetryAfter]), with [Sleep], which ends
+//     early with the call's context.
+//   - The endpoint picker skips hosts whose [HostHealth.Available] is false:
+//     outlier detection ([Outlier]) ejects a host for a time after repeated
+//     failures, per endpoint of one destination.
+//   - The destination's [Breaker] admits or rejects each attempt
+//     ([Breaker.Allow]) before it is sent; a rejection wraps [ErrBreakerOpen].
+//   - After the attempt, the classified [Outcome] is reported: [IsFailure]
+//     decides what counts against the breaker and outlier detection, and
+//     [RetryOn.Match] whether the retry loop tries again.
+//
+// # Concurrency
+//
+// [Budget], [Breaker], [Outlier] and [HostHealth] are shared by every call to
+// a destination and are safe for concurrent use. The per-request paths
+// (Budget.Deposit and TryWithdraw, HostHealth.Available and Report,
+// RetryOn.Match, IsFailure) take no lock and do not allocate. [RetryOn] is an
+// immutable comparable value. A [Backoff] belongs to one logical call and is
+// not safe for concurrent use. A nil *Budget, *Breaker or *HostHealth means
+// the policy is off: every retry and attempt is allowed, every host available.
+package resilience

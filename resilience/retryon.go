@@ -1,0 +1,233 @@
+package resilience
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+)
+
+// Outcome describes how one attempt ended, transport-agnostic. The zero value
+// is an attempt that produced a response with neither an HTTP status nor a gRPC
+// code, which is neither a failure nor retryable.
+type Outcome struct {
+	Err        ErrKind    // ErrNone when the attempt produced a response
+	HTTPStatus int        // 0 when no HTTP status
+	GRPCCode   codes.Code // codes.OK when none
+	IsGRPC     bool       // GRPCCode is meaningful
+}
+
+// ErrKind classifies an attempt that produced no response.
+type ErrKind uint8
+
+// Error kinds, in the order of the request flow.
+const (
+	ErrNone    ErrKind = iota // the attempt produced a response
+	ErrConnect                // dial failed / connection refused
+	ErrReset                  // connection broke after the request was sent (reset, EOF, malformed answer)
+	ErrTimeout                // per-try timeout fired
+	ErrTLS                    // handshake or peer identity failed
+)
+
+// String returns the kind's lower-case name: "none", "connect", "reset",
+// "timeout", "tls", or "unknown".
+func (k ErrKind) String() string {
+	switch k {
+	case ErrNone:
+		return "none"
+	case ErrConnect:
+		return "connect"
+	case ErrReset:
+		return "reset"
+	case ErrTimeout:
+		return "timeout"
+	case ErrTLS:
+		return "tls"
+	}
+	return "unknown"
+}
+
+// Status codes a RetryOn can hold: 100..599.
+const (
+	minStatus = 100
+	maxStatus = 599
+)
+
+// RetryOn is a parsed, immutable set of retry conditions. The zero value
+// matches nothing. RetryOn is a small comparable value: copy it freely and
+// compare with ==.
+type RetryOn struct {
+	status [(maxStatus - minStatus + 64) / 64]uint64 // bit s-minStatus for HTTP status s
+	grpc   uint32                                    // bit c for gRPC code c
+	kinds  uint8                                     // bit k for ErrKind k
+}
+
+// ConditionError reports a retry_on entry that names no known condition.
+// Index is the position of the entry in the list given to [ParseRetryOn].
+type ConditionError struct {
+	Index int
+	Name  string
+}
+
+// Error returns `retry_on[<Index>]: unknown condition "<Name>"`, so a caller
+// can prefix the path of the list (for example "services.billing.retry.").
+func (e *ConditionError) Error() string {
+	return fmt.Sprintf("retry_on[%d]: unknown condition %q", e.Index, e.Name)
+}
+
+// grpcCodeNames maps the kebab-case condition name of each gRPC code.
+var grpcCodeNames = map[string]codes.Code{
+	"cancelled":           codes.Canceled,
+	"unknown":             codes.Unknown,
+	"invalid-argument":    codes.InvalidArgument,
+	"deadline-exceeded":   codes.DeadlineExceeded,
+	"not-found":           codes.NotFound,
+	"already-exists":      codes.AlreadyExists,
+	"permission-denied":   codes.PermissionDenied,
+	"resource-exhausted":  codes.ResourceExhausted,
+	"failed-precondition": codes.FailedPrecondition,
+	"aborted":             codes.Aborted,
+	"out-of-range":        codes.OutOfRange,
+	"unimplemented":       codes.Unimplemented,
+	"internal":            codes.Internal,
+	"unavailable":         codes.Unavailable,
+	"data-loss":           codes.DataLoss,
+	"unauthenticated":     codes.Unauthenticated,
+}
+
+// ParseRetryOn parses retry condition names. Names are case-sensitive:
+//
+//   - "connect-failure": the dial failed ([ErrConnect]);
+//   - "reset": the connection broke after the request was sent ([ErrReset]);
+//   - "per-try-timeout": the per-try timeout fired ([ErrTimeout]);
+//   - "5xx": any HTTP status 500..599;
+//   - "gateway-error": HTTP 502, 503 and 504;
+//   - "retriable-4xx": HTTP 409;
+//   - a three-digit HTTP status "100".."599";
+//   - a gRPC code name in kebab case: "cancelled", "unknown",
+//     "invalid-argument", "deadline-exceeded", "not-found", "already-exists",
+//     "permission-denied", "resource-exhausted", "failed-precondition",
+//     "aborted", "out-of-range", "unimplemented", "internal", "unavailable",
+//     "data-loss", "unauthenticated".
+//
+// A TLS failure ([ErrTLS]) is never retried: no condition names it.
+// Duplicates are allowed; an empty or nil list gives the zero RetryOn, which
+// matches nothing. A bad entry is reported as a *[ConditionError].
+func ParseRetryOn(names []string) (RetryOn, error) {
+	var r RetryOn
+	for i, name := range names {
+		if !r.add(name) {
+			return RetryOn{}, &ConditionError{Index: i, Name: name}
+		}
+	}
+	return r, nil
+}
+
+// MustParseRetryOn is like [ParseRetryOn] but panics on error. It is meant for
+// condition lists fixed in the source.
+func MustParseRetryOn(names ...string) RetryOn {
+	r, err := ParseRetryOn(names)
+	if err != nil {
+		panic("resilience: " + err.Error())
+	}
+	return r
+}
+
+// add adds the condition name to r and reports whether the name is known.
+func (r *RetryOn) add(name string) bool {
+	switch name {
+	case "connect-failure":
+		r.kinds |= 1 << ErrConnect
+	case "reset":
+		r.kinds |= 1 << ErrReset
+	case "per-try-timeout":
+		r.kinds |= 1 << ErrTimeout
+	case "5xx":
+		for s := 500; s <= 599; s++ {
+			r.addStatus(s)
+		}
+	case "gateway-error":
+		r.addStatus(502)
+		r.addStatus(503)
+		r.addStatus(504)
+	case "retriable-4xx":
+		r.addStatus(409)
+	default:
+		if s, ok := parseStatus(name); ok {
+			r.addStatus(s)
+			return true
+		}
+		c, ok := grpcCodeNames[name]
+		if !ok {
+			return false
+		}
+		r.grpc |= 1 << c
+	}
+	return true
+}
+
+// parseStatus parses exactly three decimal digits naming a status 100..599.
+func parseStatus(s string) (int, bool) {
+	if len(s) != 3 {
+		return 0, false
+	}
+	n := 0
+	for i := range 3 {
+		d := s[i]
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + int(d-'0')
+	}
+	return n, n >= minStatus && n <= maxStatus
+}
+
+func (r *RetryOn) addStatus(s int) {
+	i := s - minStatus
+	r.status[i/64] |= 1 << (i % 64)
+}
+
+func (r RetryOn) hasStatus(s int) bool {
+	if s < minStatus || s > maxStatus {
+		return false
+	}
+	i := s - minStatus
+	return r.status[i/64]&(1<<(i%64)) != 0
+}
+
+// Match reports whether the outcome is one r retries: its error kind, its HTTP
+// status or (when IsGRPC) its gRPC code is in r. HOT: no allocation.
+func (r RetryOn) Match(o Outcome) bool {
+	if o.Err != ErrNone {
+		return o.Err < 8 && r.kinds&(1<<o.Err) != 0
+	}
+	if o.IsGRPC && o.GRPCCode < 32 && r.grpc&(1<<o.GRPCCode) != 0 {
+		return true
+	}
+	return r.hasStatus(o.HTTPStatus)
+}
+
+// DefaultRetryOn is used when attempts > 1 and retry_on is absent:
+// connect-failure, reset, 502, 503, 504, unavailable.
+func DefaultRetryOn() RetryOn { return defaultRetryOn }
+
+var defaultRetryOn = MustParseRetryOn("connect-failure", "reset", "502", "503", "504", "unavailable")
+
+// IsFailure reports whether an outcome counts against the circuit breaker and
+// outlier detection: any attempt without a response (connect, reset, timeout
+// or TLS error), an HTTP 5xx, or a gRPC Unavailable, Internal, Unknown or
+// DeadlineExceeded. HOT: no allocation.
+func IsFailure(o Outcome) bool {
+	if o.Err != ErrNone {
+		return true
+	}
+	if o.HTTPStatus >= 500 && o.HTTPStatus <= 599 {
+		return true
+	}
+	if o.IsGRPC {
+		switch o.GRPCCode {
+		case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	return false
+}
