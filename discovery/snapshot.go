@@ -1,0 +1,87 @@
+package discovery
+
+import (
+	"maps"
+
+	"github.com/inmesh/inmesh/policy"
+)
+
+// SourceStatic is the Source of the snapshot built from a policy document.
+const SourceStatic = "policy"
+
+// Endpoint is one instance of a service.
+type Endpoint struct {
+	Address string            `json:"address"` // host:port
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// Snapshot is an immutable set of endpoints per service. Never modify one,
+// nor the slices and maps it holds: snapshots are shared between goroutines
+// without locks and replaced whole.
+type Snapshot struct {
+	Source   string // SourceStatic ("policy"), later "consul"
+	Services map[string][]Endpoint
+}
+
+// Endpoints returns the endpoints of service, nil when it has none. The
+// result belongs to the snapshot: do not modify it. A nil *Snapshot has no
+// endpoints.
+func (s *Snapshot) Endpoints(service string) []Endpoint {
+	if s == nil {
+		return nil
+	}
+	return s.Services[service]
+}
+
+// Static builds the static snapshot of a policy document: the endpoints of
+// each service, or the defaults' endpoints for a service that lists none (a
+// service's list replaces the defaults' whole, as for every policy field).
+// Services left without endpoints are not in the snapshot. The snapshot
+// shares nothing with doc. A nil doc gives an empty snapshot.
+func Static(doc *policy.Document) *Snapshot {
+	s := &Snapshot{Source: SourceStatic, Services: map[string][]Endpoint{}}
+	if doc == nil {
+		return s
+	}
+	var defaults []policy.Endpoint
+	if doc.Defaults != nil {
+		defaults = doc.Defaults.Endpoints
+	}
+	for name, svc := range doc.Services {
+		eps := defaults
+		if svc != nil && len(svc.Endpoints) > 0 {
+			eps = svc.Endpoints
+		}
+		if len(eps) == 0 {
+			continue
+		}
+		out := make([]Endpoint, len(eps))
+		for i, ep := range eps {
+			out[i] = Endpoint{Address: ep.Address, Labels: maps.Clone(ep.Labels)}
+		}
+		s.Services[name] = out
+	}
+	return s
+}
+
+// Select returns the endpoints whose labels contain every pair of selector
+// (a nil or empty selector selects all), in their order, as a new slice; the
+// endpoints' label maps are shared with eps. It returns nil when none match.
+func Select(eps []Endpoint, selector map[string]string) []Endpoint {
+	var out []Endpoint
+	for _, ep := range eps {
+		if matches(ep.Labels, selector) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func matches(labels, selector map[string]string) bool {
+	for k, want := range selector {
+		if got, ok := labels[k]; !ok || got != want {
+			return false
+		}
+	}
+	return true
+}

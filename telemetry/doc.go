@@ -1,0 +1,32 @@
+// Package telemetry holds every OpenTelemetry instrument, attribute key and
+// span of the mesh in one place, so that names and units cannot drift between
+// the HTTP and gRPC paths.
+//
+// The mesh records one logical call (route match to the final answer,
+// retries included) at the end of the request flow:
+//
+//	request ─► route ─► split ─► deadline ─► retry loop ─► [pick ─► breaker ─► send ─► classify] ─► telemetry
+//
+// StartClientCall opens the one client span of a logical call before the retry
+// loop, AttemptEvent adds an event per attempt, Inject writes the W3C trace
+// context into each attempt's headers, and EndCall closes the span. When the
+// call is over, RecordHTTPClient and RecordAttempts record its duration and
+// attempt count; the resilience layers report budget exhaustion, breaker
+// transitions and ejections, and the policy sources report updates.
+//
+// Names follow the OpenTelemetry semantic conventions where one exists
+// (http.client.request.duration in seconds, server.address,
+// http.request.method, http.response.status_code, error.type); mesh-specific
+// instruments and attributes use the "inmesh." prefix. See names.go.
+//
+// Only the OpenTelemetry API is used here; the SDK (and so the exporters) is
+// the application's choice. A nil MeterProvider, TracerProvider or
+// TextMapPropagator means the OTel globals, obtained at construction through
+// the globals' delegates, so a provider installed later with otel.SetMeterProvider
+// or otel.SetTracerProvider still takes effect.
+//
+// Instruments and Tracing are safe for concurrent use. The per-call methods
+// marked HOT cache their attribute sets in bounded copy-on-write maps: in steady
+// state they take no lock and allocate nothing beyond what the configured SDK
+// does itself. A nil *Instruments or *Tracing is valid and records nothing.
+package telemetry

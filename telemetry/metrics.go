@@ -1,0 +1,197 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Instruments holds the metric instruments of one mesh. It is safe for
+// concurrent use. A nil *Instruments records nothing.
+type Instruments struct {
+	httpClient    metric.Float64Histogram
+	attempts      metric.Int64Histogram
+	budget        metric.Int64Counter
+	breaker       metric.Int64Counter
+	ejections     metric.Int64Counter
+	policyUpdates metric.Int64Counter
+
+	httpOpts    cowCache[HTTPCall, []metric.RecordOption]
+	attemptOpts cowCache[routeKey, []metric.RecordOption]
+}
+
+// HTTPCall identifies the attributes of one logical HTTP client call. It is
+// comparable and is the cache key of its attribute set.
+type HTTPCall struct {
+	Service, Route, Subset, Method string
+	StatusCode                     int    // 0 when no response
+	ErrorType                      string // "" on success; the layer ("timeout", "connect", ...) or the status code as text ("503") for a 5xx answer
+}
+
+// routeKey is the cache key of the per-route instruments.
+type routeKey struct{ service, route string }
+
+// New creates the instruments of one mesh from mp; a nil mp means
+// otel.GetMeterProvider(), whose delegate follows a provider installed later.
+// An error from an instrument is returned joined with the others; the
+// Instruments are usable even then (the OTel API returns working or no-op
+// instruments alongside its errors).
+func New(mp metric.MeterProvider) (*Instruments, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(ScopeName)
+	in := &Instruments{
+		httpOpts:    cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
+		attemptOpts: cowCache[routeKey, []metric.RecordOption]{max: maxCachedAttributeSets},
+	}
+	var errs []error
+	collect := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	in.httpClient, err = m.Float64Histogram(MetricHTTPClientDuration,
+		metric.WithUnit(UnitHTTPClientDuration),
+		metric.WithDescription(DescHTTPClientDuration),
+		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+	collect(err)
+	in.attempts, err = m.Int64Histogram(MetricClientAttempts,
+		metric.WithUnit(UnitClientAttempts),
+		metric.WithDescription(DescClientAttempts),
+		metric.WithExplicitBucketBoundaries(attemptBuckets...))
+	collect(err)
+	in.budget, err = m.Int64Counter(MetricBudgetExhausted,
+		metric.WithUnit(UnitBudgetExhausted), metric.WithDescription(DescBudgetExhausted))
+	collect(err)
+	in.breaker, err = m.Int64Counter(MetricBreakerTransitions,
+		metric.WithUnit(UnitBreakerTransitions), metric.WithDescription(DescBreakerTransitions))
+	collect(err)
+	in.ejections, err = m.Int64Counter(MetricOutlierEjections,
+		metric.WithUnit(UnitOutlierEjections), metric.WithDescription(DescOutlierEjections))
+	collect(err)
+	in.policyUpdates, err = m.Int64Counter(MetricPolicyUpdates,
+		metric.WithUnit(UnitPolicyUpdates), metric.WithDescription(DescPolicyUpdates))
+	collect(err)
+	if len(errs) > 0 {
+		return in, fmt.Errorf("telemetry: creating instruments: %w", errors.Join(errs...))
+	}
+	return in, nil
+}
+
+// RecordHTTPClient records http.client.request.duration, in seconds, for one
+// logical call (retries included). Empty Route, Subset and ErrorType and a
+// zero StatusCode are left out of the attributes; a method outside the known
+// set is recorded as "_OTHER".
+//
+// HOT: the attribute set of each distinct HTTPCall is cached (bounded), so in
+// steady state it takes no lock and allocates nothing.
+func (in *Instruments) RecordHTTPClient(ctx context.Context, elapsed time.Duration, c HTTPCall) {
+	if in == nil {
+		return
+	}
+	c.Method = normalizeMethod(c.Method)
+	in.httpClient.Record(ctx, elapsed.Seconds(), in.httpOpts.get(c, httpCallOptions)...)
+}
+
+// RecordAttempts records inmesh.client.attempts: how many attempts one logical
+// call made, the first one included.
+//
+// HOT: cached like RecordHTTPClient.
+func (in *Instruments) RecordAttempts(ctx context.Context, attempts int, service, route string) {
+	if in == nil {
+		return
+	}
+	in.attempts.Record(ctx, int64(attempts), in.attemptOpts.get(routeKey{service, route}, routeOptions)...)
+}
+
+// RecordBudgetExhausted counts one retry refused by the retry budget of service.
+func (in *Instruments) RecordBudgetExhausted(ctx context.Context, service string) {
+	if in == nil {
+		return
+	}
+	add(ctx, in.budget, attribute.String(AttrServerAddress, service))
+}
+
+// RecordBreakerTransition counts one state change of the circuit breaker of
+// service, from and to being "closed", "open" or "half-open".
+func (in *Instruments) RecordBreakerTransition(ctx context.Context, service, from, to string) {
+	if in == nil {
+		return
+	}
+	add(ctx, in.breaker,
+		attribute.String(AttrServerAddress, service),
+		attribute.String(AttrBreakerFrom, from),
+		attribute.String(AttrBreakerTo, to))
+}
+
+// RecordEjection counts one ejection of endpoint (host:port) of service by
+// outlier detection.
+func (in *Instruments) RecordEjection(ctx context.Context, service, endpoint string) {
+	if in == nil {
+		return
+	}
+	add(ctx, in.ejections,
+		attribute.String(AttrServerAddress, service),
+		attribute.String(AttrEndpoint, endpoint))
+}
+
+// RecordPolicyUpdate counts one policy document from source, result being
+// ResultApplied or ResultRejected.
+func (in *Instruments) RecordPolicyUpdate(ctx context.Context, result, source string) {
+	if in == nil {
+		return
+	}
+	add(ctx, in.policyUpdates,
+		attribute.String(AttrPolicyResult, result),
+		attribute.String(AttrPolicySource, source))
+}
+
+// add counts one event on a rare-event counter; its attribute set is built
+// per call, since these events are not on the request path.
+func add(ctx context.Context, c metric.Int64Counter, kvs ...attribute.KeyValue) {
+	c.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(kvs...)))
+}
+
+// httpCallOptions builds the record options of c; c.Method is normalized.
+func httpCallOptions(c HTTPCall) []metric.RecordOption {
+	kvs := make([]attribute.KeyValue, 0, 6)
+	kvs = append(kvs,
+		attribute.String(AttrServerAddress, c.Service),
+		attribute.String(AttrHTTPRequestMethod, c.Method))
+	kvs = appendNonEmpty(kvs, AttrRoute, c.Route)
+	kvs = appendNonEmpty(kvs, AttrSubset, c.Subset)
+	if c.StatusCode != 0 {
+		kvs = append(kvs, attribute.Int(AttrHTTPResponseStatusCode, c.StatusCode))
+	}
+	kvs = appendNonEmpty(kvs, AttrErrorType, c.ErrorType)
+	return recordOptions(kvs)
+}
+
+// routeOptions builds the record options of a service and route.
+func routeOptions(k routeKey) []metric.RecordOption {
+	kvs := make([]attribute.KeyValue, 0, 2)
+	kvs = append(kvs, attribute.String(AttrServerAddress, k.service))
+	kvs = appendNonEmpty(kvs, AttrRoute, k.route)
+	return recordOptions(kvs)
+}
+
+// recordOptions wraps kvs as a ready-to-pass option slice. A slice, not a
+// single option, is cached: passing one option to a variadic interface
+// method would allocate its backing array on every call.
+func recordOptions(kvs []attribute.KeyValue) []metric.RecordOption {
+	return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kvs...))}
+}
+
+func appendNonEmpty(kvs []attribute.KeyValue, key, value string) []attribute.KeyValue {
+	if value == "" {
+		return kvs
+	}
+	return append(kvs, attribute.String(key, value))
+}

@@ -1,0 +1,127 @@
+package telemetry
+
+// ScopeName is the instrumentation scope of every meter and tracer of the mesh.
+const ScopeName = "github.com/inmesh/inmesh"
+
+// Instrument names, units and descriptions. Units follow UCUM as the OTel
+// semantic conventions ask: "s" for durations, "{thing}" for counts.
+const (
+	// MetricHTTPClientDuration is the semantic-convention histogram of one
+	// logical HTTP client call, retries included.
+	MetricHTTPClientDuration = "http.client.request.duration"
+	UnitHTTPClientDuration   = "s"
+	DescHTTPClientDuration   = "Duration of HTTP client requests."
+
+	// MetricHTTPServerDuration is reserved for the server middleware.
+	MetricHTTPServerDuration = "http.server.request.duration"
+	UnitHTTPServerDuration   = "s"
+	DescHTTPServerDuration   = "Duration of HTTP server requests."
+
+	// MetricRPCClientDuration and MetricRPCServerDuration are reserved for gRPC.
+	MetricRPCClientDuration = "rpc.client.duration"
+	MetricRPCServerDuration = "rpc.server.duration"
+
+	// MetricClientAttempts is a histogram of attempts per logical call.
+	MetricClientAttempts = "inmesh.client.attempts"
+	UnitClientAttempts   = "{attempt}"
+	DescClientAttempts   = "Attempts made per logical client call, the first one included."
+
+	// MetricBudgetExhausted counts retries refused by the retry budget.
+	MetricBudgetExhausted = "inmesh.retry.budget.exhausted"
+	UnitBudgetExhausted   = "{retry}"
+	DescBudgetExhausted   = "Retries not made because the retry budget was exhausted."
+
+	// MetricBreakerTransitions counts circuit breaker state changes.
+	MetricBreakerTransitions = "inmesh.circuit_breaker.transitions"
+	UnitBreakerTransitions   = "{transition}"
+	DescBreakerTransitions   = "Circuit breaker state transitions, per destination service."
+
+	// MetricOutlierEjections counts endpoints ejected by outlier detection.
+	MetricOutlierEjections = "inmesh.outlier.ejections"
+	UnitOutlierEjections   = "{ejection}"
+	DescOutlierEjections   = "Endpoints ejected by outlier detection."
+
+	// MetricPolicyUpdates counts policy documents applied or rejected.
+	MetricPolicyUpdates = "inmesh.policy.updates"
+	UnitPolicyUpdates   = "{update}"
+	DescPolicyUpdates   = "Policy documents received from a control plane source, applied or rejected."
+
+	// Reserved for later issues.
+	MetricPolicyStaleness   = "inmesh.policy.staleness"
+	MetricCertificateExpiry = "inmesh.certificate.expiry"
+	MetricAuthzDecisions    = "inmesh.authz.decisions"
+)
+
+// Attribute keys. The semantic-convention keys come first; server.address
+// carries the logical destination service name, not a host.
+const (
+	AttrServerAddress          = "server.address"
+	AttrHTTPRequestMethod      = "http.request.method"
+	AttrHTTPResponseStatusCode = "http.response.status_code"
+	AttrErrorType              = "error.type"
+
+	AttrRoute         = "inmesh.route"
+	AttrSubset        = "inmesh.subset"
+	AttrEndpoint      = "inmesh.endpoint"
+	AttrPolicyVersion = "inmesh.policy.version"
+
+	// AttrBreakerFrom and AttrBreakerTo are the states of a breaker
+	// transition ("closed", "open", "half-open").
+	AttrBreakerFrom = "from"
+	AttrBreakerTo   = "to"
+	// AttrPolicyResult is ResultApplied or ResultRejected; AttrPolicySource
+	// names the control plane source ("file:/etc/mesh.yaml", "consul", ...).
+	AttrPolicyResult = "result"
+	AttrPolicySource = "source"
+
+	// Attributes of the per-attempt span event EventAttempt.
+	AttrAttemptNumber  = "inmesh.attempt.number"  // 1 for the first try
+	AttrAttemptOutcome = "inmesh.attempt.outcome" // "ok", a status code, or a failure layer
+	AttrAttemptBackoff = "inmesh.attempt.backoff" // seconds waited before this attempt
+)
+
+// Values of AttrPolicyResult.
+const (
+	ResultApplied  = "applied"
+	ResultRejected = "rejected"
+)
+
+// EventAttempt is the name of the span event added for each attempt.
+const EventAttempt = "inmesh.attempt"
+
+// errorTypeOther is the semantic-convention value of error.type when a
+// failure has no more specific low-cardinality name.
+const errorTypeOther = "_OTHER"
+
+// methodOther is the semantic-convention value of http.request.method for a
+// method outside the known set, which keeps the attribute's cardinality bounded.
+const methodOther = "_OTHER"
+
+// httpDurationBuckets are the explicit bucket boundaries, in seconds, of the
+// duration histograms: the semantic-convention advice (5ms .. 10s) with two
+// finer buckets below it, since in-cluster calls often take under 5ms.
+var httpDurationBuckets = []float64{
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+}
+
+// attemptBuckets are the boundaries of MetricClientAttempts: one bucket per
+// attempt count up to the policy maximum of 10.
+var attemptBuckets = []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+
+// maxCachedAttributeSets bounds each attribute-set cache. Past it, sets are
+// built per call and not kept, so a caller feeding unbounded values costs CPU,
+// never unbounded memory.
+const maxCachedAttributeSets = 4096
+
+// normalizeMethod maps an HTTP method to itself when it is a known method and
+// to "_OTHER" otherwise, as the semantic conventions ask. "" means GET, as in
+// net/http. It does not allocate.
+func normalizeMethod(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY":
+		return m
+	case "":
+		return "GET"
+	}
+	return methodOther
+}
