@@ -97,10 +97,14 @@ var grpcCodeNames = map[string]codes.Code{
 // ParseRetryOn parses retry condition names. Names are case-sensitive:
 //
 //   - "connect-failure": the dial failed ([ErrConnect]);
-//   - "reset": the connection broke after the request was sent ([ErrReset]);
+//   - "reset": no answer came back: the connection broke after the request
+//     was sent ([ErrReset]) or the per-try timeout fired ([ErrTimeout]), as
+//     Envoy's "reset" counts a read timeout;
 //   - "per-try-timeout": the per-try timeout fired ([ErrTimeout]);
-//   - "5xx": any HTTP status 500..599;
-//   - "gateway-error": HTTP 502, 503 and 504;
+//   - "5xx": any HTTP status 500..599, and, as Envoy's "5xx", any attempt
+//     that got no answer ([ErrConnect], [ErrReset], [ErrTimeout]);
+//   - "gateway-error": HTTP 502, 503 and 504, and a per-try timeout (the 504
+//     a proxy would have answered);
 //   - "retriable-4xx": HTTP 409;
 //   - a three-digit HTTP status "100".."599";
 //   - a gRPC code name in kebab case: "cancelled", "unknown",
@@ -138,14 +142,16 @@ func (r *RetryOn) add(name string) bool {
 	case "connect-failure":
 		r.kinds |= 1 << ErrConnect
 	case "reset":
-		r.kinds |= 1 << ErrReset
+		r.kinds |= 1<<ErrReset | 1<<ErrTimeout
 	case "per-try-timeout":
 		r.kinds |= 1 << ErrTimeout
 	case "5xx":
+		r.kinds |= 1<<ErrConnect | 1<<ErrReset | 1<<ErrTimeout
 		for s := 500; s <= 599; s++ {
 			r.addStatus(s)
 		}
 	case "gateway-error":
+		r.kinds |= 1 << ErrTimeout
 		r.addStatus(502)
 		r.addStatus(503)
 		r.addStatus(504)

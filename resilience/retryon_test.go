@@ -35,8 +35,8 @@ func TestRetryOnMatch(t *testing.T) {
 		},
 		{
 			names: []string{"reset"},
-			match: []resilience.Outcome{errKind(resilience.ErrReset)},
-			miss:  []resilience.Outcome{errKind(resilience.ErrConnect)},
+			match: []resilience.Outcome{errKind(resilience.ErrReset), errKind(resilience.ErrTimeout)},
+			miss:  []resilience.Outcome{errKind(resilience.ErrConnect), errKind(resilience.ErrTLS), httpStatus(502)},
 		},
 		{
 			names: []string{"per-try-timeout"},
@@ -45,13 +45,14 @@ func TestRetryOnMatch(t *testing.T) {
 		},
 		{
 			names: []string{"5xx"},
-			match: []resilience.Outcome{httpStatus(500), httpStatus(503), httpStatus(599)},
-			miss:  []resilience.Outcome{httpStatus(499), httpStatus(600), httpStatus(200), grpcCode(codes.Internal)},
+			match: []resilience.Outcome{httpStatus(500), httpStatus(503), httpStatus(599),
+				errKind(resilience.ErrConnect), errKind(resilience.ErrReset), errKind(resilience.ErrTimeout)},
+			miss: []resilience.Outcome{httpStatus(499), httpStatus(600), httpStatus(200), grpcCode(codes.Internal), errKind(resilience.ErrTLS)},
 		},
 		{
 			names: []string{"gateway-error"},
-			match: []resilience.Outcome{httpStatus(502), httpStatus(503), httpStatus(504)},
-			miss:  []resilience.Outcome{httpStatus(500), httpStatus(501), httpStatus(505)},
+			match: []resilience.Outcome{httpStatus(502), httpStatus(503), httpStatus(504), errKind(resilience.ErrTimeout)},
+			miss:  []resilience.Outcome{httpStatus(500), httpStatus(501), httpStatus(505), errKind(resilience.ErrConnect)},
 		},
 		{
 			names: []string{"retriable-4xx"},
