@@ -1,0 +1,45 @@
+// Command inmesh is the operator's tool for inmesh policies: it validates a
+// policy document and explains what the mesh would do with a request.
+//
+//	inmesh validate FILE
+//	inmesh explain [--json] FILE URL [-H name:value]... [-X METHOD]
+//
+// validate exits 0 for a valid document and 1 with one line per problem,
+// each naming its field. explain exits 0 when the mesh would send the
+// request and 1 when it would fail it, saying at which layer.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage:
+  inmesh validate FILE
+  inmesh explain [--json] FILE URL [-H name:value]... [-X METHOD]
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "validate":
+		return validate(args[1:], stdout, stderr)
+	case "explain":
+		return explain(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "inmesh: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+// TestDemo runs the demo on the embedded policy and checks the story it
+// tells: the canary split, retries absorbing the flaky catalog, and the
+// breaker failing progress fast.
+func TestDemo(t *testing.T) {
+	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	res, err := simulate(context.Background(), embeddedPolicy, 1500*time.Millisecond, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.stats
+	var out bytes.Buffer
+	report(&out, s, res.hits)
+	t.Logf("\n%s", out.String())
+
+	billing := s.calls["billing"]
+	if billing < 200 {
+		t.Fatalf("only %d billing calls", billing)
+	}
+	if share := float64(s.versions["v2"]) / float64(billing); math.Abs(share-0.10) > 0.05 {
+		t.Errorf("canary share %.3f, want about 0.10", share)
+	}
+	// Four attempts against a 25% failure rate leave 0.4% of calls failed.
+	if ok := float64(s.ok["catalog"]) / float64(s.calls["catalog"]); ok < 0.98 {
+		t.Errorf("catalog: %d of %d calls succeeded; retries should absorb the 503s", s.ok["catalog"], s.calls["catalog"])
+	}
+	if res.hits["catalog"] <= int64(s.calls["catalog"]) {
+		t.Errorf("catalog saw %d requests for %d calls: no retry happened", res.hits["catalog"], s.calls["catalog"])
+	}
+	if s.layers["progress"]["breaker"] == 0 || res.hits["progress"] > 10 {
+		t.Errorf("progress: %d breaker failures, %d requests reached it; the breaker should open after 5",
+			s.layers["progress"]["breaker"], res.hits["progress"])
+	}
+	if !strings.Contains(out.String(), "failures by layer") {
+		t.Errorf("report lacks the layer table:\n%s", out.String())
+	}
+}

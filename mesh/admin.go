@@ -1,0 +1,193 @@
+package mesh
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/inmesh/inmesh/policy"
+)
+
+// AdminHandler serves the mesh's diagnostics as JSON, at paths relative to
+// where it is mounted (strip the prefix):
+//
+//	/config     the policy in force: version, hash, source, the document,
+//	            the effective settings per service, and the last rejection
+//	/endpoints  every destination's endpoints, subsets and ejection state
+//	/breakers   every circuit breaker and its state
+//	/explain    ?url=...&method=...&header=k:v (repeatable): what Explain says
+//
+// Mount it on an internal listener: it shows the fleet's topology.
+func (m *Mesh) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config", m.adminConfig)
+	mux.HandleFunc("GET /endpoints", m.adminEndpoints)
+	mux.HandleFunc("GET /breakers", m.adminBreakers)
+	mux.HandleFunc("GET /explain", m.adminExplain)
+	mux.HandleFunc("GET /{$}", m.adminIndex)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (m *Mesh) adminIndex(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"service": m.cfg.service,
+		"paths":   []string{"config", "endpoints", "breakers", "explain?url=...&method=...&header=k:v"},
+	})
+}
+
+// ConfigView is what /config serves.
+type ConfigView struct {
+	Service         string                             `json:"service"`
+	Version         string                             `json:"version"`
+	Hash            string                             `json:"hash"`
+	Source          string                             `json:"source"`
+	Loaded          time.Time                          `json:"loaded"`
+	UpdatesApplied  int64                              `json:"updates_applied"`
+	UpdatesRejected int64                              `json:"updates_rejected"`
+	LastRejection   *rejection                         `json:"last_rejection,omitempty"`
+	Document        *policy.Document                   `json:"document"`
+	Effective       map[string]*policy.ResolvedService `json:"effective"`
+	Endpoints       string                             `json:"endpoints_source"`
+}
+
+func (m *Mesh) adminConfig(w http.ResponseWriter, _ *http.Request) {
+	st := m.state.Load()
+	writeJSON(w, http.StatusOK, ConfigView{
+		Service:         m.cfg.service,
+		Version:         st.policy.Version,
+		Hash:            st.policy.Hash,
+		Source:          st.policy.Source,
+		Loaded:          st.policy.Loaded,
+		UpdatesApplied:  m.updates.Load(),
+		UpdatesRejected: m.rejects.Load(),
+		LastRejection:   m.rejection.Load(),
+		Document:        st.policy.Doc,
+		Effective:       st.policy.Services,
+		Endpoints:       st.endpoints.Source,
+	})
+}
+
+// ServiceEndpoints is one destination on /endpoints.
+type ServiceEndpoints struct {
+	Service   string          `json:"service"`
+	Source    string          `json:"source"`
+	Endpoints []EndpointState `json:"endpoints"`
+}
+
+func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
+	st := m.state.Load()
+	now := m.clock.Now()
+	out := make([]ServiceEndpoints, 0, len(st.services))
+	for _, name := range sortedKeys(st.services) {
+		d := st.services[name]
+		var pools []*pool
+		for _, rt := range d.routes {
+			if rt.all != nil {
+				pools = append(pools, rt.all)
+			}
+			for _, e := range rt.split {
+				pools = append(pools, e.pool)
+			}
+		}
+		hs := hostStates(pools, now)
+		for i := range hs {
+			hs[i].Subsets = dedupSorted(hs[i].Subsets)
+		}
+		out = append(out, ServiceEndpoints{Service: name, Source: st.endpoints.Source, Endpoints: hs})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// BreakerState is one circuit breaker on /breakers.
+type BreakerState struct {
+	Service string `json:"service"`
+	Route   string `json:"route,omitempty"` // set for a route that overrides the service's breaker
+	State   string `json:"state"`           // closed, open, half-open
+}
+
+func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
+	st := m.state.Load()
+	out := []BreakerState{}
+	for _, name := range sortedKeys(st.services) {
+		d := st.services[name]
+		if d.breaker != nil {
+			out = append(out, BreakerState{Service: name, State: d.breaker.State()})
+		}
+		for _, rt := range d.routes {
+			if rt.breaker != nil && rt.breaker != d.breaker {
+				out = append(out, BreakerState{Service: name, Route: rt.name, State: rt.breaker.State()})
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (m *Mesh) adminExplain(w http.ResponseWriter, r *http.Request) {
+	req, err := explainRequest(r.URL.Query())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	ex, err := m.Explain(req)
+	if ex == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, ex)
+}
+
+// explainRequest builds the request /explain describes from its query.
+func explainRequest(q url.Values) (*http.Request, error) {
+	raw := q.Get("url")
+	if raw == "" {
+		return nil, fmt.Errorf("explain: the url parameter is required, e.g. ?url=http://billing/charge&method=POST&header=x-canary:true")
+	}
+	method := strings.ToUpper(q.Get("method"))
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequest(method, raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("explain: url: %w", err)
+	}
+	for _, h := range q["header"] {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("explain: header %q: want name:value", h)
+		}
+		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	return req, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func dedupSorted(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}

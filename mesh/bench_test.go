@@ -1,0 +1,104 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// benchPolicy exercises the full chain: a header route that does not match,
+// a weighted split, round-robin pick, a circuit breaker, retry bookkeeping
+// with a budget, outlier detection, and metrics through the OTel SDK.
+func benchPolicy(addr1, addr2, timeout string) string {
+	return fmt.Sprintf(`
+services:
+  billing:
+    endpoints:
+      - {address: %[1]s, labels: {version: v1}}
+      - {address: %[2]s, labels: {version: v2}}
+    subsets: {v1: {version: v1}, v2: {version: v2}}
+    %[3]s
+    retry: {attempts: 2, backoff: {initial: 1ms, max: 2ms}}
+    circuit_breaker: {consecutive_failures: 1000, open_for: 1s}
+    outlier_detection: {consecutive_failures: 1000}
+    routes:
+      - name: canary
+        match: {headers: {x-canary: "true"}}
+        split: [{subset: v2, weight: 100}]
+      - name: default
+        split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
+`, addr1, addr2, timeout)
+}
+
+func benchMesh(b *testing.B, addr1, addr2, timeout string) *Mesh {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	return newTestMesh(b, benchPolicy(addr1, addr2, timeout), WithMeterProvider(mp))
+}
+
+// BenchmarkLoopback compares a bare http.Transport with the same transport
+// wrapped by the mesh, against one real server on 127.0.0.1, in one run.
+func BenchmarkLoopback(b *testing.B) {
+	srv := newBackend(b, "billing", nil)
+	srv2 := newBackend(b, "billing", nil)
+	run := func(b *testing.B, rt http.RoundTripper, url string) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	b.Run("bare", func(b *testing.B) {
+		tr := newTransport()
+		defer tr.CloseIdleConnections()
+		run(b, tr, srv.URL+"/charge")
+	})
+	for _, v := range []struct{ name, timeout string }{{"mesh", ""}, {"mesh+timeout", "timeout: 2s"}} {
+		b.Run(v.name, func(b *testing.B) {
+			m := benchMesh(b, srv.addr(), srv2.addr(), v.timeout)
+			tr := newTransport()
+			defer tr.CloseIdleConnections()
+			run(b, m.RoundTripper(tr), "http://billing/charge")
+		})
+	}
+}
+
+// instant answers every request at once, without I/O, so the benchmark
+// measures the mesh's own cost per call.
+type instant struct{}
+
+func (instant) RoundTrip(*http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
+}
+
+func BenchmarkNoIO(b *testing.B) {
+	run := func(b *testing.B, rt http.RoundTripper) {
+		req, _ := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	}
+	b.Run("bare", func(b *testing.B) { run(b, instant{}) })
+	for _, v := range []struct{ name, timeout string }{{"mesh", ""}, {"mesh+timeout", "timeout: 2s"}} {
+		b.Run(v.name, func(b *testing.B) {
+			m := benchMesh(b, "127.0.0.1:9", "127.0.0.1:10", v.timeout)
+			run(b, m.RoundTripper(instant{}))
+		})
+	}
+}

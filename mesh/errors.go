@@ -1,0 +1,88 @@
+package mesh
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Layer names the part of the mesh that failed a call.
+type Layer string
+
+// The layers of DESIGN.md, in the order a request meets them.
+const (
+	LayerPolicy    Layer = "policy"    // no valid policy for the destination
+	LayerRoute     Layer = "route"     // no route matched the request
+	LayerDiscovery Layer = "discovery" // no endpoint to send to
+	LayerBreaker   Layer = "breaker"   // the destination's circuit is open
+	LayerBudget    Layer = "budget"    // a retry was needed but the retry budget is spent
+	LayerTimeout   Layer = "timeout"   // the call's or an attempt's deadline passed
+	LayerTLS       Layer = "tls"       // handshake or peer identity failed
+	LayerAuthz     Layer = "authz"     // the destination's mesh denied the caller
+	LayerConnect   Layer = "connect"   // dialing the endpoint failed
+	LayerUpstream  Layer = "upstream"  // the connection broke or the answer was malformed after sending
+)
+
+// CallError is the error of every call the mesh itself fails. It says which
+// layer failed, for which destination, route, subset and endpoint, after how
+// many attempts and under which policy version. Reach it with errors.As, also
+// through the *url.Error that http.Client wraps around it.
+type CallError struct {
+	Layer         Layer  // which part of the mesh failed the call
+	Service       string // destination service
+	Route         string // route name that matched ("" if none)
+	Subset        string // subset chosen by the split
+	Endpoint      string // last endpoint tried, host:port
+	Attempts      int    // attempts made
+	PolicyVersion string // version of the policy in force
+	Err           error  // cause; Unwrap returns it
+}
+
+// Error renders every field that is known, for example:
+//
+//	inmesh: timeout: service=billing route=charge subset=v1 endpoint=127.0.0.1:9001 attempts=3 policy=2026-11-26.1: context deadline exceeded
+func (e *CallError) Error() string {
+	var b strings.Builder
+	b.Grow(128)
+	b.WriteString("inmesh: ")
+	b.WriteString(string(e.Layer))
+	b.WriteString(":")
+	field := func(k, v string) {
+		if v != "" {
+			b.WriteString(" ")
+			b.WriteString(k)
+			b.WriteString("=")
+			b.WriteString(v)
+		}
+	}
+	field("service", e.Service)
+	field("route", e.Route)
+	field("subset", e.Subset)
+	field("endpoint", e.Endpoint)
+	if e.Attempts > 0 {
+		field("attempts", strconv.Itoa(e.Attempts))
+	}
+	field("policy", e.PolicyVersion)
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause.
+func (e *CallError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the call failed on a deadline, so that
+// url.Error.Timeout and net.Error users see mesh timeouts as timeouts.
+func (e *CallError) Timeout() bool { return e.Layer == LayerTimeout }
+
+// Temporary reports whether a later call may succeed without a change of
+// policy or identity: true for breaker, budget, timeout, connect and upstream
+// failures.
+func (e *CallError) Temporary() bool {
+	switch e.Layer {
+	case LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream, LayerDiscovery:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,157 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// WeightedSubset is one entry of a route's split.
+type WeightedSubset = policy.WeightedSubset
+
+// Explanation says what the mesh would do with a request, without sending
+// it: the route that matches, the split, the endpoints the route may use,
+// the deadlines and retries, the breaker's state and the TLS mode, under
+// which policy version.
+type Explanation struct {
+	Service       string           `json:"service"`
+	Passthrough   bool             `json:"passthrough,omitempty"` // the host is no service of the policy: sent untouched
+	Route         string           `json:"route"`
+	Split         []WeightedSubset `json:"split"`
+	Endpoints     []string         `json:"endpoints"` // host:port, " (ejected)" appended to ejected ones
+	Hosts         []EndpointState  `json:"hosts"`     // the same endpoints with their subsets and live state
+	Timeout       time.Duration    `json:"timeout"`   // whole call; 0 means only the caller's context
+	PerTryTimeout time.Duration    `json:"per_try_timeout"`
+	Attempts      int              `json:"attempts"` // for this request: 1 when its method or body forbids retries
+	RetryOn       []string         `json:"retry_on"`
+	LoadBalancer  string           `json:"load_balancer"`
+	Breaker       string           `json:"breaker"` // closed, open, half-open; "none" without a breaker
+	TLS           string           `json:"tls"`     // strict or disable
+	PolicyVersion string           `json:"policy_version"`
+	Layer         Layer            `json:"layer,omitempty"` // set when the mesh would fail the request
+	Error         string           `json:"error,omitempty"`
+}
+
+// EndpointState is one endpoint as the admin page and Explain show it.
+type EndpointState struct {
+	Address      string            `json:"address"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Subsets      []string          `json:"subsets,omitempty"`
+	Ejected      bool              `json:"ejected"`
+	EjectedUntil *time.Time        `json:"ejected_until,omitempty"`
+	InFlight     int64             `json:"in_flight"`
+}
+
+// Explain says what the mesh would do with req, without sending it. A
+// request the mesh would fail before sending (no route, no endpoints)
+// returns the Explanation, filled as far as the mesh got, together with the
+// *CallError the call would return. Explain does not modify req.
+func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
+	if req == nil || req.URL == nil {
+		return nil, errors.New("mesh: Explain needs a request with a URL")
+	}
+	st := m.state.Load()
+	name := serviceOf(req.URL.Host)
+	ex := &Explanation{Service: name, PolicyVersion: st.policy.Version}
+	d := st.services[name]
+	if d == nil {
+		ex.Passthrough = true
+		return ex, nil
+	}
+	rt := d.lookup(req)
+	if rt == nil {
+		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: d.version,
+			Err: fmt.Errorf("no route of service %q matches %s %s", name, req.Method, req.URL.Path)}
+		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
+		return ex, ce
+	}
+	eff := rt.eff
+	ex.Route = rt.name
+	ex.Timeout = eff.Timeout
+	ex.PerTryTimeout = eff.PerTryTimeout
+	ex.Attempts = eff.Attempts
+	if ex.Attempts > 1 && (!replayable(req) || (rt.idempotentOnly && !idempotent(req))) {
+		ex.Attempts = 1
+	}
+	if eff.Attempts > 1 {
+		ex.RetryOn = eff.RetryOn
+	}
+	ex.LoadBalancer = eff.LoadBalancer
+	ex.TLS = m.tlsMode(eff)
+	ex.Breaker = "none"
+	if rt.breaker != nil {
+		ex.Breaker = rt.breaker.State()
+	}
+	now := m.clock.Now()
+	var pools []*pool
+	if len(rt.split) == 0 {
+		pools = []*pool{rt.all}
+	}
+	for _, e := range rt.split {
+		ex.Split = append(ex.Split, WeightedSubset{Subset: e.subset, Weight: e.weight})
+		if e.weight > 0 {
+			pools = append(pools, e.pool)
+		}
+	}
+	ex.Hosts = hostStates(pools, now)
+	for _, h := range ex.Hosts {
+		if h.Ejected {
+			ex.Endpoints = append(ex.Endpoints, h.Address+" (ejected)")
+		} else {
+			ex.Endpoints = append(ex.Endpoints, h.Address)
+		}
+	}
+	if len(ex.Hosts) == 0 {
+		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.name, PolicyVersion: d.version,
+			Err: noEndpoints(name, "")}
+		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
+		return ex, ce
+	}
+	return ex, nil
+}
+
+// hostStates lists the hosts of pools once each, in address order, with the
+// subsets that hold them.
+func hostStates(pools []*pool, now time.Time) []EndpointState {
+	idx := map[*discovery.Host]int{}
+	var out []EndpointState
+	for _, p := range pools {
+		for _, h := range p.hosts {
+			i, ok := idx[h]
+			if !ok {
+				i = len(out)
+				idx[h] = i
+				out = append(out, hostState(h, now))
+			}
+			if p.subset != "" {
+				out[i].Subsets = append(out[i].Subsets, p.subset)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	return out
+}
+
+func hostState(h *discovery.Host, now time.Time) EndpointState {
+	s := EndpointState{Address: h.Address, Labels: h.Labels, InFlight: h.InFlight()}
+	if hh := health(h); hh != nil && !hh.Available(now) {
+		s.Ejected = true
+		until := hh.EjectedUntil()
+		s.EjectedUntil = &until
+	}
+	return s
+}
+
+// tlsMode is the client-side TLS mode toward a destination: the policy's,
+// or strict when the mesh has an identity. Until identity lands, disable.
+func (m *Mesh) tlsMode(eff *policy.Effective) string {
+	if eff.TLS != "" {
+		return eff.TLS
+	}
+	return "disable"
+}

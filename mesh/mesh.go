@@ -1,0 +1,183 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock"
+	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// Mesh is the data plane of one workload. It holds the policy in force, the
+// endpoints of its destinations and the live state of breakers, budgets and
+// outlier detection, and hands out the HTTP client, round trippers and
+// diagnostics that enforce them.
+//
+// A Mesh is safe for concurrent use. Its request path reads an immutable
+// snapshot through an atomic pointer and takes no lock.
+type Mesh struct {
+	cfg     *config
+	log     *slog.Logger
+	clock   clock.Clock
+	source  policy.Source
+	instr   *telemetry.Instruments
+	tracing *telemetry.Tracing
+
+	state atomic.Pointer[state]
+
+	// mu serializes compilation; reg is only used under it.
+	mu  sync.Mutex
+	reg *registry
+
+	rejection atomic.Pointer[rejection] // last rejected document, for the admin page
+	updates   atomic.Int64              // policies applied
+	rejects   atomic.Int64              // policies rejected
+
+	transport *http.Transport // the mesh's own transport, used when RoundTripper gets nil
+	client    *http.Client
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// rejection records a policy document that did not validate.
+type rejection struct {
+	At     time.Time `json:"at"`
+	Source string    `json:"source"`
+	Error  string    `json:"error"`
+}
+
+// New starts a mesh for one workload. It blocks until a first valid policy is
+// loaded or ctx ends; in the second case it returns an error that says why
+// no policy could be loaded. Close releases what New started.
+func New(ctx context.Context, opts ...Option) (*Mesh, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mesh{
+		cfg:     cfg,
+		log:     cfg.logger.With("service", cfg.service),
+		clock:   cfg.clock,
+		reg:     newRegistry(),
+		tracing: telemetry.NewTracing(cfg.tracerProvider, cfg.propagator),
+	}
+	if m.instr, err = telemetry.New(cfg.meterProvider); err != nil {
+		return nil, fmt.Errorf("mesh: telemetry: %w", err)
+	}
+	if cfg.policyFile != "" {
+		m.source = policy.NewFileSource(cfg.policyFile, m.log)
+	} else {
+		m.source = policy.NewStaticSource(cfg.policyDoc)
+	}
+	m.transport = newTransport()
+	m.client = &http.Client{Transport: m.RoundTripper(nil)}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	first := make(chan struct{})
+	var firstOnce sync.Once
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		err := m.source.Watch(runCtx, func(ev policy.Event) {
+			if m.onPolicy(ev) {
+				firstOnce.Do(func() { close(first) })
+			}
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("inmesh: policy source stopped", "source", m.source.String(), "err", err)
+		}
+	}()
+
+	select {
+	case <-first:
+		return m, nil
+	case <-ctx.Done():
+		m.Close()
+		reason := "nothing loaded yet"
+		if r := m.rejection.Load(); r != nil {
+			reason = r.Error
+		}
+		return nil, fmt.Errorf("mesh: no valid policy from %s before the context ended (%w): %s", m.source, ctx.Err(), reason)
+	}
+}
+
+// newTransport returns the mesh's own transport for mesh traffic: the
+// settings of http.DefaultTransport with more idle connections per endpoint,
+// since every endpoint of a busy destination is a host of its own.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// onPolicy applies one event of the policy source and reports whether a
+// policy is in force afterwards.
+func (m *Mesh) onPolicy(ev policy.Event) bool {
+	ctx := context.Background()
+	if ev.Err != nil {
+		m.rejects.Add(1)
+		m.rejection.Store(&rejection{At: m.clock.Now(), Source: m.source.String(), Error: ev.Err.Error()})
+		m.instr.RecordPolicyUpdate(ctx, "rejected", m.source.String())
+		keep := "none"
+		if st := m.state.Load(); st != nil {
+			keep = st.policy.Version
+		}
+		m.log.Warn("inmesh: policy rejected; the last valid version stays in force",
+			"source", m.source.String(), "in_force", keep, "err", ev.Err)
+		return m.state.Load() != nil
+	}
+	snap := ev.Snapshot
+	m.apply(snap, discovery.Static(snap.Doc))
+	m.updates.Add(1)
+	m.instr.RecordPolicyUpdate(ctx, "applied", m.source.String())
+	m.log.Info("inmesh: policy applied", "source", snap.Source, "version", snap.Version, "hash", snap.Hash, "services", len(snap.Services))
+	return true
+}
+
+// apply compiles and publishes a new state.
+func (m *Mesh) apply(pol *policy.Snapshot, eps *discovery.Snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state.Store(m.compile(pol, eps))
+}
+
+// Service returns this workload's service name.
+func (m *Mesh) Service() string { return m.cfg.service }
+
+// PolicyVersion returns the version of the policy in force.
+func (m *Mesh) PolicyVersion() string {
+	if st := m.state.Load(); st != nil {
+		return st.policy.Version
+	}
+	return ""
+}
+
+// HTTPClient returns an http.Client whose transport is m.RoundTripper(nil).
+// It has no overall timeout of its own: the policy's timeouts apply. The
+// same client is returned on every call.
+func (m *Mesh) HTTPClient() *http.Client { return m.client }
+
+// Close stops every goroutine the mesh started, waits for them, and closes
+// the idle connections of the mesh's own transport. It is safe to call more
+// than once; calls made through the mesh after Close keep using the last
+// state in force.
+func (m *Mesh) Close() error {
+	m.closeOnce.Do(func() {
+		m.cancel()
+		m.wg.Wait()
+		m.transport.CloseIdleConnections()
+	})
+	return nil
+}

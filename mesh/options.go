@@ -1,0 +1,111 @@
+package mesh
+
+import (
+	"errors"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/inmesh/inmesh/internal/clock"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// An Option configures a Mesh. Options are applied in order by New; a later
+// option of the same kind replaces an earlier one.
+type Option interface {
+	apply(*config)
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// config holds everything New needs. newConfig sets every default in one
+// place.
+type config struct {
+	service        string
+	policyFile     string
+	policyDoc      *policy.Document
+	logger         *slog.Logger
+	meterProvider  metric.MeterProvider
+	tracerProvider trace.TracerProvider
+	propagator     propagation.TextMapPropagator
+	clock          clock.Clock
+}
+
+func newConfig(opts []Option) (*config, error) {
+	c := &config{
+		clock: clock.System{},
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.apply(c)
+		}
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	if c.service == "" {
+		return nil, errors.New("mesh: WithService is required: name this workload's service")
+	}
+	switch {
+	case c.policyFile != "" && c.policyDoc != nil:
+		return nil, errors.New("mesh: WithPolicyFile and WithPolicy are exclusive: choose one control plane")
+	case c.policyFile == "" && c.policyDoc == nil:
+		return nil, errors.New("mesh: no control plane: use WithPolicyFile or WithPolicy")
+	}
+	return c, nil
+}
+
+// WithService names this workload's logical service. It is required: the
+// service name is the workload's identity and the caller name that
+// destinations authorize.
+func WithService(name string) Option {
+	return optionFunc(func(c *config) { c.service = name })
+}
+
+// WithPolicyFile reads the policy document (YAML or JSON) from path and
+// reloads it when the file changes. An edit that does not validate is logged
+// and counted, and the previous version stays in force.
+func WithPolicyFile(path string) Option {
+	return optionFunc(func(c *config) { c.policyFile = path })
+}
+
+// WithPolicy uses a fixed in-memory policy document, for tests and
+// embedding. The mesh does not modify doc, and the caller must not modify it
+// after New.
+func WithPolicy(doc *policy.Document) Option {
+	return optionFunc(func(c *config) { c.policyDoc = doc })
+}
+
+// WithLogger sets the structured logger. nil or absent means slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = l })
+}
+
+// WithMeterProvider sets the OpenTelemetry meter provider. nil or absent
+// means the global provider (otel.GetMeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.meterProvider = mp })
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider. nil or absent
+// means the global provider (otel.GetTracerProvider).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) { c.tracerProvider = tp })
+}
+
+// WithPropagator sets the propagator that carries trace context on outgoing
+// calls and reads it on incoming ones. nil or absent means the global one
+// (otel.GetTextMapPropagator).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return optionFunc(func(c *config) { c.propagator = p })
+}
+
+// withClock injects the clock used for backoff, budgets and outlier
+// ejection. Tests only.
+func withClock(cl clock.Clock) Option {
+	return optionFunc(func(c *config) { c.clock = cl })
+}

@@ -1,0 +1,454 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// Header names the mesh reads and writes on HTTP calls.
+const (
+	// HeaderTimeout carries the time left to the caller's deadline, in
+	// milliseconds, so the destination's Handler can bound its own work.
+	HeaderTimeout = "Inmesh-Timeout-Ms"
+	// HeaderError marks an answer produced by the destination's mesh rather
+	// than its application, for example "authz" on a denial.
+	HeaderError = "Inmesh-Error"
+)
+
+// transport is the http.RoundTripper of the mesh.
+type transport struct {
+	m    *Mesh
+	next http.RoundTripper // mesh traffic
+	pass http.RoundTripper // hosts that are not services of the policy
+}
+
+var _ http.RoundTripper = (*transport)(nil)
+
+// RoundTripper wraps next with the mesh: a request whose URL host names a
+// service of the policy is routed, split, timed, retried, guarded by the
+// breaker and sent to an endpoint the mesh picks; any other request goes to
+// next untouched. A nil next means the mesh's own transport (the settings of
+// http.DefaultTransport, more idle connections per endpoint) for mesh traffic
+// and http.DefaultTransport for the rest.
+//
+// The returned RoundTripper is safe for concurrent use and does not modify
+// the request it is given.
+func (m *Mesh) RoundTripper(next http.RoundTripper) http.RoundTripper {
+	if next == nil {
+		return &transport{m: m, next: m.transport, pass: http.DefaultTransport}
+	}
+	return &transport{m: m, next: next, pass: next}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil {
+		return nil, errors.New("mesh: request has no URL")
+	}
+	st := t.m.state.Load()
+	d := st.services[serviceOf(req.URL.Host)]
+	if d == nil {
+		return t.pass.RoundTrip(req)
+	}
+	c := httpCall{m: t.m, next: t.next, st: st, d: d, req: req}
+	return c.run()
+}
+
+// serviceOf returns the host part of a URL host, without port.
+func serviceOf(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		return host[:i]
+	}
+	return host
+}
+
+// httpCall is one logical call through the mesh: the route, split and retry
+// loop for one request. It lives on the caller's goroutine only.
+type httpCall struct {
+	m    *Mesh
+	next http.RoundTripper
+	st   *state
+	d    *destination
+	req  *http.Request
+
+	rt       *route
+	entry    *splitEntry
+	p        *pool
+	span     trace.Span
+	ctx      context.Context // the call's context: caller's plus the policy timeout
+	cancel   context.CancelFunc
+	attempts int
+	host     *discovery.Host
+	now      time.Time // the start of the call, then of the current attempt
+}
+
+func (c *httpCall) run() (*http.Response, error) {
+	start := c.m.clock.Now()
+	c.now = start
+	callerCtx := c.req.Context()
+	c.rt = c.d.lookup(c.req)
+	routeName := ""
+	if c.rt != nil {
+		routeName = c.rt.name
+	}
+	c.ctx, c.span = c.m.tracing.StartClientCall(callerCtx, c.d.name, routeName, c.req.Method)
+
+	resp, err := c.loop()
+
+	call := telemetry.HTTPCall{Service: c.d.name, Route: routeName, Method: c.req.Method}
+	if c.entry != nil {
+		call.Subset = c.entry.subset
+	}
+	if resp != nil {
+		call.StatusCode = resp.StatusCode
+		if resp.StatusCode >= 500 {
+			call.ErrorType = strconv.Itoa(resp.StatusCode)
+		}
+	}
+	// The loop returns its own errors unwrapped: a type assertion, unlike
+	// errors.As, does not allocate.
+	if ce, ok := err.(*CallError); ok {
+		call.ErrorType = string(ce.Layer)
+	} else if err != nil {
+		call.ErrorType = "canceled"
+	}
+	c.m.instr.RecordHTTPClient(callerCtx, c.m.clock.Now().Sub(start), call)
+	if c.attempts > 0 {
+		c.m.instr.RecordAttempts(callerCtx, c.attempts, c.d.name, routeName)
+	}
+	telemetry.EndCall(c.span, call.StatusCode, call.ErrorType, err)
+	return resp, err
+}
+
+// fail builds the CallError of this call.
+func (c *httpCall) fail(layer Layer, err error) *CallError {
+	ce := &CallError{
+		Layer:         layer,
+		Service:       c.d.name,
+		Attempts:      c.attempts,
+		PolicyVersion: c.d.version,
+		Err:           err,
+	}
+	if c.rt != nil {
+		ce.Route = c.rt.name
+	}
+	if c.entry != nil {
+		ce.Subset = c.entry.subset
+	}
+	if c.host != nil {
+		ce.Endpoint = c.host.Address
+	}
+	return ce
+}
+
+func (c *httpCall) loop() (*http.Response, error) {
+	rt := c.rt
+	if rt == nil {
+		return nil, c.fail(LayerRoute, fmt.Errorf("no route of service %q matches %s %s", c.d.name, c.req.Method, c.req.URL.Path))
+	}
+	c.p = rt.all
+	if len(rt.split) > 0 {
+		c.entry = rt.pickSplit(rand.IntN(rt.total))
+		c.p = c.entry.pool
+	}
+	if len(c.p.hosts) == 0 {
+		return nil, c.fail(LayerDiscovery, noEndpoints(c.d.name, c.p.subset))
+	}
+
+	if rt.eff.Timeout > 0 {
+		c.ctx, c.cancel = context.WithTimeout(c.ctx, rt.eff.Timeout)
+	}
+	maxAttempts := rt.eff.Attempts
+	if maxAttempts > 1 {
+		rt.budget.Deposit()
+		if !replayable(c.req) || (rt.idempotentOnly && !idempotent(c.req)) {
+			maxAttempts = 1
+		}
+	}
+
+	var bo *resilience.Backoff
+	var waited time.Duration
+	for {
+		c.attempts++
+		resp, kind, err := c.attempt(waited)
+		if err != nil && kind == resilience.ErrNone {
+			// A failure of the mesh itself (breaker, authz, canceled):
+			// final, not retried.
+			c.release()
+			return nil, err
+		}
+		out := resilience.Outcome{Err: kind}
+		if resp != nil {
+			out.HTTPStatus = resp.StatusCode
+		}
+		if c.attempts >= maxAttempts || !rt.retryOn.Match(out) {
+			return c.finish(resp, err)
+		}
+		if c.ctx.Err() != nil {
+			return c.finish(resp, err)
+		}
+		if !rt.budget.TryWithdraw() {
+			c.m.instr.RecordBudgetExhausted(c.req.Context(), c.d.name)
+			if resp != nil {
+				return c.finish(resp, nil)
+			}
+			c.release()
+			return nil, c.fail(LayerBudget, fmt.Errorf("retry budget exhausted; last attempt: %w", err))
+		}
+		if bo == nil {
+			bo = resilience.NewBackoff(rt.backoff)
+		}
+		wait := bo.Next()
+		if resp != nil {
+			if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.m.clock.Now()); ok && ra > wait {
+				wait = ra
+			}
+		}
+		if dl, ok := c.ctx.Deadline(); ok && c.m.clock.Now().Add(wait).After(dl) {
+			// Waiting would outlive the deadline: the last answer is the
+			// best the caller can get.
+			return c.finish(resp, err)
+		}
+		if resp != nil {
+			discard(resp.Body)
+		}
+		if err := resilience.Sleep(c.ctx, c.m.clock, wait); err != nil {
+			c.release()
+			return nil, c.ctxFailure()
+		}
+		waited = wait
+		c.now = c.m.clock.Now()
+	}
+}
+
+// finish returns the outcome of the last attempt to the caller. A response
+// keeps the call's context alive until its body is closed.
+func (c *httpCall) finish(resp *http.Response, err error) (*http.Response, error) {
+	if err != nil {
+		c.release()
+		return nil, err
+	}
+	if c.cancel != nil {
+		resp.Body = wrapBody(resp.Body, c.cancel)
+		c.cancel = nil
+	}
+	return resp, nil
+}
+
+// release cancels the call's context.
+func (c *httpCall) release() {
+	if c.cancel != nil {
+		c.cancel()
+		c.cancel = nil
+	}
+}
+
+// ctxFailure turns the end of the call's context into the caller's error:
+// a deadline is a mesh timeout, a cancellation is the caller's own.
+func (c *httpCall) ctxFailure() error {
+	err := c.ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return c.fail(LayerTimeout, err)
+	}
+	return err
+}
+
+// attempt makes one try: pick, breaker, per-try deadline, send, classify.
+// It returns the response of a completed exchange (kind ErrNone), or a
+// transport failure with its kind and CallError, or (kind ErrNone, err) for
+// a final failure that must not be retried.
+func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.ErrKind, error) {
+	rt := c.rt
+	prev := c.host
+	c.host = c.p.picker.Pick(c.now)
+	if c.host == prev && prev != nil && len(c.p.hosts) > 1 {
+		// Prefer another endpoint for a retry.
+		c.host = c.p.picker.Pick(c.now)
+	}
+	if c.host == nil {
+		return nil, resilience.ErrNone, c.fail(LayerDiscovery, noEndpoints(c.d.name, c.p.subset))
+	}
+	var ticket resilience.Ticket
+	if rt.breaker != nil {
+		var err error
+		if ticket, err = rt.breaker.Allow(); err != nil {
+			telemetry.AttemptEvent(c.span, c.attempts, c.host.Address, string(LayerBreaker), waited)
+			return nil, resilience.ErrNone, c.fail(LayerBreaker, err)
+		}
+	}
+
+	actx := c.ctx
+	var acancel context.CancelFunc
+	if rt.eff.PerTryTimeout > 0 {
+		actx, acancel = context.WithTimeout(c.ctx, rt.eff.PerTryTimeout)
+	}
+	out, err := c.outgoing(actx)
+	if err != nil {
+		if acancel != nil {
+			acancel()
+		}
+		ticket.Done(false)
+		return nil, resilience.ErrNone, c.fail(LayerUpstream, err)
+	}
+
+	c.host.Begin()
+	resp, err := c.next.RoundTrip(out)
+	c.host.End()
+
+	var kind resilience.ErrKind
+	var layer Layer
+	o := resilience.Outcome{}
+	if err != nil {
+		kind, layer = c.classify(err, actx)
+		o.Err = kind
+	} else {
+		o.HTTPStatus = resp.StatusCode
+	}
+	failed := resilience.IsFailure(o)
+	ticket.Done(failed)
+	if hh := health(c.host); hh != nil {
+		now := c.now
+		if failed {
+			now = c.m.clock.Now()
+		}
+		hh.Report(failed, now)
+	}
+	if c.span.IsRecording() {
+		outcome := string(layer)
+		if err == nil {
+			outcome = strconv.Itoa(resp.StatusCode)
+		}
+		telemetry.AttemptEvent(c.span, c.attempts, c.host.Address, outcome, waited)
+	}
+
+	if err != nil {
+		if acancel != nil {
+			acancel()
+		}
+		if layer == "" {
+			// The caller canceled: not a failure of the mesh, not retried.
+			return nil, resilience.ErrNone, err
+		}
+		return nil, kind, c.fail(layer, err)
+	}
+	if resp.StatusCode == http.StatusForbidden && resp.Header.Get(HeaderError) == string(LayerAuthz) {
+		if acancel != nil {
+			acancel()
+		}
+		discard(resp.Body)
+		return nil, resilience.ErrNone, c.fail(LayerAuthz, errDenied(c.m.cfg.service, c.d.name))
+	}
+	if acancel != nil {
+		resp.Body = wrapBody(resp.Body, acancel)
+	}
+	return resp, resilience.ErrNone, nil
+}
+
+// outgoing builds the request of one attempt: a shallow copy of the
+// caller's request aimed at the picked endpoint, with a fresh body for a
+// retry and the deadline and trace context in its headers.
+func (c *httpCall) outgoing(ctx context.Context) (*http.Request, error) {
+	out := c.req.WithContext(ctx)
+	u := *c.req.URL
+	u.Scheme = "http"
+	u.Host = c.host.Address
+	out.URL = &u
+	if out.Host == "" {
+		out.Host = c.req.URL.Host
+	}
+	if c.attempts > 1 && c.req.Body != nil && c.req.Body != http.NoBody {
+		body, err := c.req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("replaying the request body: %w", err)
+		}
+		out.Body = body
+	}
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline || hasTraceContext(ctx) {
+		out.Header = c.req.Header.Clone()
+		if out.Header == nil {
+			out.Header = make(http.Header, 2)
+		}
+		if hasDeadline {
+			ms := c.now.Sub(dl) / -time.Millisecond
+			if ms < 1 {
+				ms = 1
+			}
+			out.Header[HeaderTimeout] = []string{strconv.FormatInt(int64(ms), 10)}
+		}
+		c.m.tracing.Inject(ctx, out.Header)
+	}
+	return out, nil
+}
+
+// hasTraceContext reports whether ctx carries anything to propagate: a
+// span context or baggage. Without either, the headers need no copy.
+func hasTraceContext(ctx context.Context) bool {
+	return trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0
+}
+
+// classify maps a transport error to its retry kind and layer. A layer of
+// "" means the caller canceled.
+func (c *httpCall) classify(err error, actx context.Context) (resilience.ErrKind, Layer) {
+	if cerr := c.ctx.Err(); cerr != nil {
+		if errors.Is(cerr, context.DeadlineExceeded) {
+			return resilience.ErrTimeout, LayerTimeout
+		}
+		return resilience.ErrNone, ""
+	}
+	if actx.Err() != nil {
+		return resilience.ErrTimeout, LayerTimeout
+	}
+	return classifyErr(err)
+}
+
+func noEndpoints(service, subset string) error {
+	if subset == "" {
+		return fmt.Errorf("service %q has no endpoints", service)
+	}
+	return fmt.Errorf("subset %q of service %q has no endpoints", subset, service)
+}
+
+func errDenied(caller, service string) error {
+	return fmt.Errorf("%s denied caller %q", service, caller)
+}
+
+// replayable reports whether the request body can be sent again.
+func replayable(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
+}
+
+// idempotent reports whether a request may be sent more than once, as
+// net/http decides it: by method, or by an Idempotency-Key header.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	if _, ok := r.Header["Idempotency-Key"]; ok {
+		return true
+	}
+	_, ok := r.Header["X-Idempotency-Key"]
+	return ok
+}
+
+// discard drains a little of a body we will not return, so its connection
+// can be reused, and closes it.
+func discard(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, drainLimit)
+	_ = body.Close()
+}
