@@ -92,6 +92,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			name:           rr.Name,
 			match:          compileMatch(rr.Match),
 			eff:            &rr.Effective,
+			counter:        c.m.instr.AttemptCounter(svc.Name, rr.Name),
 			idempotentOnly: !rr.Effective.NonIdempotent,
 			backoff: resilience.BackoffConfig{
 				Initial: rr.Effective.BackoffInitial,

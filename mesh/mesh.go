@@ -178,6 +178,7 @@ func (m *Mesh) Close() error {
 		m.cancel()
 		m.wg.Wait()
 		m.transport.CloseIdleConnections()
+		_ = m.instr.Close()
 	})
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
 )
 
 // state is one immutable view of everything the request path reads: the
@@ -44,6 +45,7 @@ type route struct {
 	backoff resilience.BackoffConfig
 	breaker *resilience.Breaker // nil when off
 	budget  *resilience.Budget  // nil when attempts == 1
+	counter *telemetry.Counter  // attempts toward this route
 	// idempotentOnly is true unless non_idempotent is set.
 	idempotentOnly bool
 }

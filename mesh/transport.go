@@ -127,8 +127,8 @@ func (c *httpCall) run() (*http.Response, error) {
 		call.ErrorType = "canceled"
 	}
 	c.m.instr.RecordHTTPClient(callerCtx, c.m.clock.Now().Sub(start), call)
-	if c.attempts > 0 {
-		c.m.instr.RecordAttempts(callerCtx, c.attempts, c.d.name, routeName)
+	if c.rt != nil {
+		c.rt.counter.Add(int64(c.attempts))
 	}
 	telemetry.EndCall(c.span, call.StatusCode, call.ErrorType, err)
 	return resp, err

@@ -71,13 +71,9 @@ func TestAttributeCacheBounded(t *testing.T) {
 	for i := range calls {
 		svc := fmt.Sprint("svc-", i)
 		in.RecordHTTPClient(ctx, 0, HTTPCall{Service: svc, Method: "GET", StatusCode: 200})
-		in.RecordAttempts(ctx, 1, svc, "")
 	}
 	if n := in.httpOpts.len(); n != maxCachedAttributeSets {
 		t.Errorf("HTTP cache holds %d sets, want the cap %d", n, maxCachedAttributeSets)
-	}
-	if n := in.attemptOpts.len(); n != maxCachedAttributeSets {
-		t.Errorf("attempts cache holds %d sets, want the cap %d", n, maxCachedAttributeSets)
 	}
 	// Hostile methods do not reach the cache at all: they become _OTHER.
 	before := in.httpOpts.len()

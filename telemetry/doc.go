@@ -10,8 +10,9 @@
 // StartClientCall opens the one client span of a logical call before the retry
 // loop, AttemptEvent adds an event per attempt, Inject writes the W3C trace
 // context into each attempt's headers, and EndCall closes the span. When the
-// call is over, RecordHTTPClient and RecordAttempts record its duration and
-// attempt count; the resilience layers report budget exhaustion, breaker
+// call is over, RecordHTTPClient records its duration and the route's
+// AttemptCounter its attempts (one atomic add, observed at collection); the
+// resilience layers report budget exhaustion, breaker
 // transitions and ejections, and the policy sources report updates.
 //
 // Names follow the OpenTelemetry semantic conventions where one exists

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -15,14 +17,35 @@ import (
 // concurrent use. A nil *Instruments records nothing.
 type Instruments struct {
 	httpClient    metric.Float64Histogram
-	attempts      metric.Int64Histogram
+	attempts      metric.Int64ObservableCounter
 	budget        metric.Int64Counter
 	breaker       metric.Int64Counter
 	ejections     metric.Int64Counter
 	policyUpdates metric.Int64Counter
 
-	httpOpts    cowCache[HTTPCall, []metric.RecordOption]
-	attemptOpts cowCache[routeKey, []metric.RecordOption]
+	httpOpts cowCache[HTTPCall, []metric.RecordOption]
+
+	// counters are the attempt counters handed out by AttemptCounter,
+	// observed at collection time. Guarded by mu; the request path only
+	// touches a *Counter.
+	mu           sync.Mutex
+	counters     map[routeKey]*Counter
+	registration metric.Registration
+}
+
+// Counter is a monotonic count kept by the request path and read by an
+// observable instrument when metrics are collected, so that counting costs
+// one atomic add. A nil *Counter counts nothing. Safe for concurrent use.
+type Counter struct {
+	n    atomic.Int64
+	opts []metric.ObserveOption
+}
+
+// Add adds n.
+func (c *Counter) Add(n int64) {
+	if c != nil {
+		c.n.Add(n)
+	}
 }
 
 // HTTPCall identifies the attributes of one logical HTTP client call. It is
@@ -47,8 +70,8 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	}
 	m := mp.Meter(ScopeName)
 	in := &Instruments{
-		httpOpts:    cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
-		attemptOpts: cowCache[routeKey, []metric.RecordOption]{max: maxCachedAttributeSets},
+		httpOpts: cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
+		counters: map[routeKey]*Counter{},
 	}
 	var errs []error
 	collect := func(err error) {
@@ -62,11 +85,14 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 		metric.WithDescription(DescHTTPClientDuration),
 		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
 	collect(err)
-	in.attempts, err = m.Int64Histogram(MetricClientAttempts,
+	in.attempts, err = m.Int64ObservableCounter(MetricClientAttempts,
 		metric.WithUnit(UnitClientAttempts),
-		metric.WithDescription(DescClientAttempts),
-		metric.WithExplicitBucketBoundaries(attemptBuckets...))
+		metric.WithDescription(DescClientAttempts))
 	collect(err)
+	if err == nil {
+		in.registration, err = m.RegisterCallback(in.observeAttempts, in.attempts)
+		collect(err)
+	}
 	in.budget, err = m.Int64Counter(MetricBudgetExhausted,
 		metric.WithUnit(UnitBudgetExhausted), metric.WithDescription(DescBudgetExhausted))
 	collect(err)
@@ -100,15 +126,42 @@ func (in *Instruments) RecordHTTPClient(ctx context.Context, elapsed time.Durati
 	in.httpClient.Record(ctx, elapsed.Seconds(), in.httpOpts.get(c, httpCallOptions)...)
 }
 
-// RecordAttempts records inmesh.client.attempts: how many attempts one logical
-// call made, the first one included.
-//
-// HOT: cached like RecordHTTPClient.
-func (in *Instruments) RecordAttempts(ctx context.Context, attempts int, service, route string) {
+// AttemptCounter returns the counter of attempts toward service on route,
+// the same one for the same pair, observed as inmesh.client.attempts
+// (attributes server.address and inmesh.route). Call it when routes are
+// compiled, not per request; the request path then only adds to it.
+func (in *Instruments) AttemptCounter(service, route string) *Counter {
 	if in == nil {
-		return
+		return nil
 	}
-	in.attempts.Record(ctx, int64(attempts), in.attemptOpts.get(routeKey{service, route}, routeOptions)...)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	k := routeKey{service, route}
+	c, ok := in.counters[k]
+	if !ok {
+		c = &Counter{opts: []metric.ObserveOption{metric.WithAttributeSet(routeSet(k))}}
+		in.counters[k] = c
+	}
+	return c
+}
+
+// observeAttempts reports every attempt counter.
+func (in *Instruments) observeAttempts(_ context.Context, o metric.Observer) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, c := range in.counters {
+		o.ObserveInt64(in.attempts, c.n.Load(), c.opts...)
+	}
+	return nil
+}
+
+// Close unregisters the instruments' callbacks. The counters keep counting
+// but are no longer observed.
+func (in *Instruments) Close() error {
+	if in == nil || in.registration == nil {
+		return nil
+	}
+	return in.registration.Unregister()
 }
 
 // RecordBudgetExhausted counts one retry refused by the retry budget of service.
@@ -174,12 +227,12 @@ func httpCallOptions(c HTTPCall) []metric.RecordOption {
 	return recordOptions(kvs)
 }
 
-// routeOptions builds the record options of a service and route.
-func routeOptions(k routeKey) []metric.RecordOption {
+// routeSet is the attribute set of a service and route.
+func routeSet(k routeKey) attribute.Set {
 	kvs := make([]attribute.KeyValue, 0, 2)
 	kvs = append(kvs, attribute.String(AttrServerAddress, k.service))
 	kvs = appendNonEmpty(kvs, AttrRoute, k.route)
-	return recordOptions(kvs)
+	return attribute.NewSet(kvs...)
 }
 
 // recordOptions wraps kvs as a ready-to-pass option slice. A slice, not a

@@ -118,28 +118,36 @@ func TestRecordHTTPClient(t *testing.T) {
 	}
 }
 
-func TestRecordAttempts(t *testing.T) {
+func TestAttemptCounter(t *testing.T) {
 	in, reader := newMetrics(t)
-	ctx := context.Background()
-	in.RecordAttempts(ctx, 1, "billing", "charge")
-	in.RecordAttempts(ctx, 3, "billing", "charge")
-	in.RecordAttempts(ctx, 2, "billing", "")
+	charge := in.AttemptCounter("billing", "charge")
+	if in.AttemptCounter("billing", "charge") != charge {
+		t.Fatal("AttemptCounter returned a second counter for the same route")
+	}
+	charge.Add(1)
+	charge.Add(3)
+	in.AttemptCounter("billing", "").Add(2)
 	m := collect(t, reader, telemetry.MetricClientAttempts)
 	if m.Unit != telemetry.UnitClientAttempts {
 		t.Errorf("unit %q", m.Unit)
 	}
-	h := m.Data.(metricdata.Histogram[int64])
-	got := map[string][2]int64{} // route -> count, sum
-	for _, dp := range h.DataPoints {
+	sum := m.Data.(metricdata.Sum[int64])
+	if !sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
+		t.Errorf("want a cumulative monotonic sum, got %+v", sum)
+	}
+	got := map[string]int64{}
+	for _, dp := range sum.DataPoints {
 		if v, _ := dp.Attributes.Value(telemetry.AttrServerAddress); v.AsString() != "billing" {
 			t.Errorf("server.address %v", v)
 		}
 		route, _ := dp.Attributes.Value(telemetry.AttrRoute)
-		got[route.AsString()] = [2]int64{int64(dp.Count), dp.Sum}
+		got[route.AsString()] = dp.Value
 	}
-	want := map[string][2]int64{"charge": {2, 4}, "": {1, 2}}
-	if len(got) != len(want) || got["charge"] != want["charge"] || got[""] != want[""] {
-		t.Errorf("points %v, want %v", got, want)
+	if len(got) != 2 || got["charge"] != 4 || got[""] != 2 {
+		t.Errorf("points %v, want charge=4 and \"\"=2", got)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -205,7 +213,7 @@ func TestNilInstrumentsRecordNothing(t *testing.T) {
 	var in *telemetry.Instruments
 	ctx := context.Background()
 	in.RecordHTTPClient(ctx, time.Second, telemetry.HTTPCall{Service: "billing"})
-	in.RecordAttempts(ctx, 1, "billing", "")
+	in.AttemptCounter("billing", "").Add(1)
 	in.RecordBudgetExhausted(ctx, "billing")
 	in.RecordBreakerTransition(ctx, "billing", "closed", "open")
 	in.RecordEjection(ctx, "billing", "a:1")
@@ -222,12 +230,12 @@ func TestHotRecordingDoesNotAllocate(t *testing.T) {
 	call := telemetry.HTTPCall{Service: "billing", Route: "charge", Subset: "v1", Method: "POST", StatusCode: 200}
 	for name, in := range map[string]*telemetry.Instruments{"sdk": sdkIn, "noop": noopIn} {
 		in.RecordHTTPClient(ctx, time.Millisecond, call) // fill the caches
-		in.RecordAttempts(ctx, 2, "billing", "charge")
+		counter := in.AttemptCounter("billing", "charge")
 		if a := testing.AllocsPerRun(1000, func() { in.RecordHTTPClient(ctx, time.Millisecond, call) }); a != 0 {
 			t.Errorf("%s: RecordHTTPClient allocates %v times per call", name, a)
 		}
-		if a := testing.AllocsPerRun(1000, func() { in.RecordAttempts(ctx, 2, "billing", "charge") }); a != 0 {
-			t.Errorf("%s: RecordAttempts allocates %v times per call", name, a)
+		if a := testing.AllocsPerRun(1000, func() { counter.Add(2) }); a != 0 {
+			t.Errorf("%s: Counter.Add allocates %v times per call", name, a)
 		}
 	}
 }
@@ -280,12 +288,12 @@ func BenchmarkRecordHTTPClient(b *testing.B) {
 	})
 }
 
-func BenchmarkRecordAttempts(b *testing.B) {
+func BenchmarkAttemptCounter(b *testing.B) {
 	in, _ := newMetrics(b)
-	ctx := context.Background()
+	c := in.AttemptCounter("billing", "charge")
 	b.ReportAllocs()
 	for b.Loop() {
-		in.RecordAttempts(ctx, 2, "billing", "charge")
+		c.Add(2)
 	}
 }
 
@@ -301,7 +309,7 @@ func TestConcurrentRecording(t *testing.T) {
 			for i := range 500 {
 				r := routes[(g+i)%len(routes)]
 				in.RecordHTTPClient(ctx, time.Millisecond, telemetry.HTTPCall{Service: "billing", Route: r, Method: "GET", StatusCode: 200})
-				in.RecordAttempts(ctx, 1, "billing", r)
+				in.AttemptCounter("billing", r).Add(1)
 			}
 		})
 	}

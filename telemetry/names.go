@@ -21,10 +21,12 @@ const (
 	MetricRPCClientDuration = "rpc.client.duration"
 	MetricRPCServerDuration = "rpc.server.duration"
 
-	// MetricClientAttempts is a histogram of attempts per logical call.
+	// MetricClientAttempts counts attempts, the first of each call included;
+	// divided by the count of http.client.request.duration it gives the
+	// attempts per call.
 	MetricClientAttempts = "inmesh.client.attempts"
 	UnitClientAttempts   = "{attempt}"
-	DescClientAttempts   = "Attempts made per logical client call, the first one included."
+	DescClientAttempts   = "Attempts made by client calls, first attempts included."
 
 	// MetricBudgetExhausted counts retries refused by the retry budget.
 	MetricBudgetExhausted = "inmesh.retry.budget.exhausted"
@@ -103,10 +105,6 @@ const methodOther = "_OTHER"
 var httpDurationBuckets = []float64{
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
 }
-
-// attemptBuckets are the boundaries of MetricClientAttempts: one bucket per
-// attempt count up to the policy maximum of 10.
-var attemptBuckets = []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 
 // maxCachedAttributeSets bounds each attribute-set cache. Past it, sets are
 // built per call and not kept, so a caller feeding unbounded values costs CPU,

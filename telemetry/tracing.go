@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,6 +20,9 @@ type Tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	starts cowCache[spanKey, spanStart]
+	// unset is the global tracer provider as OTel starts it, before any
+	// SDK is installed, when NewTracing got no provider; nil otherwise.
+	unset trace.TracerProvider
 }
 
 // spanKey identifies the start options of a client span.
@@ -43,11 +47,31 @@ func NewTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) *Traci
 	if p == nil {
 		p = otel.GetTextMapPropagator()
 	}
-	return &Tracing{
+	t := &Tracing{
 		tracer: tp.Tracer(ScopeName),
 		prop:   p,
 		starts: cowCache[spanKey, spanStart]{max: maxCachedAttributeSets},
 	}
+	if isUnsetGlobal(tp) {
+		t.unset = tp
+	}
+	return t
+}
+
+// isUnsetGlobal reports whether tp is OTel's global tracer provider before
+// any SDK was installed: the delegating placeholder of the otel module's
+// internal/global package. The check is by type name, made once; should the
+// name ever change, the only effect is that calls take the slower path of
+// starting non-recording spans.
+func isUnsetGlobal(tp trace.TracerProvider) bool {
+	return fmt.Sprintf("%T", tp) == "*global.tracerProvider"
+}
+
+// off reports whether a span started now for ctx would be pure overhead: no
+// tracer provider was ever installed, and ctx carries no span context that a
+// non-recording span would have to carry on.
+func (t *Tracing) off(ctx context.Context) bool {
+	return t.unset != nil && otel.GetTracerProvider() == t.unset && !trace.SpanContextFromContext(ctx).IsValid()
 }
 
 // StartClientCall starts the one client span of a logical call, to be ended by
@@ -57,7 +81,7 @@ func NewTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) *Traci
 // empty), set at start so that samplers see them. Name and options are cached
 // per (service, route, method).
 func (t *Tracing) StartClientCall(ctx context.Context, service, route, method string) (context.Context, trace.Span) {
-	if t == nil {
+	if t == nil || t.off(ctx) {
 		return ctx, trace.SpanFromContext(context.Background()) // a no-op span
 	}
 	s := t.starts.get(spanKey{service, route, normalizeMethod(method)}, clientSpanStart)
