@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const validDoc = `
+version: cli-1
+services:
+  billing:
+    endpoints:
+      - {address: 127.0.0.1:9001, labels: {version: v1}}
+      - {address: 127.0.0.1:9002, labels: {version: v2}}
+    subsets: {v1: {version: v1}, v2: {version: v2}}
+    timeout: 2s
+    retry: {attempts: 3}
+    routes:
+      - name: canary-by-header
+        match: {headers: {x-canary: "true"}}
+        split: [{subset: v2, weight: 100}]
+      - name: charge
+        match: {path_prefix: /charge, methods: [POST]}
+        split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
+`
+
+const invalidDoc = `
+services:
+  billing:
+    retry: {attempts: 11}
+    load_balancer: fastest
+`
+
+func TestCLI(t *testing.T) {
+	dir := t.TempDir()
+	valid := filepath.Join(dir, "valid.yaml")
+	invalid := filepath.Join(dir, "invalid.yaml")
+	if err := os.WriteFile(valid, []byte(validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(invalid, []byte(invalidDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    []string
+		wantErr    []string
+		errorLines int // exact number of stderr lines, when > 0
+	}{
+		{name: "no args", args: nil, wantCode: 2, wantErr: []string{"usage"}},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantErr: []string{"unknown command"}},
+		{name: "validate ok", args: []string{"validate", valid}, wantCode: 0, wantOut: []string{"valid", "cli-1", "1 services"}},
+		{name: "validate invalid", args: []string{"validate", invalid}, wantCode: 1,
+			wantErr: []string{"services.billing.retry.attempts: must be 1..10", "services.billing.load_balancer"}},
+		{name: "validate missing file", args: []string{"validate", filepath.Join(dir, "nope.yaml")}, wantCode: 1, wantErr: []string{"nope.yaml"}},
+		{name: "explain header route", args: []string{"explain", valid, "http://billing/x", "-H", "x-canary: true"}, wantCode: 0,
+			wantOut: []string{"route:     canary-by-header", "split:     v2=100", "127.0.0.1:9002", "attempts:  3"}},
+		{name: "explain POST", args: []string{"explain", valid, "http://billing/charge", "-X", "post"}, wantCode: 0,
+			wantOut: []string{"route:     charge", "v1=90 v2=10", "attempts:  1", "timeout:   2s"}},
+		{name: "explain json", args: []string{"explain", "--json", valid, "http://billing/charge", "-X", "POST"}, wantCode: 0,
+			wantOut: []string{`"route": "charge"`, `"policy_version": "cli-1"`}},
+		{name: "explain no route", args: []string{"explain", valid, "http://billing/refund"}, wantCode: 1,
+			wantOut: []string{"fails at layer route"}, wantErr: []string{"inmesh: route:"}},
+		{name: "explain passthrough", args: []string{"explain", valid, "http://example.com/"}, wantCode: 0, wantOut: []string{"passthrough"}},
+		{name: "explain bad header", args: []string{"explain", valid, "http://billing/", "-H", "nocolon"}, wantCode: 2, wantErr: []string{"name:value"}},
+		{name: "explain invalid policy", args: []string{"explain", invalid, "http://billing/"}, wantCode: 1, wantErr: []string{"attempts"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(tc.args, &out, &errOut)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.wantCode, out.String(), errOut.String())
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut.String())
+				}
+			}
+		})
+	}
+}
+
+// TestValidatePrintsOneLinePerProblem checks the contract of validate: one
+// line per problem, each naming its field.
+func TestValidatePrintsOneLinePerProblem(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte(invalidDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", path}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %d:\n%s", len(lines), errOut.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "services.billing.") {
+			t.Errorf("line does not name its field: %q", l)
+		}
+	}
+}
