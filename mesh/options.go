@@ -99,7 +99,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 
 // WithPropagator sets the propagator that carries trace context on outgoing
 // calls and reads it on incoming ones. nil or absent means the global one
-// (otel.GetTextMapPropagator).
+// (otel.GetTextMapPropagator), and W3C trace context and baggage as long as
+// the application has installed no global propagator.
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) { c.propagator = p })
 }

@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -34,5 +35,22 @@ func TestUnsetGlobalStartsNoSpan(t *testing.T) {
 	child, _ := tr.StartClientCall(parent, "billing", "charge", "GET")
 	if trace.SpanContextFromContext(child).TraceID() != (trace.TraceID{1}) {
 		t.Fatal("the parent's trace context was dropped")
+	}
+}
+
+// TestDefaultPropagatorIsW3C checks that, while the application installed no
+// global propagator, a mesh given none still propagates W3C trace context.
+func TestDefaultPropagatorIsW3C(t *testing.T) {
+	if len(otel.GetTextMapPropagator().Fields()) != 0 {
+		t.Skip("a global propagator is installed already")
+	}
+	tr := telemetry.NewTracing(nil, nil)
+	ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled,
+	}))
+	h := http.Header{}
+	tr.Inject(ctx, h)
+	if got := h.Get("traceparent"); got != "00-01000000000000000000000000000000-0200000000000000-01" {
+		t.Fatalf("traceparent %q", got)
 	}
 }

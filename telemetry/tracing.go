@@ -39,13 +39,14 @@ type spanStart struct {
 // otel.GetTracerProvider() and a nil p means otel.GetTextMapPropagator(); both
 // globals are delegates, so a provider or propagator installed later with
 // otel.SetTracerProvider or otel.SetTextMapPropagator takes effect. Note that
-// the global propagator propagates nothing until one is installed.
+// until an application installs a global propagator, W3C trace context and
+// baggage are used.
 func NewTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) *Tracing {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
 	if p == nil {
-		p = otel.GetTextMapPropagator()
+		p = &globalOrW3C{}
 	}
 	t := &Tracing{
 		tracer: tp.Tracer(ScopeName),
