@@ -45,19 +45,7 @@ func benchMesh(b *testing.B, addr1, addr2, timeout string) *Mesh {
 func BenchmarkLoopback(b *testing.B) {
 	srv := newBackend(b, "billing", nil)
 	srv2 := newBackend(b, "billing", nil)
-	run := func(b *testing.B, rt http.RoundTripper, url string) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			resp, err := rt.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}
+	run := roundTrips
 	b.Run("bare", func(b *testing.B) {
 		tr := newTransport()
 		defer tr.CloseIdleConnections()
@@ -82,23 +70,27 @@ func (instant) RoundTrip(*http.Request) (*http.Response, error) {
 }
 
 func BenchmarkNoIO(b *testing.B) {
-	run := func(b *testing.B, rt http.RoundTripper) {
-		req, _ := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			resp, err := rt.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			resp.Body.Close()
-		}
-	}
+	run := func(b *testing.B, rt http.RoundTripper) { roundTrips(b, rt, "http://billing/charge") }
 	b.Run("bare", func(b *testing.B) { run(b, instant{}) })
 	for _, v := range []struct{ name, timeout string }{{"mesh", ""}, {"mesh+timeout", "timeout: 2s"}} {
 		b.Run(v.name, func(b *testing.B) {
 			m := benchMesh(b, "127.0.0.1:9", "127.0.0.1:10", v.timeout)
 			run(b, m.RoundTripper(instant{}))
 		})
+	}
+}
+
+// roundTrips sends GET url through rt b.N times, reading every answer.
+func roundTrips(b *testing.B, rt http.RoundTripper, url string) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
