@@ -52,6 +52,8 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 		Subsets:       mergedSubsets(def, svc),
 		Effective:     effective(settingsOf(def), settingsOf(svc)),
 		Authorization: resolveAuthorization(def, svc),
+		HasAuthorization: (svc != nil && svc.Authorization != nil) ||
+			(def != nil && def.Authorization != nil),
 	}
 	rs.Endpoints = deepCopy(pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints }))
 	routes, _ := effectiveRoutes(def, svc)

@@ -79,8 +79,8 @@ func TestResolveDesignDocument(t *testing.T) {
 		{From: []string{"enrollment", "progress"}, Paths: []string{"/charge"}, Methods: []string{"POST"}},
 		{From: []string{"admin"}},
 	}}
-	if !reflect.DeepEqual(b.Authorization, wantAuthz) {
-		t.Errorf("authorization = %+v", b.Authorization)
+	if !reflect.DeepEqual(b.Authorization, wantAuthz) || !b.HasAuthorization {
+		t.Errorf("authorization = %+v, has %v", b.Authorization, b.HasAuthorization)
 	}
 }
 
@@ -192,8 +192,8 @@ func TestResolveImplicitRoute(t *testing.T) {
 	if r.Name != "" || len(r.Split) != 0 || !reflect.DeepEqual(r.Match, Match{}) || !reflect.DeepEqual(r.Effective, s.Effective) {
 		t.Errorf("implicit route = %+v", r)
 	}
-	if s.Authorization.Default != "deny" || s.Authorization.Rules != nil {
-		t.Errorf("authorization = %+v", s.Authorization)
+	if s.Authorization.Default != "deny" || s.Authorization.Rules != nil || s.HasAuthorization {
+		t.Errorf("authorization = %+v, has %v", s.Authorization, s.HasAuthorization)
 	}
 }
 

@@ -233,6 +233,10 @@ type ResolvedService struct {
 	Routes        []ResolvedRoute              `json:"routes"`        // a service without routes gets one implicit route: Name "", Split empty
 	HasRoutes     bool                         `json:"has_routes"`    // false when Routes is the implicit route
 	Authorization Authorization                `json:"authorization"` // defaults ⊕ service; Default resolved ("deny" if empty)
+	// HasAuthorization is false when neither the service nor the defaults
+	// have an authorization block: the destination then serves every
+	// authenticated caller of its trust domain.
+	HasAuthorization bool `json:"has_authorization"`
 }
 
 // Snapshot is an immutable, validated document with its version and its

@@ -25,12 +25,19 @@ type Instruments struct {
 
 	httpOpts cowCache[HTTPCall, []metric.RecordOption]
 
+	httpServer metric.Float64Histogram
+	serverOpts cowCache[HTTPServerCall, []metric.RecordOption]
+	authz      metric.Int64Counter
+	authzOpts  cowCache[authzKey, []metric.AddOption]
+	certExpiry metric.Float64ObservableGauge
+	cert       atomic.Pointer[certSource]
+
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
 	// touches a *Counter.
-	mu           sync.Mutex
-	counters     map[routeKey]*Counter
-	registration metric.Registration
+	mu            sync.Mutex
+	counters      map[routeKey]*Counter
+	registrations []metric.Registration
 }
 
 // Counter is a monotonic count kept by the request path and read by an
@@ -70,8 +77,10 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	}
 	m := mp.Meter(ScopeName)
 	in := &Instruments{
-		httpOpts: cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
-		counters: map[routeKey]*Counter{},
+		httpOpts:   cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
+		serverOpts: cowCache[HTTPServerCall, []metric.RecordOption]{max: maxCachedAttributeSets},
+		authzOpts:  cowCache[authzKey, []metric.AddOption]{max: maxCachedAttributeSets},
+		counters:   map[routeKey]*Counter{},
 	}
 	var errs []error
 	collect := func(err error) {
@@ -90,8 +99,25 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 		metric.WithDescription(DescClientAttempts))
 	collect(err)
 	if err == nil {
-		in.registration, err = m.RegisterCallback(in.observeAttempts, in.attempts)
+		reg, err := m.RegisterCallback(in.observeAttempts, in.attempts)
 		collect(err)
+		in.registrations = append(in.registrations, reg)
+	}
+	in.httpServer, err = m.Float64Histogram(MetricHTTPServerDuration,
+		metric.WithUnit(UnitHTTPServerDuration),
+		metric.WithDescription(DescHTTPServerDuration),
+		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+	collect(err)
+	in.authz, err = m.Int64Counter(MetricAuthzDecisions,
+		metric.WithUnit(UnitAuthzDecisions), metric.WithDescription(DescAuthzDecisions))
+	collect(err)
+	in.certExpiry, err = m.Float64ObservableGauge(MetricCertificateExpiry,
+		metric.WithUnit(UnitCertificateExpiry), metric.WithDescription(DescCertificateExpiry))
+	collect(err)
+	if err == nil {
+		reg, err := m.RegisterCallback(in.observeCertificate, in.certExpiry)
+		collect(err)
+		in.registrations = append(in.registrations, reg)
 	}
 	in.budget, err = m.Int64Counter(MetricBudgetExhausted,
 		metric.WithUnit(UnitBudgetExhausted), metric.WithDescription(DescBudgetExhausted))
@@ -158,10 +184,16 @@ func (in *Instruments) observeAttempts(_ context.Context, o metric.Observer) err
 // Close unregisters the instruments' callbacks. The counters keep counting
 // but are no longer observed.
 func (in *Instruments) Close() error {
-	if in == nil || in.registration == nil {
+	if in == nil {
 		return nil
 	}
-	return in.registration.Unregister()
+	var errs []error
+	for _, r := range in.registrations {
+		if r != nil {
+			errs = append(errs, r.Unregister())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // RecordBudgetExhausted counts one retry refused by the retry budget of service.

@@ -48,10 +48,19 @@ const (
 	UnitPolicyUpdates   = "{update}"
 	DescPolicyUpdates   = "Policy documents received from a control plane source, applied or rejected."
 
-	// Reserved for later issues.
-	MetricPolicyStaleness   = "inmesh.policy.staleness"
+	// MetricCertificateExpiry is a gauge of the seconds left until this
+	// workload's certificate expires.
 	MetricCertificateExpiry = "inmesh.certificate.expiry"
-	MetricAuthzDecisions    = "inmesh.authz.decisions"
+	UnitCertificateExpiry   = "s"
+	DescCertificateExpiry   = "Seconds until this workload's certificate expires."
+
+	// MetricAuthzDecisions counts the authorization decisions of Handler.
+	MetricAuthzDecisions = "inmesh.authz.decisions"
+	UnitAuthzDecisions   = "{decision}"
+	DescAuthzDecisions   = "Authorization decisions on incoming requests, allow or deny."
+
+	// Reserved for later issues.
+	MetricPolicyStaleness = "inmesh.policy.staleness"
 )
 
 // Attribute keys. The semantic-convention keys come first; server.address
@@ -66,6 +75,10 @@ const (
 	AttrSubset        = "inmesh.subset"
 	AttrEndpoint      = "inmesh.endpoint"
 	AttrPolicyVersion = "inmesh.policy.version"
+	AttrService       = "inmesh.service"        // this workload's own service (server side)
+	AttrCaller        = "inmesh.caller"         // the calling service, from its verified identity
+	AttrAuthzDecision = "inmesh.authz.decision" // allow | deny
+	AttrIdentity      = "inmesh.identity"       // a SPIFFE ID
 
 	// AttrBreakerFrom and AttrBreakerTo are the states of a breaker
 	// transition ("closed", "open", "half-open").
