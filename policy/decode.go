@@ -56,20 +56,29 @@ func Parse(data []byte) (*Document, error) {
 
 // decode turns data into a Document without validating it.
 func decode(data []byte) (*Document, error) {
+	doc := new(Document)
+	if err := decodeInto(data, doc, ""); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// decodeInto decodes data into the struct target points to, reporting
+// problems under path ("" for a whole document).
+func decodeInto(data []byte, target any, path string) error {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, invalid("", "empty document")
+		return invalid(path, "empty document")
 	}
 	root, err := parseYAML(data)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d := decoder{}
-	doc := new(Document)
-	d.decode(root, reflect.ValueOf(doc).Elem(), "")
+	d.decode(root, reflect.ValueOf(target).Elem(), path)
 	if len(d.problems) > 0 {
-		return nil, &ValidationError{Problems: d.problems}
+		return &ValidationError{Problems: d.problems}
 	}
-	return doc, nil
+	return nil
 }
 
 // parseYAML parses exactly one YAML document and returns its root mapping.

@@ -72,23 +72,7 @@ func (frozenClock) Now() time.Time { return time.Time{} }
 // Sleep waits d on c (nil means clock.System), or returns ctx.Err() as soon
 // as ctx ends; its timer is stopped either way. A d <= 0 does not wait.
 func Sleep(ctx context.Context, c clock.Clock, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if d <= 0 {
-		return nil
-	}
-	if c == nil {
-		c = clock.System{}
-	}
-	t := c.NewTimer(d)
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		t.Stop()
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, c, d)
 }
 
 // ParseRetryAfter reads an HTTP Retry-After value: delta-seconds ("120") or

@@ -1,6 +1,9 @@
 package clock
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock is the source of time for everything that waits or measures.
 // Implementations are safe for concurrent use.
@@ -37,3 +40,26 @@ type systemTimer struct{ t *time.Timer }
 
 func (s systemTimer) C() <-chan time.Time { return s.t.C }
 func (s systemTimer) Stop() bool          { return s.t.Stop() }
+
+// Sleep waits d on c (nil means System), or returns ctx.Err() as soon as ctx
+// ends. A d <= 0 returns at once (ctx.Err() if ctx has ended). The timer is
+// stopped either way.
+func Sleep(ctx context.Context, c Clock, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d <= 0 {
+		return nil
+	}
+	if c == nil {
+		c = System{}
+	}
+	t := c.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
