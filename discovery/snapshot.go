@@ -67,6 +67,8 @@ func Static(doc *policy.Document) *Snapshot {
 // Select returns the endpoints whose labels contain every pair of selector
 // (a nil or empty selector selects all), in their order, as a new slice; the
 // endpoints' label maps are shared with eps. It returns nil when none match.
+// A selector value of "" asks only that the label be present, whatever its
+// value: {"tag:canary": ""} selects the Consul instances tagged canary.
 func Select(eps []Endpoint, selector map[string]string) []Endpoint {
 	var out []Endpoint
 	for _, ep := range eps {
@@ -79,7 +81,8 @@ func Select(eps []Endpoint, selector map[string]string) []Endpoint {
 
 func matches(labels, selector map[string]string) bool {
 	for k, want := range selector {
-		if got, ok := labels[k]; !ok || got != want {
+		got, ok := labels[k]
+		if !ok || (want != "" && got != want) {
 			return false
 		}
 	}

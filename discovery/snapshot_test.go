@@ -155,7 +155,8 @@ func TestSelect(t *testing.T) {
 		{name: "all labels must match", selector: map[string]string{"version": "v1", "zone": "west"}, want: []string{"c:1"}},
 		{name: "no match", selector: map[string]string{"version": "v3"}, want: nil},
 		{name: "unknown key", selector: map[string]string{"rack": "r1"}, want: nil},
-		{name: "empty value needs the key", selector: map[string]string{"version": ""}, want: []string{"e:1"}},
+		{name: "empty value asks for presence", selector: map[string]string{"version": ""}, want: []string{"a:1", "b:1", "c:1", "e:1"}},
+		{name: "presence and value", selector: map[string]string{"version": "v1", "zone": ""}, want: []string{"a:1", "c:1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

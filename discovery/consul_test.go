@@ -1,0 +1,97 @@
+package discovery_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/consultest"
+)
+
+// register adds an instance of service at addr with a TCP check.
+func register(t *testing.T, c *api.Client, service, id, addr string, tags []string, meta map[string]string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	var p int
+	for _, ch := range port {
+		p = p*10 + int(ch-'0')
+	}
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: id, Name: service, Address: host, Port: p, Tags: tags, Meta: meta,
+		Check: &api.AgentServiceCheck{TCP: addr, Interval: "200ms", Timeout: "100ms", Status: api.HealthPassing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func TestConsulSource(t *testing.T) {
+	agent := consultest.Start(t)
+	v1, v2 := listen(t), listen(t)
+	register(t, agent.Client, "billing", "billing-1", v1.Addr().String(), nil, map[string]string{"version": "v1"})
+	register(t, agent.Client, "billing", "billing-2", v2.Addr().String(), []string{"canary"}, map[string]string{"version": "v2"})
+
+	var mu sync.Mutex
+	var last *discovery.Snapshot
+	updates := make(chan struct{}, 100)
+	src := discovery.NewConsulSource(agent.Client, nil, func(s *discovery.Snapshot) {
+		mu.Lock()
+		last = s
+		mu.Unlock()
+		updates <- struct{}{}
+	})
+	defer src.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src.Watch(ctx, []string{"billing"})
+
+	eps := src.Current().Endpoints("billing")
+	if len(eps) != 2 {
+		t.Fatalf("endpoints %+v", eps)
+	}
+	canary := discovery.Select(eps, map[string]string{discovery.TagLabel("canary"): ""})
+	if len(canary) != 1 || canary[0].Address != v2.Addr().String() || canary[0].Labels["version"] != "v2" {
+		t.Fatalf("canary %+v", canary)
+	}
+
+	// An instance whose check fails leaves the snapshot.
+	v2.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(last.Endpoints("billing"))
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		select {
+		case <-updates:
+		case <-deadline:
+			t.Fatalf("the failing instance is still listed")
+		}
+	}
+	if got := src.Current().Endpoints("billing"); got[0].Address != v1.Addr().String() {
+		t.Fatalf("left %+v", got)
+	}
+
+	// Unwatching a service drops it.
+	src.Watch(ctx, nil)
+	if src.Current().Endpoints("billing") != nil {
+		t.Fatal("an unwatched service is still listed")
+	}
+}
