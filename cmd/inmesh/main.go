@@ -3,9 +3,12 @@
 //
 //	inmesh validate FILE
 //	inmesh explain [--json] FILE URL [-H name:value]... [-X METHOD]
+//	inmesh push FILE --consul ADDR [--prefix inmesh]
+//	inmesh get --consul ADDR [--prefix inmesh] [-o FILE]
 //
 // validate exits 0 for a valid document and 1 with one line per problem,
-// each naming its field. explain exits 0 when the mesh would send the
+// each naming its field. push validates a file and writes it to Consul KV
+// (a key per service), get reads it back into one document. explain exits 0 when the mesh would send the
 // request and 1 when it would fail it, saying at which layer.
 package main
 
@@ -18,6 +21,8 @@ import (
 const usage = `usage:
   inmesh validate FILE
   inmesh explain [--json] FILE URL [-H name:value]... [-X METHOD]
+  inmesh push FILE --consul ADDR [--prefix inmesh]
+  inmesh get --consul ADDR [--prefix inmesh] [-o FILE]
 `
 
 func main() {
@@ -35,6 +40,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "explain":
 		return explain(args[1:], stdout, stderr)
+	case "push":
+		return push(args[1:], stdout, stderr)
+	case "get":
+		return get(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

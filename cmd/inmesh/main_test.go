@@ -7,7 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
+
+	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/policy"
 )
 
 func TestMain(m *testing.M) {
@@ -116,5 +120,56 @@ func TestValidatePrintsOneLinePerProblem(t *testing.T) {
 		if !strings.Contains(l, "services.billing.") {
 			t.Errorf("line does not name its field: %q", l)
 		}
+	}
+}
+
+func TestPushAndGet(t *testing.T) {
+	agent := consultest.Start(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(file, []byte(validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A stale service key that the file no longer has is removed by push.
+	if _, err := agent.Client.KV().Put(&api.KVPair{Key: "inmesh/services/legacy", Value: []byte("{}")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"push", file, "--consul", agent.HTTPAddr}, &out, &errOut); code != 0 {
+		t.Fatalf("push: %d %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "1 keys written, 1 removed") {
+		t.Errorf("push said %q", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"get", "--consul", agent.HTTPAddr}, &out, &errOut); code != 0 {
+		t.Fatalf("get: %d %s", code, errOut.String())
+	}
+	back := filepath.Join(dir, "back.json")
+	if err := os.WriteFile(back, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := load(back)
+	if err != nil {
+		t.Fatalf("get printed an invalid document: %v\n%s", err, out.String())
+	}
+	// The version label stays out of KV; everything else round-trips.
+	a.Doc.Version = ""
+	ha, _ := policy.Hash(a.Doc)
+	if ha != b.Hash {
+		t.Fatalf("round trip changed the policy:\n%s", out.String())
+	}
+
+	// An invalid file is never written.
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(invalidDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run([]string{"push", bad, "--consul", agent.HTTPAddr}, &out, &errOut); code != 1 {
+		t.Fatalf("push of an invalid file exited %d", code)
 	}
 }
