@@ -1,0 +1,266 @@
+package identity
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/inmesh/inmesh/policy"
+)
+
+// designPolicy is the authorization example of DESIGN.md.
+var designPolicy = policy.Authorization{
+	Default: "deny",
+	Rules: []policy.Rule{
+		{From: []string{"enrollment", "progress"}, Paths: []string{"/charge"}, Methods: []string{"POST"}},
+		{From: []string{"admin"}},
+	},
+}
+
+func TestAuthorize(t *testing.T) {
+	wildcard := policy.Authorization{Rules: []policy.Rule{
+		{From: []string{"web"}, Paths: []string{"/private"}},
+		{From: []string{"*"}, Paths: []string{"/public", "/health"}, Methods: []string{"get", "HEAD"}},
+		{From: []string{"web", "*"}, Paths: []string{"/both"}},
+		{From: nil}, // matches nobody
+		{From: []string{""}, Paths: []string{"/"}},
+	}}
+	tests := []struct {
+		name                 string
+		a                    policy.Authorization
+		caller, method, path string
+		allow                bool
+		rule                 int
+		reason               string
+	}{
+		{"allowed by rule 0", designPolicy, "enrollment", "POST", "/charge", true, 0, "rule 0"},
+		{"second caller of rule 0", designPolicy, "progress", "POST", "/charge/123", true, 0, "rule 0"},
+		{"wrong method", designPolicy, "enrollment", "GET", "/charge", false, -1, "default deny"},
+		{"method case matters on the request", designPolicy, "enrollment", "post", "/charge", false, -1, "default deny"},
+		{"wrong path", designPolicy, "enrollment", "POST", "/refund", false, -1, "default deny"},
+		{"admin anything", designPolicy, "admin", "DELETE", "/anything", true, 1, "rule 1"},
+		{"unknown caller", designPolicy, "evil", "POST", "/charge", false, -1, "default deny"},
+		{"default allow", policy.Authorization{Default: "allow"}, "anyone", "GET", "/", true, -1, "default allow"},
+		{"empty default denies", policy.Authorization{}, "anyone", "GET", "/", false, -1, "default deny"},
+		{"unknown default denies", policy.Authorization{Default: "maybe"}, "anyone", "GET", "/", false, -1, "default deny"},
+		{"empty caller denied under default allow", policy.Authorization{Default: "allow"}, "", "GET", "/", false, -1, "no caller identity"},
+		{"wildcard for any caller", wildcard, "billing", "GET", "/public/x", true, 1, "rule 1"},
+		{"wildcard methods upper-cased", wildcard, "billing", "GET", "/health", true, 1, "rule 1"},
+		{"wildcard wrong method", wildcard, "billing", "POST", "/public", false, -1, "default deny"},
+		{"named caller still gets wildcard rules", wildcard, "web", "HEAD", "/public", true, 1, "rule 1"},
+		{"named rule first", wildcard, "web", "PUT", "/private", true, 0, "rule 0"},
+		{"rule naming caller and * once", wildcard, "web", "GET", "/both", true, 2, "rule 2"},
+		{"other caller of a * rule", wildcard, "x", "GET", "/both", true, 2, "rule 2"},
+		{"not the named caller", wildcard, "x", "GET", "/private", false, -1, "default deny"},
+		{"rule without From matches nobody", wildcard, "x", "GET", "/nothing", false, -1, "default deny"},
+		{"dot-dot path cannot pass a prefix", wildcard, "x", "GET", "/public/../admin", false, -1, "default deny"},
+		{"dot path cannot pass a prefix", wildcard, "x", "GET", "/public/./x", false, -1, "default deny"},
+		{"trailing dot-dot", wildcard, "x", "GET", "/public/..", false, -1, "default deny"},
+		{"relative path", wildcard, "x", "GET", "public", false, -1, "default deny"},
+		{"dots inside a segment are fine", wildcard, "x", "GET", "/public/a..b/.c", true, 1, "rule 1"},
+		{"unclean path under a rule without paths", designPolicy, "admin", "GET", "/x/../y", true, 1, "rule 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewAuthorizer(tt.a).Authorize(tt.caller, tt.method, tt.path)
+			if d.Allow != tt.allow || d.Rule != tt.rule || d.Reason != tt.reason {
+				t.Errorf("Authorize(%q, %q, %q) = %+v, want allow %v rule %d reason %q",
+					tt.caller, tt.method, tt.path, d, tt.allow, tt.rule, tt.reason)
+			}
+		})
+	}
+}
+
+func TestAuthorizeDeniesOnError(t *testing.T) {
+	var nilZ *Authorizer
+	if d := nilZ.Authorize("admin", "GET", "/"); d.Allow || d.Rule != -1 || d.Reason != "no authorization policy" {
+		t.Errorf("nil Authorizer: %+v", d)
+	}
+	z := NewAuthorizer(policy.Authorization{Default: "allow"})
+	tests := []struct {
+		name   string
+		id     ID
+		reason string
+	}{
+		{"zero ID", ID{}, "no caller identity"},
+		{"ID without a service", MustParseID("spiffe://mesh.local/workload/x"), "caller ID names no service"},
+		{"trust domain ID", MustParseID("spiffe://mesh.local"), "caller ID names no service"},
+	}
+	for _, tt := range tests {
+		if d := z.AuthorizeID(tt.id, "GET", "/"); d.Allow || d.Rule != -1 || d.Reason != tt.reason {
+			t.Errorf("%s: %+v", tt.name, d)
+		}
+	}
+	if d := z.AuthorizeID(MustParseID("spiffe://mesh.local/ns/default/dc/dc1/svc/web"), "GET", "/"); !d.Allow {
+		t.Errorf("Consul ID under default allow: %+v", d)
+	}
+	if d := nilZ.AuthorizeID(MustParseID("spiffe://mesh.local/svc/web"), "GET", "/"); d.Allow {
+		t.Errorf("nil Authorizer, valid ID: %+v", d)
+	}
+}
+
+func TestNewAuthorizerCopies(t *testing.T) {
+	a := policy.Authorization{Rules: []policy.Rule{{From: []string{"web"}, Paths: []string{"/x"}, Methods: []string{"GET"}}}}
+	z := NewAuthorizer(a)
+	a.Rules[0].From[0], a.Rules[0].Paths[0], a.Rules[0].Methods[0] = "evil", "/", "POST"
+	if d := z.Authorize("web", "GET", "/x"); !d.Allow {
+		t.Errorf("changing the policy afterwards changed the Authorizer: %+v", d)
+	}
+	if d := z.Authorize("evil", "POST", "/"); d.Allow {
+		t.Errorf("changing the policy afterwards changed the Authorizer: %+v", d)
+	}
+}
+
+// fiftyRules is a policy of 50 rules: each names two callers, two paths and
+// two methods; the last one is for any caller.
+func fiftyRules() policy.Authorization {
+	a := policy.Authorization{Default: "deny"}
+	for i := range 49 {
+		a.Rules = append(a.Rules, policy.Rule{
+			From:    []string{fmt.Sprintf("svc-%d", i), fmt.Sprintf("svc-%d", i+1)},
+			Paths:   []string{fmt.Sprintf("/api/v1/r%d/", i), fmt.Sprintf("/api/v2/r%d/", i)},
+			Methods: []string{"GET", "POST"},
+		})
+	}
+	a.Rules = append(a.Rules, policy.Rule{From: []string{"*"}, Paths: []string{"/health"}, Methods: []string{"GET"}})
+	return a
+}
+
+var authzCases = []struct {
+	name                 string
+	caller, method, path string
+	allow                bool
+}{
+	{"allow named", "svc-48", "POST", "/api/v2/r48/items/123", true},
+	{"allow wildcard", "unknown", "GET", "/health", true},
+	{"deny named", "svc-48", "DELETE", "/api/v2/r48/items/123", false},
+	{"deny unknown", "unknown", "GET", "/api/v1/r3/x", false},
+}
+
+func TestAuthorizeFiftyRulesNoAllocs(t *testing.T) {
+	z := NewAuthorizer(fiftyRules())
+	for _, c := range authzCases {
+		if d := z.Authorize(c.caller, c.method, c.path); d.Allow != c.allow {
+			t.Errorf("%s: %+v", c.name, d)
+		}
+		if n := testing.AllocsPerRun(1000, func() { _ = z.Authorize(c.caller, c.method, c.path) }); n != 0 {
+			t.Errorf("%s: %v allocations per call", c.name, n)
+		}
+	}
+	id := MustParseID("spiffe://mesh.local/svc/svc-48")
+	if n := testing.AllocsPerRun(1000, func() { _ = z.AuthorizeID(id, "GET", "/api/v1/r48/") }); n != 0 {
+		t.Errorf("AuthorizeID: %v allocations per call", n)
+	}
+}
+
+func BenchmarkAuthorize(b *testing.B) {
+	z := NewAuthorizer(fiftyRules())
+	for _, c := range authzCases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := z.Authorize(c.caller, c.method, c.path); d.Allow != c.allow {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+	// The whole per-call check: the peer's ID from the connection state,
+	// then the decision.
+	b.Run("PeerIDFromState+AuthorizeID", func(b *testing.B) {
+		ca := newTestCA(b)
+		cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{mustCurrent(b, mustSource(b, ca, "svc-48")).Certificate.Leaf}}
+		b.ReportAllocs()
+		for b.Loop() {
+			id, err := PeerIDFromState(cs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if d := z.AuthorizeID(id, "POST", "/api/v2/r48/items/123"); !d.Allow {
+				b.Fatal(d)
+			}
+		}
+	})
+}
+
+// worstCase is 50 rules for any caller, none of which matches the
+// benchmark's call: Authorize looks at every rule.
+func worstCase() policy.Authorization {
+	a := policy.Authorization{}
+	for i := range 50 {
+		a.Rules = append(a.Rules, policy.Rule{From: []string{"*"}, Paths: []string{fmt.Sprintf("/api/r%d", i), "/other"}, Methods: []string{"GET", "POST"}})
+	}
+	return a
+}
+
+func BenchmarkAuthorizeWorstCase(b *testing.B) {
+	z := NewAuthorizer(worstCase())
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := z.Authorize("web", "GET", "/api/x/items/123"); d.Allow {
+			b.Fatal(d)
+		}
+	}
+}
+
+// naiveAuthorize is the reference semantics: rules in order, first match.
+func naiveAuthorize(a policy.Authorization, caller, method, path string) Decision {
+	if caller == "" {
+		return Decision{Rule: -1, Reason: reasonNoCaller}
+	}
+	for i, r := range a.Rules {
+		from := false
+		for _, f := range r.From {
+			from = from || f == "*" || (f != "" && f == caller)
+		}
+		meth := len(r.Methods) == 0
+		for _, m := range r.Methods {
+			meth = meth || strings.ToUpper(m) == method
+		}
+		p := len(r.Paths) == 0
+		for _, pre := range r.Paths {
+			p = p || (isCleanPath(path) && strings.HasPrefix(path, pre))
+		}
+		if from && meth && p {
+			return Decision{Allow: true, Rule: i, Reason: fmt.Sprintf("rule %d", i)}
+		}
+	}
+	if a.Default == "allow" {
+		return Decision{Allow: true, Rule: -1, Reason: reasonDefaultAllow}
+	}
+	return Decision{Rule: -1, Reason: reasonDefaultDeny}
+}
+
+func TestAuthorizeMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	callers := []string{"a", "b", "c", "*", ""}
+	paths := []string{"/", "/x", "/x/y", "/y", "/x/../y", "/x/.", "x"}
+	methods := []string{"GET", "POST", "get", "DELETE"}
+	pick := func(from []string, max int) []string {
+		var out []string
+		for range rng.IntN(max + 1) {
+			out = append(out, from[rng.IntN(len(from))])
+		}
+		return out
+	}
+	for range 2000 {
+		a := policy.Authorization{Default: []string{"", "deny", "allow"}[rng.IntN(3)]}
+		for range rng.IntN(6) {
+			a.Rules = append(a.Rules, policy.Rule{From: pick(callers, 3), Paths: pick(paths[:4], 2), Methods: pick(methods, 2)})
+		}
+		z := NewAuthorizer(a)
+		for _, c := range []string{"a", "b", "c", "d", ""} {
+			for _, p := range paths {
+				for _, m := range methods {
+					got, want := z.Authorize(c, m, p), naiveAuthorize(a, c, m, p)
+					if got != want {
+						t.Fatalf("policy %+v: Authorize(%q, %q, %q) = %+v, reference %+v", a, c, m, p, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package identity_test
+
+import (
+	"context"
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/consultest"
+)
+
+func consulSource(t *testing.T, c *api.Client, service string) *identity.ConsulSource {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src, err := identity.NewConsulSource(ctx, c, service, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+// rotateCA makes the agent's built-in CA generate a new root (a new key
+// type forces one), which Consul cross-signs with the old one.
+func rotateCA(t *testing.T, c *api.Client) {
+	t.Helper()
+	cfg, _, err := c.Connect().CAGetConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits := 384
+	if v, ok := cfg.Config["PrivateKeyBits"].(float64); ok && int(v) == 384 {
+		bits = 256
+	}
+	cfg.Config["PrivateKeyType"] = "ec"
+	cfg.Config["PrivateKeyBits"] = bits
+	if _, err := c.Connect().CASetConfig(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConsulSource(t *testing.T) {
+	agent := consultest.Start(t)
+	billing := consulSource(t, agent.Client, "billing")
+	enrollment := consulSource(t, agent.Client, "enrollment")
+
+	id, err := billing.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _, err := agent.Client.Agent().ConnectCARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "spiffe://" + roots.TrustDomain + "/ns/default/dc/dc1/svc/billing"
+	if id.ID.String() != want || id.TrustDomain != roots.TrustDomain || len(id.Roots) == 0 {
+		t.Fatalf("identity %s (trust domain %s), want %s", id.ID, id.TrustDomain, want)
+	}
+	if svc, ok := id.ID.Service(); !ok || svc != "billing" {
+		t.Fatalf("Service() = %q %v", svc, ok)
+	}
+
+	// A handshake between the two Connect identities, before and after a
+	// root rotation; the old client leaf still works against the new server
+	// leaf while the old root is in the bundle.
+	handshake := func() error {
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", identity.ServerConfig(billing))
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		done := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				done <- err
+				return
+			}
+			defer c.Close()
+			done <- c.(*tls.Conn).Handshake()
+		}()
+		c, err := tls.Dial("tcp", ln.Addr().String(), identity.ClientConfig(enrollment, "billing"))
+		if err != nil {
+			<-done
+			return err
+		}
+		c.Close()
+		return <-done
+	}
+	if err := handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+
+	changed := billing.Changed()
+	serial := id.Serial()
+	rotateCA(t, agent.Client)
+	select {
+	case <-changed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the rotation did not reach the source")
+	}
+	deadline := time.Now().Add(60 * time.Second) // Consul jitters leaf re-issue after a rotation, up to 30s
+	for {
+		id, _ = billing.Current()
+		other, _ := enrollment.Current()
+		if id.Serial() != serial && len(id.Roots) >= 2 && len(other.Roots) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after rotation: serial %s roots %d", id.Serial(), len(id.Roots))
+		}
+		select {
+		case <-billing.Changed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := handshake(); err != nil {
+		t.Fatalf("handshake after rotation: %v", err)
+	}
+}

@@ -1,0 +1,314 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/internal/blocking"
+)
+
+// Intentions is the compiled service-intentions config entry of one
+// destination: who may call it, at L4 (allow or deny a caller) and L7 (path,
+// method and header permissions), with Consul's precedence: the source that
+// names the caller exactly wins over the wildcard "*"; within a source, the
+// first permission that matches decides; a request no permission matches,
+// and a caller no source names, gets the default (the agent's ACL default
+// policy: allow when ACLs are off). Immutable and safe for concurrent use.
+type Intentions struct {
+	exact        map[string]*intentionSource
+	wildcard     *intentionSource
+	defaultAllow bool
+	index        uint64 // ModifyIndex of the entry, for reasons
+}
+
+type intentionSource struct {
+	name        string
+	allow       bool // L4 action, when perms is empty
+	perms       []intentionPermission
+	l7          bool
+	description string
+}
+
+type intentionPermission struct {
+	allow      bool
+	pathExact  string
+	pathPrefix string
+	pathRegex  *regexp.Regexp
+	methods    []string
+	headers    []headerMatch
+}
+
+type headerMatch struct {
+	name                            string
+	present                         bool
+	exact, prefix, suffix, contains string
+	regex                           *regexp.Regexp
+	invert, ignoreCase              bool
+}
+
+// CompileIntentions compiles entry (nil: no entry) with the default
+// decision for callers and requests it does not match. It fails on a regex
+// that does not compile, naming the source and permission.
+func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow bool) (*Intentions, error) {
+	in := &Intentions{exact: map[string]*intentionSource{}, defaultAllow: defaultAllow}
+	if entry == nil {
+		return in, nil
+	}
+	in.index = entry.ModifyIndex
+	for si, src := range entry.Sources {
+		if src == nil {
+			continue
+		}
+		s := &intentionSource{name: src.Name, allow: src.Action == api.IntentionActionAllow, description: src.Description}
+		for pi, p := range src.Permissions {
+			if p == nil {
+				continue
+			}
+			s.l7 = true
+			cp := intentionPermission{allow: p.Action == api.IntentionActionAllow}
+			if h := p.HTTP; h != nil {
+				cp.pathExact, cp.pathPrefix = h.PathExact, h.PathPrefix
+				if h.PathRegex != "" {
+					re, err := regexp.Compile("^(?:" + h.PathRegex + ")$")
+					if err != nil {
+						return nil, fmt.Errorf("identity: intentions of %s: sources[%d].permissions[%d].http.path_regex: %w", entry.Name, si, pi, err)
+					}
+					cp.pathRegex = re
+				}
+				for _, m := range h.Methods {
+					cp.methods = append(cp.methods, strings.ToUpper(m))
+				}
+				for hi, hp := range h.Header {
+					hm := headerMatch{name: hp.Name, present: hp.Present, exact: hp.Exact, prefix: hp.Prefix,
+						suffix: hp.Suffix, contains: hp.Contains, invert: hp.Invert, ignoreCase: hp.IgnoreCase}
+					if hp.Regex != "" {
+						re, err := regexp.Compile("^(?:" + hp.Regex + ")$")
+						if err != nil {
+							return nil, fmt.Errorf("identity: intentions of %s: sources[%d].permissions[%d].http.header[%d].regex: %w", entry.Name, si, pi, hi, err)
+						}
+						hm.regex = re
+					}
+					cp.headers = append(cp.headers, hm)
+				}
+			}
+			s.perms = append(s.perms, cp)
+		}
+		if src.Name == "*" {
+			in.wildcard = s
+		} else {
+			in.exact[src.Name] = s
+		}
+	}
+	return in, nil
+}
+
+// Authorize decides whether caller may make a request with method and path;
+// header returns a request header's values (nil means none). An empty
+// caller or a nil Intentions is denied.
+func (in *Intentions) Authorize(caller, method, path string, header func(string) []string) Decision {
+	if in == nil {
+		return Decision{Rule: -1, Reason: "no intentions loaded"}
+	}
+	if caller == "" {
+		return Decision{Rule: -1, Reason: reasonNoCaller}
+	}
+	src := in.exact[caller]
+	if src == nil {
+		src = in.wildcard
+	}
+	if src == nil {
+		return in.fallback(fmt.Sprintf("no intention names %q", caller))
+	}
+	if !src.l7 {
+		return Decision{Allow: src.allow, Rule: 0, Reason: fmt.Sprintf("intention %s -> %s", src.name, action(src.allow))}
+	}
+	for i, p := range src.perms {
+		if p.matches(method, path, header) {
+			return Decision{Allow: p.allow, Rule: i, Reason: fmt.Sprintf("intention %s permission %d -> %s", src.name, i, action(p.allow))}
+		}
+	}
+	return in.fallback(fmt.Sprintf("no permission of intention %s matches %s %s", src.name, method, path))
+}
+
+func (in *Intentions) fallback(why string) Decision {
+	return Decision{Allow: in.defaultAllow, Rule: -1, Reason: why + "; default " + action(in.defaultAllow)}
+}
+
+func action(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+func (p *intentionPermission) matches(method, path string, header func(string) []string) bool {
+	switch {
+	case p.pathExact != "" && path != p.pathExact:
+		return false
+	case p.pathPrefix != "" && !strings.HasPrefix(path, p.pathPrefix):
+		return false
+	case p.pathRegex != nil && !p.pathRegex.MatchString(path):
+		return false
+	}
+	if len(p.methods) > 0 {
+		ok := false
+		for _, m := range p.methods {
+			ok = ok || m == method
+		}
+		if !ok {
+			return false
+		}
+	}
+	for i := range p.headers {
+		var vals []string
+		if header != nil {
+			vals = header(p.headers[i].name)
+		}
+		if !p.headers[i].matches(vals) {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *headerMatch) matches(vals []string) bool {
+	ok := false
+	if h.present {
+		ok = len(vals) > 0
+	} else if len(vals) > 0 {
+		v := vals[0]
+		exact, prefix, suffix, contains := h.exact, h.prefix, h.suffix, h.contains
+		if h.ignoreCase {
+			v, exact, prefix, suffix, contains = strings.ToLower(v), strings.ToLower(exact), strings.ToLower(prefix), strings.ToLower(suffix), strings.ToLower(contains)
+		}
+		switch {
+		case exact != "":
+			ok = v == exact
+		case prefix != "":
+			ok = strings.HasPrefix(v, prefix)
+		case suffix != "":
+			ok = strings.HasSuffix(v, suffix)
+		case contains != "":
+			ok = strings.Contains(v, contains)
+		case h.regex != nil:
+			ok = h.regex.MatchString(v)
+		}
+	}
+	return ok != h.invert
+}
+
+// IntentionsSource watches the service-intentions config entry of one
+// destination (this workload's own service) with a blocking query and keeps
+// it compiled, so that a new deny applies to the next request, on open
+// connections too. The default decision is the agent's ACL default policy.
+// Safe for concurrent use; Close stops the watch.
+type IntentionsSource struct {
+	current atomic.Pointer[Intentions]
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// NewIntentionsSource starts watching the intentions of service and returns
+// once they are known, or ctx ends. A nil logger means slog.Default().
+func NewIntentionsSource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*IntentionsSource, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	defaultAllow, err := aclDefaultAllow(ctx, client)
+	if err != nil {
+		return nil, fmt.Errorf("identity: reading the agent's ACL default policy: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s := &IntentionsSource{cancel: cancel}
+	ready := make(chan struct{})
+	var once sync.Once
+	entries := client.ConfigEntries()
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			e, meta, err := entries.Get(api.ServiceIntentions, service, q)
+			var entry *api.ServiceIntentionsConfigEntry
+			switch {
+			case err != nil && isNotFound(err):
+				// No entry: the default applies. The answer still carries
+				// an index to block on.
+			case err != nil:
+				return blocking.Result{}, err
+			default:
+				entry, _ = e.(*api.ServiceIntentionsConfigEntry)
+			}
+			in, cerr := CompileIntentions(entry, defaultAllow)
+			if cerr != nil {
+				logger.Error("inmesh: intentions rejected; the ones in force stay", "service", service, "err", cerr)
+			} else {
+				s.current.Store(in)
+				once.Do(func() { close(ready) })
+			}
+			if meta == nil {
+				return blocking.Result{Index: 1}, nil
+			}
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if failures == 1 || failures%10 == 0 {
+				logger.Warn("inmesh: consul intentions watch failed; the intentions in force stay",
+					"service", service, "failures", failures, "retry_in", wait, "err", err)
+			}
+		},
+	}
+	s.wg.Go(func() { _ = loop.Run(runCtx) })
+	select {
+	case <-ready:
+		return s, nil
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("identity: no intentions of %s from Consul: %w", service, ctx.Err())
+	}
+}
+
+// Current returns the intentions in force.
+func (s *IntentionsSource) Current() *Intentions { return s.current.Load() }
+
+// Close stops the watch and waits for it. It is safe to call twice.
+func (s *IntentionsSource) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code == 404
+	}
+	return strings.Contains(err.Error(), "404")
+}
+
+// aclDefaultAllow reads the agent's ACL default policy: allow when ACLs
+// are off, as Consul itself decides unmatched intentions then.
+func aclDefaultAllow(ctx context.Context, client *api.Client) (bool, error) {
+	self, err := client.Agent().Self()
+	if err != nil {
+		return false, err
+	}
+	dbg, _ := self["DebugConfig"]
+	if enabled, ok := dbg["ACLsEnabled"].(bool); ok && !enabled {
+		return true, nil
+	}
+	if rs, ok := dbg["ACLResolverSettings"].(map[string]any); ok {
+		if p, ok := rs["ACLDefaultPolicy"].(string); ok {
+			return p == "allow", nil
+		}
+	}
+	// ACLs on and the policy unknown: deny on doubt.
+	return false, ctx.Err()
+}
