@@ -1,12 +1,13 @@
 // Package inmesh is an in-process ("proxyless") service mesh for Go.
 //
 // A service imports package mesh and gets an http.RoundTripper, an HTTP
-// client and diagnostics that apply the fleet's internal traffic policy
-// inside the process: route matching, weighted and header-based splitting,
-// timeouts, retries with backoff and a retry budget, circuit breaking and
-// outlier ejection, with OpenTelemetry metrics and traces. The policy is
-// pulled from a control plane (a watched file, or Consul) and changes at run
-// time; a document that does not validate never replaces a good one.
+// client, an HTTP middleware, gRPC dial and server options and diagnostics
+// that apply the fleet's internal traffic policy inside the process: route
+// matching, weighted and header-based splitting, timeouts, retries with
+// backoff and a retry budget, circuit breaking and outlier ejection, with
+// OpenTelemetry metrics and traces. The policy is pulled from a control
+// plane (a watched file, or Consul) and changes at run time; a document that
+// does not validate never replaces a good one.
 //
 // # Request flow
 //
@@ -42,11 +43,14 @@
 //		log.Printf("layer %s, policy %s, endpoint %s", ce.Layer, ce.PolicyVersion, ce.Endpoint)
 //	}
 //
+//	conn, err := grpc.NewClient("mesh:///billing", m.DialOptions()...) // gRPC, same policy
+//	s := grpc.NewServer(m.ServerOptions()...)
+//
 //	mux.Handle("/debug/inmesh/", http.StripPrefix("/debug/inmesh", m.AdminHandler()))
 //
 // # Packages
 //
-//   - mesh: the Mesh, its options, the HTTP round tripper, Explain, the admin handler, CallError
+//   - mesh: the Mesh, its options, the HTTP round tripper and middleware, the gRPC options, Explain, the admin handler, CallError
 //   - policy: the policy document, parsing, validation, snapshots, sources
 //   - resilience: retry conditions, backoff, retry budget, circuit breaker, outlier detection
 //   - discovery: endpoint snapshots and load-balancing pickers

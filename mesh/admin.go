@@ -19,7 +19,10 @@ import (
 //	            the effective settings per service, and the last rejection
 //	/endpoints  every destination's endpoints, subsets and ejection state
 //	/breakers   every circuit breaker and its state
-//	/explain    ?url=...&method=...&header=k:v (repeatable): what Explain says
+//	/certs      this workload's identity: SPIFFE ID, serial, expiry, trust roots
+//	/explain    ?url=...&method=...&header=k:v (repeatable): what Explain says;
+//	            url=grpc://billing/billing.Billing/Charge (or the header
+//	            content-type:application/grpc) explains an RPC
 //
 // Mount it on an internal listener: it shows the fleet's topology.
 func (m *Mesh) AdminHandler() http.Handler {
@@ -28,6 +31,7 @@ func (m *Mesh) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /endpoints", m.adminEndpoints)
 	mux.HandleFunc("GET /breakers", m.adminBreakers)
 	mux.HandleFunc("GET /explain", m.adminExplain)
+	mux.HandleFunc("GET /certs", m.adminCerts)
 	mux.HandleFunc("GET /{$}", m.adminIndex)
 	return mux
 }
@@ -43,7 +47,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (m *Mesh) adminIndex(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"service": m.cfg.service,
-		"paths":   []string{"config", "endpoints", "breakers", "explain?url=...&method=...&header=k:v"},
+		"paths":   []string{"config", "endpoints", "breakers", "certs", "explain?url=...&method=...&header=k:v", "explain?url=grpc://<service>/<package.Service>/<Method>"},
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -15,6 +16,7 @@ import (
 // with a budget, outlier detection, and metrics through the OTel SDK.
 func benchPolicy(addr1, addr2, timeout string) string {
 	return fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints:
@@ -92,5 +94,31 @@ func roundTrips(b *testing.B, rt http.RoundTripper, url string) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// BenchmarkHandlerAuthorize measures the authorization check of Handler for
+// a service with 50 rules: the state load and the decision.
+func BenchmarkHandlerAuthorize(b *testing.B) {
+	var rules strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&rules, "        - {from: [caller-%d], paths: [/p%d, /charge], methods: [POST]}\n", i, i)
+	}
+	m := newTestMesh(b, `
+services:
+  billing:
+    authorization:
+      default: deny
+      rules:
+`+rules.String(), WithService("billing"))
+	req, _ := http.NewRequest(http.MethodPost, "http://billing/charge", nil)
+	if ok, reason := m.authorize("caller-49", nil, req); !ok {
+		b.Fatalf("denied: %s", reason)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := m.authorize("caller-49", nil, req); !ok {
+			b.Fatal("denied")
+		}
 	}
 }

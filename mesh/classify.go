@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/resilience"
 )
 
@@ -50,7 +51,8 @@ func isTLSError(err error) bool {
 		herr  x509.HostnameError
 		echr  *tls.ECHRejectionError
 	)
-	if errors.As(err, &verr) || errors.As(err, &rerr) || errors.As(err, &aerr) ||
+	var ierr *identity.VerifyError
+	if errors.As(err, &ierr) || errors.As(err, &verr) || errors.As(err, &rerr) || errors.As(err, &aerr) ||
 		errors.As(err, &uaerr) || errors.As(err, &cierr) || errors.As(err, &herr) || errors.As(err, &echr) {
 		return true
 	}

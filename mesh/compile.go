@@ -65,7 +65,10 @@ type compiler struct {
 
 func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
 	c := &compiler{m: m, old: m.reg, next: newRegistry()}
-	st := &state{policy: pol, endpoints: eps, services: make(map[string]*destination, len(pol.Services))}
+	self := pol.Service(m.cfg.service)
+	st := &state{policy: pol, endpoints: eps, services: make(map[string]*destination, len(pol.Services)),
+		self: compileSelfAuthz(self), replaced: make(chan struct{})}
+	st.selfPlaintext = self != nil && m.tlsMode(&self.Effective) == tlsDisable
 	for name, svc := range pol.Services {
 		st.services[name] = c.destination(pol, svc, eps.Endpoints(name))
 	}
@@ -74,7 +77,7 @@ func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
 }
 
 func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *destination {
-	d := &destination{name: svc.Name, version: pol.Version, hasRoutes: svc.HasRoutes}
+	d := &destination{name: svc.Name, version: pol.Version, hasRoutes: svc.HasRoutes, tls: c.m.tlsMode(&svc.Effective)}
 	if od := svc.Effective.OutlierDetection; od != nil {
 		d.outlier = c.outlier(svc.Name, od)
 		addrs := make([]string, len(eps))
@@ -94,6 +97,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			eff:            &rr.Effective,
 			counter:        c.m.instr.AttemptCounter(svc.Name, rr.Name),
 			idempotentOnly: !rr.Effective.NonIdempotent,
+			mtls:           c.m.tlsMode(&rr.Effective) == tlsStrict,
 			backoff: resilience.BackoffConfig{
 				Initial: rr.Effective.BackoffInitial,
 				Max:     rr.Effective.BackoffMax,

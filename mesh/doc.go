@@ -1,6 +1,7 @@
 // Package mesh is the data plane of inmesh inside one process: the Mesh
 // that a service creates once with New, and the HTTP client, round tripper,
-// diagnostics and admin handler that enforce the fleet's traffic policy.
+// HTTP middleware, gRPC dial and server options, diagnostics and admin
+// handler that enforce the fleet's traffic policy.
 //
 // # Request flow
 //
@@ -13,17 +14,46 @@
 // Retry sits above pick, so each attempt picks again. A host that is no
 // service of the policy passes through untouched.
 //
+// # gRPC
+//
+// grpc.NewClient("mesh:///billing", m.DialOptions()...) gives a gRPC
+// ClientConn the same flow, from the same policy, split between grpc-go's
+// plugin points:
+//
+//	resolver (mesh scheme, per ClientConn): every endpoint of billing, with
+//	  its labels, reported again whenever the mesh publishes a new state
+//	interceptor (unary, stream): route match on the full method and the
+//	  outgoing metadata ─► split ─► total deadline ─► retry loop ─┐
+//	    each attempt: breaker ─► per-try deadline ─► pick slot in the
+//	    context ─► grpc-go
+//	balancer ("inmesh") picker: the subset's load balancer (the HTTP path's
+//	  discovery.Picker, ejected endpoints skipped) ─► that endpoint's ready
+//	  SubConn; never blocks on the mesh
+//	credentials: mTLS, the server must be billing; plaintext for tls: disable
+//	interceptor again: classify (the destination's status, or a failure of
+//	  the mesh or the network) ─► breaker, outlier, span event ─► retry?
+//
+// A stream is retried only until its first response message. gRPC's own
+// retries are off. On the server, grpc.NewServer(m.ServerOptions()...) adds
+// mTLS, the authorization of the caller (Handler's rules: every RPC is a
+// POST of its full method), the server span and rpc.server.duration; the
+// caller's deadline arrives with the RPC.
+//
 // # Errors
 //
 // Every failure the mesh produces is a *CallError naming its Layer, the
 // destination, route, subset, endpoint, attempts and policy version. An
 // answer of the destination, 4xx or 5xx, is returned as a response once
-// retries are spent.
+// retries are spent. Over gRPC, the CallError is also a status (code per
+// Layer.Code, an errdetails.ErrorInfo of domain ErrorDomain) that
+// FromStatus recovers, and a status of the destination reaches the caller
+// unchanged.
 //
 // # Concurrency
 //
 // A Mesh and everything it returns are safe for concurrent use. Policy and
 // endpoints are immutable snapshots swapped atomically; the request path
 // takes no lock of the mesh's own (the circuit breaker, when configured,
-// takes gobreaker's).
+// takes gobreaker's). Long-lived followers of the state, such as the gRPC
+// resolver, wait for the next snapshot on a channel it closes when replaced.
 package mesh

@@ -43,6 +43,7 @@ services:
   billing:
     endpoints: [{address: ` + strings.TrimPrefix(billing.URL, "http://") + `}]
     timeout: 2s
+    tls: disable # a plain server; see ExampleMesh_Handler for mTLS
 `)
 	defer m.Close()
 

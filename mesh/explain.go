@@ -20,6 +20,7 @@ type WeightedSubset = policy.WeightedSubset
 // which policy version.
 type Explanation struct {
 	Service       string           `json:"service"`
+	Protocol      string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
 	Passthrough   bool             `json:"passthrough,omitempty"` // the host is no service of the policy: sent untouched
 	Route         string           `json:"route"`
 	Split         []WeightedSubset `json:"split"`
@@ -27,7 +28,7 @@ type Explanation struct {
 	Hosts         []EndpointState  `json:"hosts"`     // the same endpoints with their subsets and live state
 	Timeout       time.Duration    `json:"timeout"`   // whole call; 0 means only the caller's context
 	PerTryTimeout time.Duration    `json:"per_try_timeout"`
-	Attempts      int              `json:"attempts"` // for this request: 1 when its method or body forbids retries
+	Attempts      int              `json:"attempts"` // for this request: 1 when its method or body forbids retries (never for an RPC)
 	RetryOn       []string         `json:"retry_on"`
 	LoadBalancer  string           `json:"load_balancer"`
 	Breaker       string           `json:"breaker"` // closed, open, half-open; "none" without a breaker
@@ -51,22 +52,42 @@ type EndpointState struct {
 // request the mesh would fail before sending (no route, no endpoints)
 // returns the Explanation, filled as far as the mesh got, together with the
 // *CallError the call would return. Explain does not modify req.
+//
+// A request whose Content-Type is application/grpc (or application/grpc+...)
+// or whose URL scheme is "grpc" is explained as a gRPC call through
+// DialOptions: the URL path is the full method
+// ("grpc://billing/billing.Billing/Charge"), the headers are its metadata,
+// every RPC is retried up to the route's attempts, and TLS is the service's
+// mode, which gRPC connections share.
 func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if req == nil || req.URL == nil {
 		return nil, errors.New("mesh: Explain needs a request with a URL")
 	}
 	st := m.state.Load()
 	name := serviceOf(req.URL.Host)
-	ex := &Explanation{Service: name, PolicyVersion: st.policy.Version}
+	rpc := isRPC(req)
+	ex := &Explanation{Service: name, Protocol: "http", PolicyVersion: st.policy.Version}
+	if rpc {
+		ex.Protocol = "grpc"
+	}
 	d := st.services[name]
 	if d == nil {
 		ex.Passthrough = true
 		return ex, nil
 	}
-	rt := d.lookup(req)
+	var rt *route
+	if rpc {
+		rt = d.lookupRPC(rpcContext(req.Header), req.URL.Path)
+	} else {
+		rt = d.lookup(req)
+	}
 	if rt == nil {
+		what := req.Method + " " + req.URL.Path
+		if rpc {
+			what = "RPC " + req.URL.Path
+		}
 		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: d.version,
-			Err: fmt.Errorf("no route of service %q matches %s %s", name, req.Method, req.URL.Path)}
+			Err: fmt.Errorf("no route of service %q matches %s", name, what)}
 		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
 		return ex, ce
 	}
@@ -75,7 +96,7 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	ex.Timeout = eff.Timeout
 	ex.PerTryTimeout = eff.PerTryTimeout
 	ex.Attempts = eff.Attempts
-	if ex.Attempts > 1 && (!replayable(req) || (rt.idempotentOnly && !idempotent(req))) {
+	if !rpc && ex.Attempts > 1 && (!replayable(req) || (rt.idempotentOnly && !idempotent(req))) {
 		ex.Attempts = 1
 	}
 	if eff.Attempts > 1 {
@@ -83,6 +104,9 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	}
 	ex.LoadBalancer = eff.LoadBalancer
 	ex.TLS = m.tlsMode(eff)
+	if rpc {
+		ex.TLS = d.tls
+	}
 	ex.Breaker = "none"
 	if rt.breaker != nil {
 		ex.Breaker = rt.breaker.State()
@@ -148,10 +172,16 @@ func hostState(h *discovery.Host, now time.Time) EndpointState {
 }
 
 // tlsMode is the client-side TLS mode toward a destination: the policy's,
-// or strict when the mesh has an identity. Until identity lands, disable.
+// or strict, since every mesh has an identity.
 func (m *Mesh) tlsMode(eff *policy.Effective) string {
 	if eff.TLS != "" {
 		return eff.TLS
 	}
-	return "disable"
+	return tlsStrict
 }
+
+// The TLS modes of the policy.
+const (
+	tlsStrict  = "strict"
+	tlsDisable = "disable"
+)

@@ -39,10 +39,7 @@ func compileMatch(m policy.Match) matcher {
 // matchHTTP reports whether req satisfies every condition. It does not
 // allocate.
 func (m *matcher) matchHTTP(req *http.Request) bool {
-	if m.pathPrefix != "" && !strings.HasPrefix(req.URL.Path, m.pathPrefix) {
-		return false
-	}
-	if len(m.methods) > 0 && !m.matchMethod(req.Method) {
+	if !m.matchPath(req.URL.Path, req.Method) {
 		return false
 	}
 	for i := range m.headers {
@@ -51,6 +48,16 @@ func (m *matcher) matchHTTP(req *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// matchPath checks the path prefix and the methods: the part of a match
+// that HTTP requests and gRPC calls (path = full method, method = POST,
+// see matchRPC) share.
+func (m *matcher) matchPath(path, method string) bool {
+	if m.pathPrefix != "" && !strings.HasPrefix(path, m.pathPrefix) {
+		return false
+	}
+	return len(m.methods) == 0 || m.matchMethod(method)
 }
 
 func (m *matcher) matchMethod(method string) bool {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
@@ -44,7 +45,16 @@ type Mesh struct {
 	transport *http.Transport // the mesh's own transport, used when RoundTripper gets nil
 	client    *http.Client
 
+	identity     identity.Source // this workload's credentials; set before New returns
+	identityKind string          // where they come from, for /certs
+
+	// transports are the transports the mesh created (per-destination mTLS
+	// clones), whose idle connections Close closes.
+	transportsMu sync.Mutex
+	transports   []*http.Transport
+
 	cancel    context.CancelFunc
+	done      <-chan struct{} // closed by Close: watchers of the state stop
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -56,8 +66,8 @@ type rejection struct {
 	Error  string    `json:"error"`
 }
 
-// New starts a mesh for one workload. It blocks until a first valid policy is
-// loaded or ctx ends; in the second case it returns an error that says why
+// New starts a mesh for one workload. It blocks until a first valid policy,
+// and this workload's identity, are loaded or ctx ends; in the second case it returns an error that says why
 // no policy could be loaded. Close releases what New started.
 func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	cfg, err := newConfig(opts)
@@ -84,6 +94,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	m.done = runCtx.Done()
 	first := make(chan struct{})
 	var firstOnce sync.Once
 	m.wg.Add(1)
@@ -101,6 +112,10 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 
 	select {
 	case <-first:
+		if err := m.setupIdentity(ctx); err != nil {
+			m.Close()
+			return nil, err
+		}
 		return m, nil
 	case <-ctx.Done():
 		m.Close()
@@ -146,11 +161,49 @@ func (m *Mesh) onPolicy(ev policy.Event) bool {
 	return true
 }
 
-// apply compiles and publishes a new state.
+// apply compiles and publishes a new state, then tells the watchers of the
+// previous one (see watch).
 func (m *Mesh) apply(pol *policy.Snapshot, eps *discovery.Snapshot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.state.Store(m.compile(pol, eps))
+	old := m.state.Load()
+	st := m.compile(pol, eps)
+	st.seq = 1
+	if old != nil {
+		st.seq = old.seq + 1
+	}
+	m.state.Store(st)
+	if old != nil {
+		close(old.replaced)
+	}
+}
+
+// watch calls fn with the state in force, then with every state published
+// after it, on the calling goroutine, until ctx ends or the mesh is closed.
+// fn sees each state at most once and may miss intermediate ones when
+// publications come faster than it runs, never the last one. This is how
+// long-lived consumers of the state (the gRPC resolver) follow policy and
+// endpoint changes; the request path just loads m.state.
+func (m *Mesh) watch(ctx context.Context, fn func(*state)) {
+	for {
+		st := m.state.Load()
+		fn(st)
+		select {
+		case <-st.replaced:
+		case <-ctx.Done():
+			return
+		case <-m.done:
+			return
+		}
+	}
+}
+
+// track remembers a transport the mesh created, so Close can close its idle
+// connections.
+func (m *Mesh) track(t *http.Transport) {
+	m.transportsMu.Lock()
+	defer m.transportsMu.Unlock()
+	m.transports = append(m.transports, t)
 }
 
 // Service returns this workload's service name.
@@ -178,6 +231,11 @@ func (m *Mesh) Close() error {
 		m.cancel()
 		m.wg.Wait()
 		m.transport.CloseIdleConnections()
+		m.transportsMu.Lock()
+		for _, t := range m.transports {
+			t.CloseIdleConnections()
+		}
+		m.transportsMu.Unlock()
 		_ = m.instr.Close()
 	})
 	return nil

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -33,6 +34,7 @@ type config struct {
 	tracerProvider trace.TracerProvider
 	propagator     propagation.TextMapPropagator
 	clock          clock.Clock
+	identity       identity.Source
 }
 
 func newConfig(opts []Option) (*config, error) {

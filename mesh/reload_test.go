@@ -31,6 +31,7 @@ func TestPolicyFileReload(t *testing.T) {
 	doc := func(version string, w1, w2 int) string {
 		return fmt.Sprintf(`
 version: %q
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints:

@@ -17,6 +17,21 @@ type state struct {
 	policy    *policy.Snapshot
 	endpoints *discovery.Snapshot
 	services  map[string]*destination
+	self      selfAuthz // how this workload authorizes its callers
+	// selfPlaintext is set when this workload's own service says tls:
+	// disable: its callers dial it in plaintext, so its gRPC server accepts
+	// plaintext connections besides mTLS (see serverCreds).
+	selfPlaintext bool
+
+	// seq numbers the states of a mesh in the order they were published,
+	// from 1. The gRPC balancer compares the state its picker was built
+	// from with a call's (see pickSlot.seq).
+	seq uint64
+
+	// replaced is closed when a newer state is published: a watcher that
+	// read this state waits on it and then loads the new one, so no update
+	// is missed and the request path never takes a lock (see Mesh.watch).
+	replaced chan struct{}
 }
 
 // destination is one service of the policy, compiled.
@@ -27,6 +42,10 @@ type destination struct {
 	hasRoutes bool
 	outlier   *resilience.Outlier // nil when outlier detection is off for the service
 	breaker   *resilience.Breaker // the service-level breaker, nil when off
+	// tls is the service-level TLS mode, strict or disable. gRPC uses it for
+	// its connections, which every route of the service shares (a route's
+	// own tls override applies to HTTP only).
+	tls string
 }
 
 // route is one route of a destination with its effective settings resolved
@@ -48,6 +67,7 @@ type route struct {
 	counter *telemetry.Counter  // attempts toward this route
 	// idempotentOnly is true unless non_idempotent is set.
 	idempotentOnly bool
+	mtls           bool // tls strict toward this destination
 }
 
 // splitEntry is one weighted subset of a route's split; cum is the running

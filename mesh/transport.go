@@ -5,16 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -34,6 +34,11 @@ type transport struct {
 	m    *Mesh
 	next http.RoundTripper // mesh traffic
 	pass http.RoundTripper // hosts that are not services of the policy
+
+	// secured holds, per destination service, a clone of next that speaks
+	// mTLS to that service: copy-on-write, read without lock.
+	secured atomic.Pointer[map[string]*http.Transport]
+	mu      sync.Mutex // serializes additions to secured
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -64,8 +69,44 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.pass.RoundTrip(req)
 	}
-	c := httpCall{m: t.m, next: t.next, st: st, d: d, req: req}
+	c := httpCall{call: call{m: t.m, st: st, d: d}, t: t, req: req}
 	return c.run()
+}
+
+// secure returns the transport that speaks mTLS to service: a clone of next
+// whose TLS configuration presents this workload's certificate and accepts
+// only service's identity. One per service, so that a connection verified
+// for one service is never reused for another.
+func (t *transport) secure(service string) (http.RoundTripper, error) {
+	if m := t.secured.Load(); m != nil {
+		if tr := (*m)[service]; tr != nil {
+			return tr, nil
+		}
+	}
+	base, ok := t.next.(*http.Transport)
+	if !ok {
+		return nil, fmt.Errorf("mTLS toward %q needs an *http.Transport under the mesh (or nil), not %T; or set tls: disable", service, t.next)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.secured.Load()
+	if old != nil {
+		if tr := (*old)[service]; tr != nil {
+			return tr, nil
+		}
+	}
+	tr := base.Clone()
+	tr.TLSClientConfig = t.m.clientTLS(service)
+	next := make(map[string]*http.Transport, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[service] = tr
+	t.secured.Store(&next)
+	t.m.track(tr)
+	return tr, nil
 }
 
 // serviceOf returns the host part of a URL host, without port.
@@ -76,24 +117,12 @@ func serviceOf(host string) string {
 	return host
 }
 
-// httpCall is one logical call through the mesh: the route, split and retry
-// loop for one request. It lives on the caller's goroutine only.
+// httpCall is one logical HTTP call through the mesh: the shared call
+// (route, split, deadline, retry bookkeeping) and the request it sends.
 type httpCall struct {
-	m    *Mesh
-	next http.RoundTripper
-	st   *state
-	d    *destination
-	req  *http.Request
-
-	rt       *route
-	entry    *splitEntry
-	p        *pool
-	span     trace.Span
-	ctx      context.Context // the call's context: caller's plus the policy timeout
-	cancel   context.CancelFunc
-	attempts int
-	host     *discovery.Host
-	now      time.Time // the start of the call, then of the current attempt
+	call
+	t   *transport
+	req *http.Request
 }
 
 func (c *httpCall) run() (*http.Response, error) {
@@ -101,18 +130,12 @@ func (c *httpCall) run() (*http.Response, error) {
 	c.now = start
 	callerCtx := c.req.Context()
 	c.rt = c.d.lookup(c.req)
-	routeName := ""
-	if c.rt != nil {
-		routeName = c.rt.name
-	}
+	routeName := c.routeName()
 	c.ctx, c.span = c.m.tracing.StartClientCall(callerCtx, c.d.name, routeName, c.req.Method)
 
 	resp, err := c.loop()
 
-	call := telemetry.HTTPCall{Service: c.d.name, Route: routeName, Method: c.req.Method}
-	if c.entry != nil {
-		call.Subset = c.entry.subset
-	}
+	call := telemetry.HTTPCall{Service: c.d.name, Route: routeName, Subset: c.subsetName(), Method: c.req.Method}
 	if resp != nil {
 		call.StatusCode = resp.StatusCode
 		if resp.StatusCode >= 500 {
@@ -127,32 +150,9 @@ func (c *httpCall) run() (*http.Response, error) {
 		call.ErrorType = "canceled"
 	}
 	c.m.instr.RecordHTTPClient(callerCtx, c.m.clock.Now().Sub(start), call)
-	if c.rt != nil {
-		c.rt.counter.Add(int64(c.attempts))
-	}
+	c.countAttempts()
 	telemetry.EndCall(c.span, call.StatusCode, call.ErrorType, err)
 	return resp, err
-}
-
-// fail builds the CallError of this call.
-func (c *httpCall) fail(layer Layer, err error) *CallError {
-	ce := &CallError{
-		Layer:         layer,
-		Service:       c.d.name,
-		Attempts:      c.attempts,
-		PolicyVersion: c.d.version,
-		Err:           err,
-	}
-	if c.rt != nil {
-		ce.Route = c.rt.name
-	}
-	if c.entry != nil {
-		ce.Subset = c.entry.subset
-	}
-	if c.host != nil {
-		ce.Endpoint = c.host.Address
-	}
-	return ce
 }
 
 func (c *httpCall) loop() (*http.Response, error) {
@@ -160,24 +160,13 @@ func (c *httpCall) loop() (*http.Response, error) {
 	if rt == nil {
 		return nil, c.fail(LayerRoute, fmt.Errorf("no route of service %q matches %s %s", c.d.name, c.req.Method, c.req.URL.Path))
 	}
-	c.p = rt.all
-	if len(rt.split) > 0 {
-		c.entry = rt.pickSplit(rand.IntN(rt.total))
-		c.p = c.entry.pool
+	if ce := c.split(); ce != nil {
+		return nil, ce
 	}
-	if len(c.p.hosts) == 0 {
-		return nil, c.fail(LayerDiscovery, noEndpoints(c.d.name, c.p.subset))
-	}
-
-	if rt.eff.Timeout > 0 {
-		c.ctx, c.cancel = context.WithTimeout(c.ctx, rt.eff.Timeout)
-	}
+	c.begin()
 	maxAttempts := rt.eff.Attempts
-	if maxAttempts > 1 {
-		rt.budget.Deposit()
-		if !replayable(c.req) || (rt.idempotentOnly && !idempotent(c.req)) {
-			maxAttempts = 1
-		}
+	if maxAttempts > 1 && (!replayable(c.req) || (rt.idempotentOnly && !idempotent(c.req))) {
+		maxAttempts = 1
 	}
 
 	var bo *resilience.Backoff
@@ -195,43 +184,34 @@ func (c *httpCall) loop() (*http.Response, error) {
 		if resp != nil {
 			out.HTTPStatus = resp.StatusCode
 		}
-		if c.attempts >= maxAttempts || !rt.retryOn.Match(out) {
+		switch c.next(out, maxAttempts) {
+		case verdictReturn:
 			return c.finish(resp, err)
-		}
-		if c.ctx.Err() != nil {
-			return c.finish(resp, err)
-		}
-		if !rt.budget.TryWithdraw() {
-			c.m.instr.RecordBudgetExhausted(c.req.Context(), c.d.name)
+		case verdictBudget:
 			if resp != nil {
 				return c.finish(resp, nil)
 			}
 			c.release()
 			return nil, c.fail(LayerBudget, fmt.Errorf("retry budget exhausted; last attempt: %w", err))
 		}
-		if bo == nil {
-			bo = resilience.NewBackoff(rt.backoff)
-		}
-		wait := bo.Next()
+		var hint time.Duration
 		if resp != nil {
-			if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.m.clock.Now()); ok && ra > wait {
-				wait = ra
+			if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.m.clock.Now()); ok {
+				hint = ra
 			}
 		}
-		if dl, ok := c.ctx.Deadline(); ok && c.m.clock.Now().Add(wait).After(dl) {
-			// Waiting would outlive the deadline: the last answer is the
-			// best the caller can get.
+		wait, ok := c.backoff(&bo, hint)
+		if !ok {
 			return c.finish(resp, err)
 		}
 		if resp != nil {
 			discard(resp.Body)
 		}
-		if err := resilience.Sleep(c.ctx, c.m.clock, wait); err != nil {
+		if err := c.sleep(wait); err != nil {
 			c.release()
-			return nil, c.ctxFailure()
+			return nil, err
 		}
 		waited = wait
-		c.now = c.m.clock.Now()
 	}
 }
 
@@ -249,54 +229,34 @@ func (c *httpCall) finish(resp *http.Response, err error) (*http.Response, error
 	return resp, nil
 }
 
-// release cancels the call's context.
-func (c *httpCall) release() {
-	if c.cancel != nil {
-		c.cancel()
-		c.cancel = nil
-	}
-}
-
-// ctxFailure turns the end of the call's context into the caller's error:
-// a deadline is a mesh timeout, a cancellation is the caller's own.
-func (c *httpCall) ctxFailure() error {
-	err := c.ctx.Err()
-	if errors.Is(err, context.DeadlineExceeded) {
-		return c.fail(LayerTimeout, err)
-	}
-	return err
-}
-
 // attempt makes one try: pick, breaker, per-try deadline, send, classify.
 // It returns the response of a completed exchange (kind ErrNone), or a
 // transport failure with its kind and CallError, or (kind ErrNone, err) for
 // a final failure that must not be retried.
 func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.ErrKind, error) {
 	rt := c.rt
-	prev := c.host
-	c.host = c.p.picker.Pick(c.now)
-	if c.host == prev && prev != nil && len(c.p.hosts) > 1 {
-		// Prefer another endpoint for a retry.
-		c.host = c.p.picker.Pick(c.now)
-	}
-	if c.host == nil {
+	if c.pick() == nil {
 		return nil, resilience.ErrNone, c.fail(LayerDiscovery, noEndpoints(c.d.name, c.p.subset))
 	}
-	var ticket resilience.Ticket
-	if rt.breaker != nil {
-		var err error
-		if ticket, err = rt.breaker.Allow(); err != nil {
-			telemetry.AttemptEvent(c.span, c.attempts, c.host.Address, string(LayerBreaker), waited)
-			return nil, resilience.ErrNone, c.fail(LayerBreaker, err)
-		}
+	ticket, ce := c.admit(waited)
+	if ce != nil {
+		return nil, resilience.ErrNone, ce
 	}
 
+	next := c.t.next
+	if rt.mtls {
+		var err error
+		if next, err = c.t.secure(c.d.name); err != nil {
+			ticket.Done(false)
+			return nil, resilience.ErrNone, c.fail(LayerTLS, err)
+		}
+	}
 	actx := c.ctx
 	var acancel context.CancelFunc
 	if rt.eff.PerTryTimeout > 0 {
 		actx, acancel = context.WithTimeout(c.ctx, rt.eff.PerTryTimeout)
 	}
-	out, err := c.outgoing(actx)
+	out, err := c.outgoing(actx, rt.mtls)
 	if err != nil {
 		if acancel != nil {
 			acancel()
@@ -306,7 +266,7 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 	}
 
 	c.host.Begin()
-	resp, err := c.next.RoundTrip(out)
+	resp, err := next.RoundTrip(out)
 	c.host.End()
 
 	var kind resilience.ErrKind
@@ -318,15 +278,7 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 	} else {
 		o.HTTPStatus = resp.StatusCode
 	}
-	failed := resilience.IsFailure(o)
-	ticket.Done(failed)
-	if hh := health(c.host); hh != nil {
-		now := c.now
-		if failed {
-			now = c.m.clock.Now()
-		}
-		hh.Report(failed, now)
-	}
+	c.settle(ticket, o)
 	if c.span.IsRecording() {
 		outcome := string(layer)
 		if err == nil {
@@ -349,8 +301,7 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 		if acancel != nil {
 			acancel()
 		}
-		discard(resp.Body)
-		return nil, resilience.ErrNone, c.fail(LayerAuthz, errDenied(c.m.cfg.service, c.d.name))
+		return nil, resilience.ErrNone, c.fail(LayerAuthz, denial(resp.Body, c.m.cfg.service, c.d.name))
 	}
 	if acancel != nil {
 		resp.Body = wrapBody(resp.Body, acancel)
@@ -361,10 +312,13 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 // outgoing builds the request of one attempt: a shallow copy of the
 // caller's request aimed at the picked endpoint, with a fresh body for a
 // retry and the deadline and trace context in its headers.
-func (c *httpCall) outgoing(ctx context.Context) (*http.Request, error) {
+func (c *httpCall) outgoing(ctx context.Context, mtls bool) (*http.Request, error) {
 	out := c.req.WithContext(ctx)
 	u := *c.req.URL
 	u.Scheme = "http"
+	if mtls {
+		u.Scheme = "https"
+	}
 	u.Host = c.host.Address
 	out.URL = &u
 	if out.Host == "" {
@@ -416,15 +370,17 @@ func (c *httpCall) classify(err error, actx context.Context) (resilience.ErrKind
 	return classifyErr(err)
 }
 
-func noEndpoints(service, subset string) error {
-	if subset == "" {
-		return fmt.Errorf("service %q has no endpoints", service)
+// denial reads the reason the destination's mesh gave for a denial from
+// the 403 body (a line of text), and closes the body.
+func denial(body io.ReadCloser, caller, service string) error {
+	b, _ := io.ReadAll(io.LimitReader(body, 1<<10))
+	_ = body.Close()
+	reason := strings.TrimSpace(string(b))
+	reason = strings.TrimPrefix(reason, "inmesh: authz: ")
+	if reason == "" {
+		reason = fmt.Sprintf("%s denied caller %q", service, caller)
 	}
-	return fmt.Errorf("subset %q of service %q has no endpoints", subset, service)
-}
-
-func errDenied(caller, service string) error {
-	return fmt.Errorf("%s denied caller %q", service, caller)
+	return errors.New(reason)
 }
 
 // replayable reports whether the request body can be sent again.

@@ -19,6 +19,7 @@ import (
 func canaryPolicy(v1, v2 string) string {
 	return fmt.Sprintf(`
 version: canary-1
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints:
@@ -82,6 +83,7 @@ func TestRetriesAndIdempotency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBackend(t, "flaky", status(503))
 			m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -124,6 +126,7 @@ func TestRetryRecoversFlakyBackend(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -143,6 +146,7 @@ services:
 func TestBodyReplayedByteForByte(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -170,6 +174,7 @@ services:
 func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -197,6 +202,7 @@ func TestTimeoutLayer(t *testing.T) {
 	defer close(release)
 	m := newTestMesh(t, fmt.Sprintf(`
 version: t-1
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -225,6 +231,7 @@ func TestPerTryTimeoutPropagatesDeadline(t *testing.T) {
 		got <- r.Header.Get(HeaderTimeout)
 	})
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -244,6 +251,7 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 	b := newBackend(t, "dead", status(500))
 	m := newTestMesh(t, fmt.Sprintf(`
 version: br-1
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -273,6 +281,7 @@ services:
 func TestRetryBudgetBoundsLoad(t *testing.T) {
 	b := newBackend(t, "dead", status(503))
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -306,6 +315,7 @@ func TestConnectFailureLayer(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -321,6 +331,7 @@ services:
 func TestRouteAndDiscoveryLayers(t *testing.T) {
 	b := newBackend(t, "b", nil)
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s, labels: {version: v1}}]
@@ -353,6 +364,7 @@ services:
 func TestPassthrough(t *testing.T) {
 	outside := newBackend(t, "outside", nil)
 	m := newTestMesh(t, `
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: 127.0.0.1:1}]
@@ -370,6 +382,7 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -389,6 +402,7 @@ func TestOutlierEjection(t *testing.T) {
 	good := newBackend(t, "good", nil)
 	bad := newBackend(t, "bad", status(500))
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}, {address: %s}]
@@ -423,6 +437,7 @@ func TestCallerCancellationIsNotAMeshError(t *testing.T) {
 		<-r.Context().Done()
 	})
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]
@@ -459,6 +474,7 @@ func TestPerTryTimeoutIsRetried(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	m := newTestMesh(t, fmt.Sprintf(`
+defaults: {tls: disable} # plain test backends
 services:
   billing:
     endpoints: [{address: %s}]

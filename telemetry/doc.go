@@ -15,6 +15,12 @@
 // resilience layers report budget exhaustion, breaker
 // transitions and ejections, and the policy sources report updates.
 //
+// gRPC calls are recorded the same way (rpc.go): StartRPCClientCall and
+// EndRPCCall around the call, InjectOutgoing into the outgoing metadata,
+// RecordRPCClient for rpc.client.duration; on the server, StartRPCServerCall
+// (continuing the trace from the incoming metadata), EndRPCServerCall and
+// RecordRPCServer for rpc.server.duration.
+//
 // Names follow the OpenTelemetry semantic conventions where one exists
 // (http.client.request.duration in seconds, server.address,
 // http.request.method, http.response.status_code, error.type); mesh-specific

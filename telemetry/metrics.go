@@ -32,6 +32,8 @@ type Instruments struct {
 	certExpiry metric.Float64ObservableGauge
 	cert       atomic.Pointer[certSource]
 
+	rpc *rpcInstruments // rpc.client.duration and rpc.server.duration (rpc.go)
+
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
 	// touches a *Counter.
@@ -131,6 +133,9 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	in.policyUpdates, err = m.Int64Counter(MetricPolicyUpdates,
 		metric.WithUnit(UnitPolicyUpdates), metric.WithDescription(DescPolicyUpdates))
 	collect(err)
+	var rpcErrs []error
+	in.rpc, rpcErrs = newRPCInstruments(m)
+	errs = append(errs, rpcErrs...)
 	if len(errs) > 0 {
 		return in, fmt.Errorf("telemetry: creating instruments: %w", errors.Join(errs...))
 	}

@@ -17,7 +17,9 @@ const (
 	UnitHTTPServerDuration   = "s"
 	DescHTTPServerDuration   = "Duration of HTTP server requests."
 
-	// MetricRPCClientDuration and MetricRPCServerDuration are reserved for gRPC.
+	// MetricRPCClientDuration and MetricRPCServerDuration are the
+	// semantic-convention histograms of gRPC calls, in milliseconds (their
+	// units and the rpc.* attributes are in rpc.go).
 	MetricRPCClientDuration = "rpc.client.duration"
 	MetricRPCServerDuration = "rpc.server.duration"
 

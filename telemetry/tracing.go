@@ -20,6 +20,9 @@ type Tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	starts cowCache[spanKey, spanStart]
+	// rpcStarts caches the gRPC client spans' starts (rpc.go), keyed with
+	// the full method in spanKey.method.
+	rpcStarts cowCache[spanKey, spanStart]
 	// unset is the global tracer provider as OTel starts it, before any
 	// SDK is installed, when NewTracing got no provider; nil otherwise.
 	unset trace.TracerProvider
@@ -49,9 +52,10 @@ func NewTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) *Traci
 		p = &globalOrW3C{}
 	}
 	t := &Tracing{
-		tracer: tp.Tracer(ScopeName),
-		prop:   p,
-		starts: cowCache[spanKey, spanStart]{max: maxCachedAttributeSets},
+		tracer:    tp.Tracer(ScopeName),
+		prop:      p,
+		starts:    cowCache[spanKey, spanStart]{max: maxCachedAttributeSets},
+		rpcStarts: cowCache[spanKey, spanStart]{max: maxCachedAttributeSets},
 	}
 	if isUnsetGlobal(tp) {
 		t.unset = tp
@@ -168,14 +172,22 @@ func EndCall(span trace.Span, statusCode int, errorType string, err error) {
 		case err != nil:
 			et = errorTypeOther
 		}
-		if et != "" {
-			desc := et
-			if err != nil {
-				desc = err.Error()
-			}
-			span.SetAttributes(attribute.String(AttrErrorType, et))
-			span.SetStatus(codes.Error, desc)
-		}
+		setError(span, et, err)
 	}
 	span.End()
+}
+
+// setError marks a recording span failed when errorType is not empty: the
+// attribute error.type, and status Error described by err, or by errorType
+// without err. HTTP and gRPC spans share it.
+func setError(span trace.Span, errorType string, err error) {
+	if errorType == "" {
+		return
+	}
+	desc := errorType
+	if err != nil {
+		desc = err.Error()
+	}
+	span.SetAttributes(attribute.String(AttrErrorType, errorType))
+	span.SetStatus(codes.Error, desc)
 }

@@ -1,8 +1,10 @@
 // Command platform is the inmesh demo: the learning platform of our story
 // in one process on loopback. enrollment calls billing (v1 and a v2 canary
-// taking 10%), catalog (flaky: retries absorb its 503s) and progress (dead:
-// its breaker opens and fails fast), for a few seconds, then prints what the
-// mesh did, each failure counted by layer.
+// taking 10%), catalog (flaky: retries absorb its 503s), progress (dead:
+// its breaker opens and fails fast) and, over gRPC, grades (the stock gRPC
+// health service behind the mesh's ServerOptions, called through its
+// DialOptions), for a few seconds, then prints what the mesh did, each
+// failure counted by layer.
 //
 //	go run ./examples/platform [-policy FILE] [-duration 3s]
 //
@@ -27,6 +29,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
@@ -63,16 +71,25 @@ func run(ctx context.Context, policyFile string, duration time.Duration, workers
 	if err != nil {
 		return fmt.Errorf("%s: %w", source, err)
 	}
-	fmt.Fprintf(out, "inmesh platform demo: policy %s from %s, %d callers for %v\n\n", res.version, source, workers, duration)
+	fmt.Fprintf(out, "inmesh platform demo: policy %s from %s, %d callers for %v\n", res.version, source, workers, duration)
+	fmt.Fprintf(out, "every call is mTLS; enrollment calls as %s\n\n", res.identity)
 	report(out, res.stats, res.hits)
+	fmt.Fprintf(out, "\nprogress -> billing POST /charge: %s\n", describe(res.denied))
+	fmt.Fprintf(out, "progress -> grades Check (gRPC): %s\n", describeRPC(res.rpcDenied))
+	fmt.Fprintf(out, "enrollment -> grades Check of an unknown service: %s\n", describeRPC(res.rpcUnknown))
 	return nil
 }
 
 // outcome is what one run of the demo saw.
 type outcome struct {
-	version string
-	stats   *stats
-	hits    map[string]int64 // requests each service's servers received
+	version  string
+	identity string // enrollment's SPIFFE ID
+	stats    *stats
+	hits     map[string]int64 // requests each service's servers received
+	denied   result           // progress calling billing
+	// rpcDenied is progress calling grades over gRPC; rpcUnknown,
+	// enrollment asking grades about a service it does not know.
+	rpcDenied, rpcUnknown error
 }
 
 // simulate starts the fleet and the enrollment mesh on the policy in data,
@@ -82,41 +99,82 @@ func simulate(ctx context.Context, data []byte, duration time.Duration, workers 
 	if err != nil {
 		return nil, err
 	}
-	fleet, err := startFleet(doc)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	fleet, err := startFleet(startCtx, doc, logger)
 	if err != nil {
 		return nil, err
 	}
 	defer fleet.close()
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	m, err := mesh.New(startCtx, mesh.WithService("enrollment"), mesh.WithPolicy(doc), mesh.WithLogger(logger))
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 
-	res := &outcome{version: m.PolicyVersion(), stats: drive(ctx, m.HTTPClient(), duration, workers), hits: map[string]int64{}}
+	// progress has no business charging students: billing's authorization
+	// says so, and its mesh denies the call before billing's code runs.
+	intruder, err := mesh.New(startCtx, mesh.WithService("progress"), mesh.WithPolicy(doc), mesh.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	defer intruder.Close()
+	denied := call(ctx, intruder.HTTPClient(), http.MethodPost, "http://billing/charge")
+
+	// gRPC: grades is reached through the mesh's resolver, balancer,
+	// interceptors and credentials, from the same policy.
+	grades, err := grpc.NewClient("mesh:///grades", m.DialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer grades.Close()
+	intruderConn, err := grpc.NewClient("mesh:///grades", intruder.DialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer intruderConn.Close()
+	_, rpcDenied := healthpb.NewHealthClient(intruderConn).Check(ctx, &healthpb.HealthCheckRequest{Service: "grades"})
+
+	res := &outcome{
+		version: m.PolicyVersion(),
+		stats:   drive(ctx, m.HTTPClient(), healthpb.NewHealthClient(grades), duration, workers),
+		hits:    map[string]int64{}, denied: denied, rpcDenied: rpcDenied,
+	}
+	if id, err := m.Identity(); err == nil {
+		res.identity = id.ID.String()
+	}
 	for svc, n := range fleet.hits {
 		res.hits[svc] = n.Load()
 	}
+	// grades' own answer to a question it cannot answer: the mesh passes
+	// an application's status on untouched.
+	_, res.rpcUnknown = healthpb.NewHealthClient(grades).Check(ctx, &healthpb.HealthCheckRequest{Service: "lunch-menu"})
 	return res, nil
 }
 
-// ---- the fleet: real HTTP servers on loopback ----
+// ---- the fleet: real HTTPS servers on loopback, each behind its own mesh ----
 
 // fleet is the set of backend servers the demo runs.
 type fleet struct {
 	servers []*http.Server
+	rpc     []*grpc.Server // endpoints labeled protocol: grpc
+	meshes  []*mesh.Mesh
 	wg      sync.WaitGroup
 	hits    map[string]*atomic.Int64 // by service
 }
 
 // startFleet starts one server per endpoint of the policy, on the port the
 // document names when it is free and on another one when it is not (the
-// endpoint is rewritten), with each service's behaviour.
-func startFleet(doc *policy.Document) (*fleet, error) {
+// endpoint is rewritten), each behind a mesh of its service: mTLS with the
+// workload's identity, authorization of its callers, telemetry.
+func startFleet(ctx context.Context, doc *policy.Document, logger *slog.Logger) (*fleet, error) {
+	type endpoint struct {
+		service, version, protocol string
+		ln                         net.Listener
+	}
+	var eps []endpoint
 	f := &fleet{hits: map[string]*atomic.Int64{}}
 	for name, svc := range doc.Services {
 		f.hits[name] = new(atomic.Int64)
@@ -130,14 +188,42 @@ func startFleet(doc *policy.Document) (*fleet, error) {
 				}
 				ep.Address = ln.Addr().String()
 			}
-			srv := &http.Server{Handler: behaviour(name, ep.Labels["version"], f.hits[name]), ReadHeaderTimeout: 5 * time.Second}
-			f.servers = append(f.servers, srv)
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				_ = srv.Serve(ln)
-			}()
+			eps = append(eps, endpoint{name, ep.Labels["version"], ep.Labels["protocol"], ln})
 		}
+	}
+	for _, ep := range eps {
+		m, err := mesh.New(ctx, mesh.WithService(ep.service), mesh.WithPolicy(doc), mesh.WithLogger(logger))
+		if err != nil {
+			for _, e := range eps {
+				_ = e.ln.Close()
+			}
+			f.close()
+			return nil, err
+		}
+		f.meshes = append(f.meshes, m)
+		if ep.protocol == "grpc" {
+			// The stock health service, every answer counted, behind the
+			// mesh: mTLS, authorization of the caller, telemetry.
+			hits := f.hits[ep.service]
+			srv := grpc.NewServer(append(m.ServerOptions(), grpc.ChainUnaryInterceptor(
+				func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+					hits.Add(1)
+					return h(ctx, req)
+				}))...)
+			hs := health.NewServer()
+			hs.SetServingStatus(ep.service, healthpb.HealthCheckResponse_SERVING)
+			healthpb.RegisterHealthServer(srv, hs)
+			f.rpc = append(f.rpc, srv)
+			f.wg.Go(func() { _ = srv.Serve(ep.ln) })
+			continue
+		}
+		srv := &http.Server{
+			Handler:           m.Handler(behaviour(ep.service, ep.version, f.hits[ep.service])),
+			TLSConfig:         m.ServerTLSConfig(),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		f.servers = append(f.servers, srv)
+		f.wg.Go(func() { _ = srv.ServeTLS(ep.ln, "", "") })
 	}
 	return f, nil
 }
@@ -146,7 +232,13 @@ func (f *fleet) close() {
 	for _, s := range f.servers {
 		_ = s.Close()
 	}
+	for _, s := range f.rpc {
+		s.Stop()
+	}
 	f.wg.Wait()
+	for _, m := range f.meshes {
+		_ = m.Close()
+	}
 }
 
 // behaviour is what each service of the story does.
@@ -180,13 +272,14 @@ type stats struct {
 	layers    map[string]map[string]int // mesh failures by service and layer
 }
 
-func drive(ctx context.Context, client *http.Client, d time.Duration, workers int) *stats {
+func drive(ctx context.Context, client *http.Client, grades healthpb.HealthClient, d time.Duration, workers int) *stats {
 	s := &stats{calls: map[string]int{}, ok: map[string]int{}, responses: map[string]int{}, versions: map[string]int{}, layers: map[string]map[string]int{}}
 	targets := []struct{ service, method, url string }{
 		{"billing", http.MethodPost, "http://billing/charge"},
 		{"billing", http.MethodGet, "http://billing/invoices"},
 		{"catalog", http.MethodGet, "http://catalog/courses"},
 		{"progress", http.MethodGet, "http://progress/students/42"},
+		{"grades", "gRPC", "mesh:///grades"},
 	}
 	// Callers stop starting calls after d; calls in flight finish, so the
 	// end of the demo is not counted as failures.
@@ -196,6 +289,10 @@ func drive(ctx context.Context, client *http.Client, d time.Duration, workers in
 		wg.Go(func() {
 			for i := w; ctx.Err() == nil && time.Now().Before(stop); i++ {
 				t := targets[i%len(targets)]
+				if t.method == "gRPC" {
+					s.record(t.service, check(ctx, grades, t.service))
+					continue
+				}
 				s.record(t.service, call(ctx, client, t.method, t.url))
 			}
 		})
@@ -228,6 +325,25 @@ func call(ctx context.Context, client *http.Client, method, url string) result {
 	return result{code: resp.StatusCode, body: string(b), err: err}
 }
 
+// check asks service's health over gRPC. SERVING is a success; another
+// answer of the destination counts as a non-2xx answer; a failure of the
+// mesh is the CallError it returns.
+func check(ctx context.Context, c healthpb.HealthClient, service string) result {
+	resp, err := c.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	switch {
+	case mesh.FromStatus(err) != nil:
+		return result{err: err}
+	case err != nil:
+		if st, ok := grpcstatus.FromError(err); ok && st.Code() == codes.Canceled {
+			return result{err: context.Canceled}
+		}
+		return result{body: err.Error()}
+	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		return result{body: resp.GetStatus().String()}
+	}
+	return result{code: http.StatusOK, body: resp.GetStatus().String()}
+}
+
 func (s *stats) record(service string, r result) {
 	if errors.Is(r.err, context.Canceled) {
 		return // interrupted: not a result
@@ -236,11 +352,11 @@ func (s *stats) record(service string, r result) {
 	defer s.mu.Unlock()
 	s.calls[service]++
 	var ce *mesh.CallError
+	if r.err != nil && s.layers[service] == nil {
+		s.layers[service] = map[string]int{}
+	}
 	switch {
 	case errors.As(r.err, &ce):
-		if s.layers[service] == nil {
-			s.layers[service] = map[string]int{}
-		}
 		s.layers[service][string(ce.Layer)]++
 	case r.err != nil:
 		s.layers[service]["other"]++
@@ -255,6 +371,33 @@ func (s *stats) record(service string, r result) {
 }
 
 // ---- report ----
+
+// describeRPC says how one gRPC call ended: a failure of the mesh, with
+// its layer, or the destination's own status, which the mesh passed on
+// untouched.
+func describeRPC(err error) string {
+	if ce := mesh.FromStatus(err); ce != nil {
+		return fmt.Sprintf("refused by the mesh at layer %s, status %s (%v)", ce.Layer, grpcstatus.Code(err), ce.Err)
+	}
+	if err != nil {
+		st := grpcstatus.Convert(err)
+		return fmt.Sprintf("the application's own %s %q, passed on untouched by the mesh", st.Code(), st.Message())
+	}
+	return "answered"
+}
+
+// describe says how one call ended.
+func describe(r result) string {
+	var ce *mesh.CallError
+	switch {
+	case errors.As(r.err, &ce):
+		return fmt.Sprintf("refused by the mesh at layer %s (%v)", ce.Layer, ce.Err)
+	case r.err != nil:
+		return r.err.Error()
+	default:
+		return fmt.Sprintf("answered %d", r.code)
+	}
+}
 
 func report(out io.Writer, s *stats, hits map[string]int64) {
 	s.mu.Lock()
@@ -273,6 +416,10 @@ func report(out io.Writer, s *stats, hits map[string]int64) {
 	ch := hits["catalog"]
 	fmt.Fprintf(out, "catalog   flaky (1 in 4 answers is a 503, at random): %d of %d calls succeeded (%.1f%%); the backend saw %d attempts, so retries absorbed %d failures\n",
 		s.ok["catalog"], c, pct(s.ok["catalog"], c), ch, ch-int64(c))
+
+	g := s.calls["grades"]
+	fmt.Fprintf(out, "grades    gRPC (health service via mesh:///grades, mTLS, route and retries from the same policy): %d of %d RPCs SERVING, %d reached the server\n",
+		s.ok["grades"], g, hits["grades"])
 
 	p := s.calls["progress"]
 	ph := hits["progress"]

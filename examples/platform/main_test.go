@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"strings"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/inmesh/inmesh/mesh"
 )
 
 func TestMain(m *testing.M) {
@@ -48,6 +53,25 @@ func TestDemo(t *testing.T) {
 	if s.layers["progress"]["breaker"] == 0 || res.hits["progress"] > 10 {
 		t.Errorf("progress: %d breaker failures, %d requests reached it; the breaker should open after 5",
 			s.layers["progress"]["breaker"], res.hits["progress"])
+	}
+	var ce *mesh.CallError
+	if !errors.As(res.denied.err, &ce) || ce.Layer != mesh.LayerAuthz {
+		t.Errorf("progress -> billing: %v, want a CallError of layer authz", res.denied.err)
+	}
+	// gRPC, from the same policy: every health check served through the
+	// mesh, the intruder denied by grades' mesh, and grades' own NotFound
+	// passed on untouched.
+	if g := s.calls["grades"]; g < 50 || s.ok["grades"] != g || res.hits["grades"] != int64(g) {
+		t.Errorf("grades: %d of %d gRPC calls SERVING, %d reached the server", s.ok["grades"], g, res.hits["grades"])
+	}
+	if ce := mesh.FromStatus(res.rpcDenied); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(res.rpcDenied) != codes.PermissionDenied {
+		t.Errorf("progress -> grades: %v, want PermissionDenied of layer authz", res.rpcDenied)
+	}
+	if grpcstatus.Code(res.rpcUnknown) != codes.NotFound || mesh.FromStatus(res.rpcUnknown) != nil {
+		t.Errorf("unknown service: %v, want the application's NotFound", res.rpcUnknown)
+	}
+	if res.identity != "spiffe://mesh.local/svc/enrollment" {
+		t.Errorf("enrollment's identity %q", res.identity)
 	}
 	if !strings.Contains(out.String(), "failures by layer") {
 		t.Errorf("report lacks the layer table:\n%s", out.String())

@@ -1,0 +1,95 @@
+package mesh
+
+import (
+	"google.golang.org/grpc"
+)
+
+// DialOptions returns the options that put a gRPC ClientConn under the
+// mesh:
+//
+//	conn, err := grpc.NewClient("mesh:///billing", m.DialOptions()...)
+//
+// The target names a service of the policy ("mesh:///billing"). With the
+// options, each RPC of the ClientConn gets what an HTTP call through the
+// RoundTripper gets, from the same policy:
+//
+//   - the resolver of the mesh scheme (given with grpc.WithResolvers, not
+//     registered globally) reports every endpoint of the service, with its
+//     labels (AddressLabels), and follows policy and endpoint changes;
+//   - unary and stream interceptors match the route on the full method
+//     (path_prefix "/billing.Billing/Charge", methods as if every RPC were
+//     a POST, headers against the outgoing metadata, by lower-case key),
+//     choose the subset by the split, bound the call by the shorter of the
+//     caller's deadline and the policy's timeout (gRPC propagates it to the
+//     server), and retry the codes and failures of retry_on with backoff
+//     within the retry budget: a unary call as a whole, a stream until its
+//     first response message; each attempt is admitted by the circuit
+//     breaker, reported to outlier detection, counted, and recorded as an
+//     event of the call's one client span; the call records
+//     rpc.client.duration;
+//   - the mesh's balancer (BalancerName, selected by a default service
+//     config) sends each attempt to the endpoint the route's load balancer
+//     picks in the chosen subset, ejected endpoints skipped;
+//   - transport credentials: mTLS with this workload's identity toward a
+//     tls: strict destination, whose server must prove it is that service;
+//     plaintext toward tls: disable. Certificates are read at each
+//     handshake: a rotation reconnects nothing;
+//   - gRPC's own retries are off (grpc.WithDisableRetry), so that attempts
+//     are not multiplied.
+//
+// A failure of the mesh is returned as a *CallError, which is also a gRPC
+// status (its GRPCStatus method): the code of its layer (Layer.Code), its
+// Error() as the message, and an errdetails.ErrorInfo of domain ErrorDomain.
+// FromStatus recovers it, also on the other side of a process boundary. A
+// status the destination returned reaches the caller unchanged.
+//
+// Interceptors the application adds after these options run inside the
+// mesh's, once per attempt; added before them (grpc.WithChainUnaryInterceptor
+// first in the list), once per call. An option given after these that
+// replaces the default service config, the transport credentials or the
+// resolvers takes that part away from the mesh. A target of another scheme
+// dialed with these options is sent untouched by the interceptors, round
+// robin by the balancer, with mTLS toward the service its authority names.
+// Each call returns a new slice.
+func (m *Mesh) DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithResolvers(resolverBuilder{m: m}),
+		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDisableRetry(),
+		grpc.WithTransportCredentials(newClientCreds(m)),
+		grpc.WithChainUnaryInterceptor(m.unaryClient),
+		grpc.WithChainStreamInterceptor(m.streamClient),
+	}
+}
+
+// ServerOptions returns the options that put a gRPC server under the mesh:
+//
+//	s := grpc.NewServer(m.ServerOptions()...)
+//
+// They give the server what Handler gives an HTTP server:
+//
+//   - transport credentials: mTLS with this workload's identity (rotated
+//     without restart), every client certificate verified as a SPIFFE ID
+//     of the trust domain, as ServerTLSConfig does; plaintext connections
+//     are accepted too while this workload's own service says tls: disable
+//     in the policy in force (its callers then dial it in plaintext);
+//   - unary and stream interceptors that authorize the caller (the
+//     service of its verified certificate, "" over plaintext) against this
+//     service's authorization rules, every RPC being a POST of its full
+//     method ("/billing.Billing/Charge"): a denied call never reaches the
+//     handler and fails with PermissionDenied, marked (an ErrorInfo of
+//     domain ErrorDomain, reason authz) so that the caller's mesh reports a
+//     CallError of layer authz; each decision is counted in
+//     inmesh.authz.decisions;
+//   - the server span, child of the caller's propagated trace context, and
+//     rpc.server.duration.
+//
+// The caller's deadline reaches the handler's context natively
+// (grpc-timeout). Each call returns a new slice.
+func (m *Mesh) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(newServerCreds(m)),
+		grpc.ChainUnaryInterceptor(m.unaryServer),
+		grpc.ChainStreamInterceptor(m.streamServer),
+	}
+}

@@ -1,0 +1,171 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/inmesh/inmesh/identity"
+)
+
+// clientCreds are the transport credentials of the mesh's ClientConns. Each
+// connection is made for one endpoint of one destination service, which the
+// resolver attached to the address (addrInfo): toward a tls: strict
+// destination the handshake is mTLS with this workload's identity, and the
+// server must prove it is that service (identity.ClientConfig, the check the
+// HTTP path makes); toward tls: disable, the connection is plaintext.
+//
+// Certificates are read at each handshake, so a rotated identity is used by
+// new connections while established ones keep working: rotation causes no
+// reconnection. Safe for concurrent use.
+type clientCreds struct {
+	m *Mesh
+
+	mu  sync.Mutex
+	tls map[string]credentials.TransportCredentials // by destination service
+}
+
+var _ credentials.TransportCredentials = (*clientCreds)(nil)
+
+func newClientCreds(m *Mesh) *clientCreds {
+	return &clientCreds{m: m, tls: map[string]credentials.TransportCredentials{}}
+}
+
+// forService returns the TLS credentials toward service, made once.
+func (c *clientCreds) forService(service string) credentials.TransportCredentials {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tc := c.tls[service]
+	if tc == nil {
+		tc = credentials.NewTLS(c.m.clientTLS(service))
+		c.tls[service] = tc
+	}
+	return tc
+}
+
+// ClientHandshake secures a new connection to an endpoint of the service
+// the address names. An address of no mesh resolver (another target dialed
+// with DialOptions) is taken for one of the service its authority names,
+// with that service's TLS mode, strict when the policy does not know it.
+func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	var service string
+	var mtls bool
+	if ai := infoOf(credentials.ClientHandshakeInfoFromContext(ctx).Attributes); ai != nil {
+		service, mtls = ai.service, ai.mtls
+	} else {
+		service = serviceOf(authority)
+		mtls = true
+		if d := c.m.state.Load().services[service]; d != nil {
+			mtls = d.tls == tlsStrict
+		}
+	}
+	if !mtls {
+		return rawConn, plaintextInfo{}, nil
+	}
+	return c.forService(service).ClientHandshake(ctx, service, rawConn)
+}
+
+func (*clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("inmesh: the client credentials of DialOptions serve no connection: use ServerOptions")
+}
+
+func (*clientCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+}
+
+func (c *clientCreds) Clone() credentials.TransportCredentials { return newClientCreds(c.m) }
+
+// OverrideServerName is not supported: the server's name is the
+// destination service.
+func (*clientCreds) OverrideServerName(string) error {
+	return errors.New("inmesh: the server name is the destination service and cannot be overridden")
+}
+
+// serverCreds are the transport credentials of ServerOptions: mTLS with this
+// workload's identity, every client certificate verified as a SPIFFE ID of
+// the trust domain (identity.ServerConfig, as ServerTLSConfig), and, while
+// this workload's own service says tls: disable (its callers dial it in
+// plaintext), plaintext connections too. A connection is told apart by its
+// first byte: a TLS handshake starts with a handshake record (0x16), an
+// HTTP/2 connection with its preface ("PRI ..."). The mode is read from the
+// policy in force at each connection, so a change of tls needs no restart.
+type serverCreds struct {
+	m   *Mesh
+	tls credentials.TransportCredentials
+}
+
+var _ credentials.TransportCredentials = (*serverCreds)(nil)
+
+func newServerCreds(m *Mesh) *serverCreds {
+	return &serverCreds{m: m, tls: credentials.NewTLS(identity.ServerConfig(m.identity))}
+}
+
+// tlsRecordHandshake is the content type of a TLS handshake record, the
+// first byte a TLS client sends.
+const tlsRecordHandshake = 0x16
+
+func (s *serverCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(rawConn, first[:]); err != nil {
+		return nil, nil, err
+	}
+	conn := &peekedConn{Conn: rawConn, first: first[0], has: true}
+	if first[0] == tlsRecordHandshake {
+		return s.tls.ServerHandshake(conn)
+	}
+	if s.m.state.Load().selfPlaintext {
+		return conn, plaintextInfo{}, nil
+	}
+	return nil, nil, fmt.Errorf("inmesh: plaintext connection from %s refused: service %q requires mTLS (its policy says tls: strict)",
+		rawConn.RemoteAddr(), s.m.cfg.service)
+}
+
+func (*serverCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("inmesh: the server credentials of ServerOptions dial no connection: use DialOptions")
+}
+
+func (*serverCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+}
+
+func (s *serverCreds) Clone() credentials.TransportCredentials {
+	return &serverCreds{m: s.m, tls: s.tls.Clone()}
+}
+
+func (*serverCreds) OverrideServerName(string) error { return nil }
+
+// peekedConn gives back the byte read to tell TLS from plaintext before the
+// rest of the connection.
+type peekedConn struct {
+	net.Conn
+	first byte
+	has   bool
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if c.has && len(p) > 0 {
+		p[0] = c.first
+		c.has = false
+		return 1, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// plaintextInfo is the AuthInfo of a plaintext connection (tls: disable).
+type plaintextInfo struct{}
+
+func (plaintextInfo) AuthType() string { return "insecure" }
+
+// ValidateAuthority lets a call override :authority, as grpc-go's insecure
+// credentials do: there is no certificate to check it against.
+func (plaintextInfo) ValidateAuthority(string) error { return nil }
+
+// GetCommonAuthInfo says the connection has no security.
+func (plaintextInfo) GetCommonAuthInfo() credentials.CommonAuthInfo {
+	return credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}
+}

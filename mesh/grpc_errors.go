@@ -1,0 +1,132 @@
+package mesh
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+)
+
+// ErrorDomain is the Domain of the errdetails.ErrorInfo that marks a gRPC
+// status produced by the mesh rather than by an application. Its Reason is
+// the Layer, and its Metadata holds the CallError's fields under the keys
+// service, route, subset, endpoint, attempts and policy_version (absent when
+// empty).
+const ErrorDomain = "inmesh"
+
+// Keys of the ErrorInfo metadata.
+const (
+	infoService       = "service"
+	infoRoute         = "route"
+	infoSubset        = "subset"
+	infoEndpoint      = "endpoint"
+	infoAttempts      = "attempts"
+	infoPolicyVersion = "policy_version"
+)
+
+// Code returns the gRPC status code of a failure of layer l:
+//
+//	timeout                                      DeadlineExceeded
+//	authz                                        PermissionDenied
+//	route                                        FailedPrecondition
+//	breaker, budget, connect, discovery,
+//	upstream, tls, policy                        Unavailable
+//
+// A route failure is FailedPrecondition: the policy in force has no route
+// for this RPC, and sending it again without a policy change cannot help. A
+// policy failure (the target names no service of the policy) is Unavailable,
+// as an unresolvable name is in gRPC: the control plane may not have
+// delivered the service yet. A TLS failure is Unavailable, as gRPC reports
+// a failed handshake; the layer says more.
+func (l Layer) Code() codes.Code {
+	switch l {
+	case LayerTimeout:
+		return codes.DeadlineExceeded
+	case LayerAuthz:
+		return codes.PermissionDenied
+	case LayerRoute:
+		return codes.FailedPrecondition
+	}
+	return codes.Unavailable
+}
+
+// GRPCStatus returns the status that carries e over gRPC: the code of its
+// layer (see Layer.Code), e.Error() as the message, and an
+// errdetails.ErrorInfo of domain ErrorDomain whose reason is the layer and
+// whose metadata holds the other fields. FromStatus reverses it.
+func (e *CallError) GRPCStatus() *grpcstatus.Status {
+	st := grpcstatus.New(e.Layer.Code(), e.Error())
+	md := make(map[string]string, 6)
+	put := func(k, v string) {
+		if v != "" {
+			md[k] = v
+		}
+	}
+	put(infoService, e.Service)
+	put(infoRoute, e.Route)
+	put(infoSubset, e.Subset)
+	put(infoEndpoint, e.Endpoint)
+	if e.Attempts > 0 {
+		md[infoAttempts] = strconv.Itoa(e.Attempts)
+	}
+	put(infoPolicyVersion, e.PolicyVersion)
+	if ds, err := st.WithDetails(&errdetails.ErrorInfo{Domain: ErrorDomain, Reason: string(e.Layer), Metadata: md}); err == nil {
+		st = ds
+	}
+	return st
+}
+
+// FromStatus returns the *CallError that err carries: err itself (or what it
+// wraps) when the mesh of this process produced it, or the one rebuilt from
+// a gRPC status marked by a mesh (an errdetails.ErrorInfo of domain
+// ErrorDomain), for example the status a destination's mesh denied a call
+// with. It returns nil for nil, for an application's status and for any
+// other error. A rebuilt CallError's Err holds the cause as text.
+func FromStatus(err error) *CallError {
+	if err == nil {
+		return nil
+	}
+	if ce, ok := errors.AsType[*CallError](err); ok {
+		return ce
+	}
+	st, ok := grpcstatus.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return nil
+	}
+	ei := meshInfo(st)
+	if ei == nil {
+		return nil
+	}
+	md := ei.GetMetadata()
+	ce := &CallError{
+		Layer:         Layer(ei.GetReason()),
+		Service:       md[infoService],
+		Route:         md[infoRoute],
+		Subset:        md[infoSubset],
+		Endpoint:      md[infoEndpoint],
+		PolicyVersion: md[infoPolicyVersion],
+	}
+	ce.Attempts, _ = strconv.Atoi(md[infoAttempts])
+	// The message is ce.Error() with the cause: strip the part the fields
+	// rebuild to keep the cause alone.
+	msg := st.Message()
+	if rest, ok := strings.CutPrefix(msg, ce.Error()+": "); ok {
+		msg = rest
+	}
+	ce.Err = errors.New(msg)
+	return ce
+}
+
+// meshInfo returns the ErrorInfo of domain ErrorDomain among st's details,
+// or nil.
+func meshInfo(st *grpcstatus.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == ErrorDomain {
+			return ei
+		}
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+package mesh
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/inmesh/inmesh/resilience"
+)
+
+// maxReplay bounds the messages a stream keeps to replay on a retry. A
+// stream that sends more before its first response is not retried: the
+// mesh stops keeping its messages.
+const maxReplay = 128
+
+// streamClient is the mesh's stream client interceptor. A stream gets what a
+// unary call gets (route, split, deadline, breaker, outlier reports,
+// telemetry), and is retried, on the conditions of retry_on, only until its
+// first response message arrives: a retry opens a new stream on a new pick
+// and replays the messages sent so far (and CloseSend). A stream is not
+// retried once the application saw a failed SendMsg either, since it may
+// have stopped sending.
+func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c, err := m.newRPCCall(ctx, cc, method)
+	if c == nil {
+		if err != nil {
+			return nil, err
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	if ce := c.prepare(); ce != nil {
+		c.release()
+		c.end(ce)
+		return nil, ce
+	}
+	s := &meshStream{c: c, desc: desc, cc: cc, streamer: streamer, opts: opts[:len(opts):len(opts)]}
+	// A stream whose context ends between attempts (the application gave
+	// up after a failure it did not receive) still ends its call.
+	s.mu.Lock()
+	s.stopWatch = context.AfterFunc(c.ctx, s.abandon)
+	s.mu.Unlock()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if err := s.open(0); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// meshStream is a client stream through the mesh: one grpc.ClientStream per
+// attempt, the current one receiving the application's calls.
+//
+// Locking: sendMu serializes the sending side (SendMsg, CloseSend, and the
+// opening and replay of a retry), and is held across gRPC calls; mu guards
+// the fields below and the call's, and is never held across a gRPC call,
+// since gRPC calls an attempt's onFinish from within its own methods.
+type meshStream struct {
+	c        *rpcCall
+	desc     *grpc.StreamDesc
+	cc       *grpc.ClientConn
+	streamer grpc.Streamer
+	opts     []grpc.CallOption
+
+	sendMu sync.Mutex
+
+	mu        sync.Mutex
+	cur       grpc.ClientStream
+	att       *streamAttempt
+	sent      []any // kept for a replay until retries are over
+	closeSent bool
+	committed bool // retries are over: a response arrived, or too much was sent
+	ended     bool // the call's telemetry is recorded
+	bo        *resilience.Backoff
+	stopWatch func() bool // stops the watch of the call's context
+}
+
+var _ grpc.ClientStream = (*meshStream)(nil)
+
+// streamAttempt is one attempt of a stream.
+type streamAttempt struct {
+	slot       *pickSlot
+	ticket     resilience.Ticket
+	actx       context.Context
+	acancel    context.CancelFunc
+	waited     time.Duration
+	finished   bool               // onFinish ran
+	out        resilience.Outcome // how it ended
+	err        error              // what the caller gets if it is the last attempt; nil for OK
+	final      bool               // never retried
+	sendFailed bool               // the application saw SendMsg fail
+}
+
+// open starts attempts until one opens a stream, which it replays the sent
+// messages on, or until the call fails. sendMu is held.
+func (s *meshStream) open(waited time.Duration) error {
+	c := s.c
+	for {
+		s.mu.Lock()
+		c.attempts++
+		ticket, ce := c.admit(waited)
+		if ce != nil {
+			s.endLocked(ce)
+			s.mu.Unlock()
+			return ce
+		}
+		a := &streamAttempt{slot: newPickSlot(), ticket: ticket, waited: waited}
+		c.slot = a.slot
+		a.actx, a.acancel = c.attemptContext()
+		s.att = a
+		s.mu.Unlock()
+
+		opts := append(s.opts, grpc.OnFinish(func(err error) { s.onFinish(a, err) }))
+		cs, err := s.streamer(a.actx, s.desc, s.cc, c.method, opts...)
+		if err == nil {
+			s.mu.Lock()
+			s.cur = cs
+			sent, closeSent := s.sent, s.closeSent
+			s.mu.Unlock()
+			for _, m := range sent {
+				if cs.SendMsg(m) != nil {
+					break // the attempt failed: RecvMsg says how
+				}
+			}
+			if closeSent {
+				_ = cs.CloseSend()
+			}
+			return nil
+		}
+		// gRPC called onFinish before returning.
+		retry, res := s.decide(a)
+		if !retry {
+			return res
+		}
+		if waited, err = c.waitRetry(&s.bo, res); err != nil {
+			s.end(err)
+			return err
+		}
+	}
+}
+
+// onFinish is called by gRPC, once, when an attempt's stream ends: it
+// settles the attempt and, when no retry can follow, ends the call.
+func (s *meshStream) onFinish(a *streamAttempt, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.c
+	c.slot = a.slot
+	a.out, a.err, a.final = c.settleAttempt(a.ticket, err, a.actx, a.waited)
+	a.acancel()
+	a.finished = true
+	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) {
+		s.endLocked(a.err)
+	}
+}
+
+// decide says whether the finished attempt a is retried and, when not, ends
+// the call with what the caller gets.
+func (s *meshStream) decide(a *streamAttempt) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false, a.err
+	}
+	if s.committed || a.sendFailed {
+		s.endLocked(a.err)
+		return false, a.err
+	}
+	retry, res := s.c.verdict(a.out, a.err)
+	if !retry {
+		s.endLocked(res)
+	}
+	return retry, res
+}
+
+// abandon ends the call when its context ended, unless it has ended.
+func (s *meshStream) abandon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	err := s.c.ctxFailure()
+	if _, ok := err.(*CallError); !ok {
+		err = grpcstatus.FromContextError(err).Err() // the caller canceled
+	}
+	s.endLocked(err)
+}
+
+// end ends the call with err, unless it has ended.
+func (s *meshStream) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endLocked(err)
+}
+
+func (s *meshStream) endLocked(err error) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	s.c.end(err)
+	s.c.release()
+}
+
+// current returns the stream of the current attempt and the attempt.
+func (s *meshStream) current() (grpc.ClientStream, *streamAttempt) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur, s.att
+}
+
+// RecvMsg receives from the current attempt. The first message commits the
+// stream: no retry after it. A failure before it is retried when the policy
+// allows; the application then receives from the new attempt.
+func (s *meshStream) RecvMsg(m any) error {
+	for {
+		cs, a := s.current()
+		err := cs.RecvMsg(m)
+		if err == nil {
+			s.mu.Lock()
+			if !s.committed {
+				s.committed, s.sent = true, nil
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		if err == io.EOF {
+			return err
+		}
+		retried, res := s.retry(cs, a, err)
+		if !retried {
+			return res
+		}
+	}
+}
+
+// retry retries the failed attempt a, whose stream cs failed with err, if
+// the policy allows; res is what the caller gets when it does not.
+func (s *meshStream) retry(cs grpc.ClientStream, a *streamAttempt, err error) (retried bool, res error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	if s.cur != cs {
+		s.mu.Unlock()
+		return true, nil // already replaced
+	}
+	if !a.finished {
+		s.mu.Unlock()
+		return false, err
+	}
+	s.mu.Unlock()
+	retry, res := s.decide(a)
+	if !retry {
+		return false, res
+	}
+	wait, werr := s.c.waitRetry(&s.bo, res)
+	if werr != nil {
+		s.end(werr)
+		return false, werr
+	}
+	if err := s.open(wait); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// SendMsg sends on the current attempt and keeps m for a replay until the
+// stream commits. As for any gRPC stream, m must not be modified after the
+// call.
+func (s *meshStream) SendMsg(m any) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	cs, a := s.cur, s.att
+	if !s.committed {
+		if len(s.sent) < maxReplay {
+			s.sent = append(s.sent, m)
+		} else {
+			s.committed, s.sent = true, nil
+		}
+	}
+	s.mu.Unlock()
+	err := cs.SendMsg(m)
+	if err != nil {
+		s.mu.Lock()
+		a.sendFailed = true
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// CloseSend closes the sending side of the current attempt, and of the
+// attempts that replace it.
+func (s *meshStream) CloseSend() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	s.closeSent = true
+	cs := s.cur
+	s.mu.Unlock()
+	return cs.CloseSend()
+}
+
+// Header returns the current attempt's header metadata.
+func (s *meshStream) Header() (metadata.MD, error) {
+	cs, _ := s.current()
+	return cs.Header()
+}
+
+// Trailer returns the current attempt's trailer metadata.
+func (s *meshStream) Trailer() metadata.MD {
+	cs, _ := s.current()
+	return cs.Trailer()
+}
+
+// Context returns the current attempt's context.
+func (s *meshStream) Context() context.Context {
+	cs, _ := s.current()
+	return cs.Context()
+}

@@ -1,0 +1,182 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// selfAuthz is how this workload authorizes its callers, compiled from its
+// own service's authorization block.
+type selfAuthz struct {
+	az *identity.Authorizer // nil: no authorization block, every caller is served
+	// missing is set when the policy has no entry for this service: no rules
+	// are loaded, so every caller is denied.
+	missing bool
+}
+
+func compileSelfAuthz(svc *policy.ResolvedService) selfAuthz {
+	switch {
+	case svc == nil:
+		return selfAuthz{missing: true}
+	case !svc.HasAuthorization:
+		return selfAuthz{}
+	default:
+		return selfAuthz{az: identity.NewAuthorizer(svc.Authorization)}
+	}
+}
+
+// Handler wraps h with the server side of the mesh: it identifies the caller
+// from its verified client certificate (serve with ServerTLSConfig),
+// authorizes it against this service's authorization rules, bounds the
+// request by the deadline the caller's mesh propagated, and records the
+// server span and http.server.request.duration.
+//
+// A denied caller never reaches h: it gets 403 with the header
+// Inmesh-Error: authz, which the caller's mesh turns into a CallError of
+// layer authz. Authorization denies on error: an unverifiable caller, or no
+// policy loaded for this service. A service whose policy has no
+// authorization block serves every caller that passed the TLS checks.
+func (m *Mesh) Handler(h http.Handler) http.Handler {
+	return &handler{m: m, next: h}
+}
+
+type handler struct {
+	m    *Mesh
+	next http.Handler
+}
+
+var _ http.Handler = (*handler)(nil)
+
+func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := s.m
+	start := m.clock.Now()
+	self := m.cfg.service
+	ctx, span := m.tracing.StartServerCall(r.Context(), r.Header, self, r.Method)
+
+	caller, callerErr := callerOf(r)
+	allow, reason := m.authorize(caller, callerErr, r)
+	m.instr.RecordAuthz(ctx, self, caller, allow)
+	call := telemetry.HTTPServerCall{Service: self, Caller: caller, Method: r.Method}
+	if !allow {
+		w.Header().Set(HeaderError, string(LayerAuthz))
+		http.Error(w, fmt.Sprintf("inmesh: authz: %s denied caller %q: %s", self, caller, reason), http.StatusForbidden)
+		call.StatusCode, call.ErrorType = http.StatusForbidden, string(LayerAuthz)
+		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+		telemetry.EndServerCall(span, http.StatusForbidden, caller, call.ErrorType)
+		m.log.Debug("inmesh: caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		return
+	}
+
+	if ms, err := strconv.ParseInt(r.Header.Get(HeaderTimeout), 10, 64); err == nil && ms > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		defer cancel()
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	if ctx != r.Context() {
+		r = r.WithContext(ctx)
+	}
+	s.next.ServeHTTP(sw, r)
+
+	call.StatusCode = sw.status()
+	if call.StatusCode >= 500 {
+		call.ErrorType = strconv.Itoa(call.StatusCode)
+	}
+	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+	telemetry.EndServerCall(span, call.StatusCode, caller, call.ErrorType)
+}
+
+// callerOf returns the service of the verified client certificate, "" for
+// a request without one.
+func callerOf(r *http.Request) (string, error) {
+	return callerOfState(r.TLS)
+}
+
+// callerOfState returns the service of the verified client certificate of
+// a connection, "" for a connection without one (plaintext, or nil cs). The
+// HTTP handler and the gRPC server interceptors share it.
+func callerOfState(cs *tls.ConnectionState) (string, error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return "", nil
+	}
+	id, err := identity.PeerIDFromState(cs)
+	if err != nil {
+		return "", err
+	}
+	svc, ok := id.Service()
+	if !ok {
+		return "", fmt.Errorf("peer %s names no service", id)
+	}
+	return svc, nil
+}
+
+// authorize decides whether caller may make request r, with the reason of a
+// denial. It denies on every error.
+func (m *Mesh) authorize(caller string, callerErr error, r *http.Request) (bool, string) {
+	return m.authorizeCall(caller, callerErr, r.Method, r.URL.Path)
+}
+
+// authorizeCall decides whether caller may call method on path of this
+// service (for gRPC: POST and the full method), with the reason of a
+// denial, against the compiled rules of the state in force. It denies on
+// every error.
+func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string) (bool, string) {
+	if callerErr != nil {
+		return false, "caller identity: " + callerErr.Error()
+	}
+	sa := m.state.Load().self
+	switch {
+	case sa.missing:
+		return false, fmt.Sprintf("no policy for service %q is loaded", m.cfg.service)
+	case sa.az == nil:
+		return true, ""
+	}
+	d := sa.az.Authorize(caller, method, path)
+	return d.Allow, d.Reason
+}
+
+// statusWriter records the status code the application writes.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush lets handlers stream through the wrapper.
+func (w *statusWriter) Flush() {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

@@ -1,0 +1,155 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/inmesh/inmesh/identity"
+)
+
+// defaultTrustDomain is the trust domain of the shared dev CA when the
+// policy names none.
+const defaultTrustDomain = "mesh.local"
+
+// WithIdentity sets where this workload's certificate and trust roots come
+// from. Without it (and without Consul), every mesh of the process shares
+// one in-memory dev CA for the policy's trust domain: fine on a laptop and
+// in tests, never across processes; the mesh logs it as local-only.
+func WithIdentity(src identity.Source) Option {
+	return optionFunc(func(c *config) { c.identity = src })
+}
+
+// devCAs are the in-memory dev CAs shared by the meshes of this process,
+// one per trust domain. It is process state by design: meshes that share
+// no CA could not call each other.
+var devCAs struct {
+	sync.Mutex
+	byDomain map[string]*identity.DevCA
+}
+
+// sharedDevCA returns the process's dev CA for trustDomain, creating it.
+func sharedDevCA(trustDomain string) (*identity.DevCA, error) {
+	devCAs.Lock()
+	defer devCAs.Unlock()
+	if ca, ok := devCAs.byDomain[trustDomain]; ok {
+		return ca, nil
+	}
+	ca, err := identity.NewDevCA(trustDomain)
+	if err != nil {
+		return nil, err
+	}
+	if devCAs.byDomain == nil {
+		devCAs.byDomain = map[string]*identity.DevCA{}
+	}
+	devCAs.byDomain[trustDomain] = ca
+	return ca, nil
+}
+
+// setupIdentity chooses the identity source once the first policy is in
+// force, and waits until it has an identity or ctx ends.
+func (m *Mesh) setupIdentity(ctx context.Context) error {
+	src := m.cfg.identity
+	if src == nil {
+		td := m.state.Load().policy.Doc.TrustDomain
+		if td == "" {
+			td = defaultTrustDomain
+		}
+		ca, err := sharedDevCA(td)
+		if err != nil {
+			return fmt.Errorf("mesh: dev CA for %s: %w", td, err)
+		}
+		if src, err = ca.Source(m.cfg.service); err != nil {
+			return fmt.Errorf("mesh: dev CA identity for %s: %w", m.cfg.service, err)
+		}
+		m.identityKind = "dev-ca (in memory, local only)"
+		m.log.Warn("inmesh: identity from an in-memory dev CA shared by this process only; use WithIdentity or WithConsul across processes",
+			"trust_domain", td)
+	} else {
+		m.identityKind = fmt.Sprintf("%T", src)
+	}
+	for {
+		changed := src.Changed()
+		if _, err := src.Current(); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return fmt.Errorf("mesh: no identity before the context ended: %w", err)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		}
+	}
+	m.identity = src
+	m.instr.SetCertificateExpiry(func() (string, time.Time, bool) {
+		id, err := src.Current()
+		if err != nil {
+			return "", time.Time{}, false
+		}
+		return id.ID.String(), id.NotAfter(), true
+	}, m.clock.Now)
+	return nil
+}
+
+// Identity returns this workload's identity in force: its SPIFFE ID,
+// certificate and trust roots.
+func (m *Mesh) Identity() (*identity.Identity, error) {
+	return m.identity.Current()
+}
+
+// ServerTLSConfig returns the TLS configuration of this workload's servers:
+// its certificate (rotated without restart), TLS 1.2 at least, and the
+// verification of every client's certificate against the trust roots, as
+// SPIFFE X509-SVIDs. Use it with Handler, which authorizes the verified
+// caller. Each call returns a new *tls.Config that the caller may modify.
+func (m *Mesh) ServerTLSConfig() *tls.Config {
+	return identity.ServerConfig(m.identity)
+}
+
+// clientTLS returns the TLS configuration for calls to service.
+func (m *Mesh) clientTLS(service string) *tls.Config {
+	return identity.ClientConfig(m.identity, service)
+}
+
+// CertView is what /certs serves.
+type CertView struct {
+	Source      string     `json:"source"`
+	ID          string     `json:"id,omitempty"`
+	TrustDomain string     `json:"trust_domain,omitempty"`
+	Serial      string     `json:"serial,omitempty"`
+	NotBefore   time.Time  `json:"not_before,omitzero"`
+	NotAfter    time.Time  `json:"not_after,omitzero"`
+	ExpiresIn   string     `json:"expires_in,omitempty"`
+	Roots       []RootView `json:"roots,omitempty"`
+	Error       string     `json:"error,omitempty"`
+}
+
+// RootView is one trust anchor on /certs.
+type RootView struct {
+	Subject  string    `json:"subject"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+func (m *Mesh) adminCerts(w http.ResponseWriter, _ *http.Request) {
+	v := CertView{Source: m.identityKind}
+	id, err := m.identity.Current()
+	if err != nil {
+		v.Error = err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, v)
+		return
+	}
+	v.ID = id.ID.String()
+	v.TrustDomain = id.TrustDomain
+	v.Serial = id.Serial()
+	v.NotBefore = id.Certificate.Leaf.NotBefore
+	v.NotAfter = id.NotAfter()
+	v.ExpiresIn = id.NotAfter().Sub(m.clock.Now()).Round(time.Second).String()
+	for _, r := range id.Roots {
+		v.Roots = append(v.Roots, RootView{Subject: r.Subject.String(), Serial: r.SerialNumber.Text(16), NotAfter: r.NotAfter})
+	}
+	writeJSON(w, http.StatusOK, v)
+}

@@ -1,0 +1,185 @@
+package mesh
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/inmesh/inmesh/identity"
+)
+
+// meshServer is a real HTTPS server on 127.0.0.1 whose handler is wrapped by
+// a mesh of service name, with that mesh's TLS configuration.
+type meshServer struct {
+	*httptest.Server
+	mesh *Mesh
+	hits atomic.Int64
+}
+
+func (s *meshServer) addr() string { return strings.TrimPrefix(s.URL, "https://") }
+
+// fleetPolicy is one policy for the whole test fleet: billing lets
+// enrollment POST /charge, admin do anything, and nobody else.
+func fleetPolicy(billingAddr string) string {
+	return fmt.Sprintf(`
+version: fleet-1
+trust_domain: mesh.local
+services:
+  billing:
+    endpoints: [{address: %s}]
+    authorization:
+      default: deny
+      rules:
+        - {from: [enrollment], paths: [/charge], methods: [POST]}
+        - {from: [admin]}
+  enrollment: {}
+  progress: {}
+  admin: {}
+`, billingAddr)
+}
+
+// newMeshServer starts service's server; its mesh reads policy(addr) once
+// the address is known.
+func newMeshServer(t *testing.T, service string, policyFor func(addr string) string, opts ...Option) *meshServer {
+	t.Helper()
+	s := &meshServer{}
+	s.Server = httptest.NewUnstartedServer(nil)
+	addr := s.Listener.Addr().String()
+	s.mesh = newTestMesh(t, policyFor(addr), append([]Option{WithService(service)}, opts...)...)
+	s.Config.Handler = s.mesh.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		_, _ = io.WriteString(w, "served by "+service)
+	}))
+	s.TLS = s.mesh.ServerTLSConfig()
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestMTLSAuthorization(t *testing.T) {
+	billing := newMeshServer(t, "billing", fleetPolicy)
+	tests := []struct {
+		caller    string
+		method    string
+		path      string
+		wantLayer Layer // "" means served
+	}{
+		{"enrollment", http.MethodPost, "/charge", ""},
+		{"enrollment", http.MethodGet, "/charge", LayerAuthz},
+		{"enrollment", http.MethodPost, "/refund", LayerAuthz},
+		{"progress", http.MethodPost, "/charge", LayerAuthz},
+		{"admin", http.MethodDelete, "/anything", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.caller+" "+tc.method+" "+tc.path, func(t *testing.T) {
+			client := newTestMesh(t, fleetPolicy(billing.addr()), WithService(tc.caller))
+			before := billing.hits.Load()
+			code, body, err := do(t, client, tc.method, "http://billing"+tc.path, "x")
+			if tc.wantLayer == "" {
+				if err != nil || code != 200 || body != "served by billing" {
+					t.Fatalf("%d %q %v", code, body, err)
+				}
+				return
+			}
+			ce := callError(t, err)
+			if ce.Layer != tc.wantLayer || ce.Service != "billing" || ce.Endpoint != billing.addr() {
+				t.Fatalf("CallError %+v", ce)
+			}
+			if billing.hits.Load() != before {
+				t.Fatal("a denied caller reached the handler")
+			}
+		})
+	}
+}
+
+func TestMTLSRefusesOtherCA(t *testing.T) {
+	billing := newMeshServer(t, "billing", fleetPolicy)
+	other, err := identity.NewDevCA("mesh.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := other.Source("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := newTestMesh(t, fleetPolicy(billing.addr()), WithService("admin"), WithIdentity(src))
+	_, _, err = get(t, client, "http://billing/x")
+	if ce := callError(t, err); ce.Layer != LayerTLS {
+		t.Fatalf("CallError %+v", ce)
+	}
+	if billing.hits.Load() != 0 {
+		t.Fatal("a caller of another CA reached the handler")
+	}
+}
+
+func TestMTLSRefusesMisroutedServer(t *testing.T) {
+	// catalog's server sits where the policy says billing is.
+	catalog := newMeshServer(t, "catalog", func(addr string) string {
+		return fleetPolicy(addr) + "  catalog: {}\n"
+	})
+	client := newTestMesh(t, fleetPolicy(catalog.addr()), WithService("admin"))
+	_, _, err := get(t, client, "http://billing/x")
+	ce := callError(t, err)
+	if ce.Layer != LayerTLS || !strings.Contains(err.Error(), "catalog") {
+		t.Fatalf("want layer tls naming the wrong peer, got %v", err)
+	}
+	if catalog.hits.Load() != 0 {
+		t.Fatal("the misrouted request reached the wrong service")
+	}
+}
+
+func TestMTLSRefusesClientsWithoutCertificateOrOldTLS(t *testing.T) {
+	billing := newMeshServer(t, "billing", fleetPolicy)
+	id, err := billing.mesh.identity.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cfg  *tls.Config
+	}{
+		{"no certificate", &tls.Config{RootCAs: id.Pool, InsecureSkipVerify: true}}, // the server is not what is tested here
+		{"TLS 1.1", &tls.Config{RootCAs: id.Pool, InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11, Certificates: []tls.Certificate{*id.Certificate}}},
+		{"TLS 1.0", &tls.Config{RootCAs: id.Pool, InsecureSkipVerify: true, MaxVersion: tls.VersionTLS10, Certificates: []tls.Certificate{*id.Certificate}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &http.Transport{TLSClientConfig: tc.cfg}
+			defer tr.CloseIdleConnections()
+			resp, err := tr.RoundTrip(mustRequest(t, http.MethodGet, billing.URL+"/x"))
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("served with status %d", resp.StatusCode)
+			}
+			if billing.hits.Load() != 0 {
+				t.Fatal("the handler ran")
+			}
+		})
+	}
+}
+
+func TestAuthorizationDeniesWithoutRules(t *testing.T) {
+	// The policy has no entry for "ledger": no rules are loaded for it.
+	ledger := newMeshServer(t, "ledger", fleetPolicy)
+	client := newTestMesh(t, fleetPolicy("127.0.0.1:1")+fmt.Sprintf("  ledger: {endpoints: [{address: %s}]}\n", ledger.addr()), WithService("admin"))
+	_, _, err := get(t, client, "http://ledger/x")
+	if ce := callError(t, err); ce.Layer != LayerAuthz || !strings.Contains(err.Error(), "no policy") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestCertsAdmin(t *testing.T) {
+	m := newTestMesh(t, fleetPolicy("127.0.0.1:1"), WithService("billing"))
+	rec := httptest.NewRecorder()
+	m.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/certs", nil))
+	var v CertView
+	mustJSON(t, rec.Body.Bytes(), &v)
+	if v.ID != "spiffe://mesh.local/svc/billing" || v.Serial == "" || v.NotAfter.IsZero() || len(v.Roots) == 0 {
+		t.Fatalf("/certs: %s", rec.Body.String())
+	}
+}
