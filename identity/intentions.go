@@ -213,27 +213,46 @@ func (h *headerMatch) matches(vals []string) bool {
 // Safe for concurrent use; Close stops the watch.
 type IntentionsSource struct {
 	current atomic.Pointer[Intentions]
+	ready   chan struct{}
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
 // NewIntentionsSource starts watching the intentions of service and returns
-// once they are known, or ctx ends. A nil logger means slog.Default().
+// once they are known, or ctx ends (then it stops and returns the error).
+// A nil logger means slog.Default().
 func NewIntentionsSource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*IntentionsSource, error) {
+	s := StartIntentionsSource(client, service, logger)
+	select {
+	case <-s.Ready():
+		return s, nil
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("identity: no intentions of %s from Consul: %w", service, ctx.Err())
+	}
+}
+
+// StartIntentionsSource starts watching the intentions of service and
+// returns at once: until the first answer, Current is nil and every caller
+// is denied. Ready is closed at the first answer.
+func StartIntentionsSource(client *api.Client, service string, logger *slog.Logger) *IntentionsSource {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	defaultAllow, err := aclDefaultAllow(ctx, client)
-	if err != nil {
-		return nil, fmt.Errorf("identity: reading the agent's ACL default policy: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s := &IntentionsSource{cancel: cancel}
-	ready := make(chan struct{})
+	s := &IntentionsSource{cancel: cancel, ready: make(chan struct{})}
 	var once sync.Once
 	entries := client.ConfigEntries()
+	var defaultAllow *bool
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			if defaultAllow == nil {
+				allow, err := aclDefaultAllow(ctx, client)
+				if err != nil {
+					return blocking.Result{}, fmt.Errorf("reading the agent's ACL default policy: %w", err)
+				}
+				defaultAllow = &allow
+			}
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
 			e, meta, err := entries.Get(api.ServiceIntentions, service, q)
 			var entry *api.ServiceIntentionsConfigEntry
@@ -246,12 +265,12 @@ func NewIntentionsSource(ctx context.Context, client *api.Client, service string
 			default:
 				entry, _ = e.(*api.ServiceIntentionsConfigEntry)
 			}
-			in, cerr := CompileIntentions(entry, defaultAllow)
+			in, cerr := CompileIntentions(entry, *defaultAllow)
 			if cerr != nil {
 				logger.Error("inmesh: intentions rejected; the ones in force stay", "service", service, "err", cerr)
 			} else {
 				s.current.Store(in)
-				once.Do(func() { close(ready) })
+				once.Do(func() { close(s.ready) })
 			}
 			if meta == nil {
 				return blocking.Result{Index: 1}, nil
@@ -266,16 +285,14 @@ func NewIntentionsSource(ctx context.Context, client *api.Client, service string
 		},
 	}
 	s.wg.Go(func() { _ = loop.Run(runCtx) })
-	select {
-	case <-ready:
-		return s, nil
-	case <-ctx.Done():
-		s.Close()
-		return nil, fmt.Errorf("identity: no intentions of %s from Consul: %w", service, ctx.Err())
-	}
+	return s
 }
 
-// Current returns the intentions in force.
+// Ready is closed once the first intentions are known.
+func (s *IntentionsSource) Ready() <-chan struct{} { return s.ready }
+
+// Current returns the intentions in force; nil before the first answer (a
+// nil *Intentions denies every caller).
 func (s *IntentionsSource) Current() *Intentions { return s.current.Load() }
 
 // Close stops the watch and waits for it. It is safe to call twice.

@@ -103,7 +103,10 @@ func (b resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &meshResolver{m: b.m, service: service, cc: cc, cancel: cancel}
-	r.wg.Go(func() { b.m.watch(ctx, r.update) })
+	r.wg.Go(func() {
+		b.m.ensureWatched(ctx, service) // with Consul: watch this destination's endpoints
+		b.m.watch(ctx, r.update)
+	})
 	return r, nil
 }
 

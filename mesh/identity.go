@@ -53,7 +53,15 @@ func sharedDevCA(trustDomain string) (*identity.DevCA, error) {
 // force, and waits until it has an identity or ctx ends.
 func (m *Mesh) setupIdentity(ctx context.Context) error {
 	src := m.cfg.identity
-	if src == nil {
+	if src == nil && m.consul != nil {
+		cs, err := identity.NewConsulSource(ctx, m.consul.cfg.Client, m.cfg.service, m.log)
+		if err != nil {
+			return fmt.Errorf("mesh: identity from Consul Connect: %w", err)
+		}
+		m.consul.identity = cs
+		src = cs
+		m.identityKind = "consul-connect"
+	} else if src == nil {
 		td := m.state.Load().policy.Doc.TrustDomain
 		if td == "" {
 			td = defaultTrustDomain

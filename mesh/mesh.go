@@ -48,6 +48,9 @@ type Mesh struct {
 	identity     identity.Source // this workload's credentials; set before New returns
 	identityKind string          // where they come from, for /certs
 
+	consul  *consulPlane                       // nil without WithConsul
+	catalog atomic.Pointer[discovery.Snapshot] // endpoints from the catalog (or the cache), nil without Consul
+
 	// transports are the transports the mesh created (per-destination mTLS
 	// clones), whose idle connections Close closes.
 	transportsMu sync.Mutex
@@ -84,9 +87,17 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	if m.instr, err = telemetry.New(cfg.meterProvider); err != nil {
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
-	if cfg.policyFile != "" {
+	switch {
+	case cfg.consul != nil:
+		m.consul = &consulPlane{cfg: *cfg.consul, watched: map[string]chan struct{}{}}
+		ks := policy.NewConsulSource(cfg.consul.Client, cfg.consul.Prefix, m.log)
+		ks.OnContact = func(d time.Duration) { m.instr.SetPolicyStaleness(d) }
+		m.source = ks
+		m.consul.endpoints = discovery.NewConsulSource(cfg.consul.Client, m.log, m.onCatalog)
+		m.consul.intentions = identity.StartIntentionsSource(cfg.consul.Client, cfg.service, m.log)
+	case cfg.policyFile != "":
 		m.source = policy.NewFileSource(cfg.policyFile, m.log)
-	} else {
+	default:
 		m.source = policy.NewStaticSource(cfg.policyDoc)
 	}
 	m.transport = newTransport()
@@ -110,21 +121,44 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		}
 	}()
 
-	select {
-	case <-first:
-		if err := m.setupIdentity(ctx); err != nil {
-			m.Close()
-			return nil, err
-		}
-		return m, nil
-	case <-ctx.Done():
-		m.Close()
-		reason := "nothing loaded yet"
-		if r := m.rejection.Load(); r != nil {
-			reason = r.Error
-		}
-		return nil, fmt.Errorf("mesh: no valid policy from %s before the context ended (%w): %s", m.source, ctx.Err(), reason)
+	var fromCache <-chan time.Time
+	if cfg.cacheDir != "" {
+		t := time.NewTimer(cacheWait)
+		defer t.Stop()
+		fromCache = t.C
 	}
+wait:
+	for {
+		select {
+		case <-first:
+			break wait
+		case <-fromCache:
+			fromCache = nil
+			if m.startFromCache() {
+				break wait
+			}
+		case <-ctx.Done():
+			m.Close()
+			reason := "nothing loaded yet"
+			if r := m.rejection.Load(); r != nil {
+				reason = r.Error
+			}
+			return nil, fmt.Errorf("mesh: no valid policy from %s before the context ended (%w): %s", m.source, ctx.Err(), reason)
+		}
+	}
+	if err := m.setupIdentity(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if m.consul != nil && !m.servingFromCache() {
+		select {
+		case <-m.consul.intentions.Ready():
+		case <-ctx.Done():
+			m.Close()
+			return nil, fmt.Errorf("mesh: no intentions from Consul before the context ended: %w", ctx.Err())
+		}
+	}
+	return m, nil
 }
 
 // newTransport returns the mesh's own transport for mesh traffic: the
@@ -154,18 +188,35 @@ func (m *Mesh) onPolicy(ev policy.Event) bool {
 		return m.state.Load() != nil
 	}
 	snap := ev.Snapshot
-	m.apply(snap, discovery.Static(snap.Doc))
+	m.apply(snap)
 	m.updates.Add(1)
 	m.instr.RecordPolicyUpdate(ctx, "applied", m.source.String())
 	m.log.Info("inmesh: policy applied", "source", snap.Source, "version", snap.Version, "hash", snap.Hash, "services", len(snap.Services))
 	return true
 }
 
-// apply compiles and publishes a new state, then tells the watchers of the
-// previous one (see watch).
-func (m *Mesh) apply(pol *policy.Snapshot, eps *discovery.Snapshot) {
+// apply compiles pol with the endpoints in force and publishes the new
+// state, then tells the watchers of the previous one (see watch). The
+// endpoints are read under m.mu, so a policy and an endpoint update that
+// race both end up in the last state.
+func (m *Mesh) apply(pol *policy.Snapshot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.applyLocked(pol)
+}
+
+// reapply recompiles the policy in force, after an endpoint update.
+func (m *Mesh) reapply() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st := m.state.Load(); st != nil {
+		m.applyLocked(st.policy)
+	}
+}
+
+// applyLocked is apply with m.mu held.
+func (m *Mesh) applyLocked(pol *policy.Snapshot) {
+	eps := m.endpointsFor(pol)
 	old := m.state.Load()
 	st := m.compile(pol, eps)
 	st.seq = 1
@@ -176,6 +227,7 @@ func (m *Mesh) apply(pol *policy.Snapshot, eps *discovery.Snapshot) {
 	if old != nil {
 		close(old.replaced)
 	}
+	m.saveCache(st)
 }
 
 // watch calls fn with the state in force, then with every state published
@@ -228,6 +280,7 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // state in force.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
+		m.closeConsul()
 		m.cancel()
 		m.wg.Wait()
 		m.transport.CloseIdleConnections()

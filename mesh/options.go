@@ -35,6 +35,8 @@ type config struct {
 	propagator     propagation.TextMapPropagator
 	clock          clock.Clock
 	identity       identity.Source
+	consul         *ConsulConfig
+	cacheDir       string
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -52,11 +54,19 @@ func newConfig(opts []Option) (*config, error) {
 	if c.service == "" {
 		return nil, errors.New("mesh: WithService is required: name this workload's service")
 	}
+	sources := 0
+	for _, set := range []bool{c.policyFile != "", c.policyDoc != nil, c.consul != nil} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case c.policyFile != "" && c.policyDoc != nil:
-		return nil, errors.New("mesh: WithPolicyFile and WithPolicy are exclusive: choose one control plane")
-	case c.policyFile == "" && c.policyDoc == nil:
-		return nil, errors.New("mesh: no control plane: use WithPolicyFile or WithPolicy")
+	case sources > 1:
+		return nil, errors.New("mesh: WithPolicyFile, WithPolicy and WithConsul are exclusive: choose one control plane")
+	case sources == 0:
+		return nil, errors.New("mesh: no control plane: use WithPolicyFile, WithPolicy or WithConsul")
+	case c.consul != nil && c.consul.Client == nil:
+		return nil, errors.New("mesh: WithConsul needs ConsulConfig.Client, an *api.Client of github.com/hashicorp/consul/api")
 	}
 	return c, nil
 }

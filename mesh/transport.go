@@ -69,6 +69,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.pass.RoundTrip(req)
 	}
+	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.name) {
+		// The first call to a destination starts watching its endpoints.
+		st = t.m.state.Load()
+		if d = st.services[d.name]; d == nil {
+			return t.pass.RoundTrip(req)
+		}
+	}
 	c := httpCall{call: call{m: t.m, st: st, d: d}, t: t, req: req}
 	return c.run()
 }

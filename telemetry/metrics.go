@@ -30,6 +30,8 @@ type Instruments struct {
 	authz      metric.Int64Counter
 	authzOpts  cowCache[authzKey, []metric.AddOption]
 	certExpiry metric.Float64ObservableGauge
+	staleness  metric.Float64ObservableGauge
+	lastStale  atomic.Int64 // nanoseconds; -1 until a control plane reports
 	cert       atomic.Pointer[certSource]
 
 	rpc *rpcInstruments // rpc.client.duration and rpc.server.duration (rpc.go)
@@ -84,6 +86,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 		authzOpts:  cowCache[authzKey, []metric.AddOption]{max: maxCachedAttributeSets},
 		counters:   map[routeKey]*Counter{},
 	}
+	in.lastStale.Store(-1)
 	var errs []error
 	collect := func(err error) {
 		if err != nil {
@@ -118,6 +121,14 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	collect(err)
 	if err == nil {
 		reg, err := m.RegisterCallback(in.observeCertificate, in.certExpiry)
+		collect(err)
+		in.registrations = append(in.registrations, reg)
+	}
+	in.staleness, err = m.Float64ObservableGauge(MetricPolicyStaleness,
+		metric.WithUnit(UnitPolicyStaleness), metric.WithDescription(DescPolicyStaleness))
+	collect(err)
+	if err == nil {
+		reg, err := m.RegisterCallback(in.observeStaleness, in.staleness)
 		collect(err)
 		in.registrations = append(in.registrations, reg)
 	}
@@ -284,4 +295,19 @@ func appendNonEmpty(kvs []attribute.KeyValue, key, value string) []attribute.Key
 		return kvs
 	}
 	return append(kvs, attribute.String(key, value))
+}
+
+// SetPolicyStaleness records how stale the control plane's last answer may
+// be (Consul's X-Consul-LastContact), observed as inmesh.policy.staleness.
+func (in *Instruments) SetPolicyStaleness(d time.Duration) {
+	if in != nil {
+		in.lastStale.Store(int64(d))
+	}
+}
+
+func (in *Instruments) observeStaleness(_ context.Context, o metric.Observer) error {
+	if d := in.lastStale.Load(); d >= 0 {
+		o.ObserveFloat64(in.staleness, time.Duration(d).Seconds())
+	}
+	return nil
 }

@@ -61,8 +61,11 @@ const (
 	UnitAuthzDecisions   = "{decision}"
 	DescAuthzDecisions   = "Authorization decisions on incoming requests, allow or deny."
 
-	// Reserved for later issues.
+	// MetricPolicyStaleness is a gauge of how stale the control plane's
+	// last answer may be (Consul's X-Consul-LastContact).
 	MetricPolicyStaleness = "inmesh.policy.staleness"
+	UnitPolicyStaleness   = "s"
+	DescPolicyStaleness   = "How stale the control plane's last answer may be (Consul's last contact with its leader)."
 )
 
 // Attribute keys. The semantic-convention keys come first; server.address
