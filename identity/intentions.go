@@ -313,11 +313,13 @@ func isNotFound(err error) bool {
 // aclDefaultAllow reads the agent's ACL default policy: allow when ACLs
 // are off, as Consul itself decides unmatched intentions then.
 func aclDefaultAllow(ctx context.Context, client *api.Client) (bool, error) {
-	self, err := client.Agent().Self()
-	if err != nil {
+	// Agent().Self takes no context; the raw query does, so a frozen agent
+	// cannot hold Close.
+	var self map[string]map[string]any
+	if _, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return false, err
 	}
-	dbg, _ := self["DebugConfig"]
+	dbg := self["DebugConfig"]
 	if enabled, ok := dbg["ACLsEnabled"].(bool); ok && !enabled {
 		return true, nil
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,9 +42,12 @@ type ConsulSource struct {
 	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 }
 
-// keyBlock is the parsed block of one key at one ModifyIndex.
+// keyBlock is the parsed block of one key at one ModifyIndex and value.
+// The value is compared too: a restarted or restored Consul starts its
+// indexes again, so an index alone can name two different values.
 type keyBlock struct {
 	modify uint64
+	value  []byte
 	block  *Service
 }
 
@@ -115,7 +119,7 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 		keyOf[path] = p.Key
 		block, err := s.parse(p, path)
 		if err != nil {
-			if s.bad[p.Key] != p.ModifyIndex {
+			if s.bad[p.Key] != p.ModifyIndex || p.ModifyIndex == 0 {
 				s.bad[p.Key] = p.ModifyIndex
 				emit(Event{Err: fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)})
 			}
@@ -165,14 +169,14 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 // parse returns the block of one pair, reusing the last parse of an
 // unchanged key.
 func (s *ConsulSource) parse(p *api.KVPair, path string) (*Service, error) {
-	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex {
+	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && bytes.Equal(kb.value, p.Value) {
 		return kb.block, nil
 	}
 	block, err := ParseService(p.Value, path)
 	if err != nil {
 		return nil, err
 	}
-	s.keys[p.Key] = keyBlock{modify: p.ModifyIndex, block: block}
+	s.keys[p.Key] = keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value), block: block}
 	return block, nil
 }
 

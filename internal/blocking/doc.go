@@ -7,6 +7,9 @@
 //     leader) and never below 1 otherwise (an answer of 0 counts as 1);
 //   - errors, 429 and 5xx answers alike, are retried after a jittered
 //     exponential backoff with a cap, and are never taken as "deleted";
+//     after an error that is no answer at all (refused, reset), the next
+//     query reads in full (index 0): a restarted agent counts its indexes
+//     from scratch, and a query blocking on our old index would hang;
 //   - loops are rate limited, so a key that churns cannot make the client
 //     spin;
 //   - X-Consul-LastContact is reported so callers can export staleness.

@@ -2,8 +2,11 @@ package blocking
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/inmesh/inmesh/internal/clock"
 )
@@ -58,6 +61,13 @@ func (l *Loop) Run(ctx context.Context) error {
 		if err != nil {
 			failures++
 			wait = Backoff(failures, base, maxBackoff)
+			if !answered(err) {
+				// No answer at all: the agent may have restarted, with
+				// indexes that start again below ours, and a blocking
+				// query at our index would wait for minutes. Read in
+				// full first.
+				index = 0
+			}
 			if l.OnError != nil {
 				l.OnError(err, failures, wait)
 			}
@@ -72,6 +82,13 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// answered reports whether err is an HTTP answer of Consul (429, 500, ...)
+// rather than the absence of one (refused, reset, timed out).
+func answered(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se)
 }
 
 // NextIndex is the index of the next query after an answer with index got,

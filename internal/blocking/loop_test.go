@@ -3,6 +3,7 @@ package blocking
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -188,4 +189,32 @@ func TestLoopRateLimit(t *testing.T) {
 		t.Fatalf("%d queries in 300ms with a 50ms rate limit", n)
 	}
 	t.Logf("%d queries in 300ms", n)
+}
+
+// TestLoopReadsInFullAfterAnOutage checks that after an error that is no
+// answer (a refused connection), the next query reads in full (index 0),
+// while an HTTP error answer keeps the index.
+func TestLoopReadsInFullAfterAnOutage(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var asked []uint64
+	script := []func() (Result, error){
+		func() (Result, error) { return Result{Index: 40}, nil },
+		func() (Result, error) { return Result{}, api.StatusError{Code: 500, Body: "boom"} },
+		func() (Result, error) { return Result{}, errors.New("dial tcp 127.0.0.1:8500: connection refused") },
+		func() (Result, error) { return Result{Index: 3}, nil }, // a restarted agent
+	}
+	loop := &Loop{BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Query: func(_ context.Context, index uint64) (Result, error) {
+		asked = append(asked, index)
+		if len(asked) > len(script) {
+			cancel()
+			return Result{Index: index}, nil
+		}
+		return script[len(asked)-1]()
+	}}
+	_ = loop.Run(ctx)
+	want := []uint64{0, 40, 40, 0, 3}
+	if fmt.Sprint(asked) != fmt.Sprint(want) {
+		t.Fatalf("asked %v, want %v", asked, want)
+	}
 }

@@ -1,0 +1,124 @@
+package mesh
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/inmesh/inmesh/internal/consultest"
+)
+
+// TestConsulCARotationUnderLoad rotates the Connect CA root while four
+// goroutines call billing through the mesh: no call may fail.
+func TestConsulCARotationUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for Consul's leaf re-issue jitter (up to 30s)")
+	}
+	agent := consultest.Start(t)
+	putKV(t, agent.Client, "inmesh/services/billing", "{}")
+	putKV(t, agent.Client, "inmesh/services/enrollment", "{}")
+	server, _ := consulServer(t, agent, "v1")
+	client := consulMesh(t, agent, "enrollment")
+	if _, _, err := get(t, client, "http://billing/x"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := server.Identity()
+
+	stop := make(chan struct{})
+	var calls, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				if _, _, err := get(t, client, "http://billing/x"); err != nil {
+					failed.Add(1)
+					t.Errorf("call failed during the rotation: %v", err)
+				}
+			}
+		})
+	}
+	cfg, _, err := agent.Client.Connect().CAGetConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Config["PrivateKeyType"], cfg.Config["PrivateKeyBits"] = "ec", 384
+	if _, err := agent.Client.Connect().CASetConfig(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s, _ := server.Identity()
+		c, _ := client.Identity()
+		if s.Serial() != before.Serial() && len(s.Roots) >= 2 && len(c.Roots) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rotation did not reach the meshes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // calls on the new leaves too
+	close(stop)
+	wg.Wait()
+	t.Logf("%d calls during the root rotation, %d failed", calls.Load(), failed.Load())
+}
+
+// TestConsulPropagation measures how long a KV write takes to reach the
+// state the next request uses, over 100 updates, with 1 and with 50 meshes
+// watching; it logs p50 and p99 and fails only when an update never
+// arrives.
+func TestConsulPropagation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 updates against a real agent")
+	}
+	agent := consultest.Start(t)
+	putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "1s"}`)
+	for _, n := range []int{1, 50} {
+		t.Run(fmt.Sprint(n, " meshes"), func(t *testing.T) {
+			meshes := make([]*Mesh, n)
+			dev := WithIdentity(mustDevSource(t, "watcher"))
+			for i := range meshes {
+				meshes[i] = consulMesh(t, agent, "watcher", dev)
+			}
+			var lat []time.Duration
+			for u := range 100 {
+				want := fmt.Sprintf("%dms", 1000+u+1)
+				start := time.Now()
+				putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "`+want+`"}`)
+				for _, m := range meshes {
+					for m.state.Load().policy.Service("billing").Effective.Timeout.String() != timeString(want) {
+						if time.Since(start) > 10*time.Second {
+							t.Fatalf("update %d never reached a mesh", u)
+						}
+						select {
+						case <-m.state.Load().replaced:
+						case <-time.After(time.Millisecond):
+						}
+					}
+					lat = append(lat, time.Since(start))
+				}
+			}
+			slices.Sort(lat)
+			p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+			t.Logf("KV write to new policy in force, %d meshes, %d samples: p50 %v p99 %v max %v",
+				n, len(lat), p(0.50), p(0.99), lat[len(lat)-1])
+			for _, m := range meshes {
+				m.Close()
+			}
+		})
+	}
+}
+
+func timeString(d string) string {
+	v, _ := time.ParseDuration(d)
+	return v.String()
+}
