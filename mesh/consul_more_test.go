@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -121,4 +122,28 @@ func TestConsulPropagation(t *testing.T) {
 func timeString(d string) string {
 	v, _ := time.ParseDuration(d)
 	return v.String()
+}
+
+// TestConsulRegisterAndDeregister checks that Register puts the instance in
+// the catalog with a check Consul runs (passing while it listens), and that
+// Close takes it out.
+func TestConsulRegisterAndDeregister(t *testing.T) {
+	agent := consultest.Start(t)
+	putKV(t, agent.Client, "inmesh/services/billing", "{}")
+	m, _ := consulServer(t, agent, "v1")
+	entries, _, err := agent.Client.Health().Service("billing", "", true, nil)
+	if err != nil || len(entries) != 1 || entries[0].Service.Meta["version"] != "v1" {
+		t.Fatalf("catalog after Register: %v %v", entries, err)
+	}
+	if len(entries[0].Checks) < 2 { // the node's serfHealth and ours
+		t.Fatalf("no health check registered: %+v", entries[0].Checks)
+	}
+	m.Close()
+	entries, _, err = agent.Client.Health().Service("billing", "", false, nil)
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("catalog after Close: %d entries, %v", len(entries), err)
+	}
+	if err := (&Mesh{}).Register(context.Background(), Instance{Address: "127.0.0.1:1"}); err == nil {
+		t.Fatal("Register without Consul succeeded")
+	}
 }
