@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,7 +136,7 @@ func identityFromConsul(leaf *api.LeafCert, roots *api.CARootList) (*Identity, e
 	}
 	var anchors []*x509.Certificate
 	for _, r := range roots.Roots {
-		certs, err := parsePEMCerts(r.RootCertPEM)
+		certs, err := parseCertsPEM([]byte(r.RootCertPEM))
 		if err != nil {
 			return nil, fmt.Errorf("root %s: %w", r.ID, err)
 		}
@@ -147,30 +146,6 @@ func identityFromConsul(leaf *api.LeafCert, roots *api.CARootList) (*Identity, e
 		return nil, errors.New("consul returned no CA roots")
 	}
 	return NewIdentity(&cert, anchors)
-}
-
-func parsePEMCerts(text string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
 }
 
 func sameRoots(a, b []*x509.Certificate) bool {
