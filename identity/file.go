@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/inmesh/inmesh/internal/dirwatch"
 )
 
 // Timing and size limits of FileSource.
@@ -74,8 +73,8 @@ func NewFileSource(certFile, keyFile, rootsFile string, opts ...FileOption) (*Fi
 		done:      make(chan struct{}),
 	}
 	// Watch before the first read, so that no change slips in between.
-	w := f.newWatch()
-	w.sync()
+	w := dirwatch.New([]string{f.certFile, f.keyFile, f.rootsFile}, f.cfg.noWatch, "certificate files", f.cfg.logger)
+	w.Sync()
 	raw, err := f.read()
 	if err == nil {
 		var id *Identity
@@ -84,7 +83,7 @@ func NewFileSource(certFile, keyFile, rootsFile string, opts ...FileOption) (*Fi
 		}
 	}
 	if err != nil {
-		w.close()
+		w.Close()
 		return nil, err
 	}
 	go f.run(w, raw.sum())
@@ -210,11 +209,11 @@ func (f *FileSource) load(p pemFiles) (*Identity, error) {
 
 // run watches and re-reads the files until Close. last is the hash of the
 // files as last read.
-func (f *FileSource) run(w *fileWatch, last [32]byte) {
+func (f *FileSource) run(w *dirwatch.Watcher, last [32]byte) {
 	defer close(f.done)
-	defer w.close()
+	defer w.Close()
 
-	backstop := f.cfg.clock.NewTimer(w.period(f.cfg.refresh))
+	backstop := f.cfg.clock.NewTimer(f.period(w, f.cfg.refresh))
 	defer func() { backstop.Stop() }()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -233,23 +232,23 @@ func (f *FileSource) run(w *fileWatch, last [32]byte) {
 	}
 	reload := func() {
 		f.reload(&last, &lastErr)
-		w.sync()
+		w.Sync()
 	}
 	for {
 		select {
 		case <-f.stop:
 			return
-		case ev, ok := <-w.events():
+		case ev, ok := <-w.Events():
 			if !ok {
 				f.cfg.logger.Warn("identity: file watcher stopped; polling the certificate files instead", "cert", f.certFile)
-				w.close()
+				w.Close()
 			} else {
-				w.seen(ev)
+				w.Seen(ev)
 			}
 			schedule()
-		case err, ok := <-w.errors():
+		case err, ok := <-w.Errors():
 			if !ok {
-				w.close()
+				w.Close()
 			} else {
 				f.cfg.logger.Warn("identity: file watcher error; re-reading the certificate files", "cert", f.certFile, "error", err)
 			}
@@ -259,7 +258,7 @@ func (f *FileSource) run(w *fileWatch, last [32]byte) {
 			reload()
 		case <-backstop.C():
 			reload()
-			backstop = f.cfg.clock.NewTimer(w.period(f.cfg.refresh))
+			backstop = f.cfg.clock.NewTimer(f.period(w, f.cfg.refresh))
 		}
 	}
 }
@@ -310,104 +309,10 @@ func sameIdentity(a, b *Identity) bool {
 	return slices.EqualFunc(a.Roots, b.Roots, (*x509.Certificate).Equal)
 }
 
-// fileWatch watches the directories of the files and of their symlink
-// targets. A nil watcher means polling.
-type fileWatch struct {
-	f       *FileSource
-	w       *fsnotify.Watcher
-	watched map[string]bool // directories being watched
-}
-
-func (f *FileSource) newWatch() *fileWatch {
-	fw := &fileWatch{f: f, watched: make(map[string]bool)}
-	if f.cfg.noWatch {
-		return fw
-	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		f.cfg.logger.Warn("identity: cannot watch the certificate files; polling them instead", "cert", f.certFile, "error", err)
-		return fw
-	}
-	fw.w = w
-	return fw
-}
-
-// events and errors return the watcher's channels, nil (never ready) when
-// polling.
-func (fw *fileWatch) events() <-chan fsnotify.Event {
-	if fw.w == nil {
-		return nil
-	}
-	return fw.w.Events
-}
-
-func (fw *fileWatch) errors() <-chan error {
-	if fw.w == nil {
-		return nil
-	}
-	return fw.w.Errors
-}
-
 // period is how long to wait for the next re-read without an event.
-func (fw *fileWatch) period(refresh time.Duration) time.Duration {
-	if fw.f.cfg.noWatch {
+func (f *FileSource) period(w *dirwatch.Watcher, refresh time.Duration) time.Duration {
+	if f.cfg.noWatch || w.Watching() {
 		return refresh
 	}
-	if fw.w == nil || len(fw.watched) == 0 {
-		return min(refresh, filePoll)
-	}
-	return refresh
-}
-
-// seen forgets a watched directory that was removed or renamed (sync adds
-// it back once it exists again).
-func (fw *fileWatch) seen(ev fsnotify.Event) {
-	if fw.watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-		delete(fw.watched, ev.Name)
-		if fw.w != nil {
-			_ = fw.w.Remove(ev.Name)
-		}
-	}
-}
-
-// sync watches the directories of the files and of their symlink targets and
-// stops watching directories no longer in use.
-func (fw *fileWatch) sync() {
-	if fw.w == nil {
-		return
-	}
-	want := make(map[string]bool)
-	for _, p := range []string{fw.f.certFile, fw.f.keyFile, fw.f.rootsFile} {
-		want[filepath.Dir(p)] = true
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			want[filepath.Dir(real)] = true
-		}
-	}
-	for dir := range fw.watched {
-		if !want[dir] {
-			_ = fw.w.Remove(dir)
-			delete(fw.watched, dir)
-		}
-	}
-	for dir := range want {
-		if fw.watched[dir] {
-			continue
-		}
-		if err := fw.w.Add(dir); err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				fw.f.cfg.logger.Debug("identity: cannot watch directory; re-reading periodically", "dir", dir, "error", err)
-			}
-			continue
-		}
-		fw.watched[dir] = true
-	}
-}
-
-// close stops the watcher; polling goes on. It is safe to call twice.
-func (fw *fileWatch) close() {
-	if fw.w != nil {
-		_ = fw.w.Close()
-		fw.w = nil
-	}
-	clear(fw.watched)
+	return min(refresh, filePoll)
 }

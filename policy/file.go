@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/inmesh/inmesh/internal/dirwatch"
 )
 
 // Timing and size limits of FileSource.
@@ -75,16 +74,16 @@ func (f *FileSource) Watch(ctx context.Context, emit func(Event)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	dirs := f.newDirWatch()
-	defer dirs.close()
+	dirs := dirwatch.New([]string{f.path}, false, "policy file", f.logger)
+	defer dirs.Close()
 	// Watch before the first read, so that no change can slip in between.
-	dirs.sync(f.path)
+	dirs.Sync()
 
 	var last fileState
 	f.reload(&last, emit)
 
-	period := dirs.period()
-	ticker := time.NewTicker(period)
+	every := rereadPeriod(dirs)
+	ticker := time.NewTicker(every)
 	defer ticker.Stop()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -105,17 +104,17 @@ func (f *FileSource) Watch(ctx context.Context, emit func(Event)) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ev, ok := <-dirs.events():
+		case ev, ok := <-dirs.Events():
 			if !ok {
 				f.logger.Warn("policy: file watcher stopped; polling instead", "path", f.path)
-				dirs.close()
+				dirs.Close()
 			} else {
-				dirs.seen(ev)
+				dirs.Seen(ev)
 			}
 			schedule()
-		case err, ok := <-dirs.errors():
+		case err, ok := <-dirs.Errors():
 			if !ok {
-				dirs.close()
+				dirs.Close()
 			} else {
 				f.logger.Warn("policy: file watcher error; re-reading", "path", f.path, "error", err)
 			}
@@ -123,14 +122,14 @@ func (f *FileSource) Watch(ctx context.Context, emit func(Event)) error {
 		case <-debounce.C:
 			pending = false
 			f.reload(&last, emit)
-			dirs.sync(f.path)
+			dirs.Sync()
 		case <-ticker.C:
 			f.reload(&last, emit)
-			dirs.sync(f.path)
+			dirs.Sync()
 		}
-		if p := dirs.period(); p != period {
-			period = p
-			ticker.Reset(period)
+		if p := rereadPeriod(dirs); p != every {
+			every = p
+			ticker.Reset(every)
 		}
 	}
 }
@@ -194,97 +193,11 @@ func readFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// dirWatch watches the directory of the file and, when the file is a
-// symlink, the directory of its target. A nil watcher means polling.
-type dirWatch struct {
-	w       *fsnotify.Watcher
-	dir     string          // directory of the path
-	watched map[string]bool // directories being watched
-	logger  *slog.Logger
-}
-
-func (f *FileSource) newDirWatch() *dirWatch {
-	d := &dirWatch{dir: filepath.Dir(f.path), watched: make(map[string]bool), logger: f.logger}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		f.logger.Warn("policy: cannot watch the policy file; polling it instead", "path", f.path, "error", err)
-		return d
-	}
-	d.w = w
-	return d
-}
-
-// events and errors return the watcher's channels, nil (never ready) when
-// polling.
-func (d *dirWatch) events() <-chan fsnotify.Event {
-	if d.w == nil {
-		return nil
-	}
-	return d.w.Events
-}
-
-func (d *dirWatch) errors() <-chan error {
-	if d.w == nil {
-		return nil
-	}
-	return d.w.Errors
-}
-
-// period is how often to re-read the file without an event.
-func (d *dirWatch) period() time.Duration {
-	if d.w != nil && d.watched[d.dir] {
+// rereadPeriod is how often to re-read the file without an event: rarely
+// while its directory is watched, often when polling.
+func rereadPeriod(d *dirwatch.Watcher) time.Duration {
+	if d.Watching() {
 		return fileBackstop
 	}
 	return filePoll
-}
-
-// seen notes an event: a watched directory that is removed or renamed is no
-// longer watched (sync adds it back once it exists again).
-func (d *dirWatch) seen(ev fsnotify.Event) {
-	if d.watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-		delete(d.watched, ev.Name)
-		if d.w != nil {
-			_ = d.w.Remove(ev.Name) // usually gone already
-		}
-	}
-}
-
-// sync watches the directory of path and of its symlink target, and stops
-// watching target directories that are no longer in use.
-func (d *dirWatch) sync(path string) {
-	if d.w == nil {
-		return
-	}
-	want := map[string]bool{d.dir: true}
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		want[filepath.Dir(real)] = true
-	}
-	for dir := range d.watched {
-		if !want[dir] {
-			_ = d.w.Remove(dir)
-			delete(d.watched, dir)
-		}
-	}
-	for dir := range want {
-		if d.watched[dir] {
-			continue
-		}
-		if err := d.w.Add(dir); err != nil {
-			if dir == d.dir && !errors.Is(err, os.ErrNotExist) {
-				d.logger.Debug("policy: cannot watch directory; polling", "dir", dir, "error", err)
-			}
-			continue
-		}
-		d.watched[dir] = true
-	}
-}
-
-// close stops the watcher and waits for its goroutine; polling goes on.
-// It is safe to call twice.
-func (d *dirWatch) close() {
-	if d.w != nil {
-		_ = d.w.Close()
-		d.w = nil
-	}
-	clear(d.watched)
 }
