@@ -521,8 +521,21 @@ func signWith(r *caRoot, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Ce
 // leaf is kept until it expires and renewal is tried again at the next call.
 //
 // Each call returns a new source with its own leaf; the CA keeps every source
-// it returned, to update it on Rotate and DropRoot.
-func (ca *DevCA) Source(service string) (Source, error) {
+// it returned, to update it on Rotate and DropRoot. A bad service name (or a
+// failed issue) gives a source whose Current returns the error, so that
+// `mesh.WithIdentity(ca.Source("billing"))` reads in one line; NewSource
+// returns the error instead.
+func (ca *DevCA) Source(service string) Source {
+	src, err := ca.NewSource(service)
+	if err != nil {
+		return errorSource{err: err}
+	}
+	return src
+}
+
+// NewSource is Source with the error of a bad service name or a failed
+// issue returned rather than kept in the source.
+func (ca *DevCA) NewSource(service string) (Source, error) {
 	id, err := NewServiceID(ca.td, service)
 	if err != nil {
 		return nil, err
@@ -536,6 +549,17 @@ func (ca *DevCA) Source(service string) (Source, error) {
 	ca.sources = append(ca.sources, s)
 	return s, nil
 }
+
+// errorSource is a Source that never has an identity: it carries the error
+// that kept one from being made, so that whoever uses it denies with that
+// reason.
+type errorSource struct{ err error }
+
+func (e errorSource) Current() (*Identity, error) {
+	return nil, fmt.Errorf("%w: %w", ErrNoIdentity, e.err)
+}
+
+func (errorSource) Changed() <-chan struct{} { return nil }
 
 // Rotate adds a new root, which signs every leaf from now on, while every
 // earlier root stays trusted (a cross-rotation: peers with leaves of the old

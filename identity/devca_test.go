@@ -78,7 +78,10 @@ func TestDevCASourceLeaf(t *testing.T) {
 	if _, err := VerifyPeer([]*x509.Certificate{leaf}, id, x509.ExtKeyUsageClientAuth, epoch); err != nil {
 		t.Errorf("own leaf does not verify: %v", err)
 	}
-	if _, err := ca.Source("bad/name"); err == nil {
+	if _, err := ca.Source("bad/name").Current(); err == nil || !errors.Is(err, ErrNoIdentity) {
+		t.Error("a source for a bad service name has an identity")
+	}
+	if _, err := ca.NewSource("bad/name"); err == nil {
 		t.Error("Source accepted an invalid service name")
 	}
 }

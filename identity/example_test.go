@@ -68,12 +68,12 @@ func ExampleClientConfig() {
 		fmt.Println(err)
 		return
 	}
-	billing, err := ca.Source("billing")
+	billing, err := ca.NewSource("billing")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	web, err := ca.Source("web")
+	web, err := ca.NewSource("web")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -129,8 +129,8 @@ func ExampleClientConfig() {
 // A client that reaches the wrong service refuses it.
 func ExampleVerifyError() {
 	ca, _ := identity.NewDevCA("mesh.local")
-	evil, _ := ca.Source("evil")
-	web, _ := ca.Source("web")
+	evil := ca.Source("evil")
+	web := ca.Source("web")
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", identity.ServerConfig(evil))
 	if err != nil {
 		fmt.Println(err)
@@ -162,7 +162,7 @@ func ExampleDevCA_Rotate() {
 		fmt.Println(err)
 		return
 	}
-	src, _ := ca.Source("billing")
+	src := ca.Source("billing")
 	old := ca.Roots()[0]
 	changed := src.Changed()
 	if err := ca.Rotate(); err != nil {

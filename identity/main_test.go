@@ -40,7 +40,7 @@ func newTestCA(t testing.TB, opts ...CAOption) *DevCA {
 
 func mustSource(t testing.TB, ca *DevCA, service string) Source {
 	t.Helper()
-	src, err := ca.Source(service)
+	src, err := ca.NewSource(service)
 	if err != nil {
 		t.Fatalf("Source(%q): %v", service, err)
 	}

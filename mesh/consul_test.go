@@ -218,7 +218,7 @@ func mustDevSource(t *testing.T, service string) identity.Source {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := ca.Source(service)
+	src, err := ca.NewSource(service)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -889,7 +889,7 @@ func TestGRPCRotationKeepsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	source := func(service string) identity.Source {
-		src, err := ca.Source(service)
+		src, err := ca.NewSource(service)
 		if err != nil {
 			t.Fatal(err)
 		}

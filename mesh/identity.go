@@ -70,7 +70,7 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mesh: dev CA for %s: %w", td, err)
 		}
-		if src, err = ca.Source(m.cfg.service); err != nil {
+		if src, err = ca.NewSource(m.cfg.service); err != nil {
 			return fmt.Errorf("mesh: dev CA identity for %s: %w", m.cfg.service, err)
 		}
 		m.identityKind = "dev-ca (in memory, local only)"

@@ -103,11 +103,7 @@ func TestMTLSRefusesOtherCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := other.Source("admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := newTestMesh(t, fleetPolicy(billing.addr()), WithService("admin"), WithIdentity(src))
+	client := newTestMesh(t, fleetPolicy(billing.addr()), WithService("admin"), WithIdentity(other.Source("admin")))
 	_, _, err = get(t, client, "http://billing/x")
 	if ce := callError(t, err); ce.Layer != LayerTLS {
 		t.Fatalf("CallError %+v", ce)
