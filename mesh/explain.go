@@ -31,7 +31,8 @@ type Explanation struct {
 	Attempts      int              `json:"attempts"` // for this request: 1 when its method or body forbids retries (never for an RPC)
 	RetryOn       []string         `json:"retry_on"`
 	LoadBalancer  string           `json:"load_balancer"`
-	Breaker       string           `json:"breaker"` // closed, open, half-open; "none" without a breaker
+	Breaker       string           `json:"breaker"` // closed, open or half-open; closed when no breaker is configured (see HasBreaker)
+	HasBreaker    bool             `json:"has_breaker"`
 	TLS           string           `json:"tls"`     // strict or disable
 	PolicyVersion string           `json:"policy_version"`
 	Layer         Layer            `json:"layer,omitempty"` // set when the mesh would fail the request
@@ -107,8 +108,10 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if rpc {
 		ex.TLS = d.tls
 	}
-	ex.Breaker = "none"
+	// Without a breaker the circuit is, in effect, always closed.
+	ex.Breaker = "closed"
 	if rt.breaker != nil {
+		ex.HasBreaker = true
 		ex.Breaker = rt.breaker.State()
 	}
 	now := m.clock.Now()

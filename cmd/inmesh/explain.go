@@ -129,7 +129,11 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 	}
 	line("attempts", attempts)
 	line("balancer", ex.LoadBalancer)
-	line("breaker", ex.Breaker)
+	if ex.HasBreaker {
+		line("breaker", ex.Breaker)
+	} else {
+		line("breaker", "none configured")
+	}
 	line("tls", ex.TLS)
 }
 
