@@ -33,7 +33,7 @@ type Explanation struct {
 	LoadBalancer  string           `json:"load_balancer"`
 	Breaker       string           `json:"breaker"` // closed, open or half-open; closed when no breaker is configured (see HasBreaker)
 	HasBreaker    bool             `json:"has_breaker"`
-	TLS           string           `json:"tls"`     // strict or disable
+	TLS           string           `json:"tls"` // strict or disable
 	PolicyVersion string           `json:"policy_version"`
 	Layer         Layer            `json:"layer,omitempty"` // set when the mesh would fail the request
 	Error         string           `json:"error,omitempty"`
