@@ -39,6 +39,17 @@
 // POST of its full method), the server span and rpc.server.duration; the
 // caller's deadline arrives with the RPC.
 //
+// # Control planes
+//
+// WithPolicyFile watches a YAML or JSON file; WithPolicy takes a fixed
+// document; WithConsul makes Consul the control plane: the policy from KV
+// (one key per service, one blocking query), endpoints from the health
+// endpoint of the destinations this process calls, the identity from the
+// Connect CA and the authorization of callers from service-intentions.
+// WithCacheDir keeps the last-known-good policy and endpoints on disk for a
+// restart while the control plane is down. Register puts this instance in
+// the Consul catalog with a health check; Close takes it out.
+//
 // # Errors
 //
 // Every failure the mesh produces is a *CallError naming its Layer, the
