@@ -4,10 +4,12 @@
 // client, an HTTP middleware, gRPC dial and server options and diagnostics
 // that apply the fleet's internal traffic policy inside the process: route
 // matching, weighted and header-based splitting, timeouts, retries with
-// backoff and a retry budget, circuit breaking and outlier ejection, with
-// OpenTelemetry metrics and traces. The policy is pulled from a control
-// plane (a watched file, or Consul) and changes at run time; a document that
-// does not validate never replaces a good one.
+// backoff and a retry budget, circuit breaking and outlier ejection, mTLS
+// with SPIFFE service identity and authorization, with OpenTelemetry metrics
+// and traces. The policy is pulled from a control plane (a watched file, or
+// Consul: KV for policy, the catalog for endpoints, the Connect CA for
+// certificates, intentions for authorization) and changes at run time; a
+// document that does not validate never replaces a good one.
 //
 // # Request flow
 //
