@@ -41,16 +41,16 @@ func ClientConfig(src Source, service string) *tls.Config {
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
 	}
 	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		id, err := currentOf(src)
+		id, err := ownIdentity(src)
 		if err != nil {
-			return nil, &VerifyError{Reason: ReasonNoIdentity, Err: err}
+			return nil, err
 		}
 		return id.Certificate, nil
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		id, err := currentOf(src)
+		id, err := ownIdentity(src)
 		if err != nil {
-			return &VerifyError{Reason: ReasonNoIdentity, Err: err}
+			return err
 		}
 		_, err = verifyServer(cs.PeerCertificates, id, service, configNow(cfg))
 		return err
@@ -82,16 +82,16 @@ func ServerConfig(src Source) *tls.Config {
 		ClientAuth: tls.RequireAnyClientCert, // verified in VerifyConnection
 	}
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		id, err := currentOf(src)
+		id, err := ownIdentity(src)
 		if err != nil {
-			return nil, &VerifyError{Reason: ReasonNoIdentity, Err: err}
+			return nil, err
 		}
 		return id.Certificate, nil
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		id, err := currentOf(src)
+		id, err := ownIdentity(src)
 		if err != nil {
-			return &VerifyError{Reason: ReasonNoIdentity, Err: err}
+			return err
 		}
 		_, err = VerifyPeer(cs.PeerCertificates, id, x509.ExtKeyUsageClientAuth, configNow(cfg))
 		return err
@@ -125,6 +125,16 @@ func PeerIDFromState(cs *tls.ConnectionState) (ID, error) {
 	id, err := idFromURL(leaf.URIs[0])
 	if err != nil {
 		return ID{}, &VerifyError{Reason: ReasonBadSAN, Peer: subjectOf(leaf), Err: err}
+	}
+	return id, nil
+}
+
+// ownIdentity returns src's identity for a handshake, or the error that
+// fails the handshake: with no identity of our own, deny.
+func ownIdentity(src Source) (*Identity, error) {
+	id, err := currentOf(src)
+	if err != nil {
+		return nil, &VerifyError{Reason: ReasonNoIdentity, Err: err}
 	}
 	return id, nil
 }
