@@ -78,6 +78,8 @@ func (s *ConsulSource) Watch(ctx context.Context, services []string) {
 		if _, ok := s.watches[name]; ok {
 			continue
 		}
+		// The watch outlives this call (whose ctx only bounds the wait for
+		// a first answer); Close, or dropping the service, cancels it.
 		wctx, cancel := context.WithCancel(context.Background())
 		w := &serviceWatch{cancel: cancel, ready: make(chan struct{})}
 		s.watches[name] = w

@@ -88,7 +88,7 @@ func (r *authRule) allows(method string, bit uint16) bool {
 	if r.anyMethod || r.methods&bit != 0 {
 		return true
 	}
-	return bit == 0 && r.others != nil && contains(r.others, method)
+	return bit == 0 && r.others != nil && slices.Contains(r.others, method)
 }
 
 // NewAuthorizer compiles a. Rules are tried in order and the first that
@@ -212,15 +212,6 @@ func (z *Authorizer) AuthorizeID(caller ID, method, path string) Decision {
 		return Decision{Rule: -1, Reason: reasonCallerNoSvc}
 	}
 	return z.Authorize(svc, method, path)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func hasAnyPrefix(path string, prefixes []string) bool {

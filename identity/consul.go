@@ -50,6 +50,8 @@ func NewConsulSource(ctx context.Context, client *api.Client, service string, lo
 	if logger == nil {
 		logger = slog.Default()
 	}
+	// The watches outlive this call (ctx only bounds the wait for the first
+	// identity); Close cancels them.
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &ConsulSource{agent: client.Agent(), service: service, log: logger, cancel: cancel, ready: make(chan struct{})}
 	var lastErr atomic.Pointer[error]

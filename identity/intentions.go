@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,14 +160,8 @@ func (p *intentionPermission) matches(method, path string, header func(string) [
 	case p.pathRegex != nil && !p.pathRegex.MatchString(path):
 		return false
 	}
-	if len(p.methods) > 0 {
-		ok := false
-		for _, m := range p.methods {
-			ok = ok || m == method
-		}
-		if !ok {
-			return false
-		}
+	if len(p.methods) > 0 && !slices.Contains(p.methods, method) {
+		return false
 	}
 	for i := range p.headers {
 		var vals []string
@@ -239,6 +234,7 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 	if logger == nil {
 		logger = slog.Default()
 	}
+	// The watch lives until Close, not for the duration of any one call.
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &IntentionsSource{cancel: cancel, ready: make(chan struct{})}
 	var once sync.Once

@@ -3,9 +3,10 @@ package mesh
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,7 +95,7 @@ func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
 	st := m.state.Load()
 	now := m.clock.Now()
 	out := make([]ServiceEndpoints, 0, len(st.services))
-	for _, name := range sortedKeys(st.services) {
+	for _, name := range slices.Sorted(maps.Keys(st.services)) {
 		d := st.services[name]
 		var pools []*pool
 		for _, rt := range d.routes {
@@ -107,7 +108,8 @@ func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
 		}
 		hs := hostStates(pools, now)
 		for i := range hs {
-			hs[i].Subsets = dedupSorted(hs[i].Subsets)
+			slices.Sort(hs[i].Subsets)
+			hs[i].Subsets = slices.Compact(hs[i].Subsets)
 		}
 		out = append(out, ServiceEndpoints{Service: name, Source: st.endpoints.Source, Endpoints: hs})
 	}
@@ -124,7 +126,7 @@ type BreakerState struct {
 func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 	st := m.state.Load()
 	out := []BreakerState{}
-	for _, name := range sortedKeys(st.services) {
+	for _, name := range slices.Sorted(maps.Keys(st.services)) {
 		d := st.services[name]
 		if d.breaker != nil {
 			out = append(out, BreakerState{Service: name, State: d.breaker.State()})
@@ -174,24 +176,4 @@ func explainRequest(q url.Values) (*http.Request, error) {
 		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 	return req, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func dedupSorted(s []string) []string {
-	sort.Strings(s)
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }

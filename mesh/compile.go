@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -246,6 +245,8 @@ func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilie
 
 // onBreakerChange logs and counts the transitions of a service's breaker.
 func (m *Mesh) onBreakerChange(service string) func(name, from, to string) {
+	// gobreaker's callback carries no context: the counter is recorded
+	// without one.
 	return func(name, from, to string) {
 		m.log.Warn("inmesh: circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
 		m.instr.RecordBreakerTransition(context.Background(), service, from, to)
@@ -258,9 +259,4 @@ func (m *Mesh) onEject(service string) func(addr string, until time.Time) {
 		m.log.Warn("inmesh: endpoint ejected", "service", service, "endpoint", addr, "until", until.Format(time.RFC3339Nano))
 		m.instr.RecordEjection(context.Background(), service, addr)
 	}
-}
-
-// describe names a route for logs.
-func (rt *route) describe() string {
-	return fmt.Sprintf("%s/%s", rt.dest.name, rt.name)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -104,7 +105,7 @@ func (m *matcher) matchRPC(ctx context.Context, fullMethod string) bool {
 		return false
 	}
 	for i := range m.headers {
-		if !anyEqual(metadata.ValueFromOutgoingContext(ctx, m.headers[i].lower), m.headers[i].value) {
+		if !slices.Contains(metadata.ValueFromOutgoingContext(ctx, m.headers[i].lower), m.headers[i].value) {
 			return false
 		}
 	}

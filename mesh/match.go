@@ -3,6 +3,7 @@ package mesh
 import (
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"github.com/inmesh/inmesh/policy"
@@ -43,7 +44,7 @@ func (m *matcher) matchHTTP(req *http.Request) bool {
 		return false
 	}
 	for i := range m.headers {
-		if !anyEqual(req.Header[m.headers[i].key], m.headers[i].value) {
+		if !slices.Contains(req.Header[m.headers[i].key], m.headers[i].value) {
 			return false
 		}
 	}
@@ -64,19 +65,5 @@ func (m *matcher) matchMethod(method string) bool {
 	if method == "" {
 		method = http.MethodGet
 	}
-	for _, want := range m.methods {
-		if want == method {
-			return true
-		}
-	}
-	return false
-}
-
-func anyEqual(vals []string, want string) bool {
-	for _, v := range vals {
-		if v == want {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(m.methods, method)
 }

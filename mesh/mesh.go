@@ -103,6 +103,8 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	m.transport = newTransport()
 	m.client = &http.Client{Transport: m.RoundTripper(nil)}
 
+	// The mesh's goroutines live until Close, not until New's ctx ends
+	// (which only bounds the wait for a first policy).
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = runCtx.Done()

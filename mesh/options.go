@@ -116,9 +116,3 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) { c.propagator = p })
 }
-
-// withClock injects the clock used for backoff, budgets and outlier
-// ejection. Tests only.
-func withClock(cl clock.Clock) Option {
-	return optionFunc(func(c *config) { c.clock = cl })
-}

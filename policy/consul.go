@@ -202,8 +202,8 @@ func sameHash(prev *Document, snap *Snapshot) bool {
 	return err == nil && h == snap.Hash
 }
 
-// ErrNoConsul is returned by ConsulKeys for a document it cannot split.
-var ErrNoConsul = errors.New("policy: no document")
+// ErrNoDocument is returned by ConsulKeys for a nil document.
+var ErrNoDocument = errors.New("policy: no document")
 
 // ConsulKeys splits a document into the KV pairs that hold it under prefix
 // ("" means DefaultConsulPrefix): <prefix>/defaults and one
@@ -212,7 +212,7 @@ var ErrNoConsul = errors.New("policy: no document")
 // version is the content hash and the trust domain comes from the Connect CA.
 func ConsulKeys(doc *Document, prefix string) (map[string][]byte, error) {
 	if doc == nil {
-		return nil, ErrNoConsul
+		return nil, ErrNoDocument
 	}
 	if err := doc.Validate(); err != nil {
 		return nil, err
@@ -229,7 +229,7 @@ func ConsulKeys(doc *Document, prefix string) (map[string][]byte, error) {
 		}
 		out[prefix+"/defaults"] = b
 	}
-	for _, name := range sortedNames(doc.Services) {
+	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
 		b, err := marshalBlock(doc.Services[name])
 		if err != nil {
 			return nil, err
@@ -237,10 +237,6 @@ func ConsulKeys(doc *Document, prefix string) (map[string][]byte, error) {
 		out[prefix+"/services/"+name] = b
 	}
 	return out, nil
-}
-
-func sortedNames(m map[string]*Service) []string {
-	return slices.Sorted(maps.Keys(m))
 }
 
 // marshalBlock renders one block as indented JSON, the form `inmesh get`

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -94,7 +95,7 @@ func push(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var ops api.KVTxnOps
-	for _, k := range slices.Sorted(mapKeys(keys)) {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: k, Value: keys[k]})
 	}
 	var removed []string
@@ -194,14 +195,4 @@ func get(args []string, stdout, stderr io.Writer) int {
 	}
 	_, _ = stdout.Write(data)
 	return 0
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
