@@ -145,13 +145,9 @@ services:
 
 func TestBodyReplayedByteForByte(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     retry: {attempts: 4, backoff: {initial: 1ms, max: 1ms}, non_idempotent: true}
-`, b.addr()))
+`))
 	payload := bytes.Repeat([]byte{0, 1, 2, 0xff, 'x'}, 40000) // 200 kB, binary
 	req, _ := http.NewRequest(http.MethodPost, "http://billing/upload", bytes.NewReader(payload))
 	resp, err := m.HTTPClient().Do(req)
@@ -173,13 +169,9 @@ services:
 
 func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     retry: {attempts: 3, backoff: {initial: 1ms, max: 1ms}}
-`, b.addr()))
+`))
 	req, _ := http.NewRequest(http.MethodPut, "http://billing/doc", io.NopCloser(strings.NewReader("once")))
 	resp, err := m.HTTPClient().Do(req)
 	if err != nil {
@@ -230,13 +222,9 @@ func TestPerTryTimeoutPropagatesDeadline(t *testing.T) {
 	b := newBackend(t, "deadline", func(w http.ResponseWriter, r *http.Request) {
 		got <- r.Header.Get(HeaderTimeout)
 	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     timeout: 2s
-`, b.addr()))
+`))
 	if _, _, err := get(t, m, "http://billing/x"); err != nil {
 		t.Fatal(err)
 	}
@@ -280,16 +268,12 @@ services:
 
 func TestRetryBudgetBoundsLoad(t *testing.T) {
 	b := newBackend(t, "dead", status(503))
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     retry:
       attempts: 3
       backoff: {initial: 1ms, max: 1ms}
       budget: {ratio: 0.2, min_per_second: 0}
-`, b.addr()))
+`))
 	const calls = 500
 	for range calls {
 		code, _, err := get(t, m, "http://billing/x")
@@ -314,13 +298,9 @@ func TestConnectFailureLayer(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(dead, `
     retry: {attempts: 2, backoff: {initial: 1ms, max: 1ms}}
-`, dead))
+`))
 	_, _, err = get(t, m, "http://billing/x")
 	ce := callError(t, err)
 	if ce.Layer != LayerConnect || ce.Attempts != 2 || ce.Endpoint != dead {
@@ -381,14 +361,10 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 		w.Header().Set("Retry-After", "30")
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     timeout: 2s
     retry: {attempts: 3, backoff: {initial: 1ms, max: 1ms}}
-`, b.addr()))
+`))
 	code, _, err := get(t, m, "http://billing/x")
 	if err != nil || code != 503 {
 		t.Fatalf("want the 503 back at once: %d %v", code, err)
@@ -436,12 +412,8 @@ func TestCallerCancellationIsNotAMeshError(t *testing.T) {
 		close(started)
 		<-r.Context().Done()
 	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-`, b.addr()))
+	m := newTestMesh(t, plainBilling(b.addr(), `
+`))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-started; cancel() }()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://billing/x", nil)
@@ -473,14 +445,10 @@ func TestPerTryTimeoutIsRetried(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
+	m := newTestMesh(t, plainBilling(b.addr(), `
     timeout: 10s
     retry: {attempts: 2, per_try_timeout: 100ms, backoff: {initial: 1ms, max: 1ms}, retry_on: [reset]}
-`, b.addr()))
+`))
 	code, body, err := get(t, m, "http://billing/x")
 	if err != nil || code != 200 || body != "ok" {
 		t.Fatalf("%d %q %v", code, body, err)
@@ -488,4 +456,11 @@ services:
 	if n.Load() != 2 {
 		t.Fatalf("backend saw %d attempts, want 2", n.Load())
 	}
+}
+
+// plainBilling is a policy with one plain (tls: disable) billing endpoint
+// at addr and the service settings in settings, indented as under billing.
+func plainBilling(addr, settings string) string {
+	return "defaults: {tls: disable} # plain test backends\nservices:\n  billing:\n" +
+		"    endpoints: [{address: " + addr + "}]\n" + strings.TrimPrefix(settings, "\n")
 }
