@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,8 @@ type ConsulSource struct {
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
 	last *Document           // the document last emitted
+	// lastRejected is the Rejected of the snapshot last emitted.
+	lastRejected map[string]string
 	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 }
 
@@ -105,6 +108,10 @@ func (s *ConsulSource) Watch(ctx context.Context, emit func(Event)) error {
 func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) {
 	var blocks Blocks
 	blocks.Services = map[string]*Service{}
+	// unusable holds the services whose key holds no valid block, with
+	// the reason: the snapshot names them in Rejected, so that a mesh
+	// fails their calls instead of taking them for outside hosts.
+	unusable := map[string]string{}
 	seen := map[string]bool{}
 	keyOf := map[string]string{} // block path -> key
 	for _, p := range pairs {
@@ -119,13 +126,18 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 		keyOf[path] = p.Key
 		block, err := s.parse(p, path)
 		if err != nil {
+			err = fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)
 			if s.bad[p.Key] != p.ModifyIndex || p.ModifyIndex == 0 {
 				s.bad[p.Key] = p.ModifyIndex
-				emit(Event{Err: fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)})
+				emit(Event{Err: err})
 			}
 			prev, ok := s.keys[p.Key]
 			if !ok {
-				continue // never valid: the service stays absent
+				// Never valid: the service has no policy, but it is known.
+				if path != "defaults" {
+					unusable[strings.TrimPrefix(p.Key, s.prefix+"/services/")] = err.Error()
+				}
+				continue
 			}
 			block = prev.block
 		} else {
@@ -144,25 +156,38 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 	}
 
 	doc, rejected := blocks.Assemble(s.last)
+	reasons := make(map[string]string, len(rejected))
 	for block, err := range rejected {
 		key := keyOf[block]
 		if key == "" {
 			key = s.prefix + "/" + block
 		}
-		emit(Event{Err: fmt.Errorf("consul key %s (index %d): does not fit the policy: %w", key, index, err)})
+		err = fmt.Errorf("consul key %s (index %d): does not fit the policy: %w", key, index, err)
+		reasons[block] = err.Error()
+		emit(Event{Err: err})
 	}
 	if doc == nil {
 		return
+	}
+	// A block Assemble dropped without an earlier version leaves its
+	// service known but without a policy, as a key that does not parse.
+	for name := range blocks.Services {
+		if _, ok := doc.Services[name]; !ok {
+			unusable[name] = cmp.Or(reasons[join("services", name)], "its block does not fit the policy")
+		}
 	}
 	snap, err := NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
 	if err != nil { // Assemble returned a validated document; keep the path safe anyway
 		emit(Event{Err: fmt.Errorf("consul %s (index %d): %w", s.prefix, index, err)})
 		return
 	}
-	if s.last != nil && sameHash(s.last, snap) {
+	if len(unusable) > 0 {
+		snap.Rejected = unusable
+	}
+	if s.last != nil && sameHash(s.last, snap) && maps.Equal(s.lastRejected, snap.Rejected) {
 		return
 	}
-	s.last = snap.Doc
+	s.last, s.lastRejected = snap.Doc, snap.Rejected
 	emit(Event{Snapshot: snap})
 }
 

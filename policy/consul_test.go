@@ -151,3 +151,45 @@ services:
 		t.Fatalf("hash %s after the round trip through KV, want %s", h2, h1)
 	}
 }
+
+// A service whose key never held a valid block is known all the same: the
+// snapshot names it in Rejected with the reason, so that a mesh fails its
+// calls instead of sending them outside; a valid write makes it a service.
+func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
+	agent := consultest.Start(t)
+	kv := agent.Client.KV()
+	put(t, kv, "inmesh/defaults", "retry: {backoff: {initial: 1s}}")
+	put(t, kv, "inmesh/services/billing", "{}")
+	put(t, kv, "inmesh/services/ledger", "retry: {attempts: 11}")          // does not parse
+	put(t, kv, "inmesh/services/audit", "retry: {backoff: {max: 100ms}}") // parses, but not with the defaults
+
+	src := policy.NewConsulSource(agent.Client, "", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	evs := newEvents()
+	wg.Go(func() { _ = src.Watch(ctx, evs.emit) })
+	defer func() { cancel(); wg.Wait() }()
+
+	ev, at := evs.next(t, 0, "first snapshot", isSnapshot)
+	snap := ev.Snapshot
+	if snap.Service("billing") == nil || snap.Service("ledger") != nil || snap.Service("audit") != nil {
+		t.Fatalf("services %v", snap.Services)
+	}
+	for name, want := range map[string]string{
+		"ledger": "services.ledger.retry.attempts: must be 1..10",
+		"audit":  "services.audit.retry.backoff.max",
+	} {
+		if reason := snap.Rejected[name]; !strings.Contains(reason, "inmesh/services/"+name) || !strings.Contains(reason, want) {
+			t.Errorf("Rejected[%s] = %q, want the key and %q", name, reason, want)
+		}
+	}
+	if len(snap.Rejected) != 2 {
+		t.Errorf("Rejected = %v, want ledger and audit", snap.Rejected)
+	}
+
+	put(t, kv, "inmesh/services/ledger", "retry: {attempts: 2}")
+	ev, _ = evs.next(t, at, "snapshot with ledger", isSnapshot)
+	if ev.Snapshot.Service("ledger") == nil || ev.Snapshot.Rejected["ledger"] != "" || ev.Snapshot.Rejected["audit"] == "" {
+		t.Fatalf("after a valid write: ledger %v, rejected %v", ev.Snapshot.Service("ledger"), ev.Snapshot.Rejected)
+	}
+}

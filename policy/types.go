@@ -25,7 +25,17 @@ type Document struct {
 	Defaults *Service `json:"defaults,omitempty"`
 	// Services maps a service name (a URL host) to its policy.
 	Services map[string]*Service `json:"services,omitempty"`
+	// Egress is what a call to a host that is no service of the policy
+	// gets: EgressAllow (sent untouched, outside the mesh) or EgressDeny
+	// (failed, never dialed). "" means EgressAllow.
+	Egress string `json:"egress,omitempty"`
 }
+
+// The values of [Document.Egress].
+const (
+	EgressAllow = "allow"
+	EgressDeny  = "deny"
+)
 
 // Service is the policy of one destination service. The same type holds the
 // document's defaults.
@@ -249,6 +259,12 @@ type Snapshot struct {
 	Source   string                      `json:"source"`  // "file:/abs/path", "inline", ...
 	Loaded   time.Time                   `json:"loaded"`  // when the snapshot was made
 	Services map[string]*ResolvedService `json:"services"`
+	// Rejected names the services the control plane knows but has no
+	// valid policy for: their block was rejected and no earlier valid
+	// block of theirs is in force. Each maps to the reason. A mesh fails
+	// calls to them rather than send them outside the mesh. Only sources
+	// that keep one block per service (Consul KV) set it.
+	Rejected map[string]string `json:"rejected,omitempty"`
 }
 
 // Event is what a [Source] reports: a new valid snapshot, or a rejection.

@@ -56,13 +56,20 @@ func (v *validator) document(d *Document) {
 	if d.TrustDomain != "" && !isTrustDomain(d.TrustDomain) {
 		v.add("trust_domain", "invalid trust domain %q: must be a lower-case DNS name such as \"mesh.local\"", d.TrustDomain)
 	}
+	switch d.Egress {
+	case "", EgressAllow, EgressDeny:
+	default:
+		v.add("egress", "must be allow or deny, not %q", d.Egress)
+	}
 	if d.Defaults != nil {
 		v.service("defaults", d.Defaults)
 		v.mergedDefaults(d.Defaults)
 	}
 	for _, name := range slices.Sorted(maps.Keys(d.Services)) {
 		path := join("services", name)
-		if !IsServiceName(name) {
+		if trimmed, dot := strings.CutSuffix(name, "."); dot && IsServiceName(trimmed) {
+			v.add(path, "invalid service name %q: write it without the trailing dot (%q), which names the same host", name, trimmed)
+		} else if !IsServiceName(name) {
 			v.add(path, "invalid service name %q: use a-z, 0-9, \".\", \"_\", \"-\", starting with a letter or digit, at most 253 characters", name)
 		}
 		svc := d.Services[name]
@@ -333,10 +340,14 @@ func setsBackoff(s *Settings) bool {
 }
 
 // IsServiceName reports whether name is a valid service name: 1..253
-// characters of a-z, 0-9, '.', '_', '-', starting with a letter or a digit.
-// Service names are URL hosts ("http://billing/charge").
+// characters of a-z, 0-9, '.', '_', '-', starting with a letter or a digit
+// and not ending with a dot. Service names are URL hosts
+// ("http://billing/charge"), which the mesh matches as DNS matches names:
+// "Billing", "billing." and "billing:8080" name billing. A name is written
+// in that canonical form, lower case and without the trailing dot, so that
+// no two names of a policy match the same host.
 func IsServiceName(name string) bool {
-	if name == "" || len(name) > 253 || !isLowerAlnum(name[0]) {
+	if name == "" || len(name) > 253 || !isLowerAlnum(name[0]) || name[len(name)-1] == '.' {
 		return false
 	}
 	for i := 1; i < len(name); i++ {

@@ -21,7 +21,13 @@ func TestValidate(t *testing.T) {
 		{"trust domain empty label", "trust_domain: mesh..local", []string{`trust_domain: invalid trust domain "mesh..local": must be a lower-case DNS name such as "mesh.local"`}},
 		{"trust domain dash", "trust_domain: -mesh", []string{`trust_domain: invalid trust domain "-mesh": must be a lower-case DNS name such as "mesh.local"`}},
 
+		{"egress allow", "egress: allow", nil},
+		{"egress deny", "egress: deny\nservices: {billing: {}}", nil},
+		{"egress other", "egress: block", []string{`egress: must be allow or deny, not "block"`}},
+		{"egress upper", "egress: Deny", []string{`egress: must be allow or deny, not "Deny"`}},
+
 		// Service names.
+		{"service name trailing dot", `services: {"billing.": {}}`, []string{`services["billing."]: invalid service name "billing.": write it without the trailing dot ("billing"), which names the same host`}},
 		{"service name ok", "services: {billing-v2.prod_1: {}, 9lives: {}}", nil},
 		{"service name upper", "services: {Billing: {}}", []string{`services.Billing: invalid service name "Billing": use a-z, 0-9, ".", "_", "-", starting with a letter or digit, at most 253 characters`}},
 		{"service name start", "services: {-billing: {}}", []string{`services.-billing: invalid service name "-billing": use a-z, 0-9, ".", "_", "-", starting with a letter or digit, at most 253 characters`}},
@@ -178,6 +184,7 @@ func TestIsServiceName(t *testing.T) {
 	for name, want := range map[string]bool{
 		"billing": true, "b": true, "0": true, "a.b-c_d": true,
 		"": false, "B": false, ".a": false, "_a": false, "a b": false, "a/b": false, "a:1": false,
+		"billing.": false, "a.b.": false, // the canonical form has no trailing dot
 		strings.Repeat("a", 253): true, strings.Repeat("a", 254): false,
 	} {
 		if got := IsServiceName(name); got != want {
