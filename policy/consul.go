@@ -42,7 +42,7 @@ type ConsulSource struct {
 	last *Document           // the document last emitted
 	// lastRejected is the Rejected of the snapshot last emitted.
 	lastRejected map[string]string
-	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
+	bad          map[string]uint64 // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 }
 
 // keyBlock is the parsed block of one key at one ModifyIndex and value.

@@ -160,7 +160,7 @@ func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
 	kv := agent.Client.KV()
 	put(t, kv, "inmesh/defaults", "retry: {backoff: {initial: 1s}}")
 	put(t, kv, "inmesh/services/billing", "{}")
-	put(t, kv, "inmesh/services/ledger", "retry: {attempts: 11}")          // does not parse
+	put(t, kv, "inmesh/services/ledger", "retry: {attempts: 11}")         // does not parse
 	put(t, kv, "inmesh/services/audit", "retry: {backoff: {max: 100ms}}") // parses, but not with the defaults
 
 	src := policy.NewConsulSource(agent.Client, "", nil)
