@@ -40,9 +40,10 @@ type ConsulSource struct {
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
 	last *Document           // the document last emitted
+	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
+
 	// lastRejected is the Rejected of the snapshot last emitted.
 	lastRejected map[string]string
-	bad          map[string]uint64 // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 }
 
 // keyBlock is the parsed block of one key at one ModifyIndex and value.
