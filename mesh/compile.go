@@ -68,6 +68,7 @@ func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
 	st := &state{policy: pol, endpoints: eps, services: make(map[string]*destination, len(pol.Services)),
 		self: compileSelfAuthz(self), replaced: make(chan struct{})}
 	st.selfPlaintext = self != nil && m.tlsMode(&self.Effective) == tlsDisable
+	st.egressDeny = pol.Doc.Egress == policy.EgressDeny
 	for name, svc := range pol.Services {
 		st.services[name] = c.destination(pol, svc, eps.Endpoints(name))
 	}

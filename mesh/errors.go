@@ -20,6 +20,7 @@ const (
 	LayerAuthz     Layer = "authz"     // the destination's mesh denied the caller
 	LayerConnect   Layer = "connect"   // dialing the endpoint failed
 	LayerUpstream  Layer = "upstream"  // the connection broke or the answer was malformed after sending
+	LayerEgress    Layer = "egress"    // a host that is no service of the policy, under egress: deny
 )
 
 // CallError is the error of every call the mesh itself fails. It says which

@@ -22,6 +22,7 @@ type Explanation struct {
 	Service       string           `json:"service"`
 	Protocol      string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
 	Passthrough   bool             `json:"passthrough,omitempty"` // the host is no service of the policy: sent untouched
+	Egress        string           `json:"egress,omitempty"`      // for a host that is no service: the policy's egress, allow or deny
 	Route         string           `json:"route"`
 	Split         []WeightedSubset `json:"split"`
 	Endpoints     []string         `json:"endpoints"` // host:port, " (ejected)" appended to ejected ones
@@ -50,7 +51,8 @@ type EndpointState struct {
 }
 
 // Explain says what the mesh would do with req, without sending it. A
-// request the mesh would fail before sending (no route, no endpoints)
+// request the mesh would fail before sending (no route, no endpoints, a
+// known service without a valid policy, an outside host under egress: deny)
 // returns the Explanation, filled as far as the mesh got, together with the
 // *CallError the call would return. Explain does not modify req.
 //
@@ -73,6 +75,16 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	}
 	d := st.services[name]
 	if d == nil {
+		if _, known := st.policy.Rejected[name]; !known {
+			ex.Egress = policy.EgressAllow
+			if st.egressDeny {
+				ex.Egress = policy.EgressDeny
+			}
+		}
+		if ce := st.outside(name); ce != nil {
+			ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
+			return ex, ce
+		}
 		ex.Passthrough = true
 		return ex, nil
 	}

@@ -32,18 +32,36 @@ type rpcCall struct {
 
 // newRPCCall starts the call of method toward the service cc's target
 // names. It returns nil when the target is no mesh target (the call is
-// sent untouched), or an error of layer policy when the service is not in
-// the policy in force.
+// sent untouched), or an error when the call must fail before it is sent:
+// layer egress for a target of another scheme, or a mesh target naming no
+// service, under egress: deny; layer policy for a mesh target naming a
+// service the control plane holds no valid policy for, or none at all.
 func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string) (*rpcCall, error) {
 	service, ok := targetService(cc.Target())
+	st := m.state.Load()
 	if !ok {
+		if st.egressDeny {
+			return nil, &CallError{Layer: LayerEgress, PolicyVersion: st.policy.Version,
+				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)}
+		}
 		return nil, nil
 	}
-	st := m.state.Load()
 	d := st.services[service]
 	if d == nil {
+		if ce := st.outside(service); ce != nil {
+			return nil, ce
+		}
 		return nil, &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
 			Err: fmt.Errorf("%q is no service of the policy in force", service)}
+	}
+	if m.consul != nil && m.ensureWatched(ctx, d.name) {
+		// The first call to a destination starts watching its endpoints,
+		// as on the HTTP path (the resolver may not be built yet).
+		st = m.state.Load()
+		if d = st.services[service]; d == nil {
+			return nil, &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
+				Err: fmt.Errorf("%q is no service of the policy in force", service)}
+		}
 	}
 	c := &rpcCall{call: call{m: m, st: st, d: d}, method: method, caller: ctx}
 	c.start = m.clock.Now()

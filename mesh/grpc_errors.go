@@ -30,7 +30,7 @@ const (
 // Code returns the gRPC status code of a failure of layer l:
 //
 //	timeout                                      DeadlineExceeded
-//	authz                                        PermissionDenied
+//	authz, egress                                PermissionDenied
 //	route                                        FailedPrecondition
 //	breaker, budget, connect, discovery,
 //	upstream, tls, policy                        Unavailable
@@ -39,13 +39,14 @@ const (
 // for this RPC, and sending it again without a policy change cannot help. A
 // policy failure (the target names no service of the policy) is Unavailable,
 // as an unresolvable name is in gRPC: the control plane may not have
-// delivered the service yet. A TLS failure is Unavailable, as gRPC reports
+// delivered the service yet. An egress failure is PermissionDenied: this
+// workload's own policy forbids the destination. A TLS failure is Unavailable, as gRPC reports
 // a failed handshake; the layer says more.
 func (l Layer) Code() codes.Code {
 	switch l {
 	case LayerTimeout:
 		return codes.DeadlineExceeded
-	case LayerAuthz:
+	case LayerAuthz, LayerEgress:
 		return codes.PermissionDenied
 	case LayerRoute:
 		return codes.FailedPrecondition

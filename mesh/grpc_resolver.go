@@ -20,8 +20,11 @@ const Scheme = "mesh"
 
 // targetService returns the service a gRPC target string names and whether
 // it is a mesh target: "mesh:///billing", "mesh://authority/billing",
-// "mesh://billing" and "mesh:billing" all name billing. It does not
-// allocate: the client interceptors call it on every RPC.
+// "mesh://billing" and "mesh:billing" all name billing, and so do
+// "mesh:///Billing." and "mesh:///billing:443": the name is matched as a
+// URL host is (see serviceOf), the port ignored. It does not allocate for
+// a target in canonical form: the client interceptors call it on every
+// RPC.
 func targetService(target string) (string, bool) {
 	if len(target) <= len(Scheme)+1 || target[len(Scheme)] != ':' || !strings.EqualFold(target[:len(Scheme)], Scheme) {
 		return "", false
@@ -39,6 +42,7 @@ func targetService(target string) (string, bool) {
 			break
 		}
 	}
+	rest = serviceOf(rest)
 	return rest, rest != ""
 }
 
@@ -98,7 +102,7 @@ func (b resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _
 	if service == "" {
 		service = target.URL.Host
 	}
-	if service == "" {
+	if service = serviceOf(service); service == "" {
 		return nil, fmt.Errorf("inmesh: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -139,6 +143,9 @@ func (r *meshResolver) update(st *state) {
 	d := st.services[r.service]
 	if d == nil {
 		err := fmt.Errorf("inmesh: %q is no service of policy %s", r.service, st.policy.Version)
+		if ce := st.outside(r.service); ce != nil {
+			err = fmt.Errorf("inmesh: %w", ce.Err)
+		}
 		if err.Error() != r.lastErr {
 			r.lastErr, r.last = err.Error(), nil
 			r.cc.ReportError(err)

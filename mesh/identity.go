@@ -19,6 +19,10 @@ const defaultTrustDomain = "mesh.local"
 // from. Without it (and without Consul), every mesh of the process shares
 // one in-memory dev CA for the policy's trust domain: fine on a laptop and
 // in tests, never across processes; the mesh logs it as local-only.
+//
+// The identity must be this workload's: New fails when its SPIFFE ID names
+// another service than WithService's, or, when the policy names a
+// trust_domain, belongs to another trust domain.
 func WithIdentity(src identity.Source) Option {
 	return optionFunc(func(c *config) { c.identity = src })
 }
@@ -79,9 +83,11 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 	} else {
 		m.identityKind = fmt.Sprintf("%T", src)
 	}
+	var id *identity.Identity
 	for {
 		changed := src.Changed()
-		if _, err := src.Current(); err == nil {
+		var err error
+		if id, err = src.Current(); err == nil {
 			break
 		} else if ctx.Err() != nil {
 			return fmt.Errorf("mesh: no identity before the context ended: %w", err)
@@ -91,6 +97,9 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
+	if err := m.checkIdentity(id); err != nil {
+		return err
+	}
 	m.identity = src
 	m.instr.SetCertificateExpiry(func() (string, time.Time, bool) {
 		id, err := src.Current()
@@ -99,6 +108,28 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 		}
 		return id.ID.String(), id.NotAfter(), true
 	}, m.clock.Now)
+	return nil
+}
+
+// checkIdentity refuses, at start, an identity that is not this
+// workload's, which would otherwise fail (or, worse, succeed under another
+// name) call by call. Its SPIFFE ID must name the service of WithService,
+// in the dev CA's form (spiffe://<td>/svc/<service>) or Consul's
+// (spiffe://<td>/ns/<ns>/dc/<dc>/svc/<service>). When the policy names a
+// trust_domain, the ID must belong to it; a policy that names none (as
+// with Consul, whose trust domain is its Connect CA's) leaves the trust
+// domain to the identity.
+func (m *Mesh) checkIdentity(id *identity.Identity) error {
+	svc, ok := id.ID.Service()
+	if !ok {
+		return fmt.Errorf("mesh: identity %s names no service; want service %q", id.ID, m.cfg.service)
+	}
+	if svc != m.cfg.service {
+		return fmt.Errorf("mesh: identity %s is not service %q", id.ID, m.cfg.service)
+	}
+	if td := m.state.Load().policy.Doc.TrustDomain; td != "" && !id.ID.MemberOf(td) {
+		return fmt.Errorf("mesh: identity %s is not of trust domain %q, the policy's", id.ID, td)
+	}
 	return nil
 }
 

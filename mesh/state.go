@@ -22,6 +22,10 @@ type state struct {
 	// disable: its callers dial it in plaintext, so its gRPC server accepts
 	// plaintext connections besides mTLS (see serverCreds).
 	selfPlaintext bool
+	// egressDeny is set when the policy says egress: deny: a host that is
+	// no service of the policy fails at layer egress instead of passing
+	// through (see state.outside).
+	egressDeny bool
 
 	// seq numbers the states of a mesh in the order they were published,
 	// from 1. The gRPC balancer compares the state its picker was built

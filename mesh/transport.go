@@ -46,7 +46,17 @@ var _ http.RoundTripper = (*transport)(nil)
 // RoundTripper wraps next with the mesh: a request whose URL host names a
 // service of the policy is routed, split, timed, retried, guarded by the
 // breaker and sent to an endpoint the mesh picks; any other request goes to
-// next untouched. A nil next means the mesh's own transport (the settings of
+// next untouched, unless the policy says egress: deny, where it fails with
+// a CallError of layer egress and is never dialed. A service the control
+// plane knows but holds no valid policy for (its Consul key was rejected
+// and no earlier version is in force) fails with layer policy: it is never
+// sent outside the mesh.
+//
+// The URL host is matched as DNS matches names: case-insensitively, with
+// or without one trailing dot ("http://Billing./charge" calls billing). A
+// port in the URL is ignored: the endpoints' addresses decide where the
+// call goes, so "http://billing:8080/" and "http://billing/" are the same
+// call. An IP literal never names a service. A nil next means the mesh's own transport (the settings of
 // http.DefaultTransport, more idle connections per endpoint) for mesh traffic
 // and http.DefaultTransport for the rest.
 //
@@ -65,19 +75,33 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("mesh: request has no URL")
 	}
 	st := t.m.state.Load()
-	d := st.services[serviceOf(req.URL.Host)]
+	name := serviceOf(req.URL.Host)
+	d := st.services[name]
 	if d == nil {
-		return t.pass.RoundTrip(req)
+		return t.outside(st, name, req)
 	}
 	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.name) {
 		// The first call to a destination starts watching its endpoints.
 		st = t.m.state.Load()
-		if d = st.services[d.name]; d == nil {
-			return t.pass.RoundTrip(req)
+		if d = st.services[name]; d == nil {
+			return t.outside(st, name, req)
 		}
 	}
 	c := httpCall{call: call{m: t.m, st: st, d: d}, t: t, req: req}
 	return c.run()
+}
+
+// outside sends req, whose host names no service of st, to the pass
+// transport, unless st fails it (see state.outside); then its body is
+// closed, as a RoundTripper must.
+func (t *transport) outside(st *state, name string, req *http.Request) (*http.Response, error) {
+	if ce := st.outside(name); ce != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, ce
+	}
+	return t.pass.RoundTrip(req)
 }
 
 // secure returns the transport that speaks mTLS to service: a clone of next
@@ -116,12 +140,60 @@ func (t *transport) secure(service string) (http.RoundTripper, error) {
 	return tr, nil
 }
 
-// serviceOf returns the host part of a URL host, without port.
+// serviceOf returns the service name a URL host (or the endpoint of a gRPC
+// target) names, matched as DNS matches names: the port dropped (the
+// endpoints' addresses decide where a call goes), then one trailing dot,
+// and ASCII letters folded to lower case. "BILLING.:80" names billing. An
+// IPv6 literal ("[::1]:80") comes back as "[::1]", which names no service.
+// It allocates only for a host with an upper-case letter: the lookup of an
+// already canonical host costs nothing.
 func serviceOf(host string) string {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		return host[:i]
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i >= 0 {
+			return host[:i+1]
+		}
+		return host
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	host = strings.TrimSuffix(host, ".")
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return lowerASCII(host)
+		}
 	}
 	return host
+}
+
+// lowerASCII folds the ASCII letters of s to lower case and leaves every
+// other byte alone, as DNS compares names; strings.ToLower would also fold
+// letters such as the Kelvin sign into "k", which DNS never matches.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// outside decides a call to name, which is no service of the policy in
+// force: nil sends it untouched, outside the mesh; otherwise it fails with
+// the CallError returned: layer policy for a service the control plane
+// knows but holds no valid policy for (never sent outside the mesh), layer
+// egress under egress: deny.
+func (st *state) outside(name string) *CallError {
+	if reason, ok := st.policy.Rejected[name]; ok {
+		return &CallError{Layer: LayerPolicy, Service: name, PolicyVersion: st.policy.Version,
+			Err: fmt.Errorf("service %q has no valid policy: %s", name, reason)}
+	}
+	if st.egressDeny {
+		return &CallError{Layer: LayerEgress, Service: name, PolicyVersion: st.policy.Version,
+			Err: fmt.Errorf("%q is no service of the policy, and its egress is deny", name)}
+	}
+	return nil
 }
 
 // httpCall is one logical HTTP call through the mesh: the shared call

@@ -1,0 +1,441 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/policy"
+)
+
+func TestServiceOf(t *testing.T) {
+	for host, want := range map[string]string{
+		"billing": "billing", "Billing": "billing", "BILLING": "billing", "billing.": "billing",
+		"BILLING.:80": "billing", "billing:8080": "billing", "billing.:443": "billing", "bIlLiNg.": "billing",
+		"billing..": "billing.", // not a DNS name: matches no service
+		"a.b.svc":   "a.b.svc", "A.B.SVC.": "a.b.svc",
+		"[::1]:80": "[::1]", "[::1]": "[::1]", "[fe80::1%25en0]:8080": "[fe80::1%25en0]",
+		"127.0.0.1:80": "127.0.0.1", "": "",
+		"\u212aafka": "\u212aafka", // the Kelvin sign is no "k" for DNS
+	} {
+		if got := serviceOf(host); got != want {
+			t.Errorf("serviceOf(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
+
+func TestTargetServiceSpellings(t *testing.T) {
+	for target, want := range map[string]string{
+		"mesh:///Billing": "billing", "mesh:///BILLING.": "billing", "mesh:///Billing.:443": "billing",
+		"mesh:///billing:8443": "billing", "mesh://auth/Billing:1": "billing", "mesh://BILLING.:443": "billing",
+		"mesh:Billing": "billing", "mesh:///[::1]:80": "[::1]",
+	} {
+		if got, ok := targetService(target); got != want || !ok {
+			t.Errorf("targetService(%q) = %q, %v; want %q", target, got, ok, want)
+		}
+	}
+}
+
+// hostSpellings are ways to write billing's host that DNS takes for the
+// same name; each must reach billing through the mesh, never through DNS.
+var hostSpellings = []string{"billing", "Billing", "BILLING", "billing.", "Billing.", "BILLING.:80", "billing:8080", "billing.:443"}
+
+// TestHostSpellingsStayInTheMesh calls billing under every spelling of its
+// host, over HTTP/1.1 and HTTP/2. Every call must reach billing's server
+// over mTLS, with the caller's mesh identity: outside the mesh, the host
+// would go to DNS in plaintext (and fail, or reach something else).
+func TestHostSpellingsStayInTheMesh(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			var (
+				mu      sync.Mutex
+				callers = map[string]int{}
+				protos  = map[string]int{}
+			)
+			srv := httptest.NewUnstartedServer(nil)
+			srv.EnableHTTP2 = proto == "HTTP/2.0"
+			billing := newTestMesh(t, fleetPolicy(srv.Listener.Addr().String()), WithService("billing"))
+			srv.Config.Handler = billing.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				caller, err := callerOf(r)
+				mu.Lock()
+				callers[fmt.Sprint(caller, err)]++
+				protos[r.Proto]++
+				mu.Unlock()
+				_, _ = io.WriteString(w, "served by billing")
+			}))
+			srv.TLS = billing.ServerTLSConfig()
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+
+			client := newTestMesh(t, fleetPolicy(srv.Listener.Addr().String()), WithService("admin"))
+			for _, host := range hostSpellings {
+				code, body, err := get(t, client, "http://"+host+"/x")
+				if err != nil || code != 200 || body != "served by billing" {
+					t.Errorf("http://%s/x: %d %q %v", host, code, body, err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if n := callers["admin<nil>"]; n != len(hostSpellings) {
+				t.Errorf("billing saw callers %v, want admin (verified over mTLS) %d times", callers, len(hostSpellings))
+			}
+			if protos[proto] != len(hostSpellings) {
+				t.Errorf("protocols %v, want %s only", protos, proto)
+			}
+		})
+	}
+}
+
+// TestGRPCTargetSpellingsStayInTheMesh dials billing under every spelling
+// of its target: each RPC must reach billing's backend, which only takes
+// mTLS connections from mesh peers.
+func TestGRPCTargetSpellingsStayInTheMesh(t *testing.T) {
+	b := newGRPCBackend(t, "billing")
+	f := startBilling(t, billingPolicy(""), b)
+	client := f.client(t, "enrollment")
+	for _, host := range hostSpellings {
+		for _, target := range []string{"mesh:///" + host, "mesh://authority/" + host} {
+			conn, err := grpc.NewClient(target, client.DialOptions()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := b.hits.Load()
+			if who, err := check(context.Background(), healthpb.NewHealthClient(conn)); err != nil || who != "billing" {
+				t.Errorf("%s: backend %q, err %v", target, who, err)
+			}
+			if b.hits.Load() != before+1 {
+				t.Errorf("%s: the backend saw %d calls, want 1", target, b.hits.Load()-before)
+			}
+			_ = conn.Close()
+		}
+	}
+}
+
+// TestRoundTripperHostLookupAllocatesNothing checks that matching a host
+// in canonical form costs no allocation, while another spelling still
+// finds the service.
+func TestRoundTripperHostLookupAllocatesNothing(t *testing.T) {
+	m := newTestMesh(t, plainBilling("127.0.0.1:1", ""))
+	st := m.state.Load()
+	if n := testing.AllocsPerRun(100, func() {
+		if st.services[serviceOf("billing:80")] == nil {
+			t.Fatal("billing not found")
+		}
+	}); n != 0 {
+		t.Errorf("lookup of a canonical host: %v allocations, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := targetService("mesh:///billing"); !ok {
+			t.Fatal("no mesh target")
+		}
+	}); n != 0 {
+		t.Errorf("targetService of a canonical target: %v allocations, want 0", n)
+	}
+	if st.services[serviceOf("BILLING.:80")] == nil {
+		t.Fatal("BILLING.:80 does not find billing")
+	}
+}
+
+// outsideServer is a real HTTP server on 127.0.0.1, outside the mesh, that
+// counts the connections it accepts and the requests it serves.
+type outsideServer struct {
+	*httptest.Server
+	conns, hits atomic.Int64
+}
+
+func newOutsideServer(t *testing.T) *outsideServer {
+	t.Helper()
+	s := &outsideServer{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.hits.Add(1)
+		_, _ = io.WriteString(w, "outside")
+	}))
+	s.Config.ConnState = func(_ net.Conn, cs http.ConnState) {
+		if cs == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestEgressDeny: under egress: deny, a host that is no service of the
+// policy fails at layer egress and is never dialed, through the mesh's
+// client and through a RoundTripper over the caller's own transport; a
+// service of the policy is still called. Under the default (allow) the same
+// host passes through.
+func TestEgressDeny(t *testing.T) {
+	out := newOutsideServer(t)
+	billing := newBackend(t, "billing", nil)
+	deny := newTestMesh(t, "egress: deny\n"+plainBilling(billing.addr(), ""))
+	own := &http.Transport{}
+	defer own.CloseIdleConnections()
+	clients := map[string]*http.Client{
+		"HTTPClient":        deny.HTTPClient(),
+		"RoundTripper(own)": {Transport: deny.RoundTripper(own)},
+	}
+	for name, c := range clients {
+		for _, url := range []string{out.URL + "/x", "http://localhost:" + out.URL[strings.LastIndexByte(out.URL, ':')+1:] + "/x", "http://Billing.example/x"} {
+			resp, err := c.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s %s: served (%d) under egress: deny", name, url, resp.StatusCode)
+			}
+			ce := callError(t, err)
+			if ce.Layer != LayerEgress || ce.Service == "" || !strings.Contains(ce.Err.Error(), "egress is deny") {
+				t.Errorf("%s %s: CallError %+v", name, url, ce)
+			}
+		}
+		if _, body, err := doWith(t, c, "http://billing/x"); err != nil || body != "billing" {
+			t.Errorf("%s: billing under egress: deny: %q %v", name, body, err)
+		}
+	}
+	if out.conns.Load() != 0 || out.hits.Load() != 0 {
+		t.Fatalf("the outside server saw %d connections and %d requests under egress: deny", out.conns.Load(), out.hits.Load())
+	}
+
+	allow := newTestMesh(t, "egress: allow\n"+plainBilling(billing.addr(), ""))
+	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	if _, body, err := get(t, allow, out.URL+"/x"); err != nil || body != "outside" {
+		t.Fatalf("egress: allow: %q %v", body, err)
+	}
+	if out.hits.Load() != 1 {
+		t.Fatalf("outside hits %d under egress: allow, want 1", out.hits.Load())
+	}
+
+	// Explain says it.
+	req := mustRequest(t, http.MethodGet, out.URL+"/x")
+	if ex, err := deny.Explain(req); err == nil || ex.Layer != LayerEgress || ex.Egress != policy.EgressDeny || ex.Passthrough {
+		t.Errorf("Explain under deny: %+v %v", ex, err)
+	}
+	if ex, err := allow.Explain(req); err != nil || ex.Egress != policy.EgressAllow || !ex.Passthrough {
+		t.Errorf("Explain under allow: %+v %v", ex, err)
+	}
+}
+
+func doWith(t *testing.T, c *http.Client, url string) (int, string, error) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// plainHealth serves the health service with no mesh and no TLS on a
+// listener that counts its connections; hits counts the Checks.
+func plainHealth(t *testing.T) (*countingListener, *grpcBackend) {
+	t.Helper()
+	b := newGRPCBackend(t, "outside")
+	ln := &countingListener{Listener: b.ln}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return ln, b
+}
+
+// TestGRPCEgressDeny: under egress: deny, an RPC toward a mesh target that
+// names no service, or toward a target of another scheme dialed with the
+// mesh's options, fails at layer egress (PermissionDenied) and its server is
+// never dialed; billing is still called.
+func TestGRPCEgressDeny(t *testing.T) {
+	ln, outside := plainHealth(t)
+	b := newGRPCBackend(t, "billing")
+	f := startBilling(t, func(addrs ...string) string { return "egress: deny\n" + billingPolicy("")(addrs...) }, b)
+	client := f.client(t, "enrollment")
+	for _, target := range []string{"mesh:///unknown", outside.addr(), "passthrough:///" + outside.addr(), "dns:///" + outside.addr()} {
+		conn, err := grpc.NewClient(target, client.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = check(context.Background(), healthpb.NewHealthClient(conn))
+		ce := FromStatus(err)
+		if ce == nil || ce.Layer != LayerEgress || grpcstatus.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: %v", target, err)
+		}
+		_ = conn.Close()
+	}
+	if who, err := check(context.Background(), dial(t, client, "billing")); err != nil || who != "billing" {
+		t.Fatalf("billing under egress: deny: %q %v", who, err)
+	}
+	if ln.accepted.Load() != 0 || outside.hits.Load() != 0 {
+		t.Fatalf("the outside server saw %d connections and %d calls", ln.accepted.Load(), outside.hits.Load())
+	}
+
+	// Under allow, the plain target is the application's business.
+	allow := newTestMesh(t, billingPolicy("")(b.addr()), WithService("enrollment"))
+	conn, err := grpc.NewClient(outside.addr(), append(allow.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := check(context.Background(), healthpb.NewHealthClient(conn)); err != nil || outside.hits.Load() != 1 {
+		t.Fatalf("egress: allow: %v, %d calls", err, outside.hits.Load())
+	}
+}
+
+// TestNewRefusesAnotherIdentity: an identity whose SPIFFE ID names another
+// service than WithService's, or belongs to another trust domain than the
+// policy's, fails New at once, naming both values.
+func TestNewRefusesAnotherIdentity(t *testing.T) {
+	local, err := identity.NewDevCA("mesh.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := identity.NewDevCA("other.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTD := "trust_domain: mesh.local\nservices: {orders: {}, payments: {}}\n"
+	noTD := "services: {orders: {}, payments: {}}\n"
+	tests := []struct {
+		name   string
+		policy string
+		src    identity.Source
+		want   string // "" means New succeeds
+	}{
+		{"same service", withTD, local.Source("orders"), ""},
+		{"another service", withTD, local.Source("payments"), `mesh: identity spiffe://mesh.local/svc/payments is not service "orders"`},
+		{"another trust domain", withTD, other.Source("orders"), `mesh: identity spiffe://other.example/svc/orders is not of trust domain "mesh.local", the policy's`},
+		{"no trust domain in the policy", noTD, other.Source("orders"), ""},
+		{"another service, no trust domain", noTD, other.Source("payments"), `mesh: identity spiffe://other.example/svc/payments is not service "orders"`},
+		{"Consul's form", withTD, staticIdentity(t, local, "spiffe://mesh.local/ns/default/dc/dc1/svc/orders"), ""},
+		{"Consul's form, another service", withTD, staticIdentity(t, local, "spiffe://mesh.local/ns/default/dc/dc1/svc/payments"),
+			`mesh: identity spiffe://mesh.local/ns/default/dc/dc1/svc/payments is not service "orders"`},
+		{"no service in the ID", withTD, staticIdentity(t, local, "spiffe://mesh.local/workload/7"),
+			`mesh: identity spiffe://mesh.local/workload/7 names no service; want service "orders"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, err := policy.Parse([]byte(tc.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m, err := New(ctx, WithService("orders"), WithPolicy(doc), WithIdentity(tc.src), WithLogger(quietLogger()))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				_ = m.Close()
+				return
+			}
+			if err == nil {
+				_ = m.Close()
+				t.Fatalf("New accepted the identity; want %q", tc.want)
+			}
+			if err.Error() != tc.want {
+				t.Fatalf("New: %v\nwant %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// staticIdentity is an identity of ca for the SPIFFE ID id, whatever its
+// form.
+func staticIdentity(t *testing.T, ca *identity.DevCA, id string) identity.Source {
+	t.Helper()
+	cert, err := ca.Issue(identity.MustParseID(id), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident, err := identity.NewIdentity(cert, ca.Roots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.NewStaticSource(ident)
+}
+
+// TestConsulRejectedServiceStaysInTheMesh: a service whose Consul key was
+// rejected before the mesh started (no last good block) is still a mesh
+// service: its calls fail at layer policy with the reason, over HTTP and
+// gRPC, and are never sent outside the mesh. The service is called
+// "localhost" on purpose: outside the mesh its host resolves, and the call
+// would reach the backend in plaintext. Once a valid key is written, calls
+// go through.
+func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
+	agent := consultest.Start(t)
+	web := newBackend(t, "web", nil)
+	ln, rpc := plainHealth(t)
+	register := func(id, name, addr string) {
+		host, port, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: name, Address: host, Port: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("localhost-1", "localhost", web.addr())
+	register("ledger-1", "ledger", rpc.addr())
+	putKV(t, agent.Client, "inmesh/services/localhost", `{"tls": "disable", "retry": {"attempts": 11}}`)
+	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 11}}`)
+	m := consulMesh(t, agent, "enrollment", WithIdentity(mustDevSource(t, "enrollment")))
+	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+
+	port := web.addr()[strings.LastIndexByte(web.addr(), ':')+1:]
+	url := "http://localhost:" + port + "/x"
+	_, _, err := get(t, m, url)
+	if ce := callError(t, err); ce.Layer != LayerPolicy || ce.Service != "localhost" ||
+		!strings.Contains(ce.Err.Error(), "services.localhost.retry.attempts: must be 1..10") {
+		t.Fatalf("HTTP: CallError %+v", ce)
+	}
+	conn, err := grpc.NewClient("mesh:///ledger", m.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	_, err = check(context.Background(), health)
+	if ce := FromStatus(err); ce == nil || ce.Layer != LayerPolicy || ce.Service != "ledger" ||
+		!strings.Contains(ce.Err.Error(), "services.ledger.retry.attempts: must be 1..10") {
+		t.Fatalf("gRPC: %v", err)
+	}
+	if web.hits.Load() != 0 || ln.accepted.Load() != 0 {
+		t.Fatalf("the backends saw %d requests and %d connections", web.hits.Load(), ln.accepted.Load())
+	}
+
+	putKV(t, agent.Client, "inmesh/services/localhost", `{"tls": "disable"}`)
+	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable"}`)
+	eventually(t, 10*time.Second, "the valid keys in force", func() bool {
+		st := m.state.Load()
+		return st.services["localhost"] != nil && st.services["ledger"] != nil
+	})
+	if _, body, err := get(t, m, url); err != nil || body != "web" {
+		t.Fatalf("HTTP after a valid key: %q %v", body, err)
+	}
+	if _, err := check(context.Background(), health); err != nil {
+		t.Fatalf("gRPC after a valid key: %v", err)
+	}
+	if web.hits.Load() != 1 || rpc.hits.Load() != 1 {
+		t.Fatalf("backend hits %d and %d, want 1 each", web.hits.Load(), rpc.hits.Load())
+	}
+}
