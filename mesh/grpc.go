@@ -9,9 +9,12 @@ import (
 //
 //	conn, err := grpc.NewClient("mesh:///billing", m.DialOptions()...)
 //
-// The target names a service of the policy ("mesh:///billing"). With the
-// options, each RPC of the ClientConn gets what an HTTP call through the
-// RoundTripper gets, from the same policy:
+// The target names a service of the policy ("mesh:///billing"), matched as
+// the RoundTripper matches a URL host: case-insensitively, with or without
+// one trailing dot, any port ignored ("mesh:///Billing.:443" is billing; the
+// endpoints' addresses decide where RPCs go). With the options, each RPC of
+// the ClientConn gets what an HTTP call through the RoundTripper gets, from
+// the same policy:
 //
 //   - the resolver of the mesh scheme (given with grpc.WithResolvers, not
 //     registered globally) reports every endpoint of the service, with its
@@ -50,6 +53,14 @@ import (
 // resolvers takes that part away from the mesh. A target of another scheme
 // dialed with these options is sent untouched by the interceptors, round
 // robin by the balancer, with mTLS toward the service its authority names.
+//
+// Only mesh targets are mesh traffic. Under egress: deny, every RPC of a
+// ClientConn whose target is of another scheme, or a mesh target that
+// names no service of the policy, fails with a CallError of layer egress
+// (PermissionDenied) before the ClientConn dials anything. A mesh target
+// naming a service the control plane holds no valid policy for fails with
+// layer policy, whatever egress says.
+//
 // Each call returns a new slice.
 func (m *Mesh) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
