@@ -236,12 +236,18 @@ var ErrNoDocument = errors.New("policy: no document")
 // <prefix>/services/<name> per service, each value the block as JSON. The
 // document's version and trust_domain are not kept in KV: with Consul, the
 // version is the content hash and the trust domain comes from the Connect CA.
+// Nor is egress: a document that says egress: deny is refused, rather than
+// pushed as one that lets every outside host through.
 func ConsulKeys(doc *Document, prefix string) (map[string][]byte, error) {
 	if doc == nil {
 		return nil, ErrNoDocument
 	}
 	if err := doc.Validate(); err != nil {
 		return nil, err
+	}
+	if doc.Egress == EgressDeny {
+		return nil, &ValidationError{Problems: []FieldError{{Path: "egress",
+			Msg: "deny cannot be kept in Consul KV, which holds the defaults and one block per service; a mesh on Consul allows egress"}}}
 	}
 	if prefix == "" {
 		prefix = DefaultConsulPrefix

@@ -193,3 +193,19 @@ func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
 		t.Fatalf("after a valid write: ledger %v, rejected %v", ev.Snapshot.Service("ledger"), ev.Snapshot.Rejected)
 	}
 }
+
+// egress is no block of Consul KV: a document that denies egress is
+// refused rather than pushed as one that allows it.
+func TestConsulKeysRefusesEgressDeny(t *testing.T) {
+	doc, err := policy.Parse([]byte("egress: deny\nservices: {billing: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := policy.ConsulKeys(doc, ""); err == nil || !strings.HasPrefix(err.Error(), "policy: egress: deny cannot be kept in Consul KV") {
+		t.Fatalf("ConsulKeys: %v", err)
+	}
+	doc.Egress = policy.EgressAllow
+	if keys, err := policy.ConsulKeys(doc, ""); err != nil || len(keys) != 1 {
+		t.Fatalf("ConsulKeys of egress: allow: %v %v", keys, err)
+	}
+}

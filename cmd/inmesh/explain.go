@@ -105,8 +105,8 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 	if ex.Layer != "" {
 		line("outcome", fmt.Sprintf("fails at layer %s: %s", ex.Layer, ex.Error))
 	}
-	if ex.Route == "" && ex.Layer == mesh.LayerRoute {
-		return
+	if ex.Route == "" && (ex.Layer == mesh.LayerRoute || ex.Layer == mesh.LayerEgress || ex.Layer == mesh.LayerPolicy) {
+		return // nothing was matched: no route to show
 	}
 	line("route", orDash(ex.Route))
 	var split []string

@@ -54,6 +54,14 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(invalid, []byte(invalidDoc), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	deny := filepath.Join(dir, "deny.yaml")
+	if err := os.WriteFile(deny, []byte("egress: deny\n"+validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badEgress := filepath.Join(dir, "bad-egress.yaml")
+	if err := os.WriteFile(badEgress, []byte("egress: closed\n"+validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name       string
 		args       []string
@@ -77,6 +85,12 @@ func TestCLI(t *testing.T) {
 		{name: "explain no route", args: []string{"explain", valid, "http://billing/refund"}, wantCode: 1,
 			wantOut: []string{"fails at layer route"}, wantErr: []string{"inmesh: route:"}},
 		{name: "explain passthrough", args: []string{"explain", valid, "http://example.com/"}, wantCode: 0, wantOut: []string{"passthrough"}},
+		{name: "validate egress deny", args: []string{"validate", deny}, wantCode: 0, wantOut: []string{"valid", "1 services"}},
+		{name: "validate bad egress", args: []string{"validate", badEgress}, wantCode: 1, wantErr: []string{`egress: must be allow or deny, not "closed"`}},
+		{name: "explain egress deny", args: []string{"explain", deny, "http://example.com/"}, wantCode: 1,
+			wantOut: []string{"fails at layer egress"}, wantErr: []string{"inmesh: egress:"}},
+		{name: "explain host spelling", args: []string{"explain", valid, "http://BILLING.:8080/x", "-H", "x-canary: true"}, wantCode: 0,
+			wantOut: []string{"service:   billing", "route:     canary-by-header"}},
 		{name: "explain bad header", args: []string{"explain", valid, "http://billing/", "-H", "nocolon"}, wantCode: 2, wantErr: []string{"name:value"}},
 		{name: "explain invalid policy", args: []string{"explain", invalid, "http://billing/"}, wantCode: 1, wantErr: []string{"attempts"}},
 	}
