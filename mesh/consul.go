@@ -218,6 +218,7 @@ func (m *Mesh) saveCache(st *state) {
 		Version:   st.policy.Version,
 		Policy:    st.policy.Doc,
 		Endpoints: st.endpoints.Services,
+		Rejected:  st.policy.Rejected,
 	})
 	if err != nil {
 		m.log.Warn("inmesh: writing the last-known-good cache failed", "dir", m.cfg.cacheDir, "err", err)
@@ -257,6 +258,7 @@ func (m *Mesh) startFromCache() bool {
 		m.log.Warn("inmesh: the cached policy does not validate", "dir", m.cfg.cacheDir, "err", err)
 		return false
 	}
+	snap.Rejected = st.Rejected
 	eps := &discovery.Snapshot{Source: "cache", Services: st.Endpoints}
 	m.mu.Lock()
 	if m.state.Load() != nil { // the control plane answered meanwhile: it wins

@@ -23,6 +23,7 @@ import (
 
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/lkg"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -437,5 +438,29 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 	}
 	if web.hits.Load() != 1 || rpc.hits.Load() != 1 {
 		t.Fatalf("backend hits %d and %d, want 1 each", web.hits.Load(), rpc.hits.Load())
+	}
+}
+
+// The services known without a valid policy are kept in the last-known-good
+// cache, so that a mesh started from it fails their calls too.
+func TestCacheKeepsRejectedServices(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMesh(t, plainBilling("127.0.0.1:1", ""), WithCacheDir(dir))
+	snap, err := policy.NewSnapshot(m.state.Load().policy.Doc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Rejected = map[string]string{"ledger": "its key does not parse"}
+	m.apply(snap)
+	st, err := lkg.Load(dir, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rejected["ledger"] != "its key does not parse" {
+		t.Fatalf("cached Rejected %v", st.Rejected)
+	}
+	_, _, err = get(t, m, "http://ledger/x")
+	if ce := callError(t, err); ce.Layer != LayerPolicy || !strings.Contains(ce.Err.Error(), "its key does not parse") {
+		t.Fatalf("CallError %+v", ce)
 	}
 }

@@ -26,6 +26,9 @@ type State struct {
 	Version   string                          `json:"version"`
 	Policy    *policy.Document                `json:"policy"`
 	Endpoints map[string][]discovery.Endpoint `json:"endpoints,omitempty"`
+	// Rejected is the policy's Rejected: services known without a valid
+	// policy, which a mesh served from the cache must still fail.
+	Rejected map[string]string `json:"rejected,omitempty"`
 }
 
 // file is the on-disk form: the state and a checksum of its encoding.
