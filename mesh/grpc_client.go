@@ -48,19 +48,14 @@ func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method strin
 	}
 	d := st.services[service]
 	if d == nil {
-		if ce := st.outside(service); ce != nil {
-			return nil, ce
-		}
-		return nil, &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
-			Err: fmt.Errorf("%q is no service of the policy in force", service)}
+		return nil, noMeshService(st, service)
 	}
 	if m.consul != nil && m.ensureWatched(ctx, d.name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = m.state.Load()
 		if d = st.services[service]; d == nil {
-			return nil, &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
-				Err: fmt.Errorf("%q is no service of the policy in force", service)}
+			return nil, noMeshService(st, service)
 		}
 	}
 	c := &rpcCall{call: call{m: m, st: st, d: d}, method: method, caller: ctx}
@@ -69,6 +64,17 @@ func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method strin
 	c.rt = d.lookupRPC(ctx, method)
 	c.ctx, c.span = m.tracing.StartRPCClientCall(ctx, d.name, c.routeName(), method)
 	return c, nil
+}
+
+// noMeshService is the error of a call to a mesh target naming service,
+// which is no service of st: the one state.outside gives, or else layer
+// policy (a mesh target never leaves the mesh).
+func noMeshService(st *state, service string) *CallError {
+	if ce := st.outside(service); ce != nil {
+		return ce
+	}
+	return &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
+		Err: fmt.Errorf("%q is no service of the policy in force", service)}
 }
 
 // prepare checks the route and the split and starts the call's deadline;

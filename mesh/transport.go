@@ -56,9 +56,11 @@ var _ http.RoundTripper = (*transport)(nil)
 // or without one trailing dot ("http://Billing./charge" calls billing). A
 // port in the URL is ignored: the endpoints' addresses decide where the
 // call goes, so "http://billing:8080/" and "http://billing/" are the same
-// call. An IP literal never names a service. A nil next means the mesh's own transport (the settings of
-// http.DefaultTransport, more idle connections per endpoint) for mesh traffic
-// and http.DefaultTransport for the rest.
+// call. An IP literal never names a service.
+//
+// A nil next means the mesh's own transport (the settings of
+// http.DefaultTransport, more idle connections per endpoint) for mesh
+// traffic and http.DefaultTransport for the rest.
 //
 // The returned RoundTripper is safe for concurrent use and does not modify
 // the request it is given.
