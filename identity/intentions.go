@@ -292,8 +292,16 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 			var entry *api.ServiceIntentionsConfigEntry
 			switch {
 			case err != nil && isNotFound(err):
-				// No entry: the default applies. The answer still carries
-				// an index to block on.
+				// No entry (Consul's default state): the default applies.
+				// Consul's 404 carries the index to block on, but the
+				// client drops it, and a query at a stale index returns
+				// at once: the watch would spin. The list of entries
+				// answers with the same index, and says whether ours
+				// appeared meanwhile.
+				entry, meta, err = listedIntentions(ctx, entries, service)
+				if err != nil {
+					return blocking.Result{}, err
+				}
 			case err != nil:
 				return blocking.Result{}, err
 			default:
@@ -305,9 +313,6 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 			} else {
 				s.current.Store(in)
 				once.Do(func() { close(s.ready) })
-			}
-			if meta == nil {
-				return blocking.Result{Index: 1}, nil
 			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
@@ -334,6 +339,24 @@ func (s *IntentionsSource) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return nil
+}
+
+// listedIntentions reads the service-intentions entry of service from the
+// list of all such entries (nil: none), with the list's query meta, whose
+// index is the one a blocking read of the single entry waits on. It is the
+// read after a 404, not a watch: the list changes with every entry, the
+// single entry only with ours.
+func listedIntentions(ctx context.Context, entries *api.ConfigEntries, service string) (*api.ServiceIntentionsConfigEntry, *api.QueryMeta, error) {
+	list, meta, err := entries.List(api.ServiceIntentions, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range list {
+		if si, ok := e.(*api.ServiceIntentionsConfigEntry); ok && si.Name == service {
+			return si, meta, nil
+		}
+	}
+	return nil, meta, nil
 }
 
 func isNotFound(err error) bool {

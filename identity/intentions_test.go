@@ -172,3 +172,75 @@ func TestIntentionsPathAndHeaderBypasses(t *testing.T) {
 		}
 	}
 }
+
+// TestIntentionsSourceIdleBlocks counts what the watch sends an agent while
+// nothing changes, with and without a service-intentions entry (a missing
+// entry is Consul's default state): its one long poll, nothing more.
+func TestIntentionsSourceIdleBlocks(t *testing.T) {
+	agent := consultest.Start(t)
+	entries := agent.Client.ConfigEntries()
+	if _, _, err := entries.Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "ledger", Protocol: "http"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := entries.Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "ledger",
+		Sources: []*api.SourceIntention{{Name: "web", Action: api.IntentionActionDeny}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		service string
+		allowed bool // web's decision
+	}{
+		{"billing", true}, // no entry: the default, allow with ACLs off
+		{"ledger", false},
+	} {
+		t.Run(tc.service, func(t *testing.T) {
+			counter := agent.Counting(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			src, err := identity.NewIntentionsSource(ctx, counter.Client, tc.service, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			if d := src.Current().Authorize("web", "GET", "/", nil); d.Allow != tc.allowed {
+				t.Fatalf("web: %s", d.Reason)
+			}
+			// Once the watch's long poll is open, 2 s of quiet must cost
+			// at most one more request per watched path.
+			watched := "/v1/config/service-intentions/" + tc.service
+			for counter.InFlight()[watched] == 0 {
+				if ctx.Err() != nil {
+					t.Fatalf("no long poll opened: %v", counter.Requests())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			before := counter.Requests()
+			time.Sleep(2 * time.Second)
+			after := counter.Requests()
+			for path, n := range after {
+				if n-before[path] > 1 {
+					t.Errorf("%s: %d requests in 2 s of quiet (all: %v then %v)", path, n-before[path], before, after)
+				}
+			}
+			t.Logf("requests: %v; open: %v", after, counter.InFlight())
+
+			// The long poll still sees the change: an entry that appears,
+			// one that goes.
+			if tc.allowed {
+				_, _, err = entries.Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: tc.service,
+					Sources: []*api.SourceIntention{{Name: "web", Action: api.IntentionActionDeny}}}, nil)
+			} else {
+				_, err = entries.Delete(api.ServiceIntentions, tc.service, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for src.Current().Authorize("web", "GET", "/", nil).Allow == tc.allowed {
+				if ctx.Err() != nil {
+					t.Fatal("the change never arrived")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
