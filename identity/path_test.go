@@ -1,6 +1,11 @@
 package identity
 
-import "testing"
+import (
+	"net/url"
+	gopath "path"
+	"strings"
+	"testing"
+)
 
 func TestCanonicalPath(t *testing.T) {
 	tests := []struct {
@@ -54,4 +59,33 @@ func TestCanonicalPath(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = CanonicalPath("/api/v1/r48/items/123") }); n != 0 {
 		t.Errorf("CanonicalPath of a path without escapes: %v allocations", n)
 	}
+}
+
+// FuzzCanonicalPath checks that what CanonicalPath accepts is a rooted path
+// that path.Clean leaves as it is (but for a trailing slash), decoded as
+// url.PathUnescape decodes it, with no escaped slash, dot or backslash.
+func FuzzCanonicalPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/b/", "/a/../b", "/a%2fb", "/a%2E", "//a", `/a\b`, "/a%20b", "/a%", "/%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, escaped string) {
+		got, ok := CanonicalPath(escaped)
+		if !ok {
+			if got != "" {
+				t.Fatalf("CanonicalPath(%q) refused it but returned %q", escaped, got)
+			}
+			return
+		}
+		want, err := url.PathUnescape(escaped)
+		if err != nil || got != want {
+			t.Fatalf("CanonicalPath(%q) = %q; url.PathUnescape: %q, %v", escaped, got, want, err)
+		}
+		if !strings.HasPrefix(got, "/") || strings.Contains(got, `\`) ||
+			(got != "/" && gopath.Clean(got) != strings.TrimSuffix(got, "/")) {
+			t.Fatalf("CanonicalPath(%q) accepted %q", escaped, got)
+		}
+		if low := strings.ToLower(escaped); strings.Contains(low, "%2f") || strings.Contains(low, "%2e") || strings.Contains(low, "%5c") {
+			t.Fatalf("CanonicalPath(%q) accepted an escaped slash, dot or backslash", escaped)
+		}
+	})
 }
