@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,13 +96,18 @@ func (r *authRule) allows(method string, bit uint16) bool {
 // matches allows the call; when none does, a.Default decides: "allow"
 // allows, "deny", "" and any other value deny. A rule matches when its From
 // names the caller or is "*" (a rule without From matches nobody), one of its
-// Paths is a prefix of the request path (no Paths: any path), and one of its
+// Paths covers the request path (no Paths: any path), and one of its
 // Methods equals the request method (no Methods: any method; the policy's
 // methods are compared in upper case, the request's as they are).
 //
-// A rule with Paths never matches a path that is not clean (one with a "."
-// or ".." segment, or not starting with "/"), so that "/public/../admin"
-// cannot pass as "/public"; rules without Paths still apply to it.
+// A rule path covers itself and everything below it, at a segment boundary:
+// "/charge" covers "/charge" and "/charge/x", never "/chargeback"; a rule
+// path ending in "/" covers what starts with it. Paths are compared once
+// decoded, as the application sees them, and a rule with Paths never
+// matches a path that is not canonical (see [CanonicalPath]: "..", ".",
+// "//", encoded slashes or dots), so that "/public/../admin" or
+// "/public%2F..%2Fadmin" cannot pass as "/public"; rules without Paths still
+// apply to it.
 //
 // NewAuthorizer copies what it needs; a may be reused.
 func NewAuthorizer(a policy.Authorization) *Authorizer {
@@ -167,7 +173,10 @@ func NewAuthorizer(a policy.Authorization) *Authorizer {
 }
 
 // Authorize decides whether caller (the calling service's name, from its
-// verified SPIFFE ID) may call method on path. It never allocates and is safe
+// verified SPIFFE ID) may call method on path, the request path as the
+// client spelled it, percent-escapes kept (for HTTP the request URL's
+// RawPath, or its EscapedPath when RawPath is empty; for gRPC the full
+// method). It never allocates unless the path holds an escape, and is safe
 // for concurrent use. A nil Authorizer or an empty caller is denied with
 // Rule -1.
 func (z *Authorizer) Authorize(caller, method, path string) Decision {
@@ -182,7 +191,7 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 		list = z.anyCaller
 	}
 	bit := methodBit(method)
-	cleanKnown, clean := false, false
+	cleanKnown, clean, decoded := false, false, ""
 	for _, i := range list {
 		r := &z.rules[i]
 		if !r.allows(method, bit) {
@@ -190,9 +199,10 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 		}
 		if r.paths != nil {
 			if !cleanKnown {
-				clean, cleanKnown = isCleanPath(path), true
+				decoded, clean = CanonicalPath(path)
+				cleanKnown = true
 			}
-			if !clean || !hasAnyPrefix(path, r.paths) {
+			if !clean || !coversAny(r.paths, decoded) {
 				continue
 			}
 		}
@@ -214,33 +224,95 @@ func (z *Authorizer) AuthorizeID(caller ID, method, path string) Decision {
 	return z.Authorize(svc, method, path)
 }
 
-func hasAnyPrefix(path string, prefixes []string) bool {
+// coversAny reports whether one of the rule paths covers path.
+func coversAny(prefixes []string, path string) bool {
 	for _, p := range prefixes {
-		if strings.HasPrefix(path, p) {
+		if covers(p, path) {
 			return true
 		}
 	}
 	return false
 }
 
-// isCleanPath reports whether path starts with "/" and has no "." or ".."
-// segment.
-func isCleanPath(path string) bool {
-	if path == "" || path[0] != '/' {
+// covers reports whether the rule path prefix covers path: path is prefix,
+// or lies below it at a segment boundary ("/charge" covers "/charge/x",
+// not "/chargeback"; "/charge/" covers "/charge/x").
+func covers(prefix, path string) bool {
+	if !strings.HasPrefix(path, prefix) {
 		return false
 	}
-	for i := 0; ; {
-		j := strings.Index(path[i:], "/.")
-		if j < 0 {
-			return true
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// CanonicalPath returns the path an application sees for escaped, a
+// request path as the client spelled it (percent-escapes kept), and
+// whether that spelling is canonical: it starts with "/", has no ".", ".."
+// or empty segment ("//"; a trailing "/" is fine), no backslash, no escaped
+// "/", "." or "\" (%2F, %2E, %5C in either case) and no malformed escape.
+// Layers that resolve such paths differently (a router that cleans them, one
+// that splits on encoded slashes, a file server that takes "\" for "/") would
+// see another resource than the one authorized, so every decision that
+// depends on the path denies a path that is not canonical; authorization
+// in this package shares this one definition.
+//
+// The returned path is percent-decoded; it is escaped itself, and no
+// allocation happens, when escaped holds no escape. It is "" when escaped
+// is not canonical.
+func CanonicalPath(escaped string) (string, bool) {
+	if escaped == "" || escaped[0] != '/' {
+		return "", false
+	}
+	escapes := false
+	seg := 1 // start of the current segment
+	for i := 1; i <= len(escaped); i++ {
+		if i == len(escaped) || escaped[i] == '/' {
+			switch escaped[seg:i] {
+			case ".", "..":
+				return "", false
+			case "":
+				if i < len(escaped) {
+					return "", false // "//"
+				}
+			}
+			seg = i + 1
+			continue
 		}
-		k := i + j + 2 // just after "/."
-		if k == len(path) || path[k] == '/' {
-			return false // a "." segment
+		switch escaped[i] {
+		case '\\':
+			return "", false
+		case '%':
+			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
+				return "", false
+			}
+			switch unhex(escaped[i+1])<<4 | unhex(escaped[i+2]) {
+			case '/', '.', '\\':
+				return "", false
+			}
+			escapes = true
+			i += 2
 		}
-		if path[k] == '.' && (k+1 == len(path) || path[k+1] == '/') {
-			return false // a ".." segment
-		}
-		i = k
+	}
+	if !escapes {
+		return escaped, true
+	}
+	path, err := url.PathUnescape(escaped)
+	if err != nil {
+		return "", false
+	}
+	return path, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
+	gopath "path"
 	"strings"
 	"testing"
 
@@ -62,6 +64,23 @@ func TestAuthorize(t *testing.T) {
 		{"relative path", wildcard, "x", "GET", "public", false, -1, "default deny"},
 		{"dots inside a segment are fine", wildcard, "x", "GET", "/public/a..b/.c", true, 1, "rule 1"},
 		{"unclean path under a rule without paths", designPolicy, "admin", "GET", "/x/../y", true, 1, "rule 1"},
+		// Rule paths cover at a segment boundary.
+		{"rule path exactly", designPolicy, "enrollment", "POST", "/charge", true, 0, "rule 0"},
+		{"below the rule path", designPolicy, "enrollment", "POST", "/charge/x/y", true, 0, "rule 0"},
+		{"rule path with a trailing slash", designPolicy, "enrollment", "POST", "/charge/", true, 0, "rule 0"},
+		{"longer segment is not below", designPolicy, "enrollment", "POST", "/chargeback", false, -1, "default deny"},
+		{"longer segment with more", designPolicy, "enrollment", "POST", "/charge-admin/x", false, -1, "default deny"},
+		{"rule path ending in a slash covers below", slashRule, "web", "GET", "/api/x", true, 0, "rule 0"},
+		{"rule path ending in a slash covers itself", slashRule, "web", "GET", "/api/", true, 0, "rule 0"},
+		{"rule path ending in a slash, parent", slashRule, "web", "GET", "/api", false, -1, "default deny"},
+		{"rule path ending in a slash, longer segment", slashRule, "web", "GET", "/apix", false, -1, "default deny"},
+		// Decided on the decoded path; non-canonical spellings never match.
+		{"escaped letter decodes", designPolicy, "enrollment", "POST", "/ch%61rge/x", true, 0, "rule 0"},
+		{"escaped slash", designPolicy, "enrollment", "POST", "/charge%2Fx", false, -1, "default deny"},
+		{"escaped dot-dot", wildcard, "x", "GET", "/public/%2e%2e/admin", false, -1, "default deny"},
+		{"dot-dot escaped slash", wildcard, "x", "GET", "/public/..%2fadmin", false, -1, "default deny"},
+		{"double slash", wildcard, "x", "GET", "/public//admin", false, -1, "default deny"},
+		{"backslash", wildcard, "x", "GET", `/public\..\admin`, false, -1, "default deny"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +92,9 @@ func TestAuthorize(t *testing.T) {
 		})
 	}
 }
+
+// slashRule has a rule path that ends in "/".
+var slashRule = policy.Authorization{Rules: []policy.Rule{{From: []string{"web"}, Paths: []string{"/api/"}}}}
 
 func TestAuthorizeDeniesOnError(t *testing.T) {
 	var nilZ *Authorizer
@@ -220,9 +242,17 @@ func naiveAuthorize(a policy.Authorization, caller, method, path string) Decisio
 		for _, m := range r.Methods {
 			meth = meth || strings.ToUpper(m) == method
 		}
+		// Canonical: no escaped slash, dot or backslash, and once decoded
+		// rooted, no backslash, and what path.Clean leaves as is (but for a
+		// trailing slash); covered: the rule path itself or below it.
+		dec, err := url.PathUnescape(path)
+		low := strings.ToLower(path)
+		clean := err == nil && !strings.Contains(low, "%2f") && !strings.Contains(low, "%2e") && !strings.Contains(low, "%5c") &&
+			strings.HasPrefix(dec, "/") && !strings.Contains(dec, `\`) &&
+			(dec == "/" || gopath.Clean(dec) == strings.TrimSuffix(dec, "/"))
 		p := len(r.Paths) == 0
 		for _, pre := range r.Paths {
-			p = p || (isCleanPath(path) && strings.HasPrefix(path, pre))
+			p = p || (clean && (dec == pre || strings.HasPrefix(dec, strings.TrimSuffix(pre, "/")+"/")))
 		}
 		if from && meth && p {
 			return Decision{Allow: true, Rule: i, Reason: fmt.Sprintf("rule %d", i)}
@@ -237,7 +267,7 @@ func naiveAuthorize(a policy.Authorization, caller, method, path string) Decisio
 func TestAuthorizeMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	callers := []string{"a", "b", "c", "*", ""}
-	paths := []string{"/", "/x", "/x/y", "/y", "/x/../y", "/x/.", "x"}
+	paths := []string{"/", "/x", "/x/y", "/y", "/x/", "/xy", "/x/../y", "/x/.", "x", "/x//y", "/x%2Fy", "/x%79", "/x%2e%2e/y", `/x\y`, "/x%5Cy", "/x%zz"}
 	methods := []string{"GET", "POST", "get", "DELETE"}
 	pick := func(from []string, max int) []string {
 		var out []string
@@ -249,7 +279,7 @@ func TestAuthorizeMatchesReference(t *testing.T) {
 	for range 2000 {
 		a := policy.Authorization{Default: []string{"", "deny", "allow"}[rng.IntN(3)]}
 		for range rng.IntN(6) {
-			a.Rules = append(a.Rules, policy.Rule{From: pick(callers, 3), Paths: pick(paths[:4], 2), Methods: pick(methods, 2)})
+			a.Rules = append(a.Rules, policy.Rule{From: pick(callers, 3), Paths: pick(paths[:5], 2), Methods: pick(methods, 2)})
 		}
 		z := NewAuthorizer(a)
 		for _, c := range []string{"a", "b", "c", "d", ""} {

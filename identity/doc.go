@@ -25,8 +25,11 @@
 //
 // After the handshake, [PeerIDFromState] gives the caller's ID and an
 // [Authorizer], compiled from the destination's policy.Authorization,
-// decides by caller service, method and path prefix whether the call may
-// proceed, without locks or allocations.
+// decides by caller service, method and path (a rule path covers itself and
+// what lies below it, at a segment boundary, and only canonical paths; see
+// [CanonicalPath]) whether the call may proceed, without locks or
+// allocations. [Intentions] does the same for Consul's service-intentions,
+// on the same canonical path and on every value of a repeated header.
 //
 // In the request flow of package mesh, identity sits at the mTLS dial on the
 // client side (after the endpoint is picked) and at the top of the server's

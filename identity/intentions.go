@@ -36,6 +36,7 @@ type intentionSource struct {
 	allow       bool // L4 action, when perms is empty
 	perms       []intentionPermission
 	l7          bool
+	pathDepends bool // a permission has a path condition
 	description string
 }
 
@@ -78,6 +79,7 @@ func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow boo
 			cp := intentionPermission{allow: p.Action == api.IntentionActionAllow}
 			if h := p.HTTP; h != nil {
 				cp.pathExact, cp.pathPrefix = h.PathExact, h.PathPrefix
+				s.pathDepends = s.pathDepends || h.PathExact != "" || h.PathPrefix != "" || h.PathRegex != ""
 				if h.PathRegex != "" {
 					re, err := regexp.Compile("^(?:" + h.PathRegex + ")$")
 					if err != nil {
@@ -113,8 +115,19 @@ func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow boo
 }
 
 // Authorize decides whether caller may make a request with method and path;
-// header returns a request header's values (nil means none). An empty
-// caller or a nil Intentions is denied.
+// header returns every value of a request header, by name in any case (nil
+// means none). An empty caller or a nil Intentions is denied.
+//
+// path is the request path as the client spelled it, percent-escapes kept,
+// as for [Authorizer.Authorize]. Path conditions see it decoded, and when a
+// permission of the deciding source has a path condition, a path that is not
+// canonical ([CanonicalPath]) is denied outright: "/public/../admin" must not
+// slip past a deny on "/admin". PathPrefix is a plain prefix, as in Consul.
+//
+// A header condition sees every value of a repeated header: in a deny
+// permission it holds when it holds for any value, in an allow permission
+// only when it holds for every value, so that no duplicate header turns a
+// deny into an allow.
 func (in *Intentions) Authorize(caller, method, path string, header func(string) []string) Decision {
 	if in == nil {
 		return Decision{Rule: -1, Reason: "no intentions loaded"}
@@ -132,7 +145,15 @@ func (in *Intentions) Authorize(caller, method, path string, header func(string)
 	if !src.l7 {
 		return Decision{Allow: src.allow, Rule: 0, Reason: fmt.Sprintf("intention %s -> %s", src.name, action(src.allow))}
 	}
-	for i, p := range src.perms {
+	if src.pathDepends {
+		decoded, ok := CanonicalPath(path)
+		if !ok {
+			return Decision{Rule: -1, Reason: fmt.Sprintf("intention %s: path %q is not canonical -> deny", src.name, path)}
+		}
+		path = decoded
+	}
+	for i := range src.perms {
+		p := &src.perms[i]
 		if p.matches(method, path, header) {
 			return Decision{Allow: p.allow, Rule: i, Reason: fmt.Sprintf("intention %s permission %d -> %s", src.name, i, action(p.allow))}
 		}
@@ -168,37 +189,54 @@ func (p *intentionPermission) matches(method, path string, header func(string) [
 		if header != nil {
 			vals = header(p.headers[i].name)
 		}
-		if !p.headers[i].matches(vals) {
+		// A deny must not be dodged, an allow must not be borrowed: with
+		// several values, a deny's condition needs one value, an allow's
+		// needs them all.
+		if !p.headers[i].matches(vals, !p.allow) {
 			return false
 		}
 	}
 	return true
 }
 
-func (h *headerMatch) matches(vals []string) bool {
-	ok := false
-	if h.present {
-		ok = len(vals) > 0
-	} else if len(vals) > 0 {
-		v := vals[0]
-		exact, prefix, suffix, contains := h.exact, h.prefix, h.suffix, h.contains
-		if h.ignoreCase {
-			v, exact, prefix, suffix, contains = strings.ToLower(v), strings.ToLower(exact), strings.ToLower(prefix), strings.ToLower(suffix), strings.ToLower(contains)
-		}
-		switch {
-		case exact != "":
-			ok = v == exact
-		case prefix != "":
-			ok = strings.HasPrefix(v, prefix)
-		case suffix != "":
-			ok = strings.HasSuffix(v, suffix)
-		case contains != "":
-			ok = strings.Contains(v, contains)
-		case h.regex != nil:
-			ok = h.regex.MatchString(v)
+// matches reports whether the condition holds for the values of its header:
+// for any of them when anyValue is set, else for every one. Present, and
+// any condition on a missing header, look at the header as a whole.
+func (h *headerMatch) matches(vals []string, anyValue bool) bool {
+	if h.present || len(vals) == 0 {
+		return (h.present && len(vals) > 0) != h.invert
+	}
+	for _, v := range vals {
+		if h.matchValue(v) != h.invert {
+			if anyValue {
+				return true
+			}
+		} else if !anyValue {
+			return false
 		}
 	}
-	return ok != h.invert
+	return !anyValue
+}
+
+// matchValue reports whether one value meets the condition, before Invert.
+func (h *headerMatch) matchValue(v string) bool {
+	exact, prefix, suffix, contains := h.exact, h.prefix, h.suffix, h.contains
+	if h.ignoreCase {
+		v, exact, prefix, suffix, contains = strings.ToLower(v), strings.ToLower(exact), strings.ToLower(prefix), strings.ToLower(suffix), strings.ToLower(contains)
+	}
+	switch {
+	case exact != "":
+		return v == exact
+	case prefix != "":
+		return strings.HasPrefix(v, prefix)
+	case suffix != "":
+		return strings.HasSuffix(v, suffix)
+	case contains != "":
+		return strings.Contains(v, contains)
+	case h.regex != nil:
+		return h.regex.MatchString(v)
+	}
+	return false
 }
 
 // IntentionsSource watches the service-intentions config entry of one
@@ -254,8 +292,16 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 			var entry *api.ServiceIntentionsConfigEntry
 			switch {
 			case err != nil && isNotFound(err):
-				// No entry: the default applies. The answer still carries
-				// an index to block on.
+				// No entry (Consul's default state): the default applies.
+				// Consul's 404 carries the index to block on, but the
+				// client drops it, and a query at a stale index returns
+				// at once: the watch would spin. The list of entries
+				// answers with the same index, and says whether ours
+				// appeared meanwhile.
+				entry, meta, err = listedIntentions(ctx, entries, service)
+				if err != nil {
+					return blocking.Result{}, err
+				}
 			case err != nil:
 				return blocking.Result{}, err
 			default:
@@ -267,9 +313,6 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 			} else {
 				s.current.Store(in)
 				once.Do(func() { close(s.ready) })
-			}
-			if meta == nil {
-				return blocking.Result{Index: 1}, nil
 			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
@@ -296,6 +339,24 @@ func (s *IntentionsSource) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return nil
+}
+
+// listedIntentions reads the service-intentions entry of service from the
+// list of all such entries (nil: none), with the list's query meta, whose
+// index is the one a blocking read of the single entry waits on. It is the
+// read after a 404, not a watch: the list changes with every entry, the
+// single entry only with ours.
+func listedIntentions(ctx context.Context, entries *api.ConfigEntries, service string) (*api.ServiceIntentionsConfigEntry, *api.QueryMeta, error) {
+	list, meta, err := entries.List(api.ServiceIntentions, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range list {
+		if si, ok := e.(*api.ServiceIntentionsConfigEntry); ok && si.Name == service {
+			return si, meta, nil
+		}
+	}
+	return nil, meta, nil
 }
 
 func isNotFound(err error) bool {

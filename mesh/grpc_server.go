@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -61,7 +62,8 @@ type serverCall struct {
 // serveRPC starts serving an RPC of fullMethod: the server span (child of
 // the caller's propagated trace context), the caller from its verified
 // certificate, and the authorization of this service's rules, the same
-// compiled rules as Handler's (every RPC is a POST of its full method). A
+// compiled rules as Handler's (every RPC is a POST of its full method; its
+// metadata are the headers Consul intentions see). A
 // denial is counted, recorded, logged and returned as the CallError of
 // layer authz, which gRPC sends as PermissionDenied marked for the caller's
 // mesh. The deadline the caller set travels natively with the RPC
@@ -72,7 +74,8 @@ func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, er
 	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
-	allow, reason := m.authorizeCall(caller, callerErr, http.MethodPost, fullMethod)
+	header := func(name string) []string { return metadata.ValueFromIncomingContext(ctx, name) }
+	allow, reason := m.authorizeCall(caller, callerErr, http.MethodPost, fullMethod, header)
 	m.instr.RecordAuthz(sc.ctx, self, caller, allow)
 	if allow {
 		return sc, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/inmesh/inmesh/identity"
@@ -121,21 +122,41 @@ func callerOfState(cs *tls.ConnectionState) (string, error) {
 // authorize decides whether caller may make request r, with the reason of a
 // denial. It denies on every error.
 func (m *Mesh) authorize(caller string, callerErr error, r *http.Request) (bool, string) {
-	return m.authorizeCall(caller, callerErr, r.Method, r.URL.Path)
+	header := func(name string) []string {
+		// Go keeps the Host header in r.Host, not in r.Header.
+		if strings.EqualFold(name, "host") || name == ":authority" {
+			return []string{r.Host}
+		}
+		return r.Header.Values(name)
+	}
+	return m.authorizeCall(caller, callerErr, r.Method, wirePath(r), header)
+}
+
+// wirePath is the path of r as its client spelled it, percent-escapes kept:
+// authorization must see "%2F" and "%2E", which r.URL.Path has decoded.
+func wirePath(r *http.Request) string {
+	if r.URL.RawPath != "" {
+		return r.URL.RawPath
+	}
+	// RawPath is empty when the client's spelling is the default escaping
+	// of Path, which EscapedPath returns (without allocating when there is
+	// nothing to escape).
+	return r.URL.EscapedPath()
 }
 
 // authorizeCall decides whether caller may call method on path of this
 // service (for gRPC: POST and the full method), with the reason of a
-// denial, against the compiled rules of the state in force. It denies on
-// every error.
-func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string) (bool, string) {
+// denial, against the compiled rules of the state in force. path is as the
+// client spelled it (see wirePath); header returns every value of a request
+// header (HTTP headers, gRPC metadata). It denies on every error.
+func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string, header func(string) []string) (bool, string) {
 	if callerErr != nil {
 		return false, "caller identity: " + callerErr.Error()
 	}
 	if m.consul != nil {
 		// With Consul, service-intentions decide, per request, so a new
 		// deny applies to open connections too.
-		d := m.consul.intentions.Current().Authorize(caller, method, path, nil)
+		d := m.consul.intentions.Current().Authorize(caller, method, path, header)
 		return d.Allow, d.Reason
 	}
 	sa := m.state.Load().self

@@ -174,7 +174,7 @@ type Authorization struct {
 // Rule allows calls from some services to some paths and methods.
 type Rule struct {
 	From    []string `json:"from,omitempty"`    // caller service names; "*" is any
-	Paths   []string `json:"paths,omitempty"`   // path prefixes; empty is any
+	Paths   []string `json:"paths,omitempty"`   // each covers itself and what lies below it ("/a": "/a", "/a/b", not "/ab"); empty is any
 	Methods []string `json:"methods,omitempty"` // empty is any
 }
 
