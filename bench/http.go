@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -22,8 +23,9 @@ var httpColumns = []column{
 // An httpStack is a row of the HTTP sections.
 type httpStack struct {
 	name  string
-	vs    string               // the row its ratios are to; "": the bare row
-	op    func() func() error  // see get
+	vs    string // the row its ratios are to; "": the bare row
+	rt    http.RoundTripper
+	url   string
 	extra func() time.Duration // CPU of other processes on the path
 	skip  string               // why it is not measured
 }
@@ -69,14 +71,14 @@ func httpSections(e *env) ([]*section, error) {
 	}
 
 	stacks := []httpStack{
-		{name: "bare http.Transport", op: get(e.newTransport(), direct)},
-		{name: "inmesh full chain, telemetry off", op: get(meshOff, meshed)},
-		{name: "inmesh full chain, OTel SDK", op: get(meshSDK, meshed)},
-		{name: "failsafe-go (timeout, retry, breaker)", op: get(chainSettings.failsafeRT(e.newTransport()), direct)},
-		{name: "otelhttp, OTel SDK", op: get(otelRT(e.newTransport(), e.otelSDK()), direct)},
-		{name: "failsafe-go + otelhttp, OTel SDK", op: get(otelRT(chainSettings.failsafeRT(e.newTransport()), e.otelSDK()), direct)},
-		{name: "bare mutual TLS 1.3", op: get(bareTLSRT, bareTLSURL)},
-		{name: "inmesh mTLS, meshed server, telemetry off", vs: "bare mutual TLS 1.3", op: get(meshTLSRT, meshed)},
+		{name: "bare http.Transport", rt: e.newTransport(), url: direct},
+		{name: "inmesh full chain, telemetry off", rt: meshOff, url: meshed},
+		{name: "inmesh full chain, OTel SDK", rt: meshSDK, url: meshed},
+		{name: "failsafe-go (timeout, retry, breaker)", rt: chainSettings.failsafeRT(e.newTransport()), url: direct},
+		{name: "otelhttp, OTel SDK", rt: otelRT(e.newTransport(), e.otelSDK()), url: direct},
+		{name: "failsafe-go + otelhttp, OTel SDK", rt: otelRT(chainSettings.failsafeRT(e.newTransport()), e.otelSDK()), url: direct},
+		{name: "bare mutual TLS 1.3", rt: bareTLSRT, url: bareTLSURL},
+		{name: "inmesh mTLS, meshed server, telemetry off", vs: "bare mutual TLS 1.3", rt: meshTLSRT, url: meshed},
 	}
 	if hop1, hop2, cpu, err := e.startHAProxies(plain[0]); err != nil {
 		stacks = append(stacks,
@@ -84,8 +86,16 @@ func httpSections(e *env) ([]*section, error) {
 			httpStack{name: "HAProxy, two hops", skip: err.Error()})
 	} else {
 		stacks = append(stacks,
-			httpStack{name: "HAProxy, one hop", op: get(e.newTransport(), "http://"+hop1+"/"), extra: cpu},
-			httpStack{name: "HAProxy, two hops", op: get(e.newTransport(), "http://"+hop2+"/"), extra: cpu})
+			httpStack{name: "HAProxy, one hop", rt: e.newTransport(), url: "http://" + hop1 + "/", extra: cpu},
+			httpStack{name: "HAProxy, two hops", rt: e.newTransport(), url: "http://" + hop2 + "/", extra: cpu})
+	}
+	for _, st := range stacks {
+		if st.skip != "" {
+			continue
+		}
+		if err := wantHTTP1(st.rt, st.url); err != nil {
+			return nil, fmt.Errorf("%s: %w", st.name, err)
+		}
 	}
 
 	var out []*section
@@ -99,7 +109,8 @@ func httpSections(e *env) ([]*section, error) {
 				s.skip(st.name, st.skip)
 				continue
 			}
-			r := s.add(st.name, func(d time.Duration) (metrics, error) { return perCall(d, v.par, st.op, st.extra) })
+			op := get(st.rt, st.url)
+			r := s.add(st.name, func(d time.Duration) (metrics, error) { return perCall(d, v.par, op, st.extra) })
 			for _, ref := range s.rows {
 				if st.vs != "" && ref.name == st.vs {
 					r.ref = ref

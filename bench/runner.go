@@ -180,8 +180,9 @@ func writeTable(w io.Writer, sections []*section) {
 		for _, r := range s.rows {
 			cells := []string{r.name}
 			ref := s.rows[0]
-			if r.ref != nil {
+			if r.ref != nil && r.ref != ref {
 				ref = r.ref
+				cells[0] += " (vs " + ref.name + ")"
 			}
 			switch m := r.medians(); {
 			case r.measure == nil:

@@ -187,8 +187,9 @@ func startMesh(service string, doc *policy.Document, tel telemetry, id identity.
 
 // failsafeRT wraps next with failsafe-go's policies for s: the timeout
 // around everything (as inmesh's timeout bounds the whole call), then the
-// retry policy of failsafehttp (5xx, 429 and transport errors), then the
-// breaker, which counts 5xx and errors.
+// retry policy of failsafehttp (5xx, 429 and transport errors; not the
+// breaker's refusal, as inmesh), then the breaker, which counts 5xx and
+// errors.
 func (s settings) failsafeRT(next http.RoundTripper) http.RoundTripper {
 	var ps []failsafe.Policy[*http.Response]
 	if s.timeout > 0 {
@@ -198,6 +199,7 @@ func (s settings) failsafeRT(next http.RoundTripper) http.RoundTripper {
 		ps = append(ps, failsafehttp.NewRetryPolicyBuilder().
 			WithMaxAttempts(s.attempts).
 			WithBackoff(s.backoff[0], s.backoff[1]).
+			AbortOnErrors(circuitbreaker.ErrOpen).
 			ReturnLastFailure(). // the last answer, as the other stacks
 			Build())
 	}
@@ -264,6 +266,24 @@ func get(rt http.RoundTripper, url string) func() func() error {
 			return nil
 		}
 	}
+}
+
+// wantHTTP1 makes one call through rt and wants a 200 over HTTP/1.1, the
+// protocol every HTTP row is meant to speak.
+func wantHTTP1(rt http.RoundTripper, url string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+		return fmt.Errorf("GET %s: %s over %s, want 200 over HTTP/1.1", url, resp.Status, resp.Proto)
+	}
+	return nil
 }
 
 // listen returns a new listener on a free port of 127.0.0.1, closed at the
