@@ -1,7 +1,7 @@
 // Command bench measures what inmesh costs against the alternatives, in one
 // run on this machine, and prints one markdown table.
 //
-//	cd bench && go run .          # about 10 minutes
+//	cd bench && go run .          # about 9 minutes
 //	cd bench && go run . -quick   # under two minutes
 //
 // (or `go -C bench run . -quick` from the repository's root: bench is a

@@ -237,6 +237,10 @@ func perCall(d time.Duration, par int, newOp func() func() error, extra func() t
 	if extra == nil {
 		extra = func() time.Duration { return 0 }
 	}
+	ops := make([]func() error, par) // one per goroutine: its own request
+	for g := range ops {
+		ops[g] = newOp()
+	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := processCPU() + extra()
@@ -245,8 +249,7 @@ func perCall(d time.Duration, par int, newOp func() func() error, extra func() t
 	var calls atomic.Int64
 	errs := make([]error, par)
 	var wg sync.WaitGroup
-	for g := range par {
-		op := newOp() // one per goroutine: its own request
+	for g, op := range ops {
 		wg.Go(func() {
 			n := int64(0)
 			defer func() { calls.Add(n) }()
