@@ -34,6 +34,9 @@ type transport struct {
 	m    *Mesh
 	next http.RoundTripper // mesh traffic
 	pass http.RoundTripper // hosts that are not services of the policy
+	// ownNext is set when next is the mesh's own transport and pass is
+	// http.DefaultTransport (RoundTripper(nil)); else pass is next.
+	ownNext bool
 
 	// secured holds, per destination service, a clone of next that speaks
 	// mTLS to that service: copy-on-write, read without lock.
@@ -54,9 +57,34 @@ var _ http.RoundTripper = (*transport)(nil)
 // the request it is given.
 func (m *Mesh) RoundTripper(next http.RoundTripper) http.RoundTripper {
 	if next == nil {
-		return &transport{m: m, next: m.transport, pass: http.DefaultTransport}
+		return &transport{m: m, next: m.transport, pass: http.DefaultTransport, ownNext: true}
 	}
 	return &transport{m: m, next: next, pass: next}
+}
+
+// closeIdler is what http.Client.CloseIdleConnections looks for in its
+// transport.
+type closeIdler interface{ CloseIdleConnections() }
+
+// CloseIdleConnections closes the idle connections of every transport
+// under t: next and pass when they have the method (as
+// http.Client.CloseIdleConnections does), and the per-destination mTLS
+// clones of next, so that HTTPClient().CloseIdleConnections() reaches every
+// connection the client keeps. Connections in use are not interrupted.
+func (t *transport) CloseIdleConnections() {
+	if ci, ok := t.next.(closeIdler); ok {
+		ci.CloseIdleConnections()
+	}
+	if t.ownNext {
+		if ci, ok := t.pass.(closeIdler); ok {
+			ci.CloseIdleConnections()
+		}
+	}
+	if sec := t.secured.Load(); sec != nil {
+		for _, tr := range *sec {
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -112,7 +140,7 @@ func (t *transport) secure(service string) (http.RoundTripper, error) {
 	}
 	next[service] = tr
 	t.secured.Store(&next)
-	t.m.track(tr)
+	t.m.track(service, tr)
 	return tr, nil
 }
 
