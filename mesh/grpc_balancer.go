@@ -39,6 +39,7 @@ type pickSlot struct {
 	// Outputs.
 	host     atomic.Pointer[discovery.Host] // the endpoint picked (or tried, when the pick failed)
 	failure  atomic.Pointer[pickEntry]      // set when the pick failed: every endpoint of the pool is in transient failure
+	secured  atomic.Bool                    // the picked connection is mTLS, the server proved the service's identity
 	sent     atomic.Bool                    // Done: bytes were sent on the picked connection
 	answered atomic.Bool                    // Done: bytes came back from the server (headers, messages or a status)
 
@@ -60,6 +61,7 @@ func (s *pickSlot) reset(p *pool, seq uint64, prev *discovery.Host, now time.Tim
 	s.pool, s.seq, s.prev, s.now = p, seq, prev, now
 	s.host.Store(nil)
 	s.failure.Store(nil)
+	s.secured.Store(false)
 	s.sent.Store(false)
 	s.answered.Store(false)
 }
@@ -227,7 +229,7 @@ func (b *meshBalancer) publish() {
 	p := &picker{byAddr: make(map[string]*pickEntry, len(b.subConns)), seq: b.seq}
 	pending := false
 	for addr, e := range b.subConns {
-		pe := &pickEntry{sc: e.sc, state: e.state, err: e.err}
+		pe := &pickEntry{sc: e.sc, state: e.state, err: e.err, mtls: e.mtls}
 		p.byAddr[addr] = pe
 		switch e.state {
 		case connectivity.Ready:
@@ -263,6 +265,7 @@ type pickEntry struct {
 	state connectivity.State
 	err   error
 	layer Layer // for a failure that is not a connection's: discovery
+	mtls  bool  // the SubConn's connections are mTLS toward the service
 }
 
 // picker is an immutable view of the balancer's SubConns. Pick never
@@ -310,6 +313,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 	}
 	s.failure.Store(nil)
+	s.secured.Store(e.mtls)
 	s.host.Store(h)
 	h.Begin()
 	return balancer.PickResult{SubConn: e.sc, Done: s.done}, nil

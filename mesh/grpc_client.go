@@ -264,6 +264,9 @@ func (c *rpcCall) settleAttempt(ticket resilience.Ticket, err error, actx contex
 	case layer != "":
 		return out, c.fail(layer, err), final
 	}
+	if !c.slot.secured.Load() {
+		err = unverified(err)
+	}
 	return out, err, final
 }
 
@@ -304,7 +307,7 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 		}
 		return resilience.Outcome{Err: resilience.ErrReset}, LayerUpstream, false
 	}
-	if code == codes.PermissionDenied && c.deniedByMesh(err) {
+	if code == codes.PermissionDenied && c.slot.secured.Load() && c.deniedByMesh(err) {
 		return resilience.Outcome{IsGRPC: true, GRPCCode: code}, LayerAuthz, true
 	}
 	return resilience.Outcome{IsGRPC: true, GRPCCode: code}, "", false
@@ -312,7 +315,9 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 
 // deniedByMesh reports whether a PermissionDenied status is the denial of
 // the destination's own mesh (marked by an ErrorInfo of layer authz naming
-// the destination), not one its application returned or relayed.
+// the destination), not one its application returned or relayed. The
+// caller checks first that the attempt went over mTLS: from a peer whose
+// identity was not verified, the marker means nothing.
 func (c *rpcCall) deniedByMesh(err error) bool {
 	st, ok := grpcstatus.FromError(err)
 	if !ok {
@@ -321,6 +326,32 @@ func (c *rpcCall) deniedByMesh(err error) bool {
 	ei := meshInfo(st)
 	return ei != nil && ei.GetReason() == string(LayerAuthz) && ei.GetMetadata()[infoService] == c.d.name
 }
+
+// unverified returns err, a status from a peer whose identity was not
+// verified (a tls: disable destination), so that a mesh marker in it is not
+// believed: when it carries one, err comes back wrapped, with the same
+// status and text, and FromStatus returns nil for it. Any other error is
+// returned as is.
+func unverified(err error) error {
+	if _, ok := err.(*CallError); ok {
+		return err
+	}
+	st, ok := grpcstatus.FromError(err)
+	if !ok || meshInfo(st) == nil {
+		return err
+	}
+	return &unverifiedStatus{err: err}
+}
+
+// unverifiedStatus is a status marked as a mesh's that came from a peer
+// whose identity was not verified: the application's own status, passed to
+// the caller unchanged (code, message, details, Error text) except that
+// FromStatus does not rebuild a CallError from it.
+type unverifiedStatus struct{ err error }
+
+func (e *unverifiedStatus) Error() string                  { return e.err.Error() }
+func (e *unverifiedStatus) GRPCStatus() *grpcstatus.Status { return grpcstatus.Convert(e.err) }
+func (e *unverifiedStatus) Unwrap() error                  { return e.err }
 
 // denialReason is the cause the destination's mesh gave for a denial.
 func denialReason(err error, caller, service string) string {

@@ -84,14 +84,21 @@ func (e *CallError) GRPCStatus() *grpcstatus.Status {
 // wraps) when the mesh of this process produced it, or the one rebuilt from
 // a gRPC status marked by a mesh (an errdetails.ErrorInfo of domain
 // ErrorDomain), for example the status a destination's mesh denied a call
-// with. It returns nil for nil, for an application's status and for any
-// other error. A rebuilt CallError's Err holds the cause as text.
+// with. It returns nil for nil, for an application's status, for a marked
+// status that the mesh of this process received from a peer whose identity
+// it did not verify (a tls: disable destination), and for any other error.
+// A rebuilt CallError's Err holds the cause as text; every field rebuilt
+// from the status is peer text, sanitized: no control or format
+// characters, at most 256 bytes each.
 func FromStatus(err error) *CallError {
 	if err == nil {
 		return nil
 	}
 	if ce, ok := errors.AsType[*CallError](err); ok {
 		return ce
+	}
+	if _, ok := errors.AsType[*unverifiedStatus](err); ok {
+		return nil
 	}
 	st, ok := grpcstatus.FromError(err)
 	if !ok || st.Code() == codes.OK {
@@ -117,7 +124,10 @@ func FromStatus(err error) *CallError {
 	if rest, ok := strings.CutPrefix(msg, ce.Error()+": "); ok {
 		msg = rest
 	}
-	ce.Err = errors.New(msg)
+	ce.Layer = Layer(peerText(string(ce.Layer)))
+	ce.Service, ce.Route, ce.Subset = peerText(ce.Service), peerText(ce.Route), peerText(ce.Subset)
+	ce.Endpoint, ce.PolicyVersion = peerText(ce.Endpoint), peerText(ce.PolicyVersion)
+	ce.Err = errors.New(peerText(msg))
 	return ce
 }
 

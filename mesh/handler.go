@@ -45,6 +45,13 @@ func compileSelfAuthz(svc *policy.ResolvedService) selfAuthz {
 // layer authz. Authorization denies on error: an unverifiable caller, or no
 // policy loaded for this service. A service whose policy has no
 // authorization block serves every caller that passed the TLS checks.
+//
+// The propagated deadline (the Inmesh-Timeout-Ms header: a positive number
+// of milliseconds up to a day; other values are ignored) bounds the
+// request's context. When it passes before h has written its headers and h
+// returns without writing any, the caller gets 504 with the header
+// Inmesh-Error: timeout, which the caller's mesh turns into a CallError of
+// layer timeout, instead of an empty 200.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
 	return &handler{m: m, next: h}
 }
@@ -76,10 +83,12 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if ms, err := strconv.ParseInt(r.Header.Get(HeaderTimeout), 10, 64); err == nil && ms > 0 {
+	bounded := false
+	if d, ok := parseTimeout(r.Header[HeaderTimeout]); ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
+		bounded = true
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	if ctx != r.Context() {
@@ -87,12 +96,50 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.next.ServeHTTP(sw, r)
 
+	if bounded && sw.code == 0 && ctx.Err() == context.DeadlineExceeded {
+		// The propagated deadline passed and the application wrote
+		// nothing: an empty 200 would tell the caller it succeeded. (A
+		// caller that went away cancels ctx instead: nothing to answer.)
+		sw.Header().Set(HeaderError, string(LayerTimeout))
+		http.Error(sw, "inmesh: timeout: the propagated deadline passed before "+self+" answered", http.StatusGatewayTimeout)
+		call.ErrorType = string(LayerTimeout)
+	}
 	call.StatusCode = sw.status()
-	if call.StatusCode >= 500 {
+	if call.StatusCode >= 500 && call.ErrorType == "" {
 		call.ErrorType = strconv.Itoa(call.StatusCode)
 	}
 	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
 	telemetry.EndServerCall(span, call.StatusCode, caller, call.ErrorType)
+}
+
+// maxTimeoutMs is the largest HeaderTimeout value Handler honours: a day.
+const maxTimeoutMs = 24 * 60 * 60 * 1000
+
+// parseTimeout reads the HeaderTimeout values of a request: one positive
+// decimal integer of milliseconds, digits only (no sign, space or
+// fraction), at most a day. Anything else bounds nothing: a value this
+// mesh's callers never send must not start the application on a deadline
+// that has already passed, or on one that overflows.
+func parseTimeout(vs []string) (time.Duration, bool) {
+	if len(vs) != 1 {
+		return 0, false
+	}
+	v := vs[0]
+	if len(v) == 0 || len(v) > len("86400000") {
+		return 0, false
+	}
+	ms := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		ms = ms*10 + int(c-'0')
+	}
+	if ms <= 0 || ms > maxTimeoutMs {
+		return 0, false
+	}
+	return time.Duration(ms) * time.Millisecond, true
 }
 
 // callerOf returns the service of the verified client certificate, "" for

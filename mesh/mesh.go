@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,9 +53,10 @@ type Mesh struct {
 	catalog atomic.Pointer[discovery.Snapshot] // endpoints from the catalog (or the cache), nil without Consul
 
 	// transports are the transports the mesh created (per-destination mTLS
-	// clones), whose idle connections Close closes.
+	// clones), whose idle connections Close closes, and those of a service
+	// when it loses an endpoint.
 	transportsMu sync.Mutex
-	transports   []*http.Transport
+	transports   []tracked
 
 	cancel    context.CancelFunc
 	done      <-chan struct{} // closed by Close: watchers of the state stop
@@ -228,6 +230,7 @@ func (m *Mesh) applyLocked(pol *policy.Snapshot) {
 	m.state.Store(st)
 	if old != nil {
 		close(old.replaced)
+		m.closeDeparted(old, st)
 	}
 	m.saveCache(st)
 }
@@ -252,12 +255,71 @@ func (m *Mesh) watch(ctx context.Context, fn func(*state)) {
 	}
 }
 
-// track remembers a transport the mesh created, so Close can close its idle
+// tracked is a transport the mesh created for the traffic toward service.
+type tracked struct {
+	service string
+	t       *http.Transport
+}
+
+// track remembers a transport the mesh created for service, so Close, and
+// the departure of one of service's endpoints, can close its idle
 // connections.
-func (m *Mesh) track(t *http.Transport) {
+func (m *Mesh) track(service string, t *http.Transport) {
 	m.transportsMu.Lock()
 	defer m.transportsMu.Unlock()
-	m.transports = append(m.transports, t)
+	m.transports = append(m.transports, tracked{service: service, t: t})
+}
+
+// closeDeparted closes the idle connections that lead to endpoints old had
+// and st has not, so they do not stay open until their idle timeout. An
+// http.Transport closes its idle connections all at once, not per address:
+// on such a change the mesh's own transport (plaintext traffic of every
+// service) closes all its idle connections, and of the mTLS transports,
+// which are per destination service, those of the services that lost an
+// endpoint (or left the policy). Connections in use are not interrupted;
+// the others are dialed again on demand. A transport given to RoundTripper
+// is the application's, and left alone.
+func (m *Mesh) closeDeparted(old, st *state) {
+	lost := departed(old, st)
+	if len(lost) == 0 {
+		return
+	}
+	m.transport.CloseIdleConnections()
+	m.transportsMu.Lock()
+	defer m.transportsMu.Unlock()
+	for _, tr := range m.transports {
+		if slices.Contains(lost, tr.service) {
+			tr.t.CloseIdleConnections()
+		}
+	}
+}
+
+// departed returns the services of old that have an endpoint address st
+// lacks, or that st does not have.
+func departed(old, st *state) []string {
+	var lost []string
+	for name := range old.services {
+		before := old.endpoints.Endpoints(name)
+		if len(before) == 0 {
+			continue
+		}
+		if st.services[name] == nil {
+			lost = append(lost, name)
+			continue
+		}
+		after := st.endpoints.Endpoints(name)
+		now := make(map[string]struct{}, len(after))
+		for _, ep := range after {
+			now[ep.Address] = struct{}{}
+		}
+		for _, ep := range before {
+			if _, ok := now[ep.Address]; !ok {
+				lost = append(lost, name)
+				break
+			}
+		}
+	}
+	return lost
 }
 
 // Service returns this workload's service name.
@@ -273,7 +335,10 @@ func (m *Mesh) PolicyVersion() string {
 
 // HTTPClient returns an http.Client whose transport is m.RoundTripper(nil).
 // It has no overall timeout of its own: the policy's timeouts apply. The
-// same client is returned on every call.
+// same client is returned on every call. Its CloseIdleConnections closes
+// the idle connections of every transport under it (see RoundTripper);
+// those toward an endpoint that leaves the policy or the catalog are closed
+// by the mesh itself.
 func (m *Mesh) HTTPClient() *http.Client { return m.client }
 
 // Close stops every goroutine the mesh started, waits for them, and closes
@@ -287,8 +352,8 @@ func (m *Mesh) Close() error {
 		m.wg.Wait()
 		m.transport.CloseIdleConnections()
 		m.transportsMu.Lock()
-		for _, t := range m.transports {
-			t.CloseIdleConnections()
+		for _, tr := range m.transports {
+			tr.t.CloseIdleConnections()
 		}
 		m.transportsMu.Unlock()
 		_ = m.instr.Close()

@@ -25,7 +25,10 @@ const (
 	// milliseconds, so the destination's Handler can bound its own work.
 	HeaderTimeout = "Inmesh-Timeout-Ms"
 	// HeaderError marks an answer produced by the destination's mesh rather
-	// than its application, for example "authz" on a denial.
+	// than its application: "authz" on a denial (403), "timeout" when the
+	// propagated deadline passed before the application answered (504). A
+	// caller's mesh believes it only over mTLS from a peer that proved the
+	// destination's identity.
 	HeaderError = "Inmesh-Error"
 )
 
@@ -34,6 +37,9 @@ type transport struct {
 	m    *Mesh
 	next http.RoundTripper // mesh traffic
 	pass http.RoundTripper // hosts that are not services of the policy
+	// ownNext is set when next is the mesh's own transport and pass is
+	// http.DefaultTransport (RoundTripper(nil)); else pass is next.
+	ownNext bool
 
 	// secured holds, per destination service, a clone of next that speaks
 	// mTLS to that service: copy-on-write, read without lock.
@@ -66,9 +72,34 @@ var _ http.RoundTripper = (*transport)(nil)
 // the request it is given.
 func (m *Mesh) RoundTripper(next http.RoundTripper) http.RoundTripper {
 	if next == nil {
-		return &transport{m: m, next: m.transport, pass: http.DefaultTransport}
+		return &transport{m: m, next: m.transport, pass: http.DefaultTransport, ownNext: true}
 	}
 	return &transport{m: m, next: next, pass: next}
+}
+
+// closeIdler is what http.Client.CloseIdleConnections looks for in its
+// transport.
+type closeIdler interface{ CloseIdleConnections() }
+
+// CloseIdleConnections closes the idle connections of every transport
+// under t: next and pass when they have the method (as
+// http.Client.CloseIdleConnections does), and the per-destination mTLS
+// clones of next, so that HTTPClient().CloseIdleConnections() reaches every
+// connection the client keeps. Connections in use are not interrupted.
+func (t *transport) CloseIdleConnections() {
+	if ci, ok := t.next.(closeIdler); ok {
+		ci.CloseIdleConnections()
+	}
+	if t.ownNext {
+		if ci, ok := t.pass.(closeIdler); ok {
+			ci.CloseIdleConnections()
+		}
+	}
+	if sec := t.secured.Load(); sec != nil {
+		for _, tr := range *sec {
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -138,7 +169,7 @@ func (t *transport) secure(service string) (http.RoundTripper, error) {
 	}
 	next[service] = tr
 	t.secured.Store(&next)
-	t.m.track(tr)
+	t.m.track(service, tr)
 	return tr, nil
 }
 
@@ -349,12 +380,25 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 	c.host.Begin()
 	resp, err := next.RoundTrip(out)
 	c.host.End()
+	if err == nil && expired(actx) {
+		// The answer came as the attempt's deadline passed: too late, its
+		// body is bound to that deadline. It may even be the empty 200 of
+		// a destination whose handler stopped when this side gave up. A
+		// timeout, as if it had not come.
+		discard(resp.Body)
+		resp, err = nil, context.DeadlineExceeded
+	}
 
 	var kind resilience.ErrKind
-	var layer Layer
+	var layer, marked Layer
 	o := resilience.Outcome{}
 	if err != nil {
 		kind, layer = c.classify(err, actx)
+		o.Err = kind
+	} else if marked = meshMarker(resp, rt.mtls); marked == LayerTimeout {
+		// The destination's copy of the deadline passed before its
+		// application answered: a timeout, not a 504 of the application.
+		kind, layer = resilience.ErrTimeout, LayerTimeout
 		o.Err = kind
 	} else {
 		o.HTTPStatus = resp.StatusCode
@@ -364,6 +408,9 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 		outcome := string(layer)
 		if err == nil {
 			outcome = strconv.Itoa(resp.StatusCode)
+		}
+		if marked == LayerTimeout {
+			outcome = string(LayerTimeout)
 		}
 		telemetry.AttemptEvent(c.span, c.attempts, c.host.Address, outcome, waited)
 	}
@@ -378,11 +425,24 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 		}
 		return nil, kind, c.fail(layer, err)
 	}
-	if resp.StatusCode == http.StatusForbidden && resp.Header.Get(HeaderError) == string(LayerAuthz) {
+	switch marked {
+	case LayerAuthz:
 		if acancel != nil {
 			acancel()
 		}
 		return nil, resilience.ErrNone, c.fail(LayerAuthz, denial(resp.Body, c.m.cfg.service, c.d.name))
+	case LayerTimeout:
+		discard(resp.Body)
+		if acancel != nil {
+			acancel()
+		}
+		perTry := rt.eff.PerTryTimeout > 0 && !earlierDeadline(c.ctx, actx)
+		ce := c.fail(LayerTimeout, c.remoteTimeout(perTry))
+		if !perTry {
+			// The call's own deadline: no time is left for a retry.
+			return nil, resilience.ErrNone, ce
+		}
+		return nil, kind, ce
 	}
 	if acancel != nil {
 		resp.Body = wrapBody(resp.Body, acancel)
@@ -451,13 +511,63 @@ func (c *httpCall) classify(err error, actx context.Context) (resilience.ErrKind
 	return classifyErr(err)
 }
 
+// meshMarker returns the layer of a response that the destination's mesh
+// produced rather than its application: authz for a 403, timeout for a 504,
+// marked so with the HeaderError header; "" for any other response. The
+// marker is believed only from a verified mesh peer: the attempt went over
+// mTLS (secured, the route's tls is strict) and the server proved the
+// destination's identity in the handshake. From a tls: disable destination
+// anyone can write the header, and the response is the application's.
+func meshMarker(resp *http.Response, secured bool) Layer {
+	if !secured || resp.TLS == nil || len(resp.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	switch resp.StatusCode {
+	case http.StatusForbidden:
+		if resp.Header.Get(HeaderError) == string(LayerAuthz) {
+			return LayerAuthz
+		}
+	case http.StatusGatewayTimeout:
+		if resp.Header.Get(HeaderError) == string(LayerTimeout) {
+			return LayerTimeout
+		}
+	}
+	return ""
+}
+
+// remoteTimeout is the cause of a timeout the destination's mesh reported:
+// the deadline propagated with the attempt passed there before its
+// application wrote an answer. It says which deadline that was: the
+// per_try_timeout when perTry, else the call's.
+func (c *httpCall) remoteTimeout(perTry bool) error {
+	which := "the caller's deadline"
+	switch {
+	case perTry:
+		which = "per_try_timeout"
+	case c.rt.eff.Timeout > 0 && !earlierDeadline(c.req.Context(), c.ctx):
+		which = "the route's timeout"
+	}
+	return fmt.Errorf("%w: %s passed at the destination (its Handler's copy of the propagated deadline) before the application answered",
+		context.DeadlineExceeded, which)
+}
+
+// earlierDeadline reports whether a has a deadline no later than b's.
+func earlierDeadline(a, b context.Context) bool {
+	da, ok := a.Deadline()
+	if !ok {
+		return false
+	}
+	db, ok := b.Deadline()
+	return !ok || !da.After(db)
+}
+
 // denial reads the reason the destination's mesh gave for a denial from
 // the 403 body (a line of text), and closes the body.
 func denial(body io.ReadCloser, caller, service string) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 1<<10))
 	_ = body.Close()
 	reason := strings.TrimSpace(string(b))
-	reason = strings.TrimPrefix(reason, "inmesh: authz: ")
+	reason = strings.TrimSpace(peerText(strings.TrimPrefix(reason, "inmesh: authz: ")))
 	if reason == "" {
 		reason = fmt.Sprintf("%s denied caller %q", service, caller)
 	}
