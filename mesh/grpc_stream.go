@@ -136,7 +136,8 @@ func (s *meshStream) open(waited time.Duration) error {
 		if !retry {
 			return res
 		}
-		if waited, err = c.waitRetry(&s.bo, res); err != nil {
+		// A wait not to be waited returns the attempt's own failure.
+		if waited, err = c.waitRetry(&s.bo, a.err); err != nil {
 			s.end(err)
 			return err
 		}
@@ -261,7 +262,7 @@ func (s *meshStream) retry(cs grpc.ClientStream, a *streamAttempt, err error) (r
 	if !retry {
 		return false, res
 	}
-	wait, werr := s.c.waitRetry(&s.bo, res)
+	wait, werr := s.c.waitRetry(&s.bo, a.err) // a wait not waited returns a's failure
 	if werr != nil {
 		s.end(werr)
 		return false, werr
