@@ -41,6 +41,7 @@ type pickSlot struct {
 	failure  atomic.Pointer[pickEntry]      // set when the pick failed: every endpoint of the pool is in transient failure
 	sent     atomic.Bool                    // Done: bytes were sent on the picked connection
 	answered atomic.Bool                    // Done: bytes came back from the server (headers, messages or a status)
+	pushback atomic.Int64                   // Done: the server's retry pushback (see pushbackOf)
 
 	done func(balancer.DoneInfo) // s.onDone, bound once
 }
@@ -62,6 +63,7 @@ func (s *pickSlot) reset(p *pool, seq uint64, prev *discovery.Host, now time.Tim
 	s.failure.Store(nil)
 	s.sent.Store(false)
 	s.answered.Store(false)
+	s.pushback.Store(noPushback)
 }
 
 // onDone is the PickResult.Done of every pick made for the slot: the RPC on
@@ -72,6 +74,7 @@ func (s *pickSlot) onDone(info balancer.DoneInfo) {
 	}
 	s.sent.Store(info.BytesSent)
 	s.answered.Store(info.BytesReceived)
+	s.pushback.Store(pushbackOf(info.Trailer))
 }
 
 // balancerBuilder builds the mesh's balancer for one ClientConn.

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
@@ -19,10 +20,160 @@ func backoffPolicy(backoff string) func(addrs ...string) string {
 	return billingPolicy("    retry: {attempts: 3, backoff: " + backoff + ", retry_on: [unavailable]}\n")
 }
 
+// busyOnce answers the first Check Unavailable "busy" with the trailer
+// grpc-retry-pushback-ms set to values (none when empty), and SERVING after.
+func busyOnce(values ...string) checkFunc {
+	return func(ctx context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
+		if n > 1 {
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+		}
+		md := metadata.MD{}
+		for _, v := range values {
+			md.Append("grpc-retry-pushback-ms", v)
+		}
+		_ = grpc.SetTrailer(ctx, md)
+		return nil, grpcstatus.Error(codes.Unavailable, "busy")
+	}
+}
+
+// guarded returns a context without a deadline (so that the mesh would
+// wait any backoff), canceled when the test ends or, so that a call parked
+// on the fake clock fails the test instead of hanging it, after 20 seconds.
+func guarded(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := time.AfterFunc(20*time.Second, cancel)
+	t.Cleanup(func() {
+		stop.Stop()
+		cancel()
+	})
+	return ctx
+}
+
 // isBusy reports whether err is the backend's own "busy" status, unchanged.
 func isBusy(err error) bool {
 	st, ok := grpcstatus.FromError(err)
 	return ok && st.Code() == codes.Unavailable && st.Message() == "busy" && FromStatus(err) == nil
+}
+
+// TestGRPCRetryPushback checks that a server's grpc-retry-pushback-ms
+// replaces the backoff of a unary call, or stops its retries. The caller's
+// mesh runs on a fake clock that never moves and the call has no deadline:
+// a retry that waited anything would stay parked, so each case also proves
+// that nothing was waited.
+func TestGRPCRetryPushback(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		backoff  string
+		pushback []string // the first answer's trailer values
+		wantHits int64    // the retry, if any, succeeds
+	}{
+		// 0 is "retry now", where the backoff (up to an hour) would wait.
+		{"zero retries at once", "{initial: 1h, max: 1h}", []string{"0"}, 2},
+		{"negative stops the retries", "{initial: 1ms, max: 2ms}", []string{"-1"}, 1},
+		{"malformed stops the retries", "{initial: 1ms, max: 2ms}", []string{"soon"}, 1},
+		{"repeated stops the retries", "{initial: 1ms, max: 2ms}", []string{"0", "0"}, 1},
+		// A minute where the policy waits 2ms at most: the status comes
+		// back, the call is not parked (there is no deadline to stop it).
+		{"longer than the backoff max is not waited", "{initial: 1ms, max: 2ms}", []string{"60000"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newGRPCBackend(t, "busy")
+			b.onCheck(busyOnce(tc.pushback...))
+			f := startBilling(t, backoffPolicy(tc.backoff), b)
+			fc := clocktest.NewFake(time.Now())
+			c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+			_, err := check(guarded(t), c)
+			if hits := b.hits.Load(); hits != tc.wantHits {
+				t.Fatalf("the backend was called %d times, want %d (err %v)", hits, tc.wantHits, err)
+			}
+			if tc.wantHits > 1 && err != nil {
+				t.Fatalf("the retry failed: %v", err)
+			}
+			if tc.wantHits == 1 && !isBusy(err) {
+				t.Fatalf("err %v, want the backend's own Unavailable \"busy\"", err)
+			}
+		})
+	}
+}
+
+// TestGRPCRetryPushbackWaitsExactly checks that a pushback is the wait,
+// not the backoff's: the retry starts when the fake clock reaches it, not
+// a nanosecond before.
+func TestGRPCRetryPushbackWaitsExactly(t *testing.T) {
+	b := newGRPCBackend(t, "busy")
+	b.onCheck(busyOnce("5000"))
+	f := startBilling(t, backoffPolicy("{initial: 1ms, max: 10s}"), b)
+	fc := clocktest.NewFake(time.Now())
+	c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := check(ctx, c)
+		done <- err
+	}()
+	waiting := make(chan struct{})
+	go func() { fc.BlockUntilTimers(1); close(waiting) }()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the call ended (%v) after %d attempts without waiting", err, b.hits.Load())
+	}
+	fc.Advance(5*time.Second - time.Nanosecond)
+	if n, hits := fc.PendingTimers(), b.hits.Load(); n != 1 || hits != 1 {
+		t.Fatalf("a nanosecond before the pushback: %d timers pending, %d attempts; want 1 and 1", n, hits)
+	}
+	fc.Advance(time.Nanosecond)
+	if err := <-done; err != nil {
+		t.Fatalf("after the pushback: %v", err)
+	}
+	if hits := b.hits.Load(); hits != 2 {
+		t.Fatalf("%d attempts, want 2", hits)
+	}
+}
+
+// TestGRPCStreamRetryPushback checks a pushback on a stream that failed
+// before its first response, on a fake clock that never moves, without a
+// deadline, as TestGRPCRetryPushback does for unary calls.
+func TestGRPCStreamRetryPushback(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		backoff  string
+		pushback string
+		wantHits int64
+	}{
+		{"zero retries at once", "{initial: 1h, max: 1h}", "0", 2},
+		{"negative stops the retries", "{initial: 1ms, max: 2ms}", "-1", 1},
+		{"longer than the backoff max is not waited", "{initial: 1ms, max: 2ms}", "60000", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newGRPCBackend(t, "busy")
+			b.onWatch(func(n int64, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+				if n == 1 {
+					stream.SetTrailer(metadata.Pairs("grpc-retry-pushback-ms", tc.pushback))
+					return grpcstatus.Error(codes.Unavailable, "busy")
+				}
+				return stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+			})
+			f := startBilling(t, backoffPolicy(tc.backoff), b)
+			fc := clocktest.NewFake(time.Now())
+			c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+			w, err := c.Watch(guarded(t), &healthpb.HealthCheckRequest{Service: "billing"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := w.Recv()
+			if hits := b.hits.Load(); hits != tc.wantHits {
+				t.Fatalf("%d stream attempts, want %d (err %v)", hits, tc.wantHits, err)
+			}
+			if tc.wantHits > 1 && (err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING) {
+				t.Fatalf("the retried stream: %v %v", resp, err)
+			}
+			if tc.wantHits == 1 && !isBusy(err) {
+				t.Fatalf("err %v, want the backend's own Unavailable \"busy\"", err)
+			}
+		})
+	}
 }
 
 // TestGRPCStreamBackoffPastDeadline checks that a stream whose backoff

@@ -22,7 +22,8 @@ const maxReplay = 128
 // unary call gets (route, split, deadline, breaker, outlier reports,
 // telemetry), and is retried, on the conditions of retry_on, only until its
 // first response message arrives: a retry opens a new stream on a new pick
-// and replays the messages sent so far (and CloseSend). A stream is not
+// and replays the messages sent so far (and CloseSend), after the backoff
+// or the server's pushback, as for a unary call. A stream is not
 // retried once the application saw a failed SendMsg either, since it may
 // have stopped sending.
 func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -154,7 +155,8 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 	a.out, a.err, a.final = c.settleAttempt(a.ticket, err, a.actx, a.waited)
 	a.acancel()
 	a.finished = true
-	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) {
+	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) ||
+		a.slot.pushback.Load() == stopPushback {
 		s.endLocked(a.err)
 	}
 }
@@ -164,6 +166,7 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 func (s *meshStream) decide(a *streamAttempt) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.c.slot = a.slot // the slot verdict and waitRetry read
 	if s.ended {
 		return false, a.err
 	}
