@@ -33,7 +33,8 @@
 //	interceptor again: classify (the destination's status, or a failure of
 //	  the mesh or the network) ─► breaker, outlier, span event ─► retry?
 //
-// A stream is retried only until its first response message. A server's
+// A stream is retried only until its first response message, and while the
+// messages it sent, kept for the replay, total at most 256 KiB. A server's
 // grpc-retry-pushback-ms trailer sets the wait before a retry, or forbids
 // the retry. gRPC's own retries are off. On the server,
 // grpc.NewServer(m.ServerOptions()...) adds mTLS, the authorization of the

@@ -1,7 +1,12 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +15,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 )
@@ -197,5 +204,171 @@ func TestGRPCStreamBackoffPastDeadline(t *testing.T) {
 	}
 	if !isBusy(err) || b.hits.Load() != 1 {
 		t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, b.hits.Load())
+	}
+}
+
+// uploadMethod is the client-streaming RPC of the upload test service:
+// BytesValue messages in, their count (Int64Value) out.
+const uploadMethod = "/inmesh.test.Upload/Upload"
+
+// uploadServer receives uploads: it reads every message of a stream, then
+// fails the first stream Unavailable and answers the others with the count
+// of messages they carried, which it keeps.
+type uploadServer struct {
+	hits atomic.Int64 // streams that reached the handler
+
+	mu  sync.Mutex
+	got [][]byte // the messages of the last stream answered
+}
+
+var uploadDesc = grpc.ServiceDesc{
+	ServiceName: "inmesh.test.Upload",
+	HandlerType: (*any)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Upload",
+		ClientStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			return srv.(*uploadServer).upload(stream)
+		},
+	}},
+}
+
+func (u *uploadServer) upload(stream grpc.ServerStream) error {
+	n := u.hits.Add(1)
+	var got [][]byte
+	for {
+		m := new(wrapperspb.BytesValue)
+		if err := stream.RecvMsg(m); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+		got = append(got, m.GetValue())
+	}
+	if n == 1 {
+		return grpcstatus.Error(codes.Unavailable, "busy")
+	}
+	u.mu.Lock()
+	u.got = got
+	u.mu.Unlock()
+	return stream.SendMsg(wrapperspb.Int64(int64(len(got))))
+}
+
+// startUpload serves an uploadServer on 127.0.0.1 as billing's endpoint
+// under the policy policyFor gives for its address, behind billing's mesh,
+// until the test ends. It returns the server and a connection to billing
+// from enrollment's mesh.
+func startUpload(t *testing.T, policyFor func(addrs ...string) string) (*uploadServer, *grpc.ClientConn) {
+	t.Helper()
+	ln := listenLoopback(t)
+	pol := policyFor(ln.Addr().String())
+	u := &uploadServer{}
+	srv := grpc.NewServer(newTestMesh(t, pol, WithService("billing")).ServerOptions()...)
+	srv.RegisterService(&uploadDesc, u)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	conn, err := grpc.NewClient("mesh:///billing", newTestMesh(t, pol, WithService("enrollment")).DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return u, conn
+}
+
+// upload sends msgs on a new upload stream of conn, closes its sending side
+// and returns the count the server answered.
+func upload(ctx context.Context, conn *grpc.ClientConn, msgs []*wrapperspb.BytesValue) (int64, error) {
+	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, uploadMethod)
+	if err != nil {
+		return 0, err
+	}
+	for i, m := range msgs {
+		if err := cs.SendMsg(m); err != nil {
+			return 0, fmt.Errorf("SendMsg %d: %w", i, err)
+		}
+	}
+	if err := cs.CloseSend(); err != nil {
+		return 0, err
+	}
+	var count wrapperspb.Int64Value
+	if err := cs.RecvMsg(&count); err != nil {
+		return 0, err
+	}
+	return count.GetValue(), nil
+}
+
+// uploadOf returns n messages of size bytes of value each (so that
+// proto.Size of each is more), message i filled with byte i.
+func uploadOf(n, size int) []*wrapperspb.BytesValue {
+	msgs := make([]*wrapperspb.BytesValue, n)
+	for i := range msgs {
+		msgs[i] = wrapperspb.Bytes(bytes.Repeat([]byte{byte(i)}, size))
+	}
+	return msgs
+}
+
+// TestGRPCStreamReplayBoundedByBytes checks that a stream keeps the
+// messages it sent for a replay while they total at most 256 KiB (proto
+// sizes), however many they are, and is committed (not retried) once they
+// pass it, however few they are. The server fails the first stream after
+// reading all of it.
+func TestGRPCStreamReplayBoundedByBytes(t *testing.T) {
+	// The limit, as grpc-go's default; a BytesValue of n bytes, n < 2^21,
+	// encodes in 1 + 3 + n bytes.
+	const limit, tag = 256 << 10, 1 + 3
+	for _, tc := range []struct {
+		name    string
+		msgs    []*wrapperspb.BytesValue
+		retried bool
+	}{
+		{"many small messages under the limit", uploadOf(200, 1024), true},
+		{"exactly the limit", uploadOf(1, limit-tag), true},
+		{"a byte over the limit", uploadOf(1, limit-tag+1), false},
+		{"a few large messages over the limit", uploadOf(5, 64<<10), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := 0
+			for _, m := range tc.msgs {
+				total += proto.Size(m)
+			}
+			t.Logf("%d messages, %d bytes", len(tc.msgs), total)
+			u, conn := startUpload(t, backoffPolicy("{initial: 1ms, max: 2ms}"))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			count, err := upload(ctx, conn, tc.msgs)
+			if !tc.retried {
+				if !isBusy(err) || u.hits.Load() != 1 {
+					t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, u.hits.Load())
+				}
+				return
+			}
+			if err != nil || u.hits.Load() != 2 || count != int64(len(tc.msgs)) {
+				t.Fatalf("count %d, err %v after %d attempts; want %d after 2", count, err, u.hits.Load(), len(tc.msgs))
+			}
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			for i, m := range tc.msgs {
+				if !bytes.Equal(u.got[i], m.GetValue()) {
+					t.Fatalf("message %d was replayed as %d bytes, want its %d", i, len(u.got[i]), len(m.GetValue()))
+				}
+			}
+		})
+	}
+}
+
+func TestReplaySize(t *testing.T) {
+	m := wrapperspb.Bytes(make([]byte, 100))
+	if got := replaySize(m); got != proto.Size(m) || got != 1+1+100 {
+		t.Fatalf("replaySize of a proto message: %d, want %d", got, proto.Size(m))
+	}
+	if got := replaySize(struct{}{}); got != -1 {
+		t.Fatalf("replaySize of a message that is no proto: %d, want -1", got)
 	}
 }
