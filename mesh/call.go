@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -191,13 +192,34 @@ func (c *call) next(out resilience.Outcome, maxAttempts int) verdict {
 
 // backoff returns the wait before the next attempt: the route's backoff
 // (*bo is created on first use), or floor when longer (a server's hint such
-// as Retry-After). ok is false when waiting would outlive the call's
-// deadline: the last outcome is then the best the caller can get.
+// as Retry-After, 0 without one). ok is false when the wait is not to be
+// waited, as hinted says.
 func (c *call) backoff(bo **resilience.Backoff, floor time.Duration) (wait time.Duration, ok bool) {
 	if *bo == nil {
 		*bo = resilience.NewBackoff(c.rt.backoff)
 	}
-	wait = max((*bo).Next(), floor)
+	return c.hinted(max((*bo).Next(), floor), floor)
+}
+
+// pushback returns the wait before the next attempt that a server fixed
+// (gRPC's grpc-retry-pushback-ms): d exactly, in place of the backoff, whose
+// progression restarts from its initial delay afterwards. ok is as hinted
+// says.
+func (c *call) pushback(bo **resilience.Backoff, d time.Duration) (wait time.Duration, ok bool) {
+	*bo = nil
+	return c.hinted(d, d)
+}
+
+// hinted returns wait, the wait before the next attempt after a server's
+// hint of hint (0 without one), and whether to wait it. Not when the hint
+// is longer than the route's backoff max: a server asking for more than the
+// policy would ever wait gets its answer returned rather than a parked
+// call. Nor when waiting would outlive the call's deadline. The last
+// outcome is then the best the caller can get.
+func (c *call) hinted(wait, hint time.Duration) (time.Duration, bool) {
+	if hint > cmp.Or(c.rt.backoff.Max, resilience.DefaultBackoffMax) {
+		return wait, false
+	}
 	if dl, has := c.ctx.Deadline(); has && c.m.clock.Now().Add(wait).After(dl) {
 		return wait, false
 	}

@@ -33,11 +33,14 @@
 //	interceptor again: classify (the destination's status, or a failure of
 //	  the mesh or the network) ─► breaker, outlier, span event ─► retry?
 //
-// A stream is retried only until its first response message. gRPC's own
-// retries are off. On the server, grpc.NewServer(m.ServerOptions()...) adds
-// mTLS, the authorization of the caller (Handler's rules: every RPC is a
-// POST of its full method), the server span and rpc.server.duration; the
-// caller's deadline arrives with the RPC.
+// A stream is retried only until its first response message, and while the
+// messages it sent, kept for the replay, total at most 256 KiB. A server's
+// grpc-retry-pushback-ms trailer sets the wait before a retry, or forbids
+// the retry. gRPC's own retries are off. On the server,
+// grpc.NewServer(m.ServerOptions()...) adds mTLS, the authorization of the
+// caller (Handler's rules: every RPC is a POST of its full method), the
+// server span and rpc.server.duration; the caller's deadline arrives with
+// the RPC.
 //
 // # Control planes
 //

@@ -26,7 +26,10 @@ import (
 //     caller's deadline and the policy's timeout (gRPC propagates it to the
 //     server), and retry the codes and failures of retry_on with backoff
 //     within the retry budget: a unary call as a whole, a stream until its
-//     first response message; each attempt is admitted by the circuit
+//     first response message and while the messages it sent total at most
+//     256 KiB; a server's grpc-retry-pushback-ms trailer replaces the
+//     backoff, and stops the retries when it is negative, malformed or
+//     longer than the backoff max; each attempt is admitted by the circuit
 //     breaker, reported to outlier detection, counted, and recorded as an
 //     event of the call's one client span; the call records
 //     rpc.client.duration;

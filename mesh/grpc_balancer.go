@@ -42,6 +42,7 @@ type pickSlot struct {
 	secured  atomic.Bool                    // the picked connection is mTLS, the server proved the service's identity
 	sent     atomic.Bool                    // Done: bytes were sent on the picked connection
 	answered atomic.Bool                    // Done: bytes came back from the server (headers, messages or a status)
+	pushback atomic.Int64                   // Done: the server's retry pushback (see pushbackOf)
 
 	done func(balancer.DoneInfo) // s.onDone, bound once
 }
@@ -64,6 +65,7 @@ func (s *pickSlot) reset(p *pool, seq uint64, prev *discovery.Host, now time.Tim
 	s.secured.Store(false)
 	s.sent.Store(false)
 	s.answered.Store(false)
+	s.pushback.Store(noPushback)
 }
 
 // onDone is the PickResult.Done of every pick made for the slot: the RPC on
@@ -74,6 +76,7 @@ func (s *pickSlot) onDone(info balancer.DoneInfo) {
 	}
 	s.sent.Store(info.BytesSent)
 	s.answered.Store(info.BytesReceived)
+	s.pushback.Store(pushbackOf(info.Trailer))
 }
 
 // balancerBuilder builds the mesh's balancer for one ClientConn.

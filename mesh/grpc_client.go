@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -202,7 +204,13 @@ func (c *rpcCall) attemptContext() (context.Context, context.CancelFunc) {
 // error the caller would get) is retried; when not, res is what the caller
 // gets: err, or a CallError of layer budget when the budget refused the
 // retry of an attempt that got no answer (an answer is returned as is).
+//
+// A server's pushback that says not to retry (see pushbackOf) returns err,
+// whatever the policy says.
 func (c *rpcCall) verdict(out resilience.Outcome, err error) (retry bool, res error) {
+	if c.slot.pushback.Load() == stopPushback {
+		return false, err
+	}
 	switch c.next(out, c.rt.eff.Attempts) {
 	case verdictRetry:
 		return true, nil
@@ -214,11 +222,20 @@ func (c *rpcCall) verdict(out resilience.Outcome, err error) (retry bool, res er
 	return false, err
 }
 
-// waitRetry backs off before the next attempt and returns the time waited.
-// It returns last when waiting would outlive the call's deadline, and the
-// end of the call's context when it comes during the wait.
+// waitRetry waits before the next attempt and returns the time waited: the
+// pushback the failed attempt's server gave when it gave one, else the
+// route's backoff. It returns last when that is not to be waited (a
+// pushback longer than the route's backoff max, or a wait that would
+// outlive the call's deadline), and the end of the call's context when it
+// comes during the wait.
 func (c *rpcCall) waitRetry(bo **resilience.Backoff, last error) (time.Duration, error) {
-	wait, ok := c.backoff(bo, 0)
+	var wait time.Duration
+	var ok bool
+	if d := c.slot.pushback.Load(); d >= 0 {
+		wait, ok = c.pushback(bo, time.Duration(d))
+	} else {
+		wait, ok = c.backoff(bo, 0)
+	}
 	if !ok {
 		return 0, last
 	}
@@ -359,6 +376,38 @@ func denialReason(err error, caller, service string) string {
 		return ce.Err.Error()
 	}
 	return fmt.Sprintf("%s denied caller %q", service, caller)
+}
+
+// Values of pickSlot.pushback other than a delay in nanoseconds (>= 0).
+const (
+	noPushback   = -1 // the trailer had none: the route's backoff applies
+	stopPushback = -2 // the server said not to retry
+)
+
+// pushbackHeader is the trailer by which a gRPC server tells its client when
+// to retry (gRFC A6).
+const pushbackHeader = "grpc-retry-pushback-ms"
+
+// pushbackOf reads the retry pushback of a trailer: noPushback without one;
+// the delay it asks for, in nanoseconds, for a single non-negative integer
+// of milliseconds; stopPushback for a negative, malformed or repeated
+// value, by which the server says not to retry.
+func pushbackOf(tr metadata.MD) int64 {
+	v := tr[pushbackHeader]
+	switch {
+	case len(v) == 0:
+		return noPushback
+	case len(v) > 1:
+		return stopPushback
+	}
+	ms, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || ms < 0 {
+		return stopPushback
+	}
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return ms * int64(time.Millisecond)
 }
 
 // expired reports whether ctx's deadline has passed, whether or not its

@@ -9,22 +9,43 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// maxReplay bounds the messages a stream keeps to replay on a retry. A
-// stream that sends more before its first response is not retried: the
-// mesh stops keeping its messages.
-const maxReplay = 128
+// maxReplayBytes bounds the messages a stream keeps to replay on a retry,
+// as the sum of their encoded sizes (proto.Size), like grpc-go's default
+// MaxRetryRPCBufferSize: 256 KiB per stream. Once the messages sent before
+// the first response pass it, the stream is committed to its attempt: the
+// mesh stops keeping them and does not retry. A message that is no
+// protocol buffer, whose size the mesh cannot tell, commits the stream
+// too. A unary call keeps nothing (its request is the caller's) and is not
+// bounded.
+const maxReplayBytes = 256 << 10
+
+// replaySize is the size of m counted against maxReplayBytes, or -1 when
+// the mesh cannot tell it.
+func replaySize(m any) int {
+	switch m := m.(type) {
+	case proto.Message:
+		return proto.Size(m)
+	case protoadapt.MessageV1:
+		return proto.Size(protoadapt.MessageV2Of(m))
+	}
+	return -1
+}
 
 // streamClient is the mesh's stream client interceptor. A stream gets what a
 // unary call gets (route, split, deadline, breaker, outlier reports,
 // telemetry), and is retried, on the conditions of retry_on, only until its
-// first response message arrives: a retry opens a new stream on a new pick
-// and replays the messages sent so far (and CloseSend). A stream is not
-// retried once the application saw a failed SendMsg either, since it may
-// have stopped sending.
+// first response message arrives and while the messages it sent fit in
+// maxReplayBytes: a retry opens a new stream on a new pick and replays the
+// messages sent so far (and CloseSend), after the backoff or the server's
+// pushback, as for a unary call. A stream is not retried once the
+// application saw a failed SendMsg either, since it may have stopped
+// sending.
 func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	c, err := m.newRPCCall(ctx, cc, method)
 	if c == nil {
@@ -72,8 +93,9 @@ type meshStream struct {
 	cur       grpc.ClientStream
 	att       *streamAttempt
 	sent      []any // kept for a replay until retries are over
+	sentBytes int   // the replay size of sent
 	closeSent bool
-	committed bool // retries are over: a response arrived, or too much was sent
+	committed bool // retries are over: a response arrived, or more than maxReplayBytes was sent
 	ended     bool // the call's telemetry is recorded
 	bo        *resilience.Backoff
 	stopWatch func() bool // stops the watch of the call's context
@@ -136,7 +158,8 @@ func (s *meshStream) open(waited time.Duration) error {
 		if !retry {
 			return res
 		}
-		if waited, err = c.waitRetry(&s.bo, res); err != nil {
+		// A wait not to be waited returns the attempt's own failure.
+		if waited, err = c.waitRetry(&s.bo, a.err); err != nil {
 			s.end(err)
 			return err
 		}
@@ -153,7 +176,8 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 	a.out, a.err, a.final = c.settleAttempt(a.ticket, err, a.actx, a.waited)
 	a.acancel()
 	a.finished = true
-	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) {
+	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) ||
+		a.slot.pushback.Load() == stopPushback {
 		s.endLocked(a.err)
 	}
 }
@@ -163,6 +187,7 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 func (s *meshStream) decide(a *streamAttempt) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.c.slot = a.slot // the slot verdict and waitRetry read
 	if s.ended {
 		return false, a.err
 	}
@@ -227,7 +252,7 @@ func (s *meshStream) RecvMsg(m any) error {
 		if err == nil {
 			s.mu.Lock()
 			if !s.committed {
-				s.committed, s.sent = true, nil
+				s.committed, s.sent, s.sentBytes = true, nil, 0
 			}
 			s.mu.Unlock()
 			return nil
@@ -261,7 +286,7 @@ func (s *meshStream) retry(cs grpc.ClientStream, a *streamAttempt, err error) (r
 	if !retry {
 		return false, res
 	}
-	wait, werr := s.c.waitRetry(&s.bo, res)
+	wait, werr := s.c.waitRetry(&s.bo, a.err) // a wait not waited returns a's failure
 	if werr != nil {
 		s.end(werr)
 		return false, werr
@@ -281,10 +306,11 @@ func (s *meshStream) SendMsg(m any) error {
 	s.mu.Lock()
 	cs, a := s.cur, s.att
 	if !s.committed {
-		if len(s.sent) < maxReplay {
+		if n := replaySize(m); n >= 0 && s.sentBytes+n <= maxReplayBytes {
 			s.sent = append(s.sent, m)
+			s.sentBytes += n
 		} else {
-			s.committed, s.sent = true, nil
+			s.committed, s.sent, s.sentBytes = true, nil, 0
 		}
 	}
 	s.mu.Unlock()
