@@ -28,7 +28,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
@@ -496,10 +495,7 @@ func TestGRPCApplicationStatusUnchanged(t *testing.T) {
 			if err == nil || err.Error() != want.Err().Error() {
 				t.Fatalf("error %q, want %q", err, want.Err())
 			}
-			got := grpcstatus.Convert(err)
-			if !proto.Equal(got.Proto(), want.Proto()) {
-				t.Fatalf("status %v, want %v", got.Proto(), want.Proto())
-			}
+			checkSameStatus(t, grpcstatus.Convert(err), want)
 			if FromStatus(err) != nil {
 				t.Fatalf("FromStatus of an application status: %+v", FromStatus(err))
 			}

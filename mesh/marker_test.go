@@ -183,9 +183,7 @@ func TestGRPCAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 		if err == nil || err.Error() != want.Err().Error() {
 			t.Fatalf("error %q, want %q", err, want.Err())
 		}
-		if got := grpcstatus.Convert(err); !proto.Equal(got.Proto(), want.Proto()) {
-			t.Fatalf("status %v, want %v", got.Proto(), want.Proto())
-		}
+		checkSameStatus(t, grpcstatus.Convert(err), want)
 		if ce := FromStatus(err); ce != nil {
 			t.Fatalf("a mesh marker from a plaintext peer was believed: %+v", ce)
 		}
@@ -225,5 +223,27 @@ func TestTimeoutMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 	code, body, err := get(t, m, "http://billing/x")
 	if err != nil || code != http.StatusGatewayTimeout || body != "app says so\n" {
 		t.Fatalf("%d %q %v, want the upstream's 504", code, body, err)
+	}
+}
+
+// checkSameStatus fails t unless got and want have the same code, message
+// and details. Details are compared unpacked: a map field (ErrorInfo's
+// metadata) has no fixed order on the wire, so the bytes of the same
+// status can differ from one encoding to the next.
+func checkSameStatus(t testing.TB, got, want *grpcstatus.Status) {
+	t.Helper()
+	if got.Code() != want.Code() || got.Message() != want.Message() {
+		t.Fatalf("status %v, want %v", got.Proto(), want.Proto())
+	}
+	gd, wd := got.Details(), want.Details()
+	if len(gd) != len(wd) {
+		t.Fatalf("details %v, want %v", gd, wd)
+	}
+	for i := range gd {
+		g, gok := gd[i].(proto.Message)
+		w, wok := wd[i].(proto.Message)
+		if !gok || !wok || !proto.Equal(g, w) {
+			t.Fatalf("detail %d: %v, want %v", i, gd[i], wd[i])
+		}
 	}
 }
