@@ -150,8 +150,14 @@ func (c *call) admit(waited time.Duration) (resilience.Ticket, *CallError) {
 // settle reports how the attempt on c.host ended to the breaker (through
 // its ticket) and to outlier detection, failed per resilience.IsFailure. A
 // nil c.host (a gRPC attempt that picked no endpoint) reports to the
-// breaker only.
+// breaker only. An attempt its caller canceled proves nothing: it releases
+// its ticket and reports nothing to outlier detection, so that it neither
+// closes a half-open breaker nor resets a host's failure streak.
 func (c *call) settle(ticket resilience.Ticket, o resilience.Outcome) {
+	if resilience.Neutral(o) {
+		ticket.Release()
+		return
+	}
 	failed := resilience.IsFailure(o)
 	ticket.Done(failed)
 	if c.host == nil {
