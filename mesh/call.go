@@ -198,10 +198,15 @@ func (c *call) next(out resilience.Outcome, maxAttempts int) verdict {
 // backoff returns the wait before the next attempt: the route's backoff
 // (*bo is created on first use), or floor when longer (a server's hint such
 // as Retry-After). ok is false when waiting would outlive the call's
-// deadline: the last outcome is then the best the caller can get.
+// deadline, or when the hint asks for longer than the backoff's max: the
+// last outcome is then the best the caller can get, now rather than after
+// a wait the route never meant to allow.
 func (c *call) backoff(bo **resilience.Backoff, floor time.Duration) (wait time.Duration, ok bool) {
 	if *bo == nil {
 		*bo = resilience.NewBackoff(c.rt.backoff)
+	}
+	if floor > (*bo).Max() {
+		return floor, false
 	}
 	wait = max((*bo).Next(), floor)
 	if dl, has := c.ctx.Deadline(); has && c.m.clock.Now().Add(wait).After(dl) {

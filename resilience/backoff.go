@@ -54,6 +54,10 @@ func NewBackoff(cfg BackoffConfig) *Backoff {
 	return &Backoff{max: cfg.Max, exp: exp}
 }
 
+// Max returns the longest delay the Backoff yields: BackoffConfig.Max, or
+// DefaultBackoffMax.
+func (b *Backoff) Max() time.Duration { return b.max }
+
 // Next returns the next delay.
 func (b *Backoff) Next() time.Duration {
 	ceiling := min(b.exp.NextBackOff(), b.max) // the first interval is not capped by backoff
