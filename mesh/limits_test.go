@@ -10,8 +10,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 )
+
+// publishEndpoints publishes a state of m with the policy in force and the
+// endpoints eps, as an update of a discovery source (a catalog) would:
+// static endpoints alone can no longer leave a subset empty.
+func publishEndpoints(t *testing.T, m *Mesh, eps map[string][]discovery.Endpoint) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.state.Load()
+	st := m.compile(old.policy, &discovery.Snapshot{Source: "test", Services: eps})
+	st.seq = old.seq + 1
+	m.state.Store(st)
+	close(old.replaced)
+}
 
 // busy answers 503 with Retry-After: seconds, counting its hits and the
 // protocol of the last one.
@@ -151,3 +166,4 @@ func TestRetryAfterWithinBackoffMaxIsWaited(t *testing.T) {
 		t.Fatalf("backend saw %d attempts, want 2", got)
 	}
 }
+

@@ -44,41 +44,44 @@ const (
 //
 // Parse does not keep data. It is safe for concurrent use.
 func Parse(data []byte) (*Document, error) {
-	doc, err := decode(data)
+	doc, zeros, err := decode(data)
 	if err != nil {
 		return nil, err
 	}
-	if err := doc.Validate(); err != nil {
+	if err := doc.validate(zeros); err != nil {
 		return nil, err
 	}
 	return doc, nil
 }
 
-// decode turns data into a Document without validating it.
-func decode(data []byte) (*Document, error) {
-	doc := new(Document)
-	if err := decodeInto(data, doc, ""); err != nil {
-		return nil, err
+// decode turns data into a Document without validating it. zeros holds
+// the paths of the integers written as 0, which the Document cannot tell
+// from absent ones.
+func decode(data []byte) (doc *Document, zeros map[string]bool, err error) {
+	doc = new(Document)
+	if zeros, err = decodeInto(data, doc, ""); err != nil {
+		return nil, nil, err
 	}
-	return doc, nil
+	return doc, zeros, nil
 }
 
 // decodeInto decodes data into the struct target points to, reporting
-// problems under path ("" for a whole document).
-func decodeInto(data []byte, target any, path string) error {
+// problems under path ("" for a whole document). It returns the paths of
+// the integers written as 0.
+func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return invalid(path, "empty document")
+		return nil, invalid(path, "empty document")
 	}
 	root, err := parseYAML(data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d := decoder{}
 	d.decode(root, reflect.ValueOf(target).Elem(), path)
 	if len(d.problems) > 0 {
-		return &ValidationError{Problems: d.problems}
+		return nil, &ValidationError{Problems: d.problems}
 	}
-	return nil
+	return d.zeros, nil
 }
 
 // parseYAML parses exactly one YAML document and returns its root mapping.
@@ -164,6 +167,7 @@ type decoder struct {
 	nodes    int                 // nodes visited, aliases followed
 	tooLarge bool                // maxNodes was exceeded; decoding has stopped
 	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
+	zeros    map[string]bool     // paths of the integers written as 0
 }
 
 var durationType = reflect.TypeFor[Duration]()
@@ -410,6 +414,12 @@ func (d *decoder) integer(n *yaml.Node, v reflect.Value, path string) {
 	if v.OverflowInt(i) {
 		d.fail(path, "integer %s out of range", n.Value)
 		return
+	}
+	if i == 0 {
+		if d.zeros == nil {
+			d.zeros = make(map[string]bool)
+		}
+		d.zeros[path] = true
 	}
 	v.SetInt(i)
 }

@@ -20,6 +20,8 @@ func TestParseServiceNamesItsPath(t *testing.T) {
 		yaml, path, want string
 	}{
 		{"retry: {attempts: 11}", "services.billing", "services.billing.retry.attempts: must be 1..10"},
+		{"retry: {attempts: 0}", "services.billing", "services.billing.retry.attempts: must be 1..10"},
+		{"outlier_detection: {base_ejection: 2562047h}", "services.billing", "services.billing.outlier_detection.base_ejection: must be at most 8760h"},
 		{"timeout: soon", "defaults", "defaults.timeout"},
 		{"tiemout: 1s", "services.billing", "services.billing.tiemout: unknown field"},
 		{"", "services.billing", "empty document"},
