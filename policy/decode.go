@@ -17,10 +17,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// maxNodes bounds the YAML nodes one Parse visits, aliases followed, so that
-// an alias bomb ("billion laughs") fails fast instead of exhausting memory.
-const maxNodes = 100_000
-
 // YAML short tags the decoder looks at.
 const (
 	tagNull      = "!!null"
@@ -72,6 +68,9 @@ func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, invalid(path, "empty document")
 	}
+	if err := checkSize(data, path); err != nil {
+		return nil, err
+	}
 	root, err := parseYAML(data)
 	if err != nil {
 		return nil, err
@@ -79,7 +78,7 @@ func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	d := decoder{}
 	d.decode(root, reflect.ValueOf(target).Elem(), path)
 	if len(d.problems) > 0 {
-		return nil, &ValidationError{Problems: d.problems}
+		return nil, &ValidationError{Problems: capped(d.problems, d.dropped)}
 	}
 	return d.zeros, nil
 }
@@ -164,6 +163,7 @@ func invalid(path, msg string) error {
 // problem with its path instead of stopping at the first.
 type decoder struct {
 	problems []FieldError
+	dropped  int                 // problems beyond maxProblems, not kept
 	nodes    int                 // nodes visited, aliases followed
 	tooLarge bool                // maxNodes was exceeded; decoding has stopped
 	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
@@ -173,6 +173,10 @@ type decoder struct {
 var durationType = reflect.TypeFor[Duration]()
 
 func (d *decoder) fail(path, format string, args ...any) {
+	if len(d.problems) >= maxProblems {
+		d.dropped++
+		return
+	}
 	d.problems = append(d.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 

@@ -19,7 +19,7 @@ func ParseService(data []byte, path string) (*Service, error) {
 	v := validator{zeros: zeros}
 	v.service(path, svc)
 	if len(v.problems) > 0 {
-		return nil, &ValidationError{Problems: v.problems}
+		return nil, &ValidationError{Problems: capped(v.problems, v.dropped)}
 	}
 	return svc, nil
 }

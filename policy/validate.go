@@ -55,12 +55,13 @@ func (d *Document) validate(zeros map[string]bool) error {
 	if len(v.problems) == 0 {
 		return nil
 	}
-	return &ValidationError{Problems: v.problems}
+	return &ValidationError{Problems: capped(v.problems, v.dropped)}
 }
 
 // validator collects the problems of one document.
 type validator struct {
 	problems []FieldError
+	dropped  int             // problems beyond maxProblems, not kept
 	zeros    map[string]bool // paths of the integers written as 0 (nil for a Document built in code)
 }
 
@@ -69,6 +70,10 @@ type validator struct {
 func (v *validator) set(path string, n int) bool { return n != 0 || v.zeros[path] }
 
 func (v *validator) add(path, format string, args ...any) {
+	if len(v.problems) >= maxProblems {
+		v.dropped++
+		return
+	}
 	v.problems = append(v.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
