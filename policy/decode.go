@@ -36,7 +36,9 @@ const (
 // "services.billing.retry.attempts: must be 1..10", and errors.Is(err,
 // ErrInvalid) holds. Unknown fields, duplicate keys, wrong types and
 // durations without a unit ("250" instead of "250ms") are errors. When the
-// document cannot be decoded, validation is not attempted.
+// document cannot be decoded, validation is not attempted. A document of
+// more than MaxDocumentSize bytes, or more than 450,000 YAML nodes, is
+// refused before it is parsed, so parsing runs in bounded memory.
 //
 // Parse does not keep data. It is safe for concurrent use.
 func Parse(data []byte) (*Document, error) {
