@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -151,8 +150,14 @@ func (c *call) admit(waited time.Duration) (resilience.Ticket, *CallError) {
 // settle reports how the attempt on c.host ended to the breaker (through
 // its ticket) and to outlier detection, failed per resilience.IsFailure. A
 // nil c.host (a gRPC attempt that picked no endpoint) reports to the
-// breaker only.
+// breaker only. An attempt its caller canceled proves nothing: it releases
+// its ticket and reports nothing to outlier detection, so that it neither
+// closes a half-open breaker nor resets a host's failure streak.
 func (c *call) settle(ticket resilience.Ticket, o resilience.Outcome) {
+	if resilience.Neutral(o) {
+		ticket.Release()
+		return
+	}
 	failed := resilience.IsFailure(o)
 	ticket.Done(failed)
 	if c.host == nil {
@@ -217,7 +222,7 @@ func (c *call) pushback(bo **resilience.Backoff, d time.Duration) (wait time.Dur
 // call. Nor when waiting would outlive the call's deadline. The last
 // outcome is then the best the caller can get.
 func (c *call) hinted(wait, hint time.Duration) (time.Duration, bool) {
-	if hint > cmp.Or(c.rt.backoff.Max, resilience.DefaultBackoffMax) {
+	if hint > c.rt.backoff.MaxDelay() {
 		return wait, false
 	}
 	if dl, has := c.ctx.Deadline(); has && c.m.clock.Now().Add(wait).After(dl) {

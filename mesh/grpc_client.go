@@ -298,7 +298,7 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 		if errors.Is(cerr, context.DeadlineExceeded) {
 			return resilience.Outcome{Err: resilience.ErrTimeout}, LayerTimeout, false
 		}
-		return resilience.Outcome{}, "", true // the caller canceled
+		return resilience.Outcome{Err: resilience.ErrCanceled}, "", true // the caller canceled
 	}
 	code := grpcstatus.Code(err)
 	if actx.Err() != nil || (code == codes.DeadlineExceeded && (expired(c.ctx) || expired(actx))) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +75,9 @@ type rejection struct {
 
 // New starts a mesh for one workload. It blocks until a first valid policy,
 // and this workload's identity, are loaded or ctx ends; in the second case it returns an error that says why
-// no policy could be loaded. Close releases what New started.
+// no policy could be loaded. A policy file that does not exist is an error
+// at once (wrapping fs.ErrNotExist); one that does not validate is waited
+// for, since an edit may fix it. Close releases what New started.
 func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -98,7 +102,13 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		m.consul.endpoints = discovery.NewConsulSource(cfg.consul.Client, m.log, m.onCatalog)
 		m.consul.intentions = identity.StartIntentionsSource(cfg.consul.Client, cfg.service, m.log)
 	case cfg.policyFile != "":
-		m.source = policy.NewFileSource(cfg.policyFile, m.log)
+		file := policy.NewFileSource(cfg.policyFile, m.log)
+		// A missing file is a mistake to report now, not a policy to wait
+		// for; an invalid one is waited for, as an edit can fix it.
+		if _, err := os.Stat(file.Path()); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("mesh: policy file %s: %w", file.Path(), fs.ErrNotExist)
+		}
+		m.source = file
 	default:
 		m.source = policy.NewStaticSource(cfg.policyDoc)
 	}

@@ -359,7 +359,7 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 	if rt.mtls {
 		var err error
 		if next, err = c.t.secure(c.d.name); err != nil {
-			ticket.Done(false)
+			ticket.Release() // never sent: proves nothing
 			return nil, resilience.ErrNone, c.fail(LayerTLS, err)
 		}
 	}
@@ -373,7 +373,7 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 		if acancel != nil {
 			acancel()
 		}
-		ticket.Done(false)
+		ticket.Release() // never sent: proves nothing
 		return nil, resilience.ErrNone, c.fail(LayerUpstream, err)
 	}
 
@@ -497,13 +497,13 @@ func hasTraceContext(ctx context.Context) bool {
 }
 
 // classify maps a transport error to its retry kind and layer. A layer of
-// "" means the caller canceled.
+// "" (kind ErrCanceled) means the caller canceled.
 func (c *httpCall) classify(err error, actx context.Context) (resilience.ErrKind, Layer) {
 	if cerr := c.ctx.Err(); cerr != nil {
 		if errors.Is(cerr, context.DeadlineExceeded) {
 			return resilience.ErrTimeout, LayerTimeout
 		}
-		return resilience.ErrNone, ""
+		return resilience.ErrCanceled, ""
 	}
 	if actx.Err() != nil {
 		return resilience.ErrTimeout, LayerTimeout

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/discovery"
 )
 
 // canaryPolicy routes billing 90/10 over two backends, with a header route
@@ -314,7 +316,7 @@ func TestRouteAndDiscoveryLayers(t *testing.T) {
 defaults: {tls: disable} # plain test backends
 services:
   billing:
-    endpoints: [{address: %s, labels: {version: v1}}]
+    endpoints: [{address: %s, labels: {version: v1}}, {address: 127.0.0.1:1, labels: {version: v3}}]
     subsets: {v1: {version: v1}, v3: {version: v3}}
     routes:
       - name: charge
@@ -324,6 +326,9 @@ services:
         match: {path_prefix: /next}
         split: [{subset: v3, weight: 1}]
 `, b.addr()))
+	// The v3 endpoint leaves, as discovery would report it (a policy whose
+	// static endpoints leave a subset empty is invalid).
+	publishEndpoints(t, m, map[string][]discovery.Endpoint{"billing": {{Address: b.addr(), Labels: map[string]string{"version": "v1"}}}})
 	_, _, err := get(t, m, "http://billing/refund")
 	if ce := callError(t, err); ce.Layer != LayerRoute || ce.Route != "" {
 		t.Fatalf("CallError %+v", ce)

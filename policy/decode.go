@@ -17,10 +17,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// maxNodes bounds the YAML nodes one Parse visits, aliases followed, so that
-// an alias bomb ("billion laughs") fails fast instead of exhausting memory.
-const maxNodes = 100_000
-
 // YAML short tags the decoder looks at.
 const (
 	tagNull      = "!!null"
@@ -40,45 +36,53 @@ const (
 // "services.billing.retry.attempts: must be 1..10", and errors.Is(err,
 // ErrInvalid) holds. Unknown fields, duplicate keys, wrong types and
 // durations without a unit ("250" instead of "250ms") are errors. When the
-// document cannot be decoded, validation is not attempted.
+// document cannot be decoded, validation is not attempted. A document of
+// more than MaxDocumentSize bytes, or more than 450,000 YAML nodes, is
+// refused before it is parsed, so parsing runs in bounded memory.
 //
 // Parse does not keep data. It is safe for concurrent use.
 func Parse(data []byte) (*Document, error) {
-	doc, err := decode(data)
+	doc, zeros, err := decode(data)
 	if err != nil {
 		return nil, err
 	}
-	if err := doc.Validate(); err != nil {
+	if err := doc.validate(zeros); err != nil {
 		return nil, err
 	}
 	return doc, nil
 }
 
-// decode turns data into a Document without validating it.
-func decode(data []byte) (*Document, error) {
-	doc := new(Document)
-	if err := decodeInto(data, doc, ""); err != nil {
-		return nil, err
+// decode turns data into a Document without validating it. zeros holds
+// the paths of the integers written as 0, which the Document cannot tell
+// from absent ones.
+func decode(data []byte) (doc *Document, zeros map[string]bool, err error) {
+	doc = new(Document)
+	if zeros, err = decodeInto(data, doc, ""); err != nil {
+		return nil, nil, err
 	}
-	return doc, nil
+	return doc, zeros, nil
 }
 
 // decodeInto decodes data into the struct target points to, reporting
-// problems under path ("" for a whole document).
-func decodeInto(data []byte, target any, path string) error {
+// problems under path ("" for a whole document). It returns the paths of
+// the integers written as 0.
+func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return invalid(path, "empty document")
+		return nil, invalid(path, "empty document")
+	}
+	if err := checkSize(data, path); err != nil {
+		return nil, err
 	}
 	root, err := parseYAML(data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d := decoder{}
 	d.decode(root, reflect.ValueOf(target).Elem(), path)
 	if len(d.problems) > 0 {
-		return &ValidationError{Problems: d.problems}
+		return nil, &ValidationError{Problems: capped(d.problems, d.dropped)}
 	}
-	return nil
+	return d.zeros, nil
 }
 
 // parseYAML parses exactly one YAML document and returns its root mapping.
@@ -161,14 +165,20 @@ func invalid(path, msg string) error {
 // problem with its path instead of stopping at the first.
 type decoder struct {
 	problems []FieldError
+	dropped  int                 // problems beyond maxProblems, not kept
 	nodes    int                 // nodes visited, aliases followed
 	tooLarge bool                // maxNodes was exceeded; decoding has stopped
 	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
+	zeros    map[string]bool     // paths of the integers written as 0
 }
 
 var durationType = reflect.TypeFor[Duration]()
 
 func (d *decoder) fail(path, format string, args ...any) {
+	if len(d.problems) >= maxProblems {
+		d.dropped++
+		return
+	}
 	d.problems = append(d.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -410,6 +420,12 @@ func (d *decoder) integer(n *yaml.Node, v reflect.Value, path string) {
 	if v.OverflowInt(i) {
 		d.fail(path, "integer %s out of range", n.Value)
 		return
+	}
+	if i == 0 {
+		if d.zeros == nil {
+			d.zeros = make(map[string]bool)
+		}
+		d.zeros[path] = true
 	}
 	v.SetInt(i)
 }

@@ -19,7 +19,7 @@ const (
 	fileMaxDebounce = 500 * time.Millisecond // re-read at the latest this long after the first event of a burst
 	fileBackstop    = 2 * time.Second        // periodic re-read while fsnotify watches the directory
 	filePoll        = 250 * time.Millisecond // periodic re-read while it cannot
-	maxFileSize     = 16 << 20               // a policy file larger than this is refused
+	maxFileSize     = MaxDocumentSize        // a policy file larger than this is refused, read no further
 )
 
 // FileSource is a [Source] that reads a policy document (YAML or JSON) from a
@@ -36,7 +36,7 @@ const (
 // An event is emitted only when something changed: a new valid document
 // (raw bytes and snapshot Hash both differ from the last emitted one), a
 // document that does not parse or validate, or a file that cannot be read
-// (missing, unreadable, larger than 16 MiB). Errors name the path and the
+// (missing, unreadable, larger than 8 MiB). Errors name the path and the
 // reason; keeping the previous document in force is the caller's job.
 //
 // A FileSource is safe for concurrent use; each Watch call is independent.

@@ -259,7 +259,7 @@ func TestFileSourceReload(t *testing.T) {
 		{"too large", func() {
 			os.Remove(path)
 			writeFile(t, path, doc("2s")+"#"+strings.Repeat("x", maxFileSize))
-		}, "err larger than 16 MiB"},
+		}, "err larger than 8 MiB"},
 	}
 	for _, s := range steps {
 		s.prepare()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,13 @@ func FuzzParse(f *testing.F) {
 		"defaults: {routes: [{match: {methods: [get], headers: {X-A: '1'}}}]}\nservices: {b: {}}",
 		`{"services": {"billing": {"timeout": "2s", "endpoints": [{"address": "[::1]:80"}]}}}`,
 		`{"version": "caf\u00e9 \ud83d\ude00 \/", "services": {"b": {"routes": [{"match": {"path_prefix": "\/x"}}]}}}`,
+		// Limits: written zeros, durations past their bounds, dense and aliased documents.
+		"services: {b: {retry: {attempts: 0}, circuit_breaker: {half_open_requests: 0}}}",
+		"services: {b: {timeout: 8761h, outlier_detection: {base_ejection: 2562047h}}}",
+		"services: {b: {endpoints: [{address: 'h:1', labels: {v: a}}], subsets: {x: {v: b}}}}",
+		"services: {" + strings.Repeat("a,", 1000) + "a}",
+		"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nservices: {b: {routes: [{split: *b}]}}",
+		"services:\n" + strings.Repeat("- ", 20000) + "x",
 	} {
 		f.Add([]byte(s))
 	}

@@ -12,13 +12,14 @@ import (
 // defaults are checked when the block joins a document.
 func ParseService(data []byte, path string) (*Service, error) {
 	svc := new(Service)
-	if err := decodeInto(data, svc, path); err != nil {
+	zeros, err := decodeInto(data, svc, path)
+	if err != nil {
 		return nil, err
 	}
-	var v validator
+	v := validator{zeros: zeros}
 	v.service(path, svc)
 	if len(v.problems) > 0 {
-		return nil, &ValidationError{Problems: v.problems}
+		return nil, &ValidationError{Problems: capped(v.problems, v.dropped)}
 	}
 	return svc, nil
 }

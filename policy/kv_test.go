@@ -20,6 +20,10 @@ func TestParseServiceNamesItsPath(t *testing.T) {
 		yaml, path, want string
 	}{
 		{"retry: {attempts: 11}", "services.billing", "services.billing.retry.attempts: must be 1..10"},
+		{"retry: {attempts: 0}", "services.billing", "services.billing.retry.attempts: must be 1..10"},
+		{"outlier_detection: {base_ejection: 2562047h}", "services.billing", "services.billing.outlier_detection.base_ejection: must be at most 8760h"},
+		{"timeout: 1s\n#" + strings.Repeat("x", MaxDocumentSize), "services.billing", "services.billing: document too large: 8388621 bytes"},
+		{"endpoints: [" + strings.Repeat("{},", maxNodes) + "]", "services.billing", "services.billing: document too large: more than 450000 YAML nodes"},
 		{"timeout: soon", "defaults", "defaults.timeout"},
 		{"tiemout: 1s", "services.billing", "services.billing.tiemout: unknown field"},
 		{"", "services.billing", "empty document"},

@@ -207,7 +207,7 @@ defaults:
 services:
   plain: {}
   own:
-    endpoints: [{address: "o:1"}]
+    endpoints: [{address: "o:1", labels: {track: canary, version: v3}}] # a subset must select a static endpoint
     subsets: {v2: {track: canary}, v3: {version: v3}}
     routes: [{}, {name: two, match: {methods: [post, Put]}}]
     authorization: {rules: [{from: [a], methods: [get]}]}

@@ -62,7 +62,11 @@ type Endpoint struct {
 
 // Settings are the per-call settings that may appear in the defaults, a
 // service, or a route; the more specific level wins field by field. A zero
-// field (or nil pointer) means "not set at this level".
+// field (or nil pointer) means "not set at this level"; in a parsed
+// document, though, an integer written as 0 where 0 is out of range
+// (attempts, consecutive_failures, half_open_requests) is an error, not
+// "not set". Durations are at most a year (timeout, per_try_timeout,
+// open_for, base_ejection) or an hour (backoff initial and max).
 type Settings struct {
 	// Timeout bounds the whole call, retries included.
 	Timeout          Duration          `json:"timeout,omitempty"`
@@ -78,7 +82,7 @@ type Settings struct {
 // Retry is the retry policy of a call.
 type Retry struct {
 	// Attempts is the total number of tries including the first, 1..10;
-	// 0 means not set.
+	// 0 means not set (but "attempts: 0" in a parsed document is invalid).
 	Attempts      int      `json:"attempts,omitempty"`
 	PerTryTimeout Duration `json:"per_try_timeout,omitempty"`
 	Backoff       *Backoff `json:"backoff,omitempty"`

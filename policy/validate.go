@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/inmesh/inmesh/resilience"
@@ -20,6 +21,17 @@ const (
 	maxSplitWeight = 1_000_000 // one split entry; keeps the sum far from overflow
 )
 
+// Upper bounds of durations, so that no clock arithmetic on them can
+// overflow (time.Duration ends at about 292 years, UnixNano in 2262).
+const (
+	// maxDuration bounds timeout, per_try_timeout, open_for and
+	// base_ejection: no deadline, breaker or ejection past a year.
+	maxDuration = 365 * 24 * time.Hour
+	// maxBackoff bounds the backoff's initial and max delays: a retry
+	// that waits longer than an hour is no retry.
+	maxBackoff = time.Hour
+)
+
 // Validate checks d and returns every problem found as a *ValidationError
 // (errors.Is(err, ErrInvalid) holds), or nil when d is valid. Parse and
 // NewSnapshot call it; call it yourself for a Document built in code.
@@ -29,23 +41,39 @@ const (
 // checked on the merged view, defaults ⊕ service ⊕ route, for each service.
 // Validate does not modify d.
 func (d *Document) Validate() error {
+	return d.validate(nil)
+}
+
+// validate is Validate knowing the paths of the integers the source wrote
+// as 0 (see decode), which are checked as written values, not as unset.
+func (d *Document) validate(zeros map[string]bool) error {
 	if d == nil {
 		return invalid("", "no document")
 	}
-	var v validator
+	v := validator{zeros: zeros}
 	v.document(d)
 	if len(v.problems) == 0 {
 		return nil
 	}
-	return &ValidationError{Problems: v.problems}
+	return &ValidationError{Problems: capped(v.problems, v.dropped)}
 }
 
 // validator collects the problems of one document.
 type validator struct {
 	problems []FieldError
+	dropped  int             // problems beyond maxProblems, not kept
+	zeros    map[string]bool // paths of the integers written as 0 (nil for a Document built in code)
 }
 
+// set reports whether the integer field at path is set: non-zero, or
+// written as 0.
+func (v *validator) set(path string, n int) bool { return n != 0 || v.zeros[path] }
+
 func (v *validator) add(path, format string, args ...any) {
+	if len(v.problems) >= maxProblems {
+		v.dropped++
+		return
+	}
 	v.problems = append(v.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -128,16 +156,16 @@ func (v *validator) labels(path string, labels map[string]string) {
 
 // settings checks the per-call settings of one level.
 func (v *validator) settings(path string, s *Settings) {
-	v.positive(join(path, "timeout"), s.Timeout)
+	v.duration(join(path, "timeout"), s.Timeout, maxDuration)
 	if r := s.Retry; r != nil {
 		p := join(path, "retry")
-		if r.Attempts != 0 && (r.Attempts < 1 || r.Attempts > 10) {
-			v.add(join(p, "attempts"), "must be 1..10")
+		if ap := join(p, "attempts"); v.set(ap, r.Attempts) && (r.Attempts < 1 || r.Attempts > 10) {
+			v.add(ap, "must be 1..10")
 		}
-		v.positive(join(p, "per_try_timeout"), r.PerTryTimeout)
+		v.duration(join(p, "per_try_timeout"), r.PerTryTimeout, maxDuration)
 		if b := r.Backoff; b != nil {
-			v.positive(join(join(p, "backoff"), "initial"), b.Initial)
-			v.positive(join(join(p, "backoff"), "max"), b.Max)
+			v.duration(join(join(p, "backoff"), "initial"), b.Initial, maxBackoff)
+			v.duration(join(join(p, "backoff"), "max"), b.Max, maxBackoff)
 		}
 		v.retryOn(join(p, "retry_on"), r.RetryOn)
 		if b := r.Budget; b != nil {
@@ -151,20 +179,20 @@ func (v *validator) settings(path string, s *Settings) {
 	}
 	if c := s.CircuitBreaker; c != nil {
 		p := join(path, "circuit_breaker")
-		if c.ConsecutiveFailures < 0 {
-			v.add(join(p, "consecutive_failures"), "must be >= 1")
+		if fp := join(p, "consecutive_failures"); v.set(fp, c.ConsecutiveFailures) && c.ConsecutiveFailures < 1 {
+			v.add(fp, "must be >= 1")
 		}
-		v.positive(join(p, "open_for"), c.OpenFor)
-		if c.HalfOpenRequests != 0 && (c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000) {
-			v.add(join(p, "half_open_requests"), "must be 1..1000")
+		v.duration(join(p, "open_for"), c.OpenFor, maxDuration)
+		if hp := join(p, "half_open_requests"); v.set(hp, c.HalfOpenRequests) && (c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000) {
+			v.add(hp, "must be 1..1000")
 		}
 	}
 	if o := s.OutlierDetection; o != nil {
 		p := join(path, "outlier_detection")
-		if o.ConsecutiveFailures < 0 {
-			v.add(join(p, "consecutive_failures"), "must be >= 1")
+		if fp := join(p, "consecutive_failures"); v.set(fp, o.ConsecutiveFailures) && o.ConsecutiveFailures < 1 {
+			v.add(fp, "must be >= 1")
 		}
-		v.positive(join(p, "base_ejection"), o.BaseEjection)
+		v.duration(join(p, "base_ejection"), o.BaseEjection, maxDuration)
 		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
 			v.add(join(p, "max_ejection_percent"), "must be 0..100")
 		}
@@ -173,11 +201,24 @@ func (v *validator) settings(path string, s *Settings) {
 	v.oneOf(join(path, "tls"), s.TLS, "strict", "disable")
 }
 
-// positive checks a duration that is 0 when unset and must be > 0 when set.
-func (v *validator) positive(path string, d Duration) {
-	if d < 0 {
+// duration checks a duration that is 0 when unset and must be in
+// (0, most] when set.
+func (v *validator) duration(path string, d Duration, most time.Duration) {
+	switch {
+	case d < 0:
 		v.add(path, "must be > 0, got %s", d)
+	case d.Std() > most:
+		v.add(path, "must be at most %s, got %s", hours(most), d)
 	}
+}
+
+// hours writes a whole number of hours as "8760h", other durations as Go
+// does.
+func hours(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	}
+	return d.String()
 }
 
 // oneOf checks an enumerated string; "" means unset.
@@ -302,6 +343,7 @@ func (v *validator) mergedDefaults(def *Service) {
 func (v *validator) merged(path, name string, def, svc *Service) {
 	subsets := mergedSubsets(def, svc)
 	routes, fromDefaults := effectiveRoutes(def, svc)
+	v.emptySubsets(path, name, def, svc, subsets, routes)
 	routesPath, note := join(path, "routes"), ""
 	if fromDefaults {
 		routesPath, note = "defaults.routes", " for service "+name
@@ -323,6 +365,56 @@ func (v *validator) merged(path, name string, def, svc *Service) {
 			v.backoff(p, note, settingsOf(def), settingsOf(svc), &r.Settings)
 		}
 	}
+}
+
+// emptySubsets reports, for a service with static endpoints, every subset
+// that selects none of them: a split to it would fail its share of the
+// calls. The service's own subsets are checked all; those it inherits from
+// the defaults, which serve many services, only when one of its routes
+// splits to them (reported at the defaults' path, naming the service).
+func (v *validator) emptySubsets(path, name string, def, svc *Service, subsets map[string]map[string]string, routes []Route) {
+	eps := pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints })
+	if len(eps) == 0 {
+		return // discovered endpoints come and go; nothing to check here
+	}
+	count := fmt.Sprintf("%d endpoints", len(eps))
+	if len(eps) == 1 {
+		count = "1 endpoint"
+	}
+	for _, sub := range slices.Sorted(maps.Keys(subsets)) {
+		if slices.ContainsFunc(eps, func(ep Endpoint) bool { return selects(subsets[sub], ep.Labels) }) {
+			continue
+		}
+		own := false
+		if svc != nil {
+			_, own = svc.Subsets[sub]
+		}
+		if own {
+			v.add(join(join(path, "subsets"), sub), "selects none of the %s", count)
+		} else if splitsTo(routes, sub) {
+			v.add(join("defaults.subsets", sub), "selects none of the %s of service %s", count, name)
+		}
+	}
+}
+
+// selects reports whether every label of selector is one of labels.
+func selects(selector, labels map[string]string) bool {
+	for k, want := range selector {
+		if got, ok := labels[k]; !ok || got != want {
+			return false
+		}
+	}
+	return true
+}
+
+// splitsTo reports whether a route of routes splits to subset.
+func splitsTo(routes []Route, subset string) bool {
+	for i := range routes {
+		if slices.ContainsFunc(routes[i].Split, func(ws WeightedSubset) bool { return ws.Subset == subset }) {
+			return true
+		}
+	}
+	return false
 }
 
 // backoff checks that the merged backoff max is not below the merged

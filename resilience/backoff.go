@@ -40,9 +40,7 @@ func NewBackoff(cfg BackoffConfig) *Backoff {
 	if cfg.Initial <= 0 {
 		cfg.Initial = DefaultBackoffInitial
 	}
-	if cfg.Max <= 0 {
-		cfg.Max = DefaultBackoffMax
-	}
+	cfg.Max = cfg.MaxDelay()
 	exp := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(cfg.Initial),
 		backoff.WithMaxInterval(cfg.Max),
@@ -52,6 +50,15 @@ func NewBackoff(cfg BackoffConfig) *Backoff {
 		backoff.WithClockProvider(frozenClock{}),
 	)
 	return &Backoff{max: cfg.Max, exp: exp}
+}
+
+// MaxDelay returns the longest delay a Backoff of cfg yields: Max, or
+// DefaultBackoffMax when Max is not positive.
+func (cfg BackoffConfig) MaxDelay() time.Duration {
+	if cfg.Max <= 0 {
+		return DefaultBackoffMax
+	}
+	return cfg.Max
 }
 
 // Next returns the next delay.

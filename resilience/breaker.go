@@ -28,14 +28,20 @@ type BreakerConfig struct {
 // rejects an attempt: it is open, or half-open with all its probes in flight.
 var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 
-// errAttemptFailed is what a failed attempt reports to gobreaker.
-var errAttemptFailed = errors.New("resilience: attempt failed")
+// What an attempt reports to gobreaker: a failure, or nothing learned
+// (excluded from the counts, which frees its half-open slot).
+var (
+	errAttemptFailed   = errors.New("resilience: attempt failed")
+	errAttemptReleased = errors.New("resilience: attempt proved nothing")
+)
 
 // Breaker is a circuit breaker for one destination, over gobreaker's
 // TwoStepCircuitBreaker. It is closed at first; it opens after
 // ConsecutiveFailures failures in a row (a success resets the count); after
 // OpenFor it is half-open and lets exactly HalfOpenRequests probes through;
 // it closes when they all succeed and opens again as soon as one fails.
+// An attempt released with [Ticket.Release] counts as neither: a released
+// probe gives its slot to the next attempt.
 //
 // A Breaker is safe for concurrent use. A nil *Breaker is no breaker: it
 // allows every attempt and is always "closed".
@@ -74,6 +80,7 @@ func NewBreaker(name string, cfg BreakerConfig, onChange func(name, from, to str
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= uint32(failures)
 		},
+		IsExcluded: func(err error) bool { return err == errAttemptReleased },
 	}
 	if onChange != nil {
 		st.OnStateChange = func(name string, from, to gobreaker.State) {
@@ -93,9 +100,9 @@ type Ticket struct {
 	report func(error)
 }
 
-// Done reports how the attempt ended, failed per [IsFailure]. Call it
-// exactly once per allowed attempt: a half-open breaker waits for its probes
-// to report, and a second report would be counted twice.
+// Done reports how the attempt ended, failed per [IsFailure]. Call it, or
+// Release, exactly once per allowed attempt: a half-open breaker waits for
+// its probes to report, and a second report would be counted twice.
 func (t Ticket) Done(failed bool) {
 	switch {
 	case t.report == nil:
@@ -103,6 +110,16 @@ func (t Ticket) Done(failed bool) {
 		t.report(errAttemptFailed)
 	default:
 		t.report(nil)
+	}
+}
+
+// Release reports an attempt that proves nothing about the destination (its
+// caller canceled it, or it was never sent): it counts as neither success nor
+// failure, and a half-open probe's slot goes to the next attempt. It stands
+// for Done: call one of them, once.
+func (t Ticket) Release() {
+	if t.report != nil {
+		t.report(errAttemptReleased)
 	}
 }
 

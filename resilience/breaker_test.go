@@ -196,6 +196,53 @@ func TestBreakerReopensOnFailedProbe(t *testing.T) {
 	}
 }
 
+func TestBreakerReleasedProbeProvesNothing(t *testing.T) {
+	var tr transitions
+	b := resilience.NewBreaker("billing", resilience.BreakerConfig{ConsecutiveFailures: 1, OpenFor: openFor, HalfOpenRequests: 1}, tr.record)
+	attempt(t, b, true)
+	waitState(t, b, "half-open")
+
+	probe, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow() in half-open = %v, want the probe", err)
+	}
+	if _, err := b.Allow(); !errors.Is(err, resilience.ErrBreakerOpen) {
+		t.Fatalf("Allow() with the probe in flight = %v, want ErrBreakerOpen", err)
+	}
+	probe.Release() // its caller canceled it
+	if got := b.State(); got != "half-open" {
+		t.Fatalf("State() after a released probe = %q, want half-open", got)
+	}
+	// The slot went back: the next attempt probes, and its success closes.
+	next := mustAllow(t, b)
+	next(false)
+	if got := b.State(); got != "closed" {
+		t.Fatalf("State() after the next probe succeeded = %q, want closed", got)
+	}
+	want := []string{"billing:closed->open", "billing:open->half-open", "billing:half-open->closed"}
+	if got := tr.list(); !slices.Equal(got, want) {
+		t.Errorf("onChange calls = %q, want %q", got, want)
+	}
+}
+
+func TestBreakerReleaseKeepsTheFailureStreak(t *testing.T) {
+	b := resilience.NewBreaker("billing", resilience.BreakerConfig{ConsecutiveFailures: 3, OpenFor: time.Hour}, nil)
+	attempt(t, b, true)
+	attempt(t, b, true)
+	released, err := b.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	released.Release()
+	if got := b.State(); got != "closed" {
+		t.Fatalf("State() = %q, want closed", got)
+	}
+	attempt(t, b, true)
+	if got := b.State(); got != "open" {
+		t.Fatalf("State() after 2 failures, a released attempt and a failure = %q, want open (3 in a row)", got)
+	}
+}
+
 func mustAllow(t *testing.T, b *resilience.Breaker) func(bool) {
 	t.Helper()
 	done, err := b.Allow()
@@ -212,6 +259,7 @@ func TestNilBreaker(t *testing.T) {
 		t.Fatalf("nil Breaker: Allow() = %v", err)
 	}
 	done.Done(true)
+	done.Release()
 	if got := b.State(); got != "closed" {
 		t.Errorf("nil Breaker: State() = %q, want closed", got)
 	}

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"maps"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,19 +146,30 @@ func (o *Outlier) decideEjection(h *HostHealth, now time.Time) (time.Time, bool)
 	base := o.cfg.BaseEjection
 	times := h.timesEjected.Load()
 	if times > 0 { // forgive one earlier ejection per quiet BaseEjection
-		quiet := now.UnixNano() - h.ejectedUntil.Load()
-		times = max(times-quiet/int64(base), 0)
+		if quiet := now.UnixNano() - h.ejectedUntil.Load(); quiet > 0 {
+			times = max(times-quiet/int64(base), 0)
+		}
 	}
 	times++
 	d := o.maxEj
-	if times < int64(o.maxEj/base) {
-		d = min(base*time.Duration(times), o.maxEj)
+	if times < int64(o.maxEj/base) { // base*times < maxEj: no overflow
+		d = base * time.Duration(times)
 	}
-	until := now.Add(d)
+	until := addSaturating(now.UnixNano(), d)
 	h.timesEjected.Store(times)
 	h.failures.Store(0)
-	h.ejectedUntil.Store(until.UnixNano())
-	return until, true
+	h.ejectedUntil.Store(until)
+	return time.Unix(0, until), true
+}
+
+// addSaturating returns the unix nanoseconds t+d, or the largest one (in
+// 2262) when that overflows: an ejection too long for the clock lasts as
+// long as the clock can say, rather than wrapping into the past.
+func addSaturating(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return t + int64(d)
 }
 
 // HostHealth is the outlier state of one host of a pool, obtained from

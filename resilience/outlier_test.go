@@ -2,6 +2,7 @@ package resilience_test
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -116,6 +117,31 @@ func TestOutlierEjectionTimes(t *testing.T) {
 				}
 				h.Report(false, c.Now())
 				c.Advance(tt.quiet)
+			}
+		})
+	}
+}
+
+// An ejection too long for the clock (UnixNano ends in 2262) saturates
+// instead of wrapping into the past, where it would never eject.
+func TestOutlierHugeEjectionSaturates(t *testing.T) {
+	for _, base := range []time.Duration{2562047 * time.Hour, math.MaxInt64} {
+		t.Run(base.String(), func(t *testing.T) {
+			var ej ejections
+			c := clocktest.NewFake(start)
+			o := resilience.NewOutlier(resilience.OutlierConfig{ConsecutiveFailures: 1, BaseEjection: base, MaxEjectionPercent: 50, OnEject: ej.record}, c)
+			o.SetPool(addrs(2))
+			h := o.Host("10.0.0.1:80")
+			fail(h, 1, c.Now())
+			if h.Available(c.Now()) {
+				t.Fatal("not ejected: the ejection's end wrapped into the past")
+			}
+			c.Advance(100 * 365 * 24 * time.Hour)
+			if h.Available(c.Now()) || !h.EjectedUntil().After(c.Now()) {
+				t.Fatalf("ejection over after a century: until %v", h.EjectedUntil())
+			}
+			if got := ej.list(); len(got) != 1 {
+				t.Fatalf("OnEject calls = %q, want 1", got)
 			}
 		})
 	}

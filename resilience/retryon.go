@@ -21,15 +21,16 @@ type ErrKind uint8
 
 // Error kinds, in the order of the request flow.
 const (
-	ErrNone    ErrKind = iota // the attempt produced a response
-	ErrConnect                // dial failed / connection refused
-	ErrReset                  // connection broke after the request was sent (reset, EOF, malformed answer)
-	ErrTimeout                // per-try timeout fired
-	ErrTLS                    // handshake or peer identity failed
+	ErrNone     ErrKind = iota // the attempt produced a response
+	ErrConnect                 // dial failed / connection refused
+	ErrReset                   // connection broke after the request was sent (reset, EOF, malformed answer)
+	ErrTimeout                 // per-try timeout fired
+	ErrTLS                     // handshake or peer identity failed
+	ErrCanceled                // the caller canceled the call: the attempt proves nothing
 )
 
 // String returns the kind's lower-case name: "none", "connect", "reset",
-// "timeout", "tls", or "unknown".
+// "timeout", "tls", "canceled", or "unknown".
 func (k ErrKind) String() string {
 	switch k {
 	case ErrNone:
@@ -42,6 +43,8 @@ func (k ErrKind) String() string {
 		return "timeout"
 	case ErrTLS:
 		return "tls"
+	case ErrCanceled:
+		return "canceled"
 	}
 	return "unknown"
 }
@@ -113,7 +116,8 @@ var grpcCodeNames = map[string]codes.Code{
 //     "aborted", "out-of-range", "unimplemented", "internal", "unavailable",
 //     "data-loss", "unauthenticated".
 //
-// A TLS failure ([ErrTLS]) is never retried: no condition names it.
+// A TLS failure ([ErrTLS]) and the caller's cancellation ([ErrCanceled]) are
+// never retried: no condition names them.
 // Duplicates are allowed; an empty or nil list gives the zero RetryOn, which
 // matches nothing. A bad entry is reported as a *[ConditionError].
 func ParseRetryOn(names []string) (RetryOn, error) {
@@ -218,13 +222,20 @@ func DefaultRetryOn() RetryOn { return defaultRetryOn }
 
 var defaultRetryOn = MustParseRetryOn("connect-failure", "reset", "502", "503", "504", "unavailable")
 
+// Neutral reports whether an outcome proves nothing about the destination,
+// so that it must be counted as neither success nor failure by the circuit
+// breaker ([Ticket.Release]) and outlier detection (no report): the caller
+// canceled the attempt ([ErrCanceled]). HOT: no allocation.
+func Neutral(o Outcome) bool { return o.Err == ErrCanceled }
+
 // IsFailure reports whether an outcome counts against the circuit breaker and
 // outlier detection: any attempt without a response (connect, reset, timeout
 // or TLS error), an HTTP 5xx, or a gRPC Unavailable, Internal, Unknown or
-// DeadlineExceeded. HOT: no allocation.
+// DeadlineExceeded. An attempt its caller canceled ([ErrCanceled]) is no
+// failure, and no success either: see [Neutral]. HOT: no allocation.
 func IsFailure(o Outcome) bool {
 	if o.Err != ErrNone {
-		return true
+		return o.Err != ErrCanceled
 	}
 	if o.HTTPStatus >= 500 && o.HTTPStatus <= 599 {
 		return true

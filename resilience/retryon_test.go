@@ -74,7 +74,7 @@ func TestRetryOnMatch(t *testing.T) {
 		},
 		{
 			names: []string{"connect-failure", "reset", "per-try-timeout", "5xx", "unavailable"},
-			miss:  []resilience.Outcome{errKind(resilience.ErrTLS), errKind(resilience.ErrKind(200))},
+			miss:  []resilience.Outcome{errKind(resilience.ErrTLS), errKind(resilience.ErrCanceled), errKind(resilience.ErrKind(200))},
 		},
 	}
 	for _, tt := range tests {
@@ -193,6 +193,7 @@ func TestIsFailure(t *testing.T) {
 		{o: errKind(resilience.ErrReset), want: true},
 		{o: errKind(resilience.ErrTimeout), want: true},
 		{o: errKind(resilience.ErrTLS), want: true},
+		{o: errKind(resilience.ErrCanceled), want: false}, // neutral
 		{o: httpStatus(200), want: false},
 		{o: httpStatus(404), want: false},
 		{o: httpStatus(429), want: false},
@@ -218,10 +219,24 @@ func TestIsFailure(t *testing.T) {
 	}
 }
 
+func TestNeutral(t *testing.T) {
+	for _, o := range []resilience.Outcome{
+		{}, errKind(resilience.ErrConnect), errKind(resilience.ErrTimeout), httpStatus(200), httpStatus(503),
+		grpcCode(codes.OK), grpcCode(codes.Canceled), // the destination's own Canceled is an answer
+	} {
+		if resilience.Neutral(o) {
+			t.Errorf("Neutral(%+v) = true, want false", o)
+		}
+	}
+	if o := errKind(resilience.ErrCanceled); !resilience.Neutral(o) || resilience.IsFailure(o) {
+		t.Errorf("a canceled attempt: Neutral %v, IsFailure %v; want true, false", resilience.Neutral(o), resilience.IsFailure(o))
+	}
+}
+
 func TestErrKindString(t *testing.T) {
 	want := map[resilience.ErrKind]string{
 		resilience.ErrNone: "none", resilience.ErrConnect: "connect", resilience.ErrReset: "reset",
-		resilience.ErrTimeout: "timeout", resilience.ErrTLS: "tls", 99: "unknown",
+		resilience.ErrTimeout: "timeout", resilience.ErrTLS: "tls", resilience.ErrCanceled: "canceled", 99: "unknown",
 	}
 	for k, s := range want {
 		if got := k.String(); got != s {

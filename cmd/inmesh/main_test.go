@@ -187,3 +187,29 @@ func TestPushAndGet(t *testing.T) {
 		t.Fatalf("push of an invalid file exited %d", code)
 	}
 }
+
+// TestValidateRefusesEmptySubset: a subset that selects none of the static
+// endpoints would black-hole its share of a canary.
+func TestValidateRefusesEmptySubset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "canary.yaml")
+	doc := `
+services:
+  billing:
+    endpoints:
+      - {address: 127.0.0.1:9001, labels: {version: v1}}
+      - {address: 127.0.0.1:9002, labels: {version: v2}}
+    subsets: {v1: {version: v1}, v3: {version: v3}}
+    routes: [{split: [{subset: v1, weight: 90}, {subset: v3, weight: 10}]}]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", path}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q", code, out.String())
+	}
+	want := path + ": policy: services.billing.subsets.v3: selects none of the 2 endpoints\n"
+	if errOut.String() != want {
+		t.Fatalf("stderr %q, want %q", errOut.String(), want)
+	}
+}
