@@ -292,7 +292,7 @@ func (c *rpcCall) settleAttempt(ticket resilience.Ticket, err error, actx contex
 // not be retried (the caller's cancellation, a denial).
 func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outcome, Layer, bool) {
 	if err == nil {
-		return resilience.Outcome{IsGRPC: true, GRPCCode: codes.OK}, "", false
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.CodeOK}, "", false
 	}
 	if cerr := c.ctx.Err(); cerr != nil {
 		if errors.Is(cerr, context.DeadlineExceeded) {
@@ -325,9 +325,9 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 		return resilience.Outcome{Err: resilience.ErrReset}, LayerUpstream, false
 	}
 	if code == codes.PermissionDenied && c.slot.secured.Load() && c.deniedByMesh(err) {
-		return resilience.Outcome{IsGRPC: true, GRPCCode: code}, LayerAuthz, true
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, LayerAuthz, true
 	}
-	return resilience.Outcome{IsGRPC: true, GRPCCode: code}, "", false
+	return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, "", false
 }
 
 // deniedByMesh reports whether a PermissionDenied status is the denial of
