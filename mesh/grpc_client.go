@@ -89,7 +89,7 @@ func (c *rpcCall) prepare() *CallError {
 		return ce
 	}
 	c.begin()
-	c.ctx = c.m.tracing.InjectOutgoing(c.ctx)
+	c.ctx = injectOutgoing(c.m.tracing, c.ctx)
 	return nil
 }
 
@@ -105,10 +105,10 @@ func (c *rpcCall) end(err error) {
 	}
 	c.m.instr.RecordRPCClient(c.caller, c.m.clock.Now().Sub(c.start), telemetry.RPCCall{
 		Service: c.d.name, Route: c.routeName(), Subset: c.subsetName(),
-		FullMethod: c.method, Code: code, ErrorType: errorType,
+		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
 	c.countAttempts()
-	telemetry.EndRPCCall(c.span, code, errorType, err)
+	telemetry.EndRPCCall(c.span, resilience.GRPCCode(code), errorType, err)
 }
 
 // lookupRPC finds the route of d that matches an RPC of fullMethod whose

@@ -16,7 +16,7 @@
 // transitions and ejections, and the policy sources report updates.
 //
 // gRPC calls are recorded the same way (rpc.go): StartRPCClientCall and
-// EndRPCCall around the call, InjectOutgoing into the outgoing metadata,
+// EndRPCCall around the call, OutgoingMetadata for the outgoing metadata,
 // RecordRPCClient for rpc.client.duration; on the server, StartRPCServerCall
 // (continuing the trace from the incoming metadata), EndRPCServerCall and
 // RecordRPCServer for rpc.server.duration.
