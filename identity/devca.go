@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/atomicfile"
 )
 
 // File names of a dev CA directory (see [LoadOrCreateDevCA]).
@@ -190,7 +192,7 @@ func loadRootFiles(dir string) (*caRoot, error) {
 		// The creator has not linked ca.pem yet, or it was removed:
 		// restore it from the key file.
 		cert = keyCert
-		if err := writeFileAtomic(dir, CACertFile, pemCert(cert.Raw), 0o644); err != nil {
+		if err := atomicfile.Write(certPath, pemCert(cert.Raw), 0o644); err != nil {
 			return nil, fmt.Errorf("identity: dev CA: restoring %s: %w", certPath, err)
 		}
 	default:
@@ -316,62 +318,19 @@ func createRootFiles(dir, td string, now time.Time) (*caRoot, error) {
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	keyPEM = append(keyPEM, pemCert(root.cert.Raw)...)
 
-	tmp, err := writeTemp(dir, CAKeyFile, keyPEM, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("identity: dev CA: %w", err)
-	}
-	defer os.Remove(tmp)
-	// link(2) fails when the target exists: the first creator wins.
-	if err := os.Link(tmp, filepath.Join(dir, CAKeyFile)); err != nil {
+	// The key file is linked into place, which fails when it exists: the
+	// first creator wins.
+	if err := atomicfile.WriteNew(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return loadRootFiles(dir)
 		}
 		return nil, fmt.Errorf("identity: dev CA: %w", err)
 	}
 	// Our key is in place: ca.pem must be ours (rename replaces a stale one).
-	if err := writeFileAtomic(dir, CACertFile, pemCert(root.cert.Raw), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CACertFile), pemCert(root.cert.Raw), 0o644); err != nil {
 		return nil, fmt.Errorf("identity: dev CA: %w", err)
 	}
 	return root, nil
-}
-
-// writeTemp writes data to a new, synced temporary file in dir and returns
-// its path.
-func writeTemp(dir, name string, data []byte, mode fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	path := f.Name()
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return "", err
-	}
-	return path, nil
-}
-
-// writeFileAtomic replaces dir/name with data through a temporary file and a
-// rename, so readers see the old or the new content, never a part.
-func writeFileAtomic(dir, name string, data []byte, mode fs.FileMode) error {
-	tmp, err := writeTemp(dir, name, data, mode)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }
 
 // newRoot makes a self-signed ECDSA P-256 root for td.
