@@ -172,7 +172,7 @@ func (f *FileSource) load(p pemFiles) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %s: %w", f.certFile, err)
 	}
-	key, _, err := parseCAKeyFile(p.key)
+	key, _, err := parseKeyPEM(p.key)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %s: %w", f.keyFile, err)
 	}
