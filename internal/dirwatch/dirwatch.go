@@ -5,8 +5,14 @@
 // target all visible. When fsnotify cannot be set up the watcher is inert
 // and its owner polls.
 //
-// A Watcher belongs to the one goroutine that reads its channels; it is not
-// safe for concurrent use. Sources of policy and identity files share it.
+// Run is the reload loop the file sources share: it debounces events,
+// reloads, and backs the watch up with a periodic reload (more often while
+// a directory is not watched).
+//
+// A Watcher belongs to the one goroutine that reads its channels (the one
+// in Run); it is not safe for concurrent use. The policy file source and
+// the identity file source use it, off the request path: they publish
+// snapshots that calls then read.
 package dirwatch
 
 import (
