@@ -8,7 +8,7 @@ import (
 // Layer names the part of the mesh that failed a call.
 type Layer string
 
-// The layers of DESIGN.md, in the order a request meets them.
+// The layers, in the order a request meets them.
 const (
 	LayerPolicy    Layer = "policy"    // no valid policy for the destination
 	LayerRoute     Layer = "route"     // no route matched the request
