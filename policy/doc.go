@@ -10,8 +10,9 @@
 // "http://billing/charge") and, for each, its static endpoints, subsets,
 // per-call settings (timeout, retry, circuit breaker, outlier detection, load
 // balancer, TLS), routes with traffic splits, and authorization. A defaults
-// block may hold any field of a service. See [Document] for every field and
-// the example of [Parse] for a whole document.
+// block may hold any field of a service. See [Document] for every field, the
+// README's policy reference for a document that uses each of them, and
+// examples/platform/mesh.yaml for the demo's.
 //
 // [Parse] decodes strictly: unknown fields, duplicate keys, wrong types and
 // durations without a unit are errors, YAML aliases are followed with a
