@@ -78,11 +78,13 @@ func (e *CallError) Unwrap() error { return e.Err }
 func (e *CallError) Timeout() bool { return e.Layer == LayerTimeout }
 
 // Temporary reports whether a later call may succeed without a change of
-// policy or identity: true for breaker, budget, timeout, connect and upstream
-// failures.
+// policy or identity: true for discovery (endpoints come and go with the
+// fleet), breaker, budget, timeout, connect and upstream failures; false for
+// policy, route and egress (the policy decides them), tls and authz (the
+// identities do).
 func (e *CallError) Temporary() bool {
 	switch e.Layer {
-	case LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream, LayerDiscovery:
+	case LayerDiscovery, LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream:
 		return true
 	}
 	return false
