@@ -40,11 +40,11 @@ type CallError struct {
 
 // Error renders every field that is known, for example:
 //
-//	inmesh: timeout: service=billing route=charge subset=v1 endpoint=127.0.0.1:9001 attempts=3 policy=2026-11-26.1: context deadline exceeded
+//	mesh: timeout: service=billing route=charge subset=v1 endpoint=127.0.0.1:9001 attempts=3 policy=2026-11-26.1: context deadline exceeded
 func (e *CallError) Error() string {
 	var b strings.Builder
 	b.Grow(128)
-	b.WriteString("inmesh: ")
+	b.WriteString("mesh: ")
 	b.WriteString(string(e.Layer))
 	b.WriteString(":")
 	field := func(k, v string) {

@@ -85,7 +85,7 @@ func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, er
 	m.instr.RecordRPCServer(sc.ctx, m.clock.Now().Sub(sc.start), telemetry.RPCServerCall{
 		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(LayerAuthz)})
 	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(LayerAuthz))
-	m.log.Debug("inmesh: caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
+	m.log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
 }
 

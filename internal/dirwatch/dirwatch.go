@@ -42,7 +42,7 @@ func New(files []string, disabled bool, what string, logger *slog.Logger) *Watch
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		logger.Warn("inmesh: cannot watch the "+what+"; polling instead", "files", files, "error", err)
+		logger.Warn("cannot watch the "+what+"; polling instead", "files", files, "error", err)
 		return d
 	}
 	d.w = w
@@ -116,7 +116,7 @@ func (d *Watcher) Sync() {
 		}
 		if err := d.w.Add(dir); err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
-				d.log.Debug("inmesh: cannot watch a directory; polling it", "dir", dir, "error", err)
+				d.log.Debug("cannot watch a directory; polling it", "dir", dir, "error", err)
 			}
 			continue
 		}
