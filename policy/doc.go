@@ -61,7 +61,8 @@
 // goroutine reads it. Sources are safe for concurrent use; each Watch call
 // is independent and calls its emit function from one goroutine.
 //
-// In the request flow, this package comes first: the mesh holds the current
+// In the request flow (see the package documentation of
+// [github.com/inmesh/inmesh/mesh]), this package comes first: the mesh holds the current
 // Snapshot and looks up the destination's ResolvedService and routes on
 // every call, without locks.
 package policy
