@@ -13,20 +13,14 @@
 //
 // # Request flow
 //
-//	request ─► route match ─► split (subset) ─► total deadline ─► retry loop ─┐
-//	                                                                          │ each attempt:
-//	   ┌──────────────────────────────────────────────────────────────────────┘
-//	   └─► pick endpoint (LB, ejected endpoints skipped) ─► breaker ─► per-try deadline
-//	       ─► dial ─► send ─► classify ─► telemetry
-//
-// Retry sits above pick, so each attempt picks again. Policy and endpoints
-// are immutable snapshots swapped atomically; the request path reads them
-// without locks.
+// The path of a call through the mesh is described once, step by step, in
+// the package documentation of [github.com/inmesh/inmesh/mesh]. Policy and
+// endpoints are immutable snapshots swapped atomically; the request path
+// reads them without locks.
 //
 // Every failure the mesh produces is a *mesh.CallError naming the layer that
-// failed (policy, route, discovery, breaker, budget, timeout, tls, authz,
-// connect, upstream), the destination, route, subset, endpoint, attempts and
-// the policy version in force.
+// failed (a mesh.Layer), the destination, route, subset, endpoint, attempts
+// and the policy version in force.
 //
 // # Quick start
 //

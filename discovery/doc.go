@@ -1,16 +1,13 @@
 // Package discovery holds the endpoints of each destination service and the
 // load-balancing pickers that choose one of them for each attempt.
 //
-// It sits after the traffic split in the request flow:
-//
-//	request ─► route match ─► split (subset) ─► deadline ─► retry loop ─┐
-//	    each attempt: pick endpoint (Picker) ─► breaker ─► send ◄──────┘
-//
-// The split names a subset; Select narrows the service's endpoints to the
-// subset's labels; the mesh wraps each endpoint in a Host (live state shared
-// by the snapshots that contain it: outlier health and in-flight count) and
-// builds a Picker over them with NewPicker. The retry loop sits above the
-// pick, so every attempt picks again and a retry can land on another host.
+// It serves the split and the pick of the request flow that the package
+// documentation of [github.com/inmesh/inmesh/mesh] describes. The split names a
+// subset; Select narrows the service's endpoints to the subset's labels; the
+// mesh wraps each endpoint in a Host (live state shared by the snapshots that
+// contain it: outlier health and in-flight count) and builds a Picker over
+// them with NewPicker. Each attempt picks again, so a retry can land on
+// another host.
 //
 // A Snapshot is immutable once built: it is published whole behind an atomic
 // pointer and never modified, so readers take no lock. Static builds the

@@ -13,7 +13,9 @@ import (
 	"github.com/inmesh/inmesh/policy"
 )
 
-// designPolicy is the authorization example of DESIGN.md.
+// designPolicy is the reference authorization example: billing takes
+// POST /charge from enrollment and progress, anything from admin, and
+// denies the rest.
 var designPolicy = policy.Authorization{
 	Default: "deny",
 	Rules: []policy.Rule{

@@ -31,7 +31,8 @@
 // allocations. [Intentions] does the same for Consul's service-intentions,
 // on the same canonical path and on every value of a repeated header.
 //
-// In the request flow of package mesh, identity sits at the mTLS dial on the
+// In the request flow (see the package documentation of
+// [github.com/inmesh/inmesh/mesh]), identity sits at the mTLS dial on the
 // client side (after the endpoint is picked) and at the top of the server's
 // handler (handshake, then authorization, before the application runs).
 //

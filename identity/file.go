@@ -172,7 +172,7 @@ func (f *FileSource) load(p pemFiles) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %s: %w", f.certFile, err)
 	}
-	key, _, err := parseCAKeyFile(p.key)
+	key, _, err := parseKeyPEM(p.key)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %s: %w", f.keyFile, err)
 	}
@@ -211,56 +211,16 @@ func (f *FileSource) load(p pemFiles) (*Identity, error) {
 // files as last read.
 func (f *FileSource) run(w *dirwatch.Watcher, last [32]byte) {
 	defer close(f.done)
-	defer w.Close()
-
-	backstop := f.cfg.clock.NewTimer(f.period(w, f.cfg.refresh))
-	defer func() { backstop.Stop() }()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
-	var (
-		pending    bool      // debounce is armed
-		burstStart time.Time // first event of the pending burst
-		lastErr    string    // last read error logged
-	)
-	schedule := func() {
-		now := time.Now()
-		if !pending {
-			pending, burstStart = true, now
-		}
-		debounce.Reset(max(0, min(fileDebounce, fileMaxDebounce-now.Sub(burstStart))))
-	}
-	reload := func() {
-		f.reload(&last, &lastErr)
-		w.Sync()
-	}
-	for {
-		select {
-		case <-f.stop:
-			return
-		case ev, ok := <-w.Events():
-			if !ok {
-				f.cfg.logger.Warn("identity: file watcher stopped; polling the certificate files instead", "cert", f.certFile)
-				w.Close()
-			} else {
-				w.Seen(ev)
-			}
-			schedule()
-		case err, ok := <-w.Errors():
-			if !ok {
-				w.Close()
-			} else {
-				f.cfg.logger.Warn("identity: file watcher error; re-reading the certificate files", "cert", f.certFile, "error", err)
-			}
-			schedule() // events may have been lost
-		case <-debounce.C:
-			pending = false
-			reload()
-		case <-backstop.C():
-			reload()
-			backstop = f.cfg.clock.NewTimer(f.period(w, f.cfg.refresh))
-		}
-	}
+	var lastErr string // last read error logged
+	w.Run(f.stop, dirwatch.Reload{
+		Debounce:    fileDebounce,
+		MaxDebounce: fileMaxDebounce,
+		Period:      f.period,
+		Clock:       f.cfg.clock,
+		Reload:      func() { f.reload(&last, &lastErr) },
+		Log:         f.cfg.logger,
+		What:        "certificate files",
+	})
 }
 
 // reload reads the files and publishes a new identity when they changed and
@@ -309,10 +269,12 @@ func sameIdentity(a, b *Identity) bool {
 	return slices.EqualFunc(a.Roots, b.Roots, (*x509.Certificate).Equal)
 }
 
-// period is how long to wait for the next re-read without an event.
-func (f *FileSource) period(w *dirwatch.Watcher, refresh time.Duration) time.Duration {
-	if f.cfg.noWatch || w.Watching() {
-		return refresh
+// period is how long to wait for the next re-read without an event: the
+// refresh interval, or the polling period when fsnotify does not watch
+// every directory (and is not turned off), whichever is shorter.
+func (f *FileSource) period(watching bool) time.Duration {
+	if f.cfg.noWatch || watching {
+		return f.cfg.refresh
 	}
-	return min(refresh, filePoll)
+	return min(f.cfg.refresh, filePoll)
 }

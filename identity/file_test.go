@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/internal/atomicfile"
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 )
 
@@ -53,7 +54,7 @@ func (d certDir) write(s pemSet) {
 		name string
 		data []byte
 	}{{"key.pem", s.key}, {"cert.pem", s.cert}, {"roots.pem", s.roots}} {
-		if err := writeFileAtomic(d.dir, f.name, f.data, 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(d.dir, f.name), f.data, 0o600); err != nil {
 			d.t.Fatal(err)
 		}
 	}

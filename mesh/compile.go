@@ -108,7 +108,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			if err != nil {
 				// The policy validated retry_on already; keep the call path
 				// safe anyway and retry on nothing.
-				c.m.log.Error("inmesh: retry_on did not parse after validation", "service", svc.Name, "route", rr.Name, "err", err)
+				c.m.log.Error("retry_on did not parse after validation", "service", svc.Name, "route", rr.Name, "err", err)
 			}
 			rt.retryOn = ro
 			rt.budget = c.budget(svc.Name, rr.Effective.BudgetRatio, rr.Effective.BudgetMinPerSecond)
@@ -156,7 +156,7 @@ func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb str
 	if err != nil {
 		// Validated by the policy; fall back to round robin rather than
 		// leaving the route without a picker.
-		c.m.log.Error("inmesh: load balancer rejected after validation", "service", service, "lb", lb, "err", err)
+		c.m.log.Error("load balancer rejected after validation", "service", service, "lb", lb, "err", err)
 		picker, _ = discovery.NewPicker("", p.hosts)
 	}
 	p.picker = picker
@@ -249,7 +249,7 @@ func (m *Mesh) onBreakerChange(service string) func(name, from, to string) {
 	// gobreaker's callback carries no context: the counter is recorded
 	// without one.
 	return func(name, from, to string) {
-		m.log.Warn("inmesh: circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
+		m.log.Warn("circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
 		m.instr.RecordBreakerTransition(context.Background(), service, from, to)
 	}
 }
@@ -257,7 +257,7 @@ func (m *Mesh) onBreakerChange(service string) func(name, from, to string) {
 // onEject logs and counts outlier ejections of a service's endpoints.
 func (m *Mesh) onEject(service string) func(addr string, until time.Time) {
 	return func(addr string, until time.Time) {
-		m.log.Warn("inmesh: endpoint ejected", "service", service, "endpoint", addr, "until", until.Format(time.RFC3339Nano))
+		m.log.Warn("endpoint ejected", "service", service, "endpoint", addr, "until", until.Format(time.RFC3339Nano))
 		m.instr.RecordEjection(context.Background(), service, addr)
 	}
 }

@@ -5,33 +5,69 @@
 //
 // # Request flow
 //
-// A call whose URL host names a service of the policy goes through:
+// This is the one description of a call's path through the mesh; the
+// documentation of the other packages links here. A call whose URL host
+// (or mesh:/// gRPC target) names a service of the policy goes through:
 //
-//	route match ─► split (subset) ─► total deadline ─► retry loop ─┐
-//	  each attempt: pick endpoint (LB, ejected skipped) ─► breaker ─►
-//	  per-try deadline ─► send ─► classify ─► telemetry
+//	request ─► route match ─► split (subset) ─► total deadline ─► attempt executor ─┐
+//	  ┌──────────────────────────────────────────────────────────────────────────────┘
+//	  └─► each attempt: pick endpoint ─► breaker ─► per-try deadline ─► mTLS dial
+//	      ─► send ─► classify ─► telemetry ─► retry? (back to pick, or the answer)
 //
-// Retry sits above pick, so each attempt picks again. A host that is no
-// service of the policy passes through untouched.
+// Step by step:
+//
+//   - Route match: the destination's routes are tried in order (path
+//     prefix, methods, headers; an RPC is a POST of its full method); the
+//     first that matches wins. None: layer route.
+//   - Split: a weighted draw among the route's subsets; the subset's
+//     endpoints are the ones its labels select. None: layer discovery.
+//   - Total deadline: the timeout of the route, over the caller's context,
+//     retries included; it travels downstream with the request.
+//   - Attempt executor: runs the attempts of the call, one at a time. It
+//     sits above the pick, so each attempt picks again and a retry can land
+//     on another endpoint.
+//   - Pick: the subset's load balancer (round_robin, random,
+//     least_request) over the endpoints outlier detection has not ejected
+//     (all of them when every one is ejected).
+//   - Breaker: the destination's (or the route's) circuit breaker admits the
+//     attempt or fails it fast: layer breaker.
+//   - Per-try deadline: retry.per_try_timeout, within the total deadline.
+//   - mTLS dial: toward a tls: strict destination, the connection presents
+//     this workload's identity and checks that the server is the service
+//     meant; a failure is layer tls, a dial that fails layer connect.
+//   - Send, classify: the attempt ends with an answer (an HTTP status, a
+//     gRPC status) or without one (connect, reset, timeout, tls); the
+//     outcome is reported to the breaker and to outlier detection.
+//   - Telemetry: one span per logical call with an event per attempt, and
+//     the call's duration recorded once at its end, retries included.
+//   - Retry: when retry_on matches the outcome, attempts remain, the
+//     method may be repeated and the retry budget pays for it, the next
+//     attempt follows a backoff (or the server's Retry-After, or gRPC
+//     pushback). A retry the budget refuses is layer budget; when retries
+//     are spent, the caller gets the last answer, or the last attempt's
+//     CallError.
+//
+// A host that is no service of the policy passes through untouched, or fails
+// at layer egress under egress: deny. Package resilience holds the breaker,
+// outlier detection, backoff, budget and retry conditions; package
+// discovery the endpoint snapshots and pickers; package telemetry the
+// instruments and spans.
 //
 // # gRPC
 //
 // grpc.NewClient("mesh:///billing", m.DialOptions()...) gives a gRPC
-// ClientConn the same flow, from the same policy, split between grpc-go's
-// plugin points:
+// ClientConn the same request flow, from the same policy; its steps sit at
+// grpc-go's plugin points:
 //
 //	resolver (mesh scheme, per ClientConn): every endpoint of billing, with
 //	  its labels, reported again whenever the mesh publishes a new state
 //	interceptor (unary, stream): route match on the full method and the
-//	  outgoing metadata ─► split ─► total deadline ─► retry loop ─┐
-//	    each attempt: breaker ─► per-try deadline ─► pick slot in the
-//	    context ─► grpc-go
-//	balancer ("inmesh") picker: the subset's load balancer (the HTTP path's
-//	  discovery.Picker, ejected endpoints skipped) ─► that endpoint's ready
-//	  SubConn; never blocks on the mesh
-//	credentials: mTLS, the server must be billing; plaintext for tls: disable
-//	interceptor again: classify (the destination's status, or a failure of
-//	  the mesh or the network) ─► breaker, outlier, span event ─► retry?
+//	  outgoing metadata, split, total deadline, the attempt executor; each
+//	  attempt: breaker, per-try deadline, then grpc-go
+//	balancer ("inmesh") picker: the pick (the HTTP path's discovery.Picker)
+//	  ─► that endpoint's ready SubConn; never blocks on the mesh
+//	credentials: the mTLS dial; plaintext for tls: disable
+//	interceptor again: classify, telemetry, retry?
 //
 // A stream is retried only until its first response message, and while the
 // messages it sent, kept for the replay, total at most 256 KiB. A server's

@@ -8,7 +8,7 @@ import (
 // Layer names the part of the mesh that failed a call.
 type Layer string
 
-// The layers of DESIGN.md, in the order a request meets them.
+// The layers, in the order a request meets them.
 const (
 	LayerPolicy    Layer = "policy"    // no valid policy for the destination
 	LayerRoute     Layer = "route"     // no route matched the request
@@ -40,11 +40,11 @@ type CallError struct {
 
 // Error renders every field that is known, for example:
 //
-//	inmesh: timeout: service=billing route=charge subset=v1 endpoint=127.0.0.1:9001 attempts=3 policy=2026-11-26.1: context deadline exceeded
+//	mesh: timeout: service=billing route=charge subset=v1 endpoint=127.0.0.1:9001 attempts=3 policy=2026-11-26.1: context deadline exceeded
 func (e *CallError) Error() string {
 	var b strings.Builder
 	b.Grow(128)
-	b.WriteString("inmesh: ")
+	b.WriteString("mesh: ")
 	b.WriteString(string(e.Layer))
 	b.WriteString(":")
 	field := func(k, v string) {
@@ -78,11 +78,13 @@ func (e *CallError) Unwrap() error { return e.Err }
 func (e *CallError) Timeout() bool { return e.Layer == LayerTimeout }
 
 // Temporary reports whether a later call may succeed without a change of
-// policy or identity: true for breaker, budget, timeout, connect and upstream
-// failures.
+// policy or identity: true for discovery (endpoints come and go with the
+// fleet), breaker, budget, timeout, connect and upstream failures; false for
+// policy, route and egress (the policy decides them), tls and authz (the
+// identities do).
 func (e *CallError) Temporary() bool {
 	switch e.Layer {
-	case LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream, LayerDiscovery:
+	case LayerDiscovery, LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream:
 		return true
 	}
 	return false

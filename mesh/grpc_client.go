@@ -89,7 +89,7 @@ func (c *rpcCall) prepare() *CallError {
 		return ce
 	}
 	c.begin()
-	c.ctx = c.m.tracing.InjectOutgoing(c.ctx)
+	c.ctx = injectOutgoing(c.m.tracing, c.ctx)
 	return nil
 }
 
@@ -105,10 +105,10 @@ func (c *rpcCall) end(err error) {
 	}
 	c.m.instr.RecordRPCClient(c.caller, c.m.clock.Now().Sub(c.start), telemetry.RPCCall{
 		Service: c.d.name, Route: c.routeName(), Subset: c.subsetName(),
-		FullMethod: c.method, Code: code, ErrorType: errorType,
+		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
 	c.countAttempts()
-	telemetry.EndRPCCall(c.span, code, errorType, err)
+	telemetry.EndRPCCall(c.span, resilience.GRPCCode(code), errorType, err)
 }
 
 // lookupRPC finds the route of d that matches an RPC of fullMethod whose
@@ -292,7 +292,7 @@ func (c *rpcCall) settleAttempt(ticket resilience.Ticket, err error, actx contex
 // not be retried (the caller's cancellation, a denial).
 func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outcome, Layer, bool) {
 	if err == nil {
-		return resilience.Outcome{IsGRPC: true, GRPCCode: codes.OK}, "", false
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.CodeOK}, "", false
 	}
 	if cerr := c.ctx.Err(); cerr != nil {
 		if errors.Is(cerr, context.DeadlineExceeded) {
@@ -325,9 +325,9 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 		return resilience.Outcome{Err: resilience.ErrReset}, LayerUpstream, false
 	}
 	if code == codes.PermissionDenied && c.slot.secured.Load() && c.deniedByMesh(err) {
-		return resilience.Outcome{IsGRPC: true, GRPCCode: code}, LayerAuthz, true
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, LayerAuthz, true
 	}
-	return resilience.Outcome{IsGRPC: true, GRPCCode: code}, "", false
+	return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, "", false
 }
 
 // deniedByMesh reports whether a PermissionDenied status is the denial of

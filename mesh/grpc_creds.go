@@ -71,7 +71,7 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 }
 
 func (*clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("inmesh: the client credentials of DialOptions serve no connection: use ServerOptions")
+	return nil, nil, errors.New("mesh: the client credentials of DialOptions serve no connection: use ServerOptions")
 }
 
 func (*clientCreds) Info() credentials.ProtocolInfo {
@@ -83,7 +83,7 @@ func (c *clientCreds) Clone() credentials.TransportCredentials { return newClien
 // OverrideServerName is not supported: the server's name is the
 // destination service.
 func (*clientCreds) OverrideServerName(string) error {
-	return errors.New("inmesh: the server name is the destination service and cannot be overridden")
+	return errors.New("mesh: the server name is the destination service and cannot be overridden")
 }
 
 // serverCreds are the transport credentials of ServerOptions: mTLS with this
@@ -121,12 +121,12 @@ func (s *serverCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.A
 	if s.m.state.Load().selfPlaintext {
 		return conn, plaintextInfo{}, nil
 	}
-	return nil, nil, fmt.Errorf("inmesh: plaintext connection from %s refused: service %q requires mTLS (its policy says tls: strict)",
+	return nil, nil, fmt.Errorf("mesh: plaintext connection from %s refused: service %q requires mTLS (its policy says tls: strict)",
 		rawConn.RemoteAddr(), s.m.cfg.service)
 }
 
 func (*serverCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("inmesh: the server credentials of ServerOptions dial no connection: use DialOptions")
+	return nil, nil, errors.New("mesh: the server credentials of ServerOptions dial no connection: use DialOptions")
 }
 
 func (*serverCreds) Info() credentials.ProtocolInfo {

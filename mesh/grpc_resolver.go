@@ -103,7 +103,7 @@ func (b resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _
 		service = target.URL.Host
 	}
 	if service = serviceOf(service); service == "" {
-		return nil, fmt.Errorf("inmesh: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
+		return nil, fmt.Errorf("mesh: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &meshResolver{m: b.m, service: service, cc: cc, cancel: cancel}
@@ -142,9 +142,9 @@ func (r *meshResolver) Close() {
 func (r *meshResolver) update(st *state) {
 	d := st.services[r.service]
 	if d == nil {
-		err := fmt.Errorf("inmesh: %q is no service of policy %s", r.service, st.policy.Version)
+		err := fmt.Errorf("mesh: %q is no service of policy %s", r.service, st.policy.Version)
 		if ce := st.outside(r.service); ce != nil {
-			err = fmt.Errorf("inmesh: %w", ce.Err)
+			err = fmt.Errorf("mesh: %w", ce.Err)
 		}
 		if err.Error() != r.lastErr {
 			r.lastErr, r.last = err.Error(), nil

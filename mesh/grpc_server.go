@@ -8,12 +8,12 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
 
@@ -71,7 +71,7 @@ type serverCall struct {
 func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
 	self := m.cfg.service
 	sc := &serverCall{m: m, start: m.clock.Now(), method: fullMethod}
-	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, self, fullMethod)
+	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, incomingMetadata{ctx}, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
 	header := func(name string) []string { return metadata.ValueFromIncomingContext(ctx, name) }
@@ -83,15 +83,15 @@ func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, er
 	denial := &CallError{Layer: LayerAuthz, Service: self, PolicyVersion: m.PolicyVersion(),
 		Err: fmt.Errorf("%s denied caller %q: %s", self, caller, reason)}
 	m.instr.RecordRPCServer(sc.ctx, m.clock.Now().Sub(sc.start), telemetry.RPCServerCall{
-		Service: self, Caller: caller, FullMethod: fullMethod, Code: codes.PermissionDenied, ErrorType: string(LayerAuthz)})
-	telemetry.EndRPCServerCall(sc.span, codes.PermissionDenied, caller, string(LayerAuthz))
-	m.log.Debug("inmesh: caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
+		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(LayerAuthz)})
+	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(LayerAuthz))
+	m.log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
 }
 
 // end records rpc.server.duration and ends the span; err is the handler's.
 func (sc *serverCall) end(err error) {
-	code := grpcstatus.Code(err)
+	code := resilience.GRPCCode(grpcstatus.Code(err))
 	errorType := ""
 	if telemetry.IsRPCServerError(code) {
 		errorType = code.String()

@@ -364,7 +364,7 @@ func TestGRPCTimeoutAndDeadlinePropagation(t *testing.T) {
 	if ce == nil || ce.Layer != LayerTimeout || ce.Service != "billing" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
 		t.Fatalf("FromStatus: %+v", ce)
 	}
-	if !strings.HasPrefix(grpcstatus.Convert(err).Message(), "inmesh: timeout: service=billing") {
+	if !strings.HasPrefix(grpcstatus.Convert(err).Message(), "mesh: timeout: service=billing") {
 		t.Fatalf("status message %q does not name the layer", grpcstatus.Convert(err).Message())
 	}
 	if elapsed < 150*time.Millisecond || elapsed > 2*time.Second {
@@ -860,7 +860,7 @@ func TestGRPCRetryBudget(t *testing.T) {
 	defer cancel()
 	_, err := check(ctx, dial(t, m, "billing"))
 	ce := FromStatus(err)
-	if ce == nil || ce.Layer != LayerBudget || ce.Attempts != 1 || !strings.Contains(err.Error(), "inmesh: connect") {
+	if ce == nil || ce.Layer != LayerBudget || ce.Attempts != 1 || !strings.Contains(err.Error(), "mesh: connect") {
 		t.Fatalf("want layer budget after 1 attempt, naming the connect failure; got %v", err)
 	}
 }

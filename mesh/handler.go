@@ -75,11 +75,11 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call := telemetry.HTTPServerCall{Service: self, Caller: caller, Method: r.Method}
 	if !allow {
 		w.Header().Set(HeaderError, string(LayerAuthz))
-		http.Error(w, fmt.Sprintf("inmesh: authz: %s denied caller %q: %s", self, caller, reason), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("mesh: authz: %s denied caller %q: %s", self, caller, reason), http.StatusForbidden)
 		call.StatusCode, call.ErrorType = http.StatusForbidden, string(LayerAuthz)
 		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
 		telemetry.EndServerCall(span, http.StatusForbidden, caller, call.ErrorType)
-		m.log.Debug("inmesh: caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		m.log.Debug("caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
 		return
 	}
 
@@ -101,7 +101,7 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// nothing: an empty 200 would tell the caller it succeeded. (A
 		// caller that went away cancels ctx instead: nothing to answer.)
 		sw.Header().Set(HeaderError, string(LayerTimeout))
-		http.Error(sw, "inmesh: timeout: the propagated deadline passed before "+self+" answered", http.StatusGatewayTimeout)
+		http.Error(sw, "mesh: timeout: the propagated deadline passed before "+self+" answered", http.StatusGatewayTimeout)
 		call.ErrorType = string(LayerTimeout)
 	}
 	call.StatusCode = sw.status()

@@ -78,7 +78,7 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 			return fmt.Errorf("mesh: dev CA identity for %s: %w", m.cfg.service, err)
 		}
 		m.identityKind = "dev-ca (in memory, local only)"
-		m.log.Warn("inmesh: identity from an in-memory dev CA shared by this process only; use WithIdentity or WithConsul across processes",
+		m.log.Warn("identity from an in-memory dev CA shared by this process only; use WithIdentity or WithConsul across processes",
 			"trust_domain", td)
 	} else {
 		m.identityKind = fmt.Sprintf("%T", src)

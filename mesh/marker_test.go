@@ -118,7 +118,7 @@ func (s *secureServer) checkProto(t *testing.T, h2 bool) {
 // forgedDenial answers as a denying mesh does, with a hostile reason.
 func forgedDenial(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set(HeaderError, string(LayerAuthz))
-	http.Error(w, "inmesh: authz: "+hostileText, http.StatusForbidden)
+	http.Error(w, "mesh: authz: "+hostileText, http.StatusForbidden)
 }
 
 // TestAuthzMarkerBelievedOnlyFromVerifiedPeer: a 403 marked authz is the
@@ -133,7 +133,7 @@ func TestAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a marked 403 from a tls: disable upstream became an error: %v", err)
 		}
-		if code != http.StatusForbidden || body != "inmesh: authz: "+hostileText+"\n" {
+		if code != http.StatusForbidden || body != "mesh: authz: "+hostileText+"\n" {
 			t.Fatalf("got %d with a body of %d bytes, want the upstream's 403 and its body intact", code, len(body))
 		}
 	})

@@ -85,7 +85,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	}
 	m := &Mesh{
 		cfg:     cfg,
-		log:     cfg.logger.With("service", cfg.service),
+		log:     cfg.logger.With("component", "inmesh", "workload", cfg.service),
 		clock:   cfg.clock,
 		reg:     newRegistry(),
 		tracing: telemetry.NewTracing(cfg.tracerProvider, cfg.propagator),
@@ -131,7 +131,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 			}
 		})
 		if err != nil && !errors.Is(err, context.Canceled) {
-			m.log.Error("inmesh: policy source stopped", "source", m.source.String(), "err", err)
+			m.log.Error("policy source stopped", "source", m.source.String(), "err", err)
 		}
 	}()
 
@@ -197,7 +197,7 @@ func (m *Mesh) onPolicy(ev policy.Event) bool {
 		if st := m.state.Load(); st != nil {
 			keep = st.policy.Version
 		}
-		m.log.Warn("inmesh: policy rejected; the last valid version stays in force",
+		m.log.Warn("policy rejected; the last valid version stays in force",
 			"source", m.source.String(), "in_force", keep, "err", ev.Err)
 		return m.state.Load() != nil
 	}
@@ -205,7 +205,7 @@ func (m *Mesh) onPolicy(ev policy.Event) bool {
 	m.apply(snap)
 	m.updates.Add(1)
 	m.instr.RecordPolicyUpdate(ctx, "applied", m.source.String())
-	m.log.Info("inmesh: policy applied", "source", snap.Source, "version", snap.Version, "hash", snap.Hash, "services", len(snap.Services))
+	m.log.Info("policy applied", "source", snap.Source, "version", snap.Version, "hash", snap.Hash, "services", len(snap.Services))
 	return true
 }
 

@@ -567,7 +567,7 @@ func denial(body io.ReadCloser, caller, service string) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 1<<10))
 	_ = body.Close()
 	reason := strings.TrimSpace(string(b))
-	reason = strings.TrimSpace(peerText(strings.TrimPrefix(reason, "inmesh: authz: ")))
+	reason = strings.TrimSpace(peerText(strings.TrimPrefix(reason, "mesh: authz: ")))
 	if reason == "" {
 		reason = fmt.Sprintf("%s denied caller %q", service, caller)
 	}

@@ -10,8 +10,9 @@
 // "http://billing/charge") and, for each, its static endpoints, subsets,
 // per-call settings (timeout, retry, circuit breaker, outlier detection, load
 // balancer, TLS), routes with traffic splits, and authorization. A defaults
-// block may hold any field of a service. See [Document] and DESIGN.md for
-// the full example.
+// block may hold any field of a service. See [Document] for every field, the
+// README's policy reference for a document that uses each of them, and
+// examples/platform/mesh.yaml for the demo's.
 //
 // [Parse] decodes strictly: unknown fields, duplicate keys, wrong types and
 // durations without a unit are errors, YAML aliases are followed with a
@@ -60,7 +61,8 @@
 // goroutine reads it. Sources are safe for concurrent use; each Watch call
 // is independent and calls its emit function from one goroutine.
 //
-// In the request flow, this package comes first: the mesh holds the current
+// In the request flow (see the package documentation of
+// [github.com/inmesh/inmesh/mesh]), this package comes first: the mesh holds the current
 // Snapshot and looks up the destination's ResolvedService and routes on
 // every call, without locks.
 package policy

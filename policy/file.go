@@ -81,57 +81,15 @@ func (f *FileSource) Watch(ctx context.Context, emit func(Event)) error {
 
 	var last fileState
 	f.reload(&last, emit)
-
-	every := rereadPeriod(dirs)
-	ticker := time.NewTicker(every)
-	defer ticker.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
-	var (
-		pending    bool      // debounce is armed
-		burstStart time.Time // first event of the pending burst
-	)
-	schedule := func() {
-		now := time.Now()
-		if !pending {
-			pending, burstStart = true, now
-		}
-		debounce.Reset(max(0, min(fileDebounce, fileMaxDebounce-now.Sub(burstStart))))
-	}
-
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok := <-dirs.Events():
-			if !ok {
-				f.logger.Warn("policy: file watcher stopped; polling instead", "path", f.path)
-				dirs.Close()
-			} else {
-				dirs.Seen(ev)
-			}
-			schedule()
-		case err, ok := <-dirs.Errors():
-			if !ok {
-				dirs.Close()
-			} else {
-				f.logger.Warn("policy: file watcher error; re-reading", "path", f.path, "error", err)
-			}
-			schedule() // events may have been lost (e.g. an inotify queue overflow)
-		case <-debounce.C:
-			pending = false
-			f.reload(&last, emit)
-			dirs.Sync()
-		case <-ticker.C:
-			f.reload(&last, emit)
-			dirs.Sync()
-		}
-		if p := rereadPeriod(dirs); p != every {
-			every = p
-			ticker.Reset(every)
-		}
-	}
+	dirs.Run(ctx.Done(), dirwatch.Reload{
+		Debounce:    fileDebounce,
+		MaxDebounce: fileMaxDebounce,
+		Period:      rereadPeriod,
+		Reload:      func() { f.reload(&last, emit) },
+		Log:         f.logger,
+		What:        "policy file",
+	})
+	return ctx.Err()
 }
 
 // fileState is what the last emitted event was about.
@@ -195,8 +153,8 @@ func readFile(path string) ([]byte, error) {
 
 // rereadPeriod is how often to re-read the file without an event: rarely
 // while its directory is watched, often when polling.
-func rereadPeriod(d *dirwatch.Watcher) time.Duration {
-	if d.Watching() {
+func rereadPeriod(watching bool) time.Duration {
+	if watching {
 		return fileBackstop
 	}
 	return filePoll

@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// Values used where the document is silent (see DESIGN.md).
+// Values used where neither the service nor the defaults block sets a
+// field.
 const (
 	defaultAttempts            = 1
 	defaultBackoffInitial      = 25 * time.Millisecond

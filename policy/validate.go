@@ -15,7 +15,7 @@ import (
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// Limits of the document beyond those of DESIGN.md.
+// Bounds on values that no field rule limits otherwise.
 const (
 	maxVersionLen  = 256       // version label
 	maxSplitWeight = 1_000_000 // one split entry; keeps the sum far from overflow

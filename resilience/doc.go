@@ -10,13 +10,10 @@
 //
 // # Where each piece sits in the request flow
 //
-//	request ─► route match ─► split ─► total deadline ─► retry loop ─┐
-//	  ┌──────────────────────────────────────────────────────────────┘
-//	  └─► pick endpoint ─► breaker ─► per-try deadline ─► dial ─► send ─► classify
+// The mesh uses the pieces of this package along the request flow that the
+// package documentation of [github.com/inmesh/inmesh/mesh] describes:
 //
-// The mesh uses the pieces of this package along that flow:
-//
-//   - The retry loop deposits into the destination's [Budget] once per logical
+//   - The attempt executor deposits into the destination's [Budget] once per logical
 //     call and withdraws one token before each retry; when TryWithdraw fails the
 //     last failure is returned instead of retrying.
 //   - Between attempts it waits [Backoff.Next] (exponential, full jitter), or
@@ -29,7 +26,7 @@
 //     ([Breaker.Allow]) before it is sent; a rejection wraps [ErrBreakerOpen].
 //   - After the attempt, the classified [Outcome] is reported: [IsFailure]
 //     decides what counts against the breaker and outlier detection, and
-//     [RetryOn.Match] whether the retry loop tries again.
+//     [RetryOn.Match] whether the attempt executor tries again.
 //
 // # Concurrency
 //

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"google.golang.org/grpc/codes"
-
 	"github.com/inmesh/inmesh/resilience"
 )
 
@@ -21,7 +19,7 @@ func ExampleParseRetryOn() {
 		{Err: resilience.ErrConnect},
 		{HTTPStatus: http.StatusServiceUnavailable},
 		{HTTPStatus: http.StatusInternalServerError},
-		{GRPCCode: codes.Unavailable, IsGRPC: true},
+		{GRPCCode: resilience.CodeUnavailable, IsGRPC: true},
 	} {
 		fmt.Printf("%+v retry=%v failure=%v\n", o, retryOn.Match(o), resilience.IsFailure(o))
 	}

@@ -1,19 +1,15 @@
 package resilience
 
-import (
-	"fmt"
-
-	"google.golang.org/grpc/codes"
-)
+import "fmt"
 
 // Outcome describes how one attempt ended, transport-agnostic. The zero value
 // is an attempt that produced a response with neither an HTTP status nor a gRPC
 // code, which is neither a failure nor retryable.
 type Outcome struct {
-	Err        ErrKind    // ErrNone when the attempt produced a response
-	HTTPStatus int        // 0 when no HTTP status
-	GRPCCode   codes.Code // codes.OK when none
-	IsGRPC     bool       // GRPCCode is meaningful
+	Err        ErrKind  // ErrNone when the attempt produced a response
+	HTTPStatus int      // 0 when no HTTP status
+	GRPCCode   GRPCCode // CodeOK when none
+	IsGRPC     bool     // GRPCCode is meaningful
 }
 
 // ErrKind classifies an attempt that produced no response.
@@ -78,23 +74,23 @@ func (e *ConditionError) Error() string {
 }
 
 // grpcCodeNames maps the kebab-case condition name of each gRPC code.
-var grpcCodeNames = map[string]codes.Code{
-	"cancelled":           codes.Canceled,
-	"unknown":             codes.Unknown,
-	"invalid-argument":    codes.InvalidArgument,
-	"deadline-exceeded":   codes.DeadlineExceeded,
-	"not-found":           codes.NotFound,
-	"already-exists":      codes.AlreadyExists,
-	"permission-denied":   codes.PermissionDenied,
-	"resource-exhausted":  codes.ResourceExhausted,
-	"failed-precondition": codes.FailedPrecondition,
-	"aborted":             codes.Aborted,
-	"out-of-range":        codes.OutOfRange,
-	"unimplemented":       codes.Unimplemented,
-	"internal":            codes.Internal,
-	"unavailable":         codes.Unavailable,
-	"data-loss":           codes.DataLoss,
-	"unauthenticated":     codes.Unauthenticated,
+var grpcCodeNames = map[string]GRPCCode{
+	"cancelled":           CodeCanceled,
+	"unknown":             CodeUnknown,
+	"invalid-argument":    CodeInvalidArgument,
+	"deadline-exceeded":   CodeDeadlineExceeded,
+	"not-found":           CodeNotFound,
+	"already-exists":      CodeAlreadyExists,
+	"permission-denied":   CodePermissionDenied,
+	"resource-exhausted":  CodeResourceExhausted,
+	"failed-precondition": CodeFailedPrecondition,
+	"aborted":             CodeAborted,
+	"out-of-range":        CodeOutOfRange,
+	"unimplemented":       CodeUnimplemented,
+	"internal":            CodeInternal,
+	"unavailable":         CodeUnavailable,
+	"data-loss":           CodeDataLoss,
+	"unauthenticated":     CodeUnauthenticated,
 }
 
 // ParseRetryOn parses retry condition names. Names are case-sensitive:
@@ -242,7 +238,7 @@ func IsFailure(o Outcome) bool {
 	}
 	if o.IsGRPC {
 		switch o.GRPCCode {
-		case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
+		case CodeUnavailable, CodeInternal, CodeUnknown, CodeDeadlineExceeded:
 			return true
 		}
 	}

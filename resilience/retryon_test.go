@@ -13,7 +13,7 @@ import (
 func httpStatus(s int) resilience.Outcome { return resilience.Outcome{HTTPStatus: s} }
 
 func grpcCode(c codes.Code) resilience.Outcome {
-	return resilience.Outcome{GRPCCode: c, IsGRPC: true}
+	return resilience.Outcome{GRPCCode: resilience.GRPCCode(c), IsGRPC: true}
 }
 
 func errKind(k resilience.ErrKind) resilience.Outcome { return resilience.Outcome{Err: k} }
@@ -69,7 +69,7 @@ func TestRetryOnMatch(t *testing.T) {
 			match: []resilience.Outcome{grpcCode(codes.Unavailable), grpcCode(codes.ResourceExhausted)},
 			miss: []resilience.Outcome{
 				grpcCode(codes.OK), grpcCode(codes.Internal), grpcCode(codes.Code(99)),
-				{GRPCCode: codes.Unavailable}, // not gRPC: the code is not meaningful
+				{GRPCCode: resilience.CodeUnavailable}, // not gRPC: the code is not meaningful
 			},
 		},
 		{
@@ -210,7 +210,7 @@ func TestIsFailure(t *testing.T) {
 		{o: grpcCode(codes.ResourceExhausted), want: false},
 		{o: grpcCode(codes.NotFound), want: false},
 		{o: grpcCode(codes.PermissionDenied), want: false},
-		{o: resilience.Outcome{GRPCCode: codes.Unavailable}, want: false}, // not gRPC
+		{o: resilience.Outcome{GRPCCode: resilience.CodeUnavailable}, want: false}, // not gRPC
 	}
 	for _, tt := range tests {
 		if got := resilience.IsFailure(tt.o); got != tt.want {

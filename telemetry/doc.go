@@ -3,12 +3,11 @@
 // the HTTP and gRPC paths.
 //
 // The mesh records one logical call (route match to the final answer,
-// retries included) at the end of the request flow:
+// retries included) at the telemetry step of the request flow that the
+// package documentation of [github.com/inmesh/inmesh/mesh] describes.
 //
-//	request ─► route ─► split ─► deadline ─► retry loop ─► [pick ─► breaker ─► send ─► classify] ─► telemetry
-//
-// StartClientCall opens the one client span of a logical call before the retry
-// loop, AttemptEvent adds an event per attempt, Inject writes the W3C trace
+// StartClientCall opens the one client span of a logical call before the
+// first attempt, AttemptEvent adds an event per attempt, Inject writes the W3C trace
 // context into each attempt's headers, and EndCall closes the span. When the
 // call is over, RecordHTTPClient records its duration and the route's
 // AttemptCounter its attempts (one atomic add, observed at collection); the
@@ -16,7 +15,7 @@
 // transitions and ejections, and the policy sources report updates.
 //
 // gRPC calls are recorded the same way (rpc.go): StartRPCClientCall and
-// EndRPCCall around the call, InjectOutgoing into the outgoing metadata,
+// EndRPCCall around the call, OutgoingMetadata for the outgoing metadata,
 // RecordRPCClient for rpc.client.duration; on the server, StartRPCServerCall
 // (continuing the trace from the incoming metadata), EndRPCServerCall and
 // RecordRPCServer for rpc.server.duration.

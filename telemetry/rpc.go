@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
+
+	"github.com/inmesh/inmesh/resilience"
 )
 
 // gRPC instruments and attributes, after the OpenTelemetry semantic
@@ -76,9 +76,9 @@ func newRPCInstruments(m metric.Meter) (*rpcInstruments, []error) {
 // comparable and is the cache key of its attribute set.
 type RPCCall struct {
 	Service, Route, Subset string
-	FullMethod             string     // "/grpc.health.v1.Health/Check"
-	Code                   codes.Code // the status code the caller got
-	ErrorType              string     // "" on success; the failing mesh layer, or the code's name for a failed RPC
+	FullMethod             string              // "/grpc.health.v1.Health/Check"
+	Code                   resilience.GRPCCode // the status code the caller got
+	ErrorType              string              // "" on success; the failing mesh layer, or the code's name for a failed RPC
 }
 
 // RecordRPCClient records rpc.client.duration, in milliseconds, for one
@@ -102,7 +102,7 @@ type RPCServerCall struct {
 	Service    string // this workload's service
 	Caller     string // the calling service from its verified identity; "" when unknown
 	FullMethod string
-	Code       codes.Code
+	Code       resilience.GRPCCode
 	ErrorType  string // "" on success; "authz" for a denial; the code's name for a server error
 }
 
@@ -138,7 +138,7 @@ func rpcServerOptions(c RPCServerCall) []metric.RecordOption {
 // the service (serviceKey: server.address for the destination, inmesh.service
 // on the server), rpc.service, rpc.method and rpc.grpc.status_code, with room
 // for three more.
-func rpcAttributes(serviceKey, service, fullMethod string, code codes.Code) []attribute.KeyValue {
+func rpcAttributes(serviceKey, service, fullMethod string, code resilience.GRPCCode) []attribute.KeyValue {
 	svc, meth := SplitMethod(fullMethod)
 	kvs := make([]attribute.KeyValue, 0, 8)
 	return append(kvs,
@@ -196,13 +196,13 @@ func rpcClientSpanStart(k spanKey) spanStart {
 // it: rpc.grpc.status_code always; status Error, with error.type, for every
 // code but OK (errorType when set, else the code's name), as the
 // conventions ask of client spans. A nil span is ignored.
-func EndRPCCall(span trace.Span, code codes.Code, errorType string, err error) {
+func EndRPCCall(span trace.Span, code resilience.GRPCCode, errorType string, err error) {
 	if span == nil {
 		return
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int(AttrRPCGRPCStatusCode, int(code)))
-		if errorType == "" && code != codes.OK {
+		if errorType == "" && code != resilience.CodeOK {
 			errorType = code.String()
 		}
 		setError(span, errorType, err)
@@ -211,14 +211,17 @@ func EndRPCCall(span trace.Span, code codes.Code, errorType string, err error) {
 }
 
 // StartRPCServerCall starts the server span of one incoming RPC, as a child
-// of the trace context the caller propagated in the incoming metadata: kind
+// of the trace context the caller propagated in the incoming metadata, which
+// md reads (the gRPC adapter's carrier over its metadata; nil: none): kind
 // server, named "{rpc.service}/{rpc.method}", with rpc.system, rpc.service,
 // rpc.method and inmesh.service.
-func (t *Tracing) StartRPCServerCall(ctx context.Context, service, fullMethod string) (context.Context, trace.Span) {
+func (t *Tracing) StartRPCServerCall(ctx context.Context, md propagation.TextMapCarrier, service, fullMethod string) (context.Context, trace.Span) {
 	if t == nil {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
-	ctx = t.prop.Extract(ctx, incomingCarrier{ctx})
+	if md != nil {
+		ctx = t.prop.Extract(ctx, md)
+	}
 	if t.off(ctx) {
 		return ctx, trace.SpanFromContext(ctx)
 	}
@@ -237,7 +240,7 @@ func (t *Tracing) StartRPCServerCall(ctx context.Context, service, fullMethod st
 // denial (errorType set) and for the codes the conventions count as server
 // errors (Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable,
 // DataLoss); other codes are the caller's errors.
-func EndRPCServerCall(span trace.Span, code codes.Code, caller, errorType string) {
+func EndRPCServerCall(span trace.Span, code resilience.GRPCCode, caller, errorType string) {
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int(AttrRPCGRPCStatusCode, int(code)))
 		if caller != "" {
@@ -254,28 +257,27 @@ func EndRPCServerCall(span trace.Span, code codes.Code, caller, errorType string
 // IsRPCServerError reports whether code is a server error under the
 // semantic conventions: Unknown, DeadlineExceeded, Unimplemented, Internal,
 // Unavailable or DataLoss.
-func IsRPCServerError(code codes.Code) bool {
+func IsRPCServerError(code resilience.GRPCCode) bool {
 	switch code {
-	case codes.Unknown, codes.DeadlineExceeded, codes.Unimplemented, codes.Internal, codes.Unavailable, codes.DataLoss:
+	case resilience.CodeUnknown, resilience.CodeDeadlineExceeded, resilience.CodeUnimplemented,
+		resilience.CodeInternal, resilience.CodeUnavailable, resilience.CodeDataLoss:
 		return true
 	}
 	return false
 }
 
-// InjectOutgoing returns ctx with the trace context and baggage of ctx
-// appended to its outgoing gRPC metadata, as the propagator writes them. It
-// returns ctx itself, without allocating, when there is nothing to carry (no
-// valid span context and no baggage).
-func (t *Tracing) InjectOutgoing(ctx context.Context) context.Context {
+// OutgoingMetadata returns the trace context and baggage of ctx as the
+// propagator writes them, as metadata pairs (lower-case key, value, key,
+// value, ...) for the gRPC adapter to append to the outgoing metadata. It
+// returns nil, without allocating, when there is nothing to carry (no valid
+// span context and no baggage).
+func (t *Tracing) OutgoingMetadata(ctx context.Context) []string {
 	if t == nil || !HasTraceContext(ctx) {
-		return ctx
+		return nil
 	}
 	var c outgoingCarrier
 	t.prop.Inject(ctx, &c)
-	if len(c.kv) == 0 {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, c.kv...)
+	return c.kv
 }
 
 // outgoingCarrier collects what a propagator injects, as metadata pairs.
@@ -301,30 +303,6 @@ func (c *outgoingCarrier) Keys() []string {
 	keys := make([]string, 0, len(c.kv)/2)
 	for i := 0; i < len(c.kv); i += 2 {
 		keys = append(keys, c.kv[i])
-	}
-	return keys
-}
-
-// incomingCarrier reads the incoming gRPC metadata of a server context
-// without copying it whole.
-type incomingCarrier struct{ ctx context.Context }
-
-var _ propagation.TextMapCarrier = incomingCarrier{}
-
-func (c incomingCarrier) Get(key string) string {
-	if v := metadata.ValueFromIncomingContext(c.ctx, strings.ToLower(key)); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-func (incomingCarrier) Set(string, string) {}
-
-func (c incomingCarrier) Keys() []string {
-	md, _ := metadata.FromIncomingContext(c.ctx)
-	keys := make([]string, 0, len(md))
-	for k := range md {
-		keys = append(keys, k)
 	}
 	return keys
 }

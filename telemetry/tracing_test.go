@@ -139,8 +139,8 @@ func TestEndCall(t *testing.T) {
 		{name: "5xx with error type", status: 502, errorType: "502", wantCode: codes.Error, wantType: "502", wantDesc: "502"},
 		{name: "4xx answer", status: 404, wantCode: codes.Error, wantType: "404", wantDesc: "404"},
 		{
-			name: "mesh failure", errorType: "timeout", err: errors.New("inmesh: timeout: context deadline exceeded"),
-			wantCode: codes.Error, wantType: "timeout", wantDesc: "inmesh: timeout: context deadline exceeded",
+			name: "mesh failure", errorType: "timeout", err: errors.New("mesh: timeout: context deadline exceeded"),
+			wantCode: codes.Error, wantType: "timeout", wantDesc: "mesh: timeout: context deadline exceeded",
 		},
 		{name: "error without type", err: errors.New("boom"), wantCode: codes.Error, wantType: "_OTHER", wantDesc: "boom"},
 	}

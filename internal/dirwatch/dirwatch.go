@@ -5,8 +5,14 @@
 // target all visible. When fsnotify cannot be set up the watcher is inert
 // and its owner polls.
 //
-// A Watcher belongs to the one goroutine that reads its channels; it is not
-// safe for concurrent use. Sources of policy and identity files share it.
+// Run is the reload loop the file sources share: it debounces events,
+// reloads, and backs the watch up with a periodic reload (more often while
+// a directory is not watched).
+//
+// A Watcher belongs to the one goroutine that reads its channels (the one
+// in Run); it is not safe for concurrent use. The policy file source and
+// the identity file source use it, off the request path: they publish
+// snapshots that calls then read.
 package dirwatch
 
 import (
@@ -36,7 +42,7 @@ func New(files []string, disabled bool, what string, logger *slog.Logger) *Watch
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		logger.Warn("inmesh: cannot watch the "+what+"; polling instead", "files", files, "error", err)
+		logger.Warn("cannot watch the "+what+"; polling instead", "files", files, "error", err)
 		return d
 	}
 	d.w = w
@@ -110,7 +116,7 @@ func (d *Watcher) Sync() {
 		}
 		if err := d.w.Add(dir); err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
-				d.log.Debug("inmesh: cannot watch a directory; polling it", "dir", dir, "error", err)
+				d.log.Debug("cannot watch a directory; polling it", "dir", dir, "error", err)
 			}
 			continue
 		}

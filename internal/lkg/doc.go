@@ -5,6 +5,6 @@
 //
 // A cache file is refused when it is corrupt (its checksum does not match),
 // belongs to another service, or holds a policy that does not validate.
-// Files are written with a temporary name, synced and renamed, so a reader
-// never sees half a file.
+// Files are written with internal/atomicfile (a synced temporary file,
+// renamed into place), so a reader never sees half a file.
 package lkg

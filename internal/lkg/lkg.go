@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/atomicfile"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -63,23 +64,7 @@ func Save(dir string, st *State) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("lkg: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".inmesh-"+st.Service+"-*.tmp")
-	if err != nil {
-		return fmt.Errorf("lkg: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("lkg: writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("lkg: syncing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("lkg: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), Path(dir, st.Service)); err != nil {
+	if err := atomicfile.Write(Path(dir, st.Service), data, 0o600); err != nil {
 		return fmt.Errorf("lkg: %w", err)
 	}
 	return nil

@@ -1,0 +1,47 @@
+package mesh
+
+import (
+	"context"
+	"strings"
+
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// injectOutgoing returns ctx with the trace context and baggage of ctx
+// appended to its outgoing gRPC metadata. It returns ctx itself, without
+// allocating, when there is nothing to carry.
+func injectOutgoing(t *telemetry.Tracing, ctx context.Context) context.Context {
+	kv := t.OutgoingMetadata(ctx)
+	if len(kv) == 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
+}
+
+// incomingMetadata reads the incoming gRPC metadata of a server context
+// without copying it whole, for the propagator to extract the caller's
+// trace context from.
+type incomingMetadata struct{ ctx context.Context }
+
+var _ propagation.TextMapCarrier = incomingMetadata{}
+
+func (c incomingMetadata) Get(key string) string {
+	if v := metadata.ValueFromIncomingContext(c.ctx, strings.ToLower(key)); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (incomingMetadata) Set(string, string) {}
+
+func (c incomingMetadata) Keys() []string {
+	md, _ := metadata.FromIncomingContext(c.ctx)
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -1,0 +1,44 @@
+package resilience_test
+
+import (
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/inmesh/inmesh/resilience"
+)
+
+// TestGRPCCodeIsGRPCsNumbering: every code has grpc-go's number and name,
+// so that adapters convert with a plain conversion.
+func TestGRPCCodeIsGRPCsNumbering(t *testing.T) {
+	ours := []resilience.GRPCCode{
+		resilience.CodeOK, resilience.CodeCanceled, resilience.CodeUnknown, resilience.CodeInvalidArgument,
+		resilience.CodeDeadlineExceeded, resilience.CodeNotFound, resilience.CodeAlreadyExists,
+		resilience.CodePermissionDenied, resilience.CodeResourceExhausted, resilience.CodeFailedPrecondition,
+		resilience.CodeAborted, resilience.CodeOutOfRange, resilience.CodeUnimplemented, resilience.CodeInternal,
+		resilience.CodeUnavailable, resilience.CodeDataLoss, resilience.CodeUnauthenticated,
+	}
+	theirs := []codes.Code{
+		codes.OK, codes.Canceled, codes.Unknown, codes.InvalidArgument,
+		codes.DeadlineExceeded, codes.NotFound, codes.AlreadyExists,
+		codes.PermissionDenied, codes.ResourceExhausted, codes.FailedPrecondition,
+		codes.Aborted, codes.OutOfRange, codes.Unimplemented, codes.Internal,
+		codes.Unavailable, codes.DataLoss, codes.Unauthenticated,
+	}
+	for i, c := range ours {
+		if uint32(c) != uint32(theirs[i]) || c.String() != theirs[i].String() {
+			t.Errorf("code %d: ours %d %q, grpc-go's %d %q", i, uint32(c), c, uint32(theirs[i]), theirs[i])
+		}
+	}
+	for _, n := range []uint32{17, 99, 1 << 31} {
+		if got, want := resilience.GRPCCode(n).String(), codes.Code(n).String(); got != want {
+			t.Errorf("GRPCCode(%d) = %q, grpc-go says %q", n, got, want)
+		}
+	}
+}
+
+func TestGRPCCodeStringDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = resilience.CodeResourceExhausted.String() }); n != 0 {
+		t.Errorf("String allocates %v times", n)
+	}
+}
