@@ -31,6 +31,7 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -729,8 +730,8 @@ func TestFromStatusAcrossTheWire(t *testing.T) {
 	for l, want := range map[Layer]codes.Code{LayerTimeout: codes.DeadlineExceeded, LayerAuthz: codes.PermissionDenied,
 		LayerRoute: codes.FailedPrecondition, LayerPolicy: codes.Unavailable, LayerBreaker: codes.Unavailable,
 		LayerConnect: codes.Unavailable, LayerTLS: codes.Unavailable, LayerDiscovery: codes.Unavailable} {
-		if l.Code() != want {
-			t.Errorf("%s: code %v, want %v", l, l.Code(), want)
+		if GRPCCode(l) != want {
+			t.Errorf("%s: code %v, want %v", l, GRPCCode(l), want)
 		}
 	}
 }
@@ -935,15 +936,15 @@ type fakeSubConn struct{ balancer.SubConn }
 func TestPickerWaitsOnlyForNewerStates(t *testing.T) {
 	hostA := discovery.NewHost(discovery.Endpoint{Address: "10.0.0.1:1"}, nil)
 	hostB := discovery.NewHost(discovery.Endpoint{Address: "10.0.0.2:1"}, nil)
-	pick := func(p *picker, pl *pool, seq uint64) (balancer.PickResult, *pickSlot, error) {
+	pick := func(p *picker, pl *core.Pool, seq uint64) (balancer.PickResult, *pickSlot, error) {
 		s := newPickSlot()
 		s.reset(pl, seq, nil, time.Now())
 		res, err := p.Pick(balancer.PickInfo{Ctx: withPickSlot(context.Background(), s)})
 		return res, s, err
 	}
-	poolOf := func(hs ...*discovery.Host) *pool {
+	poolOf := func(hs ...*discovery.Host) *core.Pool {
 		pk, _ := discovery.NewPicker("", hs)
-		return &pool{subset: "v1", hosts: hs, picker: pk}
+		return &core.Pool{Subset: "v1", Hosts: hs, Picker: pk}
 	}
 	ready := &fakeSubConn{}
 	p := &picker{seq: 5, byAddr: map[string]*pickEntry{
