@@ -160,7 +160,7 @@ func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
 
 // Discard does nothing: a unary call's answer is the caller's reply,
 // written over by the next attempt.
-func (*rpcCall) Discard(*core.Outcome) {}
+func (*rpcCall) Discard(any) {}
 
 // outcome classifies how attempt a, whose pick came back in s, ended (err,
 // nil for OK), with the server's pushback as its hint.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,6 +239,14 @@ type httpCall struct {
 	core.Call
 	t   *transport
 	req *http.Request
+
+	// Storage for the parts of the call that outlive a stack frame, held
+	// here since the call is on the heap anyway (it is the core's Sender):
+	// the current attempt's URL and timeout header value, and the body
+	// that ends the call's context.
+	url     url.URL
+	timeout [1]string
+	body    cancelBody
 }
 
 var _ core.Sender = (*httpCall)(nil)
@@ -265,7 +274,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 			// closed.
 			resp = o.Answer.(*http.Response)
 			if cancel := c.TakeCancel(); cancel != nil {
-				resp.Body = wrapBody(resp.Body, cancel)
+				resp.Body = c.wrapBody(resp.Body, cancel)
 			}
 		}
 	}
@@ -350,10 +359,20 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 }
 
 // Discard drains and closes the body of a response a retry supersedes.
-func (c *httpCall) Discard(o *core.Outcome) {
-	if resp, ok := o.Answer.(*http.Response); ok {
+func (c *httpCall) Discard(answer any) {
+	if resp, ok := answer.(*http.Response); ok {
 		discard(resp.Body)
 	}
+}
+
+// wrapBody is wrapBody with c.body as the storage, but for a body that is
+// also an io.Writer (101 Switching Protocols).
+func (c *httpCall) wrapBody(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if _, ok := body.(io.Writer); ok {
+		return wrapBody(body, cancel)
+	}
+	c.body = cancelBody{ReadCloser: body, cancel: cancel}
+	return &c.body
 }
 
 // outgoing builds the request of one attempt: a shallow copy of the
@@ -362,13 +381,14 @@ func (c *httpCall) Discard(o *core.Outcome) {
 func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 	ctx := a.Ctx
 	out := c.req.WithContext(ctx)
-	u := *c.req.URL
+	c.url = *c.req.URL
+	u := &c.url
 	u.Scheme = "http"
 	if mtls {
 		u.Scheme = "https"
 	}
 	u.Host = a.Host.Address
-	out.URL = &u
+	out.URL = u
 	if out.Host == "" {
 		out.Host = c.req.URL.Host
 	}
@@ -390,7 +410,8 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 			if ms < 1 {
 				ms = 1
 			}
-			out.Header[HeaderTimeout] = []string{strconv.FormatInt(int64(ms), 10)}
+			c.timeout[0] = strconv.FormatInt(int64(ms), 10)
+			out.Header[HeaderTimeout] = c.timeout[:]
 		}
 		c.t.m.tracing.Inject(ctx, out.Header)
 	}

@@ -328,8 +328,9 @@ type Outcome struct {
 // attempts at once.
 type Sender interface {
 	Send(a *Attempt) Outcome
-	// Discard releases the answer of an outcome that a retry supersedes.
-	Discard(o *Outcome)
+	// Discard releases answer, the Answer of an outcome that a retry
+	// supersedes.
+	Discard(answer any)
 }
 
 // Begin starts attempt a (storage the caller provides) after a wait of
@@ -513,7 +514,7 @@ func (c *Call) Run(s Sender) (Outcome, error) {
 		if !ok {
 			return o, err
 		}
-		s.Discard(&o)
+		s.Discard(o.Answer)
 		if err := c.Sleep(wait); err != nil {
 			return Outcome{}, err
 		}
