@@ -514,7 +514,9 @@ func (c *Call) Run(s Sender) (Outcome, error) {
 		if !ok {
 			return o, err
 		}
-		s.Discard(o.Answer)
+		if o.Answer != nil {
+			s.Discard(o.Answer)
+		}
 		if err := c.Sleep(wait); err != nil {
 			return Outcome{}, err
 		}
