@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -97,13 +98,13 @@ func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
 	out := make([]ServiceEndpoints, 0, len(st.services))
 	for _, name := range slices.Sorted(maps.Keys(st.services)) {
 		d := st.services[name]
-		var pools []*pool
-		for _, rt := range d.routes {
-			if rt.all != nil {
-				pools = append(pools, rt.all)
+		var pools []*core.Pool
+		for _, rt := range d.Routes {
+			if rt.All != nil {
+				pools = append(pools, rt.All)
 			}
-			for _, e := range rt.split {
-				pools = append(pools, e.pool)
+			for _, e := range rt.Split {
+				pools = append(pools, e.Pool)
 			}
 		}
 		hs := hostStates(pools, now)
@@ -128,12 +129,12 @@ func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 	out := []BreakerState{}
 	for _, name := range slices.Sorted(maps.Keys(st.services)) {
 		d := st.services[name]
-		if d.breaker != nil {
-			out = append(out, BreakerState{Service: name, State: d.breaker.State()})
+		if d.Breaker != nil {
+			out = append(out, BreakerState{Service: name, State: d.Breaker.State()})
 		}
-		for _, rt := range d.routes {
-			if rt.breaker != nil && rt.breaker != d.breaker {
-				out = append(out, BreakerState{Service: name, Route: rt.name, State: rt.breaker.State()})
+		for _, rt := range d.Routes {
+			if rt.Breaker != nil && rt.Breaker != d.Breaker {
+				out = append(out, BreakerState{Service: name, Route: rt.Name, State: rt.Breaker.State()})
 			}
 		}
 	}

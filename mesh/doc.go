@@ -95,7 +95,7 @@
 // destination, route, subset, endpoint, attempts and policy version. An
 // answer of the destination, 4xx or 5xx, is returned as a response once
 // retries are spent. Over gRPC, the CallError is also a status (code per
-// Layer.Code, an errdetails.ErrorInfo of domain ErrorDomain) that
+// GRPCCode, an errdetails.ErrorInfo of domain ErrorDomain) that
 // FromStatus recovers, and a status of the destination reaches the caller
 // unchanged.
 //

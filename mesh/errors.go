@@ -3,24 +3,26 @@ package mesh
 import (
 	"strconv"
 	"strings"
+
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // Layer names the part of the mesh that failed a call.
-type Layer string
+type Layer = core.Layer
 
 // The layers, in the order a request meets them.
 const (
-	LayerPolicy    Layer = "policy"    // no valid policy for the destination
-	LayerRoute     Layer = "route"     // no route matched the request
-	LayerDiscovery Layer = "discovery" // no endpoint to send to
-	LayerBreaker   Layer = "breaker"   // the destination's circuit is open
-	LayerBudget    Layer = "budget"    // a retry was needed but the retry budget is spent
-	LayerTimeout   Layer = "timeout"   // the call's or an attempt's deadline passed
-	LayerTLS       Layer = "tls"       // handshake or peer identity failed
-	LayerAuthz     Layer = "authz"     // the destination's mesh denied the caller
-	LayerConnect   Layer = "connect"   // dialing the endpoint failed
-	LayerUpstream  Layer = "upstream"  // the connection broke or the answer was malformed after sending
-	LayerEgress    Layer = "egress"    // a host that is no service of the policy, under egress: deny
+	LayerPolicy    = core.LayerPolicy    // no valid policy for the destination
+	LayerRoute     = core.LayerRoute     // no route matched the request
+	LayerDiscovery = core.LayerDiscovery // no endpoint to send to
+	LayerBreaker   = core.LayerBreaker   // the destination's circuit is open
+	LayerBudget    = core.LayerBudget    // a retry was needed but the retry budget is spent
+	LayerTimeout   = core.LayerTimeout   // the call's or an attempt's deadline passed
+	LayerTLS       = core.LayerTLS       // handshake or peer identity failed
+	LayerAuthz     = core.LayerAuthz     // the destination's mesh denied the caller
+	LayerConnect   = core.LayerConnect   // dialing the endpoint failed
+	LayerUpstream  = core.LayerUpstream  // the connection broke or the answer was malformed after sending
+	LayerEgress    = core.LayerEgress    // a host that is no service of the policy, under egress: deny
 )
 
 // CallError is the error of every call the mesh itself fails. It says which
@@ -69,6 +71,10 @@ func (e *CallError) Error() string {
 	}
 	return b.String()
 }
+
+// fromCore is the Env.Err of the mesh's calls: the core's CallError as
+// this package's, the same memory under the type that has the methods.
+func fromCore(ce *core.CallError) error { return (*CallError)(ce) }
 
 // Unwrap returns the cause.
 func (e *CallError) Unwrap() error { return e.Err }

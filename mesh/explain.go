@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -88,53 +89,50 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 		ex.Passthrough = true
 		return ex, nil
 	}
-	var rt *route
+	creq := httpRequest(req)
 	if rpc {
-		rt = d.lookupRPC(rpcContext(req.Header), req.URL.Path)
-	} else {
-		rt = d.lookup(req)
+		creq = core.Request{Path: req.URL.Path, Method: http.MethodPost, Header: rpcMetadata(req.Header), RPC: true,
+			Replayable: true, Idempotent: true}
 	}
+	rt := d.Lookup(&creq)
 	if rt == nil {
 		what := req.Method + " " + req.URL.Path
 		if rpc {
 			what = "RPC " + req.URL.Path
 		}
-		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: d.version,
+		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: d.Version,
 			Err: fmt.Errorf("no route of service %q matches %s", name, what)}
 		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
 		return ex, ce
 	}
-	eff := rt.eff
-	ex.Route = rt.name
+	eff := rt.Eff
+	ex.Route = rt.Name
 	ex.Timeout = eff.Timeout
 	ex.PerTryTimeout = eff.PerTryTimeout
-	ex.Attempts = eff.Attempts
-	if !rpc && ex.Attempts > 1 && (!replayable(req) || (rt.idempotentOnly && !idempotent(req))) {
-		ex.Attempts = 1
-	}
+	ex.Attempts = rt.MaxAttempts(&creq)
 	if eff.Attempts > 1 {
 		ex.RetryOn = eff.RetryOn
 	}
 	ex.LoadBalancer = eff.LoadBalancer
-	ex.TLS = m.tlsMode(eff)
+	ex.TLS = core.TLSMode(eff)
 	if rpc {
-		ex.TLS = d.tls
+		ex.TLS = d.TLS
 	}
 	// Without a breaker the circuit is, in effect, always closed.
 	ex.Breaker = "closed"
-	if rt.breaker != nil {
+	if rt.Breaker != nil {
 		ex.HasBreaker = true
-		ex.Breaker = rt.breaker.State()
+		ex.Breaker = rt.Breaker.State()
 	}
 	now := m.clock.Now()
-	var pools []*pool
-	if len(rt.split) == 0 {
-		pools = []*pool{rt.all}
+	var pools []*core.Pool
+	if len(rt.Split) == 0 {
+		pools = []*core.Pool{rt.All}
 	}
-	for _, e := range rt.split {
-		ex.Split = append(ex.Split, WeightedSubset{Subset: e.subset, Weight: e.weight})
-		if e.weight > 0 {
-			pools = append(pools, e.pool)
+	for _, e := range rt.Split {
+		ex.Split = append(ex.Split, WeightedSubset{Subset: e.Subset, Weight: e.Weight})
+		if e.Weight > 0 {
+			pools = append(pools, e.Pool)
 		}
 	}
 	ex.Hosts = hostStates(pools, now)
@@ -146,8 +144,8 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 		}
 	}
 	if len(ex.Hosts) == 0 {
-		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.name, PolicyVersion: d.version,
-			Err: noEndpoints(name, "")}
+		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.Name, PolicyVersion: d.Version,
+			Err: core.NoEndpoints(name, "")}
 		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
 		return ex, ce
 	}
@@ -156,19 +154,19 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 
 // hostStates lists the hosts of pools once each, in address order, with the
 // subsets that hold them.
-func hostStates(pools []*pool, now time.Time) []EndpointState {
+func hostStates(pools []*core.Pool, now time.Time) []EndpointState {
 	idx := map[*discovery.Host]int{}
 	var out []EndpointState
 	for _, p := range pools {
-		for _, h := range p.hosts {
+		for _, h := range p.Hosts {
 			i, ok := idx[h]
 			if !ok {
 				i = len(out)
 				idx[h] = i
 				out = append(out, hostState(h, now))
 			}
-			if p.subset != "" {
-				out[i].Subsets = append(out[i].Subsets, p.subset)
+			if p.Subset != "" {
+				out[i].Subsets = append(out[i].Subsets, p.Subset)
 			}
 		}
 	}
@@ -178,25 +176,10 @@ func hostStates(pools []*pool, now time.Time) []EndpointState {
 
 func hostState(h *discovery.Host, now time.Time) EndpointState {
 	s := EndpointState{Address: h.Address, Labels: h.Labels, InFlight: h.InFlight()}
-	if hh := health(h); hh != nil && !hh.Available(now) {
+	if hh := core.Health(h); hh != nil && !hh.Available(now) {
 		s.Ejected = true
 		until := hh.EjectedUntil()
 		s.EjectedUntil = &until
 	}
 	return s
 }
-
-// tlsMode is the client-side TLS mode toward a destination: the policy's,
-// or strict, since every mesh has an identity.
-func (m *Mesh) tlsMode(eff *policy.Effective) string {
-	if eff.TLS != "" {
-		return eff.TLS
-	}
-	return tlsStrict
-}
-
-// The TLS modes of the policy.
-const (
-	tlsStrict  = "strict"
-	tlsDisable = "disable"
-)

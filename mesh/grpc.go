@@ -44,7 +44,7 @@ import (
 //     are not multiplied.
 //
 // A failure of the mesh is returned as a *CallError, which is also a gRPC
-// status (its GRPCStatus method): the code of its layer (Layer.Code), its
+// status (its GRPCStatus method): the code of its layer (GRPCCode), its
 // Error() as the message, and an errdetails.ErrorInfo of domain ErrorDomain.
 // FromStatus recovers it, also on the other side of a process boundary. A
 // status the destination returned reaches the caller unchanged.

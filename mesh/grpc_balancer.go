@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // BalancerName is the name of the mesh's gRPC load-balancing policy, which
@@ -31,7 +32,7 @@ const serviceConfig = `{"loadBalancingConfig":[{"` + BalancerName + `":{}}]}`
 // transparent retry) on the goroutine of a stream's SendMsg or RecvMsg.
 type pickSlot struct {
 	// Inputs, set by the interceptor before the attempt.
-	pool *pool           // the subset the route and split chose
+	pool *core.Pool      // the subset the route and split chose
 	prev *discovery.Host // the previous attempt's endpoint, avoided when possible
 	now  time.Time
 	seq  uint64 // the seq of the state the call's pool comes from
@@ -58,7 +59,7 @@ func newPickSlot() *pickSlot {
 
 // reset prepares the slot for an attempt on p (of the state numbered seq)
 // at now, after one on prev.
-func (s *pickSlot) reset(p *pool, seq uint64, prev *discovery.Host, now time.Time) {
+func (s *pickSlot) reset(p *core.Pool, seq uint64, prev *discovery.Host, now time.Time) {
 	s.pool, s.seq, s.prev, s.now = p, seq, prev, now
 	s.host.Store(nil)
 	s.failure.Store(nil)
@@ -297,7 +298,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if s == nil || s.pool == nil {
 		return p.pickAny()
 	}
-	h := s.pool.pick(s.prev, s.now)
+	h := s.pool.Pick(s.prev, s.now)
 	if h == nil {
 		return p.pickAny()
 	}
@@ -336,14 +337,14 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 //
 // A host the picker's state no longer has will not become ready: waiting
 // for it would block the call for good.
-func (p *picker) fallback(pl *pool, seq uint64, now time.Time) (h *discovery.Host, e *pickEntry, wait bool) {
-	n := len(pl.hosts)
+func (p *picker) fallback(pl *core.Pool, seq uint64, now time.Time) (h *discovery.Host, e *pickEntry, wait bool) {
+	n := len(pl.Hosts)
 	start := rand.IntN(n)
 	var ejectedHost *discovery.Host
 	var ejectedEntry *pickEntry
 	pendingAvailable, pending := false, false
 	for i := range n {
-		h := pl.hosts[(start+i)%n]
+		h := pl.Hosts[(start+i)%n]
 		e := p.byAddr[h.Address]
 		available := h.Available(now)
 		switch {
@@ -376,12 +377,12 @@ func (p *picker) fallback(pl *pool, seq uint64, now time.Time) (h *discovery.Hos
 // poolFailure returns the entry, in transient failure, of tried or else of
 // another host of pl, with its connection error; every host of pl is in
 // transient failure when called.
-func (p *picker) poolFailure(pl *pool, tried *discovery.Host) *pickEntry {
+func (p *picker) poolFailure(pl *core.Pool, tried *discovery.Host) *pickEntry {
 	if e := p.byAddr[tried.Address]; e != nil && e.err != nil {
 		return e
 	}
 	known := false
-	for _, h := range pl.hosts {
+	for _, h := range pl.Hosts {
 		e := p.byAddr[h.Address]
 		if e != nil && e.err != nil {
 			return e
@@ -390,7 +391,7 @@ func (p *picker) poolFailure(pl *pool, tried *discovery.Host) *pickEntry {
 	}
 	if !known {
 		return &pickEntry{layer: LayerDiscovery,
-			err: fmt.Errorf("the endpoints of subset %q are no longer endpoints of the service (policy or catalog changed during the call)", pl.subset)}
+			err: fmt.Errorf("the endpoints of subset %q are no longer endpoints of the service (policy or catalog changed during the call)", pl.Subset)}
 	}
 	return &pickEntry{err: p.err}
 }

@@ -126,7 +126,7 @@ func BenchmarkGRPCClientInterceptor(b *testing.B) {
 	ctx := context.Background()
 	invoker := func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
 		if s, _ := ctx.Value(pickSlotKey{}).(*pickSlot); s != nil {
-			h := s.pool.pick(s.prev, s.now)
+			h := s.pool.Pick(s.prev, s.now)
 			s.host.Store(h)
 			h.Begin()
 			s.done(balancerDoneOK)

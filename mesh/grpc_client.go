@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -15,22 +14,39 @@ import (
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
 
-// rpcCall is one logical gRPC call through the mesh: the shared call
-// (route, split, deadline, retry bookkeeping), the method, and the slot
-// through which each attempt's pick comes back from the balancer.
+// rpcCall is one logical gRPC call through the mesh: the core's call
+// (route, split, deadlines, attempts), the method, and what a unary call
+// sends each attempt with. It is the core's Sender for a unary call, and
+// the core.Header its route match reads (the outgoing metadata of the
+// caller's context).
 type rpcCall struct {
-	call
+	core.Call
+	m      *Mesh
+	st     *state
 	method string
-	slot   *pickSlot // the current attempt's
 	start  time.Time
-	caller context.Context // the caller's context, for telemetry
+	caller context.Context // the caller's context, for telemetry and the route match
 
-	unarySlot pickSlot // the slot of every attempt of a unary call
+	// A unary call's: the slot through which each attempt's pick comes
+	// back from the balancer, and the invocation.
+	slot    pickSlot
+	invoker grpc.UnaryInvoker
+	req     any
+	reply   any
+	cc      *grpc.ClientConn
+	opts    []grpc.CallOption
 }
+
+var (
+	_ core.Sender = (*rpcCall)(nil)
+	_ core.Header = (*rpcCall)(nil)
+)
 
 // newRPCCall starts the call of method toward the service cc's target
 // names. It returns nil when the target is no mesh target (the call is
@@ -52,7 +68,7 @@ func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method strin
 	if d == nil {
 		return nil, noMeshService(st, service)
 	}
-	if m.consul != nil && m.ensureWatched(ctx, d.name) {
+	if m.consul != nil && m.ensureWatched(ctx, d.Name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = m.state.Load()
@@ -60,12 +76,18 @@ func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method strin
 			return nil, noMeshService(st, service)
 		}
 	}
-	c := &rpcCall{call: call{m: m, st: st, d: d}, method: method, caller: ctx}
-	c.start = m.clock.Now()
-	c.now = c.start
-	c.rt = d.lookupRPC(ctx, method)
-	c.ctx, c.span = m.tracing.StartRPCClientCall(ctx, d.name, c.routeName(), method)
+	c := &rpcCall{m: m, st: st, method: method, caller: ctx}
+	c.Init(&m.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
+		Replayable: true, Idempotent: true}, false)
+	c.start = c.Now
+	c.Ctx, c.Span = m.tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
+}
+
+// Values reads a header condition of a route from the outgoing metadata of
+// the caller's context, by lower-case key.
+func (c *rpcCall) Values(key core.HeaderKey) []string {
+	return metadata.ValueFromOutgoingContext(c.caller, key.Lower)
 }
 
 // noMeshService is the error of a call to a mesh target naming service,
@@ -79,68 +101,37 @@ func noMeshService(st *state, service string) *CallError {
 		Err: fmt.Errorf("%q is no service of the policy in force", service)}
 }
 
-// prepare checks the route and the split and starts the call's deadline;
-// a CallError says why the call cannot be sent.
-func (c *rpcCall) prepare() *CallError {
-	if c.rt == nil {
-		return c.fail(LayerRoute, fmt.Errorf("no route of service %q matches RPC %s", c.d.name, c.method))
+// prepare checks the route and the split and starts the call's deadline
+// (core.Call.Start); an error says why the call cannot be sent.
+func (c *rpcCall) prepare() error {
+	if err := c.Start(c.Ctx, c.Span); err != nil {
+		return err
 	}
-	if ce := c.split(); ce != nil {
-		return ce
-	}
-	c.begin()
-	c.ctx = injectOutgoing(c.m.tracing, c.ctx)
+	c.Ctx = injectOutgoing(c.m.tracing, c.Ctx)
 	return nil
 }
 
-// end records the call's telemetry: rpc.client.duration, the attempts and
-// the span. err is what the caller gets.
+// end records the call's telemetry: rpc.client.duration and the span. err
+// is what the caller gets.
 func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
 	if ce, ok := err.(*CallError); ok {
-		code, errorType = ce.Layer.Code(), string(ce.Layer)
+		code, errorType = GRPCCode(ce.Layer), string(ce.Layer)
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()
 	}
 	c.m.instr.RecordRPCClient(c.caller, c.m.clock.Now().Sub(c.start), telemetry.RPCCall{
-		Service: c.d.name, Route: c.routeName(), Subset: c.subsetName(),
+		Service: c.Dest.Name, Route: c.RouteName(), Subset: c.SubsetName(),
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
-	c.countAttempts()
-	telemetry.EndRPCCall(c.span, resilience.GRPCCode(code), errorType, err)
+	telemetry.EndRPCCall(c.Span, resilience.GRPCCode(code), errorType, err)
 }
 
-// lookupRPC finds the route of d that matches an RPC of fullMethod whose
-// outgoing metadata is in ctx, or nil.
-func (d *destination) lookupRPC(ctx context.Context, fullMethod string) *route {
-	for _, rt := range d.routes {
-		if rt.match.matchRPC(ctx, fullMethod) {
-			return rt
-		}
-	}
-	return nil
-}
-
-// matchRPC reports whether an RPC satisfies every condition: path_prefix
-// against the full method ("/billing.Billing/Charge"), methods as if every
-// RPC were a POST (it is one, over HTTP/2), and headers against the
-// outgoing metadata of ctx, by lower-case key.
-func (m *matcher) matchRPC(ctx context.Context, fullMethod string) bool {
-	if !m.matchPath(fullMethod, http.MethodPost) {
-		return false
-	}
-	for i := range m.headers {
-		if !slices.Contains(metadata.ValueFromOutgoingContext(ctx, m.headers[i].lower), m.headers[i].value) {
-			return false
-		}
-	}
-	return true
-}
-
-// unaryClient is the mesh's unary client interceptor: route, split,
-// deadline, and the retry loop, each attempt admitted by the breaker and
-// sent to the endpoint the balancer picks in the chosen subset.
+// unaryClient is the mesh's unary client interceptor: the core's call
+// (route, split, deadline, attempts, each admitted by the breaker), each
+// attempt sent through invoker to the endpoint the balancer picks in the
+// chosen subset.
 func (m *Mesh) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	c, err := m.newRPCCall(ctx, cc, method)
 	if c == nil {
@@ -149,165 +140,79 @@ func (m *Mesh) unaryClient(ctx context.Context, method string, req, reply any, c
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	err = c.unary(invoker, req, reply, cc, opts)
+	c.invoker, c.req, c.reply, c.cc, c.opts = invoker, req, reply, cc, opts
+	if err = c.prepare(); err == nil {
+		c.slot.done = c.slot.onDone
+		_, err = c.Run(c)
+	}
+	c.Finish()
 	c.end(err)
 	return err
 }
 
-// unary runs the retry loop of a unary call, each attempt through invoker.
-func (c *rpcCall) unary(invoker grpc.UnaryInvoker, req, reply any, cc *grpc.ClientConn, opts []grpc.CallOption) error {
-	if ce := c.prepare(); ce != nil {
-		c.release()
-		return ce
-	}
-	defer c.release()
-	c.slot = &c.unarySlot
-	c.slot.done = c.slot.onDone
-	var bo *resilience.Backoff
-	var waited time.Duration
-	for {
-		c.attempts++
-		ticket, ce := c.admit(waited)
-		if ce != nil {
-			return ce
-		}
-		actx, acancel := c.attemptContext()
-		err := invoker(actx, c.method, req, reply, cc, opts...)
-		out, err, final := c.settleAttempt(ticket, err, actx, waited)
-		acancel()
-		if final {
-			return err
-		}
-		retry, res := c.verdict(out, err)
-		if !retry {
-			return res
-		}
-		if waited, err = c.waitRetry(&bo, err); err != nil {
-			return err
-		}
-	}
+// Send makes one attempt of a unary call: the pick slot readied for the
+// balancer, the invocation, its classification.
+func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
+	c.slot.reset(a.Pool, c.st.seq, a.Prev, a.Now)
+	err := c.invoker(withPickSlot(a.Ctx, &c.slot), c.method, c.req, c.reply, c.cc, c.opts...)
+	return c.outcome(a, &c.slot, err)
 }
 
-// attemptContext prepares c.slot for the next attempt and returns the
-// attempt's context: the call's, carrying the slot to the picker, bounded
-// by the per-try timeout when there is one.
-func (c *rpcCall) attemptContext() (context.Context, context.CancelFunc) {
-	c.slot.reset(c.p, c.st.seq, c.host, c.now)
-	ctx := withPickSlot(c.ctx, c.slot)
-	if c.rt.eff.PerTryTimeout > 0 {
-		return context.WithTimeout(ctx, c.rt.eff.PerTryTimeout)
-	}
-	return ctx, func() {}
-}
+// Discard does nothing: a unary call's answer is the caller's reply,
+// written over by the next attempt.
+func (*rpcCall) Discard(any) {}
 
-// verdict decides whether the attempt that ended with out and err (the
-// error the caller would get) is retried; when not, res is what the caller
-// gets: err, or a CallError of layer budget when the budget refused the
-// retry of an attempt that got no answer (an answer is returned as is).
-//
-// A server's pushback that says not to retry (see pushbackOf) returns err,
-// whatever the policy says.
-func (c *rpcCall) verdict(out resilience.Outcome, err error) (retry bool, res error) {
-	if c.slot.pushback.Load() == stopPushback {
-		return false, err
-	}
-	switch c.next(out, c.rt.eff.Attempts) {
-	case verdictRetry:
-		return true, nil
-	case verdictBudget:
-		if out.Err != resilience.ErrNone {
-			return false, c.fail(LayerBudget, fmt.Errorf("retry budget exhausted; last attempt: %w", err))
-		}
-	}
-	return false, err
-}
-
-// waitRetry waits before the next attempt and returns the time waited: the
-// pushback the failed attempt's server gave when it gave one, else the
-// route's backoff. It returns last when that is not to be waited (a
-// pushback longer than the route's backoff max, or a wait that would
-// outlive the call's deadline), and the end of the call's context when it
-// comes during the wait.
-func (c *rpcCall) waitRetry(bo **resilience.Backoff, last error) (time.Duration, error) {
-	var wait time.Duration
-	var ok bool
-	if d := c.slot.pushback.Load(); d >= 0 {
-		wait, ok = c.pushback(bo, time.Duration(d))
-	} else {
-		wait, ok = c.backoff(bo, 0)
-	}
-	if !ok {
-		return 0, last
-	}
-	if err := c.sleep(wait); err != nil {
-		return 0, err
-	}
-	return wait, nil
-}
-
-// settleAttempt classifies how an attempt ended (err, nil for OK), reports
-// it to the breaker, outlier detection and the span, and returns the
-// outcome for the retry decision, the error the caller would get, and
-// whether that error is final (not retried whatever the policy says).
+// outcome classifies how attempt a, whose pick came back in s, ended (err,
+// nil for OK), with the server's pushback as its hint.
 //
 // The destination's answer, whatever its code, is returned unchanged. A
-// failure of the mesh or the network becomes a CallError: the call's
-// deadline (timeout), the per-try deadline (timeout, retryable as
-// per-try-timeout), no reachable endpoint in the subset (connect or tls,
-// from the connection error), a connection that broke before any answer
-// (upstream, or connect when nothing was sent), and a denial by the
-// destination's mesh (authz, final). The caller's cancellation is returned
-// as gRPC gave it, final.
-func (c *rpcCall) settleAttempt(ticket resilience.Ticket, err error, actx context.Context, waited time.Duration) (resilience.Outcome, error, bool) {
-	c.host = c.slot.host.Load()
-	out, layer, final := c.classifyRPC(err, actx)
-	c.settle(ticket, out)
-	if c.span.IsRecording() {
-		outcome := string(layer)
-		if layer == "" {
-			outcome = grpcstatus.Code(err).String()
-		}
-		endpoint := ""
-		if c.host != nil {
-			endpoint = c.host.Address
-		}
-		telemetry.AttemptEvent(c.span, c.attempts, endpoint, outcome, waited)
-	}
+// failure of the mesh or the network is given a layer: the call's deadline
+// (timeout), the per-try deadline (timeout, retryable as per-try-timeout),
+// no reachable endpoint in the subset (connect or tls, from the connection
+// error), a connection that broke before any answer (upstream, or connect
+// when nothing was sent), and a denial by the destination's mesh (authz,
+// final). The caller's cancellation is returned as gRPC gave it, final.
+func (c *rpcCall) outcome(a *core.Attempt, s *pickSlot, err error) core.Outcome {
+	o := core.Outcome{Host: s.host.Load()}
+	o.Result, o.Layer, o.Final = c.classifyRPC(err, a, s, o.Host)
 	switch {
 	case err == nil:
-		return out, nil, false
-	case layer == LayerAuthz:
-		return out, c.fail(LayerAuthz, errors.New(denialReason(err, c.m.cfg.service, c.d.name))), true
-	case layer != "":
-		return out, c.fail(layer, err), final
+	case o.Layer == LayerAuthz:
+		o.Err = errors.New(denialReason(err, c.m.cfg.service, c.Dest.Name))
+	case o.Layer != "":
+		o.Err = err
+	case !s.secured.Load():
+		o.Err = unverified(err)
+	default:
+		o.Err = err
 	}
-	if !c.slot.secured.Load() {
-		err = unverified(err)
+	switch p := s.pushback.Load(); {
+	case p == stopPushback:
+		o.Hint = core.Hint{Kind: core.HintStop}
+	case p >= 0:
+		o.Hint = core.Hint{Kind: core.HintExactly, Wait: time.Duration(p)}
 	}
-	return out, err, final
+	return o
 }
 
-// classifyRPC maps the end of an attempt to its outcome and, for a failure
+// classifyRPC maps the end of an attempt to its result and, for a failure
 // of the mesh or the network, its layer; final is set for an end that must
 // not be retried (the caller's cancellation, a denial).
-func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outcome, Layer, bool) {
+func (c *rpcCall) classifyRPC(err error, a *core.Attempt, s *pickSlot, host *discovery.Host) (resilience.Outcome, Layer, bool) {
 	if err == nil {
 		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.CodeOK}, "", false
 	}
-	if cerr := c.ctx.Err(); cerr != nil {
-		if errors.Is(cerr, context.DeadlineExceeded) {
-			return resilience.Outcome{Err: resilience.ErrTimeout}, LayerTimeout, false
-		}
-		return resilience.Outcome{Err: resilience.ErrCanceled}, "", true // the caller canceled
+	if kind, layer, ended := a.Ended(); ended {
+		return resilience.Outcome{Err: kind}, layer, layer == "" // "": the caller canceled
 	}
 	code := grpcstatus.Code(err)
-	if actx.Err() != nil || (code == codes.DeadlineExceeded && (expired(c.ctx) || expired(actx))) {
-		// The per-try deadline, or the call's, whose timer may not have
-		// fired yet when the server's status (the server's copy of the
-		// deadline ran out) came back first.
+	if code == codes.DeadlineExceeded && a.Expired() {
+		// The per-try deadline, or the call's, whose timer has not fired
+		// yet: the server's status (the server's copy of the deadline ran
+		// out) came back first.
 		return resilience.Outcome{Err: resilience.ErrTimeout}, LayerTimeout, false
 	}
-	if f := c.slot.failure.Load(); f != nil {
+	if f := s.failure.Load(); f != nil {
 		if f.layer != "" {
 			return resilience.Outcome{Err: resilience.ErrConnect}, f.layer, false
 		}
@@ -316,15 +221,15 @@ func (c *rpcCall) classifyRPC(err error, actx context.Context) (resilience.Outco
 		}
 		return resilience.Outcome{Err: resilience.ErrConnect}, LayerConnect, false
 	}
-	if c.host != nil && !c.slot.answered.Load() && code == codes.Unavailable {
+	if host != nil && !s.answered.Load() && code == codes.Unavailable {
 		// gRPC's own Unavailable: the connection broke before the
 		// destination said anything.
-		if !c.slot.sent.Load() {
+		if !s.sent.Load() {
 			return resilience.Outcome{Err: resilience.ErrConnect}, LayerConnect, false
 		}
 		return resilience.Outcome{Err: resilience.ErrReset}, LayerUpstream, false
 	}
-	if code == codes.PermissionDenied && c.slot.secured.Load() && c.deniedByMesh(err) {
+	if code == codes.PermissionDenied && s.secured.Load() && c.deniedByMesh(err) {
 		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, LayerAuthz, true
 	}
 	return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, "", false
@@ -341,7 +246,7 @@ func (c *rpcCall) deniedByMesh(err error) bool {
 		return false
 	}
 	ei := meshInfo(st)
-	return ei != nil && ei.GetReason() == string(LayerAuthz) && ei.GetMetadata()[infoService] == c.d.name
+	return ei != nil && ei.GetReason() == string(LayerAuthz) && ei.GetMetadata()[infoService] == c.Dest.Name
 }
 
 // unverified returns err, a status from a peer whose identity was not
@@ -408,11 +313,4 @@ func pushbackOf(tr metadata.MD) int64 {
 		return math.MaxInt64
 	}
 	return ms * int64(time.Millisecond)
-}
-
-// expired reports whether ctx's deadline has passed, whether or not its
-// timer has fired yet.
-func expired(ctx context.Context) bool {
-	dl, ok := ctx.Deadline()
-	return ok && !time.Now().Before(dl)
 }

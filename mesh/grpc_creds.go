@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // clientCreds are the transport credentials of the mesh's ClientConns. Each
@@ -61,7 +62,7 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 		service = serviceOf(authority)
 		mtls = true
 		if d := c.m.state.Load().services[service]; d != nil {
-			mtls = d.tls == tlsStrict
+			mtls = d.TLS == core.TLSStrict
 		}
 	}
 	if !mtls {

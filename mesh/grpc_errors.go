@@ -27,7 +27,7 @@ const (
 	infoPolicyVersion = "policy_version"
 )
 
-// Code returns the gRPC status code of a failure of layer l:
+// GRPCCode returns the gRPC status code of a failure of layer l:
 //
 //	timeout                                      DeadlineExceeded
 //	authz, egress                                PermissionDenied
@@ -42,7 +42,7 @@ const (
 // delivered the service yet. An egress failure is PermissionDenied: this
 // workload's own policy forbids the destination. A TLS failure is Unavailable, as gRPC reports
 // a failed handshake; the layer says more.
-func (l Layer) Code() codes.Code {
+func GRPCCode(l Layer) codes.Code {
 	switch l {
 	case LayerTimeout:
 		return codes.DeadlineExceeded
@@ -55,11 +55,11 @@ func (l Layer) Code() codes.Code {
 }
 
 // GRPCStatus returns the status that carries e over gRPC: the code of its
-// layer (see Layer.Code), e.Error() as the message, and an
+// layer (see GRPCCode), e.Error() as the message, and an
 // errdetails.ErrorInfo of domain ErrorDomain whose reason is the layer and
 // whose metadata holds the other fields. FromStatus reverses it.
 func (e *CallError) GRPCStatus() *grpcstatus.Status {
-	st := grpcstatus.New(e.Layer.Code(), e.Error())
+	st := grpcstatus.New(GRPCCode(e.Layer), e.Error())
 	md := make(map[string]string, 6)
 	put := func(k, v string) {
 		if v != "" {

@@ -1,11 +1,10 @@
 package mesh
 
 import (
-	"context"
 	"net/http"
 	"strings"
 
-	"google.golang.org/grpc/metadata"
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // isRPC reports whether Explain takes req for a gRPC call: its URL scheme is
@@ -18,13 +17,12 @@ func isRPC(req *http.Request) bool {
 	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
 }
 
-// rpcContext returns a context whose outgoing metadata is h, with the
-// lower-case keys gRPC uses, for matching routes as a client interceptor
-// would.
-func rpcContext(h http.Header) context.Context {
-	md := make(metadata.MD, len(h))
+// rpcMetadata returns h as the metadata of an RPC, with the lower-case
+// keys gRPC uses, for matching routes as the client interceptor would.
+func rpcMetadata(h http.Header) core.Metadata {
+	md := make(core.Metadata, len(h))
 	for k, v := range h {
 		md[strings.ToLower(k)] = v
 	}
-	return metadata.NewOutgoingContext(context.Background(), md)
+	return md
 }

@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // Scheme is the gRPC target scheme of mesh services: "mesh:///billing"
@@ -67,7 +69,7 @@ type stateSeqKey struct{}
 // Equal lets attributes.Equal compare infos, whose labels are a map.
 func (a *addrInfo) Equal(o any) bool {
 	b, ok := o.(*addrInfo)
-	return ok && a.service == b.service && a.mtls == b.mtls && sameLabels(a.labels, b.labels)
+	return ok && a.service == b.service && a.mtls == b.mtls && maps.Equal(a.labels, b.labels)
 }
 
 func infoOf(attrs *attributes.Attributes) *addrInfo {
@@ -157,7 +159,7 @@ func (r *meshResolver) update(st *state) {
 	for i, ep := range eps {
 		addrs[i] = resolver.Address{
 			Addr:       ep.Address,
-			Attributes: attributes.New(addrInfoKey{}, &addrInfo{service: r.service, mtls: d.tls == tlsStrict, labels: ep.Labels}),
+			Attributes: attributes.New(addrInfoKey{}, &addrInfo{service: r.service, mtls: d.TLS == core.TLSStrict, labels: ep.Labels}),
 		}
 	}
 	if r.lastErr == "" && r.last != nil && slices.EqualFunc(addrs, r.last, resolver.Address.Equal) {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 
-	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // maxReplayBytes bounds the messages a stream keeps to replay on a retry,
@@ -54,16 +54,16 @@ func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 		}
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	if ce := c.prepare(); ce != nil {
-		c.release()
-		c.end(ce)
-		return nil, ce
+	if err := c.prepare(); err != nil {
+		c.Finish()
+		c.end(err)
+		return nil, err
 	}
 	s := &meshStream{c: c, desc: desc, cc: cc, streamer: streamer, opts: opts[:len(opts):len(opts)]}
 	// A stream whose context ends between attempts (the application gave
 	// up after a failure it did not receive) still ends its call.
 	s.mu.Lock()
-	s.stopWatch = context.AfterFunc(c.ctx, s.abandon)
+	s.stopWatch = context.AfterFunc(c.Ctx, s.abandon)
 	s.mu.Unlock()
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -74,7 +74,10 @@ func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 }
 
 // meshStream is a client stream through the mesh: one grpc.ClientStream per
-// attempt, the current one receiving the application's calls.
+// attempt, the current one receiving the application's calls. It keeps its
+// own state machine (replay, commit, the end of the call on whichever
+// goroutine sees it), and takes every decision from the core: Begin (pick
+// slot, breaker, per-try deadline), Settle, MayRetry and Next, Backoff.
 //
 // Locking: sendMu serializes the sending side (SendMsg, CloseSend, and the
 // opening and replay of a retry), and is held across gRPC calls; mu guards
@@ -95,9 +98,8 @@ type meshStream struct {
 	sent      []any // kept for a replay until retries are over
 	sentBytes int   // the replay size of sent
 	closeSent bool
-	committed bool // retries are over: a response arrived, or more than maxReplayBytes was sent
-	ended     bool // the call's telemetry is recorded
-	bo        *resilience.Backoff
+	committed bool        // retries are over: a response arrived, or more than maxReplayBytes was sent
+	ended     bool        // the call's telemetry is recorded
 	stopWatch func() bool // stops the watch of the call's context
 }
 
@@ -105,16 +107,13 @@ var _ grpc.ClientStream = (*meshStream)(nil)
 
 // streamAttempt is one attempt of a stream.
 type streamAttempt struct {
+	core.Attempt
 	slot       *pickSlot
-	ticket     resilience.Ticket
-	actx       context.Context
-	acancel    context.CancelFunc
-	waited     time.Duration
-	finished   bool               // onFinish ran
-	out        resilience.Outcome // how it ended
-	err        error              // what the caller gets if it is the last attempt; nil for OK
-	final      bool               // never retried
-	sendFailed bool               // the application saw SendMsg fail
+	ctx        context.Context // the attempt's, carrying the slot
+	finished   bool            // onFinish ran
+	out        core.Outcome    // how it ended
+	err        error           // what the caller gets if it is the last attempt; nil for OK
+	sendFailed bool            // the application saw SendMsg fail
 }
 
 // open starts attempts until one opens a stream, which it replays the sent
@@ -123,21 +122,19 @@ func (s *meshStream) open(waited time.Duration) error {
 	c := s.c
 	for {
 		s.mu.Lock()
-		c.attempts++
-		ticket, ce := c.admit(waited)
-		if ce != nil {
-			s.endLocked(ce)
+		a := &streamAttempt{slot: newPickSlot()}
+		if err := c.Begin(&a.Attempt, waited); err != nil {
+			s.endLocked(err)
 			s.mu.Unlock()
-			return ce
+			return err
 		}
-		a := &streamAttempt{slot: newPickSlot(), ticket: ticket, waited: waited}
-		c.slot = a.slot
-		a.actx, a.acancel = c.attemptContext()
+		a.slot.reset(a.Pool, c.st.seq, a.Prev, a.Now)
+		a.ctx = withPickSlot(a.Ctx, a.slot)
 		s.att = a
 		s.mu.Unlock()
 
 		opts := append(s.opts, grpc.OnFinish(func(err error) { s.onFinish(a, err) }))
-		cs, err := s.streamer(a.actx, s.desc, s.cc, c.method, opts...)
+		cs, err := s.streamer(a.ctx, s.desc, s.cc, c.method, opts...)
 		if err == nil {
 			s.mu.Lock()
 			s.cur = cs
@@ -158,12 +155,26 @@ func (s *meshStream) open(waited time.Duration) error {
 		if !retry {
 			return res
 		}
-		// A wait not to be waited returns the attempt's own failure.
-		if waited, err = c.waitRetry(&s.bo, a.err); err != nil {
-			s.end(err)
+		if waited, err = s.wait(a); err != nil {
 			return err
 		}
 	}
+}
+
+// wait waits before the retry of a and returns the time waited. A wait not
+// to be waited (Backoff) ends the call with a's own failure; the end of the
+// call's context during the wait ends it with that.
+func (s *meshStream) wait(a *streamAttempt) (time.Duration, error) {
+	wait, ok := s.c.Backoff(&a.out)
+	if !ok {
+		s.end(a.err)
+		return 0, a.err
+	}
+	if err := s.c.Sleep(wait); err != nil {
+		s.end(err)
+		return 0, err
+	}
+	return wait, nil
 }
 
 // onFinish is called by gRPC, once, when an attempt's stream ends: it
@@ -172,12 +183,10 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
-	c.slot = a.slot
-	a.out, a.err, a.final = c.settleAttempt(a.ticket, err, a.actx, a.waited)
-	a.acancel()
+	a.out = c.outcome(&a.Attempt, a.slot, err)
+	a.err = c.Settle(&a.Attempt, &a.out)
 	a.finished = true
-	if a.err == nil || a.final || s.committed || c.attempts >= c.rt.eff.Attempts || !c.rt.retryOn.Match(a.out) ||
-		a.slot.pushback.Load() == stopPushback {
+	if a.err == nil || s.committed || !c.MayRetry(&a.out) {
 		s.endLocked(a.err)
 	}
 }
@@ -187,7 +196,6 @@ func (s *meshStream) onFinish(a *streamAttempt, err error) {
 func (s *meshStream) decide(a *streamAttempt) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.c.slot = a.slot // the slot verdict and waitRetry read
 	if s.ended {
 		return false, a.err
 	}
@@ -195,7 +203,7 @@ func (s *meshStream) decide(a *streamAttempt) (bool, error) {
 		s.endLocked(a.err)
 		return false, a.err
 	}
-	retry, res := s.c.verdict(a.out, a.err)
+	retry, res := s.c.Next(&a.out, a.err)
 	if !retry {
 		s.endLocked(res)
 	}
@@ -209,7 +217,7 @@ func (s *meshStream) abandon() {
 	if s.ended {
 		return
 	}
-	err := s.c.ctxFailure()
+	err := s.c.ContextFailure()
 	if _, ok := err.(*CallError); !ok {
 		err = grpcstatus.FromContextError(err).Err() // the caller canceled
 	}
@@ -231,8 +239,8 @@ func (s *meshStream) endLocked(err error) {
 	if s.stopWatch != nil {
 		s.stopWatch()
 	}
+	s.c.Finish()
 	s.c.end(err)
-	s.c.release()
 }
 
 // current returns the stream of the current attempt and the attempt.
@@ -286,9 +294,8 @@ func (s *meshStream) retry(cs grpc.ClientStream, a *streamAttempt, err error) (r
 	if !retry {
 		return false, res
 	}
-	wait, werr := s.c.waitRetry(&s.bo, a.err) // a wait not waited returns a's failure
+	wait, werr := s.wait(a) // a wait not waited returns a's failure
 	if werr != nil {
-		s.end(werr)
 		return false, werr
 	}
 	if err := s.open(wait); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -34,6 +35,7 @@ type Mesh struct {
 	source  policy.Source
 	instr   *telemetry.Instruments
 	tracing *telemetry.Tracing
+	env     core.Env // what the core's calls share
 
 	state atomic.Pointer[state]
 
@@ -93,6 +95,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	if m.instr, err = telemetry.New(cfg.meterProvider); err != nil {
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
+	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore}
 	switch {
 	case cfg.consul != nil:
 		m.consul = &consulPlane{cfg: *cfg.consul, watched: map[string]chan struct{}{}}

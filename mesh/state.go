@@ -1,22 +1,19 @@
 package mesh
 
 import (
-	"net/http"
-
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
-	"github.com/inmesh/inmesh/resilience"
-	"github.com/inmesh/inmesh/telemetry"
 )
 
 // state is one immutable view of everything the request path reads: the
-// policy snapshot, the endpoints, and the destinations compiled from both.
-// It is built off the request path, published through an atomic.Pointer,
-// and never modified afterwards.
+// policy snapshot, the endpoints, and the destinations compiled from both
+// (by the core, which owns the call). It is built off the request path,
+// published through an atomic.Pointer, and never modified afterwards.
 type state struct {
 	policy    *policy.Snapshot
 	endpoints *discovery.Snapshot
-	services  map[string]*destination
+	services  map[string]*core.Destination
 	self      selfAuthz // how this workload authorizes its callers
 	// selfPlaintext is set when this workload's own service says tls:
 	// disable: its callers dial it in plaintext, so its gRPC server accepts
@@ -38,83 +35,24 @@ type state struct {
 	replaced chan struct{}
 }
 
-// destination is one service of the policy, compiled.
-type destination struct {
-	name      string
-	version   string // policy version, for errors
-	routes    []*route
-	hasRoutes bool
-	outlier   *resilience.Outlier // nil when outlier detection is off for the service
-	breaker   *resilience.Breaker // the service-level breaker, nil when off
-	// tls is the service-level TLS mode, strict or disable. gRPC uses it for
-	// its connections, which every route of the service shares (a route's
-	// own tls override applies to HTTP only).
-	tls string
+// registry keeps the stateful parts of the data plane across compilations
+// (see core.Registry). Only the compiling goroutine touches it, under
+// Mesh.mu.
+type registry = core.Registry
+
+func newRegistry() *registry { return core.NewRegistry() }
+
+// compile turns a policy snapshot and an endpoint snapshot into a state,
+// carrying the stateful parts of m.reg over.
+func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
+	self := pol.Service(m.cfg.service)
+	st := &state{policy: pol, endpoints: eps, self: compileSelfAuthz(self), replaced: make(chan struct{})}
+	st.selfPlaintext = self != nil && core.TLSMode(&self.Effective) == core.TLSDisable
+	st.egressDeny = pol.Doc.Egress == policy.EgressDeny
+	st.services, m.reg = core.Compile(&m.env, m.reg, pol, eps)
+	return st
 }
 
-// route is one route of a destination with its effective settings resolved
-// into ready-to-use parts. Stateful parts (breaker, budget, host health) are
-// shared with earlier states whose configuration is the same, so a policy
-// reload does not reset them.
-type route struct {
-	dest    *destination
-	name    string
-	match   matcher
-	split   []splitEntry // empty: all endpoints (pool all)
-	total   int          // sum of split weights
-	all     *pool
-	eff     *policy.Effective
-	retryOn resilience.RetryOn
-	backoff resilience.BackoffConfig
-	breaker *resilience.Breaker // nil when off
-	budget  *resilience.Budget  // nil when attempts == 1
-	counter *telemetry.Counter  // attempts toward this route
-	// idempotentOnly is true unless non_idempotent is set.
-	idempotentOnly bool
-	mtls           bool // tls strict toward this destination
-}
-
-// splitEntry is one weighted subset of a route's split; cum is the running
-// sum of weights up to and including this entry.
-type splitEntry struct {
-	subset string
-	weight int
-	cum    int
-	pool   *pool
-}
-
-// pool is the set of hosts one subset selects, with the route's picker.
-type pool struct {
-	subset string
-	hosts  []*discovery.Host
-	picker discovery.Picker
-}
-
-// pickSplit chooses the split entry for a call. r is uniform in [0, total).
-func (rt *route) pickSplit(r int) *splitEntry {
-	for i := range rt.split {
-		if r < rt.split[i].cum {
-			return &rt.split[i]
-		}
-	}
-	return &rt.split[len(rt.split)-1]
-}
-
-// lookup finds the route of dest that matches req, or nil.
-func (d *destination) lookup(req *http.Request) *route {
-	for _, rt := range d.routes {
-		if rt.match.matchHTTP(req) {
-			return rt
-		}
-	}
-	return nil
-}
-
-// health returns the outlier handle of h, or nil.
-func health(h *discovery.Host) *resilience.HostHealth {
-	hh, _ := h.Health.(*resilience.HostHealth)
-	return hh
-}
-
-// stateless durations used when an effective value is absent.
-const drainLimit = 4 << 10 // bytes read from a discarded response to reuse its connection
+// drainLimit is the bytes read from a discarded response to reuse its
+// connection.
+const drainLimit = 4 << 10

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -113,15 +115,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.name) {
+	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.Name) {
 		// The first call to a destination starts watching its endpoints.
 		st = t.m.state.Load()
 		if d = st.services[name]; d == nil {
 			return t.outside(st, name, req)
 		}
 	}
-	c := httpCall{call: call{m: t.m, st: st, d: d}, t: t, req: req}
-	return c.run()
+	c := httpCall{t: t, req: req}
+	return c.run(d)
 }
 
 // outside sends req, whose host names no service of st, to the pass
@@ -229,158 +231,95 @@ func (st *state) outside(name string) *CallError {
 	return nil
 }
 
-// httpCall is one logical HTTP call through the mesh: the shared call
-// (route, split, deadline, retry bookkeeping) and the request it sends.
+// httpCall is one logical HTTP call through the mesh: the core's call
+// (route, split, deadlines, attempts) and the request it sends. It is the
+// core's Sender: each attempt is the request aimed at the endpoint the core
+// picked.
 type httpCall struct {
-	call
+	core.Call
 	t   *transport
 	req *http.Request
+
+	// Storage for the parts of the call that outlive a stack frame, held
+	// here since the call is on the heap anyway (it is the core's Sender):
+	// the current attempt's URL and timeout header value, and the body
+	// that ends the call's context.
+	url     url.URL
+	timeout [1]string
+	body    cancelBody
 }
 
-func (c *httpCall) run() (*http.Response, error) {
-	start := c.m.clock.Now()
-	c.now = start
+var _ core.Sender = (*httpCall)(nil)
+
+// httpRequest is what the core reads of req.
+func httpRequest(req *http.Request) core.Request {
+	return core.Request{Path: req.URL.Path, Method: req.Method, Header: core.HTTPHeader(req.Header),
+		Replayable: replayable(req), Idempotent: idempotent(req)}
+}
+
+func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
+	m := c.t.m
 	callerCtx := c.req.Context()
-	c.rt = c.d.lookup(c.req)
-	routeName := c.routeName()
-	c.ctx, c.span = c.m.tracing.StartClientCall(callerCtx, c.d.name, routeName, c.req.Method)
+	c.Init(&m.env, d, httpRequest(c.req), true)
+	start := c.Now
+	routeName := c.RouteName()
+	ctx, span := m.tracing.StartClientCall(callerCtx, d.Name, routeName, c.req.Method)
 
-	resp, err := c.loop()
+	var resp *http.Response
+	err := c.Start(ctx, span)
+	if err == nil {
+		var o core.Outcome
+		if o, err = c.Run(c); err == nil {
+			// A response keeps the call's context alive until its body is
+			// closed.
+			resp = o.Answer.(*http.Response)
+			if cancel := c.TakeCancel(); cancel != nil {
+				resp.Body = c.wrapBody(resp.Body, cancel)
+			}
+		}
+	}
+	c.Finish()
 
-	call := telemetry.HTTPCall{Service: c.d.name, Route: routeName, Subset: c.subsetName(), Method: c.req.Method}
+	call := telemetry.HTTPCall{Service: d.Name, Route: routeName, Subset: c.SubsetName(), Method: c.req.Method}
 	if resp != nil {
 		call.StatusCode = resp.StatusCode
 		if resp.StatusCode >= 500 {
 			call.ErrorType = strconv.Itoa(resp.StatusCode)
 		}
 	}
-	// The loop returns its own errors unwrapped: a type assertion, unlike
+	// The core returns its own errors unwrapped: a type assertion, unlike
 	// errors.As, does not allocate.
 	if ce, ok := err.(*CallError); ok {
 		call.ErrorType = string(ce.Layer)
 	} else if err != nil {
 		call.ErrorType = "canceled"
 	}
-	c.m.instr.RecordHTTPClient(callerCtx, c.m.clock.Now().Sub(start), call)
-	c.countAttempts()
-	telemetry.EndCall(c.span, call.StatusCode, call.ErrorType, err)
+	m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
+	telemetry.EndCall(span, call.StatusCode, call.ErrorType, err)
 	return resp, err
 }
 
-func (c *httpCall) loop() (*http.Response, error) {
-	rt := c.rt
-	if rt == nil {
-		return nil, c.fail(LayerRoute, fmt.Errorf("no route of service %q matches %s %s", c.d.name, c.req.Method, c.req.URL.Path))
-	}
-	if ce := c.split(); ce != nil {
-		return nil, ce
-	}
-	c.begin()
-	maxAttempts := rt.eff.Attempts
-	if maxAttempts > 1 && (!replayable(c.req) || (rt.idempotentOnly && !idempotent(c.req))) {
-		maxAttempts = 1
-	}
-
-	var bo *resilience.Backoff
-	var waited time.Duration
-	for {
-		c.attempts++
-		resp, kind, err := c.attempt(waited)
-		if err != nil && kind == resilience.ErrNone {
-			// A failure of the mesh itself (breaker, authz, canceled):
-			// final, not retried.
-			c.release()
-			return nil, err
-		}
-		out := resilience.Outcome{Err: kind}
-		if resp != nil {
-			out.HTTPStatus = resp.StatusCode
-		}
-		switch c.next(out, maxAttempts) {
-		case verdictReturn:
-			return c.finish(resp, err)
-		case verdictBudget:
-			if resp != nil {
-				return c.finish(resp, nil)
-			}
-			c.release()
-			return nil, c.fail(LayerBudget, fmt.Errorf("retry budget exhausted; last attempt: %w", err))
-		}
-		var hint time.Duration
-		if resp != nil {
-			if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.m.clock.Now()); ok {
-				hint = ra
-			}
-		}
-		wait, ok := c.backoff(&bo, hint)
-		if !ok {
-			return c.finish(resp, err)
-		}
-		if resp != nil {
-			discard(resp.Body)
-		}
-		if err := c.sleep(wait); err != nil {
-			c.release()
-			return nil, err
-		}
-		waited = wait
-	}
-}
-
-// finish returns the outcome of the last attempt to the caller. A response
-// keeps the call's context alive until its body is closed.
-func (c *httpCall) finish(resp *http.Response, err error) (*http.Response, error) {
-	if err != nil {
-		c.release()
-		return nil, err
-	}
-	if c.cancel != nil {
-		resp.Body = wrapBody(resp.Body, c.cancel)
-		c.cancel = nil
-	}
-	return resp, nil
-}
-
-// attempt makes one try: pick, breaker, per-try deadline, send, classify.
-// It returns the response of a completed exchange (kind ErrNone), or a
-// transport failure with its kind and CallError, or (kind ErrNone, err) for
-// a final failure that must not be retried.
-func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.ErrKind, error) {
-	rt := c.rt
-	if c.pick() == nil {
-		return nil, resilience.ErrNone, c.fail(LayerDiscovery, noEndpoints(c.d.name, c.p.subset))
-	}
-	ticket, ce := c.admit(waited)
-	if ce != nil {
-		return nil, resilience.ErrNone, ce
-	}
-
+// Send makes one attempt: the request aimed at a.Host, sent, classified.
+// An exchange that completed is an answer (Outcome.Answer, the response),
+// unless the destination's mesh marked it as its own denial or timeout.
+func (c *httpCall) Send(a *core.Attempt) core.Outcome {
+	rt := c.Route
 	next := c.t.next
-	if rt.mtls {
+	if rt.MTLS {
 		var err error
-		if next, err = c.t.secure(c.d.name); err != nil {
-			ticket.Release() // never sent: proves nothing
-			return nil, resilience.ErrNone, c.fail(LayerTLS, err)
+		if next, err = c.t.secure(c.Dest.Name); err != nil {
+			return core.Outcome{Layer: LayerTLS, Err: err, Final: true, NotSent: true}
 		}
 	}
-	actx := c.ctx
-	var acancel context.CancelFunc
-	if rt.eff.PerTryTimeout > 0 {
-		actx, acancel = context.WithTimeout(c.ctx, rt.eff.PerTryTimeout)
-	}
-	out, err := c.outgoing(actx, rt.mtls)
+	out, err := c.outgoing(a, rt.MTLS)
 	if err != nil {
-		if acancel != nil {
-			acancel()
-		}
-		ticket.Release() // never sent: proves nothing
-		return nil, resilience.ErrNone, c.fail(LayerUpstream, err)
+		return core.Outcome{Layer: LayerUpstream, Err: err, Final: true, NotSent: true}
 	}
 
-	c.host.Begin()
+	a.Host.Begin()
 	resp, err := next.RoundTrip(out)
-	c.host.End()
-	if err == nil && expired(actx) {
+	a.Host.End()
+	if err == nil && a.Expired() {
 		// The answer came as the attempt's deadline passed: too late, its
 		// body is bound to that deadline. It may even be the empty 200 of
 		// a destination whose handler stopped when this side gave up. A
@@ -388,84 +327,72 @@ func (c *httpCall) attempt(waited time.Duration) (*http.Response, resilience.Err
 		discard(resp.Body)
 		resp, err = nil, context.DeadlineExceeded
 	}
-
-	var kind resilience.ErrKind
-	var layer, marked Layer
-	o := resilience.Outcome{}
 	if err != nil {
-		kind, layer = c.classify(err, actx)
-		o.Err = kind
-	} else if marked = meshMarker(resp, rt.mtls); marked == LayerTimeout {
-		// The destination's copy of the deadline passed before its
-		// application answered: a timeout, not a 504 of the application.
-		kind, layer = resilience.ErrTimeout, LayerTimeout
-		o.Err = kind
-	} else {
-		o.HTTPStatus = resp.StatusCode
+		kind, layer := classify(err, a)
+		// layer "": the caller canceled, not a failure of the mesh, final.
+		return core.Outcome{Result: resilience.Outcome{Err: kind}, Layer: layer, Err: err, Final: layer == ""}
 	}
-	c.settle(ticket, o)
-	if c.span.IsRecording() {
-		outcome := string(layer)
-		if err == nil {
-			outcome = strconv.Itoa(resp.StatusCode)
-		}
-		if marked == LayerTimeout {
-			outcome = string(LayerTimeout)
-		}
-		telemetry.AttemptEvent(c.span, c.attempts, c.host.Address, outcome, waited)
-	}
-
-	if err != nil {
-		if acancel != nil {
-			acancel()
-		}
-		if layer == "" {
-			// The caller canceled: not a failure of the mesh, not retried.
-			return nil, resilience.ErrNone, err
-		}
-		return nil, kind, c.fail(layer, err)
-	}
-	switch marked {
+	switch meshMarker(resp, rt.MTLS) {
 	case LayerAuthz:
-		if acancel != nil {
-			acancel()
-		}
-		return nil, resilience.ErrNone, c.fail(LayerAuthz, denial(resp.Body, c.m.cfg.service, c.d.name))
+		return core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Layer: LayerAuthz,
+			Err: denial(resp.Body, c.t.m.cfg.service, c.Dest.Name), Final: true}
 	case LayerTimeout:
+		// The destination's copy of the deadline passed before its
+		// application answered: a timeout, not a 504 of the application;
+		// retried only when it was the per-try deadline (the call's own
+		// leaves no time for a retry).
 		discard(resp.Body)
-		if acancel != nil {
-			acancel()
-		}
-		perTry := rt.eff.PerTryTimeout > 0 && !earlierDeadline(c.ctx, actx)
-		ce := c.fail(LayerTimeout, c.remoteTimeout(perTry))
-		if !perTry {
-			// The call's own deadline: no time is left for a retry.
-			return nil, resilience.ErrNone, ce
-		}
-		return nil, kind, ce
+		perTry := a.PerTry()
+		return core.Outcome{Result: resilience.Outcome{Err: resilience.ErrTimeout}, Layer: LayerTimeout,
+			Err: remoteTimeout(a.Deadline()), Final: !perTry}
 	}
-	if acancel != nil {
-		resp.Body = wrapBody(resp.Body, acancel)
+	o := core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Answer: resp}
+	if a.MayRetry(o.Result) {
+		if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.t.m.clock.Now()); ok {
+			o.Hint = core.Hint{Kind: core.HintAtLeast, Wait: ra}
+		}
 	}
-	return resp, resilience.ErrNone, nil
+	if cancel := a.TakeCancel(); cancel != nil {
+		resp.Body = wrapBody(resp.Body, cancel)
+	}
+	return o
+}
+
+// Discard drains and closes the body of a response a retry supersedes.
+func (c *httpCall) Discard(answer any) {
+	if resp, ok := answer.(*http.Response); ok {
+		discard(resp.Body)
+	}
+}
+
+// wrapBody is wrapBody with c.body as the storage, but for a body that is
+// also an io.Writer (101 Switching Protocols).
+func (c *httpCall) wrapBody(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if _, ok := body.(io.Writer); ok {
+		return wrapBody(body, cancel)
+	}
+	c.body = cancelBody{ReadCloser: body, cancel: cancel}
+	return &c.body
 }
 
 // outgoing builds the request of one attempt: a shallow copy of the
 // caller's request aimed at the picked endpoint, with a fresh body for a
 // retry and the deadline and trace context in its headers.
-func (c *httpCall) outgoing(ctx context.Context, mtls bool) (*http.Request, error) {
+func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
+	ctx := a.Ctx
 	out := c.req.WithContext(ctx)
-	u := *c.req.URL
+	c.url = *c.req.URL
+	u := &c.url
 	u.Scheme = "http"
 	if mtls {
 		u.Scheme = "https"
 	}
-	u.Host = c.host.Address
-	out.URL = &u
+	u.Host = a.Host.Address
+	out.URL = u
 	if out.Host == "" {
 		out.Host = c.req.URL.Host
 	}
-	if c.attempts > 1 && c.req.Body != nil && c.req.Body != http.NoBody {
+	if a.N > 1 && c.req.Body != nil && c.req.Body != http.NoBody {
 		body, err := c.req.GetBody()
 		if err != nil {
 			return nil, fmt.Errorf("replaying the request body: %w", err)
@@ -479,13 +406,14 @@ func (c *httpCall) outgoing(ctx context.Context, mtls bool) (*http.Request, erro
 			out.Header = make(http.Header, 2)
 		}
 		if hasDeadline {
-			ms := c.now.Sub(dl) / -time.Millisecond
+			ms := a.Now.Sub(dl) / -time.Millisecond
 			if ms < 1 {
 				ms = 1
 			}
-			out.Header[HeaderTimeout] = []string{strconv.FormatInt(int64(ms), 10)}
+			c.timeout[0] = strconv.FormatInt(int64(ms), 10)
+			out.Header[HeaderTimeout] = c.timeout[:]
 		}
-		c.m.tracing.Inject(ctx, out.Header)
+		c.t.m.tracing.Inject(ctx, out.Header)
 	}
 	return out, nil
 }
@@ -496,17 +424,11 @@ func hasTraceContext(ctx context.Context) bool {
 	return trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0
 }
 
-// classify maps a transport error to its retry kind and layer. A layer of
-// "" (kind ErrCanceled) means the caller canceled.
-func (c *httpCall) classify(err error, actx context.Context) (resilience.ErrKind, Layer) {
-	if cerr := c.ctx.Err(); cerr != nil {
-		if errors.Is(cerr, context.DeadlineExceeded) {
-			return resilience.ErrTimeout, LayerTimeout
-		}
-		return resilience.ErrCanceled, ""
-	}
-	if actx.Err() != nil {
-		return resilience.ErrTimeout, LayerTimeout
+// classify maps the transport error of attempt a to its retry kind and
+// layer. A layer of "" (kind ErrCanceled) means the caller canceled.
+func classify(err error, a *core.Attempt) (resilience.ErrKind, Layer) {
+	if kind, layer, ended := a.Ended(); ended {
+		return kind, layer
 	}
 	return classifyErr(err)
 }
@@ -537,28 +459,11 @@ func meshMarker(resp *http.Response, secured bool) Layer {
 
 // remoteTimeout is the cause of a timeout the destination's mesh reported:
 // the deadline propagated with the attempt passed there before its
-// application wrote an answer. It says which deadline that was: the
-// per_try_timeout when perTry, else the call's.
-func (c *httpCall) remoteTimeout(perTry bool) error {
-	which := "the caller's deadline"
-	switch {
-	case perTry:
-		which = "per_try_timeout"
-	case c.rt.eff.Timeout > 0 && !earlierDeadline(c.req.Context(), c.ctx):
-		which = "the route's timeout"
-	}
+// application wrote an answer. which names that deadline
+// (core.Attempt.Deadline).
+func remoteTimeout(which string) error {
 	return fmt.Errorf("%w: %s passed at the destination (its Handler's copy of the propagated deadline) before the application answered",
 		context.DeadlineExceeded, which)
-}
-
-// earlierDeadline reports whether a has a deadline no later than b's.
-func earlierDeadline(a, b context.Context) bool {
-	da, ok := a.Deadline()
-	if !ok {
-		return false
-	}
-	db, ok := b.Deadline()
-	return !ok || !da.After(db)
 }
 
 // denial reads the reason the destination's mesh gave for a denial from

@@ -237,79 +237,6 @@ func TestPerTryTimeoutPropagatesDeadline(t *testing.T) {
 	}
 }
 
-func TestBreakerOpensAndFailsFast(t *testing.T) {
-	b := newBackend(t, "dead", status(500))
-	m := newTestMesh(t, fmt.Sprintf(`
-version: br-1
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-    circuit_breaker: {consecutive_failures: 3, open_for: 1m}
-`, b.addr()))
-	for range 3 {
-		code, _, err := get(t, m, "http://billing/x")
-		if err != nil || code != 500 {
-			t.Fatalf("before tripping: %d %v", code, err)
-		}
-	}
-	hits := b.hits.Load()
-	_, _, err := get(t, m, "http://billing/x")
-	ce := callError(t, err)
-	if ce.Layer != LayerBreaker || ce.PolicyVersion != "br-1" {
-		t.Fatalf("CallError %+v", ce)
-	}
-	if b.hits.Load() != hits {
-		t.Fatal("an open breaker let a call through to the backend")
-	}
-	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
-	if err != nil || ex.Breaker != "open" {
-		t.Fatalf("Explain breaker %q err %v", ex.Breaker, err)
-	}
-}
-
-func TestRetryBudgetBoundsLoad(t *testing.T) {
-	b := newBackend(t, "dead", status(503))
-	m := newTestMesh(t, plainBilling(b.addr(), `
-    retry:
-      attempts: 3
-      backoff: {initial: 1ms, max: 1ms}
-      budget: {ratio: 0.2, min_per_second: 0}
-`))
-	const calls = 500
-	for range calls {
-		code, _, err := get(t, m, "http://billing/x")
-		if err != nil || code != 503 {
-			t.Fatalf("want the 503 back once the budget stops retries: %d %v", code, err)
-		}
-	}
-	ratio := float64(b.hits.Load()) / calls
-	t.Logf("backend saw %d calls for %d logical calls: %.3fx", b.hits.Load(), calls, ratio)
-	if ratio > 1.2+1.0/calls {
-		t.Fatalf("load %.3fx exceeds the 20%% budget", ratio)
-	}
-	if ratio < 1.15 {
-		t.Fatalf("load %.3fx: the budget allowed fewer retries than it holds", ratio)
-	}
-}
-
-func TestConnectFailureLayer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	m := newTestMesh(t, plainBilling(dead, `
-    retry: {attempts: 2, backoff: {initial: 1ms, max: 1ms}}
-`))
-	_, _, err = get(t, m, "http://billing/x")
-	ce := callError(t, err)
-	if ce.Layer != LayerConnect || ce.Attempts != 2 || ce.Endpoint != dead {
-		t.Fatalf("CallError %+v", ce)
-	}
-}
-
 func TestRouteAndDiscoveryLayers(t *testing.T) {
 	b := newBackend(t, "b", nil)
 	m := newTestMesh(t, fmt.Sprintf(`
@@ -376,38 +303,6 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 	}
 	if b.hits.Load() != 1 {
 		t.Fatalf("retried %d times past a Retry-After longer than the deadline", b.hits.Load()-1)
-	}
-}
-
-func TestOutlierEjection(t *testing.T) {
-	good := newBackend(t, "good", nil)
-	bad := newBackend(t, "bad", status(500))
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}, {address: %s}]
-    outlier_detection: {consecutive_failures: 2, base_ejection: 1m, max_ejection_percent: 50}
-`, good.addr(), bad.addr()))
-	for range 10 {
-		if _, _, err := get(t, m, "http://billing/x"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := bad.hits.Load(); got != 2 {
-		t.Fatalf("the failing endpoint served %d calls, want 2 before ejection", got)
-	}
-	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := bad.addr() + " (ejected)"
-	found := false
-	for _, e := range ex.Endpoints {
-		found = found || e == want
-	}
-	if !found {
-		t.Fatalf("Explain endpoints %v lack %q", ex.Endpoints, want)
 	}
 }
 

@@ -1,7 +1,8 @@
-package mesh
+package core
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -9,12 +10,12 @@ import (
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// registry keeps the stateful parts of the data plane (breakers, budgets,
-// outlier trackers, hosts) across recompilations, keyed by their
+// Registry keeps the stateful parts of the data plane (breakers, budgets,
+// outlier trackers, hosts) across compilations, keyed by their
 // configuration, so that a policy or endpoint update keeps the state of
-// everything whose configuration did not change. Only the compiling
-// goroutine touches it, under Mesh.mu.
-type registry struct {
+// everything whose configuration did not change. It is not safe for
+// concurrent use: one goroutine compiles at a time.
+type Registry struct {
 	breakers map[breakerKey]*resilience.Breaker
 	budgets  map[budgetKey]*resilience.Budget
 	outliers map[outlierKey]*resilience.Outlier
@@ -44,8 +45,9 @@ type hostKey struct {
 	outlier          *resilience.Outlier
 }
 
-func newRegistry() *registry {
-	return &registry{
+// NewRegistry returns an empty registry, for the first compilation.
+func NewRegistry() *Registry {
+	return &Registry{
 		breakers: map[breakerKey]*resilience.Breaker{},
 		budgets:  map[budgetKey]*resilience.Budget{},
 		outliers: map[outlierKey]*resilience.Outlier{},
@@ -53,52 +55,50 @@ func newRegistry() *registry {
 	}
 }
 
-// compiler turns a policy snapshot and an endpoint snapshot into a state.
-// It carries over stateful parts from old and collects the ones in use into
-// next, which replaces the mesh's registry afterwards.
+// compiler turns a policy snapshot and an endpoint snapshot into
+// destinations. It carries over stateful parts from old and collects the
+// ones in use into next.
 type compiler struct {
-	m    *Mesh
-	old  *registry
-	next *registry
+	env  *Env
+	old  *Registry
+	next *Registry
 }
 
-func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
-	c := &compiler{m: m, old: m.reg, next: newRegistry()}
-	self := pol.Service(m.cfg.service)
-	st := &state{policy: pol, endpoints: eps, services: make(map[string]*destination, len(pol.Services)),
-		self: compileSelfAuthz(self), replaced: make(chan struct{})}
-	st.selfPlaintext = self != nil && m.tlsMode(&self.Effective) == tlsDisable
-	st.egressDeny = pol.Doc.Egress == policy.EgressDeny
+// Compile compiles every service of pol with its endpoints in eps. The
+// stateful parts whose configuration old holds are carried over; the
+// returned registry holds the ones in use, for the next Compile.
+func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
+	c := &compiler{env: env, old: old, next: NewRegistry()}
+	out := make(map[string]*Destination, len(pol.Services))
 	for name, svc := range pol.Services {
-		st.services[name] = c.destination(pol, svc, eps.Endpoints(name))
+		out[name] = c.destination(pol, svc, eps.Endpoints(name))
 	}
-	m.reg = c.next
-	return st
+	return out, c.next
 }
 
-func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *destination {
-	d := &destination{name: svc.Name, version: pol.Version, hasRoutes: svc.HasRoutes, tls: c.m.tlsMode(&svc.Effective)}
+func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {
+	d := &Destination{Name: svc.Name, Version: pol.Version, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
 	if od := svc.Effective.OutlierDetection; od != nil {
-		d.outlier = c.outlier(svc.Name, od)
+		d.Outlier = c.outlier(svc.Name, od)
 		addrs := make([]string, len(eps))
 		for i, ep := range eps {
 			addrs[i] = ep.Address
 		}
-		d.outlier.SetPool(addrs)
+		d.Outlier.SetPool(addrs)
 	}
-	d.breaker = c.breaker(svc.Name, "", svc.Effective.CircuitBreaker)
+	d.Breaker = c.breaker(svc.Name, "", svc.Effective.CircuitBreaker)
 
 	for i := range svc.Routes {
 		rr := &svc.Routes[i]
-		rt := &route{
-			dest:           d,
-			name:           rr.Name,
-			match:          compileMatch(rr.Match),
-			eff:            &rr.Effective,
-			counter:        c.m.instr.AttemptCounter(svc.Name, rr.Name),
-			idempotentOnly: !rr.Effective.NonIdempotent,
-			mtls:           c.m.tlsMode(&rr.Effective) == tlsStrict,
-			backoff: resilience.BackoffConfig{
+		rt := &Route{
+			Dest:           d,
+			Name:           rr.Name,
+			Match:          CompileMatch(rr.Match),
+			Eff:            &rr.Effective,
+			Counter:        c.env.Instr.AttemptCounter(svc.Name, rr.Name),
+			IdempotentOnly: !rr.Effective.NonIdempotent,
+			MTLS:           TLSMode(&rr.Effective) == TLSStrict,
+			Backoff: resilience.BackoffConfig{
 				Initial: rr.Effective.BackoffInitial,
 				Max:     rr.Effective.BackoffMax,
 			},
@@ -108,34 +108,34 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			if err != nil {
 				// The policy validated retry_on already; keep the call path
 				// safe anyway and retry on nothing.
-				c.m.log.Error("retry_on did not parse after validation", "service", svc.Name, "route", rr.Name, "err", err)
+				c.env.Log.Error("retry_on did not parse after validation", "service", svc.Name, "route", rr.Name, "err", err)
 			}
-			rt.retryOn = ro
-			rt.budget = c.budget(svc.Name, rr.Effective.BudgetRatio, rr.Effective.BudgetMinPerSecond)
+			rt.RetryOn = ro
+			rt.Budget = c.budget(svc.Name, rr.Effective.BudgetRatio, rr.Effective.BudgetMinPerSecond)
 		}
 		// A route shares the service's breaker unless it overrides it.
 		if sameBreaker(rr.Effective.CircuitBreaker, svc.Effective.CircuitBreaker) {
-			rt.breaker = d.breaker
+			rt.Breaker = d.Breaker
 		} else {
-			rt.breaker = c.breaker(svc.Name, rr.Name, rr.Effective.CircuitBreaker)
+			rt.Breaker = c.breaker(svc.Name, rr.Name, rr.Effective.CircuitBreaker)
 		}
 		if len(rr.Split) == 0 {
-			rt.all = c.pool(svc.Name, "", eps, rr.Effective.LoadBalancer, d.outlier)
+			rt.All = c.pool(svc.Name, "", eps, rr.Effective.LoadBalancer, d.Outlier)
 		} else {
 			cum := 0
 			for _, ws := range rr.Split {
 				cum += ws.Weight
 				sel := discovery.Select(eps, svc.Subsets[ws.Subset])
-				rt.split = append(rt.split, splitEntry{
-					subset: ws.Subset,
-					weight: ws.Weight,
-					cum:    cum,
-					pool:   c.pool(svc.Name, ws.Subset, sel, rr.Effective.LoadBalancer, d.outlier),
+				rt.Split = append(rt.Split, SplitEntry{
+					Subset: ws.Subset,
+					Weight: ws.Weight,
+					Cum:    cum,
+					Pool:   c.pool(svc.Name, ws.Subset, sel, rr.Effective.LoadBalancer, d.Outlier),
 				})
 			}
-			rt.total = cum
+			rt.Total = cum
 		}
-		d.routes = append(d.routes, rt)
+		d.Routes = append(d.Routes, rt)
 	}
 	return d
 }
@@ -147,29 +147,29 @@ func sameBreaker(a, b *policy.CircuitBreaker) bool {
 	return *a == *b
 }
 
-func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb string, o *resilience.Outlier) *pool {
-	p := &pool{subset: subset, hosts: make([]*discovery.Host, 0, len(eps))}
+func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb string, o *resilience.Outlier) *Pool {
+	p := &Pool{Subset: subset, Hosts: make([]*discovery.Host, 0, len(eps))}
 	for _, ep := range eps {
-		p.hosts = append(p.hosts, c.host(service, ep, o))
+		p.Hosts = append(p.Hosts, c.host(service, ep, o))
 	}
-	picker, err := discovery.NewPicker(lb, p.hosts)
+	picker, err := discovery.NewPicker(lb, p.Hosts)
 	if err != nil {
 		// Validated by the policy; fall back to round robin rather than
 		// leaving the route without a picker.
-		c.m.log.Error("load balancer rejected after validation", "service", service, "lb", lb, "err", err)
-		picker, _ = discovery.NewPicker("", p.hosts)
+		c.env.Log.Error("load balancer rejected after validation", "service", service, "lb", lb, "err", err)
+		picker, _ = discovery.NewPicker("", p.Hosts)
 	}
-	p.picker = picker
+	p.Picker = picker
 	return p
 }
 
 func (c *compiler) host(service string, ep discovery.Endpoint, o *resilience.Outlier) *discovery.Host {
 	k := hostKey{service: service, address: ep.Address, outlier: o}
 	h, ok := c.next.hosts[k]
-	if ok && sameLabels(h.Labels, ep.Labels) {
+	if ok && maps.Equal(h.Labels, ep.Labels) {
 		return h
 	}
-	if h, ok = c.old.hosts[k]; !ok || !sameLabels(h.Labels, ep.Labels) {
+	if h, ok = c.old.hosts[k]; !ok || !maps.Equal(h.Labels, ep.Labels) {
 		var avail discovery.Availability
 		if o != nil {
 			avail = o.Host(ep.Address)
@@ -178,18 +178,6 @@ func (c *compiler) host(service string, ep discovery.Endpoint, o *resilience.Out
 	}
 	c.next.hosts[k] = h
 	return h
-}
-
-func sameLabels(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *resilience.Breaker {
@@ -208,7 +196,7 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 			if scope != "" {
 				name = service + "/" + scope
 			}
-			b = resilience.NewBreaker(name, k.cfg, c.m.onBreakerChange(service))
+			b = resilience.NewBreaker(name, k.cfg, c.onBreakerChange(service))
 		}
 		c.next.breakers[k] = b
 	}
@@ -220,7 +208,7 @@ func (c *compiler) budget(service string, ratio float64, min int) *resilience.Bu
 	b, ok := c.next.budgets[k]
 	if !ok {
 		if b, ok = c.old.budgets[k]; !ok {
-			b = resilience.NewBudget(resilience.BudgetConfig{Ratio: ratio, MinPerSecond: min}, c.m.clock)
+			b = resilience.NewBudget(resilience.BudgetConfig{Ratio: ratio, MinPerSecond: min}, c.env.Clock)
 		}
 		c.next.budgets[k] = b
 	}
@@ -236,8 +224,8 @@ func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilie
 				ConsecutiveFailures: k.failures,
 				BaseEjection:        k.base,
 				MaxEjectionPercent:  k.maxPct,
-				OnEject:             c.m.onEject(service),
-			}, c.m.clock)
+				OnEject:             c.onEject(service),
+			}, c.env.Clock)
 		}
 		c.next.outliers[k] = o
 	}
@@ -245,19 +233,21 @@ func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilie
 }
 
 // onBreakerChange logs and counts the transitions of a service's breaker.
-func (m *Mesh) onBreakerChange(service string) func(name, from, to string) {
+func (c *compiler) onBreakerChange(service string) func(name, from, to string) {
+	env := c.env
 	// gobreaker's callback carries no context: the counter is recorded
 	// without one.
 	return func(name, from, to string) {
-		m.log.Warn("circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
-		m.instr.RecordBreakerTransition(context.Background(), service, from, to)
+		env.Log.Warn("circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
+		env.Instr.RecordBreakerTransition(context.Background(), service, from, to)
 	}
 }
 
 // onEject logs and counts outlier ejections of a service's endpoints.
-func (m *Mesh) onEject(service string) func(addr string, until time.Time) {
+func (c *compiler) onEject(service string) func(addr string, until time.Time) {
+	env := c.env
 	return func(addr string, until time.Time) {
-		m.log.Warn("endpoint ejected", "service", service, "endpoint", addr, "until", until.Format(time.RFC3339Nano))
-		m.instr.RecordEjection(context.Background(), service, addr)
+		env.Log.Warn("endpoint ejected", "service", service, "endpoint", addr, "until", until.Format(time.RFC3339Nano))
+		env.Instr.RecordEjection(context.Background(), service, addr)
 	}
 }

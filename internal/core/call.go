@@ -1,0 +1,525 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock"
+	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// Env is what every call of one mesh shares. It is set up once and not
+// modified afterwards.
+type Env struct {
+	Clock clock.Clock
+	Log   *slog.Logger
+	Instr *telemetry.Instruments
+	// Err returns the error callers get for ce: package mesh's *CallError,
+	// converted without a copy.
+	Err func(ce *CallError) error
+}
+
+// Request is what the core reads of a call: what the route match sees and
+// whether the call may be sent more than once.
+type Request struct {
+	Path   string // the URL path, or an RPC's full method
+	Method string // the HTTP method ("" is GET); POST for an RPC
+	Header Header // nil: no headers
+	RPC    bool   // a gRPC call: errors name "RPC <full method>"
+	// Replayable is set when the request can be sent again (its body can
+	// be replayed); Idempotent when sending it twice is safe, as net/http
+	// decides it. A route that does not say non_idempotent retries only
+	// idempotent calls. gRPC sets both: every RPC is retried as the policy
+	// says, as grpc-go's own retries (gRFC A6) do.
+	Replayable, Idempotent bool
+}
+
+// what names the request in a route error.
+func (r *Request) what() string {
+	if r.RPC {
+		return "RPC " + r.Path
+	}
+	return r.Method + " " + r.Path
+}
+
+// Call is one logical call through the mesh, protocol-free: the route, the
+// split, the call's deadline, the attempts with their breaker admission,
+// per-try deadline, reports to breaker and outlier detection, backoff and
+// retry budget, and the CallError. An adapter (HTTP round tripper, gRPC
+// interceptor) embeds it, calls Init, Start and Run (or, for a gRPC
+// stream, the steps of Run one by one: Begin, Settle, Next, Backoff,
+// Sleep), and Finish; it sends each attempt itself (Sender).
+//
+// A Call belongs to one goroutine at a time; the adapter serializes the
+// steps it takes from several (a stream's).
+//
+// Seams for the policies to come: a concurrency slot or rate limit is
+// taken in Start, after the deadline and before the first attempt, and
+// given back in Finish; fault injection wraps the Sender in Run; hedging
+// runs a second Attempt (Begin with its own storage) while the first is
+// in flight, and settles the loser as canceled.
+type Call struct {
+	env   *Env
+	Dest  *Destination
+	Route *Route      // the matched route, nil when none matches
+	Entry *SplitEntry // the subset the split chose, nil without a split
+	Pool  *Pool       // the hosts of the chosen subset
+	Span  trace.Span
+	// Ctx is the call's context: the caller's bounded by the route's
+	// timeout. An adapter may replace it with one that carries more values
+	// (gRPC's outgoing trace context) after Start.
+	Ctx      context.Context
+	parent   context.Context // Ctx before the route's timeout
+	cancel   context.CancelFunc
+	Attempts int
+	Host     *discovery.Host // the last attempt's endpoint
+	Now      time.Time       // the start of the call, then of the current attempt
+
+	req   Request
+	picks bool // the core picks each attempt's endpoint
+	max   int  // attempts allowed
+	bo    *resilience.Backoff
+	att   Attempt // Run's attempt
+}
+
+// Init starts a call of req toward d: it finds the route. picks says
+// whether the core picks each attempt's endpoint (HTTP) or the adapter's
+// balancer does (gRPC: Attempt.Host is nil, Outcome.Host says where it
+// went).
+func (c *Call) Init(env *Env, d *Destination, req Request, picks bool) {
+	c.env, c.Dest, c.req, c.picks = env, d, req, picks
+	c.Now = env.Clock.Now()
+	c.Route = d.Lookup(&c.req)
+}
+
+// RouteName is the matched route's name, "" without a match.
+func (c *Call) RouteName() string {
+	if c.Route == nil {
+		return ""
+	}
+	return c.Route.Name
+}
+
+// SubsetName is the subset the split chose, "" before or without a split.
+func (c *Call) SubsetName() string {
+	if c.Entry == nil {
+		return ""
+	}
+	return c.Entry.Subset
+}
+
+// Fail returns the error of this call failed at layer for cause err.
+func (c *Call) Fail(layer Layer, err error) error {
+	ce := &CallError{
+		Layer:         layer,
+		Service:       c.Dest.Name,
+		Route:         c.RouteName(),
+		Subset:        c.SubsetName(),
+		Attempts:      c.Attempts,
+		PolicyVersion: c.Dest.Version,
+		Err:           err,
+	}
+	if c.Host != nil {
+		ce.Endpoint = c.Host.Address
+	}
+	return c.env.Err(ce)
+}
+
+// Start readies the call to send, in ctx (the caller's, with the call's
+// span): it fails with layer route without a route, chooses the subset
+// (layer discovery when it has no endpoint), bounds ctx by the route's
+// timeout (the shorter of it and the caller's deadline wins), and deposits
+// the call in the retry budget when the route retries.
+func (c *Call) Start(ctx context.Context, span trace.Span) error {
+	c.Ctx, c.parent, c.Span = ctx, ctx, span
+	rt := c.Route
+	if rt == nil {
+		return c.Fail(LayerRoute, fmt.Errorf("no route of service %q matches %s", c.Dest.Name, c.req.what()))
+	}
+	c.Pool = rt.All
+	if len(rt.Split) > 0 {
+		c.Entry = rt.PickSplit(rand.IntN(rt.Total))
+		c.Pool = c.Entry.Pool
+	}
+	if len(c.Pool.Hosts) == 0 {
+		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+	}
+	if rt.Eff.Timeout > 0 {
+		c.Ctx, c.cancel = context.WithTimeout(ctx, rt.Eff.Timeout)
+	}
+	c.max = rt.MaxAttempts(&c.req)
+	if rt.Eff.Attempts > 1 {
+		rt.Budget.Deposit()
+	}
+	return nil
+}
+
+// TakeCancel returns the cancel of the call's context, nil without one,
+// which the caller then owns: an HTTP answer keeps the call's deadline
+// until its body is closed.
+func (c *Call) TakeCancel() context.CancelFunc {
+	cancel := c.cancel
+	c.cancel = nil
+	return cancel
+}
+
+// Finish ends the call: it counts its attempts toward the route and
+// cancels its context unless TakeCancel took it.
+func (c *Call) Finish() {
+	if c.Route != nil {
+		c.Route.Counter.Add(int64(c.Attempts))
+	}
+	if c.cancel != nil {
+		c.cancel()
+		c.cancel = nil
+	}
+}
+
+// ContextFailure turns the end of the call's context into the caller's
+// error: a deadline is a mesh timeout, a cancellation is the caller's own.
+func (c *Call) ContextFailure() error {
+	err := c.Ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return c.Fail(LayerTimeout, err)
+	}
+	return err
+}
+
+// Attempt is one try of a call. The core fills it in Begin; the adapter
+// sends it and says how it ended in an Outcome. Several attempts of one
+// call may be in flight at once, each with its own context and breaker
+// ticket.
+type Attempt struct {
+	Ctx    context.Context // the call's context, bounded by the per-try timeout
+	N      int             // 1 for the first attempt
+	Host   *discovery.Host // the endpoint the core picked; nil when the adapter's balancer picks
+	Prev   *discovery.Host // the previous attempt's endpoint, which a balancer avoids when it can
+	Pool   *Pool           // the hosts the attempt may go to
+	Now    time.Time       // when the attempt starts
+	Waited time.Duration   // the wait before it
+
+	call   *Call
+	ticket resilience.Ticket
+	cancel context.CancelFunc
+}
+
+// TakeCancel returns the cancel of the attempt's own context (nil without a
+// per-try timeout), which the caller then owns: an HTTP answer keeps the
+// attempt's deadline until its body is closed. Otherwise Settle cancels it.
+func (a *Attempt) TakeCancel() context.CancelFunc {
+	cancel := a.cancel
+	a.cancel = nil
+	return cancel
+}
+
+// Ended says how the contexts of the attempt ended, if one did: the call's
+// deadline (a timeout) or its cancellation by the caller (kind
+// ErrCanceled, layer ""), else the attempt's own deadline (a per-try
+// timeout) or its cancellation by the core (a hedge that lost: canceled).
+func (a *Attempt) Ended() (kind resilience.ErrKind, layer Layer, ended bool) {
+	if err := a.call.Ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return resilience.ErrTimeout, LayerTimeout, true
+		}
+		return resilience.ErrCanceled, "", true
+	}
+	if err := a.Ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return resilience.ErrTimeout, LayerTimeout, true
+		}
+		return resilience.ErrCanceled, "", true
+	}
+	return resilience.ErrNone, "", false
+}
+
+// Expired reports whether the attempt's deadline (its own or the call's)
+// has passed, whether or not its timer has fired yet.
+func (a *Attempt) Expired() bool {
+	dl, ok := a.Ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// PerTry reports whether the deadline that bounds the attempt is its
+// per_try_timeout, not the call's: time may be left for a retry.
+func (a *Attempt) PerTry() bool {
+	return a.call.Route.Eff.PerTryTimeout > 0 && !earlierDeadline(a.call.Ctx, a.Ctx)
+}
+
+// Deadline names the deadline that bounds the attempt: "per_try_timeout",
+// "the route's timeout" or "the caller's deadline".
+func (a *Attempt) Deadline() string {
+	c := a.call
+	switch {
+	case a.PerTry():
+		return "per_try_timeout"
+	case c.Route.Eff.Timeout > 0 && !earlierDeadline(c.parent, c.Ctx):
+		return "the route's timeout"
+	}
+	return "the caller's deadline"
+}
+
+// MayRetry reports whether the policy lets an attempt that ended with
+// result be retried, attempts left and retry_on matching; the adapter uses
+// it to skip reading a server's hint that cannot matter.
+func (a *Attempt) MayRetry(result resilience.Outcome) bool {
+	c := a.call
+	return c.Attempts < c.max && c.Route.RetryOn.Match(result)
+}
+
+// earlierDeadline reports whether a has a deadline no later than b's.
+func earlierDeadline(a, b context.Context) bool {
+	da, ok := a.Deadline()
+	if !ok {
+		return false
+	}
+	db, ok := b.Deadline()
+	return !ok || !da.After(db)
+}
+
+// HintKind is what a server's hint asks of the next retry.
+type HintKind uint8
+
+const (
+	HintNone    HintKind = iota // the route's backoff
+	HintAtLeast                 // wait at least Wait (HTTP Retry-After), the backoff going on
+	HintExactly                 // wait Wait exactly (gRPC pushback); the backoff restarts after it
+	HintStop                    // do not retry (a gRPC pushback that is negative or malformed)
+)
+
+// Hint is a server's say on the retry of its failed attempt.
+type Hint struct {
+	Kind HintKind
+	Wait time.Duration
+}
+
+// Outcome is how an attempt ended, as its adapter classified it.
+type Outcome struct {
+	// Result is what retry_on, the breaker and outlier detection read.
+	Result resilience.Outcome
+	// Layer is set for a failure of the mesh or the network, which the
+	// caller gets as a CallError of that layer with cause Err. "" for an
+	// answer of the destination and the caller's cancellation, where Err
+	// is returned as is (a gRPC status, the context's error; nil for an
+	// HTTP answer or gRPC OK).
+	Layer Layer
+	Err   error
+	Final bool // never retried, whatever the policy says
+	// NotSent is set when the attempt never left (its request could not
+	// be built): it proves nothing about the destination.
+	NotSent bool
+	Hint    Hint
+	Host    *discovery.Host // the endpoint the attempt went to (or tried); nil when none was picked
+	// Answer is the adapter's answer (an *http.Response), given back to
+	// Sender.Discard when a retry supersedes it.
+	Answer any
+}
+
+// Sender sends the attempts of a call: "send this attempt, tell me how it
+// ended". Send may be called again after Discard; with hedging, for two
+// attempts at once.
+type Sender interface {
+	Send(a *Attempt) Outcome
+	// Discard releases answer, the Answer of an outcome that a retry
+	// supersedes.
+	Discard(answer any)
+}
+
+// Begin starts attempt a (storage the caller provides) after a wait of
+// waited: it picks the endpoint when the core picks, asks the route's
+// breaker, and bounds the attempt's context by the per-try timeout. The
+// error, a CallError of layer discovery or breaker, ends the call.
+func (c *Call) Begin(a *Attempt, waited time.Duration) error {
+	c.Attempts++
+	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c}
+	if c.picks {
+		c.Host = c.Pool.Pick(c.Host, c.Now)
+		if c.Host == nil {
+			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+		}
+		a.Host = c.Host
+	}
+	ticket, err := c.Route.Breaker.Allow()
+	if err != nil {
+		// c.Host is the attempt's endpoint when the core picks, else the
+		// previous attempt's (nil at first): the balancer picks after the
+		// breaker admitted the attempt.
+		c.event(a, string(LayerBreaker))
+		return c.Fail(LayerBreaker, err)
+	}
+	a.ticket = ticket
+	if pt := c.Route.Eff.PerTryTimeout; pt > 0 {
+		a.Ctx, a.cancel = context.WithTimeout(c.Ctx, pt)
+	}
+	return nil
+}
+
+// Settle records how attempt a ended: its endpoint becomes the call's, the
+// breaker (through the attempt's ticket) and outlier detection hear of it
+// (failed per resilience.IsFailure; an attempt its caller canceled, or
+// that was never sent, proves nothing: it releases its ticket and reports
+// nothing, so that it neither closes a half-open breaker nor resets a
+// host's failure streak), the span gets its event, and the attempt's
+// context ends unless the adapter took it. It returns the error the caller
+// gets if this attempt is the last.
+func (c *Call) Settle(a *Attempt, o *Outcome) error {
+	if c.picks {
+		o.Host = a.Host
+	}
+	c.Host = o.Host
+	if o.NotSent || resilience.Neutral(o.Result) {
+		a.ticket.Release()
+	} else {
+		failed := resilience.IsFailure(o.Result)
+		a.ticket.Done(failed)
+		if o.Host != nil {
+			if hh := Health(o.Host); hh != nil {
+				now := a.Now
+				if failed {
+					now = c.env.Clock.Now()
+				}
+				hh.Report(failed, now)
+			}
+		}
+	}
+	if !o.NotSent && c.Span != nil && c.Span.IsRecording() {
+		c.event(a, label(o))
+	}
+	if a.cancel != nil {
+		a.cancel()
+		a.cancel = nil
+	}
+	if o.Layer != "" {
+		return c.Fail(o.Layer, o.Err)
+	}
+	return o.Err
+}
+
+// label is the outcome of an attempt in its span event: the layer of a
+// mesh failure, else the HTTP status or gRPC code, or "canceled".
+func label(o *Outcome) string {
+	switch {
+	case o.Layer != "":
+		return string(o.Layer)
+	case o.Result.Err != resilience.ErrNone:
+		return o.Result.Err.String()
+	case o.Result.IsGRPC:
+		return o.Result.GRPCCode.String()
+	}
+	return strconv.Itoa(o.Result.HTTPStatus)
+}
+
+// event records attempt a's span event with outcome.
+func (c *Call) event(a *Attempt, outcome string) {
+	endpoint := ""
+	if c.Host != nil {
+		endpoint = c.Host.Address
+	}
+	telemetry.AttemptEvent(c.Span, a.N, endpoint, outcome, a.Waited)
+}
+
+// MayRetry reports whether an attempt that ended with o can be followed by
+// another: it is not final, its server did not forbid it, attempts are
+// left and retry_on matches. The call's context and the budget are
+// Next's to check.
+func (c *Call) MayRetry(o *Outcome) bool {
+	return !o.Final && o.Hint.Kind != HintStop && c.Attempts < c.max && c.Route.RetryOn.Match(o.Result)
+}
+
+// Next decides whether the attempt that ended with o, whose error for the
+// caller is err (Settle's), is retried. When not, res is what the caller
+// gets: err, or a CallError of layer budget when the budget refused the
+// retry of an attempt that got no answer (an answer is returned as is). A
+// retry withdraws its token from the budget here; a refusal is counted.
+func (c *Call) Next(o *Outcome, err error) (retry bool, res error) {
+	if !c.MayRetry(o) || c.Ctx.Err() != nil {
+		return false, err
+	}
+	if !c.Route.Budget.TryWithdraw() {
+		c.env.Instr.RecordBudgetExhausted(c.Ctx, c.Dest.Name)
+		if o.Result.Err == resilience.ErrNone {
+			return false, err
+		}
+		return false, c.Fail(LayerBudget, fmt.Errorf("retry budget exhausted; last attempt: %w", err))
+	}
+	return true, nil
+}
+
+// Backoff returns the wait before the retry of the attempt that ended with
+// o, and whether to wait it at all (else its outcome is returned). The
+// wait is the route's backoff, or the server's hint when longer (at least,
+// as Retry-After), or the hint exactly (gRPC pushback, after which the
+// backoff starts over). The one rule for every hint: one longer than the
+// route's backoff max is not waited (a server asking for more than the
+// policy would ever wait gets its answer returned rather than a parked
+// call), nor is a wait that would outlive the call's deadline.
+func (c *Call) Backoff(o *Outcome) (wait time.Duration, ok bool) {
+	h := o.Hint
+	switch h.Kind {
+	case HintStop:
+		return 0, false
+	case HintExactly:
+		c.bo = nil
+		wait = h.Wait
+	default:
+		if c.bo == nil {
+			c.bo = resilience.NewBackoff(c.Route.Backoff)
+		}
+		wait = max(c.bo.Next(), h.Wait)
+	}
+	if h.Wait > c.Route.Backoff.MaxDelay() {
+		return wait, false
+	}
+	if dl, has := c.Ctx.Deadline(); has && c.env.Clock.Now().Add(wait).After(dl) {
+		return wait, false
+	}
+	return wait, true
+}
+
+// Sleep waits d before the next attempt, which then starts. The end of the
+// call's context during the wait is returned as ContextFailure says.
+func (c *Call) Sleep(d time.Duration) error {
+	if err := resilience.Sleep(c.Ctx, c.env.Clock, d); err != nil {
+		return c.ContextFailure()
+	}
+	c.Now = c.env.Clock.Now()
+	return nil
+}
+
+// Run makes the attempts of a started call through s until one is not
+// retried, and returns its outcome and the error the caller gets (nil for
+// an answer, which the outcome then holds).
+func (c *Call) Run(s Sender) (Outcome, error) {
+	var waited time.Duration
+	for {
+		a := &c.att
+		if err := c.Begin(a, waited); err != nil {
+			return Outcome{}, err
+		}
+		o := s.Send(a)
+		err := c.Settle(a, &o)
+		retry, res := c.Next(&o, err)
+		if !retry {
+			return o, res
+		}
+		wait, ok := c.Backoff(&o)
+		if !ok {
+			return o, err
+		}
+		if o.Answer != nil {
+			s.Discard(o.Answer)
+		}
+		if err := c.Sleep(wait); err != nil {
+			return Outcome{}, err
+		}
+		waited = wait
+	}
+}

@@ -1,0 +1,126 @@
+package core
+
+import (
+	"time"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
+)
+
+// Destination is one service of the policy, compiled. It is immutable once
+// compiled, except for the live parts it points to (breakers, budgets,
+// host health), which are safe for concurrent use.
+type Destination struct {
+	Name      string
+	Version   string // policy version, for errors
+	Routes    []*Route
+	HasRoutes bool
+	Outlier   *resilience.Outlier // nil when outlier detection is off for the service
+	Breaker   *resilience.Breaker // the service-level breaker, nil when off
+	// TLS is the service-level TLS mode, strict or disable. gRPC uses it
+	// for its connections, which every route of the service shares (a
+	// route's own tls override applies to HTTP only).
+	TLS string
+}
+
+// Route is one route of a destination with its effective settings resolved
+// into ready-to-use parts. Stateful parts (breaker, budget, host health) are
+// shared with earlier compilations whose configuration is the same, so a
+// policy reload does not reset them.
+type Route struct {
+	Dest    *Destination
+	Name    string
+	Match   Matcher
+	Split   []SplitEntry // empty: all endpoints (pool All)
+	Total   int          // sum of split weights
+	All     *Pool
+	Eff     *policy.Effective
+	RetryOn resilience.RetryOn
+	Backoff resilience.BackoffConfig
+	Breaker *resilience.Breaker // nil when off
+	Budget  *resilience.Budget  // nil when attempts == 1
+	Counter *telemetry.Counter  // attempts toward this route
+	// IdempotentOnly is true unless non_idempotent is set.
+	IdempotentOnly bool
+	MTLS           bool // tls strict toward this destination
+}
+
+// SplitEntry is one weighted subset of a route's split; Cum is the running
+// sum of weights up to and including this entry.
+type SplitEntry struct {
+	Subset string
+	Weight int
+	Cum    int
+	Pool   *Pool
+}
+
+// Pool is the set of hosts one subset selects, with the route's picker.
+type Pool struct {
+	Subset string
+	Hosts  []*discovery.Host
+	Picker discovery.Picker
+}
+
+// PickSplit chooses the split entry for a call. r is uniform in [0, Total).
+func (rt *Route) PickSplit(r int) *SplitEntry {
+	for i := range rt.Split {
+		if r < rt.Split[i].Cum {
+			return &rt.Split[i]
+		}
+	}
+	return &rt.Split[len(rt.Split)-1]
+}
+
+// MaxAttempts is the number of attempts the route allows a call: its
+// attempts, or 1 when the call cannot be sent again (its body cannot be
+// replayed) or may not be (it is not idempotent and the route does not say
+// non_idempotent).
+func (rt *Route) MaxAttempts(req *Request) int {
+	if rt.Eff.Attempts > 1 && (!req.Replayable || (rt.IdempotentOnly && !req.Idempotent)) {
+		return 1
+	}
+	return rt.Eff.Attempts
+}
+
+// Lookup finds the route of d that matches req, or nil.
+func (d *Destination) Lookup(req *Request) *Route {
+	for _, rt := range d.Routes {
+		if rt.Match.Match(req) {
+			return rt
+		}
+	}
+	return nil
+}
+
+// Pick returns a host of p for an attempt at now, another one than prev
+// when the picker offers one.
+func (p *Pool) Pick(prev *discovery.Host, now time.Time) *discovery.Host {
+	h := p.Picker.Pick(now)
+	if h == prev && prev != nil && len(p.Hosts) > 1 {
+		h = p.Picker.Pick(now)
+	}
+	return h
+}
+
+// Health returns the outlier handle of h, or nil.
+func Health(h *discovery.Host) *resilience.HostHealth {
+	hh, _ := h.Health.(*resilience.HostHealth)
+	return hh
+}
+
+// The TLS modes of the policy.
+const (
+	TLSStrict  = "strict"
+	TLSDisable = "disable"
+)
+
+// TLSMode is the client-side TLS mode toward a destination: the policy's,
+// or strict, since every mesh has an identity.
+func TLSMode(eff *policy.Effective) string {
+	if eff.TLS != "" {
+		return eff.TLS
+	}
+	return TLSStrict
+}
