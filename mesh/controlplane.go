@@ -4,81 +4,180 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
-	"github.com/inmesh/inmesh/internal/lkg"
 	"github.com/inmesh/inmesh/policy"
 )
 
-// ConsulConfig makes HashiCorp Consul the control plane: the policy from
-// KV (one key per service under Prefix), endpoints from the catalog's
-// health endpoint, this workload's identity from the Connect CA, and the
-// authorization of its callers from service-intentions config entries.
-type ConsulConfig struct {
-	// Client talks to the local Consul agent. Required.
-	Client *api.Client
-	// Prefix is the KV prefix of the policy; "" means "inmesh".
-	Prefix string
+// ControlPlane is where a mesh learns what to do: the policy, the
+// endpoints of the destinations it calls, this workload's identity, how
+// its callers are authorized, and where this instance is registered.
+// WithPolicyFile and WithPolicy are control planes that hold a policy and
+// nothing else; package github.com/inmesh/inmesh/consul makes Consul one;
+// another control plane implements this interface.
+//
+// New calls Policy, Endpoints and Authorizer once, at its start, then
+// Identity once a first policy is in force (and only without WithIdentity);
+// Register when the application calls Mesh.Register; Close from Mesh.Close.
+// A ControlPlane serves one Mesh: New takes it over, and the mesh's Close
+// closes it (also when New fails). Its methods may be called from several
+// goroutines.
+type ControlPlane interface {
+	// Policy returns the source of the policy. The mesh watches it from
+	// New until Close; New waits for a first valid document (or, with
+	// WithCacheDir, starts from the cache when none comes). An error fails
+	// New.
+	Policy(w Workload) (policy.Source, error)
+	// Endpoints returns the source of the endpoints of the destinations the
+	// mesh calls, or nil when the policy's static endpoints are all there
+	// is. A destination that lists static endpoints in the policy keeps
+	// them.
+	Endpoints(w Workload) (EndpointSource, error)
+	// Identity returns this workload's identity source once it holds an
+	// identity, blocking until then or ctx ends. nil and no error means the
+	// control plane issues none: the mesh uses the shared dev CA.
+	Identity(ctx context.Context, w Workload) (identity.Source, error)
+	// Authorizer returns how this workload authorizes its callers, or nil
+	// when the policy's authorization blocks decide. It returns at once;
+	// New waits for the Authorization's Ready within its ctx, unless it
+	// started from the cache.
+	Authorizer(w Workload) (*Authorization, error)
+	// Register puts inst, an instance of w, in the control plane's catalog,
+	// until Close takes it out. A control plane without a catalog returns
+	// an error matching ErrNoCatalog.
+	Register(ctx context.Context, w Workload, inst Instance) error
+	// Close stops everything the control plane started for the mesh and
+	// takes out what it registered.
+	Close() error
 }
 
-// WithConsul makes Consul the control plane (see ConsulConfig). It excludes
-// WithPolicyFile and WithPolicy.
-func WithConsul(cfg ConsulConfig) Option {
-	return optionFunc(func(c *config) { c.consul = &cfg })
+// Workload is what a mesh tells its control plane about itself.
+type Workload struct {
+	// Service is this workload's service name (WithService).
+	Service string
+	// Logger is the mesh's logger; never nil.
+	Logger *slog.Logger
+	// PolicyStaleness receives how stale each answer of the policy source
+	// may be (with Consul, X-Consul-LastContact); the mesh exports it as
+	// inmesh.policy.staleness. Never nil.
+	PolicyStaleness func(time.Duration)
 }
 
-// WithCacheDir keeps the last-known-good policy and endpoints in dir,
-// written atomically after each applied update. When the control plane
-// does not answer at start, the mesh starts from that cache and says so;
-// it never starts from a cache that is corrupt or of another service.
-func WithCacheDir(dir string) Option {
-	return optionFunc(func(c *config) { c.cacheDir = dir })
+// EndpointSource gives the endpoints of the destinations a mesh calls. A
+// destination is watched from its first call on (Watch), so a process
+// follows only the services it calls. Implementations are safe for
+// concurrent use.
+type EndpointSource interface {
+	// Watch starts watching service, if it is not watched yet, and returns
+	// once its first endpoints are known or ctx ends; the watch goes on
+	// until the control plane is closed.
+	Watch(ctx context.Context, service string)
+	// Current returns the endpoints known now, of every watched service.
+	// The snapshot must not be modified.
+	Current() *discovery.Snapshot
+	// Changed returns a channel closed at the next change of Current.
+	Changed() <-chan struct{}
 }
+
+// Authorization is how a control plane authorizes this workload's callers,
+// in place of the policy's authorization blocks.
+type Authorization struct {
+	// Authorize decides whether caller (a service name, "" when the peer
+	// presented no certificate) may call method on path; path is as the
+	// client spelled it, percent-escapes kept, and header returns every
+	// value of a request header. It is called on every request, from many
+	// goroutines, and must not block; it must deny until it has the control
+	// plane's data.
+	Authorize func(caller, method, path string, header func(string) []string) identity.Decision
+	// Ready is closed once Authorize decides on the control plane's data;
+	// nil means at once.
+	Ready <-chan struct{}
+}
+
+// ErrNoCatalog is matched by errors.Is when Register is called on a mesh
+// whose control plane has no catalog (WithPolicyFile, WithPolicy).
+var ErrNoCatalog = errors.New("the control plane has no catalog to register in")
+
+// WithControlPlane makes cp the mesh's control plane, for example
+// consul.New(consul.Config{Client: client}) of package
+// github.com/inmesh/inmesh/consul. It excludes WithPolicyFile and
+// WithPolicy. The mesh takes cp over: its Close closes cp.
+func WithControlPlane(cp ControlPlane) Option {
+	return optionFunc(func(c *config) { c.plane = cp })
+}
+
+// localPlane is the control plane of WithPolicyFile and WithPolicy: a
+// policy and nothing else.
+type localPlane struct {
+	file string           // WithPolicyFile
+	doc  *policy.Document // WithPolicy
+	src  policy.Source    // set by Policy
+}
+
+var _ ControlPlane = (*localPlane)(nil)
+
+func (p *localPlane) Policy(w Workload) (policy.Source, error) {
+	if p.file == "" {
+		p.src = policy.NewStaticSource(p.doc)
+		return p.src, nil
+	}
+	file := policy.NewFileSource(p.file, w.Logger)
+	// A missing file is a mistake to report now, not a policy to wait for;
+	// an invalid one is waited for, as an edit can fix it.
+	if _, err := os.Stat(file.Path()); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("policy file %s: %w", file.Path(), fs.ErrNotExist)
+	}
+	p.src = file
+	return file, nil
+}
+
+func (*localPlane) Endpoints(Workload) (EndpointSource, error) { return nil, nil }
+
+func (*localPlane) Identity(context.Context, Workload) (identity.Source, error) { return nil, nil }
+
+func (*localPlane) Authorizer(Workload) (*Authorization, error) { return nil, nil }
+
+func (p *localPlane) Register(context.Context, Workload, Instance) error {
+	what := "a fixed policy"
+	if p.file != "" {
+		what = "the policy file " + p.file
+	}
+	return fmt.Errorf("%w: it is %s; Register needs a control plane with a catalog, such as Consul's", ErrNoCatalog, what)
+}
+
+func (*localPlane) Close() error { return nil }
 
 // Instance is one instance of this workload, as Register puts it in the
-// Consul catalog.
+// control plane's catalog.
 type Instance struct {
-	// ID is the instance's service ID; "" means <service>-<host>-<port>.
+	// ID is the instance's ID in the catalog; "" means
+	// <service>-<host>-<port>.
 	ID string
 	// Address is where the instance serves, host:port.
 	Address string
-	// Tags and Meta become the instance's labels at its callers:
-	// Meta as is, each tag t as "tag:<t>".
+	// Tags and Meta become the instance's labels at its callers (with
+	// Consul: Meta as is, each tag t as "tag:<t>").
 	Tags []string
 	Meta map[string]string
 }
 
-// consulPlane holds the Consul parts of a mesh.
-type consulPlane struct {
-	cfg        ConsulConfig
-	endpoints  *discovery.ConsulSource
-	intentions *identity.IntentionsSource
-	identity   *identity.ConsulSource
-
-	watchMu sync.Mutex
-	watched map[string]chan struct{} // destinations whose endpoints are watched; closed at the first answer
-	seen    sync.Map                 // the same, for a lock-free check on the request path
-
-	regMu      sync.Mutex
-	registered []string // service IDs Close deregisters
-}
-
-// Register adds an instance of this workload to the Consul catalog with a
-// TCP health check that Consul runs against inst.Address, so callers only
-// see it while it accepts connections. Close deregisters it. Register needs
-// WithConsul.
+// Register puts an instance of this workload in the control plane's
+// catalog (with Consul, with a TCP health check that Consul runs against
+// inst.Address, so callers only see it while it accepts connections).
+// Close takes it out. A control plane without a catalog (WithPolicyFile,
+// WithPolicy) returns an error matching ErrNoCatalog.
 func (m *Mesh) Register(ctx context.Context, inst Instance) error {
-	cp := m.consul
-	if cp == nil {
-		return errors.New("mesh: Register needs WithConsul")
+	if m.plane == nil {
+		return errors.New("mesh: Register: the Mesh was not made by New")
 	}
 	host, portText, err := net.SplitHostPort(inst.Address)
 	if err != nil {
@@ -88,71 +187,43 @@ func (m *Mesh) Register(ctx context.Context, inst Instance) error {
 	if err != nil || port < 1 || port > 65535 {
 		return fmt.Errorf("mesh: Register: address %q: bad port", inst.Address)
 	}
-	id := inst.ID
-	if id == "" {
-		id = fmt.Sprintf("%s-%s-%d", m.cfg.service, strings.ReplaceAll(host, ":", "_"), port)
+	if inst.ID == "" {
+		inst.ID = fmt.Sprintf("%s-%s-%d", m.cfg.service, strings.ReplaceAll(host, ":", "_"), port)
 	}
-	reg := &api.AgentServiceRegistration{
-		ID: id, Name: m.cfg.service, Address: host, Port: port, Tags: inst.Tags, Meta: inst.Meta,
-		Check: &api.AgentServiceCheck{
-			Name:                           "inmesh: " + m.cfg.service + " accepts connections",
-			TCP:                            inst.Address,
-			Interval:                       "2s",
-			Timeout:                        "1s",
-			Status:                         api.HealthPassing,
-			DeregisterCriticalServiceAfter: "1m",
-		},
+	if err := m.plane.Register(ctx, m.workload(), inst); err != nil {
+		return fmt.Errorf("mesh: Register %s: %w", inst.ID, err)
 	}
-	if err := cp.cfg.Client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
-		return fmt.Errorf("mesh: registering %s in Consul: %w", id, err)
-	}
-	cp.regMu.Lock()
-	cp.registered = append(cp.registered, id)
-	cp.regMu.Unlock()
-	m.log.Info("inmesh: registered in Consul", "id", id, "address", inst.Address)
+	m.log.Info("inmesh: registered", "id", inst.ID, "address", inst.Address, "control_plane", m.source.String())
 	return nil
 }
 
-// closeConsul deregisters the instances and stops the Consul watches.
-func (m *Mesh) closeConsul() {
-	cp := m.consul
-	if cp == nil {
-		return
-	}
-	cp.regMu.Lock()
-	ids := cp.registered
-	cp.registered = nil
-	cp.regMu.Unlock()
-	for _, id := range ids {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		q := (&api.QueryOptions{}).WithContext(ctx)
-		if err := cp.cfg.Client.Agent().ServiceDeregisterOpts(id, q); err != nil {
-			m.log.Warn("inmesh: deregistering from Consul failed", "id", id, "err", err)
-		}
-		cancel()
-	}
-	if cp.endpoints != nil {
-		_ = cp.endpoints.Close()
-	}
-	if cp.intentions != nil {
-		_ = cp.intentions.Close()
-	}
-	if cp.identity != nil {
-		_ = cp.identity.Close()
-	}
+// workload is what the mesh tells its control plane about itself.
+func (m *Mesh) workload() Workload {
+	return Workload{Service: m.cfg.service, Logger: m.log, PolicyStaleness: m.instr.SetPolicyStaleness}
 }
 
-// ensureWatched starts watching the endpoints of service in the Consul
-// catalog if it is not watched yet, waits (within ctx, and at most
-// firstAnswerWait) for the first answer, and reports whether it started a
-// watch. Only the destinations this process calls are watched. The check
-// of an already watched service takes no lock.
+// watchedSet records the destinations whose endpoints are watched.
+type watchedSet struct {
+	mu      sync.Mutex
+	started map[string]chan struct{} // closed at the first answer
+	seen    sync.Map                 // the same, for a lock-free check on the request path
+}
+
+// ensureWatched starts watching the endpoints of service, with a control
+// plane that gives endpoints, if it is not watched yet, waits for its first
+// answer, and reports whether it started a watch. Without such a control
+// plane it is a nil check.
 func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
-	cp := m.consul
-	if cp == nil {
-		return false
-	}
-	if _, ok := cp.seen.Load(service); ok {
+	return m.endpoints != nil && m.startWatch(ctx, service)
+}
+
+// startWatch is ensureWatched with an endpoint source. It waits (within
+// ctx, and at most firstAnswerWait) for the first answer. Only the
+// destinations this process calls are watched. The check of an already
+// watched service takes no lock.
+func (m *Mesh) startWatch(ctx context.Context, service string) bool {
+	w := &m.watched
+	if _, ok := w.seen.Load(service); ok {
 		return false
 	}
 	wait := firstAnswerWait
@@ -161,10 +232,10 @@ func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	cp.watchMu.Lock()
-	if ready, ok := cp.watched[service]; ok {
+	w.mu.Lock()
+	if ready, ok := w.started[service]; ok {
 		// Another call started the watch: wait for its first answer too.
-		cp.watchMu.Unlock()
+		w.mu.Unlock()
 		select {
 		case <-ready:
 		case <-ctx.Done():
@@ -172,30 +243,65 @@ func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 		return true
 	}
 	ready := make(chan struct{})
-	cp.watched[service] = ready
-	names := make([]string, 0, len(cp.watched))
-	for n := range cp.watched {
-		names = append(names, n)
+	if w.started == nil {
+		w.started = map[string]chan struct{}{}
 	}
-	cp.watchMu.Unlock()
-	cp.endpoints.Watch(ctx, names)
-	cp.seen.Store(service, struct{}{})
+	w.started[service] = ready
+	w.mu.Unlock()
+	m.endpoints.Watch(ctx, service)
+	// Apply the first answer now, not when the follower gets to it: the
+	// caller reloads the state next.
+	m.onEndpoints()
+	w.seen.Store(service, struct{}{})
 	close(ready)
 	return true
 }
 
 // firstAnswerWait bounds how long the first call to a destination waits for
-// its endpoints from the catalog.
+// its endpoints from the control plane.
 const firstAnswerWait = 5 * time.Second
 
+// followEndpoints applies every change of the endpoint source until the
+// mesh is closed; changed is the source's Changed, taken before any watch
+// started, so no change is missed.
+func (m *Mesh) followEndpoints(changed <-chan struct{}) {
+	for {
+		select {
+		case <-changed:
+		case <-m.done:
+			return
+		}
+		changed = m.endpoints.Changed()
+		m.onEndpoints()
+	}
+}
+
+// onEndpoints applies the endpoint source's current snapshot, when the
+// source published it since the last one applied (until then, endpoints
+// from the cache keep serving). It reads the snapshot under m.mu, so that
+// of two racing calls the last to apply holds the newest.
+func (m *Mesh) onEndpoints() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snap := m.endpoints.Current()
+	if snap == nil || snap == m.endpointsSeen {
+		return
+	}
+	m.endpointsSeen = snap
+	m.catalog.Store(snap)
+	if st := m.state.Load(); st != nil {
+		m.applyLocked(st.policy)
+	}
+}
+
 // mergeEndpoints gives each service of the policy its endpoints: the
-// static ones the policy lists, or else those of the catalog.
+// static ones the policy lists, or else those of the control plane.
 func mergeEndpoints(pol *policy.Snapshot, catalog *discovery.Snapshot) *discovery.Snapshot {
 	static := discovery.Static(pol.Doc)
 	if catalog == nil {
 		return static
 	}
-	out := &discovery.Snapshot{Source: discovery.SourceConsul, Services: map[string][]discovery.Endpoint{}}
+	out := &discovery.Snapshot{Source: catalog.Source, Services: map[string][]discovery.Endpoint{}}
 	for name := range pol.Services {
 		if eps := static.Endpoints(name); len(eps) > 0 {
 			out.Services[name] = eps
@@ -206,77 +312,12 @@ func mergeEndpoints(pol *policy.Snapshot, catalog *discovery.Snapshot) *discover
 	return out
 }
 
-// saveCache writes the last-known-good state after an applied update.
-func (m *Mesh) saveCache(st *state) {
-	if m.cfg.cacheDir == "" {
-		return
-	}
-	err := lkg.Save(m.cfg.cacheDir, &lkg.State{
-		Service:   m.cfg.service,
-		Written:   m.clock.Now(),
-		Source:    st.policy.Source,
-		Version:   st.policy.Version,
-		Policy:    st.policy.Doc,
-		Endpoints: st.endpoints.Services,
-		Rejected:  st.policy.Rejected,
-	})
-	if err != nil {
-		m.log.Warn("inmesh: writing the last-known-good cache failed", "dir", m.cfg.cacheDir, "err", err)
-	}
-}
-
-// cacheWait is how long New waits for the control plane before it starts
-// from the last-known-good cache.
-const cacheWait = 3 * time.Second
-
-// endpointsFor gives the services of pol their endpoints: with Consul,
-// the static ones the policy lists or else the catalog's; without, the
-// policy's.
+// endpointsFor gives the services of pol their endpoints: with an endpoint
+// source, the static ones the policy lists or else the source's; without,
+// the policy's.
 func (m *Mesh) endpointsFor(pol *policy.Snapshot) *discovery.Snapshot {
-	if m.consul == nil {
+	if m.endpoints == nil {
 		return discovery.Static(pol.Doc)
 	}
 	return mergeEndpoints(pol, m.catalog.Load())
-}
-
-// onCatalog applies a new snapshot of the catalog's endpoints.
-func (m *Mesh) onCatalog(snap *discovery.Snapshot) {
-	m.catalog.Store(snap)
-	m.reapply()
-}
-
-// startFromCache loads the last-known-good state when nothing is in force
-// yet, and reports whether it did.
-func (m *Mesh) startFromCache() bool {
-	st, err := lkg.Load(m.cfg.cacheDir, m.cfg.service)
-	if err != nil {
-		m.log.Warn("inmesh: the control plane does not answer and the cache cannot serve", "source", m.source.String(), "err", err)
-		return false
-	}
-	snap, err := policy.NewSnapshot(st.Policy, "cache:"+st.Source)
-	if err != nil {
-		m.log.Warn("inmesh: the cached policy does not validate", "dir", m.cfg.cacheDir, "err", err)
-		return false
-	}
-	snap.Rejected = st.Rejected
-	eps := &discovery.Snapshot{Source: "cache", Services: st.Endpoints}
-	m.mu.Lock()
-	if m.state.Load() != nil { // the control plane answered meanwhile: it wins
-		m.mu.Unlock()
-		return true
-	}
-	if m.consul != nil {
-		m.catalog.Store(eps)
-	}
-	m.mu.Unlock()
-	m.apply(snap)
-	m.log.Warn("inmesh: the control plane does not answer; serving the last-known-good cache",
-		"source", m.source.String(), "cached_version", st.Version, "written", st.Written, "dir", m.cfg.cacheDir)
-	return true
-}
-
-// servingFromCache reports whether the state in force came from the cache.
-func (m *Mesh) servingFromCache() bool {
-	st := m.state.Load()
-	return st != nil && strings.HasPrefix(st.policy.Source, "cache:")
 }

@@ -200,10 +200,10 @@ func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string
 	if callerErr != nil {
 		return false, "caller identity: " + callerErr.Error()
 	}
-	if m.consul != nil {
-		// With Consul, service-intentions decide, per request, so a new
-		// deny applies to open connections too.
-		d := m.consul.intentions.Current().Authorize(caller, method, path, header)
+	if az := m.authorizeCaller; az != nil {
+		// The control plane decides (with Consul, service-intentions), per
+		// request, so a new deny applies to open connections too.
+		d := az(caller, method, path, header)
 		return d.Allow, d.Reason
 	}
 	sa := m.state.Load().self

@@ -113,7 +113,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.name) {
+	if t.m.ensureWatched(req.Context(), d.name) {
 		// The first call to a destination starts watching its endpoints.
 		st = t.m.state.Load()
 		if d = st.services[name]; d == nil {
