@@ -1,45 +1,48 @@
-package discovery
+package consul
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/internal/blocking"
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/discovery"
 )
 
-// SourceConsul is the Source of snapshots built from the Consul catalog.
-const SourceConsul = "consul"
+// SourceCatalog is the Source of the endpoint snapshots built from the
+// Consul catalog.
+const SourceCatalog = "consul"
 
 // TagLabel is the label an instance gets for each of its Consul tags, with
 // the value "true": the tag canary becomes "tag:canary".
 func TagLabel(tag string) string { return "tag:" + tag }
 
-// ConsulSource watches, in the Consul catalog, the passing instances of the
-// services this process calls (the health endpoint, one blocking query per
-// service), and publishes a Snapshot of them after every change. An
-// instance's labels are its Service.Meta plus TagLabel(t) = "true" for each
-// tag t. A failed query never empties a service: the last answer stays.
+// EndpointSource watches, in the Consul catalog, the passing instances of
+// the services this process calls (the health endpoint, one blocking query
+// per service), and publishes a discovery.Snapshot of them after every
+// change. An instance's labels are its Service.Meta plus TagLabel(t) =
+// "true" for each tag t. A failed query never empties a service: the last
+// answer stays.
 //
-// ConsulSource is safe for concurrent use. Close stops its goroutines.
-type ConsulSource struct {
-	health   *api.Health
-	log      *slog.Logger
-	onUpdate func(*Snapshot)
+// EndpointSource is safe for concurrent use. Close stops its goroutines.
+type EndpointSource struct {
+	health *api.Health
+	log    *slog.Logger
+	val    value[discovery.Snapshot]
 
 	mu      sync.Mutex
 	watches map[string]*serviceWatch
-	current map[string][]Endpoint
+	current map[string][]discovery.Endpoint
 	closed  bool
-	wg      sync.WaitGroup
-	emitMu  sync.Mutex // serializes onUpdate calls; each reads the latest state
 }
 
 type serviceWatch struct {
@@ -47,69 +50,79 @@ type serviceWatch struct {
 	ready  chan struct{} // closed at the first answer
 }
 
-// NewConsulSource returns a source that calls onUpdate with each new
-// snapshot. A nil logger means slog.Default().
-func NewConsulSource(client *api.Client, logger *slog.Logger, onUpdate func(*Snapshot)) *ConsulSource {
-	if logger == nil {
-		logger = slog.Default()
+// NewEndpointSource starts watching services in the catalog and returns
+// once each has had its first answer, or ctx ends (then it stops and
+// returns the error). Watch adds services later. The watches outlive ctx;
+// Close stops them. A nil logger means slog.Default().
+func NewEndpointSource(ctx context.Context, client *api.Client, services []string, logger *slog.Logger) (*EndpointSource, error) {
+	if client == nil {
+		return nil, errNoClient
 	}
-	return &ConsulSource{
-		health:   client.Health(),
-		log:      logger,
-		onUpdate: onUpdate,
-		watches:  map[string]*serviceWatch{},
-		current:  map[string][]Endpoint{},
+	s := startEndpoints(client, orDefault(logger))
+	for _, name := range services {
+		s.Watch(ctx, name)
 	}
+	if ctx.Err() != nil {
+		s.Close()
+		return nil, fmt.Errorf("consul: no endpoints of %s before the context ended: %w", strings.Join(services, ", "), ctx.Err())
+	}
+	return s, nil
 }
 
-// Watch sets the services to watch: it starts a watch for each new one,
-// stops the watches of services no longer named, and waits until every new
-// service has had its first answer or ctx ends (the watches go on then).
-func (s *ConsulSource) Watch(ctx context.Context, services []string) {
+// startEndpoints returns a source that watches nothing yet.
+func startEndpoints(client *api.Client, logger *slog.Logger) *EndpointSource {
+	s := &EndpointSource{
+		health:  client.Health(),
+		log:     logger,
+		watches: map[string]*serviceWatch{},
+		current: map[string][]discovery.Endpoint{},
+	}
+	s.val.start()
+	s.val.cur.Store(&discovery.Snapshot{Source: SourceCatalog, Services: map[string][]discovery.Endpoint{}})
+	return s
+}
+
+// Watch starts watching service, unless it is watched already, and returns
+// once it has had its first answer or ctx ends (the watch goes on then).
+func (s *EndpointSource) Watch(ctx context.Context, service string) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	want := map[string]bool{}
-	var waits []chan struct{}
-	for _, name := range services {
-		want[name] = true
-		if _, ok := s.watches[name]; ok {
-			continue
-		}
-		// The watch outlives this call (whose ctx only bounds the wait for
-		// a first answer); Close, or dropping the service, cancels it.
-		wctx, cancel := context.WithCancel(context.Background())
-		w := &serviceWatch{cancel: cancel, ready: make(chan struct{})}
-		s.watches[name] = w
-		waits = append(waits, w.ready)
-		s.wg.Go(func() { s.run(wctx, name, w) })
-	}
-	removed := false
-	for name, w := range s.watches {
-		if !want[name] {
-			w.cancel()
-			delete(s.watches, name)
-			delete(s.current, name)
-			removed = true
-		}
+	w, ok := s.watches[service]
+	if !ok {
+		w = &serviceWatch{ready: make(chan struct{})}
+		// The watch outlives this call (whose ctx only bounds the wait
+		// for a first answer); Close, or Unwatch, cancels it.
+		var wctx context.Context
+		wctx, w.cancel = context.WithCancel(s.val.ctx)
+		s.watches[service] = w
+		s.val.run(func(context.Context) { s.run(wctx, service, w) })
 	}
 	s.mu.Unlock()
-	if removed {
-		s.publish()
-	}
-	for _, ready := range waits {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return
-		}
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
 	}
 }
 
+// Unwatch stops watching service and drops its endpoints.
+func (s *EndpointSource) Unwatch(service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.watches[service]
+	if !ok {
+		return
+	}
+	w.cancel()
+	delete(s.watches, service)
+	delete(s.current, service)
+	s.publishLocked()
+}
+
 // run watches one service until ctx ends.
-func (s *ConsulSource) run(ctx context.Context, service string, w *serviceWatch) {
+func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatch) {
 	var once sync.Once
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
@@ -133,38 +146,31 @@ func (s *ConsulSource) run(ctx context.Context, service string, w *serviceWatch)
 }
 
 // set records a service's endpoints and publishes when they changed.
-func (s *ConsulSource) set(service string, eps []Endpoint) {
+func (s *EndpointSource) set(service string, eps []discovery.Endpoint) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, watched := s.watches[service]; !watched || slices.EqualFunc(s.current[service], eps, sameEndpoint) && s.current[service] != nil {
-		s.mu.Unlock()
 		return
 	}
 	s.current[service] = eps
-	s.mu.Unlock()
-	s.publish()
+	s.publishLocked()
 }
 
-// publish hands a snapshot of the current endpoints to onUpdate.
-func (s *ConsulSource) publish() {
-	s.emitMu.Lock()
-	defer s.emitMu.Unlock()
-	s.mu.Lock()
-	snap := &Snapshot{Source: SourceConsul, Services: maps.Clone(s.current)}
-	s.mu.Unlock()
-	if s.onUpdate != nil {
-		s.onUpdate(snap)
-	}
+// publishLocked publishes a snapshot of the current endpoints; s.mu is
+// held, so snapshots are published in the order of the changes.
+func (s *EndpointSource) publishLocked() {
+	s.val.set(&discovery.Snapshot{Source: SourceCatalog, Services: maps.Clone(s.current)})
 }
 
-// Current returns a snapshot of the endpoints known now.
-func (s *ConsulSource) Current() *Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &Snapshot{Source: SourceConsul, Services: maps.Clone(s.current)}
-}
+// Current returns the endpoints known now, of every watched service. The
+// snapshot must not be modified.
+func (s *EndpointSource) Current() *discovery.Snapshot { return s.val.load() }
+
+// Changed returns a channel closed at the next change of Current.
+func (s *EndpointSource) Changed() <-chan struct{} { return s.val.changed() }
 
 // Close stops every watch and waits for them. It is safe to call twice.
-func (s *ConsulSource) Close() error {
+func (s *EndpointSource) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	for name, w := range s.watches {
@@ -172,13 +178,13 @@ func (s *ConsulSource) Close() error {
 		delete(s.watches, name)
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.val.close()
 	return nil
 }
 
 // endpointsOf turns health entries into endpoints, sorted by address.
-func endpointsOf(entries []*api.ServiceEntry) []Endpoint {
-	eps := make([]Endpoint, 0, len(entries))
+func endpointsOf(entries []*api.ServiceEntry) []discovery.Endpoint {
+	eps := make([]discovery.Endpoint, 0, len(entries))
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
@@ -192,20 +198,12 @@ func endpointsOf(entries []*api.ServiceEntry) []Endpoint {
 		for _, t := range e.Service.Tags {
 			labels[TagLabel(t)] = "true"
 		}
-		eps = append(eps, Endpoint{Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Labels: labels})
+		eps = append(eps, discovery.Endpoint{Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Labels: labels})
 	}
-	slices.SortFunc(eps, func(a, b Endpoint) int {
-		switch {
-		case a.Address < b.Address:
-			return -1
-		case a.Address > b.Address:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(eps, func(a, b discovery.Endpoint) int { return strings.Compare(a.Address, b.Address) })
 	return eps
 }
 
-func sameEndpoint(a, b Endpoint) bool {
+func sameEndpoint(a, b discovery.Endpoint) bool {
 	return a.Address == b.Address && maps.Equal(a.Labels, b.Labels)
 }

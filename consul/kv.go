@@ -1,4 +1,4 @@
-package policy
+package consul
 
 import (
 	"bytes"
@@ -15,36 +15,46 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/internal/blocking"
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/policy"
 )
 
-// DefaultConsulPrefix is the KV prefix of the policy in Consul.
-const DefaultConsulPrefix = "inmesh"
+// DefaultPrefix is the KV prefix of the policy in Consul.
+const DefaultPrefix = "inmesh"
 
-// ConsulSource is the policy kept in Consul KV, one key per service:
-// <prefix>/services/<name> and <prefix>/defaults, YAML or JSON, watched with
-// one blocking query on the prefix (Consul limits a client's connections,
-// so never one per key). It implements Source.
+// The keys under the prefix that hold the policy, one block each.
+const (
+	keyGlobal   = "mesh"      // <prefix>/mesh: the document's egress and trust_domain
+	keyDefaults = "defaults"  // <prefix>/defaults
+	keyServices = "services/" // <prefix>/services/<name>
+)
+
+// kvWatch is the policy kept in Consul KV: <prefix>/mesh (the document's
+// egress and trust_domain), <prefix>/defaults and one key per service,
+// <prefix>/services/<name>, each YAML or JSON, watched with one blocking
+// query on the prefix (Consul limits a client's connections, so never one
+// per key). It is the policy.Source of the control plane.
 //
-// A key that does not validate is rejected on its own: its service keeps
-// its last good block and the others update. A key deleted from Consul
-// removes its service, but only when the KV read succeeded: errors never
+// A key that does not validate is rejected on its own: its block keeps its
+// last good version and the others update. A key deleted from Consul
+// removes its block, but only when the KV read succeeded: errors never
 // count as deletions. Stale reads are allowed; the staleness of each answer
-// (X-Consul-LastContact) goes to OnContact.
-type ConsulSource struct {
-	kv     *api.KV
-	prefix string
-	log    *slog.Logger
-	// OnContact, when set, receives the last-contact time of every answer.
-	OnContact func(time.Duration)
+// (X-Consul-LastContact) goes to onContact.
+type kvWatch struct {
+	kv        *api.KV
+	prefix    string
+	log       *slog.Logger
+	onContact func(time.Duration) // nil: none
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
-	last *Document           // the document last emitted
+	last *policy.Document    // the document last emitted
 	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 
 	// lastRejected is the Rejected of the snapshot last emitted.
 	lastRejected map[string]string
 }
+
+var _ policy.Source = (*kvWatch)(nil)
 
 // keyBlock is the parsed block of one key at one ModifyIndex and value.
 // The value is compared too: a restarted or restored Consul starts its
@@ -52,32 +62,35 @@ type ConsulSource struct {
 type keyBlock struct {
 	modify uint64
 	value  []byte
-	block  *Service
+	block  *policy.Service // a service or the defaults
+	global *policy.Global  // the key <prefix>/mesh
 }
 
-// NewConsulSource returns the source of the policy under prefix ("" means
-// DefaultConsulPrefix) in the Consul that client talks to. A nil logger
-// means slog.Default().
-func NewConsulSource(client *api.Client, prefix string, logger *slog.Logger) *ConsulSource {
+// newKVWatch returns the source of the policy under prefix ("" means
+// DefaultPrefix).
+func newKVWatch(client *api.Client, prefix string, logger *slog.Logger, onContact func(time.Duration)) *kvWatch {
+	return &kvWatch{
+		kv:        client.KV(),
+		prefix:    cleanPrefix(prefix),
+		log:       orDefault(logger),
+		onContact: onContact,
+		keys:      map[string]keyBlock{},
+		bad:       map[string]uint64{},
+	}
+}
+
+// cleanPrefix is prefix without a trailing slash, DefaultPrefix for "".
+func cleanPrefix(prefix string) string {
 	if prefix == "" {
-		prefix = DefaultConsulPrefix
+		return DefaultPrefix
 	}
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &ConsulSource{
-		kv:     client.KV(),
-		prefix: strings.TrimSuffix(prefix, "/"),
-		log:    logger,
-		keys:   map[string]keyBlock{},
-		bad:    map[string]uint64{},
-	}
+	return strings.TrimSuffix(prefix, "/")
 }
 
-func (s *ConsulSource) String() string { return "consul:" + s.prefix }
+func (s *kvWatch) String() string { return "consul:" + s.prefix }
 
-// Watch implements Source.
-func (s *ConsulSource) Watch(ctx context.Context, emit func(Event)) error {
+// Watch implements policy.Source.
+func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
@@ -85,8 +98,8 @@ func (s *ConsulSource) Watch(ctx context.Context, emit func(Event)) error {
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			if s.OnContact != nil {
-				s.OnContact(meta.LastContact)
+			if s.onContact != nil {
+				s.onContact(meta.LastContact)
 			}
 			if index == 0 || meta.LastIndex != index {
 				s.apply(pairs, meta.LastIndex, emit)
@@ -106,9 +119,9 @@ func (s *ConsulSource) Watch(ctx context.Context, emit func(Event)) error {
 }
 
 // apply turns one answer of the KV list into events.
-func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) {
-	var blocks Blocks
-	blocks.Services = map[string]*Service{}
+func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)) {
+	var blocks policy.Blocks
+	blocks.Services = map[string]*policy.Service{}
 	// unusable holds the services whose key holds no valid block, with
 	// the reason: the snapshot names them in Rejected, so that a mesh
 	// fails their calls instead of taking them for outside hosts.
@@ -125,29 +138,32 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 		}
 		seen[p.Key] = true
 		keyOf[path] = p.Key
-		block, err := s.parse(p, path)
+		kb, err := s.parse(p, path)
 		if err != nil {
 			err = fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)
 			if s.bad[p.Key] != p.ModifyIndex || p.ModifyIndex == 0 {
 				s.bad[p.Key] = p.ModifyIndex
-				emit(Event{Err: err})
+				emit(policy.Event{Err: err})
 			}
 			prev, ok := s.keys[p.Key]
 			if !ok {
 				// Never valid: the service has no policy, but it is known.
-				if path != "defaults" {
-					unusable[strings.TrimPrefix(p.Key, s.prefix+"/services/")] = err.Error()
+				if name, isService := strings.CutPrefix(p.Key, s.prefix+"/"+keyServices); isService {
+					unusable[name] = err.Error()
 				}
 				continue
 			}
-			block = prev.block
+			kb = prev
 		} else {
 			delete(s.bad, p.Key)
 		}
-		if path == "defaults" {
-			blocks.Defaults = block
-		} else {
-			blocks.Services[strings.TrimPrefix(p.Key, s.prefix+"/services/")] = block
+		switch path {
+		case keyGlobal:
+			blocks.Global = kb.global
+		case keyDefaults:
+			blocks.Defaults = kb.block
+		default:
+			blocks.Services[strings.TrimPrefix(p.Key, s.prefix+"/"+keyServices)] = kb.block
 		}
 	}
 	for key := range s.keys {
@@ -165,7 +181,7 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 		}
 		err = fmt.Errorf("consul key %s (index %d): does not fit the policy: %w", key, index, err)
 		reasons[block] = err.Error()
-		emit(Event{Err: err})
+		emit(policy.Event{Err: err})
 	}
 	if doc == nil {
 		return
@@ -174,12 +190,12 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 	// service known but without a policy, as a key that does not parse.
 	for name := range blocks.Services {
 		if _, ok := doc.Services[name]; !ok {
-			unusable[name] = cmp.Or(reasons[join("services", name)], "its block does not fit the policy")
+			unusable[name] = cmp.Or(reasons[policy.ServicePath(name)], "its block does not fit the policy")
 		}
 	}
-	snap, err := NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
+	snap, err := policy.NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
 	if err != nil { // Assemble returned a validated document; keep the path safe anyway
-		emit(Event{Err: fmt.Errorf("consul %s (index %d): %w", s.prefix, index, err)})
+		emit(policy.Event{Err: fmt.Errorf("consul %s (index %d): %w", s.prefix, index, err)})
 		return
 	}
 	if len(unusable) > 0 {
@@ -189,90 +205,143 @@ func (s *ConsulSource) apply(pairs api.KVPairs, index uint64, emit func(Event)) 
 		return
 	}
 	s.last, s.lastRejected = snap.Doc, snap.Rejected
-	emit(Event{Snapshot: snap})
+	emit(policy.Event{Snapshot: snap})
 }
 
 // parse returns the block of one pair, reusing the last parse of an
 // unchanged key.
-func (s *ConsulSource) parse(p *api.KVPair, path string) (*Service, error) {
+func (s *kvWatch) parse(p *api.KVPair, path string) (keyBlock, error) {
 	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && bytes.Equal(kb.value, p.Value) {
-		return kb.block, nil
+		return kb, nil
 	}
-	block, err := ParseService(p.Value, path)
+	kb := keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value)}
+	var err error
+	if path == keyGlobal {
+		kb.global, err = policy.ParseGlobal(p.Value)
+	} else {
+		kb.block, err = policy.ParseService(p.Value, path)
+	}
 	if err != nil {
-		return nil, err
+		return keyBlock{}, err
 	}
-	s.keys[p.Key] = keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value), block: block}
-	return block, nil
+	s.keys[p.Key] = kb
+	return kb, nil
 }
 
-// blockPath maps a key to the path of its block: "defaults" or the path of
-// a service ("services.billing"). Other keys are not policy blocks.
-func (s *ConsulSource) blockPath(key string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, s.prefix+"/")
+// blockPath maps a key to the path of its block: "mesh" (the global
+// block), "defaults" or the path of a service ("services.billing"). Other
+// keys are not policy blocks.
+func (s *kvWatch) blockPath(key string) (string, bool) {
+	return blockPath(s.prefix, key)
+}
+
+func blockPath(prefix, key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, prefix+"/")
 	if !ok {
 		return "", false
 	}
-	if rest == "defaults" {
-		return "defaults", true
+	if rest == keyGlobal || rest == keyDefaults {
+		return rest, true
 	}
-	name, ok := strings.CutPrefix(rest, "services/")
-	if !ok || !IsServiceName(name) {
+	name, ok := strings.CutPrefix(rest, keyServices)
+	if !ok || !policy.IsServiceName(name) {
 		return "", false
 	}
-	return join("services", name), true
+	return policy.ServicePath(name), true
 }
 
-func sameHash(prev *Document, snap *Snapshot) bool {
-	h, err := Hash(prev)
+// IsPolicyKey reports whether key holds a block of the policy under prefix
+// ("" means DefaultPrefix): <prefix>/mesh, <prefix>/defaults or
+// <prefix>/services/<name>. `inmesh push` removes the policy keys it does
+// not write.
+func IsPolicyKey(key, prefix string) bool {
+	_, ok := blockPath(cleanPrefix(prefix), key)
+	return ok
+}
+
+func sameHash(prev *policy.Document, snap *policy.Snapshot) bool {
+	h, err := policy.Hash(prev)
 	return err == nil && h == snap.Hash
 }
 
-// ErrNoDocument is returned by ConsulKeys for a nil document.
-var ErrNoDocument = errors.New("policy: no document")
-
-// ConsulKeys splits a document into the KV pairs that hold it under prefix
-// ("" means DefaultConsulPrefix): <prefix>/defaults and one
-// <prefix>/services/<name> per service, each value the block as JSON. The
-// document's version and trust_domain are not kept in KV: with Consul, the
-// version is the content hash and the trust domain comes from the Connect CA.
-// Nor is egress: a document that says egress: deny is refused, rather than
-// pushed as one that lets every outside host through.
-func ConsulKeys(doc *Document, prefix string) (map[string][]byte, error) {
+// Keys splits a document into the KV pairs that hold it under prefix ("" means
+// DefaultPrefix): <prefix>/mesh when the document sets egress or
+// trust_domain, <prefix>/defaults and one <prefix>/services/<name> per
+// service, each value the block as JSON. The version label is not kept:
+// with Consul, the version is the content hash. [FromKeys] reads the keys
+// back.
+func Keys(doc *policy.Document, prefix string) (map[string][]byte, error) {
 	if doc == nil {
-		return nil, ErrNoDocument
+		return nil, errors.New("consul: Keys: no document")
 	}
 	if err := doc.Validate(); err != nil {
 		return nil, err
 	}
-	if doc.Egress == EgressDeny {
-		return nil, &ValidationError{Problems: []FieldError{{Path: "egress",
-			Msg: "deny cannot be kept in Consul KV, which holds the defaults and one block per service; a mesh on Consul allows egress"}}}
-	}
-	if prefix == "" {
-		prefix = DefaultConsulPrefix
-	}
-	prefix = strings.TrimSuffix(prefix, "/")
+	prefix = cleanPrefix(prefix)
 	out := map[string][]byte{}
+	if g := policy.GlobalOf(doc); g != nil {
+		b, err := json.MarshalIndent(g, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		out[prefix+"/"+keyGlobal] = b
+	}
 	if doc.Defaults != nil {
 		b, err := marshalBlock(doc.Defaults)
 		if err != nil {
 			return nil, err
 		}
-		out[prefix+"/defaults"] = b
+		out[prefix+"/"+keyDefaults] = b
 	}
 	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
 		b, err := marshalBlock(doc.Services[name])
 		if err != nil {
 			return nil, err
 		}
-		out[prefix+"/services/"+name] = b
+		out[prefix+"/"+keyServices+name] = b
 	}
 	return out, nil
 }
 
+// FromKeys assembles the document that the policy keys among keys hold
+// under prefix ("" means DefaultPrefix); other keys are ignored. Unlike a
+// mesh, which keeps the last good version of a bad key, it fails when any
+// key does not validate, naming every such key.
+func FromKeys(keys map[string][]byte, prefix string) (*policy.Document, error) {
+	prefix = cleanPrefix(prefix)
+	blocks := policy.Blocks{Services: map[string]*policy.Service{}}
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(keys)) {
+		path, ok := blockPath(prefix, key)
+		if !ok {
+			continue
+		}
+		var err error
+		switch path {
+		case keyGlobal:
+			blocks.Global, err = policy.ParseGlobal(keys[key])
+		case keyDefaults:
+			blocks.Defaults, err = policy.ParseService(keys[key], path)
+		default:
+			name := strings.TrimPrefix(key, prefix+"/"+keyServices)
+			blocks.Services[name], err = policy.ParseService(keys[key], path)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	doc, rejected := blocks.Assemble(nil)
+	for _, block := range slices.Sorted(maps.Keys(rejected)) {
+		errs = append(errs, fmt.Errorf("%s: %w", block, rejected[block]))
+	}
+	if len(errs) > 0 || doc == nil {
+		return nil, fmt.Errorf("consul: the policy under %s/ does not validate:\n%w", prefix, errors.Join(errs...))
+	}
+	return doc, nil
+}
+
 // marshalBlock renders one block as indented JSON, the form `inmesh get`
 // reads back.
-func marshalBlock(s *Service) ([]byte, error) {
+func marshalBlock(s *policy.Service) ([]byte, error) {
 	return json.MarshalIndent(s, "", "  ")
 }
