@@ -136,7 +136,7 @@ func (cp *ControlPlane) Authorizer(w mesh.Workload) (*mesh.Authorization, error)
 	if err := cp.track(s); err != nil {
 		return nil, err
 	}
-	return &mesh.Authorization{Authorize: s.Authorize, Ready: s.val.ready}, nil
+	return &mesh.Authorization{Authorize: s.authorizeRequest, Ready: s.val.ready}, nil
 }
 
 // Register implements mesh.ControlPlane: it registers inst with the local

@@ -42,13 +42,17 @@
 // context first and blocks until the first value (or the context ends:
 // then it stops and fails), Current for the value in force, Changed for a
 // channel closed at its next change, and Close. The context only bounds the
-// wait; the watches last until Close. A mesh does not need them (New's
-// ControlPlane starts its own); they serve tools and tests, such as a
-// Connect leaf for a client that is no mesh (NewIdentitySource).
+// wait; the watches last until Close. A mesh on New's ControlPlane does not
+// call these constructors: the control plane starts the same sources
+// without waiting for them (the mesh waits, and may start from its
+// last-known-good cache while Consul is down). They serve tools and tests,
+// such as a Connect leaf for a client that is no mesh (NewIdentitySource).
 //
 // # Concurrency and the request flow
 //
-// Every type is safe for concurrent use. Nothing here sits on the request
-// path but the compiled intentions a mesh's Handler asks per request, which
-// take no lock; see package mesh for the flow.
+// Every type is safe for concurrent use. On the request path (see package
+// mesh for the flow) sit only the compiled intentions, which a mesh's
+// Handler and gRPC server ask on every request without a lock or an
+// allocation of their own, and the start of a destination's endpoint watch,
+// at its first call.
 package consul

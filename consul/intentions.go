@@ -14,6 +14,7 @@ import (
 
 	"github.com/inmesh/inmesh/consul/internal/blocking"
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // Intentions is the compiled service-intentions config entry of one
@@ -331,6 +332,11 @@ func (s *IntentionsSource) Changed() <-chan struct{} { return s.val.changed() }
 // [Intentions.Authorize]); before the first answer it denies.
 func (s *IntentionsSource) Authorize(caller, method, path string, header func(string) []string) identity.Decision {
 	return s.val.load().Authorize(caller, method, path, header)
+}
+
+// authorizeRequest is Authorize for a mesh's Handler and gRPC server.
+func (s *IntentionsSource) authorizeRequest(caller, method, path string, header mesh.RequestHeader) identity.Decision {
+	return s.val.load().Authorize(caller, method, path, header.Values)
 }
 
 // Close stops the watch and waits for it. It is safe to call twice.

@@ -93,11 +93,11 @@ type EndpointSource interface {
 type Authorization struct {
 	// Authorize decides whether caller (a service name, "" when the peer
 	// presented no certificate) may call method on path; path is as the
-	// client spelled it, percent-escapes kept, and header returns every
-	// value of a request header. It is called on every request, from many
-	// goroutines, and must not block; it must deny until it has the control
-	// plane's data.
-	Authorize func(caller, method, path string, header func(string) []string) identity.Decision
+	// client spelled it, percent-escapes kept, and header gives every value
+	// of a request header (valid during the call only). It is called on
+	// every request, from many goroutines, and must not block; it must deny
+	// until it has the control plane's data.
+	Authorize func(caller, method, path string, header RequestHeader) identity.Decision
 	// Ready is closed once Authorize decides on the control plane's data;
 	// nil means at once.
 	Ready <-chan struct{}

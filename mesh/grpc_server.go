@@ -68,13 +68,19 @@ type serverCall struct {
 // layer authz, which gRPC sends as PermissionDenied marked for the caller's
 // mesh. The deadline the caller set travels natively with the RPC
 // (grpc-timeout) and bounds ctx already.
+// incomingMetadata is the RequestHeader reader of an RPC's context: the
+// values of its incoming metadata.
+func incomingMetadata(ctx any, name string) []string {
+	return metadata.ValueFromIncomingContext(ctx.(context.Context), name)
+}
+
 func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
 	self := m.cfg.service
 	sc := &serverCall{m: m, start: m.clock.Now(), method: fullMethod}
 	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
-	header := func(name string) []string { return metadata.ValueFromIncomingContext(ctx, name) }
+	header := RequestHeader{src: ctx, get: incomingMetadata}
 	allow, reason := m.authorizeCall(caller, callerErr, http.MethodPost, fullMethod, header)
 	m.instr.RecordAuthz(sc.ctx, self, caller, allow)
 	if allow {

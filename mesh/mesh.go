@@ -55,7 +55,7 @@ type Mesh struct {
 	// request path asks no interface what it has.
 	plane           ControlPlane
 	endpoints       EndpointSource
-	authorizeCaller func(caller, method, path string, header func(string) []string) identity.Decision
+	authorizeCaller func(caller, method, path string, header RequestHeader) identity.Decision
 	authzReady      <-chan struct{}
 	watched         watchedSet                         // destinations whose endpoints are watched
 	catalog         atomic.Pointer[discovery.Snapshot] // endpoints from the control plane (or the cache), nil without an endpoint source
