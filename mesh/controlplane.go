@@ -120,15 +120,13 @@ func WithControlPlane(cp ControlPlane) Option {
 type localPlane struct {
 	file string           // WithPolicyFile
 	doc  *policy.Document // WithPolicy
-	src  policy.Source    // set by Policy
 }
 
 var _ ControlPlane = (*localPlane)(nil)
 
 func (p *localPlane) Policy(w Workload) (policy.Source, error) {
 	if p.file == "" {
-		p.src = policy.NewStaticSource(p.doc)
-		return p.src, nil
+		return policy.NewStaticSource(p.doc), nil
 	}
 	file := policy.NewFileSource(p.file, w.Logger)
 	// A missing file is a mistake to report now, not a policy to wait for;
@@ -136,7 +134,6 @@ func (p *localPlane) Policy(w Workload) (policy.Source, error) {
 	if _, err := os.Stat(file.Path()); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("policy file %s: %w", file.Path(), fs.ErrNotExist)
 	}
-	p.src = file
 	return file, nil
 }
 
