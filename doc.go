@@ -7,9 +7,10 @@
 // backoff and a retry budget, circuit breaking and outlier ejection, mTLS
 // with SPIFFE service identity and authorization, with OpenTelemetry metrics
 // and traces. The policy is pulled from a control plane (a watched file, or
-// Consul: KV for policy, the catalog for endpoints, the Connect CA for
-// certificates, intentions for authorization) and changes at run time; a
-// document that does not validate never replaces a good one.
+// Consul through package consul: KV for policy, the catalog for endpoints,
+// the Connect CA for certificates, intentions for authorization) and
+// changes at run time; a document that does not validate never replaces a
+// good one.
 //
 // # Request flow
 //

@@ -11,8 +11,9 @@
 //
 // A Snapshot is immutable once built: it is published whole behind an atomic
 // pointer and never modified, so readers take no lock. Static builds the
-// snapshot of a policy document's static endpoints; a live source (Consul)
-// publishes snapshots of the same type.
+// snapshot of a policy document's static endpoints; a live source (a
+// control plane's, such as package consul's catalog) publishes snapshots of
+// the same type.
 //
 // Pickers are safe for concurrent use. Pick never blocks, takes no lock and
 // does not allocate. It skips hosts that are unavailable (ejected by outlier

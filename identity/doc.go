@@ -13,6 +13,9 @@
 //     between 60% and 90% of their lifetime;
 //   - [FileSource]: PEM files watched on disk.
 //
+// Package github.com/inmesh/inmesh/consul adds a fourth, the Consul Connect
+// CA (consul.NewIdentitySource).
+//
 // [ClientConfig] and [ServerConfig] build crypto/tls configs that read the
 // certificate through the handshake callbacks, so a rotated certificate is
 // used by the next handshake without a restart while open connections keep
@@ -28,8 +31,9 @@
 // decides by caller service, method and path (a rule path covers itself and
 // what lies below it, at a segment boundary, and only canonical paths; see
 // [CanonicalPath]) whether the call may proceed, without locks or
-// allocations. [Intentions] does the same for Consul's service-intentions,
-// on the same canonical path and on every value of a repeated header.
+// allocations. Package consul's Intentions does the same for Consul's
+// service-intentions, on the same canonical path ([CanonicalPath]) and on
+// every value of a repeated header.
 //
 // In the request flow (see the package documentation of
 // [github.com/inmesh/inmesh/mesh]), identity sits at the mTLS dial on the

@@ -7,8 +7,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // benchPolicy exercises the full chain: a header route that does not match,
@@ -118,6 +122,52 @@ services:
 	b.ReportAllocs()
 	for b.Loop() {
 		if ok, _ := m.authorize("caller-49", nil, req); !ok {
+			b.Fatal("denied")
+		}
+	}
+}
+
+// authzPlane is a fixed policy whose callers a control plane authorizes:
+// web, with X-Tenant: acme.
+type authzPlane struct{ localPlane }
+
+func (*authzPlane) Authorizer(Workload) (*Authorization, error) {
+	return &Authorization{Authorize: func(caller, _, _ string, h RequestHeader) identity.Decision {
+		for _, v := range h.Values("X-Tenant") {
+			if caller == "web" && v == "acme" {
+				return identity.Decision{Allow: true}
+			}
+		}
+		return identity.Decision{Reason: "not web of acme"}
+	}}, nil
+}
+
+// BenchmarkHandlerAuthorizeControlPlane measures the authorization check of
+// Handler when the control plane decides (as Consul's intentions do): the
+// request's headers reach it without an allocation.
+func BenchmarkHandlerAuthorizeControlPlane(b *testing.B) {
+	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := New(ctx, WithService("billing"), WithControlPlane(&authzPlane{localPlane{doc: doc}}), WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	req, _ := http.NewRequest(http.MethodPost, "http://billing/charge", nil)
+	req.Header.Set("X-Tenant", "acme")
+	if ok, reason := m.authorize("web", nil, req); !ok {
+		b.Fatalf("denied: %s", reason)
+	}
+	if ok, _ := m.authorize("progress", nil, req); ok {
+		b.Fatal("progress allowed")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := m.authorize("web", nil, req); !ok {
 			b.Fatal("denied")
 		}
 	}

@@ -80,14 +80,23 @@
 //
 // # Control planes
 //
-// WithPolicyFile watches a YAML or JSON file; WithPolicy takes a fixed
-// document; WithConsul makes Consul the control plane: the policy from KV
-// (one key per service, one blocking query), endpoints from the health
-// endpoint of the destinations this process calls, the identity from the
-// Connect CA and the authorization of callers from service-intentions.
+// A ControlPlane gives the mesh its policy, the endpoints of each
+// destination (watched from its first call), this workload's identity, the
+// authorization of its callers and a catalog to Register in; each part but
+// the policy may be absent. WithPolicyFile (a YAML or JSON file, watched)
+// and WithPolicy (a fixed document) are control planes of a policy alone:
+// endpoints come from the policy, identity from WithIdentity or the shared
+// dev CA, authorization from the policy's blocks, and Register fails with
+// ErrNoCatalog. WithControlPlane takes any other, such as
+// consul.New(consul.Config{Client: client}) of package
+// github.com/inmesh/inmesh/consul: the policy from KV, endpoints from the
+// health endpoint, the identity from the Connect CA, authorization from
+// service-intentions, and Register in the catalog with a health check.
+// The request path asks the control plane nothing but what it gave at New:
+// a watch of a destination's endpoints at its first call, and, per request,
+// the authorization of the caller when the control plane decides it.
 // WithCacheDir keeps the last-known-good policy and endpoints on disk for a
-// restart while the control plane is down. Register puts this instance in
-// the Consul catalog with a health check; Close takes it out.
+// restart while the control plane is down.
 //
 // # Errors
 //

@@ -68,7 +68,7 @@ func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method strin
 	if d == nil {
 		return nil, noMeshService(st, service)
 	}
-	if m.consul != nil && m.ensureWatched(ctx, d.Name) {
+	if m.ensureWatched(ctx, d.Name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = m.state.Load()

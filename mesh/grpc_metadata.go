@@ -21,6 +21,12 @@ func injectOutgoing(t *telemetry.Tracing, ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
+// incomingValues is the RequestHeader reader of an RPC's context: the
+// values of its incoming metadata under name.
+func incomingValues(ctx any, name string) []string {
+	return metadata.ValueFromIncomingContext(ctx.(context.Context), name)
+}
+
 // incomingMetadata reads the incoming gRPC metadata of a server context
 // without copying it whole, for the propagator to extract the caller's
 // trace context from.

@@ -9,7 +9,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -74,7 +73,7 @@ func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, er
 	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, incomingMetadata{ctx}, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
-	header := func(name string) []string { return metadata.ValueFromIncomingContext(ctx, name) }
+	header := RequestHeader{src: ctx, get: incomingValues}
 	allow, reason := m.authorizeCall(caller, callerErr, http.MethodPost, fullMethod, header)
 	m.instr.RecordAuthz(sc.ctx, self, caller, allow)
 	if allow {

@@ -169,14 +169,35 @@ func callerOfState(cs *tls.ConnectionState) (string, error) {
 // authorize decides whether caller may make request r, with the reason of a
 // denial. It denies on every error.
 func (m *Mesh) authorize(caller string, callerErr error, r *http.Request) (bool, string) {
-	header := func(name string) []string {
-		// Go keeps the Host header in r.Host, not in r.Header.
-		if strings.EqualFold(name, "host") || name == ":authority" {
-			return []string{r.Host}
-		}
-		return r.Header.Values(name)
+	return m.authorizeCall(caller, callerErr, r.Method, wirePath(r), RequestHeader{src: r, get: requestHeader})
+}
+
+// requestHeader is the RequestHeader reader of an *http.Request.
+func requestHeader(req any, name string) []string {
+	r := req.(*http.Request)
+	// Go keeps the Host header in r.Host, not in r.Header.
+	if strings.EqualFold(name, "host") || name == ":authority" {
+		return []string{r.Host}
 	}
-	return m.authorizeCall(caller, callerErr, r.Method, wirePath(r), header)
+	return r.Header.Values(name)
+}
+
+// RequestHeader reads the header values of the request being authorized
+// (HTTP headers, gRPC metadata), for an Authorization. It is a value, not a
+// closure, so that handing it to the control plane's Authorize allocates
+// nothing. The zero RequestHeader has no values.
+type RequestHeader struct {
+	src any                                 // the request: *http.Request, or an RPC's context
+	get func(src any, name string) []string // a function of the package: no closure to allocate
+}
+
+// Values returns every value of the header name, in any case; nil when the
+// request has none.
+func (h RequestHeader) Values(name string) []string {
+	if h.get == nil {
+		return nil
+	}
+	return h.get(h.src, name)
 }
 
 // wirePath is the path of r as its client spelled it, percent-escapes kept:
@@ -194,16 +215,16 @@ func wirePath(r *http.Request) string {
 // authorizeCall decides whether caller may call method on path of this
 // service (for gRPC: POST and the full method), with the reason of a
 // denial, against the compiled rules of the state in force. path is as the
-// client spelled it (see wirePath); header returns every value of a request
+// client spelled it (see wirePath); header gives every value of a request
 // header (HTTP headers, gRPC metadata). It denies on every error.
-func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string, header func(string) []string) (bool, string) {
+func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string, header RequestHeader) (bool, string) {
 	if callerErr != nil {
 		return false, "caller identity: " + callerErr.Error()
 	}
-	if m.consul != nil {
-		// With Consul, service-intentions decide, per request, so a new
-		// deny applies to open connections too.
-		d := m.consul.intentions.Current().Authorize(caller, method, path, header)
+	if az := m.authorizeCaller; az != nil {
+		// The control plane decides (with Consul, service-intentions), per
+		// request, so a new deny applies to open connections too.
+		d := az(caller, method, path, header)
 		return d.Allow, d.Reason
 	}
 	sa := m.state.Load().self

@@ -7,14 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -22,7 +20,6 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/identity"
-	"github.com/inmesh/inmesh/internal/consultest"
 	"github.com/inmesh/inmesh/internal/lkg"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -375,70 +372,6 @@ func staticIdentity(t *testing.T, ca *identity.DevCA, id string) identity.Source
 		t.Fatal(err)
 	}
 	return identity.NewStaticSource(ident)
-}
-
-// TestConsulRejectedServiceStaysInTheMesh: a service whose Consul key was
-// rejected before the mesh started (no last good block) is still a mesh
-// service: its calls fail at layer policy with the reason, over HTTP and
-// gRPC, and are never sent outside the mesh. The service is called
-// "localhost" on purpose: outside the mesh its host resolves, and the call
-// would reach the backend in plaintext. Once a valid key is written, calls
-// go through.
-func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
-	agent := consultest.Start(t)
-	web := newBackend(t, "web", nil)
-	ln, rpc := plainHealth(t)
-	register := func(id, name, addr string) {
-		host, port, _ := net.SplitHostPort(addr)
-		p, _ := strconv.Atoi(port)
-		if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: name, Address: host, Port: p}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	register("localhost-1", "localhost", web.addr())
-	register("ledger-1", "ledger", rpc.addr())
-	putKV(t, agent.Client, "inmesh/services/localhost", `{"tls": "disable", "retry": {"attempts": 11}}`)
-	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 11}}`)
-	m := consulMesh(t, agent, "enrollment", WithIdentity(mustDevSource(t, "enrollment")))
-	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-
-	port := web.addr()[strings.LastIndexByte(web.addr(), ':')+1:]
-	url := "http://localhost:" + port + "/x"
-	_, _, err := get(t, m, url)
-	if ce := callError(t, err); ce.Layer != LayerPolicy || ce.Service != "localhost" ||
-		!strings.Contains(ce.Err.Error(), "services.localhost.retry.attempts: must be 1..10") {
-		t.Fatalf("HTTP: CallError %+v", ce)
-	}
-	conn, err := grpc.NewClient("mesh:///ledger", m.DialOptions()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	_, err = check(context.Background(), health)
-	if ce := FromStatus(err); ce == nil || ce.Layer != LayerPolicy || ce.Service != "ledger" ||
-		!strings.Contains(ce.Err.Error(), "services.ledger.retry.attempts: must be 1..10") {
-		t.Fatalf("gRPC: %v", err)
-	}
-	if web.hits.Load() != 0 || ln.accepted.Load() != 0 {
-		t.Fatalf("the backends saw %d requests and %d connections", web.hits.Load(), ln.accepted.Load())
-	}
-
-	putKV(t, agent.Client, "inmesh/services/localhost", `{"tls": "disable"}`)
-	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable"}`)
-	eventually(t, 10*time.Second, "the valid keys in force", func() bool {
-		st := m.state.Load()
-		return st.services["localhost"] != nil && st.services["ledger"] != nil
-	})
-	if _, body, err := get(t, m, url); err != nil || body != "web" {
-		t.Fatalf("HTTP after a valid key: %q %v", body, err)
-	}
-	if _, err := check(context.Background(), health); err != nil {
-		t.Fatalf("gRPC after a valid key: %v", err)
-	}
-	if web.hits.Load() != 1 || rpc.hits.Load() != 1 {
-		t.Fatalf("backend hits %d and %d, want 1 each", web.hits.Load(), rpc.hits.Load())
-	}
 }
 
 // The services known without a valid policy are kept in the last-known-good

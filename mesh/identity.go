@@ -16,7 +16,8 @@ import (
 const defaultTrustDomain = "mesh.local"
 
 // WithIdentity sets where this workload's certificate and trust roots come
-// from. Without it (and without Consul), every mesh of the process shares
+// from. Without it (and without a control plane that issues identities,
+// such as Consul's Connect CA), every mesh of the process shares
 // one in-memory dev CA for the policy's trust domain: fine on a laptop and
 // in tests, never across processes; the mesh logs it as local-only.
 //
@@ -54,18 +55,23 @@ func sharedDevCA(trustDomain string) (*identity.DevCA, error) {
 }
 
 // setupIdentity chooses the identity source once the first policy is in
-// force, and waits until it has an identity or ctx ends.
+// force (WithIdentity's, else the control plane's, else the shared dev CA),
+// and waits until it has an identity or ctx ends.
 func (m *Mesh) setupIdentity(ctx context.Context) error {
 	src := m.cfg.identity
-	if src == nil && m.consul != nil {
-		cs, err := identity.NewConsulSource(ctx, m.consul.cfg.Client, m.cfg.service, m.log)
+	if src == nil {
+		cs, err := m.plane.Identity(ctx, m.workload())
 		if err != nil {
-			return fmt.Errorf("mesh: identity from Consul Connect: %w", err)
+			return fmt.Errorf("mesh: identity from %s: %w", m.source, err)
 		}
-		m.consul.identity = cs
-		src = cs
-		m.identityKind = "consul-connect"
-	} else if src == nil {
+		if cs != nil {
+			src = cs
+			m.identityKind = sourceKind(cs)
+		}
+	} else {
+		m.identityKind = sourceKind(src)
+	}
+	if src == nil {
 		td := m.state.Load().policy.Doc.TrustDomain
 		if td == "" {
 			td = defaultTrustDomain
@@ -78,10 +84,8 @@ func (m *Mesh) setupIdentity(ctx context.Context) error {
 			return fmt.Errorf("mesh: dev CA identity for %s: %w", m.cfg.service, err)
 		}
 		m.identityKind = "dev-ca (in memory, local only)"
-		m.log.Warn("identity from an in-memory dev CA shared by this process only; use WithIdentity or WithConsul across processes",
+		m.log.Warn("identity from an in-memory dev CA shared by this process only; use WithIdentity or a control plane with a CA across processes",
 			"trust_domain", td)
-	} else {
-		m.identityKind = fmt.Sprintf("%T", src)
 	}
 	var id *identity.Identity
 	for {
@@ -131,6 +135,14 @@ func (m *Mesh) checkIdentity(id *identity.Identity) error {
 		return fmt.Errorf("mesh: identity %s is not of trust domain %q, the policy's", id.ID, td)
 	}
 	return nil
+}
+
+// sourceKind names an identity source for /certs: its String, or its type.
+func sourceKind(src identity.Source) string {
+	if s, ok := src.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("%T", src)
 }
 
 // Identity returns this workload's identity in force: its SPIFFE ID,

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,8 +38,9 @@ type Mesh struct {
 	state atomic.Pointer[state]
 
 	// mu serializes compilation; reg is only used under it.
-	mu  sync.Mutex
-	reg *registry
+	mu            sync.Mutex
+	reg           *registry
+	endpointsSeen *discovery.Snapshot // the endpoint source's last snapshot applied
 
 	rejection atomic.Pointer[rejection] // last rejected document, for the admin page
 	updates   atomic.Int64              // policies applied
@@ -53,8 +52,15 @@ type Mesh struct {
 	identity     identity.Source // this workload's credentials; set before New returns
 	identityKind string          // where they come from, for /certs
 
-	consul  *consulPlane                       // nil without WithConsul
-	catalog atomic.Pointer[discovery.Snapshot] // endpoints from the catalog (or the cache), nil without Consul
+	// plane is the control plane; endpoints, authorizeCaller and
+	// authzReady are what it gave at New (nil when it gives none), so the
+	// request path asks no interface what it has.
+	plane           ControlPlane
+	endpoints       EndpointSource
+	authorizeCaller func(caller, method, path string, header RequestHeader) identity.Decision
+	authzReady      <-chan struct{}
+	watched         watchedSet                         // destinations whose endpoints are watched
+	catalog         atomic.Pointer[discovery.Snapshot] // endpoints from the control plane (or the cache), nil without an endpoint source
 
 	// transports are the transports the mesh created (per-destination mTLS
 	// clones), whose idle connections Close closes, and those of a service
@@ -76,13 +82,19 @@ type rejection struct {
 }
 
 // New starts a mesh for one workload. It blocks until a first valid policy,
-// and this workload's identity, are loaded or ctx ends; in the second case it returns an error that says why
-// no policy could be loaded. A policy file that does not exist is an error
-// at once (wrapping fs.ErrNotExist); one that does not validate is waited
-// for, since an edit may fix it. Close releases what New started.
+// this workload's identity and, with a control plane that authorizes
+// callers, that authorization are loaded, or ctx ends; in the second case it
+// returns an error that says why nothing could be loaded. A policy file that
+// does not exist is an error at once (wrapping fs.ErrNotExist), and so is a
+// control plane that cannot start (a Consul configuration without a
+// client); a document that does not validate is waited for, since an edit
+// may fix it. Close releases what New started, the control plane included.
 func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
+		if cfg.plane != nil {
+			_ = cfg.plane.Close() // New takes the control plane over, also to fail
+		}
 		return nil, err
 	}
 	m := &Mesh{
@@ -93,36 +105,27 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		tracing: telemetry.NewTracing(cfg.tracerProvider, cfg.propagator),
 	}
 	if m.instr, err = telemetry.New(cfg.meterProvider); err != nil {
+		if cfg.plane != nil {
+			_ = cfg.plane.Close()
+		}
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
 	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore}
-	switch {
-	case cfg.consul != nil:
-		m.consul = &consulPlane{cfg: *cfg.consul, watched: map[string]chan struct{}{}}
-		ks := policy.NewConsulSource(cfg.consul.Client, cfg.consul.Prefix, m.log)
-		ks.OnContact = func(d time.Duration) { m.instr.SetPolicyStaleness(d) }
-		m.source = ks
-		m.consul.endpoints = discovery.NewConsulSource(cfg.consul.Client, m.log, m.onCatalog)
-		m.consul.intentions = identity.StartIntentionsSource(cfg.consul.Client, cfg.service, m.log)
-	case cfg.policyFile != "":
-		file := policy.NewFileSource(cfg.policyFile, m.log)
-		// A missing file is a mistake to report now, not a policy to wait
-		// for; an invalid one is waited for, as an edit can fix it.
-		if _, err := os.Stat(file.Path()); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("mesh: policy file %s: %w", file.Path(), fs.ErrNotExist)
-		}
-		m.source = file
-	default:
-		m.source = policy.NewStaticSource(cfg.policyDoc)
+	m.plane = cfg.plane
+	if m.plane == nil {
+		m.plane = &localPlane{file: cfg.policyFile, doc: cfg.policyDoc}
 	}
 	m.transport = newTransport()
 	m.client = &http.Client{Transport: m.RoundTripper(nil)}
-
 	// The mesh's goroutines live until Close, not until New's ctx ends
 	// (which only bounds the wait for a first policy).
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = runCtx.Done()
+	if err := m.startPlane(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	first := make(chan struct{})
 	var firstOnce sync.Once
 	m.wg.Add(1)
@@ -167,15 +170,49 @@ wait:
 		m.Close()
 		return nil, err
 	}
-	if m.consul != nil && !m.servingFromCache() {
+	if m.authzReady != nil && !m.servingFromCache() {
 		select {
-		case <-m.consul.intentions.Ready():
+		case <-m.authzReady:
 		case <-ctx.Done():
 			m.Close()
-			return nil, fmt.Errorf("mesh: no intentions from Consul before the context ended: %w", ctx.Err())
+			return nil, fmt.Errorf("mesh: no caller authorization from %s before the context ended: %w", m.source, ctx.Err())
 		}
 	}
 	return m, nil
+}
+
+// startPlane asks the control plane for the policy source, the endpoint
+// source and the authorization of callers, and starts following the
+// endpoints.
+func (m *Mesh) startPlane() error {
+	w := m.workload()
+	src, err := m.plane.Policy(w)
+	if err != nil {
+		return fmt.Errorf("mesh: %w", err)
+	}
+	if src == nil {
+		return errors.New("mesh: control plane: Policy returned no source")
+	}
+	m.source = src
+	if m.endpoints, err = m.plane.Endpoints(w); err != nil {
+		return fmt.Errorf("mesh: control plane %s: endpoints: %w", src, err)
+	}
+	if m.endpoints != nil {
+		changed := m.endpoints.Changed() // before any watch starts: no change is missed
+		m.endpointsSeen = m.endpoints.Current()
+		m.wg.Go(func() { m.followEndpoints(changed) })
+	}
+	az, err := m.plane.Authorizer(w)
+	if err != nil {
+		return fmt.Errorf("mesh: control plane %s: authorization: %w", src, err)
+	}
+	if az != nil {
+		if az.Authorize == nil {
+			return fmt.Errorf("mesh: control plane %s: an Authorization without Authorize", src)
+		}
+		m.authorizeCaller, m.authzReady = az.Authorize, az.Ready
+	}
+	return nil
 }
 
 // newTransport returns the mesh's own transport for mesh traffic: the
@@ -360,7 +397,11 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // state in force.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
-		m.closeConsul()
+		if m.plane != nil {
+			if err := m.plane.Close(); err != nil {
+				m.log.Warn("inmesh: closing the control plane failed", "source", m.source, "err", err)
+			}
+		}
 		m.cancel()
 		m.wg.Wait()
 		m.transport.CloseIdleConnections()

@@ -35,10 +35,12 @@ type config struct {
 	propagator     propagation.TextMapPropagator
 	clock          clock.Clock
 	identity       identity.Source
-	consul         *ConsulConfig
+	plane          ControlPlane
 	cacheDir       string
 }
 
+// newConfig returns the configuration of opts, also (for its control plane)
+// with an error.
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
 		clock: clock.System{},
@@ -52,21 +54,19 @@ func newConfig(opts []Option) (*config, error) {
 		c.logger = slog.Default()
 	}
 	if c.service == "" {
-		return nil, errors.New("mesh: WithService is required: name this workload's service")
+		return c, errors.New("mesh: WithService is required: name this workload's service")
 	}
 	sources := 0
-	for _, set := range []bool{c.policyFile != "", c.policyDoc != nil, c.consul != nil} {
+	for _, set := range []bool{c.policyFile != "", c.policyDoc != nil, c.plane != nil} {
 		if set {
 			sources++
 		}
 	}
 	switch {
 	case sources > 1:
-		return nil, errors.New("mesh: WithPolicyFile, WithPolicy and WithConsul are exclusive: choose one control plane")
+		return c, errors.New("mesh: WithPolicyFile, WithPolicy and WithControlPlane are exclusive: choose one control plane")
 	case sources == 0:
-		return nil, errors.New("mesh: no control plane: use WithPolicyFile, WithPolicy or WithConsul")
-	case c.consul != nil && c.consul.Client == nil:
-		return nil, errors.New("mesh: WithConsul needs ConsulConfig.Client, an *api.Client of github.com/hashicorp/consul/api")
+		return c, errors.New("mesh: no control plane: use WithPolicyFile, WithPolicy or WithControlPlane")
 	}
 	return c, nil
 }

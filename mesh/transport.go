@@ -115,7 +115,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if t.m.consul != nil && t.m.ensureWatched(req.Context(), d.Name) {
+	if t.m.ensureWatched(req.Context(), d.Name) {
 		// The first call to a destination starts watching its endpoints.
 		st = t.m.state.Load()
 		if d = st.services[name]; d == nil {

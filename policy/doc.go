@@ -50,9 +50,17 @@
 // # Sources
 //
 // A [Source] delivers snapshots as [Event]s: [NewStaticSource] for a fixed
-// document, [NewFileSource] for a file watched for changes. A rejected
-// document is reported as an Event with Err; the source keeps watching, and
-// the caller keeps the previous snapshot in force.
+// document, [NewFileSource] for a file watched for changes; package consul
+// gives one for Consul KV. A rejected document is reported as an Event with
+// Err; the source keeps watching, and the caller keeps the previous
+// snapshot in force. A Source is a stream rather than a current value
+// because each rejection is an event of its own, which a mesh logs, counts
+// and shows.
+//
+// A control plane that keeps the policy as separate blocks (Consul KV: one
+// key per service) reads each with [ParseService] and [ParseGlobal], and
+// joins them with [Blocks.Assemble], which keeps a bad block from taking
+// the good ones down.
 //
 // # Concurrency
 //

@@ -24,11 +24,53 @@ func ParseService(data []byte, path string) (*Service, error) {
 	return svc, nil
 }
 
+// Global holds the fields of a document that belong to no service block:
+// what a control plane that keeps the policy as separate blocks (Consul KV:
+// the key <prefix>/mesh) keeps beside the defaults and the services. The
+// version is not among them: such a policy is versioned by its content
+// hash.
+type Global struct {
+	// TrustDomain is Document.TrustDomain.
+	TrustDomain string `json:"trust_domain,omitempty"`
+	// Egress is Document.Egress.
+	Egress string `json:"egress,omitempty"`
+}
+
+// ParseGlobal reads the global block, YAML or JSON, and checks its fields,
+// reporting problems under their document paths ("egress").
+func ParseGlobal(data []byte) (*Global, error) {
+	g := new(Global)
+	if _, err := decodeInto(data, g, ""); err != nil {
+		return nil, err
+	}
+	v := validator{}
+	v.document(&Document{TrustDomain: g.TrustDomain, Egress: g.Egress})
+	if len(v.problems) > 0 {
+		return nil, &ValidationError{Problems: capped(v.problems, v.dropped)}
+	}
+	return g, nil
+}
+
+// GlobalOf returns the global block of doc, nil when doc sets none of its
+// fields.
+func GlobalOf(doc *Document) *Global {
+	if doc == nil || doc.TrustDomain == "" && doc.Egress == "" {
+		return nil
+	}
+	return &Global{TrustDomain: doc.TrustDomain, Egress: doc.Egress}
+}
+
+// ServicePath is the path of the block of service name in a document and
+// in the problems of Assemble: "services.billing", `services["a.b"]`.
+func ServicePath(name string) string { return join("services", name) }
+
 // Blocks is a policy kept as separate blocks, as Consul KV keeps it: the
-// defaults and one block per service. Assemble joins them into a Document,
-// dropping the blocks that do not validate together with the others, so
-// that one bad key never takes the good ones down with it.
+// global fields, the defaults and one block per service. Assemble joins
+// them into a Document, dropping the blocks that do not validate together
+// with the others, so that one bad key never takes the good ones down with
+// it.
 type Blocks struct {
+	Global   *Global // nil: none of its fields set
 	Defaults *Service
 	Services map[string]*Service
 }
@@ -41,6 +83,9 @@ type Blocks struct {
 // prev.
 func (b Blocks) Assemble(prev *Document) (*Document, map[string]error) {
 	doc := &Document{Defaults: b.Defaults, Services: maps.Clone(b.Services)}
+	if b.Global != nil {
+		doc.TrustDomain, doc.Egress = b.Global.TrustDomain, b.Global.Egress
+	}
 	if doc.Services == nil {
 		doc.Services = map[string]*Service{}
 	}

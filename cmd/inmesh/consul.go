@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/consul"
 )
 
 // maxTxnOps is the most operations Consul takes in one transaction.
@@ -26,7 +25,7 @@ type consulFlags struct {
 
 func (f *consulFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "consul", "", "Consul HTTP address, host:port (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fs.StringVar(&f.prefix, "prefix", policy.DefaultConsulPrefix, "KV prefix of the policy")
+	fs.StringVar(&f.prefix, "prefix", consul.DefaultPrefix, "KV prefix of the policy")
 	fs.StringVar(&f.token, "token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
 }
 
@@ -58,8 +57,9 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // push validates a policy file and writes it to Consul KV, replacing the
-// policy under the prefix: a key per service and the defaults, and the
-// removal of the keys of services the file no longer has.
+// policy under the prefix: a key per service, the defaults and the global
+// fields (egress, trust_domain), and the removal of the policy keys the
+// file no longer has.
 func push(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("push", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -78,7 +78,7 @@ func push(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, pos[0], err)
 		return 1
 	}
-	keys, err := policy.ConsulKeys(snap.Doc, cf.prefix)
+	keys, err := consul.Keys(snap.Doc, cf.prefix)
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh push: %v\n", err)
 		return 1
@@ -100,7 +100,9 @@ func push(args []string, stdout, stderr io.Writer) int {
 	}
 	var removed []string
 	for _, k := range existing {
-		if _, keep := keys[k]; !keep && (k == prefix+"/defaults" || strings.HasPrefix(k, prefix+"/services/")) {
+		// Every key under services/ goes, also one that names no service
+		// (which no mesh reads).
+		if _, keep := keys[k]; !keep && (consul.IsPolicyKey(k, prefix) || strings.HasPrefix(k, prefix+"/services/")) {
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: k})
 			removed = append(removed, k)
 		}
@@ -155,28 +157,13 @@ func get(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "inmesh get: reading %s/ from Consul: %v\n", prefix, err)
 		return 1
 	}
-	blocks := policy.Blocks{Services: map[string]*policy.Service{}}
-	var errs []error
+	kv := make(map[string][]byte, len(pairs))
 	for _, p := range pairs {
-		switch {
-		case p.Key == prefix+"/defaults":
-			blocks.Defaults, err = policy.ParseService(p.Value, "defaults")
-		case strings.HasPrefix(p.Key, prefix+"/services/"):
-			name := strings.TrimPrefix(p.Key, prefix+"/services/")
-			blocks.Services[name], err = policy.ParseService(p.Value, "services."+name)
-		default:
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.Key, err))
-		}
+		kv[p.Key] = p.Value
 	}
-	doc, rejected := blocks.Assemble(nil)
-	for block, err := range rejected {
-		errs = append(errs, fmt.Errorf("%s: %w", block, err))
-	}
-	if len(errs) > 0 || doc == nil {
-		fmt.Fprintf(stderr, "inmesh get: the policy in Consul does not validate:\n%v\n", errors.Join(errs...))
+	doc, err := consul.FromKeys(kv, prefix)
+	if err != nil {
+		fmt.Fprintf(stderr, "inmesh get: %v\n", err)
 		return 1
 	}
 	data, err := json.MarshalIndent(doc, "", "  ")

@@ -8,7 +8,8 @@
 //
 // validate exits 0 for a valid document and 1 with one line per problem,
 // each naming its field. push validates a file and writes it to Consul KV
-// (a key per service), get reads it back into one document. explain exits 0 when the mesh would send the
+// (a key per service, the defaults, and <prefix>/mesh for egress and
+// trust_domain; see package consul), get reads it back into one document. explain exits 0 when the mesh would send the
 // request and 1 when it would fail it, saying at which layer.
 package main
 

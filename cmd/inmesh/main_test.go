@@ -188,6 +188,54 @@ func TestPushAndGet(t *testing.T) {
 	}
 }
 
+// TestPushAndGetEgressDeny: egress and trust_domain travel in
+// <prefix>/mesh; a push of a document without them removes that key.
+func TestPushAndGetEgressDeny(t *testing.T) {
+	agent := consultest.Start(t)
+	dir := t.TempDir()
+	deny := filepath.Join(dir, "deny.yaml")
+	if err := os.WriteFile(deny, []byte("egress: deny\ntrust_domain: mesh.local\n"+validDoc[strings.Index(validDoc, "services:"):]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"push", deny, "--consul", agent.HTTPAddr, "--prefix", "tenant"}, &out, &errOut); code != 0 {
+		t.Fatalf("push: %d %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "2 keys written, 0 removed") {
+		t.Errorf("push said %q", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"get", "--consul", agent.HTTPAddr, "--prefix", "tenant"}, &out, &errOut); code != 0 {
+		t.Fatalf("get: %d %s", code, errOut.String())
+	}
+	back := filepath.Join(dir, "back.json")
+	if err := os.WriteFile(back, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := load(back)
+	if err != nil {
+		t.Fatalf("get printed an invalid document: %v\n%s", err, out.String())
+	}
+	if b.Doc.Egress != policy.EgressDeny || b.Doc.TrustDomain != "mesh.local" {
+		t.Fatalf("egress %q, trust domain %q after the round trip", b.Doc.Egress, b.Doc.TrustDomain)
+	}
+
+	allow := filepath.Join(dir, "allow.yaml")
+	if err := os.WriteFile(allow, []byte(validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"push", allow, "--consul", agent.HTTPAddr, "--prefix", "tenant"}, &out, &errOut); code != 0 {
+		t.Fatalf("push: %d %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "1 keys written, 1 removed") {
+		t.Errorf("push said %q", out.String())
+	}
+	if kv, _, err := agent.Client.KV().Get("tenant/mesh", nil); err != nil || kv != nil {
+		t.Fatalf("tenant/mesh after a push without global fields: %v %v", kv, err)
+	}
+}
+
 // TestValidateRefusesEmptySubset: a subset that selects none of the static
 // endpoints would black-hole its share of a canary.
 func TestValidateRefusesEmptySubset(t *testing.T) {

@@ -1,11 +1,9 @@
-package mesh
+package consul_test
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,52 +14,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/mesh"
 )
-
-func putKV(t *testing.T, c *api.Client, key, value string) {
-	t.Helper()
-	if _, err := c.KV().Put(&api.KVPair{Key: key, Value: []byte(value)}, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func consulMesh(t *testing.T, agent *consultest.Agent, service string, opts ...Option) *Mesh {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	all := append([]Option{WithService(service), WithConsul(ConsulConfig{Client: agent.Client}), WithLogger(quietLogger())}, opts...)
-	m, err := New(ctx, all...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
-// consulServer is billing's instance: an HTTPS server behind its mesh,
-// registered in Consul with meta version.
-func consulServer(t *testing.T, agent *consultest.Agent, version string) (*Mesh, *atomic.Int64) {
-	t.Helper()
-	m := consulMesh(t, agent, "billing")
-	var hits atomic.Int64
-	srv := httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		_, _ = io.WriteString(w, version)
-	})))
-	srv.TLS = m.ServerTLSConfig()
-	// Consul's TCP check opens and closes connections: not handshake errors worth a log.
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := m.Register(ctx, Instance{Address: srv.Listener.Addr().String(), Meta: map[string]string{"version": version}}); err != nil {
-		t.Fatal(err)
-	}
-	return m, &hits
-}
 
 func split(w1, w2 int) string {
 	return fmt.Sprintf(`{"subsets": {"v1": {"version": "v1"}, "v2": {"version": "v2"}},
@@ -107,7 +63,7 @@ func TestConsulControlPlane(t *testing.T) {
 	// An invalid KV write changes nothing.
 	version := client.PolicyVersion()
 	putKV(t, agent.Client, "inmesh/services/billing", `{"retry": {"attempts": 11}}`)
-	eventually(t, 5*time.Second, "rejection", func() bool { return client.rejects.Load() > 0 })
+	eventually(t, 5*time.Second, "rejection", func() bool { return adminConfig(t, client).UpdatesRejected > 0 })
 	if client.PolicyVersion() != version {
 		t.Fatal("an invalid key replaced the policy")
 	}
@@ -124,7 +80,7 @@ func TestConsulControlPlane(t *testing.T) {
 	for {
 		_, _, err := get(t, client, "http://billing/x")
 		if err != nil {
-			if ce := callError(t, err); ce.Layer != LayerAuthz {
+			if ce := callError(t, err); ce.Layer != mesh.LayerAuthz {
 				t.Fatalf("want authz, got %v", err)
 			}
 			break
@@ -144,16 +100,14 @@ func TestConsulOutageAndCache(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
-	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	var p int
-	fmt.Sscan(port, &p)
+	host, p := hostPort(t, srv.Listener.Addr().String())
 	if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "ledger-1", Name: "ledger", Address: host, Port: p}); err != nil {
 		t.Fatal(err)
 	}
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 2}}`)
 	cache := t.TempDir()
-	devca := WithIdentity(mustDevSource(t, "enrollment"))
-	m := consulMesh(t, agent, "enrollment", WithCacheDir(cache), devca)
+	devca := mesh.WithIdentity(mustDevSource(t, "enrollment"))
+	m := consulMesh(t, agent, "enrollment", mesh.WithCacheDir(cache), devca)
 	if _, body, err := get(t, m, "http://ledger/x"); err != nil || body != "ok" {
 		t.Fatalf("%q %v", body, err)
 	}
@@ -185,8 +139,8 @@ func TestConsulOutageAndCache(t *testing.T) {
 	}
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 3}}`)
 	eventually(t, 15*time.Second, "recovery after the agent returned", func() bool {
-		svc := m.state.Load().policy.Service("ledger")
-		return svc != nil && svc.Effective.Attempts == 3
+		ex, err := m.Explain(httptest.NewRequest(http.MethodGet, "http://ledger/x", nil))
+		return err == nil && ex.Service == "ledger" && ex.Attempts == 3
 	})
 	if _, body, err := get(t, m, "http://ledger/x"); err != nil || body != "ok" {
 		t.Fatalf("after recovery: %q %v", body, err)
@@ -199,28 +153,16 @@ func TestConsulOutageAndCache(t *testing.T) {
 	m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m2, err := New(ctx, WithService("enrollment"), WithConsul(ConsulConfig{Client: agent.Client}), WithCacheDir(cache), devca, WithLogger(quietLogger()))
+	m2, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(consul.New(consul.Config{Client: agent.Client})),
+		mesh.WithCacheDir(cache), devca, mesh.WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatalf("restart from the cache: %v", err)
 	}
 	defer m2.Close()
-	if !m2.servingFromCache() {
-		t.Fatal("not serving from the cache")
+	if src := adminConfig(t, m2).Source; !strings.HasPrefix(src, "cache:") {
+		t.Fatalf("not serving from the cache: source %q", src)
 	}
 	if _, body, err := get(t, m2, "http://ledger/x"); err != nil || body != "ok" {
 		t.Fatalf("from the cache: %q %v", body, err)
 	}
-}
-
-func mustDevSource(t *testing.T, service string) identity.Source {
-	t.Helper()
-	ca, err := identity.NewDevCA("mesh.local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := ca.NewSource(service)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
 }

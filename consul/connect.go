@@ -1,63 +1,67 @@
-package identity
+package consul
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/internal/blocking"
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/identity"
 )
 
-// ConsulSource is a workload's identity from the Consul agent's Connect CA:
-// the leaf certificate the agent issues (and renews) for the service, and
-// the CA roots, each watched with a blocking query. The SPIFFE ID is
+// IdentitySource is a workload's identity from the Consul agent's Connect
+// CA: the leaf certificate the agent issues (and renews) for the service,
+// and the CA roots, each watched with a blocking query. The SPIFFE ID is
 // Consul's: spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>. A root
 // rotation arrives as a new root list holding the old and the new roots and
 // a new leaf: both apply through the TLS callbacks, without a restart and
-// without closing connections.
+// without closing connections. It implements identity.Source.
 //
-// ConsulSource is safe for concurrent use; Close stops its watches.
-type ConsulSource struct {
+// IdentitySource is safe for concurrent use; Close stops its watches.
+type IdentitySource struct {
 	agent   *api.Agent
 	service string
 	log     *slog.Logger
-
-	current atomic.Pointer[Identity]
-	changed notifier
+	val     value[identity.Identity]
+	last    lastError
 
 	mu    sync.Mutex // guards leaf and roots, the latest answers
 	leaf  *api.LeafCert
 	roots *api.CARootList
-
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	ready  chan struct{}
-	once   sync.Once
 }
 
-// NewConsulSource starts watching the leaf of service and the CA roots and
-// returns once the first identity is known, or ctx ends (then with the
-// error). logger nil means slog.Default().
-func NewConsulSource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*ConsulSource, error) {
-	if logger == nil {
-		logger = slog.Default()
+var _ identity.Source = (*IdentitySource)(nil)
+
+// NewIdentitySource starts watching the Connect leaf of service and the CA
+// roots, and returns once the first identity is known, or ctx ends (then it
+// stops and returns the error, with the last failure). The watches outlive
+// ctx; Close stops them. A nil logger means slog.Default().
+func NewIdentitySource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*IdentitySource, error) {
+	if client == nil {
+		return nil, errNoClient
 	}
-	// The watches outlive this call (ctx only bounds the wait for the first
-	// identity); Close cancels them.
-	runCtx, cancel := context.WithCancel(context.Background())
-	s := &ConsulSource{agent: client.Agent(), service: service, log: logger, cancel: cancel, ready: make(chan struct{})}
-	var lastErr atomic.Pointer[error]
+	s := startIdentity(client, service, orDefault(logger))
+	if err := s.val.await(ctx, "Connect identity for "+service, s.last.load); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startIdentity starts the watches and returns at once.
+func startIdentity(client *api.Client, service string, logger *slog.Logger) *IdentitySource {
+	s := &IdentitySource{agent: client.Agent(), service: service, log: logger}
+	s.val.start()
 	onErr := func(what string) func(error, int, time.Duration) {
 		return func(err error, failures int, wait time.Duration) {
-			lastErr.Store(&err)
+			s.last.store(err)
 			if failures == 1 || failures%10 == 0 {
 				s.log.Warn("inmesh: consul connect "+what+" watch failed; the identity in force stays",
 					"service", service, "failures", failures, "retry_in", wait, "err", err)
@@ -73,7 +77,7 @@ func NewConsulSource(ctx context.Context, client *api.Client, service string, lo
 		s.leaf = leaf
 		s.mu.Unlock()
 		if err := s.rebuild(); err != nil {
-			lastErr.Store(&err)
+			s.last.store(err)
 		}
 		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 	}}
@@ -86,28 +90,18 @@ func NewConsulSource(ctx context.Context, client *api.Client, service string, lo
 		s.roots = roots
 		s.mu.Unlock()
 		if err := s.rebuild(); err != nil {
-			lastErr.Store(&err)
+			s.last.store(err)
 		}
 		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 	}}
-	s.wg.Go(func() { _ = leafLoop.Run(runCtx) })
-	s.wg.Go(func() { _ = rootsLoop.Run(runCtx) })
-	select {
-	case <-s.ready:
-		return s, nil
-	case <-ctx.Done():
-		s.Close()
-		err := ctx.Err()
-		if p := lastErr.Load(); p != nil {
-			err = fmt.Errorf("%w: %w", err, *p)
-		}
-		return nil, fmt.Errorf("identity: no identity from Consul for %s: %w", service, err)
-	}
+	s.val.run(func(ctx context.Context) { _ = leafLoop.Run(ctx) })
+	s.val.run(func(ctx context.Context) { _ = rootsLoop.Run(ctx) })
+	return s
 }
 
 // rebuild makes a new Identity from the latest leaf and roots and publishes
 // it. A leaf that does not parse or match keeps the identity in force.
-func (s *ConsulSource) rebuild() error {
+func (s *IdentitySource) rebuild() error {
 	s.mu.Lock()
 	leaf, roots := s.leaf, s.roots
 	s.mu.Unlock()
@@ -119,35 +113,46 @@ func (s *ConsulSource) rebuild() error {
 		s.log.Error("inmesh: consul connect identity rejected; the one in force stays", "service", s.service, "err", err)
 		return err
 	}
-	if cur := s.current.Load(); cur != nil && cur.Serial() == id.Serial() && sameRoots(cur.Roots, id.Roots) {
+	if cur := s.val.load(); cur != nil && cur.Serial() == id.Serial() && sameRoots(cur.Roots, id.Roots) {
 		return nil
 	}
-	s.current.Store(id)
-	s.changed.notify()
-	s.once.Do(func() { close(s.ready) })
+	s.val.set(id)
 	return nil
 }
 
 // identityFromConsul builds an Identity from a Connect leaf and root list.
 // The agent's CertPEM holds the leaf and the intermediates its chain needs
 // (a cross-signed root during a rotation), all kept in the certificate.
-func identityFromConsul(leaf *api.LeafCert, roots *api.CARootList) (*Identity, error) {
+func identityFromConsul(leaf *api.LeafCert, roots *api.CARootList) (*identity.Identity, error) {
 	cert, err := tls.X509KeyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
 	if err != nil {
-		return nil, fmt.Errorf("leaf of %s: %w", leaf.Service, err)
+		return nil, fmt.Errorf("consul: leaf of %s: %w", leaf.Service, err)
 	}
 	var anchors []*x509.Certificate
 	for _, r := range roots.Roots {
-		certs, err := parseCertsPEM([]byte(r.RootCertPEM))
+		c, err := firstCertPEM([]byte(r.RootCertPEM))
 		if err != nil {
-			return nil, fmt.Errorf("root %s: %w", r.ID, err)
+			return nil, fmt.Errorf("consul: root %s: %w", r.ID, err)
 		}
-		anchors = append(anchors, certs[0])
+		anchors = append(anchors, c)
 	}
 	if len(anchors) == 0 {
-		return nil, errors.New("consul returned no CA roots")
+		return nil, errors.New("consul: the agent returned no CA roots")
 	}
-	return NewIdentity(&cert, anchors)
+	return identity.NewIdentity(&cert, anchors)
+}
+
+// firstCertPEM parses the first CERTIFICATE block of data.
+func firstCertPEM(data []byte) (*x509.Certificate, error) {
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return nil, errors.New("no PEM certificate found")
+		}
+		if b.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(b.Bytes)
+		}
+	}
 }
 
 func sameRoots(a, b []*x509.Certificate) bool {
@@ -163,19 +168,21 @@ func sameRoots(a, b []*x509.Certificate) bool {
 }
 
 // Current returns the identity in force.
-func (s *ConsulSource) Current() (*Identity, error) {
-	if id := s.current.Load(); id != nil {
+func (s *IdentitySource) Current() (*identity.Identity, error) {
+	if id := s.val.load(); id != nil {
 		return id, nil
 	}
-	return nil, fmt.Errorf("%w: consul has not issued %s a certificate yet", ErrNoIdentity, s.service)
+	return nil, fmt.Errorf("%w: consul has not issued %s a certificate yet", identity.ErrNoIdentity, s.service)
 }
 
 // Changed returns a channel closed at the next change of Current.
-func (s *ConsulSource) Changed() <-chan struct{} { return s.changed.wait() }
+func (s *IdentitySource) Changed() <-chan struct{} { return s.val.changed() }
+
+// String names the source on the admin handler's /certs.
+func (s *IdentitySource) String() string { return "consul-connect" }
 
 // Close stops the watches and waits for them. It is safe to call twice.
-func (s *ConsulSource) Close() error {
-	s.cancel()
-	s.wg.Wait()
+func (s *IdentitySource) Close() error {
+	s.val.close()
 	return nil
 }

@@ -1,14 +1,14 @@
-package discovery_test
+package consul_test
 
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/consultest"
 )
@@ -40,31 +40,25 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-func TestConsulSource(t *testing.T) {
+func TestEndpointSource(t *testing.T) {
 	agent := consultest.Start(t)
 	v1, v2 := listen(t), listen(t)
 	register(t, agent.Client, "billing", "billing-1", v1.Addr().String(), nil, map[string]string{"version": "v1"})
 	register(t, agent.Client, "billing", "billing-2", v2.Addr().String(), []string{"canary"}, map[string]string{"version": "v2"})
 
-	var mu sync.Mutex
-	var last *discovery.Snapshot
-	updates := make(chan struct{}, 100)
-	src := discovery.NewConsulSource(agent.Client, nil, func(s *discovery.Snapshot) {
-		mu.Lock()
-		last = s
-		mu.Unlock()
-		updates <- struct{}{}
-	})
-	defer src.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	src.Watch(ctx, []string{"billing"})
+	src, err := consul.NewEndpointSource(ctx, agent.Client, []string{"billing"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
 
 	eps := src.Current().Endpoints("billing")
 	if len(eps) != 2 {
 		t.Fatalf("endpoints %+v", eps)
 	}
-	canary := discovery.Select(eps, map[string]string{discovery.TagLabel("canary"): ""})
+	canary := discovery.Select(eps, map[string]string{consul.TagLabel("canary"): ""})
 	if len(canary) != 1 || canary[0].Address != v2.Addr().String() || canary[0].Labels["version"] != "v2" {
 		t.Fatalf("canary %+v", canary)
 	}
@@ -73,14 +67,12 @@ func TestConsulSource(t *testing.T) {
 	v2.Close()
 	deadline := time.After(10 * time.Second)
 	for {
-		mu.Lock()
-		n := len(last.Endpoints("billing"))
-		mu.Unlock()
-		if n == 1 {
+		changed := src.Changed()
+		if len(src.Current().Endpoints("billing")) == 1 {
 			break
 		}
 		select {
-		case <-updates:
+		case <-changed:
 		case <-deadline:
 			t.Fatalf("the failing instance is still listed")
 		}
@@ -90,7 +82,7 @@ func TestConsulSource(t *testing.T) {
 	}
 
 	// Unwatching a service drops it.
-	src.Watch(ctx, nil)
+	src.Unwatch("billing")
 	if src.Current().Endpoints("billing") != nil {
 		t.Fatal("an unwatched service is still listed")
 	}

@@ -1,7 +1,9 @@
-package mesh
+package consul_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log"
 	"net/http"
@@ -18,8 +20,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // TestConsulMeshIdleSendsOnlyLongPolls counts what a mesh on Consul sends
@@ -32,7 +36,7 @@ func TestConsulMeshIdleSendsOnlyLongPolls(t *testing.T) {
 	counter := agent.Counting(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := New(ctx, WithService("billing"), WithConsul(ConsulConfig{Client: counter.Client}), WithLogger(quietLogger()))
+	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{Client: counter.Client})), mesh.WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ var l7Intentions = &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions
 
 // consulL7Billing starts billing's and web's meshes on agent, with
 // l7Intentions in force at billing.
-func consulL7Billing(t *testing.T) (billing, web *Mesh) {
+func consulL7Billing(t *testing.T) (billing, web *mesh.Mesh) {
 	t.Helper()
 	agent := consultest.Start(t)
 	putKV(t, agent.Client, "inmesh/services/billing", "{}")
@@ -90,17 +94,9 @@ func consulL7Billing(t *testing.T) (billing, web *Mesh) {
 	}
 	billing, web = consulMesh(t, agent, "billing"), consulMesh(t, agent, "web")
 	eventually(t, 10*time.Second, "the intentions", func() bool {
-		return !billing.consul.intentions.Current().Authorize("web", "GET", "/admin", nil).Allow
+		return deniedBy(t, billing, web, "/admin")
 	})
 	return billing, web
-}
-
-// pathAttack is one request and whether billing must serve it.
-type pathAttack struct {
-	name   string
-	path   string // as sent on the wire
-	header http.Header
-	served bool
 }
 
 var consulHTTPAttacks = []pathAttack{
@@ -128,6 +124,21 @@ var consulHTTPAttacks = []pathAttack{
 	{"respelled path with the allow header", "/x/../invoices/1", http.Header{"X-Tenant": {"acme"}}, false},
 }
 
+// deniedBy reports whether server's mesh denies caller GET path, asking
+// its Handler with caller's certificate as the verified peer.
+func deniedBy(t *testing.T, server, caller *mesh.Mesh, path string) bool {
+	t.Helper()
+	id, err := caller.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{id.Certificate.Leaf}}
+	rec := httptest.NewRecorder()
+	server.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})).ServeHTTP(rec, req)
+	return rec.Code == http.StatusForbidden && rec.Header().Get(mesh.HeaderError) == string(mesh.LayerAuthz)
+}
+
 // TestConsulIntentionsL7OverHTTP sends path respellings and repeated
 // headers to a real server behind billing's mesh, over HTTP/1.1 and
 // HTTP/2, from web's certificate, with L7 intentions from a real agent.
@@ -137,104 +148,22 @@ func TestConsulIntentionsL7OverHTTP(t *testing.T) {
 	runAttacks(t, srv, web, consulHTTPAttacks)
 }
 
-// rawTestServer is an HTTPS server (HTTP/1.1 and HTTP/2) behind a mesh.
-type rawTestServer struct {
-	*httptest.Server
-	hits atomic.Int64
-}
-
-func newRawTestServer(t *testing.T, m *Mesh) *rawTestServer {
-	t.Helper()
-	s := &rawTestServer{}
-	s.Server = httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		_, _ = io.WriteString(w, "served")
-	})))
-	s.EnableHTTP2 = true
-	s.TLS = m.ServerTLSConfig()
-	s.TLS.NextProtos = []string{"h2", "http/1.1"}
-	s.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	return s
-}
-
-// runAttacks sends each attack to srv, billing's server, as caller, over HTTP/1.1 and HTTP/2,
-// with the path exactly as written (Go's client does not clean it): the
-// served ones must reach the handler, the others must be denied at layer
-// authz without reaching it.
-func runAttacks(t *testing.T, srv *rawTestServer, caller *Mesh, attacks []pathAttack) {
-	t.Helper()
-	for _, h2 := range []bool{false, true} {
-		var protos http.Protocols
-		protos.SetHTTP1(!h2)
-		protos.SetHTTP2(h2)
-		tr := &http.Transport{TLSClientConfig: identity.ClientConfig(caller.identity, "billing"), Protocols: &protos}
-		t.Cleanup(tr.CloseIdleConnections)
-		client := &http.Client{Transport: tr}
-		for _, a := range attacks {
-			req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(a.path) > 1 && a.path[1] == '/' {
-				req.URL.Path = a.path // an Opaque "//x" would be sent as "https://x"
-			} else {
-				req.URL.Opaque = a.path
-			}
-			for k, vs := range a.header {
-				req.Header[k] = vs
-			}
-			before := srv.hits.Load()
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatalf("%s (h2 %v): %v", a.name, h2, err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if wantMajor := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != wantMajor {
-				t.Fatalf("%s: HTTP/%d, want HTTP/%d", a.name, resp.ProtoMajor, wantMajor)
-			}
-			served := srv.hits.Load() != before
-			switch {
-			case a.served && (!served || resp.StatusCode != http.StatusOK):
-				t.Errorf("%s (HTTP/%d): GET %s %v: %d, want it served", a.name, resp.ProtoMajor, a.path, a.header, resp.StatusCode)
-			case !a.served && (served || resp.StatusCode != http.StatusForbidden || resp.Header.Get(HeaderError) != string(LayerAuthz)):
-				t.Errorf("%s (HTTP/%d): GET %s %v: %d %q, served %v, want an authz denial", a.name, resp.ProtoMajor, a.path, a.header,
-					resp.StatusCode, resp.Header.Get(HeaderError), served)
-			}
-		}
-	}
-}
-
 // TestConsulIntentionsL7OverGRPC sends metadata and full methods to a real
 // gRPC server behind billing's mesh, with L7 intentions from a real agent:
 // metadata are the headers the intentions see, every value of them.
 func TestConsulIntentionsL7OverGRPC(t *testing.T) {
 	billing, web := consulL7Billing(t)
-	backend := newGRPCBackend(t, "billing")
 	var unknown atomic.Int64
-	opts := append(billing.ServerOptions(), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+	backend := serveHealth(t, append(billing.ServerOptions(), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		var req healthpb.HealthCheckRequest
 		if err := ss.RecvMsg(&req); err != nil {
 			return err
 		}
 		unknown.Add(1)
 		return ss.SendMsg(&healthpb.HealthCheckResponse{})
-	}))
-	backend.srv = grpc.NewServer(opts...)
-	healthpb.RegisterHealthServer(backend.srv, backend)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = backend.srv.Serve(backend.ln)
-	}()
-	defer func() {
-		backend.srv.Stop()
-		<-done
-	}()
+	}))...)
 	conn, err := grpc.NewClient("passthrough:///"+backend.addr(),
-		grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientConfig(web.identity, "billing"))))
+		grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientConfig(sourceOf(t, web), "billing"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,8 +199,86 @@ func TestConsulIntentionsL7OverGRPC(t *testing.T) {
 		switch {
 		case tc.served && (err != nil || !served):
 			t.Errorf("%s: %s %v: %v, want it served", tc.name, tc.method, tc.md, err)
-		case !tc.served && (served || grpcstatus.Code(err) != codes.PermissionDenied || FromStatus(err) == nil || FromStatus(err).Layer != LayerAuthz):
+		case !tc.served && (served || grpcstatus.Code(err) != codes.PermissionDenied || mesh.FromStatus(err) == nil || mesh.FromStatus(err).Layer != mesh.LayerAuthz):
 			t.Errorf("%s: %s %v: %v (served %v), want an authz denial", tc.name, tc.method, tc.md, err, served)
+		}
+	}
+}
+
+// pathAttack is one request and whether billing must serve it.
+type pathAttack struct {
+	name   string
+	path   string // as sent on the wire
+	header http.Header
+	served bool
+}
+
+// rawTestServer is an HTTPS server (HTTP/1.1 and HTTP/2) behind a mesh.
+type rawTestServer struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+func newRawTestServer(t *testing.T, m *mesh.Mesh) *rawTestServer {
+	t.Helper()
+	s := &rawTestServer{}
+	s.Server = httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		_, _ = io.WriteString(w, "served")
+	})))
+	s.EnableHTTP2 = true
+	s.TLS = m.ServerTLSConfig()
+	s.TLS.NextProtos = []string{"h2", "http/1.1"}
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// runAttacks sends each attack to srv, billing's server, as caller, over HTTP/1.1 and HTTP/2,
+// with the path exactly as written (Go's client does not clean it): the
+// served ones must reach the handler, the others must be denied at layer
+// authz without reaching it.
+func runAttacks(t *testing.T, srv *rawTestServer, caller *mesh.Mesh, attacks []pathAttack) {
+	t.Helper()
+	for _, h2 := range []bool{false, true} {
+		var protos http.Protocols
+		protos.SetHTTP1(!h2)
+		protos.SetHTTP2(h2)
+		tr := &http.Transport{TLSClientConfig: identity.ClientConfig(sourceOf(t, caller), "billing"), Protocols: &protos}
+		t.Cleanup(tr.CloseIdleConnections)
+		client := &http.Client{Transport: tr}
+		for _, a := range attacks {
+			req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(a.path) > 1 && a.path[1] == '/' {
+				req.URL.Path = a.path // an Opaque "//x" would be sent as "https://x"
+			} else {
+				req.URL.Opaque = a.path
+			}
+			for k, vs := range a.header {
+				req.Header[k] = vs
+			}
+			before := srv.hits.Load()
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%s (h2 %v): %v", a.name, h2, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if wantMajor := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != wantMajor {
+				t.Fatalf("%s: HTTP/%d, want HTTP/%d", a.name, resp.ProtoMajor, wantMajor)
+			}
+			served := srv.hits.Load() != before
+			switch {
+			case a.served && (!served || resp.StatusCode != http.StatusOK):
+				t.Errorf("%s (HTTP/%d): GET %s %v: %d, want it served", a.name, resp.ProtoMajor, a.path, a.header, resp.StatusCode)
+			case !a.served && (served || resp.StatusCode != http.StatusForbidden || resp.Header.Get(mesh.HeaderError) != string(mesh.LayerAuthz)):
+				t.Errorf("%s (HTTP/%d): GET %s %v: %d %q, served %v, want an authz denial", a.name, resp.ProtoMajor, a.path, a.header,
+					resp.StatusCode, resp.Header.Get(mesh.HeaderError), served)
+			}
 		}
 	}
 }

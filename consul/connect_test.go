@@ -1,4 +1,4 @@
-package identity_test
+package consul_test
 
 import (
 	"context"
@@ -8,15 +8,16 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
 )
 
-func consulSource(t *testing.T, c *api.Client, service string) *identity.ConsulSource {
+func connectSource(t *testing.T, c *api.Client, service string) *consul.IdentitySource {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	src, err := identity.NewConsulSource(ctx, c, service, nil)
+	src, err := consul.NewIdentitySource(ctx, c, service, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +44,10 @@ func rotateCA(t *testing.T, c *api.Client) {
 	}
 }
 
-func TestConsulSource(t *testing.T) {
+func TestIdentitySource(t *testing.T) {
 	agent := consultest.Start(t)
-	billing := consulSource(t, agent.Client, "billing")
-	enrollment := consulSource(t, agent.Client, "enrollment")
+	billing := connectSource(t, agent.Client, "billing")
+	enrollment := connectSource(t, agent.Client, "enrollment")
 
 	id, err := billing.Current()
 	if err != nil {

@@ -1,4 +1,4 @@
-package policy_test
+package consul
 
 import (
 	"context"
@@ -65,13 +65,13 @@ func put(t *testing.T, kv *api.KV, key, value string) {
 	}
 }
 
-func TestConsulSource(t *testing.T) {
+func TestKVSource(t *testing.T) {
 	agent := consultest.Start(t)
 	kv := agent.Client.KV()
 	put(t, kv, "inmesh/defaults", "timeout: 2s")
 	put(t, kv, "inmesh/services/billing", `{"endpoints": [{"address": "127.0.0.1:9001"}], "retry": {"attempts": 3}}`)
 
-	src := policy.NewConsulSource(agent.Client, "", nil)
+	src := newKVWatch(agent.Client, "", nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	evs := newEvents()
@@ -114,7 +114,7 @@ func TestConsulSource(t *testing.T) {
 	}
 }
 
-func TestConsulKeysRoundTrip(t *testing.T) {
+func TestKeysRoundTrip(t *testing.T) {
 	doc, err := policy.Parse([]byte(`
 defaults: {timeout: 2s}
 services:
@@ -124,7 +124,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := policy.ConsulKeys(doc, "")
+	keys, err := Keys(doc, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ services:
 // A service whose key never held a valid block is known all the same: the
 // snapshot names it in Rejected with the reason, so that a mesh fails its
 // calls instead of sending them outside; a valid write makes it a service.
-func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
+func TestKVSourceKeepsRejectedServicesKnown(t *testing.T) {
 	agent := consultest.Start(t)
 	kv := agent.Client.KV()
 	put(t, kv, "inmesh/defaults", "retry: {backoff: {initial: 1s}}")
@@ -163,7 +163,7 @@ func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
 	put(t, kv, "inmesh/services/ledger", "retry: {attempts: 11}")         // does not parse
 	put(t, kv, "inmesh/services/audit", "retry: {backoff: {max: 100ms}}") // parses, but not with the defaults
 
-	src := policy.NewConsulSource(agent.Client, "", nil)
+	src := newKVWatch(agent.Client, "", nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	evs := newEvents()
@@ -194,18 +194,133 @@ func TestConsulSourceKeepsRejectedServicesKnown(t *testing.T) {
 	}
 }
 
-// egress is no block of Consul KV: a document that denies egress is
-// refused rather than pushed as one that allows it.
-func TestConsulKeysRefusesEgressDeny(t *testing.T) {
-	doc, err := policy.Parse([]byte("egress: deny\nservices: {billing: {}}\n"))
+// The document's egress and trust_domain are kept in <prefix>/mesh, only
+// when the document sets one of them; FromKeys reads them back.
+func TestKeysKeepTheGlobalFields(t *testing.T) {
+	doc, err := policy.Parse([]byte("egress: deny\ntrust_domain: mesh.local\nservices: {billing: {}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := policy.ConsulKeys(doc, ""); err == nil || !strings.HasPrefix(err.Error(), "policy: egress: deny cannot be kept in Consul KV") {
-		t.Fatalf("ConsulKeys: %v", err)
+	keys, err := Keys(doc, "tenant/")
+	if err != nil {
+		t.Fatalf("Keys: %v", err)
 	}
-	doc.Egress = policy.EgressAllow
-	if keys, err := policy.ConsulKeys(doc, ""); err != nil || len(keys) != 1 {
-		t.Fatalf("ConsulKeys of egress: allow: %v %v", keys, err)
+	if len(keys) != 2 || keys["tenant/mesh"] == nil || keys["tenant/services/billing"] == nil {
+		t.Fatalf("keys %v", keys)
+	}
+	back, err := FromKeys(keys, "tenant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Egress != policy.EgressDeny || back.TrustDomain != "mesh.local" || back.Services["billing"] == nil {
+		t.Fatalf("back %+v", back)
+	}
+	doc.Egress, doc.TrustDomain = "", ""
+	if keys, err := Keys(doc, ""); err != nil || len(keys) != 1 || keys["inmesh/mesh"] != nil {
+		t.Fatalf("Keys of a document without global fields: %v %v", keys, err)
+	}
+	// The global key holds those fields only, checked as in a document.
+	for value, want := range map[string]string{
+		"egress: maybe":            "egress: must be allow or deny",
+		"trust_domain: Mesh Local": "trust_domain: invalid trust domain",
+		"services: {billing: {}}":  "services: unknown field",
+		"version: v1":              "version: unknown field",
+	} {
+		_, err := FromKeys(map[string][]byte{"inmesh/mesh": []byte(value)}, "")
+		if err == nil || !strings.Contains(err.Error(), "inmesh/mesh: policy: "+want) {
+			t.Errorf("FromKeys(mesh: %q) = %v, want %q", value, err, want)
+		}
+	}
+}
+
+// The global key is watched with the others: a valid write applies, an
+// invalid one is rejected on its own and the last good one stays.
+func TestKVSourceWatchesTheGlobalKey(t *testing.T) {
+	agent := consultest.Start(t)
+	kv := agent.Client.KV()
+	put(t, kv, "inmesh/services/billing", "{}")
+	put(t, kv, "inmesh/mesh", "egress: deny")
+
+	src := newKVWatch(agent.Client, "", nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	evs := newEvents()
+	wg.Go(func() { _ = src.Watch(ctx, evs.emit) })
+	defer func() { cancel(); wg.Wait() }()
+
+	ev, at := evs.next(t, 0, "first snapshot", isSnapshot)
+	if ev.Snapshot.Doc.Egress != policy.EgressDeny || ev.Snapshot.Service("billing") == nil {
+		t.Fatalf("egress %q, billing %v", ev.Snapshot.Doc.Egress, ev.Snapshot.Service("billing"))
+	}
+	put(t, kv, "inmesh/mesh", "egress: sometimes")
+	ev, at = evs.next(t, at, "rejection", isError)
+	if msg := ev.Err.Error(); !strings.Contains(msg, "consul key inmesh/mesh") || !strings.Contains(msg, "egress: must be allow or deny") {
+		t.Fatalf("rejection: %v", msg)
+	}
+	put(t, kv, "inmesh/services/ledger", "{}")
+	ev, at = evs.next(t, at, "snapshot with ledger", isSnapshot)
+	if ev.Snapshot.Doc.Egress != policy.EgressDeny || ev.Snapshot.Service("ledger") == nil {
+		t.Fatalf("after a bad global key: egress %q, ledger %v", ev.Snapshot.Doc.Egress, ev.Snapshot.Service("ledger"))
+	}
+	if _, err := kv.Delete("inmesh/mesh", nil); err != nil {
+		t.Fatal(err)
+	}
+	evs.next(t, at, "snapshot that allows egress", func(ev policy.Event) bool {
+		return ev.Snapshot != nil && ev.Snapshot.Doc.Egress == ""
+	})
+}
+
+// TestPolicySource is the pull form: it blocks until the first valid
+// snapshot, then follows the keys.
+func TestPolicySource(t *testing.T) {
+	agent := consultest.Start(t)
+	kv := agent.Client.KV()
+	put(t, kv, "tenant/services/billing", "timeout: 2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src, err := NewPolicySource(ctx, agent.Client, "tenant", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if b := src.Current().Service("billing"); b == nil || b.Effective.Timeout != 2*time.Second || src.String() != "consul:tenant" {
+		t.Fatalf("billing %+v from %s", b, src)
+	}
+	changed := src.Changed()
+	put(t, kv, "tenant/services/billing", "timeout: 3s")
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatal("no change")
+	}
+	if b := src.Current().Service("billing"); b.Effective.Timeout != 3*time.Second {
+		t.Fatalf("after the write: %+v", b)
+	}
+
+	// A key that never held a valid block leaves its service known and
+	// rejected.
+	put(t, kv, "broken/services/billing", "retry: {attempts: 11}")
+	broken, err := NewPolicySource(ctx, agent.Client, "broken", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broken.Close()
+	if r := broken.Current().Rejected["billing"]; !strings.Contains(r, "services.billing.retry.attempts: must be 1..10") {
+		t.Fatalf("Rejected[billing] = %q", r)
+	}
+
+	// An agent that does not answer: the constructor fails when ctx ends.
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.HTTPAddr
+	agent.Stop()
+	down, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	if _, err := NewPolicySource(short, down, "", nil); err == nil ||
+		!strings.Contains(err.Error(), "consul: no valid policy under inmesh/ before the context ended") {
+		t.Fatalf("NewPolicySource without an agent: %v", err)
 	}
 }

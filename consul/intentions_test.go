@@ -1,4 +1,4 @@
-package identity_test
+package consul_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
 )
 
@@ -23,7 +23,7 @@ func TestCompileIntentions(t *testing.T) {
 		{Name: "progress", Action: api.IntentionActionDeny},
 		{Name: "*", Action: api.IntentionActionAllow},
 	}}
-	in, err := identity.CompileIntentions(entry, false)
+	in, err := consul.CompileIntentions(entry, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestCompileIntentions(t *testing.T) {
 			t.Errorf("%s %s %s: allow=%v (%s), want %v", tc.caller, tc.method, tc.path, d.Allow, d.Reason, tc.want)
 		}
 	}
-	if _, err := identity.CompileIntentions(&api.ServiceIntentionsConfigEntry{Name: "b", Sources: []*api.SourceIntention{
+	if _, err := consul.CompileIntentions(&api.ServiceIntentionsConfigEntry{Name: "b", Sources: []*api.SourceIntention{
 		{Name: "a", Permissions: []*api.IntentionPermission{{Action: "allow", HTTP: &api.IntentionHTTPPermission{PathRegex: "("}}}},
 	}}, true); err == nil {
 		t.Error("a bad regex compiled")
@@ -60,7 +60,7 @@ func TestIntentionsSourceFollowsConsul(t *testing.T) {
 	agent := consultest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	src, err := identity.NewIntentionsSource(ctx, agent.Client, "billing", nil)
+	src, err := consul.NewIntentionsSource(ctx, agent.Client, "billing", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestIntentionsPathAndHeaderBypasses(t *testing.T) {
 		}},
 		{Name: "ops", Action: allow},
 	}}
-	in, err := identity.CompileIntentions(entry, false)
+	in, err := consul.CompileIntentions(entry, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestIntentionsSourceIdleBlocks(t *testing.T) {
 			counter := agent.Counting(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			src, err := identity.NewIntentionsSource(ctx, counter.Client, tc.service, nil)
+			src, err := consul.NewIntentionsSource(ctx, counter.Client, tc.service, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package identity
+package consul
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/inmesh/inmesh/internal/blocking"
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // Intentions is the compiled service-intentions config entry of one
@@ -83,7 +83,7 @@ func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow boo
 				if h.PathRegex != "" {
 					re, err := regexp.Compile("^(?:" + h.PathRegex + ")$")
 					if err != nil {
-						return nil, fmt.Errorf("identity: intentions of %s: sources[%d].permissions[%d].http.path_regex: %w", entry.Name, si, pi, err)
+						return nil, fmt.Errorf("consul: intentions of %s: sources[%d].permissions[%d].http.path_regex: %w", entry.Name, si, pi, err)
 					}
 					cp.pathRegex = re
 				}
@@ -96,7 +96,7 @@ func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow boo
 					if hp.Regex != "" {
 						re, err := regexp.Compile("^(?:" + hp.Regex + ")$")
 						if err != nil {
-							return nil, fmt.Errorf("identity: intentions of %s: sources[%d].permissions[%d].http.header[%d].regex: %w", entry.Name, si, pi, hi, err)
+							return nil, fmt.Errorf("consul: intentions of %s: sources[%d].permissions[%d].http.header[%d].regex: %w", entry.Name, si, pi, hi, err)
 						}
 						hm.regex = re
 					}
@@ -119,21 +119,21 @@ func CompileIntentions(entry *api.ServiceIntentionsConfigEntry, defaultAllow boo
 // means none). An empty caller or a nil Intentions is denied.
 //
 // path is the request path as the client spelled it, percent-escapes kept,
-// as for [Authorizer.Authorize]. Path conditions see it decoded, and when a
+// as for [identity.Authorizer.Authorize]. Path conditions see it decoded, and when a
 // permission of the deciding source has a path condition, a path that is not
-// canonical ([CanonicalPath]) is denied outright: "/public/../admin" must not
+// canonical ([identity.CanonicalPath]) is denied outright: "/public/../admin" must not
 // slip past a deny on "/admin". PathPrefix is a plain prefix, as in Consul.
 //
 // A header condition sees every value of a repeated header: in a deny
 // permission it holds when it holds for any value, in an allow permission
 // only when it holds for every value, so that no duplicate header turns a
 // deny into an allow.
-func (in *Intentions) Authorize(caller, method, path string, header func(string) []string) Decision {
+func (in *Intentions) Authorize(caller, method, path string, header func(string) []string) identity.Decision {
 	if in == nil {
-		return Decision{Rule: -1, Reason: "no intentions loaded"}
+		return identity.Decision{Rule: -1, Reason: "no intentions loaded"}
 	}
 	if caller == "" {
-		return Decision{Rule: -1, Reason: reasonNoCaller}
+		return identity.Decision{Rule: -1, Reason: "no caller identity"}
 	}
 	src := in.exact[caller]
 	if src == nil {
@@ -143,26 +143,26 @@ func (in *Intentions) Authorize(caller, method, path string, header func(string)
 		return in.fallback(fmt.Sprintf("no intention names %q", caller))
 	}
 	if !src.l7 {
-		return Decision{Allow: src.allow, Rule: 0, Reason: fmt.Sprintf("intention %s -> %s", src.name, action(src.allow))}
+		return identity.Decision{Allow: src.allow, Rule: 0, Reason: fmt.Sprintf("intention %s -> %s", src.name, action(src.allow))}
 	}
 	if src.pathDepends {
-		decoded, ok := CanonicalPath(path)
+		decoded, ok := identity.CanonicalPath(path)
 		if !ok {
-			return Decision{Rule: -1, Reason: fmt.Sprintf("intention %s: path %q is not canonical -> deny", src.name, path)}
+			return identity.Decision{Rule: -1, Reason: fmt.Sprintf("intention %s: path %q is not canonical -> deny", src.name, path)}
 		}
 		path = decoded
 	}
 	for i := range src.perms {
 		p := &src.perms[i]
 		if p.matches(method, path, header) {
-			return Decision{Allow: p.allow, Rule: i, Reason: fmt.Sprintf("intention %s permission %d -> %s", src.name, i, action(p.allow))}
+			return identity.Decision{Allow: p.allow, Rule: i, Reason: fmt.Sprintf("intention %s permission %d -> %s", src.name, i, action(p.allow))}
 		}
 	}
 	return in.fallback(fmt.Sprintf("no permission of intention %s matches %s %s", src.name, method, path))
 }
 
-func (in *Intentions) fallback(why string) Decision {
-	return Decision{Allow: in.defaultAllow, Rule: -1, Reason: why + "; default " + action(in.defaultAllow)}
+func (in *Intentions) fallback(why string) identity.Decision {
+	return identity.Decision{Allow: in.defaultAllow, Rule: -1, Reason: why + "; default " + action(in.defaultAllow)}
 }
 
 func action(allow bool) string {
@@ -245,37 +245,30 @@ func (h *headerMatch) matchValue(v string) bool {
 // connections too. The default decision is the agent's ACL default policy.
 // Safe for concurrent use; Close stops the watch.
 type IntentionsSource struct {
-	current atomic.Pointer[Intentions]
-	ready   chan struct{}
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	val  value[Intentions]
+	last lastError
 }
 
 // NewIntentionsSource starts watching the intentions of service and returns
-// once they are known, or ctx ends (then it stops and returns the error).
-// A nil logger means slog.Default().
+// once they are known, or ctx ends (then it stops and returns the error,
+// with the last failure). The watch outlives ctx; Close stops it. A nil
+// logger means slog.Default().
 func NewIntentionsSource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*IntentionsSource, error) {
-	s := StartIntentionsSource(client, service, logger)
-	select {
-	case <-s.Ready():
-		return s, nil
-	case <-ctx.Done():
-		s.Close()
-		return nil, fmt.Errorf("identity: no intentions of %s from Consul: %w", service, ctx.Err())
+	if client == nil {
+		return nil, errNoClient
 	}
+	s := startIntentions(client, service, orDefault(logger))
+	if err := s.val.await(ctx, "intentions of "+service, s.last.load); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// StartIntentionsSource starts watching the intentions of service and
-// returns at once: until the first answer, Current is nil and every caller
-// is denied. Ready is closed at the first answer.
-func StartIntentionsSource(client *api.Client, service string, logger *slog.Logger) *IntentionsSource {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	// The watch lives until Close, not for the duration of any one call.
-	runCtx, cancel := context.WithCancel(context.Background())
-	s := &IntentionsSource{cancel: cancel, ready: make(chan struct{})}
-	var once sync.Once
+// startIntentions starts the watch and returns at once: until the first
+// answer, Current is nil and every caller is denied.
+func startIntentions(client *api.Client, service string, logger *slog.Logger) *IntentionsSource {
+	s := &IntentionsSource{}
+	s.val.start()
 	entries := client.ConfigEntries()
 	var defaultAllow *bool
 	loop := &blocking.Loop{
@@ -309,35 +302,46 @@ func StartIntentionsSource(client *api.Client, service string, logger *slog.Logg
 			}
 			in, cerr := CompileIntentions(entry, *defaultAllow)
 			if cerr != nil {
+				s.last.store(cerr)
 				logger.Error("inmesh: intentions rejected; the ones in force stay", "service", service, "err", cerr)
 			} else {
-				s.current.Store(in)
-				once.Do(func() { close(s.ready) })
+				s.val.set(in)
 			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
+			s.last.store(err)
 			if failures == 1 || failures%10 == 0 {
 				logger.Warn("inmesh: consul intentions watch failed; the intentions in force stay",
 					"service", service, "failures", failures, "retry_in", wait, "err", err)
 			}
 		},
 	}
-	s.wg.Go(func() { _ = loop.Run(runCtx) })
+	s.val.run(func(ctx context.Context) { _ = loop.Run(ctx) })
 	return s
 }
 
-// Ready is closed once the first intentions are known.
-func (s *IntentionsSource) Ready() <-chan struct{} { return s.ready }
-
 // Current returns the intentions in force; nil before the first answer (a
 // nil *Intentions denies every caller).
-func (s *IntentionsSource) Current() *Intentions { return s.current.Load() }
+func (s *IntentionsSource) Current() *Intentions { return s.val.load() }
+
+// Changed returns a channel closed at the next change of Current.
+func (s *IntentionsSource) Changed() <-chan struct{} { return s.val.changed() }
+
+// Authorize decides a request with the intentions in force (see
+// [Intentions.Authorize]); before the first answer it denies.
+func (s *IntentionsSource) Authorize(caller, method, path string, header func(string) []string) identity.Decision {
+	return s.val.load().Authorize(caller, method, path, header)
+}
+
+// authorizeRequest is Authorize for a mesh's Handler and gRPC server.
+func (s *IntentionsSource) authorizeRequest(caller, method, path string, header mesh.RequestHeader) identity.Decision {
+	return s.val.load().Authorize(caller, method, path, header.Values)
+}
 
 // Close stops the watch and waits for it. It is safe to call twice.
 func (s *IntentionsSource) Close() error {
-	s.cancel()
-	s.wg.Wait()
+	s.val.close()
 	return nil
 }
 

@@ -1,15 +1,20 @@
-package mesh
+package consul_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // TestConsulCARotationUnderLoad rotates the Connect CA root while four
@@ -85,8 +90,8 @@ func TestConsulPropagation(t *testing.T) {
 	putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "1s"}`)
 	for _, n := range []int{1, 50} {
 		t.Run(fmt.Sprint(n, " meshes"), func(t *testing.T) {
-			meshes := make([]*Mesh, n)
-			dev := WithIdentity(mustDevSource(t, "watcher"))
+			meshes := make([]*mesh.Mesh, n)
+			dev := mesh.WithIdentity(mustDevSource(t, "watcher"))
 			for i := range meshes {
 				meshes[i] = consulMesh(t, agent, "watcher", dev)
 			}
@@ -96,13 +101,18 @@ func TestConsulPropagation(t *testing.T) {
 				start := time.Now()
 				putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "`+want+`"}`)
 				for _, m := range meshes {
-					for m.state.Load().policy.Service("billing").Effective.Timeout.String() != timeString(want) {
-						if time.Since(start) > 10*time.Second {
-							t.Fatalf("update %d never reached a mesh", u)
+					for {
+						// The version (the content hash) is cheap to poll:
+						// read the policy again only when it changes.
+						version := m.PolicyVersion()
+						if svc := adminConfig(t, m).Effective["billing"]; svc != nil && svc.Effective.Timeout == timeString(want) {
+							break
 						}
-						select {
-						case <-m.state.Load().replaced:
-						case <-time.After(time.Millisecond):
+						for m.PolicyVersion() == version {
+							if time.Since(start) > 10*time.Second {
+								t.Fatalf("update %d never reached a mesh", u)
+							}
+							time.Sleep(100 * time.Microsecond)
 						}
 					}
 					lat = append(lat, time.Since(start))
@@ -143,7 +153,41 @@ func TestConsulRegisterAndDeregister(t *testing.T) {
 	if err != nil || len(entries) != 0 {
 		t.Fatalf("catalog after Close: %d entries, %v", len(entries), err)
 	}
-	if err := (&Mesh{}).Register(context.Background(), Instance{Address: "127.0.0.1:1"}); err == nil {
+	if err := (&mesh.Mesh{}).Register(context.Background(), mesh.Instance{Address: "127.0.0.1:1"}); err == nil {
 		t.Fatal("Register without Consul succeeded")
+	}
+}
+
+// TestRegisterNeedsACatalog: a mesh whose control plane has no catalog (a
+// policy file, a fixed policy) fails Register, saying why.
+func TestRegisterNeedsACatalog(t *testing.T) {
+	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithPolicy(doc), mesh.WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = m.Register(ctx, mesh.Instance{Address: "127.0.0.1:9001"})
+	if !errors.Is(err, mesh.ErrNoCatalog) || !strings.Contains(err.Error(), "mesh: Register billing-127.0.0.1-9001: ") {
+		t.Fatalf("Register on a fixed policy: %v", err)
+	}
+}
+
+// TestNewReportsABadConfig: a Consul control plane without a client fails
+// mesh.New at once, naming the field.
+func TestNewReportsABadConfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{})), mesh.WithLogger(quietLogger()))
+	if err == nil || !strings.Contains(err.Error(), "mesh: consul: Config.Client is nil") {
+		t.Fatalf("New without a client: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("New waited for the context")
 	}
 }

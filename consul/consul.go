@@ -1,0 +1,203 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// Config says which Consul a control plane talks to. Its zero Prefix is
+// DefaultPrefix.
+type Config struct {
+	// Client talks to the local Consul agent. Required.
+	Client *api.Client
+	// Prefix is the KV prefix of the policy; "" means DefaultPrefix
+	// ("inmesh").
+	Prefix string
+}
+
+// ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
+// the policy from KV under the prefix, the endpoints of the destinations
+// the mesh calls from the catalog's health endpoint, this workload's
+// identity from the Connect CA, the authorization of its callers from
+// service-intentions config entries, and Register as an agent service
+// registration with a TCP health check.
+//
+// A ControlPlane serves one mesh, which takes it over: mesh.New starts its
+// watches, and the mesh's Close stops them and deregisters what Register
+// registered. It is safe for concurrent use.
+type ControlPlane struct {
+	cfg Config
+
+	mu         sync.Mutex
+	closed     bool
+	closers    []interface{ Close() error } // the sources started, closed by Close
+	registered []string                     // service IDs Close deregisters
+}
+
+var _ mesh.ControlPlane = (*ControlPlane)(nil)
+
+// New returns the control plane of cfg, to give mesh.WithControlPlane:
+//
+//	mesh.New(ctx, mesh.WithService("billing"),
+//		mesh.WithControlPlane(consul.New(consul.Config{Client: client})))
+//
+// It starts nothing: mesh.New does, and reports a Config it cannot use (no
+// Client) as its error.
+func New(cfg Config) *ControlPlane {
+	cfg.Prefix = cleanPrefix(cfg.Prefix)
+	return &ControlPlane{cfg: cfg}
+}
+
+// track remembers a source for Close, or closes it at once and fails when
+// the control plane is closed already.
+func (cp *ControlPlane) track(c interface{ Close() error }) error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.closed {
+		_ = c.Close()
+		return errClosed
+	}
+	cp.closers = append(cp.closers, c)
+	return nil
+}
+
+var errClosed = errors.New("consul: the control plane is closed")
+
+// check reports a Config that cannot work, and a closed control plane.
+func (cp *ControlPlane) check() error {
+	if cp.cfg.Client == nil {
+		return errors.New("consul: Config.Client is nil: set an *api.Client of github.com/hashicorp/consul/api")
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.closed {
+		return errClosed
+	}
+	return nil
+}
+
+// Policy implements mesh.ControlPlane: the policy from KV under the prefix,
+// one blocking query on it; its staleness goes to w.PolicyStaleness.
+func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
+	if err := cp.check(); err != nil {
+		return nil, err
+	}
+	return newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), nil
+}
+
+// Endpoints implements mesh.ControlPlane: the passing instances of each
+// destination, from its first call on.
+func (cp *ControlPlane) Endpoints(w mesh.Workload) (mesh.EndpointSource, error) {
+	if err := cp.check(); err != nil {
+		return nil, err
+	}
+	s := startEndpoints(cp.cfg.Client, orDefault(w.Logger))
+	if err := cp.track(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Identity implements mesh.ControlPlane: the Connect leaf of w's service
+// and the CA roots (see NewIdentitySource).
+func (cp *ControlPlane) Identity(ctx context.Context, w mesh.Workload) (identity.Source, error) {
+	if err := cp.check(); err != nil {
+		return nil, err
+	}
+	s, err := NewIdentitySource(ctx, cp.cfg.Client, w.Service, w.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.track(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Authorizer implements mesh.ControlPlane: the service-intentions of w's
+// service decide every request, with Consul's precedence (see Intentions);
+// the policy's authorization blocks do not apply.
+func (cp *ControlPlane) Authorizer(w mesh.Workload) (*mesh.Authorization, error) {
+	if err := cp.check(); err != nil {
+		return nil, err
+	}
+	s := startIntentions(cp.cfg.Client, w.Service, orDefault(w.Logger))
+	if err := cp.track(s); err != nil {
+		return nil, err
+	}
+	return &mesh.Authorization{Authorize: s.authorizeRequest, Ready: s.val.ready}, nil
+}
+
+// Register implements mesh.ControlPlane: it registers inst with the local
+// agent, as an instance of w's service, with a TCP check that Consul runs
+// against inst.Address every 2 s (an instance critical for a minute is
+// deregistered). Close deregisters it.
+func (cp *ControlPlane) Register(ctx context.Context, w mesh.Workload, inst mesh.Instance) error {
+	if err := cp.check(); err != nil {
+		return err
+	}
+	host, portText, err := net.SplitHostPort(inst.Address)
+	if err != nil {
+		return fmt.Errorf("consul: address %q: %w", inst.Address, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return fmt.Errorf("consul: address %q: bad port", inst.Address)
+	}
+	reg := &api.AgentServiceRegistration{
+		ID: inst.ID, Name: w.Service, Address: host, Port: port, Tags: inst.Tags, Meta: inst.Meta,
+		Check: &api.AgentServiceCheck{
+			Name:                           "inmesh: " + w.Service + " accepts connections",
+			TCP:                            inst.Address,
+			Interval:                       "2s",
+			Timeout:                        "1s",
+			Status:                         api.HealthPassing,
+			DeregisterCriticalServiceAfter: "1m",
+		},
+	}
+	if err := cp.cfg.Client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: registering %s: %w", inst.ID, err)
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.registered = append(cp.registered, inst.ID)
+	return nil
+}
+
+// Close deregisters the instances Register registered and stops every
+// watch, waiting for them. It is safe to call twice.
+func (cp *ControlPlane) Close() error {
+	cp.mu.Lock()
+	if cp.closed {
+		cp.mu.Unlock()
+		return nil
+	}
+	cp.closed = true
+	ids, closers := cp.registered, cp.closers
+	cp.registered, cp.closers = nil, nil
+	cp.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		if err := cp.cfg.Client.Agent().ServiceDeregisterOpts(id, q); err != nil {
+			errs = append(errs, fmt.Errorf("consul: deregistering %s: %w", id, err))
+		}
+		cancel()
+	}
+	for _, c := range closers {
+		_ = c.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,209 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/discovery"
+)
+
+// SourceCatalog is the Source of the endpoint snapshots built from the
+// Consul catalog.
+const SourceCatalog = "consul"
+
+// TagLabel is the label an instance gets for each of its Consul tags, with
+// the value "true": the tag canary becomes "tag:canary".
+func TagLabel(tag string) string { return "tag:" + tag }
+
+// EndpointSource watches, in the Consul catalog, the passing instances of
+// the services this process calls (the health endpoint, one blocking query
+// per service), and publishes a discovery.Snapshot of them after every
+// change. An instance's labels are its Service.Meta plus TagLabel(t) =
+// "true" for each tag t. A failed query never empties a service: the last
+// answer stays.
+//
+// EndpointSource is safe for concurrent use. Close stops its goroutines.
+type EndpointSource struct {
+	health *api.Health
+	log    *slog.Logger
+	val    value[discovery.Snapshot]
+
+	mu      sync.Mutex
+	watches map[string]*serviceWatch
+	current map[string][]discovery.Endpoint
+	closed  bool
+}
+
+type serviceWatch struct {
+	cancel context.CancelFunc
+	ready  chan struct{} // closed at the first answer
+}
+
+// NewEndpointSource starts watching services in the catalog and returns
+// once each has had its first answer, or ctx ends (then it stops and
+// returns the error). Watch adds services later. The watches outlive ctx;
+// Close stops them. A nil logger means slog.Default().
+func NewEndpointSource(ctx context.Context, client *api.Client, services []string, logger *slog.Logger) (*EndpointSource, error) {
+	if client == nil {
+		return nil, errNoClient
+	}
+	s := startEndpoints(client, orDefault(logger))
+	for _, name := range services {
+		s.Watch(ctx, name)
+	}
+	if ctx.Err() != nil {
+		s.Close()
+		return nil, fmt.Errorf("consul: no endpoints of %s before the context ended: %w", strings.Join(services, ", "), ctx.Err())
+	}
+	return s, nil
+}
+
+// startEndpoints returns a source that watches nothing yet.
+func startEndpoints(client *api.Client, logger *slog.Logger) *EndpointSource {
+	s := &EndpointSource{
+		health:  client.Health(),
+		log:     logger,
+		watches: map[string]*serviceWatch{},
+		current: map[string][]discovery.Endpoint{},
+	}
+	s.val.start()
+	s.val.cur.Store(&discovery.Snapshot{Source: SourceCatalog, Services: map[string][]discovery.Endpoint{}})
+	return s
+}
+
+// Watch starts watching service, unless it is watched already, and returns
+// once it has had its first answer or ctx ends (the watch goes on then).
+func (s *EndpointSource) Watch(ctx context.Context, service string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	w, ok := s.watches[service]
+	if !ok {
+		w = &serviceWatch{ready: make(chan struct{})}
+		// The watch outlives this call (whose ctx only bounds the wait
+		// for a first answer); Close, or Unwatch, cancels it.
+		var wctx context.Context
+		wctx, w.cancel = context.WithCancel(s.val.ctx)
+		s.watches[service] = w
+		s.val.run(func(context.Context) { s.run(wctx, service, w) })
+	}
+	s.mu.Unlock()
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+	}
+}
+
+// Unwatch stops watching service and drops its endpoints.
+func (s *EndpointSource) Unwatch(service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.watches[service]
+	if !ok {
+		return
+	}
+	w.cancel()
+	delete(s.watches, service)
+	delete(s.current, service)
+	s.publishLocked()
+}
+
+// run watches one service until ctx ends.
+func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatch) {
+	var once sync.Once
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			entries, meta, err := s.health.Service(service, "", true, q)
+			if err != nil {
+				return blocking.Result{}, err
+			}
+			s.set(service, endpointsOf(entries))
+			once.Do(func() { close(w.ready) })
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if failures == 1 || failures%10 == 0 {
+				s.log.Warn("inmesh: consul health watch failed; the endpoints in force stay",
+					"service", service, "failures", failures, "retry_in", wait, "err", err)
+			}
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+// set records a service's endpoints and publishes when they changed.
+func (s *EndpointSource) set(service string, eps []discovery.Endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, watched := s.watches[service]; !watched || slices.EqualFunc(s.current[service], eps, sameEndpoint) && s.current[service] != nil {
+		return
+	}
+	s.current[service] = eps
+	s.publishLocked()
+}
+
+// publishLocked publishes a snapshot of the current endpoints; s.mu is
+// held, so snapshots are published in the order of the changes.
+func (s *EndpointSource) publishLocked() {
+	s.val.set(&discovery.Snapshot{Source: SourceCatalog, Services: maps.Clone(s.current)})
+}
+
+// Current returns the endpoints known now, of every watched service. The
+// snapshot must not be modified.
+func (s *EndpointSource) Current() *discovery.Snapshot { return s.val.load() }
+
+// Changed returns a channel closed at the next change of Current.
+func (s *EndpointSource) Changed() <-chan struct{} { return s.val.changed() }
+
+// Close stops every watch and waits for them. It is safe to call twice.
+func (s *EndpointSource) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for name, w := range s.watches {
+		w.cancel()
+		delete(s.watches, name)
+	}
+	s.mu.Unlock()
+	s.val.close()
+	return nil
+}
+
+// endpointsOf turns health entries into endpoints, sorted by address.
+func endpointsOf(entries []*api.ServiceEntry) []discovery.Endpoint {
+	eps := make([]discovery.Endpoint, 0, len(entries))
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		host := e.Service.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		labels := make(map[string]string, len(e.Service.Meta)+len(e.Service.Tags))
+		maps.Copy(labels, e.Service.Meta)
+		for _, t := range e.Service.Tags {
+			labels[TagLabel(t)] = "true"
+		}
+		eps = append(eps, discovery.Endpoint{Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Labels: labels})
+	}
+	slices.SortFunc(eps, func(a, b discovery.Endpoint) int { return strings.Compare(a.Address, b.Address) })
+	return eps
+}
+
+func sameEndpoint(a, b discovery.Endpoint) bool {
+	return a.Address == b.Address && maps.Equal(a.Labels, b.Labels)
+}

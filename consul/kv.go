@@ -1,0 +1,347 @@
+package consul
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// DefaultPrefix is the KV prefix of the policy in Consul.
+const DefaultPrefix = "inmesh"
+
+// The keys under the prefix that hold the policy, one block each.
+const (
+	keyGlobal   = "mesh"      // <prefix>/mesh: the document's egress and trust_domain
+	keyDefaults = "defaults"  // <prefix>/defaults
+	keyServices = "services/" // <prefix>/services/<name>
+)
+
+// kvWatch is the policy kept in Consul KV: <prefix>/mesh (the document's
+// egress and trust_domain), <prefix>/defaults and one key per service,
+// <prefix>/services/<name>, each YAML or JSON, watched with one blocking
+// query on the prefix (Consul limits a client's connections, so never one
+// per key). It is the policy.Source of the control plane.
+//
+// A key that does not validate is rejected on its own: its block keeps its
+// last good version and the others update. A key deleted from Consul
+// removes its block, but only when the KV read succeeded: errors never
+// count as deletions. Stale reads are allowed; the staleness of each answer
+// (X-Consul-LastContact) goes to onContact.
+type kvWatch struct {
+	kv        *api.KV
+	prefix    string
+	log       *slog.Logger
+	onContact func(time.Duration) // nil: none
+
+	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
+	last *policy.Document    // the document last emitted
+	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
+
+	// lastRejected is the Rejected of the snapshot last emitted.
+	lastRejected map[string]string
+}
+
+var _ policy.Source = (*kvWatch)(nil)
+
+// keyBlock is the parsed block of one key at one ModifyIndex and value.
+// The value is compared too: a restarted or restored Consul starts its
+// indexes again, so an index alone can name two different values.
+type keyBlock struct {
+	modify uint64
+	value  []byte
+	block  *policy.Service // a service or the defaults
+	global *policy.Global  // the key <prefix>/mesh
+}
+
+// newKVWatch returns the source of the policy under prefix ("" means
+// DefaultPrefix).
+func newKVWatch(client *api.Client, prefix string, logger *slog.Logger, onContact func(time.Duration)) *kvWatch {
+	return &kvWatch{
+		kv:        client.KV(),
+		prefix:    cleanPrefix(prefix),
+		log:       orDefault(logger),
+		onContact: onContact,
+		keys:      map[string]keyBlock{},
+		bad:       map[string]uint64{},
+	}
+}
+
+// cleanPrefix is prefix without a trailing slash, DefaultPrefix for "".
+func cleanPrefix(prefix string) string {
+	if prefix == "" {
+		return DefaultPrefix
+	}
+	return strings.TrimSuffix(prefix, "/")
+}
+
+func (s *kvWatch) String() string { return "consul:" + s.prefix }
+
+// Watch implements policy.Source.
+func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			pairs, meta, err := s.kv.List(s.prefix+"/", q)
+			if err != nil {
+				return blocking.Result{}, err
+			}
+			if s.onContact != nil {
+				s.onContact(meta.LastContact)
+			}
+			if index == 0 || meta.LastIndex != index {
+				s.apply(pairs, meta.LastIndex, emit)
+			}
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			level := slog.LevelDebug
+			if failures == 1 || failures%10 == 0 {
+				level = slog.LevelWarn
+			}
+			s.log.Log(context.Background(), level, "inmesh: consul KV watch failed; the policy in force stays",
+				"prefix", s.prefix, "failures", failures, "retry_in", wait, "err", err)
+		},
+	}
+	return loop.Run(ctx)
+}
+
+// apply turns one answer of the KV list into events.
+func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)) {
+	var blocks policy.Blocks
+	blocks.Services = map[string]*policy.Service{}
+	// unusable holds the services whose key holds no valid block, with
+	// the reason: the snapshot names them in Rejected, so that a mesh
+	// fails their calls instead of taking them for outside hosts.
+	unusable := map[string]string{}
+	seen := map[string]bool{}
+	keyOf := map[string]string{} // block path -> key
+	for _, p := range pairs {
+		path, ok := s.blockPath(p.Key)
+		if !ok {
+			if !strings.HasSuffix(p.Key, "/") { // folders are fine
+				s.log.Debug("inmesh: ignoring a KV key that is no policy block", "key", p.Key)
+			}
+			continue
+		}
+		seen[p.Key] = true
+		keyOf[path] = p.Key
+		kb, err := s.parse(p, path)
+		if err != nil {
+			err = fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)
+			if s.bad[p.Key] != p.ModifyIndex || p.ModifyIndex == 0 {
+				s.bad[p.Key] = p.ModifyIndex
+				emit(policy.Event{Err: err})
+			}
+			prev, ok := s.keys[p.Key]
+			if !ok {
+				// Never valid: the service has no policy, but it is known.
+				if name, isService := strings.CutPrefix(p.Key, s.prefix+"/"+keyServices); isService {
+					unusable[name] = err.Error()
+				}
+				continue
+			}
+			kb = prev
+		} else {
+			delete(s.bad, p.Key)
+		}
+		switch path {
+		case keyGlobal:
+			blocks.Global = kb.global
+		case keyDefaults:
+			blocks.Defaults = kb.block
+		default:
+			blocks.Services[strings.TrimPrefix(p.Key, s.prefix+"/"+keyServices)] = kb.block
+		}
+	}
+	for key := range s.keys {
+		if !seen[key] {
+			delete(s.keys, key) // deleted in Consul, read successfully
+		}
+	}
+
+	doc, rejected := blocks.Assemble(s.last)
+	reasons := make(map[string]string, len(rejected))
+	for block, err := range rejected {
+		key := keyOf[block]
+		if key == "" {
+			key = s.prefix + "/" + block
+		}
+		err = fmt.Errorf("consul key %s (index %d): does not fit the policy: %w", key, index, err)
+		reasons[block] = err.Error()
+		emit(policy.Event{Err: err})
+	}
+	if doc == nil {
+		return
+	}
+	// A block Assemble dropped without an earlier version leaves its
+	// service known but without a policy, as a key that does not parse.
+	for name := range blocks.Services {
+		if _, ok := doc.Services[name]; !ok {
+			unusable[name] = cmp.Or(reasons[policy.ServicePath(name)], "its block does not fit the policy")
+		}
+	}
+	snap, err := policy.NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
+	if err != nil { // Assemble returned a validated document; keep the path safe anyway
+		emit(policy.Event{Err: fmt.Errorf("consul %s (index %d): %w", s.prefix, index, err)})
+		return
+	}
+	if len(unusable) > 0 {
+		snap.Rejected = unusable
+	}
+	if s.last != nil && sameHash(s.last, snap) && maps.Equal(s.lastRejected, snap.Rejected) {
+		return
+	}
+	s.last, s.lastRejected = snap.Doc, snap.Rejected
+	emit(policy.Event{Snapshot: snap})
+}
+
+// parse returns the block of one pair, reusing the last parse of an
+// unchanged key.
+func (s *kvWatch) parse(p *api.KVPair, path string) (keyBlock, error) {
+	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && bytes.Equal(kb.value, p.Value) {
+		return kb, nil
+	}
+	kb := keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value)}
+	var err error
+	if path == keyGlobal {
+		kb.global, err = policy.ParseGlobal(p.Value)
+	} else {
+		kb.block, err = policy.ParseService(p.Value, path)
+	}
+	if err != nil {
+		return keyBlock{}, err
+	}
+	s.keys[p.Key] = kb
+	return kb, nil
+}
+
+// blockPath maps a key to the path of its block: "mesh" (the global
+// block), "defaults" or the path of a service ("services.billing"). Other
+// keys are not policy blocks.
+func (s *kvWatch) blockPath(key string) (string, bool) {
+	return blockPath(s.prefix, key)
+}
+
+func blockPath(prefix, key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, prefix+"/")
+	if !ok {
+		return "", false
+	}
+	if rest == keyGlobal || rest == keyDefaults {
+		return rest, true
+	}
+	name, ok := strings.CutPrefix(rest, keyServices)
+	if !ok || !policy.IsServiceName(name) {
+		return "", false
+	}
+	return policy.ServicePath(name), true
+}
+
+// IsPolicyKey reports whether key holds a block of the policy under prefix
+// ("" means DefaultPrefix): <prefix>/mesh, <prefix>/defaults or
+// <prefix>/services/<name>. `inmesh push` removes the policy keys it does
+// not write.
+func IsPolicyKey(key, prefix string) bool {
+	_, ok := blockPath(cleanPrefix(prefix), key)
+	return ok
+}
+
+func sameHash(prev *policy.Document, snap *policy.Snapshot) bool {
+	h, err := policy.Hash(prev)
+	return err == nil && h == snap.Hash
+}
+
+// Keys splits a document into the KV pairs that hold it under prefix ("" means
+// DefaultPrefix): <prefix>/mesh when the document sets egress or
+// trust_domain, <prefix>/defaults and one <prefix>/services/<name> per
+// service, each value the block as JSON. The version label is not kept:
+// with Consul, the version is the content hash. [FromKeys] reads the keys
+// back.
+func Keys(doc *policy.Document, prefix string) (map[string][]byte, error) {
+	if doc == nil {
+		return nil, errors.New("consul: Keys: no document")
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	prefix = cleanPrefix(prefix)
+	out := map[string][]byte{}
+	if g := policy.GlobalOf(doc); g != nil {
+		b, err := json.MarshalIndent(g, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		out[prefix+"/"+keyGlobal] = b
+	}
+	if doc.Defaults != nil {
+		b, err := marshalBlock(doc.Defaults)
+		if err != nil {
+			return nil, err
+		}
+		out[prefix+"/"+keyDefaults] = b
+	}
+	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
+		b, err := marshalBlock(doc.Services[name])
+		if err != nil {
+			return nil, err
+		}
+		out[prefix+"/"+keyServices+name] = b
+	}
+	return out, nil
+}
+
+// FromKeys assembles the document that the policy keys among keys hold
+// under prefix ("" means DefaultPrefix); other keys are ignored. Unlike a
+// mesh, which keeps the last good version of a bad key, it fails when any
+// key does not validate, naming every such key.
+func FromKeys(keys map[string][]byte, prefix string) (*policy.Document, error) {
+	prefix = cleanPrefix(prefix)
+	blocks := policy.Blocks{Services: map[string]*policy.Service{}}
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(keys)) {
+		path, ok := blockPath(prefix, key)
+		if !ok {
+			continue
+		}
+		var err error
+		switch path {
+		case keyGlobal:
+			blocks.Global, err = policy.ParseGlobal(keys[key])
+		case keyDefaults:
+			blocks.Defaults, err = policy.ParseService(keys[key], path)
+		default:
+			name := strings.TrimPrefix(key, prefix+"/"+keyServices)
+			blocks.Services[name], err = policy.ParseService(keys[key], path)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	doc, rejected := blocks.Assemble(nil)
+	for _, block := range slices.Sorted(maps.Keys(rejected)) {
+		errs = append(errs, fmt.Errorf("%s: %w", block, rejected[block]))
+	}
+	if len(errs) > 0 || doc == nil {
+		return nil, fmt.Errorf("consul: the policy under %s/ does not validate:\n%w", prefix, errors.Join(errs...))
+	}
+	return doc, nil
+}
+
+// marshalBlock renders one block as indented JSON, the form `inmesh get`
+// reads back.
+func marshalBlock(s *policy.Service) ([]byte, error) {
+	return json.MarshalIndent(s, "", "  ")
+}
