@@ -179,6 +179,7 @@ type decoder struct {
 
 	path    []byte                           // path of the value being decoded, as join and index write it
 	pairs   []entry                          // the entries of the mappings being decoded, outermost first
+	keys    []string                         // buffer of plain, for its duplicate check
 	cells   map[reflect.Type][]reflect.Value // spare addressable values, by type, for map elements
 	keyCell reflect.Value                    // an addressable string, for map keys
 }
@@ -324,9 +325,72 @@ type entry struct {
 	value *yaml.Node
 }
 
-// smallMapping is the most pairs a mapping may have for its duplicate keys
-// to be found by comparing each key with those before it, without a map.
+// smallMapping is the most pairs a mapping (or list) may have for its
+// duplicates to be found by comparing each item with those before it,
+// rather than with a map or by sorting.
 const smallMapping = 16
+
+// plain reports whether the keys of mapping n are distinct strings (valid
+// UTF-8) and none is a merge key: then its pairs are n.Content as it is, and
+// entries need not be built. It counts no node.
+func (d *decoder) plain(n *yaml.Node) bool {
+	if len(n.Content)%2 != 0 {
+		return false
+	}
+	keys := slices.Grow(d.keys[:0], len(n.Content)/2)
+	for i := 0; i < len(n.Content); i += 2 {
+		k := n.Content[i]
+		for hops := 0; k.Kind == yaml.AliasNode; hops++ {
+			if k.Alias == nil || hops > 100 {
+				return false
+			}
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode || !utf8.ValidString(k.Value) {
+			return false
+		}
+		switch k.ShortTag() {
+		case tagNull, tagMerge:
+			return false
+		}
+		keys = append(keys, k.Value)
+	}
+	d.keys = keys
+	if len(keys) <= smallMapping {
+		for i := range keys {
+			if slices.Contains(keys[:i], keys[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	slices.Sort(keys)
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// each calls f with every pair of mapping n (see entries), in order.
+func (d *decoder) each(n *yaml.Node, f func(key string, value *yaml.Node)) {
+	if d.plain(n) {
+		for i := 0; i < len(n.Content); i += 2 {
+			k := d.visit(n.Content[i])
+			if k == nil {
+				return
+			}
+			f(k.Value, n.Content[i+1])
+		}
+		return
+	}
+	start := len(d.pairs)
+	for _, e := range d.entries(n) {
+		f(e.key, e.value)
+	}
+	d.pairs = d.pairs[:start]
+}
 
 // entries returns the pairs of mapping n, merge keys ("<<: *base") expanded
 // with the explicit keys winning. A key given twice is reported. The pairs
@@ -338,29 +402,9 @@ func (d *decoder) entries(n *yaml.Node) []entry {
 		d.failAt("malformed mapping")
 		return nil
 	}
-	// Keys seen so far, to find duplicates: the pairs themselves for a
-	// small mapping, a map for a large one.
-	var seen map[string]int // key -> line
-	if len(n.Content)/2 > smallMapping {
-		seen = make(map[string]int, len(n.Content)/2)
-	}
-	d.pairs = slices.Grow(d.pairs, len(n.Content)/2)
-	first := func(key string) (int, bool) {
-		if seen != nil {
-			line, ok := seen[key]
-			return line, ok
-		}
-		for _, e := range d.pairs[start:] {
-			if e.key == key {
-				return e.line, true
-			}
-		}
-		return 0, false
-	}
+	seen := make(map[string]int, len(n.Content)/2) // key -> line
 	add := func(e entry) {
-		if seen != nil {
-			seen[e.key] = e.line
-		}
+		seen[e.key] = e.line
 		d.pairs = append(d.pairs, e)
 	}
 	var merges []*yaml.Node
@@ -382,7 +426,7 @@ func (d *decoder) entries(n *yaml.Node) []entry {
 			d.failAt("a key is not valid UTF-8 (line %d)", k.Line)
 			continue
 		}
-		if line, dup := first(k.Value); dup {
+		if line, dup := seen[k.Value]; dup {
 			d.failKey(k.Value, "duplicate key (first at line %d)", line)
 			continue
 		}
@@ -401,12 +445,6 @@ func (d *decoder) entries(n *yaml.Node) []entry {
 	}
 	d.merging[n] = true
 	defer delete(d.merging, n)
-	if seen == nil { // merged mappings may bring many keys
-		seen = make(map[string]int)
-		for _, e := range d.pairs[start:] {
-			seen[e.key] = e.line
-		}
-	}
 	for _, m := range merges {
 		m = d.visit(m)
 		if m == nil {
@@ -450,17 +488,15 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 		return
 	}
 	fields := fieldsOf(v.Type())
-	start := len(d.pairs)
-	for _, e := range d.entries(n) {
-		m := d.push(e.key)
-		if idx, ok := fields[e.key]; ok {
-			d.decode(e.value, v.FieldByIndex(idx))
+	d.each(n, func(key string, value *yaml.Node) {
+		m := d.push(key)
+		if idx, ok := fields[key]; ok {
+			d.decode(value, v.FieldByIndex(idx))
 		} else {
 			d.failAt("unknown field")
 		}
 		d.pop(m)
-	}
-	d.pairs = d.pairs[:start]
+	})
 }
 
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {
@@ -472,10 +508,8 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {
 	if t.Key().Kind() != reflect.String {
 		panic("policy: decoder supports string map keys only")
 	}
-	start := len(d.pairs)
-	entries := d.entries(n)
 	if v.IsNil() {
-		v.Set(reflect.MakeMapWithSize(t, len(entries)))
+		v.Set(reflect.MakeMapWithSize(t, len(n.Content)/2))
 	}
 	// The key and, unless the map holds pointers, the element are decoded
 	// into spare values that SetMapIndex copies from.
@@ -491,7 +525,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {
 		elem = d.cell(t.Elem())
 		defer d.release(elem)
 	}
-	for _, e := range entries {
+	d.each(n, func(k string, value *yaml.Node) {
 		// A present key always makes an entry, even with a null value:
 		// "billing:" alone declares the service with every field defaulted.
 		if t.Elem().Kind() == reflect.Pointer {
@@ -499,13 +533,12 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {
 		} else {
 			elem.SetZero()
 		}
-		m := d.push(e.key)
-		d.decode(e.value, elem)
+		m := d.push(k)
+		d.decode(value, elem)
 		d.pop(m)
-		key.SetString(e.key)
+		key.SetString(k)
 		v.SetMapIndex(key, elem)
-	}
-	d.pairs = d.pairs[:start]
+	})
 }
 
 // cell returns an addressable value of type t, zero or not, for release to
