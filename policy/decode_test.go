@@ -427,7 +427,7 @@ func TestParseLongMappings(t *testing.T) {
 	}
 	tests := []struct {
 		name, in string
-		want []string
+		want     []string
 	}{
 		{"duplicate, short", services(3, "  s1: {}\n"), []string{"services.s1: duplicate key (first at line 3)"}},
 		{"duplicate, long", services(30, "  s7: {timeout: 1}\n  s8: {}\n"), []string{"services.s7: duplicate key (first at line 9)", "services.s8: duplicate key (first at line 10)"}},
