@@ -1,6 +1,9 @@
 package policy
 
-import "reflect"
+import (
+	"maps"
+	"reflect"
+)
 
 // Clone returns a deep copy of d, sharing no memory with it. Clone of nil
 // is nil.
@@ -8,9 +11,10 @@ func (d *Document) Clone() *Document {
 	return deepCopy(d)
 }
 
-// deepCopy returns a copy of v that shares no memory with it. It handles the
-// plain data of the document types: structs, pointers, maps, slices and
-// scalars. nil maps, slices and pointers stay nil, empty ones stay empty.
+// deepCopy returns a copy of v that shares no memory with it (but for
+// strings, which are immutable). It handles the plain data of the document
+// types: structs, pointers, maps, slices and scalars. nil maps, slices and
+// pointers stay nil, empty ones stay empty.
 func deepCopy[T any](v T) T {
 	var out T
 	copyValue(reflect.ValueOf(&out).Elem(), reflect.ValueOf(&v).Elem())
@@ -36,13 +40,30 @@ func copyValue(dst, src reflect.Value) {
 		if src.IsNil() {
 			return
 		}
+		// The string maps of the document, most of its maps, are copied
+		// whole; strings are immutable and need no copy.
+		switch m := src.Interface().(type) {
+		case map[string]string:
+			dst.Set(reflect.ValueOf(maps.Clone(m)))
+			return
+		case map[string]map[string]string:
+			c := make(map[string]map[string]string, len(m))
+			for k, sel := range m {
+				c[k] = maps.Clone(sel)
+			}
+			dst.Set(reflect.ValueOf(c))
+			return
+		}
 		m := reflect.MakeMapWithSize(src.Type(), src.Len())
+		k := reflect.New(src.Type().Key()).Elem()
+		e := reflect.New(src.Type().Elem()).Elem()
+		c := reflect.New(src.Type().Elem()).Elem()
 		for it := src.MapRange(); it.Next(); {
-			k := reflect.New(src.Type().Key()).Elem()
-			copyValue(k, it.Key())
-			e := reflect.New(src.Type().Elem()).Elem()
-			copyValue(e, it.Value())
-			m.SetMapIndex(k, e)
+			k.SetIterKey(it)
+			e.SetIterValue(it)
+			c.SetZero()
+			copyValue(c, e)
+			m.SetMapIndex(k, c) // keys, comparable, are copied as they are: the document's are strings
 		}
 		dst.Set(m)
 	case reflect.Slice:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,8 +78,8 @@ func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{}
-	d.decode(root, reflect.ValueOf(target).Elem(), path)
+	d := decoder{path: []byte(path)}
+	d.decode(root, reflect.ValueOf(target).Elem())
 	if len(d.problems) > 0 {
 		return nil, &ValidationError{Problems: capped(d.problems, d.dropped)}
 	}
@@ -163,6 +164,11 @@ func invalid(path, msg string) error {
 // It is driven by the json struct tags (so the YAML and JSON names are one
 // and the same), rejects unknown fields and duplicate keys, and records every
 // problem with its path instead of stopping at the first.
+//
+// It allocates little beyond the values it decodes: the path of the value
+// being decoded is kept as bytes and turned into a string only for a
+// problem (or a written 0), and the pairs of the mappings being decoded
+// share one buffer.
 type decoder struct {
 	problems []FieldError
 	dropped  int                 // problems beyond maxProblems, not kept
@@ -170,9 +176,74 @@ type decoder struct {
 	tooLarge bool                // maxNodes was exceeded; decoding has stopped
 	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
 	zeros    map[string]bool     // paths of the integers written as 0
+
+	path    []byte                           // path of the value being decoded, as join and index write it
+	pairs   []entry                          // the entries of the mappings being decoded, outermost first
+	keys    []string                         // buffer of plain, for its duplicate check
+	cells   map[reflect.Type][]reflect.Value // spare addressable values, by type, for map elements
+	keyCell reflect.Value                    // an addressable string, for map keys
 }
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType = reflect.TypeFor[Duration]()
+	stringType   = reflect.TypeFor[string]()
+)
+
+// where returns the path of the value being decoded.
+func (d *decoder) where() string { return string(d.path) }
+
+// push appends a mapping key to the path, as join does, and returns the
+// length to pop back to.
+func (d *decoder) push(key string) int {
+	n := len(d.path)
+	d.path = appendKey(d.path, key)
+	return n
+}
+
+// pushIndex appends a list index to the path, as index does.
+func (d *decoder) pushIndex(i int) int {
+	n := len(d.path)
+	d.path = appendIndex(d.path, i)
+	return n
+}
+
+func (d *decoder) pop(n int) { d.path = d.path[:n] }
+
+// failAt reports a problem at the path of the value being decoded.
+func (d *decoder) failAt(format string, args ...any) {
+	if len(d.problems) >= maxProblems {
+		d.dropped++
+		return
+	}
+	d.fail(d.where(), format, args...)
+}
+
+// failKey reports a problem at key below the value being decoded.
+func (d *decoder) failKey(key, format string, args ...any) {
+	m := d.push(key)
+	d.failAt(format, args...)
+	d.pop(m)
+}
+
+// appendKey appends a mapping key to a field path, as join does.
+func appendKey(path []byte, key string) []byte {
+	if !plainKey(key) {
+		path = append(path, '[')
+		path = strconv.AppendQuote(path, key)
+		return append(path, ']')
+	}
+	if len(path) > 0 {
+		path = append(path, '.')
+	}
+	return append(path, key...)
+}
+
+// appendIndex appends a list index to a field path, as index does.
+func appendIndex(path []byte, i int) []byte {
+	path = append(path, '[')
+	path = strconv.AppendInt(path, int64(i), 10)
+	return append(path, ']')
+}
 
 func (d *decoder) fail(path, format string, args ...any) {
 	if len(d.problems) >= maxProblems {
@@ -204,9 +275,9 @@ func (d *decoder) visit(n *yaml.Node) *yaml.Node {
 	}
 }
 
-// decode stores n into v (settable), reporting problems under path.
-// A YAML null leaves v as it is.
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+// decode stores n into v (settable), reporting problems under the current
+// path. A YAML null leaves v as it is.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	n = d.visit(n)
 	if n == nil {
 		return
@@ -215,7 +286,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if v.Type() == durationType {
-		d.duration(n, v, path)
+		d.duration(n, v)
 		return
 	}
 	switch v.Kind() {
@@ -223,49 +294,124 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
-		d.decode(n, v.Elem(), path)
+		d.decode(n, v.Elem())
 	case reflect.Struct:
-		d.structure(n, v, path)
+		d.structure(n, v)
 	case reflect.Map:
-		d.mapping(n, v, path)
+		d.mapping(n, v)
 	case reflect.Slice:
-		d.sequence(n, v, path)
+		d.sequence(n, v)
 	case reflect.String:
-		if s, ok := d.str(n, path); ok {
+		if s, ok := d.str(n); ok {
 			v.SetString(s)
 		}
 	case reflect.Int, reflect.Int64:
-		d.integer(n, v, path)
+		d.integer(n, v)
 	case reflect.Float64:
-		d.float(n, v, path)
+		d.float(n, v)
 	case reflect.Bool:
-		d.boolean(n, v, path)
+		d.boolean(n, v)
 	default:
 		// Only reachable if a field of an unsupported type is added to the
 		// document types; the tests decode every field.
-		panic(fmt.Sprintf("policy: decoder does not support %s at %s", v.Type(), path))
+		panic(fmt.Sprintf("policy: decoder does not support %s at %s", v.Type(), d.where()))
 	}
 }
 
 // entry is one key-value pair of a YAML mapping.
 type entry struct {
 	key   string
+	line  int // of the key; 0 for a key merged from another mapping
 	value *yaml.Node
 }
 
-// entries returns the pairs of mapping n, merge keys ("<<: *base") expanded
-// with the explicit keys winning. A key given twice is reported.
-func (d *decoder) entries(n *yaml.Node, path string) []entry {
+// smallMapping is the most pairs a mapping (or list) may have for its
+// duplicates to be found by comparing each item with those before it,
+// rather than with a map or by sorting.
+const smallMapping = 16
+
+// plain reports whether the keys of mapping n are distinct strings (valid
+// UTF-8) and none is a merge key: then its pairs are n.Content as it is, and
+// entries need not be built. It counts no node.
+func (d *decoder) plain(n *yaml.Node) bool {
 	if len(n.Content)%2 != 0 {
-		d.fail(path, "malformed mapping")
+		return false
+	}
+	keys := slices.Grow(d.keys[:0], len(n.Content)/2)
+	for i := 0; i < len(n.Content); i += 2 {
+		k := n.Content[i]
+		for hops := 0; k.Kind == yaml.AliasNode; hops++ {
+			if k.Alias == nil || hops > 100 {
+				return false
+			}
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode || !utf8.ValidString(k.Value) {
+			return false
+		}
+		switch k.ShortTag() {
+		case tagNull, tagMerge:
+			return false
+		}
+		keys = append(keys, k.Value)
+	}
+	d.keys = keys
+	if len(keys) <= smallMapping {
+		for i := range keys {
+			if slices.Contains(keys[:i], keys[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	slices.Sort(keys)
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// each calls f with every pair of mapping n (see entries), in order.
+func (d *decoder) each(n *yaml.Node, f func(key string, value *yaml.Node)) {
+	if d.plain(n) {
+		for i := 0; i < len(n.Content); i += 2 {
+			k := d.visit(n.Content[i])
+			if k == nil {
+				return
+			}
+			f(k.Value, n.Content[i+1])
+		}
+		return
+	}
+	start := len(d.pairs)
+	for _, e := range d.entries(n) {
+		f(e.key, e.value)
+	}
+	d.pairs = d.pairs[:start]
+}
+
+// entries returns the pairs of mapping n, merge keys ("<<: *base") expanded
+// with the explicit keys winning. A key given twice is reported. The pairs
+// are appended to d.pairs and returned as its tail: the caller truncates
+// d.pairs back to the length it had once it is done with them.
+func (d *decoder) entries(n *yaml.Node) []entry {
+	start := len(d.pairs)
+	if len(n.Content)%2 != 0 {
+		d.failAt("malformed mapping")
 		return nil
 	}
-	var out []entry
 	seen := make(map[string]int, len(n.Content)/2) // key -> line
+	add := func(e entry) {
+		seen[e.key] = e.line
+		d.pairs = append(d.pairs, e)
+	}
 	var merges []*yaml.Node
 	for i := 0; i < len(n.Content); i += 2 {
 		k := d.visit(n.Content[i])
 		if k == nil {
+			d.pairs = d.pairs[:start]
 			return nil
 		}
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == tagMerge {
@@ -273,27 +419,26 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 			continue
 		}
 		if k.Kind != yaml.ScalarNode || k.ShortTag() == tagNull {
-			d.fail(path, "a key must be a string, got %s (line %d)", describe(k), k.Line)
+			d.failAt("a key must be a string, got %s (line %d)", describe(k), k.Line)
 			continue
 		}
 		if !utf8.ValidString(k.Value) {
-			d.fail(path, "a key is not valid UTF-8 (line %d)", k.Line)
+			d.failAt("a key is not valid UTF-8 (line %d)", k.Line)
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
-			d.fail(join(path, k.Value), "duplicate key (first at line %d)", line)
+			d.failKey(k.Value, "duplicate key (first at line %d)", line)
 			continue
 		}
-		seen[k.Value] = k.Line
-		out = append(out, entry{k.Value, n.Content[i+1]})
+		add(entry{k.Value, k.Line, n.Content[i+1]})
 	}
 	// YAML merge keys: earlier sources win over later ones, explicit keys over all.
 	if len(merges) == 0 {
-		return out
+		return d.pairs[start:]
 	}
 	if d.merging[n] {
-		d.fail(join(path, "<<"), "a merge key refers to its own mapping")
-		return out
+		d.failKey("<<", "a merge key refers to its own mapping")
+		return d.pairs[start:]
 	}
 	if d.merging == nil {
 		d.merging = make(map[*yaml.Node]bool)
@@ -303,7 +448,7 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 	for _, m := range merges {
 		m = d.visit(m)
 		if m == nil {
-			return out
+			return d.pairs[start:]
 		}
 		var sources []*yaml.Node
 		switch m.Kind {
@@ -312,48 +457,51 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 		case yaml.SequenceNode:
 			sources = m.Content
 		default:
-			d.fail(join(path, "<<"), "a merge key needs a mapping or a list of mappings, got %s", describe(m))
+			d.failKey("<<", "a merge key needs a mapping or a list of mappings, got %s", describe(m))
 			continue
 		}
 		for _, s := range sources {
 			s = d.visit(s)
 			if s == nil {
-				return out
+				return d.pairs[start:]
 			}
 			if s.Kind != yaml.MappingNode {
-				d.fail(join(path, "<<"), "a merge key needs a mapping or a list of mappings, got %s", describe(s))
+				d.failKey("<<", "a merge key needs a mapping or a list of mappings, got %s", describe(s))
 				continue
 			}
-			for _, e := range d.entries(s, path) {
+			end := len(d.pairs)
+			merged := slices.Clone(d.entries(s))
+			d.pairs = d.pairs[:end]
+			for _, e := range merged {
 				if _, dup := seen[e.key]; !dup {
-					seen[e.key] = 0
-					out = append(out, e)
+					add(entry{e.key, 0, e.value})
 				}
 			}
 		}
 	}
-	return out
+	return d.pairs[start:]
 }
 
-func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		d.fail(path, "expected a mapping, got %s", describe(n))
+		d.failAt("expected a mapping, got %s", describe(n))
 		return
 	}
 	fields := fieldsOf(v.Type())
-	for _, e := range d.entries(n, path) {
-		idx, ok := fields[e.key]
-		if !ok {
-			d.fail(join(path, e.key), "unknown field")
-			continue
+	d.each(n, func(key string, value *yaml.Node) {
+		m := d.push(key)
+		if idx, ok := fields[key]; ok {
+			d.decode(value, v.FieldByIndex(idx))
+		} else {
+			d.failAt("unknown field")
 		}
-		d.decode(e.value, v.FieldByIndex(idx), join(path, e.key))
-	}
+		d.pop(m)
+	})
 }
 
-func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		d.fail(path, "expected a mapping, got %s", describe(n))
+		d.failAt("expected a mapping, got %s", describe(n))
 		return
 	}
 	t := v.Type()
@@ -361,29 +509,67 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		panic("policy: decoder supports string map keys only")
 	}
 	if v.IsNil() {
-		v.Set(reflect.MakeMap(t))
+		v.Set(reflect.MakeMapWithSize(t, len(n.Content)/2))
 	}
-	for _, e := range d.entries(n, path) {
+	// The key and, unless the map holds pointers, the element are decoded
+	// into spare values that SetMapIndex copies from.
+	key := d.keyCell
+	if t.Key() != stringType {
+		key = reflect.New(t.Key()).Elem()
+	} else if !key.IsValid() {
+		key = reflect.New(stringType).Elem()
+		d.keyCell = key
+	}
+	var elem reflect.Value
+	if t.Elem().Kind() != reflect.Pointer {
+		elem = d.cell(t.Elem())
+		defer d.release(elem)
+	}
+	d.each(n, func(k string, value *yaml.Node) {
 		// A present key always makes an entry, even with a null value:
 		// "billing:" alone declares the service with every field defaulted.
-		elem := reflect.New(t.Elem()).Elem()
-		if elem.Kind() == reflect.Pointer {
-			elem.Set(reflect.New(t.Elem().Elem()))
+		if t.Elem().Kind() == reflect.Pointer {
+			elem = reflect.New(t.Elem().Elem())
+		} else {
+			elem.SetZero()
 		}
-		d.decode(e.value, elem, join(path, e.key))
-		v.SetMapIndex(reflect.ValueOf(e.key).Convert(t.Key()), elem)
-	}
+		m := d.push(k)
+		d.decode(value, elem)
+		d.pop(m)
+		key.SetString(k)
+		v.SetMapIndex(key, elem)
+	})
 }
 
-func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
+// cell returns an addressable value of type t, zero or not, for release to
+// take back.
+func (d *decoder) cell(t reflect.Type) reflect.Value {
+	if free := d.cells[t]; len(free) > 0 {
+		c := free[len(free)-1]
+		d.cells[t] = free[:len(free)-1]
+		return c
+	}
+	return reflect.New(t).Elem()
+}
+
+func (d *decoder) release(c reflect.Value) {
+	if d.cells == nil {
+		d.cells = make(map[reflect.Type][]reflect.Value)
+	}
+	d.cells[c.Type()] = append(d.cells[c.Type()], c)
+}
+
+func (d *decoder) sequence(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.SequenceNode {
-		d.fail(path, "expected a list, got %s", describe(n))
+		d.failAt("expected a list, got %s", describe(n))
 		return
 	}
 	// An explicit empty list is kept non-nil: for retry_on it means "none".
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, item := range n.Content {
-		d.decode(item, s.Index(i), index(path, i))
+		m := d.pushIndex(i)
+		d.decode(item, s.Index(i))
+		d.pop(m)
 		if d.tooLarge {
 			return
 		}
@@ -393,52 +579,52 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 
 // str returns the text of a scalar. Numbers, booleans and dates are taken
 // as written, so `version: 2026-11-26` and `retry_on: [503]` read as strings.
-func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+func (d *decoder) str(n *yaml.Node) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
-		d.fail(path, "expected a string, got %s", describe(n))
+		d.failAt("expected a string, got %s", describe(n))
 		return "", false
 	}
 	switch n.ShortTag() {
 	case tagStr, tagInt, tagFloat, tagBool, tagTimestamp:
 	default:
-		d.fail(path, "expected a string, got %s", describe(n))
+		d.failAt("expected a string, got %s", describe(n))
 		return "", false
 	}
 	if !utf8.ValidString(n.Value) {
-		d.fail(path, "not valid UTF-8")
+		d.failAt("not valid UTF-8")
 		return "", false
 	}
 	return n.Value, true
 }
 
-func (d *decoder) integer(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) integer(n *yaml.Node, v reflect.Value) {
 	var i int64
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != tagInt || n.Decode(&i) != nil {
-		d.fail(path, "expected an integer, got %s", describe(n))
+		d.failAt("expected an integer, got %s", describe(n))
 		return
 	}
 	if v.OverflowInt(i) {
-		d.fail(path, "integer %s out of range", n.Value)
+		d.failAt("integer %s out of range", n.Value)
 		return
 	}
 	if i == 0 {
 		if d.zeros == nil {
 			d.zeros = make(map[string]bool)
 		}
-		d.zeros[path] = true
+		d.zeros[d.where()] = true
 	}
 	v.SetInt(i)
 }
 
-func (d *decoder) float(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) float(n *yaml.Node, v reflect.Value) {
 	var f float64
 	tag := n.ShortTag()
 	if n.Kind != yaml.ScalarNode || (tag != tagInt && tag != tagFloat) || n.Decode(&f) != nil {
-		d.fail(path, "expected a number, got %s", describe(n))
+		d.failAt("expected a number, got %s", describe(n))
 		return
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		d.fail(path, "expected a finite number, got %s", n.Value)
+		d.failAt("expected a finite number, got %s", n.Value)
 		return
 	}
 	if f == 0 {
@@ -447,32 +633,32 @@ func (d *decoder) float(n *yaml.Node, v reflect.Value, path string) {
 	v.SetFloat(f)
 }
 
-func (d *decoder) boolean(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) boolean(n *yaml.Node, v reflect.Value) {
 	var b bool
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != tagBool || n.Decode(&b) != nil {
-		d.fail(path, "expected true or false, got %s", describe(n))
+		d.failAt("expected true or false, got %s", describe(n))
 		return
 	}
 	v.SetBool(b)
 }
 
-func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) duration(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.ScalarNode {
-		d.fail(path, "expected a duration such as \"250ms\", got %s", describe(n))
+		d.failAt("expected a duration such as \"250ms\", got %s", describe(n))
 		return
 	}
 	switch n.ShortTag() {
 	case tagInt, tagFloat:
-		d.fail(path, "invalid duration %s: a number needs a unit; write e.g. \"250ms\"", n.Value)
+		d.failAt("invalid duration %s: a number needs a unit; write e.g. \"250ms\"", n.Value)
 		return
 	case tagStr:
 	default:
-		d.fail(path, "expected a duration such as \"250ms\", got %s", describe(n))
+		d.failAt("expected a duration such as \"250ms\", got %s", describe(n))
 		return
 	}
 	dur, err := parseDuration(n.Value)
 	if err != nil {
-		d.fail(path, "%s", err)
+		d.failAt("%s", err)
 		return
 	}
 	v.SetInt(int64(dur))

@@ -412,3 +412,57 @@ func TestParseJSONEscapes(t *testing.T) {
 	_, err := Parse([]byte("{\n\"services\": {\"b\\/\": {},\n\"b/\": {}}}"))
 	wantProblem(t, err, `services["b/"]: duplicate key (first at line 2)`)
 }
+
+// A mapping whose keys are not all distinct strings is decoded through its
+// entries, whatever its length; one that is, in place. Both report the
+// same problems.
+func TestParseLongMappings(t *testing.T) {
+	services := func(n int, extra string) string {
+		var b strings.Builder
+		b.WriteString("services:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "  s%d: {}\n", i)
+		}
+		return b.String() + extra
+	}
+	tests := []struct {
+		name, in string
+		want     []string
+	}{
+		{"duplicate, short", services(3, "  s1: {}\n"), []string{"services.s1: duplicate key (first at line 3)"}},
+		{"duplicate, long", services(30, "  s7: {timeout: 1}\n  s8: {}\n"), []string{"services.s7: duplicate key (first at line 9)", "services.s8: duplicate key (first at line 10)"}},
+		{"null key, long", services(30, "  ~: {}\n  s0: {}\n"), []string{"services: a key must be a string, got null (line 32)", "services.s0: duplicate key (first at line 2)"}},
+		{"unknown field, long", services(30, "  s30: {tiemout: 1s}\n"), []string{"services.s30.tiemout: unknown field"}},
+		{"merge into a long mapping", "base: &b {timeout: 1s, retry: {attempts: 2}}\n" + services(20, "  s20:\n    <<: *b\n    timeout: 2\n"),
+			[]string{"base: unknown field", `services.s20.timeout: invalid duration 2: a number needs a unit; write e.g. "250ms"`}},
+		{"merged services", "services:\n  <<:\n" + strings.ReplaceAll(services(20, "  b: {tiemout: 1s}\n")[len("services:\n"):], "  s", "    s") + "  c: {}\n",
+			[]string{"services.b.tiemout: unknown field"}},
+		{"duplicate in JSON, long", `{"services": {` + strings.Repeat(`"a": {}, `, 1) + strings.Repeat(`"b": {}, `, 20) + `"c": {}}}`,
+			[]string{"services.b: duplicate key (first at line 1)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.in))
+			got := problemsOf(t, err)
+			if len(got) < len(tt.want) || strings.Join(got[:len(tt.want)], "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("problems:\n  %s\nwant first:\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
+			}
+		})
+	}
+}
+
+// The decoder and the validator write paths as join and index do.
+func TestPathBytesAreJoinAndIndex(t *testing.T) {
+	for _, base := range []string{"", "services", `services["a.b"]`, "x[3]"} {
+		for _, key := range []string{"a", "billing-2_x", "", "a.b", "é", "a b", `"`, "[0]", "<<", "\x00"} {
+			if got, want := string(appendKey([]byte(base), key)), join(base, key); got != want {
+				t.Errorf("appendKey(%q, %q) = %q, join = %q", base, key, got, want)
+			}
+		}
+		for _, i := range []int{0, 7, 12345} {
+			if got, want := string(appendIndex([]byte(base), i)), index(base, i); got != want {
+				t.Errorf("appendIndex(%q, %d) = %q, index = %q", base, i, got, want)
+			}
+		}
+	}
+}

@@ -61,6 +61,9 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("NewSnapshot of a parsed document: %v", err)
 		}
+		if want := marshalHash(t, snap.Doc); snap.Hash != want {
+			t.Fatalf("Hash = %s, the SHA-256 of json.Marshal is %s", snap.Hash, want)
+		}
 		out, err := json.Marshal(doc)
 		if err != nil {
 			t.Fatalf("json.Marshal: %v", err)

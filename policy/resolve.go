@@ -35,8 +35,9 @@ func DefaultRetryOn() []string {
 	return []string{"connect-failure", "reset", "502", "503", "504", "unavailable"}
 }
 
-// resolve builds the resolved view of every service of a valid document. It
-// copies what it keeps, so doc stays the caller's.
+// resolve builds the resolved view of every service of a valid document.
+// The views share memory with doc (endpoints, selectors, splits, rules):
+// doc must be a snapshot's own copy, which nothing modifies.
 func resolve(doc *Document) map[string]*ResolvedService {
 	out := make(map[string]*ResolvedService, len(doc.Services))
 	for name, svc := range doc.Services {
@@ -51,12 +52,12 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 	rs := &ResolvedService{
 		Name:          name,
 		Subsets:       mergedSubsets(def, svc),
+		Endpoints:     pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints }),
 		Effective:     effective(settingsOf(def), settingsOf(svc)),
 		Authorization: resolveAuthorization(def, svc),
 		HasAuthorization: (svc != nil && svc.Authorization != nil) ||
 			(def != nil && def.Authorization != nil),
 	}
-	rs.Endpoints = deepCopy(pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints }))
 	routes, _ := effectiveRoutes(def, svc)
 	if len(routes) == 0 {
 		rs.Routes = []ResolvedRoute{{Effective: rs.Effective}}
@@ -69,7 +70,7 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 		rs.Routes[i] = ResolvedRoute{
 			Name:      routeName(r, i),
 			Match:     normalizeMatch(r.Match),
-			Split:     slices.Clone(r.Split),
+			Split:     r.Split,
 			Effective: effective(settingsOf(def), settingsOf(svc), &r.Settings),
 		}
 	}
@@ -117,54 +118,79 @@ func effectiveRoutes(def, svc *Service) (routes []Route, fromDefaults bool) {
 	return nil, false
 }
 
-// mergedSubsets merges the subsets of def and svc key by key, svc winning.
-// The result is a new map (nil when there are no subsets).
+// mergedSubsets merges the subsets of def and svc key by key, svc winning
+// (nil when there are no subsets). The result is the subsets of def or svc
+// when only one has some, else a new map of their selectors.
 func mergedSubsets(def, svc *Service) map[string]map[string]string {
-	var out map[string]map[string]string
-	for _, s := range []*Service{def, svc} {
-		if s == nil || len(s.Subsets) == 0 {
-			continue
-		}
-		if out == nil {
-			out = make(map[string]map[string]string)
-		}
-		for name, sel := range s.Subsets {
-			out[name] = maps.Clone(sel)
-		}
+	var own, inherited map[string]map[string]string
+	if svc != nil {
+		own = svc.Subsets
 	}
+	if def != nil {
+		inherited = def.Subsets
+	}
+	switch {
+	case len(own) == 0 && len(inherited) == 0:
+		return nil
+	case len(inherited) == 0:
+		return own
+	case len(own) == 0:
+		return inherited
+	}
+	out := maps.Clone(inherited)
+	maps.Copy(out, own)
 	return out
 }
 
 // resolveAuthorization takes the service's authorization block, or the
 // defaults' when it has none, with Default resolved and methods upper case.
+// The rules are the block's unless a method must be put in upper case.
 func resolveAuthorization(def, svc *Service) Authorization {
 	var a Authorization
 	switch {
 	case svc != nil && svc.Authorization != nil:
-		a = deepCopy(*svc.Authorization)
+		a = *svc.Authorization
 	case def != nil && def.Authorization != nil:
-		a = deepCopy(*def.Authorization)
+		a = *def.Authorization
 	}
 	if a.Default == "" {
 		a.Default = defaultAuthorization
 	}
 	for i := range a.Rules {
-		upper(a.Rules[i].Methods)
+		if m := upper(a.Rules[i].Methods); !sameSlice(m, a.Rules[i].Methods) {
+			a.Rules = slices.Clone(a.Rules)
+			for j := i; j < len(a.Rules); j++ {
+				a.Rules[j].Methods = upper(a.Rules[j].Methods)
+			}
+			break
+		}
 	}
 	return a
 }
 
-// normalizeMatch copies m with its methods in upper case.
+// normalizeMatch returns m with its methods in upper case.
 func normalizeMatch(m Match) Match {
-	m = deepCopy(m)
-	upper(m.Methods)
+	m.Methods = upper(m.Methods)
 	return m
 }
 
-func upper(s []string) {
+// upper returns s in upper case: s itself when it is, else a new slice.
+func upper(s []string) []string {
 	for i := range s {
-		s[i] = strings.ToUpper(s[i])
+		if u := strings.ToUpper(s[i]); u != s[i] {
+			out := slices.Clone(s)
+			for j := i; j < len(out); j++ {
+				out[j] = strings.ToUpper(out[j])
+			}
+			return out
+		}
 	}
+	return s
+}
+
+// sameSlice reports whether a and b are the same slice (not just equal).
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // effective merges settings levels, least specific first (nil levels are
@@ -243,7 +269,7 @@ func effective(levels ...*Settings) Effective {
 	e.BackoffMax = cmp.Or(backoffMax, max(defaultBackoffMax, e.BackoffInitial))
 	switch {
 	case retryOn != nil:
-		e.RetryOn = slices.Clone(retryOn)
+		e.RetryOn = retryOn
 	case e.Attempts > 1:
 		e.RetryOn = DefaultRetryOn()
 	}

@@ -3,7 +3,6 @@ package policy
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -59,156 +58,321 @@ func (d *Document) validate(zeros map[string]bool) error {
 }
 
 // validator collects the problems of one document.
+//
+// Like the decoder, it keeps the path being checked as bytes and renders it
+// only for a problem, and it checks a valid document without allocating
+// for each service.
 type validator struct {
 	problems []FieldError
 	dropped  int             // problems beyond maxProblems, not kept
 	zeros    map[string]bool // paths of the integers written as 0 (nil for a Document built in code)
+
+	path []byte // the path being checked, as join and index write it
+	alt  []byte // the other path buffer, while a problem is reported under the defaults (see rebase)
+
+	// Buffers for sorted map keys, one per loop that sorts (none nests in
+	// another of its kind).
+	subsetKeys, headerKeys, mergedKeys []string
 }
 
-// set reports whether the integer field at path is set: non-zero, or
-// written as 0.
-func (v *validator) set(path string, n int) bool { return n != 0 || v.zeros[path] }
+func (v *validator) push(key string) int {
+	n := len(v.path)
+	v.path = appendKey(v.path, key)
+	return n
+}
 
-func (v *validator) add(path, format string, args ...any) {
+func (v *validator) pushIndex(i int) int {
+	n := len(v.path)
+	v.path = appendIndex(v.path, i)
+	return n
+}
+
+func (v *validator) pop(n int) { v.path = v.path[:n] }
+
+// rebase makes base the path being checked, until restore is called with
+// what it returned. Rebases do not nest.
+func (v *validator) rebase(base string) (saved []byte) {
+	saved = v.path
+	v.path = append(v.alt[:0], base...)
+	return saved
+}
+
+func (v *validator) restore(saved []byte) { v.alt, v.path = v.path, saved }
+
+// set reports whether the integer field key (below the path being checked)
+// is set: non-zero, or written as 0.
+func (v *validator) set(key string, n int) bool {
+	if n != 0 || len(v.zeros) == 0 {
+		return n != 0
+	}
+	m := v.push(key)
+	written := v.zeros[string(v.path)]
+	v.pop(m)
+	return written
+}
+
+// add reports a problem at the path being checked.
+func (v *validator) add(format string, args ...any) {
 	if len(v.problems) >= maxProblems {
 		v.dropped++
 		return
 	}
-	v.problems = append(v.problems, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, FieldError{Path: string(v.path), Msg: fmt.Sprintf(format, args...)})
+}
+
+// addAt reports a problem at key below the path being checked.
+func (v *validator) addAt(key, format string, args ...any) {
+	m := v.push(key)
+	v.add(format, args...)
+	v.pop(m)
+}
+
+// sortedKeys returns the keys of m in order, in *buf.
+func sortedKeys[V any](m map[string]V, buf *[]string) []string {
+	keys := (*buf)[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	*buf = keys
+	return keys
 }
 
 func (v *validator) document(d *Document) {
 	if len(d.Version) > maxVersionLen || strings.ContainsFunc(d.Version, unicode.IsControl) {
-		v.add("version", "must be at most %d characters, without control characters", maxVersionLen)
+		v.addAt("version", "must be at most %d characters, without control characters", maxVersionLen)
 	}
 	if d.TrustDomain != "" && !isTrustDomain(d.TrustDomain) {
-		v.add("trust_domain", "invalid trust domain %q: must be a lower-case DNS name such as \"mesh.local\"", d.TrustDomain)
+		v.addAt("trust_domain", "invalid trust domain %q: must be a lower-case DNS name such as \"mesh.local\"", d.TrustDomain)
 	}
 	switch d.Egress {
 	case "", EgressAllow, EgressDeny:
 	default:
-		v.add("egress", "must be allow or deny, not %q", d.Egress)
+		v.addAt("egress", "must be allow or deny, not %q", d.Egress)
 	}
 	if d.Defaults != nil {
-		v.service("defaults", d.Defaults)
+		m := v.push("defaults")
+		v.serviceAt(d.Defaults)
 		v.mergedDefaults(d.Defaults)
+		v.pop(m)
 	}
-	for _, name := range slices.Sorted(maps.Keys(d.Services)) {
-		path := join("services", name)
+	names := make([]string, 0, len(d.Services))
+	for name := range d.Services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	ms := v.push("services")
+	for _, name := range names {
+		m := v.push(name)
 		if trimmed, dot := strings.CutSuffix(name, "."); dot && IsServiceName(trimmed) {
-			v.add(path, "invalid service name %q: write it without the trailing dot (%q), which names the same host", name, trimmed)
+			v.add("invalid service name %q: write it without the trailing dot (%q), which names the same host", name, trimmed)
 		} else if !IsServiceName(name) {
-			v.add(path, "invalid service name %q: use a-z, 0-9, \".\", \"_\", \"-\", starting with a letter or digit, at most 253 characters", name)
+			v.add("invalid service name %q: use a-z, 0-9, \".\", \"_\", \"-\", starting with a letter or digit, at most 253 characters", name)
 		}
 		svc := d.Services[name]
-		v.service(path, svc)
-		v.merged(path, name, d.Defaults, svc)
+		v.serviceAt(svc)
+		v.merged(name, d.Defaults, svc)
+		v.pop(m)
 	}
+	v.pop(ms)
 }
 
-// service checks the fields of one service block (or the defaults) as written.
+// service checks the fields of one service block (or the defaults) as
+// written, reporting problems under path.
 func (v *validator) service(path string, s *Service) {
+	v.path = append(v.path[:0], path...)
+	v.serviceAt(s)
+}
+
+// serviceAt is service at the path being checked.
+func (v *validator) serviceAt(s *Service) {
 	if s == nil {
 		return
 	}
-	seen := make(map[string]int, len(s.Endpoints))
-	for i, ep := range s.Endpoints {
-		p := index(join(path, "endpoints"), i)
-		if err := checkAddress(ep.Address); err != "" {
-			v.add(join(p, "address"), "%s", err)
-		} else if first, dup := seen[ep.Address]; dup {
-			v.add(join(p, "address"), "duplicate address %q (also endpoints[%d])", ep.Address, first)
-		} else {
-			seen[ep.Address] = i
+	if len(s.Endpoints) > 0 {
+		m := v.push("endpoints")
+		var seen map[string]int // address -> index, for many endpoints
+		if len(s.Endpoints) > smallMapping {
+			seen = make(map[string]int, len(s.Endpoints))
 		}
-		v.labels(join(p, "labels"), ep.Labels)
+		for i, ep := range s.Endpoints {
+			mi := v.pushIndex(i)
+			if err := checkAddress(ep.Address); err != "" {
+				v.addAt("address", "%s", err)
+			} else if first, dup := firstAddress(s.Endpoints, i, seen); dup {
+				v.addAt("address", "duplicate address %q (also endpoints[%d])", ep.Address, first)
+			} else if seen != nil {
+				seen[ep.Address] = i
+			}
+			ml := v.push("labels")
+			v.labels(ep.Labels)
+			v.pop(ml)
+			v.pop(mi)
+		}
+		v.pop(m)
 	}
-	for _, name := range slices.Sorted(maps.Keys(s.Subsets)) {
-		p := join(join(path, "subsets"), name)
-		if name == "" {
-			v.add(p, "a subset needs a name")
+	if len(s.Subsets) > 0 {
+		m := v.push("subsets")
+		for _, name := range sortedKeys(s.Subsets, &v.subsetKeys) {
+			mi := v.push(name)
+			if name == "" {
+				v.add("a subset needs a name")
+			}
+			v.labels(s.Subsets[name])
+			v.pop(mi)
 		}
-		v.labels(p, s.Subsets[name])
+		v.pop(m)
 	}
-	v.settings(path, &s.Settings)
-	names := make(map[string]int, len(s.Routes))
-	for i := range s.Routes {
-		r := &s.Routes[i]
-		p := index(join(path, "routes"), i)
-		name := routeName(r, i)
-		if first, dup := names[name]; dup {
-			v.add(join(p, "name"), "duplicate route name %q (also routes[%d])", name, first)
-		} else {
-			names[name] = i
+	v.settings(&s.Settings)
+	if len(s.Routes) > 0 {
+		m := v.push("routes")
+		var names map[string]int // route name -> index, for many routes
+		if len(s.Routes) > smallMapping {
+			names = make(map[string]int, len(s.Routes))
 		}
-		v.route(p, r)
+		for i := range s.Routes {
+			r := &s.Routes[i]
+			mi := v.pushIndex(i)
+			if first, dup := firstRoute(s.Routes, i, names); dup {
+				v.addAt("name", "duplicate route name %q (also routes[%d])", routeName(r, i), first)
+			} else if names != nil {
+				names[routeName(r, i)] = i
+			}
+			v.route(r)
+			v.pop(mi)
+		}
+		v.pop(m)
 	}
 	if a := s.Authorization; a != nil {
-		v.authorization(join(path, "authorization"), a)
+		m := v.push("authorization")
+		v.authorization(a)
+		v.pop(m)
 	}
 }
 
-func (v *validator) labels(path string, labels map[string]string) {
+// firstAddress returns the index of the first endpoint before i with the
+// address of endpoint i, from seen when it is not nil.
+func firstAddress(eps []Endpoint, i int, seen map[string]int) (int, bool) {
+	if seen != nil {
+		first, ok := seen[eps[i].Address]
+		return first, ok
+	}
+	for j := range i {
+		if eps[j].Address == eps[i].Address {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+// firstRoute returns the index of the first route before i with the name
+// of route i (see routeName), from names when it is not nil.
+func firstRoute(routes []Route, i int, names map[string]int) (int, bool) {
+	if names != nil {
+		first, ok := names[routeName(&routes[i], i)]
+		return first, ok
+	}
+	for j := range i {
+		if sameRouteName(&routes[j], j, &routes[i], i) {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+// sameRouteName reports whether routeName(a, i) == routeName(b, j), without
+// building the names.
+func sameRouteName(a *Route, i int, b *Route, j int) bool {
+	switch {
+	case a.Name != "" && b.Name != "":
+		return a.Name == b.Name
+	case a.Name == "" && b.Name == "":
+		return i == j
+	case a.Name == "":
+		a, i, b, j = b, j, a, i
+	}
+	// a is named, b is "route[j]".
+	n, ok := strings.CutPrefix(a.Name, "route[")
+	if n, ok = strings.CutSuffix(n, "]"); !ok {
+		return false
+	}
+	return n == strconv.Itoa(j)
+}
+
+// labels checks a label map at the path being checked.
+func (v *validator) labels(labels map[string]string) {
 	if _, ok := labels[""]; ok {
-		v.add(join(path, ""), "a label needs a name")
+		v.addAt("", "a label needs a name")
 	}
 }
 
-// settings checks the per-call settings of one level.
-func (v *validator) settings(path string, s *Settings) {
-	v.duration(join(path, "timeout"), s.Timeout, maxDuration)
+// settings checks the per-call settings of one level, at the path being
+// checked.
+func (v *validator) settings(s *Settings) {
+	v.duration("timeout", s.Timeout, maxDuration)
 	if r := s.Retry; r != nil {
-		p := join(path, "retry")
-		if ap := join(p, "attempts"); v.set(ap, r.Attempts) && (r.Attempts < 1 || r.Attempts > 10) {
-			v.add(ap, "must be 1..10")
+		m := v.push("retry")
+		if v.set("attempts", r.Attempts) && (r.Attempts < 1 || r.Attempts > 10) {
+			v.addAt("attempts", "must be 1..10")
 		}
-		v.duration(join(p, "per_try_timeout"), r.PerTryTimeout, maxDuration)
+		v.duration("per_try_timeout", r.PerTryTimeout, maxDuration)
 		if b := r.Backoff; b != nil {
-			v.duration(join(join(p, "backoff"), "initial"), b.Initial, maxBackoff)
-			v.duration(join(join(p, "backoff"), "max"), b.Max, maxBackoff)
+			mb := v.push("backoff")
+			v.duration("initial", b.Initial, maxBackoff)
+			v.duration("max", b.Max, maxBackoff)
+			v.pop(mb)
 		}
-		v.retryOn(join(p, "retry_on"), r.RetryOn)
+		if len(r.RetryOn) > 0 {
+			mr := v.push("retry_on")
+			v.retryOn(r.RetryOn)
+			v.pop(mr)
+		}
 		if b := r.Budget; b != nil {
+			mb := v.push("budget")
 			if b.Ratio != nil && !(*b.Ratio >= 0 && *b.Ratio <= 1) {
-				v.add(join(join(p, "budget"), "ratio"), "must be 0..1")
+				v.addAt("ratio", "must be 0..1")
 			}
 			if b.MinPerSecond != nil && (*b.MinPerSecond < 0 || *b.MinPerSecond > 10000) {
-				v.add(join(join(p, "budget"), "min_per_second"), "must be 0..10000")
+				v.addAt("min_per_second", "must be 0..10000")
 			}
+			v.pop(mb)
 		}
+		v.pop(m)
 	}
 	if c := s.CircuitBreaker; c != nil {
-		p := join(path, "circuit_breaker")
-		if fp := join(p, "consecutive_failures"); v.set(fp, c.ConsecutiveFailures) && c.ConsecutiveFailures < 1 {
-			v.add(fp, "must be >= 1")
+		m := v.push("circuit_breaker")
+		if v.set("consecutive_failures", c.ConsecutiveFailures) && c.ConsecutiveFailures < 1 {
+			v.addAt("consecutive_failures", "must be >= 1")
 		}
-		v.duration(join(p, "open_for"), c.OpenFor, maxDuration)
-		if hp := join(p, "half_open_requests"); v.set(hp, c.HalfOpenRequests) && (c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000) {
-			v.add(hp, "must be 1..1000")
+		v.duration("open_for", c.OpenFor, maxDuration)
+		if v.set("half_open_requests", c.HalfOpenRequests) && (c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000) {
+			v.addAt("half_open_requests", "must be 1..1000")
 		}
+		v.pop(m)
 	}
 	if o := s.OutlierDetection; o != nil {
-		p := join(path, "outlier_detection")
-		if fp := join(p, "consecutive_failures"); v.set(fp, o.ConsecutiveFailures) && o.ConsecutiveFailures < 1 {
-			v.add(fp, "must be >= 1")
+		m := v.push("outlier_detection")
+		if v.set("consecutive_failures", o.ConsecutiveFailures) && o.ConsecutiveFailures < 1 {
+			v.addAt("consecutive_failures", "must be >= 1")
 		}
-		v.duration(join(p, "base_ejection"), o.BaseEjection, maxDuration)
+		v.duration("base_ejection", o.BaseEjection, maxDuration)
 		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
-			v.add(join(p, "max_ejection_percent"), "must be 0..100")
+			v.addAt("max_ejection_percent", "must be 0..100")
 		}
+		v.pop(m)
 	}
-	v.oneOf(join(path, "load_balancer"), s.LoadBalancer, "round_robin", "least_request", "random")
-	v.oneOf(join(path, "tls"), s.TLS, "strict", "disable")
+	v.oneOf("load_balancer", s.LoadBalancer, "round_robin", "least_request", "random")
+	v.oneOf("tls", s.TLS, "strict", "disable")
 }
 
-// duration checks a duration that is 0 when unset and must be in
-// (0, most] when set.
-func (v *validator) duration(path string, d Duration, most time.Duration) {
+// duration checks the duration at key, which is 0 when unset and must be
+// in (0, most] when set.
+func (v *validator) duration(key string, d Duration, most time.Duration) {
 	switch {
 	case d < 0:
-		v.add(path, "must be > 0, got %s", d)
+		v.addAt(key, "must be > 0, got %s", d)
 	case d.Std() > most:
-		v.add(path, "must be at most %s, got %s", hours(most), d)
+		v.addAt(key, "must be at most %s, got %s", hours(most), d)
 	}
 }
 
@@ -221,15 +385,16 @@ func hours(d time.Duration) string {
 	return d.String()
 }
 
-// oneOf checks an enumerated string; "" means unset.
-func (v *validator) oneOf(path, got string, allowed ...string) {
+// oneOf checks the enumerated string at key; "" means unset.
+func (v *validator) oneOf(key, got string, allowed ...string) {
 	if got != "" && !slices.Contains(allowed, got) {
-		v.add(path, "must be one of %s; got %q", strings.Join(allowed, ", "), got)
+		v.addAt(key, "must be one of %s; got %q", strings.Join(allowed, ", "), got)
 	}
 }
 
-// retryOn reports every entry of names that resilience.ParseRetryOn refuses.
-func (v *validator) retryOn(path string, names []string) {
+// retryOn reports every entry of names that resilience.ParseRetryOn
+// refuses; names is at the path being checked.
+func (v *validator) retryOn(names []string) {
 	for off := 0; off < len(names); {
 		_, err := resilience.ParseRetryOn(names[off:])
 		if err == nil {
@@ -237,152 +402,271 @@ func (v *validator) retryOn(path string, names []string) {
 		}
 		var ce *resilience.ConditionError
 		if !errors.As(err, &ce) {
-			v.add(path, "%v", err)
+			v.add("%v", err)
 			return
 		}
-		v.add(index(path, off+ce.Index), "unknown condition %q", ce.Name)
+		m := v.pushIndex(off + ce.Index)
+		v.add("unknown condition %q", ce.Name)
+		v.pop(m)
 		off += ce.Index + 1
 	}
 }
 
-func (v *validator) route(path string, r *Route) {
+// route checks route r, at the path being checked.
+func (v *validator) route(r *Route) {
 	m := &r.Match
-	mp := join(path, "match")
+	mm := v.push("match")
 	if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
-		v.add(join(mp, "path_prefix"), "must start with \"/\"")
+		v.addAt("path_prefix", "must start with \"/\"")
 	}
-	lower := make(map[string]string, len(m.Headers))
-	for _, name := range slices.Sorted(maps.Keys(m.Headers)) {
-		hp := join(join(mp, "headers"), name)
-		switch l := strings.ToLower(name); {
-		case name == "":
-			v.add(hp, "a header needs a name")
-		case !isToken(name):
-			v.add(hp, "invalid header name %q", name)
-		case lower[l] != "":
-			v.add(hp, "header %q given twice (names are case-insensitive; also %q)", name, lower[l])
-		default:
-			lower[l] = name
+	if len(m.Headers) > 0 {
+		mh := v.push("headers")
+		lower := make(map[string]string, len(m.Headers))
+		for _, name := range sortedKeys(m.Headers, &v.headerKeys) {
+			switch l := strings.ToLower(name); {
+			case name == "":
+				v.addAt(name, "a header needs a name")
+			case !isToken(name):
+				v.addAt(name, "invalid header name %q", name)
+			case lower[l] != "":
+				v.addAt(name, "header %q given twice (names are case-insensitive; also %q)", name, lower[l])
+			default:
+				lower[l] = name
+			}
 		}
+		v.pop(mh)
 	}
-	v.methods(join(mp, "methods"), m.Methods)
+	if len(m.Methods) > 0 {
+		mt := v.push("methods")
+		v.methods(m.Methods)
+		v.pop(mt)
+	}
+	v.pop(mm)
 
-	sp := join(path, "split")
-	sum := 0
-	seen := make(map[string]int, len(r.Split))
-	for i, ws := range r.Split {
-		p := index(sp, i)
-		switch {
-		case ws.Weight < 0:
-			v.add(join(p, "weight"), "must be >= 0")
-		case ws.Weight > maxSplitWeight:
-			v.add(join(p, "weight"), "must be at most %d", maxSplitWeight)
-		default:
-			sum += ws.Weight
+	if len(r.Split) > 0 {
+		ms := v.push("split")
+		sum := 0
+		var seen map[string]int // subset -> index, for long splits
+		if len(r.Split) > smallMapping {
+			seen = make(map[string]int, len(r.Split))
 		}
-		if ws.Subset == "" {
-			v.add(join(p, "subset"), "must name a subset")
-		} else if first, dup := seen[ws.Subset]; dup {
-			v.add(join(p, "subset"), "subset %q appears twice in the split (also split[%d])", ws.Subset, first)
-		} else {
-			seen[ws.Subset] = i
+		for i, ws := range r.Split {
+			mi := v.pushIndex(i)
+			switch {
+			case ws.Weight < 0:
+				v.addAt("weight", "must be >= 0")
+			case ws.Weight > maxSplitWeight:
+				v.addAt("weight", "must be at most %d", maxSplitWeight)
+			default:
+				sum += ws.Weight
+			}
+			if ws.Subset == "" {
+				v.addAt("subset", "must name a subset")
+			} else if first, dup := firstSubset(r.Split, i, seen); dup {
+				v.addAt("subset", "subset %q appears twice in the split (also split[%d])", ws.Subset, first)
+			} else if seen != nil {
+				seen[ws.Subset] = i
+			}
+			v.pop(mi)
 		}
+		if sum == 0 {
+			v.add("the weights must add up to more than 0")
+		}
+		v.pop(ms)
 	}
-	if len(r.Split) > 0 && sum == 0 {
-		v.add(sp, "the weights must add up to more than 0")
-	}
-	v.settings(path, &r.Settings)
+	v.settings(&r.Settings)
 }
 
-func (v *validator) methods(path string, methods []string) {
+// firstSubset returns the index of the first entry before i that names the
+// subset of entry i, from seen when it is not nil.
+func firstSubset(split []WeightedSubset, i int, seen map[string]int) (int, bool) {
+	if seen != nil {
+		first, ok := seen[split[i].Subset]
+		return first, ok
+	}
+	for j := range i {
+		if split[j].Subset == split[i].Subset {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+// methods checks a list of methods at the path being checked.
+func (v *validator) methods(methods []string) {
 	for i, m := range methods {
 		if !isToken(m) {
-			v.add(index(path, i), "invalid method %q", m)
+			mi := v.pushIndex(i)
+			v.add("invalid method %q", m)
+			v.pop(mi)
 		}
 	}
 }
 
-func (v *validator) authorization(path string, a *Authorization) {
-	v.oneOf(join(path, "default"), a.Default, "deny", "allow")
+// authorization checks a, at the path being checked.
+func (v *validator) authorization(a *Authorization) {
+	v.oneOf("default", a.Default, "deny", "allow")
+	if len(a.Rules) == 0 {
+		return
+	}
+	mr := v.push("rules")
 	for i, r := range a.Rules {
-		p := index(join(path, "rules"), i)
+		mi := v.pushIndex(i)
 		if len(r.From) == 0 {
-			v.add(join(p, "from"), "must name at least one calling service (or \"*\" for any)")
+			v.addAt("from", "must name at least one calling service (or \"*\" for any)")
 		}
 		for j, from := range r.From {
 			if from != "*" && !IsServiceName(from) {
-				v.add(index(join(p, "from"), j), "invalid service name %q", from)
+				m := v.push("from")
+				v.pushIndex(j)
+				v.add("invalid service name %q", from)
+				v.pop(m)
 			}
 		}
 		for j, prefix := range r.Paths {
 			if !strings.HasPrefix(prefix, "/") {
-				v.add(index(join(p, "paths"), j), "must start with \"/\"")
+				m := v.push("paths")
+				v.pushIndex(j)
+				v.add("must start with \"/\"")
+				v.pop(m)
 			}
 		}
-		v.methods(join(p, "methods"), r.Methods)
+		if len(r.Methods) > 0 {
+			m := v.push("methods")
+			v.methods(r.Methods)
+			v.pop(m)
+		}
+		v.pop(mi)
 	}
+	v.pop(mr)
 }
 
-// mergedDefaults checks the defaults on their own merged view: their backoff
-// and the backoff of their routes.
+// mergedDefaults checks the defaults, at the path being checked, on their
+// own merged view: their backoff and the backoff of their routes.
 func (v *validator) mergedDefaults(def *Service) {
 	if setsBackoff(&def.Settings) {
-		v.backoff("defaults", "", &def.Settings)
+		v.backoff("", &def.Settings)
 	}
+	m := v.push("routes")
 	for i := range def.Routes {
 		if r := &def.Routes[i]; setsBackoff(&r.Settings) {
-			v.backoff(index("defaults.routes", i), "", &def.Settings, &r.Settings)
+			mi := v.pushIndex(i)
+			v.backoff("", &def.Settings, &r.Settings)
+			v.pop(mi)
 		}
 	}
+	v.pop(m)
 }
 
-// merged checks the service called name on the merged view defaults ⊕ svc:
-// every split names a subset of the service, and backoff max >= initial
-// wherever a level sets the backoff. Problems in routes inherited from the defaults are
-// reported at the defaults' path, naming the service.
-func (v *validator) merged(path, name string, def, svc *Service) {
-	subsets := mergedSubsets(def, svc)
+// merged checks the service called name, at the path being checked, on the
+// merged view defaults ⊕ svc: every split names a subset of the service,
+// and backoff max >= initial wherever a level sets the backoff. Problems in
+// routes inherited from the defaults are reported at the defaults' path,
+// naming the service.
+func (v *validator) merged(name string, def, svc *Service) {
 	routes, fromDefaults := effectiveRoutes(def, svc)
-	v.emptySubsets(path, name, def, svc, subsets, routes)
-	routesPath, note := join(path, "routes"), ""
-	if fromDefaults {
-		routesPath, note = "defaults.routes", " for service "+name
-	}
+	v.emptySubsets(name, def, svc, routes)
 	if setsBackoff(settingsOf(svc)) {
-		v.backoff(path, "", settingsOf(def), settingsOf(svc))
+		v.backoff("", settingsOf(def), settingsOf(svc))
+	}
+	if len(routes) == 0 {
+		return
+	}
+	noteName := "" // the service to name in problems reported at the defaults' path
+	if fromDefaults {
+		noteName = name
+		saved := v.rebase("defaults.routes")
+		defer v.restore(saved)
+	} else {
+		defer v.pop(v.push("routes"))
 	}
 	for i := range routes {
 		r := &routes[i]
-		p := index(routesPath, i)
+		mi := v.pushIndex(i)
 		for j, ws := range r.Split {
-			if _, ok := subsets[ws.Subset]; !ok && ws.Subset != "" {
-				v.add(join(index(join(p, "split"), j), "subset"), "unknown subset %q%s", ws.Subset, note)
+			if ws.Subset != "" && !hasSubset(def, svc, ws.Subset) {
+				m := v.push("split")
+				v.pushIndex(j)
+				v.push("subset")
+				v.add("unknown subset %q%s", ws.Subset, forService(noteName))
+				v.pop(m)
 			}
 		}
 		// An inherited route was checked with the defaults alone; check it
 		// again only if the service's own backoff takes part.
 		if setsBackoff(&r.Settings) && (!fromDefaults || setsBackoff(settingsOf(svc))) {
-			v.backoff(p, note, settingsOf(def), settingsOf(svc), &r.Settings)
+			v.backoff(noteName, settingsOf(def), settingsOf(svc), &r.Settings)
 		}
+		v.pop(mi)
 	}
 }
 
-// emptySubsets reports, for a service with static endpoints, every subset
-// that selects none of them: a split to it would fail its share of the
-// calls. The service's own subsets are checked all; those it inherits from
-// the defaults, which serve many services, only when one of its routes
-// splits to them (reported at the defaults' path, naming the service).
-func (v *validator) emptySubsets(path, name string, def, svc *Service, subsets map[string]map[string]string, routes []Route) {
+// forService is the note that names the service a problem reported at the
+// defaults' path is about: "" when name is "".
+func forService(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " for service " + name
+}
+
+// hasSubset reports whether the merged view defaults ⊕ svc has the subset.
+func hasSubset(def, svc *Service, subset string) bool {
+	_, ok := subsetOf(def, svc, subset)
+	return ok
+}
+
+// subsetOf returns the selector of the subset in the merged view defaults ⊕
+// svc (the service's winning).
+func subsetOf(def, svc *Service, subset string) (map[string]string, bool) {
+	if svc != nil {
+		if sel, ok := svc.Subsets[subset]; ok {
+			return sel, true
+		}
+	}
+	if def != nil {
+		sel, ok := def.Subsets[subset]
+		return sel, ok
+	}
+	return nil, false
+}
+
+// emptySubsets reports, for a service with static endpoints (at the path
+// being checked), every subset that selects none of them: a split to it
+// would fail its share of the calls. The service's own subsets are checked
+// all; those it inherits from the defaults, which serve many services, only
+// when one of its routes splits to them (reported at the defaults' path,
+// naming the service).
+func (v *validator) emptySubsets(name string, def, svc *Service, routes []Route) {
 	eps := pick(def, svc, func(s *Service) []Endpoint { return s.Endpoints })
 	if len(eps) == 0 {
 		return // discovered endpoints come and go; nothing to check here
 	}
-	count := fmt.Sprintf("%d endpoints", len(eps))
-	if len(eps) == 1 {
-		count = "1 endpoint"
+	var names []string
+	switch {
+	case def == nil || len(def.Subsets) == 0:
+		if svc == nil {
+			return
+		}
+		names = sortedKeys(svc.Subsets, &v.mergedKeys)
+	case svc == nil || len(svc.Subsets) == 0:
+		names = sortedKeys(def.Subsets, &v.mergedKeys)
+	default:
+		names = v.mergedKeys[:0]
+		for k := range svc.Subsets {
+			names = append(names, k)
+		}
+		for k := range def.Subsets {
+			if _, own := svc.Subsets[k]; !own {
+				names = append(names, k)
+			}
+		}
+		slices.Sort(names)
+		v.mergedKeys = names
 	}
-	for _, sub := range slices.Sorted(maps.Keys(subsets)) {
-		if slices.ContainsFunc(eps, func(ep Endpoint) bool { return selects(subsets[sub], ep.Labels) }) {
+	for _, sub := range names {
+		sel, _ := subsetOf(def, svc, sub)
+		if slices.ContainsFunc(eps, func(ep Endpoint) bool { return selects(sel, ep.Labels) }) {
 			continue
 		}
 		own := false
@@ -390,11 +674,25 @@ func (v *validator) emptySubsets(path, name string, def, svc *Service, subsets m
 			_, own = svc.Subsets[sub]
 		}
 		if own {
-			v.add(join(join(path, "subsets"), sub), "selects none of the %s", count)
+			m := v.push("subsets")
+			v.push(sub)
+			v.add("selects none of the %s", endpointCount(len(eps)))
+			v.pop(m)
 		} else if splitsTo(routes, sub) {
-			v.add(join("defaults.subsets", sub), "selects none of the %s of service %s", count, name)
+			saved := v.rebase("defaults.subsets")
+			v.push(sub)
+			v.add("selects none of the %s of service %s", endpointCount(len(eps)), name)
+			v.restore(saved)
 		}
 	}
+}
+
+// endpointCount writes "1 endpoint" or "<n> endpoints".
+func endpointCount(n int) string {
+	if n == 1 {
+		return "1 endpoint"
+	}
+	return fmt.Sprintf("%d endpoints", n)
 }
 
 // selects reports whether every label of selector is one of labels.
@@ -418,11 +716,16 @@ func splitsTo(routes []Route, subset string) bool {
 }
 
 // backoff checks that the merged backoff max is not below the merged
-// initial delay. path names the most specific level.
-func (v *validator) backoff(path, note string, levels ...*Settings) {
+// initial delay, at the path being checked (the most specific level).
+// noteName, when not "", is the service the problem is about.
+func (v *validator) backoff(noteName string, levels ...*Settings) {
 	e := effective(levels...)
 	if e.BackoffMax < e.BackoffInitial {
-		v.add(join(join(join(path, "retry"), "backoff"), "max"), "must be >= initial (%s), got %s%s", e.BackoffInitial, e.BackoffMax, note)
+		m := v.push("retry")
+		v.push("backoff")
+		v.push("max")
+		v.add("must be >= initial (%s), got %s%s", e.BackoffInitial, e.BackoffMax, forService(noteName))
+		v.pop(m)
 	}
 }
 
@@ -482,7 +785,7 @@ func checkAddress(addr string) string {
 	if host == "" {
 		return fmt.Sprintf("invalid address %q: no host", addr)
 	}
-	if _, err := netip.ParseAddr(host); err != nil && !isHostname(host) {
+	if !isHostname(host) && !isIPAddr(host) {
 		return fmt.Sprintf("invalid address %q: bad host %q", addr, host)
 	}
 	n, err := strconv.Atoi(port)
@@ -490,6 +793,12 @@ func checkAddress(addr string) string {
 		return fmt.Sprintf("invalid address %q: port must be 1..65535", addr)
 	}
 	return ""
+}
+
+// isIPAddr reports whether s is an IP address.
+func isIPAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // isHostname reports whether s is made of DNS name characters.

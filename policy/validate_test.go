@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -222,5 +223,49 @@ func TestIsServiceName(t *testing.T) {
 		if got := IsServiceName(name); got != want {
 			t.Errorf("IsServiceName(%q) = %v", name, got)
 		}
+	}
+}
+
+// Lists and mappings longer than smallMapping find their duplicates with a
+// map rather than by comparing items: the problems are the same.
+func TestValidateLongLists(t *testing.T) {
+	list := func(n int, item func(i int) string) string {
+		items := make([]string, n)
+		for i := range items {
+			items[i] = item(i)
+		}
+		return "[" + strings.Join(items, ", ") + "]"
+	}
+	tests := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"endpoints", "services: {b: {endpoints: " + list(20, func(i int) string { return fmt.Sprintf("{address: 'h%d:80'}", i%19) }) + "}}",
+			[]string{`services.b.endpoints[19].address: duplicate address "h0:80" (also endpoints[0])`}},
+		{"endpoints, short", "services: {b: {endpoints: " + list(5, func(i int) string { return fmt.Sprintf("{address: 'h%d:80'}", i%4) }) + "}}",
+			[]string{`services.b.endpoints[4].address: duplicate address "h0:80" (also endpoints[0])`}},
+		{"named routes", "services: {b: {routes: " + list(20, func(i int) string { return fmt.Sprintf("{name: r%d}", i%18) }) + "}}",
+			[]string{`services.b.routes[18].name: duplicate route name "r0" (also routes[0])`, `services.b.routes[19].name: duplicate route name "r1" (also routes[1])`}},
+		{"unnamed routes", "services: {b: {routes: " + list(20, func(i int) string {
+			if i == 19 {
+				return "{name: 'route[2]'}"
+			}
+			return "{}"
+		}) + "}}",
+			[]string{`services.b.routes[19].name: duplicate route name "route[2]" (also routes[2])`}},
+		{"unnamed route after a named one", "services: {b: {routes: [{name: 'route[1]'}, {}, {name: 'route[]'}, {name: 'route[x]'}, {}]}}",
+			[]string{`services.b.routes[1].name: duplicate route name "route[1]" (also routes[0])`}},
+		{"split", "services: {b: {subsets: {v0: {}, v1: {}, v2: {}}, routes: [{split: " + list(20, func(i int) string { return fmt.Sprintf("{subset: v%d, weight: 1}", min(i, 2)) }) + "}]}}",
+			[]string{`services.b.routes[0].split[3].subset: subset "v2" appears twice in the split (also split[2])`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.in))
+			got := problemsOf(t, err)
+			if len(got) < len(tt.want) || strings.Join(got[:len(tt.want)], "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("problems:\n  %s\nwant first:\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
+			}
+		})
 	}
 }
