@@ -63,7 +63,7 @@ func startIdentity(client *api.Client, service string, logger *slog.Logger) *Ide
 		return func(err error, failures int, wait time.Duration) {
 			s.last.store(err)
 			if failures == 1 || failures%10 == 0 {
-				s.log.Warn("inmesh: consul connect "+what+" watch failed; the identity in force stays",
+				s.log.Warn("consul connect "+what+" watch failed; the identity in force stays",
 					"service", service, "failures", failures, "retry_in", wait, "err", err)
 			}
 		}
@@ -110,7 +110,7 @@ func (s *IdentitySource) rebuild() error {
 	}
 	id, err := identityFromConsul(leaf, roots)
 	if err != nil {
-		s.log.Error("inmesh: consul connect identity rejected; the one in force stays", "service", s.service, "err", err)
+		s.log.Error("consul connect identity rejected; the one in force stays", "service", s.service, "err", err)
 		return err
 	}
 	if cur := s.val.load(); cur != nil && cur.Serial() == id.Serial() && sameRoots(cur.Roots, id.Roots) {

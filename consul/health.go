@@ -137,7 +137,7 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
 			if failures == 1 || failures%10 == 0 {
-				s.log.Warn("inmesh: consul health watch failed; the endpoints in force stay",
+				s.log.Warn("consul health watch failed; the endpoints in force stay",
 					"service", service, "failures", failures, "retry_in", wait, "err", err)
 			}
 		},

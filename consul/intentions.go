@@ -303,7 +303,7 @@ func startIntentions(client *api.Client, service string, logger *slog.Logger) *I
 			in, cerr := CompileIntentions(entry, *defaultAllow)
 			if cerr != nil {
 				s.last.store(cerr)
-				logger.Error("inmesh: intentions rejected; the ones in force stay", "service", service, "err", cerr)
+				logger.Error("intentions rejected; the ones in force stay", "service", service, "err", cerr)
 			} else {
 				s.val.set(in)
 			}
@@ -312,7 +312,7 @@ func startIntentions(client *api.Client, service string, logger *slog.Logger) *I
 		OnError: func(err error, failures int, wait time.Duration) {
 			s.last.store(err)
 			if failures == 1 || failures%10 == 0 {
-				logger.Warn("inmesh: consul intentions watch failed; the intentions in force stay",
+				logger.Warn("consul intentions watch failed; the intentions in force stay",
 					"service", service, "failures", failures, "retry_in", wait, "err", err)
 			}
 		},

@@ -132,7 +132,7 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 		path, ok := s.blockPath(p.Key)
 		if !ok {
 			if !strings.HasSuffix(p.Key, "/") { // folders are fine
-				s.log.Debug("inmesh: ignoring a KV key that is no policy block", "key", p.Key)
+				s.log.Debug("ignoring a KV key that is no policy block", "key", p.Key)
 			}
 			continue
 		}

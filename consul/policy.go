@@ -40,7 +40,7 @@ func NewPolicySource(ctx context.Context, client *api.Client, prefix string, log
 		_ = s.kv.Watch(ctx, func(ev policy.Event) {
 			if ev.Err != nil {
 				s.last.store(ev.Err)
-				logger.Warn("inmesh: policy rejected; the last valid version stays in force", "source", s.kv.String(), "err", ev.Err)
+				logger.Warn("policy rejected; the last valid version stays in force", "source", s.kv.String(), "err", ev.Err)
 				return
 			}
 			s.val.set(ev.Snapshot)

@@ -32,7 +32,7 @@ func (m *Mesh) saveCache(st *state) {
 		Rejected:  st.policy.Rejected,
 	})
 	if err != nil {
-		m.log.Warn("inmesh: writing the last-known-good cache failed", "dir", m.cfg.cacheDir, "err", err)
+		m.log.Warn("writing the last-known-good cache failed", "dir", m.cfg.cacheDir, "err", err)
 	}
 }
 
@@ -45,12 +45,12 @@ const cacheWait = 3 * time.Second
 func (m *Mesh) startFromCache() bool {
 	st, err := lkg.Load(m.cfg.cacheDir, m.cfg.service)
 	if err != nil {
-		m.log.Warn("inmesh: the control plane does not answer and the cache cannot serve", "source", m.source.String(), "err", err)
+		m.log.Warn("the control plane does not answer and the cache cannot serve", "source", m.source.String(), "err", err)
 		return false
 	}
 	snap, err := policy.NewSnapshot(st.Policy, "cache:"+st.Source)
 	if err != nil {
-		m.log.Warn("inmesh: the cached policy does not validate", "dir", m.cfg.cacheDir, "err", err)
+		m.log.Warn("the cached policy does not validate", "dir", m.cfg.cacheDir, "err", err)
 		return false
 	}
 	snap.Rejected = st.Rejected
@@ -65,7 +65,7 @@ func (m *Mesh) startFromCache() bool {
 	}
 	m.mu.Unlock()
 	m.apply(snap)
-	m.log.Warn("inmesh: the control plane does not answer; serving the last-known-good cache",
+	m.log.Warn("the control plane does not answer; serving the last-known-good cache",
 		"source", m.source.String(), "cached_version", st.Version, "written", st.Written, "dir", m.cfg.cacheDir)
 	return true
 }

@@ -190,7 +190,7 @@ func (m *Mesh) Register(ctx context.Context, inst Instance) error {
 	if err := m.plane.Register(ctx, m.workload(), inst); err != nil {
 		return fmt.Errorf("mesh: Register %s: %w", inst.ID, err)
 	}
-	m.log.Info("inmesh: registered", "id", inst.ID, "address", inst.Address, "control_plane", m.source.String())
+	m.log.Info("registered", "id", inst.ID, "address", inst.Address, "control_plane", m.source.String())
 	return nil
 }
 

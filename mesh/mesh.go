@@ -399,7 +399,7 @@ func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
 		if m.plane != nil {
 			if err := m.plane.Close(); err != nil {
-				m.log.Warn("inmesh: closing the control plane failed", "source", m.source, "err", err)
+				m.log.Warn("closing the control plane failed", "source", m.source, "err", err)
 			}
 		}
 		m.cancel()
