@@ -111,7 +111,7 @@ func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 			if failures == 1 || failures%10 == 0 {
 				level = slog.LevelWarn
 			}
-			s.log.Log(context.Background(), level, "inmesh: consul KV watch failed; the policy in force stays",
+			s.log.Log(context.Background(), level, "consul KV watch failed; the policy in force stays",
 				"prefix", s.prefix, "failures", failures, "retry_in", wait, "err", err)
 		},
 	}
