@@ -156,7 +156,7 @@ func TestConsulOutageAndCache(t *testing.T) {
 	m2, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(consul.New(consul.Config{Client: agent.Client})),
 		mesh.WithCacheDir(cache), devca, mesh.WithLogger(quietLogger()))
 	if err != nil {
-		t.Fatalf("restart from the cache: %v", err)
+		t.Fatalf("restart from the cache: %v\nagent log:\n%s", err, agent.Log())
 	}
 	defer m2.Close()
 	if src := adminConfig(t, m2).Source; !strings.HasPrefix(src, "cache:") {

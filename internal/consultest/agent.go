@@ -205,8 +205,37 @@ func (a *Agent) Restart(t testing.TB) {
 }
 
 // Pause freezes the agent (SIGSTOP): connections hang as with a partitioned
-// agent, and its data survives Resume.
-func (a *Agent) Pause() { a.signal(syscall.SIGSTOP, true) }
+// agent, and its data survives Resume. It returns once the kernel reports
+// the process stopped, so nothing the test does next can reach a running
+// agent.
+func (a *Agent) Pause() {
+	a.signal(syscall.SIGSTOP, true)
+	a.mu.Lock()
+	cmd := a.cmd
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if stopped(stat) {
+			return
+		}
+	}
+}
+
+// stopped reports whether the process whose /proc stat file is path is in
+// the stopped state ("T"); false where /proc cannot say.
+func stopped(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// itself hold spaces or parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+}
 
 // Resume thaws a paused agent.
 func (a *Agent) Resume() { a.signal(syscall.SIGCONT, false) }
