@@ -37,14 +37,24 @@ const (
 // "services.billing.retry.attempts: must be 1..10", and errors.Is(err,
 // ErrInvalid) holds. Unknown fields, duplicate keys, wrong types and
 // durations without a unit ("250" instead of "250ms") are errors. When the
-// document cannot be decoded, validation is not attempted. A document of
-// more than MaxDocumentSize bytes, or more than 450,000 YAML nodes, is
-// refused before it is parsed, so parsing runs in bounded memory.
+// document cannot be decoded, validation is not attempted.
+//
+// Parsing runs in bounded memory: a document of more than MaxDocumentSize
+// bytes, more than 450,000 YAML nodes, or whose nodes would cost more than
+// 150 MB to parse (each kind of node charged what the YAML parser and the
+// decoder allocate for it) is refused before it is parsed; a document with
+// more than MaxServices services, or whose services resolve to more than
+// MaxResolvedRoutes routes, is refused before it is validated, so that
+// NewSnapshot of it is bounded too (about 40 MB beyond its own copy). A
+// fleet of 20,000 services, each with an endpoint and a subset, fits.
 //
 // Parse does not keep data. It is safe for concurrent use.
 func Parse(data []byte) (*Document, error) {
 	doc, zeros, err := decode(data)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkResolvedSize(doc); err != nil {
 		return nil, err
 	}
 	if err := doc.validate(zeros); err != nil {

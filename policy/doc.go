@@ -17,7 +17,11 @@
 // [Parse] decodes strictly: unknown fields, duplicate keys, wrong types and
 // durations without a unit are errors, YAML aliases are followed with a
 // bound on the work (an alias bomb fails fast), and every problem is
-// reported with its path, as in
+// reported with its path. A document is refused before it is parsed when
+// it is larger than [MaxDocumentSize] or its parse would cost more than
+// 150 MB, and before it is validated when it names more than [MaxServices]
+// services or resolves to more than [MaxResolvedRoutes] routes; a fleet of
+// 20,000 services fits. Problems are reported as in
 //
 //	policy: services.billing.retry.attempts: must be 1..10
 //

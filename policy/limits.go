@@ -3,15 +3,27 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 )
 
 // Size limits of a policy document, enforced before the YAML parser builds
-// anything, so that every input is refused or accepted in bounded memory.
-// The YAML parser costs about 230 bytes per node whatever the document's
-// shape, so the node limit is what bounds memory (to about 100 MB); the byte
-// limit bounds the rest (long strings, comments). A fleet of 20,000
-// services, each with an endpoint and a subset, is about 2.5 MB and 340,000
-// nodes.
+// anything, so that every input is refused or accepted in bounded memory
+// (and time: under half a second on one core).
+//
+// The YAML parser's tree costs 200 to 600 bytes per node depending on its
+// kind (a plain scalar that begins like a number or a date costs most), and
+// up to 20 bytes per byte of a scalar's text. So the nodes are counted
+// before parsing, each charged the measured cost of its kind (plus what
+// decoding it costs), and a document whose charge passes maxParseCost is
+// refused: "would take more than 150 MB to parse". The charges are upper
+// bounds for the costliest shapes (long flat lists); a real document costs
+// about 70% of its charge. A fleet of 20,000 services, each with an
+// endpoint and a subset (2.5 MB, 340,000 nodes), is charged 141 MB (YAML)
+// or 127 MB (JSON) and allocates 99 MB or 93 MB; no accepted document
+// allocates more than 150 MB in Parse.
+//
+// What NewSnapshot builds per service and per route is bounded by
+// MaxServices and MaxResolvedRoutes, checked once the document is decoded.
 const (
 	// MaxDocumentSize is the largest document Parse, ParseService and the
 	// sources accept, in bytes.
@@ -20,18 +32,68 @@ const (
 	// before parsing, and visited (aliases followed) while decoding, so an
 	// alias bomb fails fast too.
 	maxNodes = 450_000
+	// maxParseCost bounds what Parse may allocate, in bytes, by the costs
+	// of the nodes countNodes counts: the 20,000-service fleet's charge
+	// with 6% to spare.
+	maxParseCost = 150_000_000
 	// maxProblems bounds the problems one error lists.
 	maxProblems = 100
+
+	// MaxServices is the most services a document may name: 2.5 times a
+	// fleet of 20,000. Each costs NewSnapshot about 800 bytes however
+	// little the document says of it (a line "name:" is enough).
+	MaxServices = 50_000
+	// MaxResolvedRoutes bounds the routes a snapshot resolves: for every
+	// service, its own routes, or the defaults' routes it inherits, or its
+	// one implicit route. Each costs NewSnapshot about 250 bytes, and
+	// inherited routes multiply: 200 default routes and 20,000 services
+	// are 4 million routes (1 GB) from 200 kB of YAML. A fleet of 20,000
+	// services with 5 routes each fits.
+	MaxResolvedRoutes = 100_000
 )
 
-// checkSize refuses data larger than MaxDocumentSize, or with more YAML
-// nodes than maxNodes by countNodes, before any parsing.
+// checkResolvedSize refuses a document whose snapshot would resolve more
+// than MaxServices services or MaxResolvedRoutes routes, so that NewSnapshot
+// of any document Parse accepts costs at most about 70 MB beyond the
+// document's own copy.
+func checkResolvedSize(doc *Document) error {
+	if len(doc.Services) > MaxServices {
+		return invalid("services", fmt.Sprintf("too many services: %d, at most %d", len(doc.Services), MaxServices))
+	}
+	inherited := 1
+	if doc.Defaults != nil && len(doc.Defaults.Routes) > 0 {
+		inherited = len(doc.Defaults.Routes)
+	}
+	routes := 0
+	for _, svc := range doc.Services {
+		if svc != nil && len(svc.Routes) > 0 {
+			routes += len(svc.Routes)
+		} else {
+			routes += inherited
+		}
+	}
+	if routes > MaxResolvedRoutes {
+		return invalid("services", fmt.Sprintf("too many routes: the services resolve to %d routes (their own, or the %d of defaults.routes each inherits), at most %d", routes, inherited, MaxResolvedRoutes))
+	}
+	return nil
+}
+
+// checkSize refuses data larger than MaxDocumentSize, with more YAML nodes
+// than maxNodes by countNodes, or whose parse would cost more than
+// maxParseCost by the same count, before any parsing.
 func checkSize(data []byte, path string) error {
 	if len(data) > MaxDocumentSize {
 		return invalid(path, fmt.Sprintf("document too large: %d bytes, at most %d (%d MiB)", len(data), MaxDocumentSize, MaxDocumentSize>>20))
 	}
-	if n := countNodes(data, maxNodes); n > maxNodes {
+	n, cost := measure(data, maxNodes, maxParseCost)
+	if cost > maxParseCost && n <= maxNodes {
+		n = countNodes(data, maxNodes) // name the node limit when it is passed too
+	}
+	if n > maxNodes {
 		return invalid(path, fmt.Sprintf("document too large: more than %d YAML nodes", maxNodes))
+	}
+	if cost > maxParseCost {
+		return invalid(path, fmt.Sprintf("document too large: would take more than %d MB to parse", maxParseCost/1_000_000))
 	}
 	return nil
 }
@@ -40,35 +102,49 @@ func checkSize(data []byte, path string) error {
 // data, or a number above limit as soon as it passes limit. It allocates
 // nothing. Valid JSON is counted exactly; YAML is over-estimated.
 func countNodes(data []byte, limit int) int {
+	n, _ := measure(data, limit, math.MaxInt64)
+	return n
+}
+
+// measure returns countNodes(data) and the bytes parsing data would
+// allocate by the costs of its nodes, stopping as soon as either passes its
+// limit.
+func measure(data []byte, limit int, costLimit int64) (int, int64) {
 	if json.Valid(data) {
-		return countJSON(data, limit)
+		return countJSON(data, limit, costLimit)
 	}
-	return countYAML(data, limit)
+	return countYAML(data, limit, costLimit)
 }
 
 // countJSON counts the values and keys of valid JSON, plus the document
-// node: exactly the nodes of its YAML parse.
-func countJSON(data []byte, limit int) int {
-	n := 1
-	for i := 0; i < len(data) && n <= limit; i++ {
+// node: exactly the nodes of its YAML parse; and their cost.
+func countJSON(data []byte, limit int, costLimit int64) (int, int64) {
+	n, cost := 1, int64(costCollection)
+	for i := 0; i < len(data) && n <= limit && cost <= costLimit; i++ {
 		switch c := data[i]; {
 		case c == '"':
 			n++
+			start := i
 			for i++; data[i] != '"'; i++ {
 				if data[i] == '\\' {
 					i++
 				}
 			}
+			cost += costScalar + perByteScalar*int64(i-start)
 		case c == '{' || c == '[':
 			n++
+			cost += costCollection
 		case c == '-' || c >= '0' && c <= '9' || c == 't' || c == 'f' || c == 'n':
 			n++
+			start := i
 			for i+1 < len(data) && !isJSONDelim(data[i+1]) {
 				i++
 			}
+			base, perByte := scalarCost(data[start:])
+			cost += base + perByte*int64(i+1-start)
 		}
 	}
-	return n
+	return n, cost
 }
 
 func isJSONDelim(c byte) bool {
@@ -96,7 +172,9 @@ func isJSONDelim(c byte) bool {
 // tags or directives never use the first two exemptions, whose reasoning
 // they could defeat.
 type yamlCounter struct {
-	n, limit int
+	n, limit        int
+	cost, costLimit int64
+	carry           int64 // per-byte cost of a plain scalar that may go on: its costliest piece since the last indicator
 
 	// The previous content line, for the exemptions.
 	prevKeyCol  int // column of its first key, -1 if none
@@ -107,9 +185,9 @@ type yamlCounter struct {
 	pendingCol int // a ":" or "- " ended the previous content line at this column; -1 if none
 }
 
-func countYAML(data []byte, limit int) int {
-	y := yamlCounter{n: 2, limit: limit, prevKeyCol: -1, prevDashCol: -1, pendingCol: -1} // document and root
-	for start := 0; start < len(data) && y.n <= limit; {
+func countYAML(data []byte, limit int, costLimit int64) (int, int64) {
+	y := yamlCounter{n: 2, limit: limit, cost: 2 * costCollection, costLimit: costLimit, prevKeyCol: -1, prevDashCol: -1, pendingCol: -1} // document and root
+	for start := 0; start < len(data) && y.n <= limit && y.cost <= costLimit; {
 		end := start
 		for end < len(data) && data[end] != '\n' {
 			end++
@@ -118,9 +196,15 @@ func countYAML(data []byte, limit int) int {
 		start = end + 1
 	}
 	if y.pendingCol >= 0 {
-		y.n++ // the value of the last line's ":" or "- " is null
+		y.add(costNull) // the value of the last line's ":" or "- " is null
 	}
-	return y.n
+	return y.n, y.cost
+}
+
+// add counts a node of the given cost.
+func (y *yamlCounter) add(cost int64) {
+	y.n++
+	y.cost += cost
 }
 
 // flowFrame is one flow collection opened on the current line.
@@ -142,7 +226,7 @@ func (y *yamlCounter) line(l []byte) {
 		return // blank: not a content line
 	}
 	if y.pendingCol >= 0 && indent <= y.pendingCol {
-		y.n++ // not indented more: the pending value is null
+		y.add(costNull) // not indented more: the pending value is null
 	}
 	y.pendingCol = -1
 
@@ -188,7 +272,8 @@ func (y *yamlCounter) line(l []byte) {
 		case c == '[' || c == '{':
 			inPiece = false
 			flow = true
-			y.n++
+			y.carry = 0
+			y.add(costCollection)
 			if depth < len(stack) && overflow == 0 {
 				stack[depth] = flowFrame{mapping: c == '{', explicit: plain}
 				depth++
@@ -199,12 +284,13 @@ func (y *yamlCounter) line(l []byte) {
 		case c == ']' || c == '}':
 			inPiece = false
 			flow = true
+			y.carry = 0
 			if f := frame(); f != nil && f.explicit && f.mapping {
 				if f.key && (!f.colon || !f.valued) {
-					y.n++ // the last entry's value is null
+					y.add(costNull) // the last entry's value is null
 				}
 			} else {
-				y.n++ // possibly a null value
+				y.add(costNull) // possibly a null value
 			}
 			if overflow > 0 {
 				overflow--
@@ -215,19 +301,21 @@ func (y *yamlCounter) line(l []byte) {
 		case c == ',':
 			inPiece = false
 			flow = true
+			y.carry = 0
 			if f := frame(); f != nil && f.explicit && f.mapping {
 				if f.key && (!f.colon || !f.valued) {
-					y.n++
+					y.add(costNull)
 				}
 				*f = flowFrame{mapping: true, explicit: true}
 			} else {
-				y.n++
+				y.add(costNull)
 			}
 			continue
 		case c == ':' && (sep || !inPiece || !plain || depth > 0 && isFlowIndicator(next)):
 			// On a line with quotes, any ":" may be an indicator
 			// ("a":1): count it.
 			inPiece = false
+			y.carry = 0
 			colons++
 			lastCol = i
 			if f := frame(); f != nil && f.explicit && f.mapping {
@@ -241,12 +329,14 @@ func (y *yamlCounter) line(l []byte) {
 					continue // same mapping as the previous line
 				}
 			}
-			y.n++ // a new mapping, or a single-pair one in a flow sequence
+			y.add(costCollection) // a new mapping, or a single-pair one in a flow sequence
 			continue
 		case (c == '-' || c == '?') && !inPiece && sep:
 			lastCol = i
+			y.carry = 0
 			if c == '?' {
-				y.n += 2
+				y.add(costCollection)
+				y.add(costNull)
 				continue
 			}
 			dashes++
@@ -256,7 +346,7 @@ func (y *yamlCounter) line(l []byte) {
 					continue // same sequence as the previous line
 				}
 			}
-			y.n++ // a new sequence
+			y.add(costCollection) // a new sequence
 			continue
 		}
 		if !inPiece {
@@ -264,7 +354,9 @@ func (y *yamlCounter) line(l []byte) {
 			pieces++
 			pieceCol = i
 			lastCol = -1
-			y.n++
+			base, perByte := scalarCost(l[i:])
+			y.carry = max(y.carry, perByte)
+			y.add(base)
 			if f := frame(); f != nil {
 				if f.colon {
 					f.valued = true
@@ -273,10 +365,11 @@ func (y *yamlCounter) line(l []byte) {
 				}
 			}
 		}
+		y.cost += y.carry
 	}
 	if lastCol >= 0 {
 		if depth > 0 || overflow > 0 {
-			y.n++ // inside a flow collection: be conservative
+			y.add(costNull) // inside a flow collection: be conservative
 		} else {
 			y.pendingCol = lastCol
 		}
@@ -293,6 +386,49 @@ func isFlowIndicator(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// The costs of the nodes a document's parse builds (the YAML parser's tree,
+// the values decoded from it and their validation), in bytes allocated,
+// measured (TestParseCostsAreUpperBounds) on the costliest shape of each
+// kind: flat lists of 100,000 items, whose slices grow the most. A scalar
+// costs its base and, for each byte of it, its per-byte cost; the YAML
+// parser tries a plain scalar that begins like a number as a timestamp and
+// as numbers first, copying it each time.
+const (
+	costDecode     = 100 // decoding and validation, per node: a service's struct, a map entry
+	costCollection = 215 + costDecode
+	costNull       = 210 + costDecode
+	costScalar     = 265 + costDecode // quoted, or plain
+	costNumeric    = 365 + costDecode // plain, beginning with a digit, a sign or a dot
+	costDate       = 575 + costDecode // plain, beginning with 4 digits and a "-"
+	perByteScalar  = 5
+	perByteNumeric = 8
+	perByteDate    = 20
+)
+
+// scalarCost returns the base and per-byte costs of a scalar beginning at
+// the start of s.
+func scalarCost(s []byte) (base, perByte int64) {
+	switch c := s[0]; {
+	case c >= '0' && c <= '9':
+		if len(s) > 4 && s[4] == '-' && isDigits(s[:4]) {
+			return costDate, perByteDate
+		}
+		return costNumeric, perByteNumeric
+	case c == '-' || c == '+' || c == '.':
+		return costNumeric, perByteNumeric
+	}
+	return costScalar, perByteScalar
+}
+
+func isDigits(s []byte) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // capped returns problems, followed, when dropped > 0, by one problem that

@@ -2,9 +2,11 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +38,21 @@ func fleetJSON(n int) []byte {
 	}
 	b.WriteString("}}\n")
 	return []byte(b.String())
+}
+
+// raceEnabled reports whether the race detector is on: it makes the code it
+// instruments allocate more than the costs measured without it.
+func raceEnabled() bool {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
 }
 
 // allocated returns the bytes f allocates and how long it takes.
@@ -234,4 +251,207 @@ func countTree(n *yaml.Node) int {
 		c += countTree(k)
 	}
 	return c
+}
+
+// The costs countNodes charges are upper bounds of what the YAML parser
+// allocates, for flat lists of each kind of node (the costliest shape: the
+// lists' slices grow the most).
+func TestParseCostsAreUpperBounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parses 30 MB of lists")
+	}
+	list := func(item string, n int) string { return "[" + strings.Repeat(item+",", n) + "a]" }
+	long := strings.Repeat("a", 1000)
+	var keys strings.Builder
+	for i := range 100_000 {
+		fmt.Fprintf(&keys, "k%s%d: v\n", strings.Repeat("x", i%7), i)
+	}
+	tests := []struct{ name, doc string }{
+		{"plain", list("a", 100_000)},
+		{"plain, 16 bytes", list("abcdefghijklmnop", 100_000)},
+		{"digit", list("1a", 100_000)},
+		{"address", list("10.1.2.3:8080", 100_000)},
+		{"integer", list("1", 100_000)},
+		{"float", list("1.5", 100_000)},
+		{"date", list("2026-01-01", 100_000)},
+		{"dot", list(".a", 100_000)},
+		{"sign", list("-a", 100_000)},
+		{"boolean", list("true", 100_000)},
+		{"null", list("~", 100_000)},
+		{"double-quoted", list(`"a"`, 100_000)},
+		{"single-quoted", list(`'1a'`, 100_000)},
+		{"mapping", list("{}", 100_000)},
+		{"sequence", list("[]", 100_000)},
+		{"block sequence", strings.Repeat("- a\n", 100_000)},
+		{"block nulls", strings.Repeat("-\n", 100_000)},
+		{"block mapping", keys.String()},
+		{"alias", "- &a x\n" + strings.Repeat("- *a\n", 100_000)},
+		{"long plain", list("a"+long, 5000)},
+		{"long digit", list("1_"+long, 5000)},
+		{"long date", list("2026-"+long, 5000)},
+		{"long date and words", list("2026-01-01 "+long, 5000)},
+		{"long quoted", list(`"1`+long+`"`, 5000)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := []byte(tc.doc)
+			n, cost := measure(data, 1<<40, math.MaxInt64)
+			parsed := int64(cost) - costDecode*int64(n) // what the YAML parser may allocate
+			got, _ := allocated(func() {
+				var doc yaml.Node
+				if err := yaml.Unmarshal(data, &doc); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Logf("%d nodes, %d bytes: %.1f MB allocated, %.1f MB charged (%.0f%%)", n, len(data), float64(got)/1e6, float64(parsed)/1e6, 100*float64(got)/float64(parsed))
+			if int64(got) > parsed {
+				t.Errorf("the YAML parser allocated %d bytes, more than the %d charged", got, parsed)
+			}
+		})
+	}
+}
+
+// Documents at the node limit that cost more than maxParseCost to parse
+// are refused before they are parsed; the same shapes made just small
+// enough to fit cost Parse at most maxParseCost.
+func TestParseBoundsWhatAcceptedDocumentsCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parses documents of up to 150 MB of cost")
+	}
+	shapes := []struct {
+		name string
+		gen  func(n int) string // n repetitions of the shape
+		max  int                // n at the node limit
+	}{
+		{"services without a body", func(n int) string {
+			var b strings.Builder
+			b.WriteString("services:\n")
+			for i := range n {
+				fmt.Fprintf(&b, "  s%d:\n", i)
+			}
+			return b.String()
+		}, 224_000},
+		{"labels of one endpoint", func(n int) string {
+			var b strings.Builder
+			b.WriteString("services:\n  s:\n    endpoints:\n      - address: a:1\n        labels:\n")
+			for i := range n {
+				fmt.Fprintf(&b, "          l%d: v\n", i)
+			}
+			return b.String()
+		}, 224_000},
+		{"endpoints", func(n int) string {
+			var b strings.Builder
+			b.WriteString("services:\n  s:\n    endpoints:\n")
+			for i := range n {
+				fmt.Fprintf(&b, "      - address: 10.0.%d.%d:80\n", i>>8&255, i&255)
+			}
+			return b.String()
+		}, 149_000},
+		{"list items like 1a", func(n int) string {
+			return "services:\n  s:\n    retry:\n      retry_on:\n" + strings.Repeat("        - 1a\n", n)
+		}, 449_000},
+		{"list items like dates", func(n int) string {
+			return "services:\n  s:\n    retry:\n      retry_on:\n" + strings.Repeat("        - 2026-01-01\n", n)
+		}, 390_000}, // at the size limit
+	}
+	for _, sh := range shapes {
+		t.Run(sh.name, func(t *testing.T) {
+			data := []byte(sh.gen(sh.max))
+			if n := countNodes(data, 1<<40); n > maxNodes {
+				t.Fatalf("%d nodes: not within the node limit", n)
+			}
+			var err error
+			bytes, took := allocated(func() { _, err = Parse(data) })
+			t.Logf("at the node limit, %d bytes: refused in %v, %.1f MB allocated: %v", len(data), took, float64(bytes)/1e6, err)
+			want := fmt.Sprintf("document too large: would take more than %d MB to parse", maxParseCost/1_000_000)
+			if err == nil || problemsOf(t, err)[0] != want {
+				t.Fatalf("Parse = %v, want %q", err, want)
+			}
+			if bytes > 1<<20 {
+				t.Errorf("refusing allocated %.1f MB, want at most 1 MB", float64(bytes)/1e6)
+			}
+
+			// The most repetitions that fit the budget.
+			lo, hi := 0, sh.max
+			for lo < hi {
+				mid := (lo + hi + 1) / 2
+				if _, cost := measure([]byte(sh.gen(mid)), maxNodes, maxParseCost); cost <= maxParseCost {
+					lo = mid
+				} else {
+					hi = mid - 1
+				}
+			}
+			data = []byte(sh.gen(lo))
+			bytes, took = allocated(func() { _, err = Parse(data) })
+			t.Logf("%d repetitions, %d bytes: parsed in %v, %.1f MB allocated: %.100v", lo, len(data), took, float64(bytes)/1e6, err)
+			if err != nil && strings.Contains(err.Error(), "too large") {
+				t.Fatalf("Parse refused it: %v", err)
+			}
+			if bytes > maxParseCost && !raceEnabled() {
+				t.Errorf("Parse allocated %.1f MB, more than the budget of %d MB", float64(bytes)/1e6, maxParseCost/1_000_000)
+			}
+		})
+	}
+}
+
+// The services and routes a snapshot resolves are bounded, however few
+// bytes ask for them: inherited routes multiply.
+func TestParseBoundsWhatSnapshotsCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes snapshots of 50,000 services")
+	}
+	services := func(n int, defaultRoutes int) string {
+		var b strings.Builder
+		if defaultRoutes > 0 {
+			b.WriteString("defaults:\n  routes:\n")
+			for i := range defaultRoutes {
+				fmt.Fprintf(&b, "    - {name: r%d, match: {path_prefix: /x%d}}\n", i, i)
+			}
+		}
+		b.WriteString("services:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "  s%d:\n", i)
+		}
+		return b.String()
+	}
+	tests := []struct {
+		name     string
+		doc      string
+		want     string // the problem, "" if accepted
+		snapshot uint64 // bytes NewSnapshot may allocate
+	}{
+		{"200 default routes for 20,000 services", services(20_000, 200), "services: too many routes: the services resolve to 4000000 routes (their own, or the 200 of defaults.routes each inherits), at most 100000", 0},
+		{"50,001 services", services(50_001, 0), "services: too many services: 50001, at most 50000", 0},
+		{"50,000 services", services(50_000, 0), "", 60 << 20},
+		{"20 default routes for 5,000 services", services(5_000, 20), "", 40 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := []byte(tc.doc)
+			var doc *Document
+			var err error
+			bytes, took := allocated(func() { doc, err = Parse(data) })
+			t.Logf("%d bytes: Parse in %v, %.1f MB allocated: %.100v", len(data), took, float64(bytes)/1e6, err)
+			if tc.want != "" {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				if got := problemsOf(t, err); got[0] != tc.want {
+					t.Errorf("first problem %q, want %q", got[0], tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			snapBytes, took := allocated(func() { _, err = NewSnapshot(doc, "test") })
+			t.Logf("NewSnapshot in %v, %.1f MB allocated", took, float64(snapBytes)/1e6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snapBytes > tc.snapshot {
+				t.Errorf("NewSnapshot allocated %.1f MB, want at most %.1f MB", float64(snapBytes)/1e6, float64(tc.snapshot)/1e6)
+			}
+		})
+	}
 }
