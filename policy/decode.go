@@ -54,9 +54,6 @@ func Parse(data []byte) (*Document, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkResolvedSize(doc); err != nil {
-		return nil, err
-	}
 	if err := doc.validate(zeros); err != nil {
 		return nil, err
 	}

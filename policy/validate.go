@@ -49,6 +49,12 @@ func (d *Document) validate(zeros map[string]bool) error {
 	if d == nil {
 		return invalid("", "no document")
 	}
+	// Size first: the services and routes a snapshot would resolve are
+	// bounded whatever built the document (Parse, blocks assembled from a
+	// control plane's keys, code).
+	if err := checkResolvedSize(d); err != nil {
+		return err
+	}
 	v := validator{zeros: zeros}
 	v.document(d)
 	if len(v.problems) == 0 {
