@@ -40,14 +40,16 @@
 //		log.Printf("layer %s, policy %s, endpoint %s", ce.Layer, ce.PolicyVersion, ce.Endpoint)
 //	}
 //
-//	conn, err := grpc.NewClient("mesh:///billing", m.DialOptions()...) // gRPC, same policy
-//	s := grpc.NewServer(m.ServerOptions()...)
+//	// gRPC, same policy (package meshgrpc: HTTP-only users never link grpc-go)
+//	conn, err := grpc.NewClient("mesh:///billing", meshgrpc.DialOptions(m)...)
+//	s := grpc.NewServer(meshgrpc.ServerOptions(m)...)
 //
 //	mux.Handle("/debug/inmesh/", http.StripPrefix("/debug/inmesh", m.AdminHandler()))
 //
 // # Packages
 //
-//   - mesh: the Mesh, its options, the HTTP round tripper and middleware, the gRPC options, Explain, the admin handler, CallError
+//   - mesh: the Mesh, its options, the HTTP round tripper and middleware, Explain, the admin handler, CallError
+//   - meshgrpc: the gRPC adapter: dial and server options (resolver, balancer, interceptors, credentials), FromStatus
 //   - policy: the policy document, parsing, validation, snapshots, sources
 //   - resilience: retry conditions, backoff, retry budget, circuit breaker, outlier detection
 //   - discovery: endpoint snapshots and load-balancing pickers

@@ -4,12 +4,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 )
 
-// The gRPC entry points of inmesh, in one place: when they move to package
-// meshgrpc (meshgrpc.DialOptions(m), meshgrpc.ServerOptions(m)), this file
-// is the one edit.
+// The gRPC entry points of inmesh, in one place.
 
-func meshDialOptions(m *mesh.Mesh) []grpc.DialOption { return m.DialOptions() }
+func meshDialOptions(m *mesh.Mesh) []grpc.DialOption { return meshgrpc.DialOptions(m) }
 
-func meshServerOptions(m *mesh.Mesh) []grpc.ServerOption { return m.ServerOptions() }
+func meshServerOptions(m *mesh.Mesh) []grpc.ServerOption { return meshgrpc.ServerOptions(m) }

@@ -24,6 +24,7 @@ import (
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 )
 
 // TestConsulMeshIdleSendsOnlyLongPolls counts what a mesh on Consul sends
@@ -154,7 +155,7 @@ func TestConsulIntentionsL7OverHTTP(t *testing.T) {
 func TestConsulIntentionsL7OverGRPC(t *testing.T) {
 	billing, web := consulL7Billing(t)
 	var unknown atomic.Int64
-	backend := serveHealth(t, append(billing.ServerOptions(), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+	backend := serveHealth(t, append(meshgrpc.ServerOptions(billing), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		var req healthpb.HealthCheckRequest
 		if err := ss.RecvMsg(&req); err != nil {
 			return err
@@ -199,7 +200,7 @@ func TestConsulIntentionsL7OverGRPC(t *testing.T) {
 		switch {
 		case tc.served && (err != nil || !served):
 			t.Errorf("%s: %s %v: %v, want it served", tc.name, tc.method, tc.md, err)
-		case !tc.served && (served || grpcstatus.Code(err) != codes.PermissionDenied || mesh.FromStatus(err) == nil || mesh.FromStatus(err).Layer != mesh.LayerAuthz):
+		case !tc.served && (served || grpcstatus.Code(err) != codes.PermissionDenied || meshgrpc.FromStatus(err) == nil || meshgrpc.FromStatus(err).Layer != mesh.LayerAuthz):
 			t.Errorf("%s: %s %v: %v (served %v), want an authz denial", tc.name, tc.method, tc.md, err, served)
 		}
 	}

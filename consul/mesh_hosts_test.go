@@ -14,6 +14,7 @@ import (
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -49,7 +50,7 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 		!strings.Contains(ce.Err.Error(), "services.localhost.retry.attempts: must be 1..10") {
 		t.Fatalf("HTTP: CallError %+v", ce)
 	}
-	conn, err := grpc.NewClient("mesh:///ledger", m.DialOptions()...)
+	conn, err := grpc.NewClient("mesh:///ledger", meshgrpc.DialOptions(m)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 		return err
 	}
 	err = check()
-	if ce := mesh.FromStatus(err); ce == nil || ce.Layer != mesh.LayerPolicy || ce.Service != "ledger" ||
+	if ce := meshgrpc.FromStatus(err); ce == nil || ce.Layer != mesh.LayerPolicy || ce.Service != "ledger" ||
 		!strings.Contains(ce.Err.Error(), "services.ledger.retry.attempts: must be 1..10") {
 		t.Fatalf("gRPC: %v", err)
 	}

@@ -1,7 +1,7 @@
 // Package mesh is the data plane of inmesh inside one process: the Mesh
 // that a service creates once with New, and the HTTP client, round tripper,
-// HTTP middleware, gRPC dial and server options, diagnostics and admin
-// handler that enforce the fleet's traffic policy.
+// HTTP middleware, diagnostics and admin handler that enforce the fleet's
+// traffic policy. Package meshgrpc is its gRPC adapter.
 //
 // # Request flow
 //
@@ -55,28 +55,10 @@
 //
 // # gRPC
 //
-// grpc.NewClient("mesh:///billing", m.DialOptions()...) gives a gRPC
-// ClientConn the same request flow, from the same policy; its steps sit at
-// grpc-go's plugin points:
-//
-//	resolver (mesh scheme, per ClientConn): every endpoint of billing, with
-//	  its labels, reported again whenever the mesh publishes a new state
-//	interceptor (unary, stream): route match on the full method and the
-//	  outgoing metadata, split, total deadline, the attempt executor; each
-//	  attempt: breaker, per-try deadline, then grpc-go
-//	balancer ("inmesh") picker: the pick (the HTTP path's discovery.Picker)
-//	  ─► that endpoint's ready SubConn; never blocks on the mesh
-//	credentials: the mTLS dial; plaintext for tls: disable
-//	interceptor again: classify, telemetry, retry?
-//
-// A stream is retried only until its first response message, and while the
-// messages it sent, kept for the replay, total at most 256 KiB. A server's
-// grpc-retry-pushback-ms trailer sets the wait before a retry, or forbids
-// the retry. gRPC's own retries are off. On the server,
-// grpc.NewServer(m.ServerOptions()...) adds mTLS, the authorization of the
-// caller (Handler's rules: every RPC is a POST of its full method), the
-// server span and rpc.server.duration; the caller's deadline arrives with
-// the RPC.
+// Package github.com/inmesh/inmesh/meshgrpc gives a gRPC ClientConn and
+// server the same request flow, from the same policy, at grpc-go's plugin
+// points; it is a package of its own so that a program that only speaks
+// HTTP links no grpc-go.
 //
 // # Control planes
 //
@@ -103,16 +85,16 @@
 // Every failure the mesh produces is a *CallError naming its Layer, the
 // destination, route, subset, endpoint, attempts and policy version. An
 // answer of the destination, 4xx or 5xx, is returned as a response once
-// retries are spent. Over gRPC, the CallError is also a status (code per
-// GRPCCode, an errdetails.ErrorInfo of domain ErrorDomain) that
-// FromStatus recovers, and a status of the destination reaches the caller
-// unchanged.
+// retries are spent. Over gRPC (package meshgrpc), the CallError travels
+// as a status that meshgrpc.FromStatus recovers, and a status of the
+// destination reaches the caller unchanged.
 //
 // # Concurrency
 //
 // A Mesh and everything it returns are safe for concurrent use. Policy and
 // endpoints are immutable snapshots swapped atomically; the request path
 // takes no lock of the mesh's own (the circuit breaker, when configured,
-// takes gobreaker's). Long-lived followers of the state, such as the gRPC
-// resolver, wait for the next snapshot on a channel it closes when replaced.
+// takes gobreaker's). Long-lived followers of the state, such as
+// meshgrpc's resolver, wait for the next snapshot on a channel it closes
+// when replaced.
 package mesh

@@ -59,7 +59,7 @@ type EndpointState struct {
 //
 // A request whose Content-Type is application/grpc (or application/grpc+...)
 // or whose URL scheme is "grpc" is explained as a gRPC call through
-// DialOptions: the URL path is the full method
+// meshgrpc.DialOptions: the URL path is the full method
 // ("grpc://billing/billing.Billing/Charge"), the headers are its metadata,
 // every RPC is retried up to the route's attempts, and TLS is the service's
 // mode, which gRPC connections share.
@@ -68,7 +68,7 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 		return nil, errors.New("mesh: Explain needs a request with a URL")
 	}
 	st := m.state.Load()
-	name := serviceOf(req.URL.Host)
+	name := core.ServiceOf(req.URL.Host)
 	rpc := isRPC(req)
 	ex := &Explanation{Service: name, Protocol: "http", PolicyVersion: st.policy.Version}
 	if rpc {

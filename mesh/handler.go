@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -145,25 +145,7 @@ func parseTimeout(vs []string) (time.Duration, bool) {
 // callerOf returns the service of the verified client certificate, "" for
 // a request without one.
 func callerOf(r *http.Request) (string, error) {
-	return callerOfState(r.TLS)
-}
-
-// callerOfState returns the service of the verified client certificate of
-// a connection, "" for a connection without one (plaintext, or nil cs). The
-// HTTP handler and the gRPC server interceptors share it.
-func callerOfState(cs *tls.ConnectionState) (string, error) {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
-		return "", nil
-	}
-	id, err := identity.PeerIDFromState(cs)
-	if err != nil {
-		return "", err
-	}
-	svc, ok := id.Service()
-	if !ok {
-		return "", fmt.Errorf("peer %s names no service", id)
-	}
-	return svc, nil
+	return meshlink.CallerOf(r.TLS)
 }
 
 // authorize decides whether caller may make request r, with the reason of a

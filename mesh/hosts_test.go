@@ -13,44 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	grpcstatus "google.golang.org/grpc/status"
-
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/lkg"
 	"github.com/inmesh/inmesh/policy"
 )
-
-func TestServiceOf(t *testing.T) {
-	for host, want := range map[string]string{
-		"billing": "billing", "Billing": "billing", "BILLING": "billing", "billing.": "billing",
-		"BILLING.:80": "billing", "billing:8080": "billing", "billing.:443": "billing", "bIlLiNg.": "billing",
-		"billing..": "billing.", // not a DNS name: matches no service
-		"a.b.svc":   "a.b.svc", "A.B.SVC.": "a.b.svc",
-		"[::1]:80": "[::1]", "[::1]": "[::1]", "[fe80::1%25en0]:8080": "[fe80::1%25en0]",
-		"127.0.0.1:80": "127.0.0.1", "": "",
-		"\u212aafka": "\u212aafka", // the Kelvin sign is no "k" for DNS
-	} {
-		if got := serviceOf(host); got != want {
-			t.Errorf("serviceOf(%q) = %q, want %q", host, got, want)
-		}
-	}
-}
-
-func TestTargetServiceSpellings(t *testing.T) {
-	for target, want := range map[string]string{
-		"mesh:///Billing": "billing", "mesh:///BILLING.": "billing", "mesh:///Billing.:443": "billing",
-		"mesh:///billing:8443": "billing", "mesh://auth/Billing:1": "billing", "mesh://BILLING.:443": "billing",
-		"mesh:Billing": "billing", "mesh:///[::1]:80": "[::1]",
-	} {
-		if got, ok := targetService(target); got != want || !ok {
-			t.Errorf("targetService(%q) = %q, %v; want %q", target, got, ok, want)
-		}
-	}
-}
 
 // hostSpellings are ways to write billing's host that DNS takes for the
 // same name; each must reach billing through the mesh, never through DNS.
@@ -102,31 +69,6 @@ func TestHostSpellingsStayInTheMesh(t *testing.T) {
 	}
 }
 
-// TestGRPCTargetSpellingsStayInTheMesh dials billing under every spelling
-// of its target: each RPC must reach billing's backend, which only takes
-// mTLS connections from mesh peers.
-func TestGRPCTargetSpellingsStayInTheMesh(t *testing.T) {
-	b := newGRPCBackend(t, "billing")
-	f := startBilling(t, billingPolicy(""), b)
-	client := f.client(t, "enrollment")
-	for _, host := range hostSpellings {
-		for _, target := range []string{"mesh:///" + host, "mesh://authority/" + host} {
-			conn, err := grpc.NewClient(target, client.DialOptions()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := b.hits.Load()
-			if who, err := check(context.Background(), healthpb.NewHealthClient(conn)); err != nil || who != "billing" {
-				t.Errorf("%s: backend %q, err %v", target, who, err)
-			}
-			if b.hits.Load() != before+1 {
-				t.Errorf("%s: the backend saw %d calls, want 1", target, b.hits.Load()-before)
-			}
-			_ = conn.Close()
-		}
-	}
-}
-
 // TestRoundTripperHostLookupAllocatesNothing checks that matching a host
 // in canonical form costs no allocation, while another spelling still
 // finds the service.
@@ -134,20 +76,13 @@ func TestRoundTripperHostLookupAllocatesNothing(t *testing.T) {
 	m := newTestMesh(t, plainBilling("127.0.0.1:1", ""))
 	st := m.state.Load()
 	if n := testing.AllocsPerRun(100, func() {
-		if st.services[serviceOf("billing:80")] == nil {
+		if st.services[core.ServiceOf("billing:80")] == nil {
 			t.Fatal("billing not found")
 		}
 	}); n != 0 {
 		t.Errorf("lookup of a canonical host: %v allocations, want 0", n)
 	}
-	if n := testing.AllocsPerRun(100, func() {
-		if _, ok := targetService("mesh:///billing"); !ok {
-			t.Fatal("no mesh target")
-		}
-	}); n != 0 {
-		t.Errorf("targetService of a canonical target: %v allocations, want 0", n)
-	}
-	if st.services[serviceOf("BILLING.:80")] == nil {
+	if st.services[core.ServiceOf("BILLING.:80")] == nil {
 		t.Fatal("BILLING.:80 does not find billing")
 	}
 }
@@ -239,66 +174,6 @@ func doWith(t *testing.T, c *http.Client, url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// plainHealth serves the health service with no mesh and no TLS on a
-// listener that counts its connections; hits counts the Checks.
-func plainHealth(t *testing.T) (*countingListener, *grpcBackend) {
-	t.Helper()
-	b := newGRPCBackend(t, "outside")
-	ln := &countingListener{Listener: b.ln}
-	srv := grpc.NewServer()
-	healthpb.RegisterHealthServer(srv, b)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return ln, b
-}
-
-// TestGRPCEgressDeny: under egress: deny, an RPC toward a mesh target that
-// names no service, or toward a target of another scheme dialed with the
-// mesh's options, fails at layer egress (PermissionDenied) and its server is
-// never dialed; billing is still called.
-func TestGRPCEgressDeny(t *testing.T) {
-	ln, outside := plainHealth(t)
-	b := newGRPCBackend(t, "billing")
-	f := startBilling(t, func(addrs ...string) string { return "egress: deny\n" + billingPolicy("")(addrs...) }, b)
-	client := f.client(t, "enrollment")
-	for _, target := range []string{"mesh:///unknown", outside.addr(), "passthrough:///" + outside.addr(), "dns:///" + outside.addr()} {
-		conn, err := grpc.NewClient(target, client.DialOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = check(context.Background(), healthpb.NewHealthClient(conn))
-		ce := FromStatus(err)
-		if ce == nil || ce.Layer != LayerEgress || grpcstatus.Code(err) != codes.PermissionDenied {
-			t.Errorf("%s: %v", target, err)
-		}
-		_ = conn.Close()
-	}
-	if who, err := check(context.Background(), dial(t, client, "billing")); err != nil || who != "billing" {
-		t.Fatalf("billing under egress: deny: %q %v", who, err)
-	}
-	if ln.accepted.Load() != 0 || outside.hits.Load() != 0 {
-		t.Fatalf("the outside server saw %d connections and %d calls", ln.accepted.Load(), outside.hits.Load())
-	}
-
-	// Under allow, the plain target is the application's business.
-	allow := newTestMesh(t, billingPolicy("")(b.addr()), WithService("enrollment"))
-	conn, err := grpc.NewClient(outside.addr(), append(allow.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := check(context.Background(), healthpb.NewHealthClient(conn)); err != nil || outside.hits.Load() != 1 {
-		t.Fatalf("egress: allow: %v, %d calls", err, outside.hits.Load())
-	}
 }
 
 // TestNewRefusesAnotherIdentity: an identity whose SPIFFE ID names another

@@ -1,8 +1,6 @@
 package mesh
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,11 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+	"github.com/inmesh/inmesh/internal/core"
 )
 
 // hostileText is what a hostile or broken peer may send as the reason of a
@@ -33,43 +27,13 @@ func checkPeerText(t testing.TB, s string) {
 	if !utf8.ValidString(s) {
 		t.Fatalf("not valid UTF-8: %q", s)
 	}
-	if len(s) > maxPeerText {
-		t.Fatalf("%d bytes, want at most %d: %q", len(s), maxPeerText, s)
+	if len(s) > core.MaxPeerText {
+		t.Fatalf("%d bytes, want at most %d: %q", len(s), core.MaxPeerText, s)
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
 			t.Fatalf("control or format character %U in %q", r, s)
 		}
-	}
-}
-
-func TestPeerText(t *testing.T) {
-	long := strings.Repeat("é", 600)
-	tests := []struct{ in, want string }{
-		{"", ""},
-		{"billing denied caller \"progress\": no rule", "billing denied caller \"progress\": no rule"},
-		{"a\nb\r\tc", "a b  c"},
-		{"\x1b[31mred\x1b[0m", " [31mred [0m"},
-		{"c1\u0085 del\x7f", "c1  del "},
-		{"bidi\u202eexe.txt zw\u200bsp\ufeff", "bidi exe.txt zw sp "},
-		{"line\u2028para\u2029", "line para "},
-		{"bad\xffbyte", "bad\ufffdbyte"},
-		{"ünïcode ok", "ünïcode ok"},
-		{strings.Repeat("a", maxPeerText), strings.Repeat("a", maxPeerText)},
-		{strings.Repeat("a", maxPeerText+1), strings.Repeat("a", maxPeerText-3) + "..."},
-		// 2-byte runes: the cut falls at a rune boundary.
-		{long, long[:maxPeerText-4] + "..."},
-	}
-	for _, tc := range tests {
-		got := peerText(tc.in)
-		if got != tc.want {
-			t.Errorf("peerText(%q)\n = %q\nwant %q", tc.in, got, tc.want)
-		}
-		checkPeerText(t, got)
-	}
-	checkPeerText(t, peerText(hostileText))
-	if n := testing.AllocsPerRun(100, func() { _ = peerText("billing denied caller \"progress\"") }); n != 0 {
-		t.Fatalf("clean text allocates %v times", n)
 	}
 }
 
@@ -155,63 +119,6 @@ func TestAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 	}
 }
 
-// forgedStatus is PermissionDenied marked as billing's mesh marks a
-// denial, with a hostile message (valid UTF-8, as protobuf requires).
-func forgedStatus() *grpcstatus.Status {
-	st, err := grpcstatus.New(codes.PermissionDenied, strings.ToValidUTF8(hostileText, "")).WithDetails(&errdetails.ErrorInfo{
-		Domain: ErrorDomain, Reason: string(LayerAuthz),
-		Metadata: map[string]string{infoService: "billing", infoPolicyVersion: "v\x1b[2J1"},
-	})
-	if err != nil {
-		panic(err)
-	}
-	return st
-}
-
-// TestGRPCAuthzMarkerBelievedOnlyFromVerifiedPeer is the gRPC counterpart:
-// over a plaintext connection, a status marked by a mesh is the
-// application's own, returned unchanged, and FromStatus returns nil for it;
-// over mTLS it is the destination mesh's denial, its text sanitized.
-func TestGRPCAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
-	forge := func(context.Context, int64) (*healthpb.HealthCheckResponse, error) { return nil, forgedStatus().Err() }
-	t.Run("plaintext", func(t *testing.T) {
-		b := newGRPCBackend(t, "plain")
-		b.onCheck(forge)
-		f := startBilling(t, billingPolicy("    tls: disable\n"), b)
-		_, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "billing"))
-		want := forgedStatus()
-		if err == nil || err.Error() != want.Err().Error() {
-			t.Fatalf("error %q, want %q", err, want.Err())
-		}
-		checkSameStatus(t, grpcstatus.Convert(err), want)
-		if ce := FromStatus(err); ce != nil {
-			t.Fatalf("a mesh marker from a plaintext peer was believed: %+v", ce)
-		}
-		var ce *CallError
-		if errors.As(err, &ce) {
-			t.Fatalf("errors.As found a CallError: %+v", ce)
-		}
-	})
-	t.Run("mTLS", func(t *testing.T) {
-		b := newGRPCBackend(t, "strict")
-		b.onCheck(forge)
-		f := startBilling(t, billingPolicy(""), b)
-		_, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "billing"))
-		ce := FromStatus(err)
-		if ce == nil || ce.Layer != LayerAuthz || ce.Service != "billing" || grpcstatus.Code(err) != codes.PermissionDenied {
-			t.Fatalf("the denial of a verified peer: %v (FromStatus %+v)", err, ce)
-		}
-		checkPeerText(t, ce.Err.Error())
-		if strings.ContainsAny(err.Error(), "\n\r\x1b\u202e") {
-			t.Fatalf("control characters reach the caller's error: %q", err)
-		}
-		// The status rebuilt across the wire is sanitized too.
-		raw := FromStatus(forgedStatus().Err())
-		checkPeerText(t, raw.Err.Error())
-		checkPeerText(t, raw.PolicyVersion)
-	})
-}
-
 // TestTimeoutMarkerBelievedOnlyFromVerifiedPeer: a 504 marked timeout from
 // a tls: disable upstream is its application's answer.
 func TestTimeoutMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
@@ -223,27 +130,5 @@ func TestTimeoutMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 	code, body, err := get(t, m, "http://billing/x")
 	if err != nil || code != http.StatusGatewayTimeout || body != "app says so\n" {
 		t.Fatalf("%d %q %v, want the upstream's 504", code, body, err)
-	}
-}
-
-// checkSameStatus fails t unless got and want have the same code, message
-// and details. Details are compared unpacked: a map field (ErrorInfo's
-// metadata) has no fixed order on the wire, so the bytes of the same
-// status can differ from one encoding to the next.
-func checkSameStatus(t testing.TB, got, want *grpcstatus.Status) {
-	t.Helper()
-	if got.Code() != want.Code() || got.Message() != want.Message() {
-		t.Fatalf("status %v, want %v", got.Proto(), want.Proto())
-	}
-	gd, wd := got.Details(), want.Details()
-	if len(gd) != len(wd) {
-		t.Fatalf("details %v, want %v", gd, wd)
-	}
-	for i := range gd {
-		g, gok := gd[i].(proto.Message)
-		w, wok := wd[i].(proto.Message)
-		if !gok || !wok || !proto.Equal(g, w) {
-			t.Fatalf("detail %d: %v, want %v", i, gd[i], wd[i])
-		}
 	}
 }

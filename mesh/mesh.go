@@ -15,6 +15,7 @@ import (
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -33,7 +34,8 @@ type Mesh struct {
 	source  policy.Source
 	instr   *telemetry.Instruments
 	tracing *telemetry.Tracing
-	env     core.Env // what the core's calls share
+	env     core.Env        // what the core's calls share
+	link    *meshlink.Plane // what the adapter packages see of the mesh
 
 	state atomic.Pointer[state]
 
@@ -111,6 +113,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
 	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore}
+	m.link = m.newLink()
 	m.plane = cfg.plane
 	if m.plane == nil {
 		m.plane = &localPlane{file: cfg.policyFile, doc: cfg.policyDoc}
@@ -277,6 +280,7 @@ func (m *Mesh) applyLocked(pol *policy.Snapshot) {
 	if old != nil {
 		st.seq = old.seq + 1
 	}
+	st.linkState()
 	m.state.Store(st)
 	if old != nil {
 		close(old.replaced)

@@ -3,6 +3,7 @@ package mesh
 import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -17,7 +18,7 @@ type state struct {
 	self      selfAuthz // how this workload authorizes its callers
 	// selfPlaintext is set when this workload's own service says tls:
 	// disable: its callers dial it in plaintext, so its gRPC server accepts
-	// plaintext connections besides mTLS (see serverCreds).
+	// plaintext connections besides mTLS (package meshgrpc).
 	selfPlaintext bool
 	// egressDeny is set when the policy says egress: deny: a host that is
 	// no service of the policy fails at layer egress instead of passing
@@ -26,8 +27,12 @@ type state struct {
 
 	// seq numbers the states of a mesh in the order they were published,
 	// from 1. The gRPC balancer compares the state its picker was built
-	// from with a call's (see pickSlot.seq).
+	// from with a call's (package meshgrpc).
 	seq uint64
+
+	// link is the adapters' view of this state (see package meshlink),
+	// filled once the state is complete, before it is published.
+	link meshlink.State
 
 	// replaced is closed when a newer state is published: a watcher that
 	// read this state waits on it and then loads the new one, so no update

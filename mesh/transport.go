@@ -110,7 +110,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("mesh: request has no URL")
 	}
 	st := t.m.state.Load()
-	name := serviceOf(req.URL.Host)
+	name := core.ServiceOf(req.URL.Host)
 	d := st.services[name]
 	if d == nil {
 		return t.outside(st, name, req)
@@ -173,45 +173,6 @@ func (t *transport) secure(service string) (http.RoundTripper, error) {
 	t.secured.Store(&next)
 	t.m.track(service, tr)
 	return tr, nil
-}
-
-// serviceOf returns the service name a URL host (or the endpoint of a gRPC
-// target) names, matched as DNS matches names: the port dropped (the
-// endpoints' addresses decide where a call goes), then one trailing dot,
-// and ASCII letters folded to lower case. "BILLING.:80" names billing. An
-// IPv6 literal ("[::1]:80") comes back as "[::1]", which names no service.
-// It allocates only for a host with an upper-case letter: the lookup of an
-// already canonical host costs nothing.
-func serviceOf(host string) string {
-	if strings.HasPrefix(host, "[") {
-		if i := strings.IndexByte(host, ']'); i >= 0 {
-			return host[:i+1]
-		}
-		return host
-	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 {
-		host = host[:i]
-	}
-	host = strings.TrimSuffix(host, ".")
-	for i := 0; i < len(host); i++ {
-		if c := host[i]; 'A' <= c && c <= 'Z' {
-			return lowerASCII(host)
-		}
-	}
-	return host
-}
-
-// lowerASCII folds the ASCII letters of s to lower case and leaves every
-// other byte alone, as DNS compares names; strings.ToLower would also fold
-// letters such as the Kelvin sign into "k", which DNS never matches.
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // outside decides a call to name, which is no service of the policy in
@@ -430,7 +391,7 @@ func classify(err error, a *core.Attempt) (resilience.ErrKind, Layer) {
 	if kind, layer, ended := a.Ended(); ended {
 		return kind, layer
 	}
-	return classifyErr(err)
+	return core.ClassifyErr(err)
 }
 
 // meshMarker returns the layer of a response that the destination's mesh
@@ -472,7 +433,7 @@ func denial(body io.ReadCloser, caller, service string) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 1<<10))
 	_ = body.Close()
 	reason := strings.TrimSpace(string(b))
-	reason = strings.TrimSpace(peerText(strings.TrimPrefix(reason, "mesh: authz: ")))
+	reason = strings.TrimSpace(core.PeerText(strings.TrimPrefix(reason, "mesh: authz: ")))
 	if reason == "" {
 		reason = fmt.Sprintf("%s denied caller %q", service, caller)
 	}

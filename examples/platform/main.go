@@ -2,9 +2,9 @@
 // in one process on loopback. enrollment calls billing (v1 and a v2 canary
 // taking 10%), catalog (flaky: retries absorb its 503s), progress (dead:
 // its breaker opens and fails fast) and, over gRPC, grades (the stock gRPC
-// health service behind the mesh's ServerOptions, called through its
-// DialOptions), for a few seconds, then prints what the mesh did, each
-// failure counted by layer.
+// health service behind meshgrpc.ServerOptions, called through
+// meshgrpc.DialOptions), for a few seconds, then prints what the mesh did,
+// each failure counted by layer.
 //
 //	go run ./examples/platform [-policy FILE] [-duration 3s]
 //
@@ -37,6 +37,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -125,12 +126,12 @@ func simulate(ctx context.Context, data []byte, duration time.Duration, workers 
 
 	// gRPC: grades is reached through the mesh's resolver, balancer,
 	// interceptors and credentials, from the same policy.
-	grades, err := grpc.NewClient("mesh:///grades", m.DialOptions()...)
+	grades, err := grpc.NewClient("mesh:///grades", meshgrpc.DialOptions(m)...)
 	if err != nil {
 		return nil, err
 	}
 	defer grades.Close()
-	intruderConn, err := grpc.NewClient("mesh:///grades", intruder.DialOptions()...)
+	intruderConn, err := grpc.NewClient("mesh:///grades", meshgrpc.DialOptions(intruder)...)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +206,7 @@ func startFleet(ctx context.Context, doc *policy.Document, logger *slog.Logger) 
 			// The stock health service, every answer counted, behind the
 			// mesh: mTLS, authorization of the caller, telemetry.
 			hits := f.hits[ep.service]
-			srv := grpc.NewServer(append(m.ServerOptions(), grpc.ChainUnaryInterceptor(
+			srv := grpc.NewServer(append(meshgrpc.ServerOptions(m), grpc.ChainUnaryInterceptor(
 				func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 					hits.Add(1)
 					return h(ctx, req)
@@ -331,7 +332,7 @@ func call(ctx context.Context, client *http.Client, method, url string) result {
 func check(ctx context.Context, c healthpb.HealthClient, service string) result {
 	resp, err := c.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	switch {
-	case mesh.FromStatus(err) != nil:
+	case meshgrpc.FromStatus(err) != nil:
 		return result{err: err}
 	case err != nil:
 		if st, ok := grpcstatus.FromError(err); ok && st.Code() == codes.Canceled {
@@ -376,7 +377,7 @@ func (s *stats) record(service string, r result) {
 // its layer, or the destination's own status, which the mesh passed on
 // untouched.
 func describeRPC(err error) string {
-	if ce := mesh.FromStatus(err); ce != nil {
+	if ce := meshgrpc.FromStatus(err); ce != nil {
 		return fmt.Sprintf("refused by the mesh at layer %s, status %s (%v)", ce.Layer, grpcstatus.Code(err), ce.Err)
 	}
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 )
 
 func TestMain(m *testing.M) {
@@ -64,10 +65,10 @@ func TestDemo(t *testing.T) {
 	if g := s.calls["grades"]; g < 50 || s.ok["grades"] != g || res.hits["grades"] != int64(g) {
 		t.Errorf("grades: %d of %d gRPC calls SERVING, %d reached the server", s.ok["grades"], g, res.hits["grades"])
 	}
-	if ce := mesh.FromStatus(res.rpcDenied); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(res.rpcDenied) != codes.PermissionDenied {
+	if ce := meshgrpc.FromStatus(res.rpcDenied); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(res.rpcDenied) != codes.PermissionDenied {
 		t.Errorf("progress -> grades: %v, want PermissionDenied of layer authz", res.rpcDenied)
 	}
-	if grpcstatus.Code(res.rpcUnknown) != codes.NotFound || mesh.FromStatus(res.rpcUnknown) != nil {
+	if grpcstatus.Code(res.rpcUnknown) != codes.NotFound || meshgrpc.FromStatus(res.rpcUnknown) != nil {
 		t.Errorf("unknown service: %v, want the application's NotFound", res.rpcUnknown)
 	}
 	if res.identity != "spiffe://mesh.local/svc/enrollment" {

@@ -24,7 +24,8 @@ type Env struct {
 	Log   *slog.Logger
 	Instr *telemetry.Instruments
 	// Err returns the error callers get for ce: package mesh's *CallError,
-	// converted without a copy.
+	// converted without a copy (for package meshgrpc, wrapped in the error
+	// that is also its gRPC status).
 	Err func(ce *CallError) error
 }
 

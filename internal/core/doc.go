@@ -5,13 +5,17 @@
 // executor (Run) with breaker admission, outlier and breaker reports, the
 // span's attempt events, retry_on, the retry budget, backoff and a
 // server's hint (Retry-After, gRPC pushback) under one rule, and the
-// fields of the CallError.
+// fields of the CallError. It also holds what both adapters share around
+// the call: the name matching of a destination (ServiceOf), the
+// classification of a transport's error (ClassifyErr), and the sanitizing
+// of text a peer puts into a CallError (PeerText).
 //
 // It imports neither net/http nor grpc-go and does not know the Mesh.
-// Package mesh's HTTP round tripper and gRPC interceptors are its adapters:
-// each gives it one Sender, which sends an Attempt and says how it ended
-// (an Outcome); a gRPC stream, which keeps its own state machine, calls the
-// steps of Run (Begin, Settle, MayRetry, Next, Backoff, Sleep) itself.
+// Package mesh's HTTP round tripper and package meshgrpc's interceptors are
+// its adapters: each gives it one Sender, which sends an Attempt and says
+// how it ended (an Outcome); a gRPC stream, which keeps its own state
+// machine, calls the steps of Run (Begin, Settle, MayRetry, Next, Backoff,
+// Sleep) itself.
 //
 // # Where it sits in the request flow
 //

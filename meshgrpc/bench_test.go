@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -13,7 +13,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // BenchmarkGRPCUnary compares a unary RPC through the mesh's DialOptions
@@ -36,13 +37,13 @@ func BenchmarkGRPCUnary(b *testing.B) {
 			"      - {address: 127.0.0.1:0, labels: {version: v2}}\n", "",
 			"v2: {version: v2}", "v2: {version: v1}",
 		).Replace(benchPolicy(backend.addr(), "127.0.0.1:0", tls))
-		backend.serve(b, newTestMesh(b, pol, WithService("billing")))
+		backend.serve(b, newTestMesh(b, pol, mesh.WithService("billing")))
 
 		plain := func(b *testing.B) healthpb.HealthClient {
 			creds := insecure.NewCredentials()
 			if mode == "mtls" {
-				client := newTestMesh(b, pol, WithService("enrollment"))
-				creds = credentials.NewTLS(identity.ClientConfig(client.identity, "billing"))
+				client := newTestMesh(b, pol, mesh.WithService("enrollment"))
+				creds = credentials.NewTLS(meshlink.Of(client).ClientTLS("billing"))
 			}
 			conn, err := grpc.NewClient("passthrough:///"+backend.addr(), grpc.WithTransportCredentials(creds))
 			if err != nil {
@@ -54,8 +55,8 @@ func BenchmarkGRPCUnary(b *testing.B) {
 		meshed := func(b *testing.B) healthpb.HealthClient {
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 			b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-			client := newTestMesh(b, pol, WithService("enrollment"), WithMeterProvider(mp))
-			conn, err := grpc.NewClient("mesh:///billing", client.DialOptions()...)
+			client := newTestMesh(b, pol, mesh.WithService("enrollment"), mesh.WithMeterProvider(mp))
+			conn, err := grpc.NewClient("mesh:///billing", DialOptions(client)...)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -118,7 +119,8 @@ func checks(b *testing.B, c healthpb.HealthClient) {
 // and a picker call, as the balancer makes it.
 func BenchmarkGRPCClientInterceptor(b *testing.B) {
 	m := benchMesh(b, "127.0.0.1:9", "127.0.0.1:10", "")
-	cc, err := grpc.NewClient("mesh:///billing", m.DialOptions()...)
+	a := newAdapter(m, "DialOptions")
+	cc, err := grpc.NewClient("mesh:///billing", DialOptions(m)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +137,7 @@ func BenchmarkGRPCClientInterceptor(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.unaryClient(ctx, checkMethod, nil, nil, cc, invoker); err != nil {
+		if err := a.unaryClient(ctx, checkMethod, nil, nil, cc, invoker); err != nil {
 			b.Fatal(err)
 		}
 	}

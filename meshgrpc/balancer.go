@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -14,11 +14,12 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // BalancerName is the name of the mesh's gRPC load-balancing policy, which
 // DialOptions selects through a default service config. It is registered
-// with grpc-go once, in grpc_register.go.
+// with grpc-go once, when the package is initialized.
 const BalancerName = "inmesh"
 
 // serviceConfig selects the mesh's balancer for ClientConns of DialOptions.
@@ -268,8 +269,8 @@ type pickEntry struct {
 	sc    balancer.SubConn
 	state connectivity.State
 	err   error
-	layer Layer // for a failure that is not a connection's: discovery
-	mtls  bool  // the SubConn's connections are mTLS toward the service
+	layer mesh.Layer // for a failure that is not a connection's: discovery
+	mtls  bool       // the SubConn's connections are mTLS toward the service
 }
 
 // picker is an immutable view of the balancer's SubConns. Pick never
@@ -390,7 +391,7 @@ func (p *picker) poolFailure(pl *core.Pool, tried *discovery.Host) *pickEntry {
 		known = known || e != nil
 	}
 	if !known {
-		return &pickEntry{layer: LayerDiscovery,
+		return &pickEntry{layer: mesh.LayerDiscovery,
 			err: fmt.Errorf("the endpoints of subset %q are no longer endpoints of the service (policy or catalog changed during the call)", pl.Subset)}
 	}
 	return &pickEntry{err: p.err}

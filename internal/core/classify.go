@@ -1,4 +1,4 @@
-package mesh
+package core
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// classifyErr maps an error of a transport (no response) to the retry kind
+// ClassifyErr maps an error of a transport (no response) to the retry kind
 // and the layer that failed: connect when no connection was made, tls when
 // the handshake or the peer's identity failed, timeout for a deadline the
 // transport enforced, upstream when the exchange broke after it began.
-func classifyErr(err error) (resilience.ErrKind, Layer) {
+func ClassifyErr(err error) (resilience.ErrKind, Layer) {
 	switch {
 	case isTLSError(err):
 		return resilience.ErrTLS, LayerTLS

@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -19,8 +21,8 @@ import (
 // unaryServer is the mesh's unary server interceptor: server span, caller
 // identity, authorization, rpc.server.duration. A denied call never reaches
 // the handler.
-func (m *Mesh) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	sc, denial := m.serveRPC(ctx, info.FullMethod)
+func (a *adapter) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	sc, denial := a.serveRPC(ctx, info.FullMethod)
 	if denial != nil {
 		return nil, denial
 	}
@@ -30,8 +32,8 @@ func (m *Mesh) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 // streamServer is the stream counterpart of unaryServer.
-func (m *Mesh) streamServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	sc, denial := m.serveRPC(ss.Context(), info.FullMethod)
+func (a *adapter) streamServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	sc, denial := a.serveRPC(ss.Context(), info.FullMethod)
 	if denial != nil {
 		return denial
 	}
@@ -50,7 +52,7 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 
 // serverCall is one RPC served behind the interceptors.
 type serverCall struct {
-	m      *Mesh
+	a      *adapter
 	ctx    context.Context
 	span   trace.Span
 	start  time.Time
@@ -67,24 +69,25 @@ type serverCall struct {
 // layer authz, which gRPC sends as PermissionDenied marked for the caller's
 // mesh. The deadline the caller set travels natively with the RPC
 // (grpc-timeout) and bounds ctx already.
-func (m *Mesh) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
-	self := m.cfg.service
-	sc := &serverCall{m: m, start: m.clock.Now(), method: fullMethod}
-	sc.ctx, sc.span = m.tracing.StartRPCServerCall(ctx, incomingMetadata{ctx}, self, fullMethod)
+func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
+	p := a.p
+	self := p.Service
+	sc := &serverCall{a: a, start: p.Env.Clock.Now(), method: fullMethod}
+	sc.ctx, sc.span = p.Tracing.StartRPCServerCall(ctx, incomingMetadata{ctx}, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
-	header := RequestHeader{src: ctx, get: incomingValues}
-	allow, reason := m.authorizeCall(caller, callerErr, http.MethodPost, fullMethod, header)
-	m.instr.RecordAuthz(sc.ctx, self, caller, allow)
+	header := meshlink.Header{Src: ctx, Get: incomingValues}
+	allow, reason := p.Authorize(caller, callerErr, http.MethodPost, fullMethod, header)
+	p.Env.Instr.RecordAuthz(sc.ctx, self, caller, allow)
 	if allow {
 		return sc, nil
 	}
-	denial := &CallError{Layer: LayerAuthz, Service: self, PolicyVersion: m.PolicyVersion(),
-		Err: fmt.Errorf("%s denied caller %q: %s", self, caller, reason)}
-	m.instr.RecordRPCServer(sc.ctx, m.clock.Now().Sub(sc.start), telemetry.RPCServerCall{
-		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(LayerAuthz)})
-	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(LayerAuthz))
-	m.log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
+	denial := callFailed(&mesh.CallError{Layer: mesh.LayerAuthz, Service: self, PolicyVersion: p.State().PolicyVersion,
+		Err: fmt.Errorf("%s denied caller %q: %s", self, caller, reason)})
+	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(mesh.LayerAuthz)})
+	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(mesh.LayerAuthz))
+	p.Env.Log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
 }
 
@@ -95,8 +98,9 @@ func (sc *serverCall) end(err error) {
 	if telemetry.IsRPCServerError(code) {
 		errorType = code.String()
 	}
-	sc.m.instr.RecordRPCServer(sc.ctx, sc.m.clock.Now().Sub(sc.start), telemetry.RPCServerCall{
-		Service: sc.m.cfg.service, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: errorType})
+	p := sc.a.p
+	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+		Service: p.Service, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: errorType})
 	telemetry.EndRPCServerCall(sc.span, code, sc.caller, errorType)
 }
 
@@ -111,5 +115,5 @@ func callerOfPeer(ctx context.Context) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	return callerOfState(&info.State)
+	return meshlink.CallerOf(&info.State)
 }

@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // Behaviour tests that hold for HTTP and gRPC alike run one body under
@@ -60,7 +62,7 @@ type fleet struct {
 	md      mode
 	addrs   []string
 	hits    []func() int64
-	client  *Mesh
+	client  *mesh.Mesh
 	started chan struct{} // a hanging backend has the call
 	grpc    healthpb.HealthClient
 }
@@ -129,11 +131,11 @@ func startFleet(t *testing.T, md mode, settings string, policyFor func(addrs ...
 			f.hits = append(f.hits, b.hits.Load)
 		}
 		pol := policyFor(f.addrs...)
-		server := newTestMesh(t, pol, WithService("billing"))
+		server := newTestMesh(t, pol, mesh.WithService("billing"))
 		for _, b := range backends {
 			b.serve(t, server)
 		}
-		f.client = newTestMesh(t, pol, WithService("enrollment"))
+		f.client = newTestMesh(t, pol, mesh.WithService("enrollment"))
 		f.grpc = dial(t, f.client, "billing")
 	}
 	return f
@@ -190,11 +192,11 @@ func (r result) failed() bool {
 
 // callError returns the call's CallError, nil for none (gRPC: rebuilt from
 // the status, as a caller gets it).
-func (r result) callError() *CallError {
+func (r result) callError() *mesh.CallError {
 	if r.md == modeGRPC {
 		return FromStatus(r.err)
 	}
-	var ce *CallError
+	var ce *mesh.CallError
 	if errors.As(r.err, &ce) {
 		return ce
 	}
@@ -221,7 +223,7 @@ func clientOnly(t *testing.T, md mode, pol string) *fleet {
 	t.Helper()
 	f := &fleet{md: md}
 	if md == modeGRPC {
-		f.client = newTestMesh(t, pol, WithService("enrollment"))
+		f.client = newTestMesh(t, pol, mesh.WithService("enrollment"))
 		f.grpc = dial(t, f.client, "billing")
 	} else {
 		f.client = newTestMesh(t, pol)
@@ -255,7 +257,7 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 		start := time.Now()
 		r := f.call(context.Background())
 		ce := r.callError()
-		if ce == nil || ce.Layer != LayerBreaker || ce.PolicyVersion != "br-1" {
+		if ce == nil || ce.Layer != mesh.LayerBreaker || ce.PolicyVersion != "br-1" {
 			t.Fatalf("CallError %+v (%v)", ce, r)
 		}
 		if f.hits[0]() != hits {
@@ -312,7 +314,7 @@ func TestRetryBudget(t *testing.T) {
 			defer cancel()
 			r := f.call(ctx)
 			ce := r.callError()
-			if ce == nil || ce.Layer != LayerBudget || ce.Attempts != 1 || !strings.Contains(ce.Error(), "mesh: connect") {
+			if ce == nil || ce.Layer != mesh.LayerBudget || ce.Attempts != 1 || !strings.Contains(ce.Error(), "mesh: connect") {
 				t.Fatalf("want layer budget after 1 attempt, naming the connect failure; got %v", r)
 			}
 		})
@@ -335,7 +337,7 @@ func TestConnectFailureLayer(t *testing.T) {
 		defer cancel()
 		r := f.call(ctx)
 		ce := r.callError()
-		if ce == nil || ce.Layer != LayerConnect || ce.Attempts != 2 || ce.Endpoint != dead {
+		if ce == nil || ce.Layer != mesh.LayerConnect || ce.Attempts != 2 || ce.Endpoint != dead {
 			t.Fatalf("want layer connect after 2 attempts, got %+v (%v)", ce, r)
 		}
 		if md == modeGRPC {
@@ -344,7 +346,7 @@ func TestConnectFailureLayer(t *testing.T) {
 			}
 			// A stream that cannot start is retried the same way.
 			_, err := f.grpc.Watch(ctx, &healthpb.HealthCheckRequest{})
-			if ce := FromStatus(err); ce == nil || ce.Layer != LayerConnect || ce.Attempts != 2 {
+			if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerConnect || ce.Attempts != 2 {
 				t.Fatalf("stream: want layer connect after 2 attempts, got %v", err)
 			}
 		}

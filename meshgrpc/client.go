@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -27,8 +29,8 @@ import (
 // caller's context).
 type rpcCall struct {
 	core.Call
-	m      *Mesh
-	st     *state
+	a      *adapter
+	st     *meshlink.State
 	method string
 	start  time.Time
 	caller context.Context // the caller's context, for telemetry and the route match
@@ -54,33 +56,33 @@ var (
 // layer egress for a target of another scheme, or a mesh target naming no
 // service, under egress: deny; layer policy for a mesh target naming a
 // service the control plane holds no valid policy for, or none at all.
-func (m *Mesh) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string) (*rpcCall, error) {
+func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string) (*rpcCall, error) {
 	service, ok := targetService(cc.Target())
-	st := m.state.Load()
+	st := a.p.State()
 	if !ok {
-		if st.egressDeny {
-			return nil, &CallError{Layer: LayerEgress, PolicyVersion: st.policy.Version,
-				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)}
+		if st.EgressDeny {
+			return nil, callFailed(&mesh.CallError{Layer: mesh.LayerEgress, PolicyVersion: st.PolicyVersion,
+				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)})
 		}
 		return nil, nil
 	}
-	d := st.services[service]
+	d := st.Services[service]
 	if d == nil {
 		return nil, noMeshService(st, service)
 	}
-	if m.ensureWatched(ctx, d.Name) {
+	if a.p.EnsureWatched(ctx, d.Name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
-		st = m.state.Load()
-		if d = st.services[service]; d == nil {
+		st = a.p.State()
+		if d = st.Services[service]; d == nil {
 			return nil, noMeshService(st, service)
 		}
 	}
-	c := &rpcCall{m: m, st: st, method: method, caller: ctx}
-	c.Init(&m.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
+	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
+	c.Init(&a.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
 		Replayable: true, Idempotent: true}, false)
 	c.start = c.Now
-	c.Ctx, c.Span = m.tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
+	c.Ctx, c.Span = a.p.Tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
 }
 
@@ -91,14 +93,14 @@ func (c *rpcCall) Values(key core.HeaderKey) []string {
 }
 
 // noMeshService is the error of a call to a mesh target naming service,
-// which is no service of st: the one state.outside gives, or else layer
+// which is no service of st: the one st.Outside gives, or else layer
 // policy (a mesh target never leaves the mesh).
-func noMeshService(st *state, service string) *CallError {
-	if ce := st.outside(service); ce != nil {
-		return ce
+func noMeshService(st *meshlink.State, service string) error {
+	if ce := st.Outside(service); ce != nil {
+		return callFailed((*mesh.CallError)(ce))
 	}
-	return &CallError{Layer: LayerPolicy, Service: service, PolicyVersion: st.policy.Version,
-		Err: fmt.Errorf("%q is no service of the policy in force", service)}
+	return callFailed(&mesh.CallError{Layer: mesh.LayerPolicy, Service: service, PolicyVersion: st.PolicyVersion,
+		Err: fmt.Errorf("%q is no service of the policy in force", service)})
 }
 
 // prepare checks the route and the split and starts the call's deadline
@@ -107,7 +109,7 @@ func (c *rpcCall) prepare() error {
 	if err := c.Start(c.Ctx, c.Span); err != nil {
 		return err
 	}
-	c.Ctx = injectOutgoing(c.m.tracing, c.Ctx)
+	c.Ctx = injectOutgoing(c.a.p.Tracing, c.Ctx)
 	return nil
 }
 
@@ -115,13 +117,13 @@ func (c *rpcCall) prepare() error {
 // is what the caller gets.
 func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
-	if ce, ok := err.(*CallError); ok {
-		code, errorType = GRPCCode(ce.Layer), string(ce.Layer)
+	if se, ok := err.(*statusError); ok {
+		code, errorType = Code(se.ce.Layer), string(se.ce.Layer)
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()
 	}
-	c.m.instr.RecordRPCClient(c.caller, c.m.clock.Now().Sub(c.start), telemetry.RPCCall{
+	c.a.p.Env.Instr.RecordRPCClient(c.caller, c.a.p.Env.Clock.Now().Sub(c.start), telemetry.RPCCall{
 		Service: c.Dest.Name, Route: c.RouteName(), Subset: c.SubsetName(),
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
@@ -132,8 +134,8 @@ func (c *rpcCall) end(err error) {
 // (route, split, deadline, attempts, each admitted by the breaker), each
 // attempt sent through invoker to the endpoint the balancer picks in the
 // chosen subset.
-func (m *Mesh) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	c, err := m.newRPCCall(ctx, cc, method)
+func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	c, err := a.newRPCCall(ctx, cc, method)
 	if c == nil {
 		if err != nil {
 			return err
@@ -153,7 +155,7 @@ func (m *Mesh) unaryClient(ctx context.Context, method string, req, reply any, c
 // Send makes one attempt of a unary call: the pick slot readied for the
 // balancer, the invocation, its classification.
 func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
-	c.slot.reset(a.Pool, c.st.seq, a.Prev, a.Now)
+	c.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
 	err := c.invoker(withPickSlot(a.Ctx, &c.slot), c.method, c.req, c.reply, c.cc, c.opts...)
 	return c.outcome(a, &c.slot, err)
 }
@@ -177,8 +179,8 @@ func (c *rpcCall) outcome(a *core.Attempt, s *pickSlot, err error) core.Outcome 
 	o.Result, o.Layer, o.Final = c.classifyRPC(err, a, s, o.Host)
 	switch {
 	case err == nil:
-	case o.Layer == LayerAuthz:
-		o.Err = errors.New(denialReason(err, c.m.cfg.service, c.Dest.Name))
+	case o.Layer == mesh.LayerAuthz:
+		o.Err = errors.New(denialReason(err, c.a.p.Service, c.Dest.Name))
 	case o.Layer != "":
 		o.Err = err
 	case !s.secured.Load():
@@ -198,7 +200,7 @@ func (c *rpcCall) outcome(a *core.Attempt, s *pickSlot, err error) core.Outcome 
 // classifyRPC maps the end of an attempt to its result and, for a failure
 // of the mesh or the network, its layer; final is set for an end that must
 // not be retried (the caller's cancellation, a denial).
-func (c *rpcCall) classifyRPC(err error, a *core.Attempt, s *pickSlot, host *discovery.Host) (resilience.Outcome, Layer, bool) {
+func (c *rpcCall) classifyRPC(err error, a *core.Attempt, s *pickSlot, host *discovery.Host) (resilience.Outcome, mesh.Layer, bool) {
 	if err == nil {
 		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.CodeOK}, "", false
 	}
@@ -210,27 +212,27 @@ func (c *rpcCall) classifyRPC(err error, a *core.Attempt, s *pickSlot, host *dis
 		// The per-try deadline, or the call's, whose timer has not fired
 		// yet: the server's status (the server's copy of the deadline ran
 		// out) came back first.
-		return resilience.Outcome{Err: resilience.ErrTimeout}, LayerTimeout, false
+		return resilience.Outcome{Err: resilience.ErrTimeout}, mesh.LayerTimeout, false
 	}
 	if f := s.failure.Load(); f != nil {
 		if f.layer != "" {
 			return resilience.Outcome{Err: resilience.ErrConnect}, f.layer, false
 		}
-		if kind, layer := classifyErr(f.err); kind == resilience.ErrTLS {
+		if kind, layer := core.ClassifyErr(f.err); kind == resilience.ErrTLS {
 			return resilience.Outcome{Err: kind}, layer, false
 		}
-		return resilience.Outcome{Err: resilience.ErrConnect}, LayerConnect, false
+		return resilience.Outcome{Err: resilience.ErrConnect}, mesh.LayerConnect, false
 	}
 	if host != nil && !s.answered.Load() && code == codes.Unavailable {
 		// gRPC's own Unavailable: the connection broke before the
 		// destination said anything.
 		if !s.sent.Load() {
-			return resilience.Outcome{Err: resilience.ErrConnect}, LayerConnect, false
+			return resilience.Outcome{Err: resilience.ErrConnect}, mesh.LayerConnect, false
 		}
-		return resilience.Outcome{Err: resilience.ErrReset}, LayerUpstream, false
+		return resilience.Outcome{Err: resilience.ErrReset}, mesh.LayerUpstream, false
 	}
 	if code == codes.PermissionDenied && s.secured.Load() && c.deniedByMesh(err) {
-		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, LayerAuthz, true
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, mesh.LayerAuthz, true
 	}
 	return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, "", false
 }
@@ -246,7 +248,7 @@ func (c *rpcCall) deniedByMesh(err error) bool {
 		return false
 	}
 	ei := meshInfo(st)
-	return ei != nil && ei.GetReason() == string(LayerAuthz) && ei.GetMetadata()[infoService] == c.Dest.Name
+	return ei != nil && ei.GetReason() == string(mesh.LayerAuthz) && ei.GetMetadata()[infoService] == c.Dest.Name
 }
 
 // unverified returns err, a status from a peer whose identity was not
@@ -255,7 +257,7 @@ func (c *rpcCall) deniedByMesh(err error) bool {
 // status and text, and FromStatus returns nil for it. Any other error is
 // returned as is.
 func unverified(err error) error {
-	if _, ok := err.(*CallError); ok {
+	if _, ok := err.(*statusError); ok {
 		return err
 	}
 	st, ok := grpcstatus.FromError(err)

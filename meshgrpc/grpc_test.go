@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -32,6 +32,8 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -85,10 +87,10 @@ func newGRPCBackend(t testing.TB, name string) *grpcBackend {
 func (b *grpcBackend) addr() string { return b.ln.Addr().String() }
 
 // serve starts b behind m's ServerOptions; it stops when the test ends.
-func (b *grpcBackend) serve(t testing.TB, m *Mesh) {
+func (b *grpcBackend) serve(t testing.TB, m *mesh.Mesh) {
 	t.Helper()
 	tag := func(ctx context.Context) { _ = grpc.SetHeader(ctx, metadata.Pairs("backend", b.name)) }
-	opts := append(m.ServerOptions(),
+	opts := append(ServerOptions(m),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			tag(ctx)
 			return h(ctx, req)
@@ -134,9 +136,9 @@ func (b *grpcBackend) Watch(req *healthpb.HealthCheckRequest, stream grpc.Server
 
 // dial returns a health client of service through m's DialOptions; the
 // connection is closed when the test ends.
-func dial(t testing.TB, m *Mesh, service string) healthpb.HealthClient {
+func dial(t testing.TB, m *mesh.Mesh, service string) healthpb.HealthClient {
 	t.Helper()
-	conn, err := grpc.NewClient("mesh:///"+service, m.DialOptions()...)
+	conn, err := grpc.NewClient("mesh:///"+service, DialOptions(m)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +160,7 @@ func check(ctx context.Context, c healthpb.HealthClient) (string, error) {
 // they were started with.
 type grpcFleet struct {
 	policy  string
-	billing *Mesh
+	billing *mesh.Mesh
 }
 
 // startBilling starts the backends as billing's endpoints (labels version:
@@ -170,7 +172,7 @@ func startBilling(t testing.TB, policyFor func(addrs ...string) string, backends
 		addrs[i] = b.addr()
 	}
 	f := &grpcFleet{policy: policyFor(addrs...)}
-	f.billing = newTestMesh(t, f.policy, WithService("billing"))
+	f.billing = newTestMesh(t, f.policy, mesh.WithService("billing"))
 	for _, b := range backends {
 		b.serve(t, f.billing)
 	}
@@ -178,8 +180,8 @@ func startBilling(t testing.TB, policyFor func(addrs ...string) string, backends
 }
 
 // client starts the mesh of caller on the fleet's policy.
-func (f *grpcFleet) client(t testing.TB, caller string, opts ...Option) *Mesh {
-	return newTestMesh(t, f.policy, append([]Option{WithService(caller)}, opts...)...)
+func (f *grpcFleet) client(t testing.TB, caller string, opts ...mesh.Option) *mesh.Mesh {
+	return newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(caller)}, opts...)...)
 }
 
 // grpcCanaryPolicy splits billing's Check 80/20 over v1 and v2, sends RPCs
@@ -287,7 +289,7 @@ func TestGRPCRetriesUnavailable(t *testing.T) {
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	c := dial(t, f.client(t, "enrollment", WithMeterProvider(mp), WithTracerProvider(tp)), "billing")
+	c := dial(t, f.client(t, "enrollment", mesh.WithMeterProvider(mp), mesh.WithTracerProvider(tp)), "billing")
 
 	const rpcs = 5
 	for i := range rpcs {
@@ -362,7 +364,7 @@ func TestGRPCTimeoutAndDeadlinePropagation(t *testing.T) {
 		t.Fatalf("code %v (%v), want DeadlineExceeded", grpcstatus.Code(err), err)
 	}
 	ce := FromStatus(err)
-	if ce == nil || ce.Layer != LayerTimeout || ce.Service != "billing" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
+	if ce == nil || ce.Layer != mesh.LayerTimeout || ce.Service != "billing" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
 		t.Fatalf("FromStatus: %+v", ce)
 	}
 	if !strings.HasPrefix(grpcstatus.Convert(err).Message(), "mesh: timeout: service=billing") {
@@ -403,7 +405,7 @@ func TestGRPCAuthorization(t *testing.T) {
 		t.Fatalf("progress: code %v (%v), want PermissionDenied", grpcstatus.Code(err), err)
 	}
 	ce := FromStatus(err)
-	if ce == nil || ce.Layer != LayerAuthz || ce.Service != "billing" || ce.Endpoint == "" || ce.Route != "check" || ce.Attempts != 1 {
+	if ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.Endpoint == "" || ce.Route != "check" || ce.Attempts != 1 {
 		t.Fatalf("FromStatus: %+v", ce)
 	}
 	if !strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
@@ -417,14 +419,14 @@ func TestGRPCAuthorization(t *testing.T) {
 	if serr == nil {
 		_, serr = w.Recv()
 	}
-	if ce := FromStatus(serr); ce == nil || ce.Layer != LayerAuthz || grpcstatus.Code(serr) != codes.PermissionDenied {
+	if ce := FromStatus(serr); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(serr) != codes.PermissionDenied {
 		t.Fatalf("denied stream: %v", serr)
 	}
 	if got := v1.hits.Load() + v2.hits.Load(); got != hits {
 		t.Fatalf("a denied stream reached the handler (%d -> %d)", hits, got)
 	}
 
-	var ce2 *CallError
+	var ce2 *mesh.CallError
 	if !errors.As(err, &ce2) || ce2 != ce {
 		t.Fatal("the CallError is not reachable with errors.As")
 	}
@@ -432,13 +434,13 @@ func TestGRPCAuthorization(t *testing.T) {
 	// The denial as a caller without a mesh receives it: still marked.
 	progress := f.client(t, "progress")
 	conn, err := grpc.NewClient("passthrough:///"+v1.addr(),
-		grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientConfig(progress.identity, "billing"))))
+		grpc.WithTransportCredentials(credentials.NewTLS(meshlink.Of(progress).ClientTLS("billing"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
-	if ce := FromStatus(err); ce == nil || ce.Layer != LayerAuthz || ce.Service != "billing" || ce.PolicyVersion != "grpc-canary-1" ||
+	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.PolicyVersion != "grpc-canary-1" ||
 		!strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
 		t.Fatalf("the raw denial: %v (FromStatus %+v)", err, ce)
 	}
@@ -561,14 +563,14 @@ func TestGRPCRefusesMisroutedServer(t *testing.T) {
 	// catalog's server sits where the policy says billing is.
 	b := newGRPCBackend(t, "catalog")
 	pol := billingPolicy("")(b.addr()) + "  catalog: {}\n"
-	catalog := newTestMesh(t, pol, WithService("catalog"))
+	catalog := newTestMesh(t, pol, mesh.WithService("catalog"))
 	b.serve(t, catalog)
-	c := dial(t, newTestMesh(t, pol, WithService("enrollment")), "billing")
+	c := dial(t, newTestMesh(t, pol, mesh.WithService("enrollment")), "billing")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := check(ctx, c)
 	ce := FromStatus(err)
-	if ce == nil || ce.Layer != LayerTLS || !strings.Contains(err.Error(), "catalog") {
+	if ce == nil || ce.Layer != mesh.LayerTLS || !strings.Contains(err.Error(), "catalog") {
 		t.Fatalf("want layer tls naming the wrong peer, got %v", err)
 	}
 	if b.hits.Load() != 0 {
@@ -593,14 +595,14 @@ services:
 		t.Fatalf("plaintext: %v", err)
 	}
 	// ledger (tls strict) at the same address: mTLS still works there.
-	if _, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "ledger")); err == nil || FromStatus(err).Layer != LayerTLS {
+	if _, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "ledger")); err == nil || FromStatus(err).Layer != mesh.LayerTLS {
 		t.Fatalf("mTLS toward ledger served by billing: %v, want layer tls", err)
 	}
 
 	// A strict server refuses a plaintext caller.
 	strict := newGRPCBackend(t, "strict")
 	startBilling(t, billingPolicy(""), strict)
-	plainCaller := newTestMesh(t, billingPolicy("    tls: disable\n")(strict.addr()), WithService("enrollment"))
+	plainCaller := newTestMesh(t, billingPolicy("    tls: disable\n")(strict.addr()), mesh.WithService("enrollment"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := check(ctx, dial(t, plainCaller, "billing")); FromStatus(err) == nil || strict.hits.Load() != 0 {
@@ -611,12 +613,12 @@ services:
 func TestGRPCFollowsPolicyUpdates(t *testing.T) {
 	a, b := newGRPCBackend(t, "a"), newGRPCBackend(t, "b")
 	pol := func(addr string) string { return billingPolicy("")(addr) }
-	server := newTestMesh(t, pol(a.addr()), WithService("billing"))
+	server := newTestMesh(t, pol(a.addr()), mesh.WithService("billing"))
 	a.serve(t, server)
 	b.serve(t, server)
 	path := t.TempDir() + "/mesh.yaml"
 	writeFile(t, path, pol(a.addr()))
-	m, err := New(context.Background(), WithService("enrollment"), WithPolicyFile(path), WithLogger(quietLogger()))
+	m, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicyFile(path), mesh.WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,30 +643,30 @@ services:
     routes:
       - {name: watch-only, match: {path_prefix: /grpc.health.v1.Health/Watch}}
   empty: {}
-`, WithService("enrollment"))
+`, mesh.WithService("enrollment"))
 	ctx := context.Background()
 	_, err := check(ctx, dial(t, m, "nosuch"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != LayerPolicy || grpcstatus.Code(err) != codes.Unavailable {
+	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerPolicy || grpcstatus.Code(err) != codes.Unavailable {
 		t.Fatalf("unknown service: %v", err)
 	}
 	_, err = check(ctx, dial(t, m, "billing"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != LayerRoute || grpcstatus.Code(err) != codes.FailedPrecondition {
+	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerRoute || grpcstatus.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("no route: %v", err)
 	}
 	_, err = check(ctx, dial(t, m, "empty"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != LayerDiscovery || grpcstatus.Code(err) != codes.Unavailable {
+	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerDiscovery || grpcstatus.Code(err) != codes.Unavailable {
 		t.Fatalf("no endpoints: %v", err)
 	}
 }
 
 func TestFromStatusAcrossTheWire(t *testing.T) {
-	ce := &CallError{Layer: LayerBudget, Service: "billing", Route: "charge", Subset: "v1", Endpoint: "127.0.0.1:9001",
+	ce := &mesh.CallError{Layer: mesh.LayerBudget, Service: "billing", Route: "charge", Subset: "v1", Endpoint: "127.0.0.1:9001",
 		Attempts: 3, PolicyVersion: "2026-11-26.1", Err: errors.New("retry budget exhausted; last attempt: boom: x")}
 	if FromStatus(ce) != ce {
 		t.Fatal("FromStatus of a CallError is not itself")
 	}
 	// What a peer receives: the status rebuilt from its proto.
-	wire := grpcstatus.FromProto(ce.GRPCStatus().Proto()).Err()
+	wire := grpcstatus.FromProto(grpcstatus.Convert(callFailed(ce)).Proto()).Err()
 	got := FromStatus(wire)
 	if got == nil {
 		t.Fatal("FromStatus lost the CallError")
@@ -682,12 +684,35 @@ func TestFromStatusAcrossTheWire(t *testing.T) {
 			t.Errorf("FromStatus(%v) is not nil", err)
 		}
 	}
-	for l, want := range map[Layer]codes.Code{LayerTimeout: codes.DeadlineExceeded, LayerAuthz: codes.PermissionDenied,
-		LayerRoute: codes.FailedPrecondition, LayerPolicy: codes.Unavailable, LayerBreaker: codes.Unavailable,
-		LayerConnect: codes.Unavailable, LayerTLS: codes.Unavailable, LayerDiscovery: codes.Unavailable} {
-		if GRPCCode(l) != want {
-			t.Errorf("%s: code %v, want %v", l, GRPCCode(l), want)
+	for l, want := range map[mesh.Layer]codes.Code{mesh.LayerTimeout: codes.DeadlineExceeded, mesh.LayerAuthz: codes.PermissionDenied,
+		mesh.LayerRoute: codes.FailedPrecondition, mesh.LayerPolicy: codes.Unavailable, mesh.LayerBreaker: codes.Unavailable,
+		mesh.LayerConnect: codes.Unavailable, mesh.LayerTLS: codes.Unavailable, mesh.LayerDiscovery: codes.Unavailable} {
+		if Code(l) != want {
+			t.Errorf("%s: code %v, want %v", l, Code(l), want)
 		}
+	}
+}
+
+// TestCallErrorOfAnRPC: the error a failed RPC returns wraps the
+// *mesh.CallError (errors.As finds it, FromStatus returns it), has its very
+// Error() text, and is the status of its layer.
+func TestCallErrorOfAnRPC(t *testing.T) {
+	m := newTestMesh(t, billingPolicy("")(deadAddr(t)), mesh.WithService("enrollment"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := check(ctx, dial(t, m, "billing"))
+	var ce *mesh.CallError
+	if !errors.As(err, &ce) || ce.Layer != mesh.LayerConnect {
+		t.Fatalf("errors.As: %T %v", err, err)
+	}
+	if FromStatus(err) != ce {
+		t.Fatal("FromStatus does not return the CallError errors.As finds")
+	}
+	if err.Error() != ce.Error() {
+		t.Fatalf("Error() %q, want the CallError's %q", err.Error(), ce.Error())
+	}
+	if st := grpcstatus.Convert(err); st.Code() != codes.Unavailable || st.Message() != ce.Error() || meshInfo(st) == nil {
+		t.Fatalf("status %v", st.Proto())
 	}
 }
 
@@ -707,7 +732,7 @@ func TestTargetService(t *testing.T) {
 func TestGRPCExplain(t *testing.T) {
 	pol := strings.Replace(grpcCanaryPolicy("127.0.0.1:9001", "127.0.0.1:9002"), "    routes:",
 		"    retry: {attempts: 3, retry_on: [unavailable]}\n    routes:", 1)
-	m := newTestMesh(t, pol, WithService("enrollment"))
+	m := newTestMesh(t, pol, mesh.WithService("enrollment"))
 	req, _ := http.NewRequest(http.MethodGet, "grpc://billing/grpc.health.v1.Health/Check", nil)
 	ex, err := m.Explain(req)
 	if err != nil {
@@ -727,7 +752,7 @@ func TestGRPCExplain(t *testing.T) {
 	rec := httptest.NewRecorder()
 	m.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet,
 		"/explain?url=grpc://billing/grpc.health.v1.Health/Check&header=x-canary:true", nil))
-	var got Explanation
+	var got mesh.Explanation
 	mustJSON(t, rec.Body.Bytes(), &got)
 	if got.Protocol != "grpc" || got.Route != "canary-by-metadata" || got.Attempts != 3 {
 		t.Fatalf("/explain: %s", rec.Body.String())
@@ -741,23 +766,23 @@ func TestGRPCNoLeak(t *testing.T) {
 	func() {
 		b := newGRPCBackend(t, "leak")
 		pol := retryPolicy(b.addr())
-		server, err := New(context.Background(), WithService("billing"), WithPolicy(mustParse(t, pol)), WithLogger(quietLogger()))
+		server, err := mesh.New(context.Background(), mesh.WithService("billing"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(quietLogger()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer server.Close()
-		srv := grpc.NewServer(server.ServerOptions()...)
+		srv := grpc.NewServer(ServerOptions(server)...)
 		healthpb.RegisterHealthServer(srv, b)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = srv.Serve(b.ln) }()
 		defer func() { srv.Stop(); <-done }()
 
-		client, err := New(context.Background(), WithService("enrollment"), WithPolicy(mustParse(t, pol)), WithLogger(quietLogger()))
+		client, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(quietLogger()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer client.Close()
-		conn, err := grpc.NewClient("mesh:///billing", client.DialOptions()...)
+		conn, err := grpc.NewClient("mesh:///billing", DialOptions(client)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -815,8 +840,8 @@ func TestGRPCRotationKeepsConnections(t *testing.T) {
 	ln := &countingListener{Listener: b.ln}
 	b.ln = ln
 	pol := retryPolicy(b.addr())
-	b.serve(t, newTestMesh(t, pol, WithService("billing"), WithIdentity(source("billing"))))
-	client := newTestMesh(t, pol, WithService("enrollment"), WithIdentity(source("enrollment")))
+	b.serve(t, newTestMesh(t, pol, mesh.WithService("billing"), mesh.WithIdentity(source("billing"))))
+	client := newTestMesh(t, pol, mesh.WithService("enrollment"), mesh.WithIdentity(source("enrollment")))
 	before, err := client.Identity()
 	if err != nil {
 		t.Fatal(err)
@@ -881,7 +906,7 @@ func TestPickerWaitsOnlyForNewerStates(t *testing.T) {
 	}
 	// A host the picker's state dropped: fail now, layer discovery.
 	_, s, err := pick(p, poolOf(hostB), 4)
-	if f := s.failure.Load(); err == nil || f == nil || f.layer != LayerDiscovery {
+	if f := s.failure.Load(); err == nil || f == nil || f.layer != mesh.LayerDiscovery {
 		t.Fatalf("host dropped by a newer state: %v, want a discovery failure", err)
 	}
 	// A pool mixing both: the ready one is taken.

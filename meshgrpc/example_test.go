@@ -1,4 +1,4 @@
-package mesh_test
+package meshgrpc_test
 
 import (
 	"context"
@@ -14,13 +14,14 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
 )
 
-// ExampleMesh_DialOptions calls a gRPC service through the mesh, over mTLS
+// ExampleDialOptions calls a gRPC service through the mesh, over mTLS
 // between the workload identities of the process's dev CA, and shows a
 // denial by the destination's mesh coming back as a CallError.
-func ExampleMesh_DialOptions() {
+func ExampleDialOptions() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -52,7 +53,7 @@ services:
 	// The server: grades, behind its mesh.
 	grades := start("grades")
 	defer grades.Close()
-	srv := grpc.NewServer(grades.ServerOptions()...)
+	srv := grpc.NewServer(meshgrpc.ServerOptions(grades)...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Stop()
@@ -60,12 +61,12 @@ services:
 	// A client: the target names the service; the mesh picks the endpoint.
 	for _, caller := range []string{"enrollment", "progress"} {
 		m := start(caller)
-		conn, err := grpc.NewClient("mesh:///grades", m.DialOptions()...)
+		conn, err := grpc.NewClient("mesh:///grades", meshgrpc.DialOptions(m)...)
 		if err != nil {
 			log.Fatal(err)
 		}
 		resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
-		if ce := mesh.FromStatus(err); ce != nil {
+		if ce := meshgrpc.FromStatus(err); ce != nil {
 			fmt.Printf("%s: %s, layer %s\n", caller, grpcstatus.Code(err), ce.Layer)
 		} else {
 			fmt.Printf("%s: %s %v\n", caller, resp.GetStatus(), err)

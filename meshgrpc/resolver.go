@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
 )
 
 // Scheme is the gRPC target scheme of mesh services: "mesh:///billing"
@@ -24,7 +25,7 @@ const Scheme = "mesh"
 // it is a mesh target: "mesh:///billing", "mesh://authority/billing",
 // "mesh://billing" and "mesh:billing" all name billing, and so do
 // "mesh:///Billing." and "mesh:///billing:443": the name is matched as a
-// URL host is (see serviceOf), the port ignored. It does not allocate for
+// URL host is (see core.ServiceOf), the port ignored. It does not allocate for
 // a target in canonical form: the client interceptors call it on every
 // RPC.
 func targetService(target string) (string, bool) {
@@ -44,7 +45,7 @@ func targetService(target string) (string, bool) {
 			break
 		}
 	}
-	rest = serviceOf(rest)
+	rest = core.ServiceOf(rest)
 	return rest, rest != ""
 }
 
@@ -89,7 +90,7 @@ func AddressLabels(addr resolver.Address) map[string]string {
 }
 
 // resolverBuilder builds the resolver of the mesh scheme for one Mesh.
-type resolverBuilder struct{ m *Mesh }
+type resolverBuilder struct{ a *adapter }
 
 var _ resolver.Builder = resolverBuilder{}
 
@@ -104,21 +105,21 @@ func (b resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _
 	if service == "" {
 		service = target.URL.Host
 	}
-	if service = serviceOf(service); service == "" {
-		return nil, fmt.Errorf("mesh: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
+	if service = core.ServiceOf(service); service == "" {
+		return nil, fmt.Errorf("meshgrpc: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &meshResolver{m: b.m, service: service, cc: cc, cancel: cancel}
+	r := &meshResolver{service: service, cc: cc, cancel: cancel}
+	p := b.a.p
 	r.wg.Go(func() {
-		b.m.ensureWatched(ctx, service) // with Consul: watch this destination's endpoints
-		b.m.watch(ctx, r.update)
+		p.EnsureWatched(ctx, service) // with Consul: watch this destination's endpoints
+		p.Watch(ctx, r.update)
 	})
 	return r, nil
 }
 
 // meshResolver follows the state of a mesh for one service.
 type meshResolver struct {
-	m       *Mesh
 	service string
 	cc      resolver.ClientConn
 	cancel  context.CancelFunc
@@ -141,12 +142,12 @@ func (r *meshResolver) Close() {
 
 // update reports the endpoints of r.service in st, unless they are those
 // reported last.
-func (r *meshResolver) update(st *state) {
-	d := st.services[r.service]
+func (r *meshResolver) update(st *meshlink.State) {
+	d := st.Services[r.service]
 	if d == nil {
-		err := fmt.Errorf("mesh: %q is no service of policy %s", r.service, st.policy.Version)
-		if ce := st.outside(r.service); ce != nil {
-			err = fmt.Errorf("mesh: %w", ce.Err)
+		err := fmt.Errorf("meshgrpc: %q is no service of policy %s", r.service, st.PolicyVersion)
+		if ce := st.Outside(r.service); ce != nil {
+			err = fmt.Errorf("meshgrpc: %w", ce.Err)
 		}
 		if err.Error() != r.lastErr {
 			r.lastErr, r.last = err.Error(), nil
@@ -154,7 +155,7 @@ func (r *meshResolver) update(st *state) {
 		}
 		return
 	}
-	eps := st.endpoints.Endpoints(r.service)
+	eps := st.Endpoints.Endpoints(r.service)
 	addrs := make([]resolver.Address, len(eps))
 	for i, ep := range eps {
 		addrs[i] = resolver.Address{
@@ -173,5 +174,5 @@ func (r *meshResolver) update(st *state) {
 	// The error is ErrBadResolverState at most, which a watching resolver
 	// may ignore: the next state is reported as soon as it is published.
 	_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Endpoints: eps2,
-		Attributes: attributes.New(stateSeqKey{}, st.seq)})
+		Attributes: attributes.New(stateSeqKey{}, st.Seq)})
 }

@@ -1,4 +1,4 @@
-package mesh
+package core
 
 import (
 	"strings"
@@ -6,26 +6,26 @@ import (
 	"unicode/utf8"
 )
 
-// maxPeerText bounds, in bytes, the text a peer contributes to a CallError.
-const maxPeerText = 256
+// MaxPeerText bounds, in bytes, the text a peer contributes to a CallError.
+const MaxPeerText = 256
 
-// peerText returns s, text that a peer sent (a denial's body, a gRPC status
+// PeerText returns s, text that a peer sent (a denial's body, a gRPC status
 // message, the fields of a marked status), fit to go into a CallError and
-// from there into logs: valid UTF-8, at most maxPeerText bytes (cut at a rune
+// from there into logs: valid UTF-8, at most MaxPeerText bytes (cut at a rune
 // boundary and ended with "..."), every control character (C0, DEL, C1), line
 // or paragraph separator and format character (bidi overrides, zero-width
 // characters) replaced by a space, and invalid bytes by U+FFFD. Text that is
 // already printable ASCII and short enough is returned as is, without
 // allocating.
-func peerText(s string) string {
-	if len(s) <= maxPeerText && printableASCII(s) {
+func PeerText(s string) string {
+	if len(s) <= MaxPeerText && printableASCII(s) {
 		return s
 	}
 	const ellipsis = "..."
 	var b strings.Builder
-	b.Grow(min(len(s), maxPeerText) + utf8.UTFMax)
+	b.Grow(min(len(s), MaxPeerText) + utf8.UTFMax)
 	i := 0
-	for i < len(s) && b.Len() <= maxPeerText {
+	for i < len(s) && b.Len() <= MaxPeerText {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		i += size
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) ||
@@ -35,10 +35,10 @@ func peerText(s string) string {
 		b.WriteRune(r) // an invalid byte decodes to, and is written as, U+FFFD
 	}
 	out := b.String()
-	if i == len(s) && len(out) <= maxPeerText {
+	if i == len(s) && len(out) <= MaxPeerText {
 		return out
 	}
-	cut := maxPeerText - len(ellipsis)
+	cut := MaxPeerText - len(ellipsis)
 	for cut > 0 && !utf8.RuneStart(out[cut]) {
 		cut--
 	}

@@ -1,17 +1,19 @@
-package mesh
+package meshgrpc
 
 import (
 	"fmt"
 	"net/http"
 	"slices"
 	"testing"
+
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // Helpers of the tests of canceled calls (modes_test.go): a call its caller
 // canceled proves nothing.
 
 // breakerState returns the state Explain reports for billing's breaker.
-func breakerState(t *testing.T, m *Mesh) string {
+func breakerState(t *testing.T, m *mesh.Mesh) string {
 	t.Helper()
 	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
 	if err != nil {
@@ -39,7 +41,7 @@ services:
 }
 
 // ejected reports whether Explain marks addr ejected.
-func ejected(t *testing.T, m *Mesh, addr string) bool {
+func ejected(t *testing.T, m *mesh.Mesh, addr string) bool {
 	t.Helper()
 	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
 	if err != nil {

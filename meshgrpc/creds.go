@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
 )
 
@@ -25,7 +24,7 @@ import (
 // new connections while established ones keep working: rotation causes no
 // reconnection. Safe for concurrent use.
 type clientCreds struct {
-	m *Mesh
+	a *adapter
 
 	mu  sync.Mutex
 	tls map[string]credentials.TransportCredentials // by destination service
@@ -33,8 +32,8 @@ type clientCreds struct {
 
 var _ credentials.TransportCredentials = (*clientCreds)(nil)
 
-func newClientCreds(m *Mesh) *clientCreds {
-	return &clientCreds{m: m, tls: map[string]credentials.TransportCredentials{}}
+func newClientCreds(a *adapter) *clientCreds {
+	return &clientCreds{a: a, tls: map[string]credentials.TransportCredentials{}}
 }
 
 // forService returns the TLS credentials toward service, made once.
@@ -43,7 +42,7 @@ func (c *clientCreds) forService(service string) credentials.TransportCredential
 	defer c.mu.Unlock()
 	tc := c.tls[service]
 	if tc == nil {
-		tc = credentials.NewTLS(c.m.clientTLS(service))
+		tc = credentials.NewTLS(c.a.p.ClientTLS(service))
 		c.tls[service] = tc
 	}
 	return tc
@@ -59,9 +58,9 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 	if ai := infoOf(credentials.ClientHandshakeInfoFromContext(ctx).Attributes); ai != nil {
 		service, mtls = ai.service, ai.mtls
 	} else {
-		service = serviceOf(authority)
+		service = core.ServiceOf(authority)
 		mtls = true
-		if d := c.m.state.Load().services[service]; d != nil {
+		if d := c.a.p.State().Services[service]; d != nil {
 			mtls = d.TLS == core.TLSStrict
 		}
 	}
@@ -72,38 +71,38 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 }
 
 func (*clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("mesh: the client credentials of DialOptions serve no connection: use ServerOptions")
+	return nil, nil, errors.New("meshgrpc: the client credentials of DialOptions serve no connection: use ServerOptions")
 }
 
 func (*clientCreds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
 }
 
-func (c *clientCreds) Clone() credentials.TransportCredentials { return newClientCreds(c.m) }
+func (c *clientCreds) Clone() credentials.TransportCredentials { return newClientCreds(c.a) }
 
 // OverrideServerName is not supported: the server's name is the
 // destination service.
 func (*clientCreds) OverrideServerName(string) error {
-	return errors.New("mesh: the server name is the destination service and cannot be overridden")
+	return errors.New("meshgrpc: the server name is the destination service and cannot be overridden")
 }
 
 // serverCreds are the transport credentials of ServerOptions: mTLS with this
 // workload's identity, every client certificate verified as a SPIFFE ID of
-// the trust domain (identity.ServerConfig, as ServerTLSConfig), and, while
+// the trust domain (identity.ServerConfig, as Mesh.ServerTLSConfig), and, while
 // this workload's own service says tls: disable (its callers dial it in
 // plaintext), plaintext connections too. A connection is told apart by its
 // first byte: a TLS handshake starts with a handshake record (0x16), an
 // HTTP/2 connection with its preface ("PRI ..."). The mode is read from the
 // policy in force at each connection, so a change of tls needs no restart.
 type serverCreds struct {
-	m   *Mesh
+	a   *adapter
 	tls credentials.TransportCredentials
 }
 
 var _ credentials.TransportCredentials = (*serverCreds)(nil)
 
-func newServerCreds(m *Mesh) *serverCreds {
-	return &serverCreds{m: m, tls: credentials.NewTLS(identity.ServerConfig(m.identity))}
+func newServerCreds(a *adapter) *serverCreds {
+	return &serverCreds{a: a, tls: credentials.NewTLS(a.p.ServerTLS())}
 }
 
 // tlsRecordHandshake is the content type of a TLS handshake record, the
@@ -119,15 +118,15 @@ func (s *serverCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.A
 	if first[0] == tlsRecordHandshake {
 		return s.tls.ServerHandshake(conn)
 	}
-	if s.m.state.Load().selfPlaintext {
+	if s.a.p.State().SelfPlaintext {
 		return conn, plaintextInfo{}, nil
 	}
-	return nil, nil, fmt.Errorf("mesh: plaintext connection from %s refused: service %q requires mTLS (its policy says tls: strict)",
-		rawConn.RemoteAddr(), s.m.cfg.service)
+	return nil, nil, fmt.Errorf("meshgrpc: plaintext connection from %s refused: service %q requires mTLS (its policy says tls: strict)",
+		rawConn.RemoteAddr(), s.a.p.Service)
 }
 
 func (*serverCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("mesh: the server credentials of ServerOptions dial no connection: use DialOptions")
+	return nil, nil, errors.New("meshgrpc: the server credentials of ServerOptions dial no connection: use DialOptions")
 }
 
 func (*serverCreds) Info() credentials.ProtocolInfo {
@@ -135,7 +134,7 @@ func (*serverCreds) Info() credentials.ProtocolInfo {
 }
 
 func (s *serverCreds) Clone() credentials.TransportCredentials {
-	return &serverCreds{m: s.m, tls: s.tls.Clone()}
+	return &serverCreds{a: s.a, tls: s.tls.Clone()}
 }
 
 func (*serverCreds) OverrideServerName(string) error { return nil }

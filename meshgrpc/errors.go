@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"errors"
@@ -8,6 +8,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // ErrorDomain is the Domain of the errdetails.ErrorInfo that marks a gRPC
@@ -27,7 +30,7 @@ const (
 	infoPolicyVersion = "policy_version"
 )
 
-// GRPCCode returns the gRPC status code of a failure of layer l:
+// Code returns the gRPC status code of a failure of layer l:
 //
 //	timeout                                      DeadlineExceeded
 //	authz, egress                                PermissionDenied
@@ -40,26 +43,46 @@ const (
 // policy failure (the target names no service of the policy) is Unavailable,
 // as an unresolvable name is in gRPC: the control plane may not have
 // delivered the service yet. An egress failure is PermissionDenied: this
-// workload's own policy forbids the destination. A TLS failure is Unavailable, as gRPC reports
-// a failed handshake; the layer says more.
-func GRPCCode(l Layer) codes.Code {
+// workload's own policy forbids the destination. A TLS failure is
+// Unavailable, as gRPC reports a failed handshake; the layer says more.
+func Code(l mesh.Layer) codes.Code {
 	switch l {
-	case LayerTimeout:
+	case mesh.LayerTimeout:
 		return codes.DeadlineExceeded
-	case LayerAuthz, LayerEgress:
+	case mesh.LayerAuthz, mesh.LayerEgress:
 		return codes.PermissionDenied
-	case LayerRoute:
+	case mesh.LayerRoute:
 		return codes.FailedPrecondition
 	}
 	return codes.Unavailable
 }
 
-// GRPCStatus returns the status that carries e over gRPC: the code of its
-// layer (see GRPCCode), e.Error() as the message, and an
+// statusError is the error of every RPC the mesh fails: the *CallError,
+// which errors.As finds, with the same Error() text, carried over gRPC as
+// the status its GRPCStatus returns.
+type statusError struct{ ce *mesh.CallError }
+
+func (e *statusError) Error() string { return e.ce.Error() }
+
+// Unwrap returns the CallError.
+func (e *statusError) Unwrap() error { return e.ce }
+
+// GRPCStatus returns the status that carries the CallError over gRPC: the
+// code of its layer (see Code), its Error() as the message, and an
 // errdetails.ErrorInfo of domain ErrorDomain whose reason is the layer and
 // whose metadata holds the other fields. FromStatus reverses it.
-func (e *CallError) GRPCStatus() *grpcstatus.Status {
-	st := grpcstatus.New(GRPCCode(e.Layer), e.Error())
+func (e *statusError) GRPCStatus() *grpcstatus.Status { return statusOf(e.ce) }
+
+// callFailed returns the error an RPC fails with for ce.
+func callFailed(ce *mesh.CallError) error { return &statusError{ce: ce} }
+
+// fromCore is the Env.Err of the adapter's calls: the core's CallError as
+// a *mesh.CallError (the same memory), carried by a statusError.
+func fromCore(ce *core.CallError) error { return &statusError{ce: (*mesh.CallError)(ce)} }
+
+// statusOf returns the status of ce (see statusError.GRPCStatus).
+func statusOf(e *mesh.CallError) *grpcstatus.Status {
+	st := grpcstatus.New(Code(e.Layer), e.Error())
 	md := make(map[string]string, 6)
 	put := func(k, v string) {
 		if v != "" {
@@ -80,8 +103,8 @@ func (e *CallError) GRPCStatus() *grpcstatus.Status {
 	return st
 }
 
-// FromStatus returns the *CallError that err carries: err itself (or what it
-// wraps) when the mesh of this process produced it, or the one rebuilt from
+// FromStatus returns the *mesh.CallError that err carries: the one err
+// wraps when the mesh of this process produced it, or the one rebuilt from
 // a gRPC status marked by a mesh (an errdetails.ErrorInfo of domain
 // ErrorDomain), for example the status a destination's mesh denied a call
 // with. It returns nil for nil, for an application's status, for a marked
@@ -90,11 +113,11 @@ func (e *CallError) GRPCStatus() *grpcstatus.Status {
 // A rebuilt CallError's Err holds the cause as text; every field rebuilt
 // from the status is peer text, sanitized: no control or format
 // characters, at most 256 bytes each.
-func FromStatus(err error) *CallError {
+func FromStatus(err error) *mesh.CallError {
 	if err == nil {
 		return nil
 	}
-	if ce, ok := errors.AsType[*CallError](err); ok {
+	if ce, ok := errors.AsType[*mesh.CallError](err); ok {
 		return ce
 	}
 	if _, ok := errors.AsType[*unverifiedStatus](err); ok {
@@ -109,8 +132,8 @@ func FromStatus(err error) *CallError {
 		return nil
 	}
 	md := ei.GetMetadata()
-	ce := &CallError{
-		Layer:         Layer(ei.GetReason()),
+	ce := &mesh.CallError{
+		Layer:         mesh.Layer(ei.GetReason()),
 		Service:       md[infoService],
 		Route:         md[infoRoute],
 		Subset:        md[infoSubset],
@@ -124,10 +147,10 @@ func FromStatus(err error) *CallError {
 	if rest, ok := strings.CutPrefix(msg, ce.Error()+": "); ok {
 		msg = rest
 	}
-	ce.Layer = Layer(peerText(string(ce.Layer)))
-	ce.Service, ce.Route, ce.Subset = peerText(ce.Service), peerText(ce.Route), peerText(ce.Subset)
-	ce.Endpoint, ce.PolicyVersion = peerText(ce.Endpoint), peerText(ce.PolicyVersion)
-	ce.Err = errors.New(peerText(msg))
+	ce.Layer = mesh.Layer(core.PeerText(string(ce.Layer)))
+	ce.Service, ce.Route, ce.Subset = core.PeerText(ce.Service), core.PeerText(ce.Route), core.PeerText(ce.Subset)
+	ce.Endpoint, ce.PolicyVersion = core.PeerText(ce.Endpoint), core.PeerText(ce.PolicyVersion)
+	ce.Err = errors.New(core.PeerText(msg))
 	return ce
 }
 

@@ -1,13 +1,16 @@
-package mesh
+package meshgrpc
 
 import (
 	"google.golang.org/grpc"
+
+	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/mesh"
 )
 
-// DialOptions returns the options that put a gRPC ClientConn under the
-// mesh:
+// DialOptions returns the options that put a gRPC ClientConn under m:
 //
-//	conn, err := grpc.NewClient("mesh:///billing", m.DialOptions()...)
+//	conn, err := grpc.NewClient("mesh:///billing", meshgrpc.DialOptions(m)...)
 //
 // The target names a service of the policy ("mesh:///billing"), matched as
 // the RoundTripper matches a URL host: case-insensitively, with or without
@@ -43,11 +46,13 @@ import (
 //   - gRPC's own retries are off (grpc.WithDisableRetry), so that attempts
 //     are not multiplied.
 //
-// A failure of the mesh is returned as a *CallError, which is also a gRPC
-// status (its GRPCStatus method): the code of its layer (GRPCCode), its
-// Error() as the message, and an errdetails.ErrorInfo of domain ErrorDomain.
-// FromStatus recovers it, also on the other side of a process boundary. A
-// status the destination returned reaches the caller unchanged.
+// A failure of the mesh is returned as an error that wraps a
+// *mesh.CallError (errors.As finds it; its Error() is the CallError's) and
+// is also a gRPC status (its GRPCStatus method): the code of its layer
+// (Code), the CallError's Error() as the message, and an
+// errdetails.ErrorInfo of domain ErrorDomain. FromStatus recovers the
+// CallError, also on the other side of a process boundary. A status the
+// destination returned reaches the caller unchanged.
 //
 // Interceptors the application adds after these options run inside the
 // mesh's, once per attempt; added before them (grpc.WithChainUnaryInterceptor
@@ -65,26 +70,27 @@ import (
 // layer policy, whatever egress says.
 //
 // Each call returns a new slice.
-func (m *Mesh) DialOptions() []grpc.DialOption {
+func DialOptions(m *mesh.Mesh) []grpc.DialOption {
+	a := newAdapter(m, "DialOptions")
 	return []grpc.DialOption{
-		grpc.WithResolvers(resolverBuilder{m: m}),
+		grpc.WithResolvers(resolverBuilder{a: a}),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithDisableRetry(),
-		grpc.WithTransportCredentials(newClientCreds(m)),
-		grpc.WithChainUnaryInterceptor(m.unaryClient),
-		grpc.WithChainStreamInterceptor(m.streamClient),
+		grpc.WithTransportCredentials(newClientCreds(a)),
+		grpc.WithChainUnaryInterceptor(a.unaryClient),
+		grpc.WithChainStreamInterceptor(a.streamClient),
 	}
 }
 
-// ServerOptions returns the options that put a gRPC server under the mesh:
+// ServerOptions returns the options that put a gRPC server under m:
 //
-//	s := grpc.NewServer(m.ServerOptions()...)
+//	s := grpc.NewServer(meshgrpc.ServerOptions(m)...)
 //
-// They give the server what Handler gives an HTTP server:
+// They give the server what m.Handler gives an HTTP server:
 //
 //   - transport credentials: mTLS with this workload's identity (rotated
 //     without restart), every client certificate verified as a SPIFFE ID
-//     of the trust domain, as ServerTLSConfig does; plaintext connections
+//     of the trust domain, as m.ServerTLSConfig does; plaintext connections
 //     are accepted too while this workload's own service says tls: disable
 //     in the policy in force (its callers then dial it in plaintext);
 //   - unary and stream interceptors that authorize the caller (the
@@ -100,10 +106,30 @@ func (m *Mesh) DialOptions() []grpc.DialOption {
 //
 // The caller's deadline reaches the handler's context natively
 // (grpc-timeout). Each call returns a new slice.
-func (m *Mesh) ServerOptions() []grpc.ServerOption {
+func ServerOptions(m *mesh.Mesh) []grpc.ServerOption {
+	a := newAdapter(m, "ServerOptions")
 	return []grpc.ServerOption{
-		grpc.Creds(newServerCreds(m)),
-		grpc.ChainUnaryInterceptor(m.unaryServer),
-		grpc.ChainStreamInterceptor(m.streamServer),
+		grpc.Creds(newServerCreds(a)),
+		grpc.ChainUnaryInterceptor(a.unaryServer),
+		grpc.ChainStreamInterceptor(a.streamServer),
 	}
+}
+
+// adapter is the gRPC adapter of one Mesh: its Plane, and the environment
+// of the core's calls whose errors are gRPC statuses.
+type adapter struct {
+	p   *meshlink.Plane
+	env core.Env // p.Env, its Err returning a *statusError
+}
+
+// newAdapter returns the adapter of m; fn names the caller for the panic
+// on a nil m.
+func newAdapter(m *mesh.Mesh, fn string) *adapter {
+	if m == nil {
+		panic("meshgrpc: " + fn + " of a nil *mesh.Mesh")
+	}
+	p := meshlink.Of(m)
+	a := &adapter{p: p, env: p.Env}
+	a.env.Err = fromCore
+	return a
 }

@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"context"
@@ -46,8 +46,8 @@ func replaySize(m any) int {
 // pushback, as for a unary call. A stream is not retried once the
 // application saw a failed SendMsg either, since it may have stopped
 // sending.
-func (m *Mesh) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	c, err := m.newRPCCall(ctx, cc, method)
+func (a *adapter) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c, err := a.newRPCCall(ctx, cc, method)
 	if c == nil {
 		if err != nil {
 			return nil, err
@@ -128,7 +128,7 @@ func (s *meshStream) open(waited time.Duration) error {
 			s.mu.Unlock()
 			return err
 		}
-		a.slot.reset(a.Pool, c.st.seq, a.Prev, a.Now)
+		a.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
 		a.ctx = withPickSlot(a.Ctx, a.slot)
 		s.att = a
 		s.mu.Unlock()
@@ -218,7 +218,7 @@ func (s *meshStream) abandon() {
 		return
 	}
 	err := s.c.ContextFailure()
-	if _, ok := err.(*CallError); !ok {
+	if _, ok := err.(*statusError); !ok {
 		err = grpcstatus.FromContextError(err).Err() // the caller canceled
 	}
 	s.endLocked(err)

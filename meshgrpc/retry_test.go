@@ -1,4 +1,4 @@
-package mesh
+package meshgrpc
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
+	"github.com/inmesh/inmesh/mesh"
 )
 
 // backoffPolicy gives billing three attempts on unavailable with backoff
@@ -88,7 +89,7 @@ func TestGRPCRetryPushback(t *testing.T) {
 			b.onCheck(busyOnce(tc.pushback...))
 			f := startBilling(t, backoffPolicy(tc.backoff), b)
 			fc := clocktest.NewFake(time.Now())
-			c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+			c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
 			_, err := check(guarded(t), c)
 			if hits := b.hits.Load(); hits != tc.wantHits {
 				t.Fatalf("the backend was called %d times, want %d (err %v)", hits, tc.wantHits, err)
@@ -111,7 +112,7 @@ func TestGRPCRetryPushbackWaitsExactly(t *testing.T) {
 	b.onCheck(busyOnce("5000"))
 	f := startBilling(t, backoffPolicy("{initial: 1ms, max: 10s}"), b)
 	fc := clocktest.NewFake(time.Now())
-	c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+	c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -164,7 +165,7 @@ func TestGRPCStreamRetryPushback(t *testing.T) {
 			})
 			f := startBilling(t, backoffPolicy(tc.backoff), b)
 			fc := clocktest.NewFake(time.Now())
-			c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+			c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
 			w, err := c.Watch(guarded(t), &healthpb.HealthCheckRequest{Service: "billing"})
 			if err != nil {
 				t.Fatal(err)
@@ -195,7 +196,7 @@ func TestGRPCStreamBackoffPastDeadline(t *testing.T) {
 	// The fake clock makes the backoff outlive the deadline for certain: it
 	// reads a day past the deadline.
 	fc := clocktest.NewFake(time.Now().Add(24 * time.Hour))
-	c := dial(t, f.client(t, "enrollment", optionFunc(func(c *config) { c.clock = fc })), "billing")
+	c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	w, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
@@ -263,7 +264,7 @@ func startUpload(t *testing.T, policyFor func(addrs ...string) string) (*uploadS
 	ln := listenLoopback(t)
 	pol := policyFor(ln.Addr().String())
 	u := &uploadServer{}
-	srv := grpc.NewServer(newTestMesh(t, pol, WithService("billing")).ServerOptions()...)
+	srv := grpc.NewServer(ServerOptions(newTestMesh(t, pol, mesh.WithService("billing")))...)
 	srv.RegisterService(&uploadDesc, u)
 	done := make(chan struct{})
 	go func() {
@@ -274,7 +275,7 @@ func startUpload(t *testing.T, policyFor func(addrs ...string) string) (*uploadS
 		srv.Stop()
 		<-done
 	})
-	conn, err := grpc.NewClient("mesh:///billing", newTestMesh(t, pol, WithService("enrollment")).DialOptions()...)
+	conn, err := grpc.NewClient("mesh:///billing", DialOptions(newTestMesh(t, pol, mesh.WithService("enrollment")))...)
 	if err != nil {
 		t.Fatal(err)
 	}
