@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -39,6 +40,34 @@ type Explanation struct {
 	PolicyVersion string           `json:"policy_version"`
 	Layer         Layer            `json:"layer,omitempty"` // set when the mesh would fail the request
 	Error         string           `json:"error,omitempty"`
+}
+
+// explanationJSON is an Explanation as JSON: its fields, with the
+// durations shadowed by policy.Duration, which writes and reads them as Go
+// duration strings ("250ms") rather than nanoseconds.
+type explanationJSON struct {
+	plainExplanation
+	Timeout       policy.Duration `json:"timeout"`
+	PerTryTimeout policy.Duration `json:"per_try_timeout"`
+}
+
+// plainExplanation has Explanation's fields without its JSON methods.
+type plainExplanation Explanation
+
+// MarshalJSON writes e with its durations as Go duration strings.
+func (e Explanation) MarshalJSON() ([]byte, error) {
+	return json.Marshal(explanationJSON{plainExplanation(e), policy.Duration(e.Timeout), policy.Duration(e.PerTryTimeout)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (e *Explanation) UnmarshalJSON(b []byte) error {
+	var v explanationJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*e = Explanation(v.plainExplanation)
+	e.Timeout, e.PerTryTimeout = v.Timeout.Std(), v.PerTryTimeout.Std()
+	return nil
 }
 
 // EndpointState is one endpoint as the admin page and Explain show it.

@@ -155,3 +155,23 @@ func mustJSON(t *testing.T, body []byte, v any) {
 		t.Fatalf("%v: %s", err, body)
 	}
 }
+
+// TestExplanationJSONDurations: the JSON of an Explanation writes its
+// durations as Go duration strings, and reads them back.
+func TestExplanationJSONDurations(t *testing.T) {
+	in := Explanation{Service: "billing", Timeout: 2 * time.Second, PerTryTimeout: 250 * time.Millisecond, Attempts: 3}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	mustJSON(t, b, &raw)
+	if raw["timeout"] != "2s" || raw["per_try_timeout"] != "250ms" || raw["service"] != "billing" {
+		t.Fatalf("%s", b)
+	}
+	var out Explanation
+	mustJSON(t, b, &out)
+	if out.Timeout != in.Timeout || out.PerTryTimeout != in.PerTryTimeout || out.Attempts != 3 || out.Service != "billing" {
+		t.Fatalf("read back %+v from %s", out, b)
+	}
+}
