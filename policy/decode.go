@@ -85,7 +85,7 @@ func decodeInto(data []byte, target any, path string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{path: []byte(path)}
+	d := decoder{fieldPath: fieldPath{path: []byte(path)}}
 	d.decode(root, reflect.ValueOf(target).Elem())
 	if len(d.problems) > 0 {
 		return nil, &ValidationError{Problems: capped(d.problems, d.dropped)}
@@ -184,11 +184,11 @@ type decoder struct {
 	merging  map[*yaml.Node]bool // mappings whose merge keys are being expanded
 	zeros    map[string]bool     // paths of the integers written as 0
 
-	path    []byte                           // path of the value being decoded, as join and index write it
-	pairs   []entry                          // the entries of the mappings being decoded, outermost first
-	keys    []string                         // buffer of plain, for its duplicate check
-	cells   map[reflect.Type][]reflect.Value // spare addressable values, by type, for map elements
-	keyCell reflect.Value                    // an addressable string, for map keys
+	fieldPath                                  // path of the value being decoded
+	pairs     []entry                          // the entries of the mappings being decoded, outermost first
+	keys      []string                         // buffer of plain, for its duplicate check
+	cells     map[reflect.Type][]reflect.Value // spare addressable values, by type, for map elements
+	keyCell   reflect.Value                    // an addressable string, for map keys
 }
 
 var (
@@ -199,22 +199,27 @@ var (
 // where returns the path of the value being decoded.
 func (d *decoder) where() string { return string(d.path) }
 
+// fieldPath is the field path being walked by the decoder or the
+// validator, kept as bytes (as join and index write it) and rendered as a
+// string only for a problem, so a valid document costs no path strings.
+type fieldPath struct{ path []byte }
+
 // push appends a mapping key to the path, as join does, and returns the
 // length to pop back to.
-func (d *decoder) push(key string) int {
-	n := len(d.path)
-	d.path = appendKey(d.path, key)
+func (f *fieldPath) push(key string) int {
+	n := len(f.path)
+	f.path = appendKey(f.path, key)
 	return n
 }
 
 // pushIndex appends a list index to the path, as index does.
-func (d *decoder) pushIndex(i int) int {
-	n := len(d.path)
-	d.path = appendIndex(d.path, i)
+func (f *fieldPath) pushIndex(i int) int {
+	n := len(f.path)
+	f.path = appendIndex(f.path, i)
 	return n
 }
 
-func (d *decoder) pop(n int) { d.path = d.path[:n] }
+func (f *fieldPath) pop(n int) { f.path = f.path[:n] }
 
 // failAt reports a problem at the path of the value being decoded.
 func (d *decoder) failAt(format string, args ...any) {

@@ -73,27 +73,13 @@ type validator struct {
 	dropped  int             // problems beyond maxProblems, not kept
 	zeros    map[string]bool // paths of the integers written as 0 (nil for a Document built in code)
 
-	path []byte // the path being checked, as join and index write it
-	alt  []byte // the other path buffer, while a problem is reported under the defaults (see rebase)
+	fieldPath        // the path being checked
+	alt       []byte // the other path buffer, while a problem is reported under the defaults (see rebase)
 
 	// Buffers for sorted map keys, one per loop that sorts (none nests in
 	// another of its kind).
 	subsetKeys, headerKeys, mergedKeys []string
 }
-
-func (v *validator) push(key string) int {
-	n := len(v.path)
-	v.path = appendKey(v.path, key)
-	return n
-}
-
-func (v *validator) pushIndex(i int) int {
-	n := len(v.path)
-	v.path = appendIndex(v.path, i)
-	return n
-}
-
-func (v *validator) pop(n int) { v.path = v.path[:n] }
 
 // rebase makes base the path being checked, until restore is called with
 // what it returned. Rebases do not nest.
