@@ -81,11 +81,7 @@ func newDevCA(td string, cfg caConfig, root *caRoot) *DevCA {
 
 // newRoot makes a self-signed ECDSA P-256 root for td.
 func newRoot(td string, now time.Time) (*caRoot, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("identity: dev CA: %w", err)
-	}
-	serial, err := newSerial()
+	key, serial, err := newKeyAndSerial()
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +114,20 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// newKeyAndSerial returns what every certificate of the dev CA starts
+// from: a fresh ECDSA P-256 key and a random serial number.
+func newKeyAndSerial() (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("identity: dev CA: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, serial, nil
 }
 
 // newSerial returns a random positive 128-bit serial number.

@@ -3,8 +3,6 @@ package identity
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,11 +41,7 @@ func (ca *DevCA) Issue(id ID, ttl time.Duration) (*tls.Certificate, error) {
 
 // issue signs a leaf for id with st's signer.
 func (ca *DevCA) issue(st *caState, id ID, now time.Time, ttl time.Duration) (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("identity: dev CA: %w", err)
-	}
-	serial, err := newSerial()
+	key, serial, err := newKeyAndSerial()
 	if err != nil {
 		return nil, err
 	}
