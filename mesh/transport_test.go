@@ -2,16 +2,13 @@ package mesh
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/inmesh/inmesh/discovery"
 )
@@ -118,33 +115,6 @@ services:
 	}
 }
 
-func TestRetryRecoversFlakyBackend(t *testing.T) {
-	var n atomic.Int64
-	b := newBackend(t, "flaky", func(w http.ResponseWriter, _ *http.Request) {
-		if n.Add(1)%3 != 0 {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-    retry: {attempts: 3, backoff: {initial: 1ms, max: 2ms}}
-`, b.addr()))
-	for i := range 20 {
-		code, body, err := get(t, m, "http://billing/x")
-		if err != nil || code != 200 || body != "ok" {
-			t.Fatalf("call %d: %d %q %v", i, code, body, err)
-		}
-	}
-	if got := b.hits.Load(); got != 60 {
-		t.Fatalf("backend hits %d, want 60 (3 per call)", got)
-	}
-}
-
 func TestBodyReplayedByteForByte(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
 	m := newTestMesh(t, plainBilling(b.addr(), `
@@ -182,58 +152,6 @@ func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 	resp.Body.Close()
 	if b.hits.Load() != 1 {
 		t.Fatalf("a body that cannot be replayed was sent %d times", b.hits.Load())
-	}
-}
-
-func TestTimeoutLayer(t *testing.T) {
-	release := make(chan struct{})
-	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
-	defer close(release)
-	m := newTestMesh(t, fmt.Sprintf(`
-version: t-1
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-    timeout: 200ms
-`, b.addr()))
-	start := time.Now()
-	_, _, err := get(t, m, "http://billing/slow")
-	elapsed := time.Since(start)
-	ce := callError(t, err)
-	if ce.Layer != LayerTimeout || ce.Service != "billing" || ce.PolicyVersion != "t-1" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
-		t.Fatalf("CallError %+v", ce)
-	}
-	t.Logf("200ms timeout failed after %v: %v", elapsed, err)
-	if elapsed > 5*time.Second {
-		t.Fatalf("timeout took %v", elapsed)
-	}
-	var ne net.Error
-	if !errorsAs(err, &ne) || !ne.Timeout() {
-		t.Fatalf("the error should report Timeout(): %v", err)
-	}
-}
-
-func TestPerTryTimeoutPropagatesDeadline(t *testing.T) {
-	got := make(chan string, 1)
-	b := newBackend(t, "deadline", func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Header.Get(HeaderTimeout)
-	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
-    timeout: 2s
-`))
-	if _, _, err := get(t, m, "http://billing/x"); err != nil {
-		t.Fatal(err)
-	}
-	v := <-got
-	var ms int
-	if _, err := fmt.Sscan(v, &ms); err != nil || ms <= 0 || ms > 2000 {
-		t.Fatalf("%s = %q, want the milliseconds left of 2s", HeaderTimeout, v)
 	}
 }
 
@@ -303,24 +221,6 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 	}
 	if b.hits.Load() != 1 {
 		t.Fatalf("retried %d times past a Retry-After longer than the deadline", b.hits.Load()-1)
-	}
-}
-
-func TestCallerCancellationIsNotAMeshError(t *testing.T) {
-	started := make(chan struct{})
-	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		<-r.Context().Done()
-	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
-`))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-started; cancel() }()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://billing/x", nil)
-	_, err := m.HTTPClient().Do(req)
-	var ce *CallError
-	if err == nil || errorsAs(err, &ce) {
-		t.Fatalf("caller cancellation: %v", err)
 	}
 }
 

@@ -16,8 +16,6 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -267,60 +265,6 @@ func billingPolicy(settings string) func(addrs ...string) string {
 // retryPolicy gives billing three attempts on unavailable.
 var retryPolicy = billingPolicy("    retry: {attempts: 3, backoff: {initial: 1ms, max: 2ms}, retry_on: [unavailable]}\n")
 
-// unavailable is a Check that answers Unavailable with msg.
-func unavailable(msg string) checkFunc {
-	return func(context.Context, int64) (*healthpb.HealthCheckResponse, error) {
-		return nil, grpcstatus.Error(codes.Unavailable, msg)
-	}
-}
-
-func TestGRPCRetriesUnavailable(t *testing.T) {
-	b := newGRPCBackend(t, "flaky")
-	b.onCheck(func(_ context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
-		if n%3 != 0 { // twice unavailable, then OK
-			return nil, grpcstatus.Error(codes.Unavailable, "warming up")
-		}
-		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-	})
-	f := startBilling(t, retryPolicy, b)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	c := dial(t, f.client(t, "enrollment", mesh.WithMeterProvider(mp), mesh.WithTracerProvider(tp)), "billing")
-
-	const rpcs = 5
-	for i := range rpcs {
-		before := b.hits.Load()
-		if _, err := check(context.Background(), c); err != nil {
-			t.Fatalf("RPC %d: %v", i, err)
-		}
-		if got := b.hits.Load() - before; got != 3 {
-			t.Fatalf("RPC %d: the backend was called %d times, want 3", i, got)
-		}
-	}
-	if n := attemptsCounted(t, reader); n != 3*rpcs {
-		t.Fatalf("inmesh.client.attempts = %d, want %d", n, 3*rpcs)
-	}
-	ended := spans.Ended()
-	if len(ended) != rpcs {
-		t.Fatalf("%d client spans for %d RPCs", len(ended), rpcs)
-	}
-	if ev := ended[0].Events(); len(ev) != 3 || ended[0].Name() != "grpc.health.v1.Health/Check" {
-		t.Fatalf("span %q with %d attempt events, want 3", ended[0].Name(), len(ev))
-	}
-
-	// A backend that stays unavailable: three attempts, then its own status.
-	b.onCheck(unavailable("down for maintenance"))
-	before := b.hits.Load()
-	_, err := check(context.Background(), c)
-	if grpcstatus.Code(err) != codes.Unavailable || FromStatus(err) != nil || b.hits.Load()-before != 3 {
-		t.Fatalf("err %v (FromStatus %v) after %d calls; want the backend's Unavailable after 3", err, FromStatus(err), b.hits.Load()-before)
-	}
-}
-
 // attemptsCounted sums inmesh.client.attempts.
 func attemptsCounted(t testing.TB, reader *sdkmetric.ManualReader) int64 {
 	t.Helper()
@@ -339,54 +283,6 @@ func attemptsCounted(t testing.TB, reader *sdkmetric.ManualReader) int64 {
 		}
 	}
 	return n
-}
-
-func TestGRPCTimeoutAndDeadlinePropagation(t *testing.T) {
-	b := newGRPCBackend(t, "slow")
-	b.onCheck(func(ctx context.Context, _ int64) (*healthpb.HealthCheckResponse, error) {
-		select {
-		case <-ctx.Done():
-			return nil, grpcstatus.FromContextError(ctx.Err()).Err()
-		case <-time.After(5 * time.Second):
-			return &healthpb.HealthCheckResponse{}, nil
-		}
-	})
-	f := startBilling(t, billingPolicy("    timeout: 200ms\n"), b)
-	c := dial(t, f.client(t, "enrollment"), "billing")
-
-	// The caller's own, longer deadline: the policy's shorter one wins.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	_, err := check(ctx, c)
-	elapsed := time.Since(start)
-	if grpcstatus.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("code %v (%v), want DeadlineExceeded", grpcstatus.Code(err), err)
-	}
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerTimeout || ce.Service != "billing" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
-		t.Fatalf("FromStatus: %+v", ce)
-	}
-	if !strings.HasPrefix(grpcstatus.Convert(err).Message(), "mesh: timeout: service=billing") {
-		t.Fatalf("status message %q does not name the layer", grpcstatus.Convert(err).Message())
-	}
-	if elapsed < 150*time.Millisecond || elapsed > 2*time.Second {
-		t.Fatalf("the call took %v, want about 200ms", elapsed)
-	}
-	if left := time.Duration(b.deadline.Load()); left <= 0 || left > 200*time.Millisecond {
-		t.Fatalf("the server saw %v left to its deadline, want (0, 200ms]", left)
-	}
-
-	// A caller's deadline shorter than the policy's reaches the server too.
-	b.onCheck(nil)
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 80*time.Millisecond)
-	defer cancel2()
-	if _, err := check(ctx2, c); err != nil {
-		t.Fatal(err)
-	}
-	if left := time.Duration(b.deadline.Load()); left <= 0 || left > 80*time.Millisecond {
-		t.Fatalf("the server saw %v left, want at most the caller's 80ms", left)
-	}
 }
 
 func TestGRPCAuthorization(t *testing.T) {
