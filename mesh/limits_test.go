@@ -8,23 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/inmesh/inmesh/discovery"
 )
-
-// publishEndpoints publishes a state of m with the policy in force and the
-// endpoints eps, as an update of a discovery source (a catalog) would:
-// static endpoints alone can no longer leave a subset empty.
-func publishEndpoints(t *testing.T, m *Mesh, eps map[string][]discovery.Endpoint) {
-	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	old := m.state.Load()
-	st := m.compile(old.policy, &discovery.Snapshot{Source: "test", Services: eps})
-	st.seq = old.seq + 1
-	m.state.Store(st)
-	close(old.replaced)
-}
 
 // A missing policy file fails New at once, naming the path; it does not
 // wait for the context (which would fail the test by ending first).

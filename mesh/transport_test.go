@@ -4,67 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/inmesh/inmesh/discovery"
 )
-
-// canaryPolicy routes billing 90/10 over two backends, with a header route
-// that sends everything to v2.
-func canaryPolicy(v1, v2 string) string {
-	return fmt.Sprintf(`
-version: canary-1
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints:
-      - {address: %s, labels: {version: v1}}
-      - {address: %s, labels: {version: v2}}
-    subsets:
-      v1: {version: v1}
-      v2: {version: v2}
-    routes:
-      - name: canary-by-header
-        match: {headers: {x-canary: "true"}}
-        split: [{subset: v2, weight: 100}]
-      - name: default
-        split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
-`, v1, v2)
-}
-
-func TestSplitAndHeaderRoute(t *testing.T) {
-	v1 := newBackend(t, "v1", nil)
-	v2 := newBackend(t, "v2", nil)
-	m := newTestMesh(t, canaryPolicy(v1.addr(), v2.addr()))
-
-	const calls = 2000
-	for range calls {
-		code, _, err := get(t, m, "http://billing/charge")
-		if err != nil || code != 200 {
-			t.Fatalf("call: %d %v", code, err)
-		}
-	}
-	share := float64(v2.hits.Load()) / calls
-	t.Logf("v2 share over %d calls: %.2f%% (v1 %d, v2 %d)", calls, share*100, v1.hits.Load(), v2.hits.Load())
-	if math.Abs(share-0.10) > 0.025 {
-		t.Fatalf("v2 share %.3f, want 0.10 ± 0.025", share)
-	}
-
-	before1, before2 := v1.hits.Load(), v2.hits.Load()
-	for range 50 {
-		_, body, err := get(t, m, "http://billing/charge", "x-canary", "true")
-		if err != nil || body != "v2" {
-			t.Fatalf("header route: body %q err %v", body, err)
-		}
-	}
-	if v1.hits.Load() != before1 || v2.hits.Load() != before2+50 {
-		t.Fatalf("header route leaked to v1: v1 %d->%d v2 %d->%d", before1, v1.hits.Load(), before2, v2.hits.Load())
-	}
-}
 
 func TestRetriesAndIdempotency(t *testing.T) {
 	tests := []struct {
@@ -152,42 +96,6 @@ func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 	resp.Body.Close()
 	if b.hits.Load() != 1 {
 		t.Fatalf("a body that cannot be replayed was sent %d times", b.hits.Load())
-	}
-}
-
-func TestRouteAndDiscoveryLayers(t *testing.T) {
-	b := newBackend(t, "b", nil)
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s, labels: {version: v1}}, {address: 127.0.0.1:1, labels: {version: v3}}]
-    subsets: {v1: {version: v1}, v3: {version: v3}}
-    routes:
-      - name: charge
-        match: {path_prefix: /charge, methods: [POST]}
-        split: [{subset: v1, weight: 1}]
-      - name: next
-        match: {path_prefix: /next}
-        split: [{subset: v3, weight: 1}]
-`, b.addr()))
-	// The v3 endpoint leaves, as discovery would report it (a policy whose
-	// static endpoints leave a subset empty is invalid).
-	publishEndpoints(t, m, map[string][]discovery.Endpoint{"billing": {{Address: b.addr(), Labels: map[string]string{"version": "v1"}}}})
-	_, _, err := get(t, m, "http://billing/refund")
-	if ce := callError(t, err); ce.Layer != LayerRoute || ce.Route != "" {
-		t.Fatalf("CallError %+v", ce)
-	}
-	_, _, err = get(t, m, "http://billing/charge")
-	if ce := callError(t, err); ce.Layer != LayerRoute {
-		t.Fatalf("GET matched a POST-only route: %+v", ce)
-	}
-	_, _, err = get(t, m, "http://billing/next")
-	if ce := callError(t, err); ce.Layer != LayerDiscovery || ce.Route != "next" || ce.Subset != "v3" {
-		t.Fatalf("CallError %+v", ce)
-	}
-	if code, _, err := do(t, m, http.MethodPost, "http://billing/charge", "x"); err != nil || code != 200 {
-		t.Fatalf("POST /charge: %d %v", code, err)
 	}
 }
 

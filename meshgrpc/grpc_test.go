@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -208,42 +207,6 @@ services:
   enrollment: {}
   progress: {}
 `, addrs[0], addrs[1])
-}
-
-func TestGRPCSplitAndMetadataRoute(t *testing.T) {
-	v1, v2 := newGRPCBackend(t, "v1"), newGRPCBackend(t, "v2")
-	f := startBilling(t, grpcCanaryPolicy, v1, v2)
-	c := dial(t, f.client(t, "enrollment"), "billing")
-	ctx := context.Background()
-
-	const calls = 1000
-	got := map[string]int{}
-	for range calls {
-		b, err := check(ctx, c)
-		if err != nil {
-			t.Fatalf("Check: %v", err)
-		}
-		got[b]++
-	}
-	share := float64(got["v2"]) / calls
-	t.Logf("v2 share over %d RPCs: %.1f%% (%v)", calls, 100*share, got)
-	if math.Abs(share-0.20) > 0.04 {
-		t.Fatalf("v2 share %.3f, want 0.20 ± 0.04", share)
-	}
-	if v1.hits.Load()+v2.hits.Load() != calls {
-		t.Fatalf("backends saw %d + %d calls for %d RPCs", v1.hits.Load(), v2.hits.Load(), calls)
-	}
-
-	before := v1.hits.Load()
-	canary := metadata.AppendToOutgoingContext(ctx, "X-Canary", "true")
-	for range 50 {
-		if b, err := check(canary, c); err != nil || b != "v2" {
-			t.Fatalf("metadata route: backend %q, err %v", b, err)
-		}
-	}
-	if v1.hits.Load() != before {
-		t.Fatal("the metadata route leaked to v1")
-	}
 }
 
 // billingPolicy returns the policy of a test: billing's endpoints at the
@@ -528,31 +491,6 @@ func TestGRPCFollowsPolicyUpdates(t *testing.T) {
 		got, err := check(context.Background(), c)
 		return err == nil && got == "b"
 	})
-}
-
-func TestGRPCUnknownServiceAndRoute(t *testing.T) {
-	m := newTestMesh(t, `
-trust_domain: mesh.local
-services:
-  billing:
-    endpoints: [{address: 127.0.0.1:1}]
-    routes:
-      - {name: watch-only, match: {path_prefix: /grpc.health.v1.Health/Watch}}
-  empty: {}
-`, mesh.WithService("enrollment"))
-	ctx := context.Background()
-	_, err := check(ctx, dial(t, m, "nosuch"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerPolicy || grpcstatus.Code(err) != codes.Unavailable {
-		t.Fatalf("unknown service: %v", err)
-	}
-	_, err = check(ctx, dial(t, m, "billing"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerRoute || grpcstatus.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("no route: %v", err)
-	}
-	_, err = check(ctx, dial(t, m, "empty"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerDiscovery || grpcstatus.Code(err) != codes.Unavailable {
-		t.Fatalf("no endpoints: %v", err)
-	}
 }
 
 func TestFromStatusAcrossTheWire(t *testing.T) {
