@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
@@ -29,7 +28,6 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
-	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
@@ -248,63 +246,6 @@ func attemptsCounted(t testing.TB, reader *sdkmetric.ManualReader) int64 {
 	return n
 }
 
-func TestGRPCAuthorization(t *testing.T) {
-	v1, v2 := newGRPCBackend(t, "v1"), newGRPCBackend(t, "v2")
-	f := startBilling(t, grpcCanaryPolicy, v1, v2)
-
-	allowed := dial(t, f.client(t, "enrollment"), "billing")
-	if _, err := check(context.Background(), allowed); err != nil {
-		t.Fatalf("enrollment: %v", err)
-	}
-	hits := v1.hits.Load() + v2.hits.Load()
-
-	denied := dial(t, f.client(t, "progress"), "billing")
-	_, err := check(context.Background(), denied)
-	if grpcstatus.Code(err) != codes.PermissionDenied {
-		t.Fatalf("progress: code %v (%v), want PermissionDenied", grpcstatus.Code(err), err)
-	}
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.Endpoint == "" || ce.Route != "check" || ce.Attempts != 1 {
-		t.Fatalf("FromStatus: %+v", ce)
-	}
-	if !strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
-		t.Fatalf("cause %q does not name the caller", ce.Err)
-	}
-	if got := v1.hits.Load() + v2.hits.Load(); got != hits {
-		t.Fatalf("a denied call reached the handler (%d -> %d)", hits, got)
-	}
-	// A stream is denied the same way (routed by the metadata route).
-	w, serr := denied.Watch(metadata.AppendToOutgoingContext(context.Background(), "x-canary", "true"), &healthpb.HealthCheckRequest{})
-	if serr == nil {
-		_, serr = w.Recv()
-	}
-	if ce := FromStatus(serr); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(serr) != codes.PermissionDenied {
-		t.Fatalf("denied stream: %v", serr)
-	}
-	if got := v1.hits.Load() + v2.hits.Load(); got != hits {
-		t.Fatalf("a denied stream reached the handler (%d -> %d)", hits, got)
-	}
-
-	var ce2 *mesh.CallError
-	if !errors.As(err, &ce2) || ce2 != ce {
-		t.Fatal("the CallError is not reachable with errors.As")
-	}
-
-	// The denial as a caller without a mesh receives it: still marked.
-	progress := f.client(t, "progress")
-	conn, err := grpc.NewClient("passthrough:///"+v1.addr(),
-		grpc.WithTransportCredentials(credentials.NewTLS(meshlink.Of(progress).ClientTLS("billing"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.PolicyVersion != "grpc-canary-1" ||
-		!strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
-		t.Fatalf("the raw denial: %v (FromStatus %+v)", err, ce)
-	}
-}
-
 func TestGRPCApplicationStatusUnchanged(t *testing.T) {
 	appStatus := func() *grpcstatus.Status {
 		st := grpcstatus.New(codes.NotFound, "no such student: 42")
@@ -415,25 +356,6 @@ func TestGRPCStreamRetriedOnlyBeforeFirstResponse(t *testing.T) {
 	}
 	if _, err := w.Recv(); grpcstatus.Code(err) != codes.Unavailable || b.hits.Load() != 3 {
 		t.Fatalf("err %v after %d attempts, want Unavailable after 3", err, b.hits.Load())
-	}
-}
-
-func TestGRPCRefusesMisroutedServer(t *testing.T) {
-	// catalog's server sits where the policy says billing is.
-	b := newGRPCBackend(t, "catalog")
-	pol := billingPolicy("")(b.addr()) + "  catalog: {}\n"
-	catalog := newTestMesh(t, pol, mesh.WithService("catalog"))
-	b.serve(t, catalog)
-	c := dial(t, newTestMesh(t, pol, mesh.WithService("enrollment")), "billing")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := check(ctx, c)
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerTLS || !strings.Contains(err.Error(), "catalog") {
-		t.Fatalf("want layer tls naming the wrong peer, got %v", err)
-	}
-	if b.hits.Load() != 0 {
-		t.Fatal("the misrouted RPC reached the wrong service")
 	}
 }
 
