@@ -2,72 +2,13 @@ package mesh
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"math"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/inmesh/inmesh/discovery"
 )
-
-// canaryPolicy routes billing 90/10 over two backends, with a header route
-// that sends everything to v2.
-func canaryPolicy(v1, v2 string) string {
-	return fmt.Sprintf(`
-version: canary-1
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints:
-      - {address: %s, labels: {version: v1}}
-      - {address: %s, labels: {version: v2}}
-    subsets:
-      v1: {version: v1}
-      v2: {version: v2}
-    routes:
-      - name: canary-by-header
-        match: {headers: {x-canary: "true"}}
-        split: [{subset: v2, weight: 100}]
-      - name: default
-        split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
-`, v1, v2)
-}
-
-func TestSplitAndHeaderRoute(t *testing.T) {
-	v1 := newBackend(t, "v1", nil)
-	v2 := newBackend(t, "v2", nil)
-	m := newTestMesh(t, canaryPolicy(v1.addr(), v2.addr()))
-
-	const calls = 2000
-	for range calls {
-		code, _, err := get(t, m, "http://billing/charge")
-		if err != nil || code != 200 {
-			t.Fatalf("call: %d %v", code, err)
-		}
-	}
-	share := float64(v2.hits.Load()) / calls
-	t.Logf("v2 share over %d calls: %.2f%% (v1 %d, v2 %d)", calls, share*100, v1.hits.Load(), v2.hits.Load())
-	if math.Abs(share-0.10) > 0.025 {
-		t.Fatalf("v2 share %.3f, want 0.10 ± 0.025", share)
-	}
-
-	before1, before2 := v1.hits.Load(), v2.hits.Load()
-	for range 50 {
-		_, body, err := get(t, m, "http://billing/charge", "x-canary", "true")
-		if err != nil || body != "v2" {
-			t.Fatalf("header route: body %q err %v", body, err)
-		}
-	}
-	if v1.hits.Load() != before1 || v2.hits.Load() != before2+50 {
-		t.Fatalf("header route leaked to v1: v1 %d->%d v2 %d->%d", before1, v1.hits.Load(), before2, v2.hits.Load())
-	}
-}
 
 func TestRetriesAndIdempotency(t *testing.T) {
 	tests := []struct {
@@ -118,33 +59,6 @@ services:
 	}
 }
 
-func TestRetryRecoversFlakyBackend(t *testing.T) {
-	var n atomic.Int64
-	b := newBackend(t, "flaky", func(w http.ResponseWriter, _ *http.Request) {
-		if n.Add(1)%3 != 0 {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-    retry: {attempts: 3, backoff: {initial: 1ms, max: 2ms}}
-`, b.addr()))
-	for i := range 20 {
-		code, body, err := get(t, m, "http://billing/x")
-		if err != nil || code != 200 || body != "ok" {
-			t.Fatalf("call %d: %d %q %v", i, code, body, err)
-		}
-	}
-	if got := b.hits.Load(); got != 60 {
-		t.Fatalf("backend hits %d, want 60 (3 per call)", got)
-	}
-}
-
 func TestBodyReplayedByteForByte(t *testing.T) {
 	b := newBackend(t, "flaky", status(503))
 	m := newTestMesh(t, plainBilling(b.addr(), `
@@ -185,94 +99,6 @@ func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestTimeoutLayer(t *testing.T) {
-	release := make(chan struct{})
-	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
-	defer close(release)
-	m := newTestMesh(t, fmt.Sprintf(`
-version: t-1
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s}]
-    timeout: 200ms
-`, b.addr()))
-	start := time.Now()
-	_, _, err := get(t, m, "http://billing/slow")
-	elapsed := time.Since(start)
-	ce := callError(t, err)
-	if ce.Layer != LayerTimeout || ce.Service != "billing" || ce.PolicyVersion != "t-1" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
-		t.Fatalf("CallError %+v", ce)
-	}
-	t.Logf("200ms timeout failed after %v: %v", elapsed, err)
-	if elapsed > 5*time.Second {
-		t.Fatalf("timeout took %v", elapsed)
-	}
-	var ne net.Error
-	if !errorsAs(err, &ne) || !ne.Timeout() {
-		t.Fatalf("the error should report Timeout(): %v", err)
-	}
-}
-
-func TestPerTryTimeoutPropagatesDeadline(t *testing.T) {
-	got := make(chan string, 1)
-	b := newBackend(t, "deadline", func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Header.Get(HeaderTimeout)
-	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
-    timeout: 2s
-`))
-	if _, _, err := get(t, m, "http://billing/x"); err != nil {
-		t.Fatal(err)
-	}
-	v := <-got
-	var ms int
-	if _, err := fmt.Sscan(v, &ms); err != nil || ms <= 0 || ms > 2000 {
-		t.Fatalf("%s = %q, want the milliseconds left of 2s", HeaderTimeout, v)
-	}
-}
-
-func TestRouteAndDiscoveryLayers(t *testing.T) {
-	b := newBackend(t, "b", nil)
-	m := newTestMesh(t, fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints: [{address: %s, labels: {version: v1}}, {address: 127.0.0.1:1, labels: {version: v3}}]
-    subsets: {v1: {version: v1}, v3: {version: v3}}
-    routes:
-      - name: charge
-        match: {path_prefix: /charge, methods: [POST]}
-        split: [{subset: v1, weight: 1}]
-      - name: next
-        match: {path_prefix: /next}
-        split: [{subset: v3, weight: 1}]
-`, b.addr()))
-	// The v3 endpoint leaves, as discovery would report it (a policy whose
-	// static endpoints leave a subset empty is invalid).
-	publishEndpoints(t, m, map[string][]discovery.Endpoint{"billing": {{Address: b.addr(), Labels: map[string]string{"version": "v1"}}}})
-	_, _, err := get(t, m, "http://billing/refund")
-	if ce := callError(t, err); ce.Layer != LayerRoute || ce.Route != "" {
-		t.Fatalf("CallError %+v", ce)
-	}
-	_, _, err = get(t, m, "http://billing/charge")
-	if ce := callError(t, err); ce.Layer != LayerRoute {
-		t.Fatalf("GET matched a POST-only route: %+v", ce)
-	}
-	_, _, err = get(t, m, "http://billing/next")
-	if ce := callError(t, err); ce.Layer != LayerDiscovery || ce.Route != "next" || ce.Subset != "v3" {
-		t.Fatalf("CallError %+v", ce)
-	}
-	if code, _, err := do(t, m, http.MethodPost, "http://billing/charge", "x"); err != nil || code != 200 {
-		t.Fatalf("POST /charge: %d %v", code, err)
-	}
-}
-
 func TestPassthrough(t *testing.T) {
 	outside := newBackend(t, "outside", nil)
 	m := newTestMesh(t, `
@@ -303,24 +129,6 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 	}
 	if b.hits.Load() != 1 {
 		t.Fatalf("retried %d times past a Retry-After longer than the deadline", b.hits.Load()-1)
-	}
-}
-
-func TestCallerCancellationIsNotAMeshError(t *testing.T) {
-	started := make(chan struct{})
-	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		<-r.Context().Done()
-	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
-`))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-started; cancel() }()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://billing/x", nil)
-	_, err := m.HTTPClient().Do(req)
-	var ce *CallError
-	if err == nil || errorsAs(err, &ce) {
-		t.Fatalf("caller cancellation: %v", err)
 	}
 }
 

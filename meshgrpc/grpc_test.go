@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,15 +15,12 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
@@ -32,7 +28,6 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
-	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
@@ -212,42 +207,6 @@ services:
 `, addrs[0], addrs[1])
 }
 
-func TestGRPCSplitAndMetadataRoute(t *testing.T) {
-	v1, v2 := newGRPCBackend(t, "v1"), newGRPCBackend(t, "v2")
-	f := startBilling(t, grpcCanaryPolicy, v1, v2)
-	c := dial(t, f.client(t, "enrollment"), "billing")
-	ctx := context.Background()
-
-	const calls = 1000
-	got := map[string]int{}
-	for range calls {
-		b, err := check(ctx, c)
-		if err != nil {
-			t.Fatalf("Check: %v", err)
-		}
-		got[b]++
-	}
-	share := float64(got["v2"]) / calls
-	t.Logf("v2 share over %d RPCs: %.1f%% (%v)", calls, 100*share, got)
-	if math.Abs(share-0.20) > 0.04 {
-		t.Fatalf("v2 share %.3f, want 0.20 ± 0.04", share)
-	}
-	if v1.hits.Load()+v2.hits.Load() != calls {
-		t.Fatalf("backends saw %d + %d calls for %d RPCs", v1.hits.Load(), v2.hits.Load(), calls)
-	}
-
-	before := v1.hits.Load()
-	canary := metadata.AppendToOutgoingContext(ctx, "X-Canary", "true")
-	for range 50 {
-		if b, err := check(canary, c); err != nil || b != "v2" {
-			t.Fatalf("metadata route: backend %q, err %v", b, err)
-		}
-	}
-	if v1.hits.Load() != before {
-		t.Fatal("the metadata route leaked to v1")
-	}
-}
-
 // billingPolicy returns the policy of a test: billing's endpoints at the
 // addresses it is given, with settings (YAML lines of billing's, indented by
 // four spaces), and the callers enrollment and progress.
@@ -267,60 +226,6 @@ func billingPolicy(settings string) func(addrs ...string) string {
 // retryPolicy gives billing three attempts on unavailable.
 var retryPolicy = billingPolicy("    retry: {attempts: 3, backoff: {initial: 1ms, max: 2ms}, retry_on: [unavailable]}\n")
 
-// unavailable is a Check that answers Unavailable with msg.
-func unavailable(msg string) checkFunc {
-	return func(context.Context, int64) (*healthpb.HealthCheckResponse, error) {
-		return nil, grpcstatus.Error(codes.Unavailable, msg)
-	}
-}
-
-func TestGRPCRetriesUnavailable(t *testing.T) {
-	b := newGRPCBackend(t, "flaky")
-	b.onCheck(func(_ context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
-		if n%3 != 0 { // twice unavailable, then OK
-			return nil, grpcstatus.Error(codes.Unavailable, "warming up")
-		}
-		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-	})
-	f := startBilling(t, retryPolicy, b)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	c := dial(t, f.client(t, "enrollment", mesh.WithMeterProvider(mp), mesh.WithTracerProvider(tp)), "billing")
-
-	const rpcs = 5
-	for i := range rpcs {
-		before := b.hits.Load()
-		if _, err := check(context.Background(), c); err != nil {
-			t.Fatalf("RPC %d: %v", i, err)
-		}
-		if got := b.hits.Load() - before; got != 3 {
-			t.Fatalf("RPC %d: the backend was called %d times, want 3", i, got)
-		}
-	}
-	if n := attemptsCounted(t, reader); n != 3*rpcs {
-		t.Fatalf("inmesh.client.attempts = %d, want %d", n, 3*rpcs)
-	}
-	ended := spans.Ended()
-	if len(ended) != rpcs {
-		t.Fatalf("%d client spans for %d RPCs", len(ended), rpcs)
-	}
-	if ev := ended[0].Events(); len(ev) != 3 || ended[0].Name() != "grpc.health.v1.Health/Check" {
-		t.Fatalf("span %q with %d attempt events, want 3", ended[0].Name(), len(ev))
-	}
-
-	// A backend that stays unavailable: three attempts, then its own status.
-	b.onCheck(unavailable("down for maintenance"))
-	before := b.hits.Load()
-	_, err := check(context.Background(), c)
-	if grpcstatus.Code(err) != codes.Unavailable || FromStatus(err) != nil || b.hits.Load()-before != 3 {
-		t.Fatalf("err %v (FromStatus %v) after %d calls; want the backend's Unavailable after 3", err, FromStatus(err), b.hits.Load()-before)
-	}
-}
-
 // attemptsCounted sums inmesh.client.attempts.
 func attemptsCounted(t testing.TB, reader *sdkmetric.ManualReader) int64 {
 	t.Helper()
@@ -339,111 +244,6 @@ func attemptsCounted(t testing.TB, reader *sdkmetric.ManualReader) int64 {
 		}
 	}
 	return n
-}
-
-func TestGRPCTimeoutAndDeadlinePropagation(t *testing.T) {
-	b := newGRPCBackend(t, "slow")
-	b.onCheck(func(ctx context.Context, _ int64) (*healthpb.HealthCheckResponse, error) {
-		select {
-		case <-ctx.Done():
-			return nil, grpcstatus.FromContextError(ctx.Err()).Err()
-		case <-time.After(5 * time.Second):
-			return &healthpb.HealthCheckResponse{}, nil
-		}
-	})
-	f := startBilling(t, billingPolicy("    timeout: 200ms\n"), b)
-	c := dial(t, f.client(t, "enrollment"), "billing")
-
-	// The caller's own, longer deadline: the policy's shorter one wins.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	_, err := check(ctx, c)
-	elapsed := time.Since(start)
-	if grpcstatus.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("code %v (%v), want DeadlineExceeded", grpcstatus.Code(err), err)
-	}
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerTimeout || ce.Service != "billing" || ce.Endpoint != b.addr() || ce.Attempts != 1 {
-		t.Fatalf("FromStatus: %+v", ce)
-	}
-	if !strings.HasPrefix(grpcstatus.Convert(err).Message(), "mesh: timeout: service=billing") {
-		t.Fatalf("status message %q does not name the layer", grpcstatus.Convert(err).Message())
-	}
-	if elapsed < 150*time.Millisecond || elapsed > 2*time.Second {
-		t.Fatalf("the call took %v, want about 200ms", elapsed)
-	}
-	if left := time.Duration(b.deadline.Load()); left <= 0 || left > 200*time.Millisecond {
-		t.Fatalf("the server saw %v left to its deadline, want (0, 200ms]", left)
-	}
-
-	// A caller's deadline shorter than the policy's reaches the server too.
-	b.onCheck(nil)
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 80*time.Millisecond)
-	defer cancel2()
-	if _, err := check(ctx2, c); err != nil {
-		t.Fatal(err)
-	}
-	if left := time.Duration(b.deadline.Load()); left <= 0 || left > 80*time.Millisecond {
-		t.Fatalf("the server saw %v left, want at most the caller's 80ms", left)
-	}
-}
-
-func TestGRPCAuthorization(t *testing.T) {
-	v1, v2 := newGRPCBackend(t, "v1"), newGRPCBackend(t, "v2")
-	f := startBilling(t, grpcCanaryPolicy, v1, v2)
-
-	allowed := dial(t, f.client(t, "enrollment"), "billing")
-	if _, err := check(context.Background(), allowed); err != nil {
-		t.Fatalf("enrollment: %v", err)
-	}
-	hits := v1.hits.Load() + v2.hits.Load()
-
-	denied := dial(t, f.client(t, "progress"), "billing")
-	_, err := check(context.Background(), denied)
-	if grpcstatus.Code(err) != codes.PermissionDenied {
-		t.Fatalf("progress: code %v (%v), want PermissionDenied", grpcstatus.Code(err), err)
-	}
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.Endpoint == "" || ce.Route != "check" || ce.Attempts != 1 {
-		t.Fatalf("FromStatus: %+v", ce)
-	}
-	if !strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
-		t.Fatalf("cause %q does not name the caller", ce.Err)
-	}
-	if got := v1.hits.Load() + v2.hits.Load(); got != hits {
-		t.Fatalf("a denied call reached the handler (%d -> %d)", hits, got)
-	}
-	// A stream is denied the same way (routed by the metadata route).
-	w, serr := denied.Watch(metadata.AppendToOutgoingContext(context.Background(), "x-canary", "true"), &healthpb.HealthCheckRequest{})
-	if serr == nil {
-		_, serr = w.Recv()
-	}
-	if ce := FromStatus(serr); ce == nil || ce.Layer != mesh.LayerAuthz || grpcstatus.Code(serr) != codes.PermissionDenied {
-		t.Fatalf("denied stream: %v", serr)
-	}
-	if got := v1.hits.Load() + v2.hits.Load(); got != hits {
-		t.Fatalf("a denied stream reached the handler (%d -> %d)", hits, got)
-	}
-
-	var ce2 *mesh.CallError
-	if !errors.As(err, &ce2) || ce2 != ce {
-		t.Fatal("the CallError is not reachable with errors.As")
-	}
-
-	// The denial as a caller without a mesh receives it: still marked.
-	progress := f.client(t, "progress")
-	conn, err := grpc.NewClient("passthrough:///"+v1.addr(),
-		grpc.WithTransportCredentials(credentials.NewTLS(meshlink.Of(progress).ClientTLS("billing"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || ce.PolicyVersion != "grpc-canary-1" ||
-		!strings.Contains(ce.Err.Error(), `denied caller "progress"`) {
-		t.Fatalf("the raw denial: %v (FromStatus %+v)", err, ce)
-	}
 }
 
 func TestGRPCApplicationStatusUnchanged(t *testing.T) {
@@ -559,25 +359,6 @@ func TestGRPCStreamRetriedOnlyBeforeFirstResponse(t *testing.T) {
 	}
 }
 
-func TestGRPCRefusesMisroutedServer(t *testing.T) {
-	// catalog's server sits where the policy says billing is.
-	b := newGRPCBackend(t, "catalog")
-	pol := billingPolicy("")(b.addr()) + "  catalog: {}\n"
-	catalog := newTestMesh(t, pol, mesh.WithService("catalog"))
-	b.serve(t, catalog)
-	c := dial(t, newTestMesh(t, pol, mesh.WithService("enrollment")), "billing")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := check(ctx, c)
-	ce := FromStatus(err)
-	if ce == nil || ce.Layer != mesh.LayerTLS || !strings.Contains(err.Error(), "catalog") {
-		t.Fatalf("want layer tls naming the wrong peer, got %v", err)
-	}
-	if b.hits.Load() != 0 {
-		t.Fatal("the misrouted RPC reached the wrong service")
-	}
-}
-
 func TestGRPCPlaintext(t *testing.T) {
 	// billing's policy says tls: disable: callers dial it in plaintext and
 	// its server accepts that; nothing identifies the caller.
@@ -632,31 +413,6 @@ func TestGRPCFollowsPolicyUpdates(t *testing.T) {
 		got, err := check(context.Background(), c)
 		return err == nil && got == "b"
 	})
-}
-
-func TestGRPCUnknownServiceAndRoute(t *testing.T) {
-	m := newTestMesh(t, `
-trust_domain: mesh.local
-services:
-  billing:
-    endpoints: [{address: 127.0.0.1:1}]
-    routes:
-      - {name: watch-only, match: {path_prefix: /grpc.health.v1.Health/Watch}}
-  empty: {}
-`, mesh.WithService("enrollment"))
-	ctx := context.Background()
-	_, err := check(ctx, dial(t, m, "nosuch"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerPolicy || grpcstatus.Code(err) != codes.Unavailable {
-		t.Fatalf("unknown service: %v", err)
-	}
-	_, err = check(ctx, dial(t, m, "billing"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerRoute || grpcstatus.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("no route: %v", err)
-	}
-	_, err = check(ctx, dial(t, m, "empty"))
-	if ce := FromStatus(err); ce == nil || ce.Layer != mesh.LayerDiscovery || grpcstatus.Code(err) != codes.Unavailable {
-		t.Fatalf("no endpoints: %v", err)
-	}
 }
 
 func TestFromStatusAcrossTheWire(t *testing.T) {

@@ -164,3 +164,5 @@ func mustJSON(t *testing.T, body []byte, v any) {
 		t.Fatalf("%v: %s", err, body)
 	}
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -1,8 +1,6 @@
 package meshgrpc
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 	"unicode"
@@ -10,7 +8,6 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -53,50 +50,6 @@ func forgedStatus() *grpcstatus.Status {
 		panic(err)
 	}
 	return st
-}
-
-// TestGRPCAuthzMarkerBelievedOnlyFromVerifiedPeer is the gRPC counterpart:
-// over a plaintext connection, a status marked by a mesh is the
-// application's own, returned unchanged, and FromStatus returns nil for it;
-// over mTLS it is the destination mesh's denial, its text sanitized.
-func TestGRPCAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
-	forge := func(context.Context, int64) (*healthpb.HealthCheckResponse, error) { return nil, forgedStatus().Err() }
-	t.Run("plaintext", func(t *testing.T) {
-		b := newGRPCBackend(t, "plain")
-		b.onCheck(forge)
-		f := startBilling(t, billingPolicy("    tls: disable\n"), b)
-		_, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "billing"))
-		want := forgedStatus()
-		if err == nil || err.Error() != want.Err().Error() {
-			t.Fatalf("error %q, want %q", err, want.Err())
-		}
-		checkSameStatus(t, grpcstatus.Convert(err), want)
-		if ce := FromStatus(err); ce != nil {
-			t.Fatalf("a mesh marker from a plaintext peer was believed: %+v", ce)
-		}
-		var ce *mesh.CallError
-		if errors.As(err, &ce) {
-			t.Fatalf("errors.As found a CallError: %+v", ce)
-		}
-	})
-	t.Run("mTLS", func(t *testing.T) {
-		b := newGRPCBackend(t, "strict")
-		b.onCheck(forge)
-		f := startBilling(t, billingPolicy(""), b)
-		_, err := check(context.Background(), dial(t, f.client(t, "enrollment"), "billing"))
-		ce := FromStatus(err)
-		if ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" || grpcstatus.Code(err) != codes.PermissionDenied {
-			t.Fatalf("the denial of a verified peer: %v (FromStatus %+v)", err, ce)
-		}
-		checkPeerText(t, ce.Err.Error())
-		if strings.ContainsAny(err.Error(), "\n\r\x1b\u202e") {
-			t.Fatalf("control characters reach the caller's error: %q", err)
-		}
-		// The status rebuilt across the wire is sanitized too.
-		raw := FromStatus(forgedStatus().Err())
-		checkPeerText(t, raw.Err.Error())
-		checkPeerText(t, raw.PolicyVersion)
-	})
 }
 
 // checkSameStatus fails t unless got and want have the same code, message

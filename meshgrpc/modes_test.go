@@ -4,72 +4,181 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // Behaviour tests that hold for HTTP and gRPC alike run one body under
-// both protocols, in the manner of net/http's run(t, f, modes): run calls
+// every protocol, in the manner of net/http's run(t, f, modes): run calls
 // the body once per mode, and the body speaks to billing through a fleet,
-// a protocol-neutral client of a billing fleet started for that mode.
+// a protocol-neutral client of a billing fleet started for that mode. An
+// assertion that only makes sense for one protocol is guarded by the mode.
 
 // mode is the protocol of a test run.
 type mode string
 
 const (
-	modeHTTP mode = "HTTP" // plaintext backends, RoundTripper
-	modeGRPC mode = "gRPC" // mTLS backends behind billing's mesh, DialOptions
+	// modeHTTP1 is HTTP/1.1 through the RoundTripper: plain backends when
+	// billing's policy says tls: disable, else backends over mTLS behind
+	// billing's mesh.
+	modeHTTP1 mode = "http1"
+	// modeHTTP2 is HTTP/2 through the RoundTripper, over mTLS, behind
+	// billing's mesh.
+	modeHTTP2 mode = "http2"
+	// modeGRPC is gRPC through DialOptions, behind billing's mesh's
+	// ServerOptions (mTLS, or plaintext under tls: disable).
+	modeGRPC mode = "grpc"
 )
 
-// run runs f as a subtest per mode, both when modes is empty.
+// allModes are the three protocols, for the tests whose HTTP half covers
+// HTTP/2 too.
+var allModes = []mode{modeHTTP1, modeHTTP2, modeGRPC}
+
+// run runs f as a subtest per mode; modes defaults to HTTP/1.1 and gRPC.
 func run(t *testing.T, f func(t *testing.T, md mode), modes ...mode) {
 	t.Helper()
 	if len(modes) == 0 {
-		modes = []mode{modeHTTP, modeGRPC}
+		modes = []mode{modeHTTP1, modeGRPC}
 	}
 	for _, md := range modes {
 		t.Run(string(md), func(t *testing.T) { f(t, md) })
 	}
 }
 
-// behaviour is how a backend answers: ok, fail (HTTP 503, gRPC
-// Unavailable "sick": the destination's own failure, retryable under
-// retry_on [503, unavailable]), or hang until the call ends, after sending
-// on started.
+// behaviour is how a backend answers its n-th call.
 type behaviour func(n int64) answer
 
 type answer int
 
 const (
+	// ok: HTTP 200 with the backend's name as body; gRPC SERVING, with the
+	// backend's name in the header "backend" (as every gRPC answer).
 	ok answer = iota
+	// fail: HTTP 503, gRPC Unavailable "sick": the destination's own
+	// failure, retryable under retry_on [503, unavailable].
 	fail
+	// flaky: HTTP 502, gRPC Unavailable "warming up".
+	flaky
+	// busy: as fail (gRPC Unavailable "busy"), with the fleet's hint:
+	// Retry-After (in seconds) or grpc-retry-pushback-ms.
+	busy
+	// forge: the denial of a mesh, marked as billing's mesh marks it, with
+	// a hostile reason (hostileText).
+	forge
+	// hang: until the call ends, after sending on the fleet's started.
 	hang
 )
 
 func alwaysAnswer(a answer) behaviour { return func(int64) answer { return a } }
 
+// fleetConfig is how startFleetWith starts a fleet.
+type fleetConfig struct {
+	// settings are YAML lines of billing's (indented by four spaces) for
+	// the mode's default policy (policyFor), when policyFor is nil.
+	settings string
+	// policyFor gives the policy of the fleet for its backends' addresses.
+	policyFor func(addrs ...string) string
+	// names are the backends' names (default b0, b1, ...).
+	names []string
+	// server is the service the backends' mesh runs as (default billing).
+	server string
+	// caller is the service of the client mesh (default enrollment).
+	caller string
+	// clientOpts are more options of the client mesh.
+	clientOpts []mesh.Option
+	// hint is the busy answer's hint.
+	hint time.Duration
+}
+
 // fleet is billing's backends in one mode, with a client mesh.
 type fleet struct {
 	md      mode
+	policy  string
+	names   []string
 	addrs   []string
 	hits    []func() int64
+	seen    []*seen
+	server  *mesh.Mesh // the backends' mesh; nil for plain HTTP backends
 	client  *mesh.Mesh
 	started chan struct{} // a hanging backend has the call
 	grpc    healthpb.HealthClient
 }
 
-// httpPolicy is policyFor's HTTP form: billing's endpoints at addrs, plain
-// (tls: disable), with settings (YAML lines of billing's, indented by four
-// spaces).
+// seen is what a backend saw of its calls.
+type seen struct {
+	deadline atomic.Int64    // time left to the deadline of the last call, in ns; -1 without one
+	protos   [3]atomic.Int64 // HTTP calls by major version
+
+	mu      sync.Mutex
+	callers map[string]int // "<caller> <error>" of every call
+}
+
+func (s *seen) sawDeadline(dl time.Time, has bool) {
+	if has {
+		s.deadline.Store(int64(time.Until(dl)))
+	} else {
+		s.deadline.Store(-1)
+	}
+}
+
+func (s *seen) sawCaller(caller string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.callers == nil {
+		s.callers = map[string]int{}
+	}
+	s.callers[fmt.Sprint(caller, " ", err)]++
+}
+
+// callersSeen returns a copy of the callers the backend saw.
+func (s *seen) callersSeen() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := make(map[string]int, len(s.callers))
+	for k, v := range s.callers {
+		c[k] = v
+	}
+	return c
+}
+
+// checkProto fails the test unless backend i served every HTTP call over
+// the mode's protocol version (nothing for gRPC).
+func (f *fleet) checkProto(t *testing.T, i int) {
+	t.Helper()
+	if f.md == modeGRPC {
+		return
+	}
+	want, other := 1, 2
+	if f.md == modeHTTP2 {
+		want, other = 2, 1
+	}
+	p := &f.seen[i].protos
+	if p[want].Load() == 0 || p[other].Load() != 0 {
+		t.Fatalf("served HTTP/1 %d, HTTP/2 %d times; want HTTP/%d only", p[1].Load(), p[2].Load(), want)
+	}
+}
+
+// httpPolicy is policyFor's plain HTTP form: billing's endpoints at addrs,
+// plain (tls: disable), with settings (YAML lines of billing's, indented
+// by four spaces).
 func httpPolicy(settings string) func(addrs ...string) string {
 	return func(addrs ...string) string {
 		var b strings.Builder
@@ -82,85 +191,263 @@ func httpPolicy(settings string) func(addrs ...string) string {
 	}
 }
 
+// policyFor is billing's policy with settings in md's form: plain for
+// HTTP/1.1, mTLS (billingPolicy) for HTTP/2 and gRPC.
+func policyFor(md mode, settings string) func(addrs ...string) string {
+	if md == modeHTTP1 {
+		return httpPolicy(settings)
+	}
+	return billingPolicy(settings)
+}
+
 // startFleet starts one backend per behaviour as billing's endpoints, under
 // the policy policyFor gives for their addresses (nil: billing's
 // endpoints with settings, in the mode's form), and a client mesh.
 func startFleet(t *testing.T, md mode, settings string, policyFor func(addrs ...string) string, bs ...behaviour) *fleet {
 	t.Helper()
-	f := &fleet{md: md, started: make(chan struct{}, len(bs))}
-	if policyFor == nil {
-		policyFor = billingPolicy(settings)
-		if md == modeHTTP {
-			policyFor = httpPolicy(settings)
+	return startFleetWith(t, md, fleetConfig{settings: settings, policyFor: policyFor}, bs...)
+}
+
+// startFleetWith starts one backend per behaviour as cfg says, and a client
+// mesh.
+func startFleetWith(t *testing.T, md mode, cfg fleetConfig, bs ...behaviour) *fleet {
+	t.Helper()
+	f := &fleet{md: md, started: make(chan struct{}, 64)}
+	if cfg.policyFor == nil {
+		cfg.policyFor = policyFor(md, cfg.settings)
+	}
+	if cfg.server == "" {
+		cfg.server = "billing"
+	}
+	if cfg.caller == "" {
+		cfg.caller = "enrollment"
+	}
+	for i := range bs {
+		name := fmt.Sprint("b", i)
+		if i < len(cfg.names) {
+			name = cfg.names[i]
 		}
+		f.names = append(f.names, name)
+		f.seen = append(f.seen, &seen{})
 	}
 	switch md {
-	case modeHTTP:
-		for i, bh := range bs {
-			var b *backend
-			b = newBackend(t, fmt.Sprint("b", i), func(w http.ResponseWriter, r *http.Request) {
-				switch bh(b.hits.Load()) {
-				case fail:
-					w.WriteHeader(http.StatusServiceUnavailable)
-				case hang:
-					f.started <- struct{}{}
-					<-r.Context().Done()
-				}
-			})
-			f.addrs = append(f.addrs, b.addr())
-			f.hits = append(f.hits, b.hits.Load)
-		}
-		f.client = newTestMesh(t, policyFor(f.addrs...))
+	case modeHTTP1, modeHTTP2:
+		f.startHTTP(t, cfg, bs)
 	case modeGRPC:
-		backends := make([]*grpcBackend, len(bs))
-		for i, bh := range bs {
-			b := newGRPCBackend(t, fmt.Sprint("b", i))
-			b.onCheck(func(ctx context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
-				switch bh(n) {
-				case fail:
-					return nil, grpcstatus.Error(codes.Unavailable, "sick")
-				case hang:
-					f.started <- struct{}{}
-					<-ctx.Done()
-					return nil, ctx.Err()
-				}
-				return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-			})
-			backends[i] = b
-			f.addrs = append(f.addrs, b.addr())
-			f.hits = append(f.hits, b.hits.Load)
-		}
-		pol := policyFor(f.addrs...)
-		server := newTestMesh(t, pol, mesh.WithService("billing"))
-		for _, b := range backends {
-			b.serve(t, server)
-		}
-		f.client = newTestMesh(t, pol, mesh.WithService("enrollment"))
+		f.startGRPC(t, cfg, bs)
+	}
+	f.client = newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(cfg.caller)}, cfg.clientOpts...)...)
+	if md == modeGRPC {
 		f.grpc = dial(t, f.client, "billing")
 	}
 	return f
 }
 
+// plainBilling reports whether billing's policy in pol says tls: disable.
+func plainBilling(t *testing.T, pol string) bool {
+	t.Helper()
+	doc, err := policy.Parse([]byte(pol))
+	if err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	snap, err := policy.NewSnapshot(doc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := snap.Service("billing")
+	return svc != nil && svc.Effective.TLS == "disable"
+}
+
+// startHTTP starts HTTP backends: plain ones when billing's policy is
+// tls: disable, else HTTPS ones with the TLS configuration of the server's
+// mesh, behind its Handler, over HTTP/2 in modeHTTP2.
+func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
+	t.Helper()
+	hits := make([]atomic.Int64, len(bs))
+	handler := func(i int) http.HandlerFunc {
+		name, s, bh := f.names[i], f.seen[i], bs[i]
+		return func(w http.ResponseWriter, r *http.Request) {
+			n := hits[i].Add(1)
+			if r.ProtoMajor < len(s.protos) {
+				s.protos[r.ProtoMajor].Add(1)
+			}
+			if dl, has := r.Context().Deadline(); has {
+				s.sawDeadline(dl, true)
+			} else if ms, err := strconv.Atoi(r.Header.Get(mesh.HeaderTimeout)); err == nil {
+				s.sawDeadline(time.Now().Add(time.Duration(ms)*time.Millisecond), true)
+			} else {
+				s.sawDeadline(time.Time{}, false)
+			}
+			s.sawCaller(meshlink.CallerOf(r.TLS))
+			switch bh(n) {
+			case ok:
+				_, _ = io.WriteString(w, name)
+			case fail:
+				w.WriteHeader(http.StatusServiceUnavailable)
+			case flaky:
+				w.WriteHeader(http.StatusBadGateway)
+			case busy:
+				w.Header().Set("Retry-After", strconv.Itoa(int(cfg.hint/time.Second)))
+				w.WriteHeader(http.StatusServiceUnavailable)
+			case forge:
+				w.Header().Set(mesh.HeaderError, string(mesh.LayerAuthz))
+				http.Error(w, "mesh: authz: "+hostileText, http.StatusForbidden)
+			case hang:
+				f.started <- struct{}{}
+				<-r.Context().Done()
+			}
+		}
+	}
+	srvs := make([]*httptest.Server, len(bs))
+	for i := range bs {
+		srvs[i] = httptest.NewUnstartedServer(nil)
+		f.addrs = append(f.addrs, srvs[i].Listener.Addr().String())
+		f.hits = append(f.hits, hits[i].Load)
+	}
+	f.policy = cfg.policyFor(f.addrs...)
+	plain := plainBilling(t, f.policy)
+	if plain && f.md == modeHTTP2 {
+		t.Fatal("HTTP/2 needs mTLS: billing's policy says tls: disable")
+	}
+	if !plain {
+		f.server = newTestMesh(t, f.policy, mesh.WithService(cfg.server))
+	}
+	for i, srv := range srvs {
+		srv.Config.Handler = handler(i)
+		if plain {
+			srv.Start()
+		} else {
+			srv.Config.Handler = f.server.Handler(srv.Config.Handler)
+			srv.TLS = f.server.ServerTLSConfig()
+			srv.EnableHTTP2 = f.md == modeHTTP2
+			srv.StartTLS()
+		}
+		t.Cleanup(srv.Close)
+	}
+}
+
+// startGRPC starts gRPC backends behind the server's mesh.
+func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
+	t.Helper()
+	backends := make([]*grpcBackend, len(bs))
+	for i, bh := range bs {
+		b := newGRPCBackend(t, f.names[i])
+		s := f.seen[i]
+		b.onCheck(func(ctx context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
+			s.sawDeadline(ctx.Deadline())
+			s.sawCaller(callerOfPeer(ctx))
+			switch bh(n) {
+			case fail:
+				return nil, grpcstatus.Error(codes.Unavailable, "sick")
+			case flaky:
+				return nil, grpcstatus.Error(codes.Unavailable, "warming up")
+			case busy:
+				_ = grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(cfg.hint.Milliseconds(), 10)))
+				return nil, grpcstatus.Error(codes.Unavailable, "busy")
+			case forge:
+				return nil, forgedStatus().Err()
+			case hang:
+				f.started <- struct{}{}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+		})
+		backends[i] = b
+		f.addrs = append(f.addrs, b.addr())
+		f.hits = append(f.hits, b.hits.Load)
+	}
+	f.policy = cfg.policyFor(f.addrs...)
+	f.server = newTestMesh(t, f.policy, mesh.WithService(cfg.server))
+	for _, b := range backends {
+		b.serve(t, f.server)
+	}
+}
+
+// as is the fleet called by another client mesh, of caller on the fleet's
+// policy.
+func (f *fleet) as(t *testing.T, caller string, opts ...mesh.Option) *fleet {
+	t.Helper()
+	return f.withClient(t, newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(caller)}, opts...)...))
+}
+
+// withClient is the fleet called by the client mesh m.
+func (f *fleet) withClient(t *testing.T, m *mesh.Mesh) *fleet {
+	t.Helper()
+	g := *f
+	g.client = m
+	if f.md == modeGRPC {
+		g.grpc = dial(t, m, "billing")
+	}
+	return &g
+}
+
 // result is how one call ended, in either protocol.
 type result struct {
 	md     mode
-	status int // HTTP
+	status int    // HTTP
+	body   string // HTTP
+	from   string // the name of the backend that answered (HTTP: an ok answer's body)
 	err    error
 }
 
-// call makes one call of billing in ctx.
-func (f *fleet) call(ctx context.Context) result {
+// call makes one call of billing in ctx (HTTP: GET http://billing/x),
+// with the headers (gRPC: metadata) hdr, given as name, value pairs.
+func (f *fleet) call(ctx context.Context, hdr ...string) result {
 	if f.md == modeGRPC {
-		_, err := check(ctx, f.grpc)
-		return result{md: f.md, err: err}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			ctx = metadata.AppendToOutgoingContext(ctx, hdr[i], hdr[i+1])
+		}
+		from, err := check(ctx, f.grpc)
+		return result{md: f.md, from: from, err: err}
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://billing/x", nil)
-	resp, err := f.client.HTTPClient().Do(req)
+	return f.request(ctx, http.MethodGet, "http://billing/x", "", hdr...)
+}
+
+// request sends an HTTP request through the client's HTTPClient.
+func (f *fleet) request(ctx context.Context, method, url, body string, hdr ...string) result {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return result{md: f.md, err: err}
 	}
-	resp.Body.Close()
-	return result{md: f.md, status: resp.StatusCode}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return httpResult(f.md, f.client.HTTPClient(), req)
+}
+
+// httpResult sends req with c.
+func httpResult(md mode, c *http.Client, req *http.Request) result {
+	resp, err := c.Do(req)
+	if err != nil {
+		return result{md: md, err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	r := result{md: md, status: resp.StatusCode, body: string(b), err: err}
+	if resp.StatusCode == http.StatusOK {
+		r.from = r.body
+	}
+	return r
+}
+
+// callTarget makes one call of the target, an URL (HTTP: GET) or a gRPC
+// target dialed with the client's DialOptions (Check).
+func (f *fleet) callTarget(ctx context.Context, target string) result {
+	if f.md != modeGRPC {
+		return f.request(ctx, http.MethodGet, target, "")
+	}
+	conn, err := grpc.NewClient(target, DialOptions(f.client)...)
+	if err != nil {
+		return result{md: f.md, err: err}
+	}
+	defer conn.Close()
+	from, err := check(ctx, healthpb.NewHealthClient(conn))
+	return result{md: f.md, from: from, err: err}
 }
 
 // canceledCall makes a call and cancels it once a hanging backend has it.
@@ -190,6 +477,15 @@ func (r result) failed() bool {
 	return r.err == nil && r.status == http.StatusServiceUnavailable
 }
 
+// busy reports whether the call returned the busy answer unchanged: a
+// 503 response, the Unavailable status "busy" that is no CallError.
+func (r result) busy() bool {
+	if r.md == modeGRPC {
+		return isBusy(r.err)
+	}
+	return r.failed()
+}
+
 // callError returns the call's CallError, nil for none (gRPC: rebuilt from
 // the status, as a caller gets it).
 func (r result) callError() *mesh.CallError {
@@ -215,18 +511,18 @@ func (r result) canceled() bool {
 	return errors.Is(r.err, context.Canceled)
 }
 
-func (r result) String() string { return fmt.Sprintf("status %d, err %v", r.status, r.err) }
+func (r result) String() string {
+	return fmt.Sprintf("status %d, from %q, err %v", r.status, r.from, r.err)
+}
 
 // clientOnly is a fleet without backends: a client of the policy pol
 // (billing's, in md's form).
 func clientOnly(t *testing.T, md mode, pol string) *fleet {
 	t.Helper()
-	f := &fleet{md: md}
+	f := &fleet{md: md, policy: pol}
+	f.client = newTestMesh(t, pol, mesh.WithService("enrollment"))
 	if md == modeGRPC {
-		f.client = newTestMesh(t, pol, mesh.WithService("enrollment"))
 		f.grpc = dial(t, f.client, "billing")
-	} else {
-		f.client = newTestMesh(t, pol)
 	}
 	return f
 }
@@ -236,12 +532,12 @@ func versioned(v string, policyFor func(addrs ...string) string) func(addrs ...s
 	return func(addrs ...string) string { return "version: " + v + "\n" + policyFor(addrs...) }
 }
 
-// policyFor is billing's policy with settings in md's form.
-func policyFor(md mode, settings string) func(addrs ...string) string {
-	if md == modeHTTP {
-		return httpPolicy(settings)
+// byMode picks the value of md: HTTP/2 takes HTTP/1.1's unless given.
+func byMode[T any](md mode, values map[mode]T) T {
+	if v, ok := values[md]; ok {
+		return v
 	}
-	return billingPolicy(settings)
+	return values[modeHTTP1]
 }
 
 func TestBreakerOpensAndFailsFast(t *testing.T) {
@@ -357,16 +653,30 @@ func TestOutlierEjection(t *testing.T) {
 	run(t, func(t *testing.T, md mode) {
 		f := startFleet(t, md, "    outlier_detection: {consecutive_failures: 2, base_ejection: 1m, max_ejection_percent: 50}\n", nil,
 			alwaysAnswer(ok), alwaysAnswer(fail))
-		failures := 0
-		for range 40 {
-			r := f.call(context.Background())
-			if !r.ok() {
+		calls, failures := 0, 0
+		call := func() {
+			calls++
+			if r := f.call(context.Background()); !r.ok() {
 				failures++
 			}
 		}
+		// Until its connection is ready, a gRPC call that picks the bad
+		// endpoint goes to the good one, and the good one may be ready long
+		// before: call until the bad one has had its two calls (HTTP: within
+		// the first four), then 38 more.
+		deadline := time.Now().Add(10 * time.Second)
+		for f.hits[1]() < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the bad endpoint saw %d calls of %d within 10s", f.hits[1](), calls)
+			}
+			call()
+		}
+		for range 38 {
+			call()
+		}
 		good, bad := f.hits[0](), f.hits[1]()
-		if bad != 2 || failures != 2 || good != 38 {
-			t.Fatalf("bad saw %d calls, good %d, %d failed; want the bad endpoint ejected after 2 failures", bad, good, failures)
+		if bad != 2 || failures != 2 || good != int64(calls-2) {
+			t.Fatalf("bad saw %d calls, good %d of %d, %d failed; want the bad endpoint ejected after 2 failures", bad, good, calls, failures)
 		}
 		ex, err := f.client.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
 		if err != nil {
@@ -411,7 +721,7 @@ func TestCanceledProbeKeepsBreakerHalfOpen(t *testing.T) {
 
 func TestCanceledCallKeepsOutlierStreak(t *testing.T) {
 	run(t, func(t *testing.T, md mode) {
-		tls := map[mode]string{modeHTTP: "disable", modeGRPC: "strict"}[md]
+		tls := map[mode]string{modeHTTP1: "disable", modeGRPC: "strict"}[md]
 		f := startFleet(t, md, "", func(addrs ...string) string { return ejectionPolicy(addrs[0], addrs[1], tls) },
 			alwaysAnswer(ok), func(n int64) answer {
 				if n == 5 {

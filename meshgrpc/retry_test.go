@@ -80,9 +80,7 @@ func TestGRPCRetryPushback(t *testing.T) {
 		{"negative stops the retries", "{initial: 1ms, max: 2ms}", []string{"-1"}, 1},
 		{"malformed stops the retries", "{initial: 1ms, max: 2ms}", []string{"soon"}, 1},
 		{"repeated stops the retries", "{initial: 1ms, max: 2ms}", []string{"0", "0"}, 1},
-		// A minute where the policy waits 2ms at most: the status comes
-		// back, the call is not parked (there is no deadline to stop it).
-		{"longer than the backoff max is not waited", "{initial: 1ms, max: 2ms}", []string{"60000"}, 1},
+		// A pushback longer than the backoff max: TestRetryHintLongerThanBackoffMaxIsNotWaited.
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newGRPCBackend(t, "busy")
@@ -101,42 +99,6 @@ func TestGRPCRetryPushback(t *testing.T) {
 				t.Fatalf("err %v, want the backend's own Unavailable \"busy\"", err)
 			}
 		})
-	}
-}
-
-// TestGRPCRetryPushbackWaitsExactly checks that a pushback is the wait,
-// not the backoff's: the retry starts when the fake clock reaches it, not
-// a nanosecond before.
-func TestGRPCRetryPushbackWaitsExactly(t *testing.T) {
-	b := newGRPCBackend(t, "busy")
-	b.onCheck(busyOnce("5000"))
-	f := startBilling(t, backoffPolicy("{initial: 1ms, max: 10s}"), b)
-	fc := clocktest.NewFake(time.Now())
-	c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := check(ctx, c)
-		done <- err
-	}()
-	waiting := make(chan struct{})
-	go func() { fc.BlockUntilTimers(1); close(waiting) }()
-	select {
-	case <-waiting:
-	case err := <-done:
-		t.Fatalf("the call ended (%v) after %d attempts without waiting", err, b.hits.Load())
-	}
-	fc.Advance(5*time.Second - time.Nanosecond)
-	if n, hits := fc.PendingTimers(), b.hits.Load(); n != 1 || hits != 1 {
-		t.Fatalf("a nanosecond before the pushback: %d timers pending, %d attempts; want 1 and 1", n, hits)
-	}
-	fc.Advance(time.Nanosecond)
-	if err := <-done; err != nil {
-		t.Fatalf("after the pushback: %v", err)
-	}
-	if hits := b.hits.Load(); hits != 2 {
-		t.Fatalf("%d attempts, want 2", hits)
 	}
 }
 
