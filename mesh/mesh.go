@@ -202,7 +202,12 @@ func (m *Mesh) startPlane() error {
 	}
 	if m.endpoints != nil {
 		changed := m.endpoints.Changed() // before any watch starts: no change is missed
-		m.endpointsSeen = m.endpoints.Current()
+		// What the source knows already is in force from the first state
+		// on (the last-known-good cache may still replace it at start).
+		if snap := m.endpoints.Current(); snap != nil {
+			m.endpointsSeen = snap
+			m.catalog.Store(snap)
+		}
 		m.wg.Go(func() { m.followEndpoints(changed) })
 	}
 	az, err := m.plane.Authorizer(w)
