@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/policy"
@@ -84,6 +86,13 @@ func BenchmarkNoIO(b *testing.B) {
 			run(b, m.RoundTripper(instant{}))
 		})
 	}
+	// Telemetry off (the noop providers): the mesh's own cost, as the
+	// bench module's no-I/O row measures it.
+	b.Run("mesh+timeout+notel", func(b *testing.B) {
+		m := newTestMesh(b, benchPolicy("127.0.0.1:9", "127.0.0.1:10", "timeout: 2s"),
+			WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
+		run(b, m.RoundTripper(instant{}))
+	})
 }
 
 // roundTrips sends GET url through rt b.N times, reading every answer.

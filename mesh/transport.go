@@ -203,8 +203,9 @@ type httpCall struct {
 
 	// Storage for the parts of the call that outlive a stack frame, held
 	// here since the call is on the heap anyway (it is the core's Sender):
-	// the current attempt's URL and timeout header value, and the body
-	// that ends the call's context.
+	// the first attempt's request, the current attempt's URL and timeout
+	// header value, and the body that ends the call's context.
+	out     http.Request
 	url     url.URL
 	timeout [1]string
 	body    cancelBody
@@ -234,8 +235,9 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 			// A response keeps the call's context alive until its body is
 			// closed.
 			resp = o.Answer.(*http.Response)
-			if cancel := c.TakeCancel(); cancel != nil {
-				resp.Body = c.wrapBody(resp.Body, cancel)
+			if c.KeepContext() {
+				c.body.call = &c.Call
+				resp.Body = wrapBody(resp.Body, &c.body)
 			}
 		}
 	}
@@ -314,7 +316,7 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 		}
 	}
 	if cancel := a.TakeCancel(); cancel != nil {
-		resp.Body = wrapBody(resp.Body, cancel)
+		resp.Body = wrapBody(resp.Body, &cancelBody{cancel: cancel})
 	}
 	return o
 }
@@ -326,22 +328,22 @@ func (c *httpCall) Discard(answer any) {
 	}
 }
 
-// wrapBody is wrapBody with c.body as the storage, but for a body that is
-// also an io.Writer (101 Switching Protocols).
-func (c *httpCall) wrapBody(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
-	if _, ok := body.(io.Writer); ok {
-		return wrapBody(body, cancel)
-	}
-	c.body = cancelBody{ReadCloser: body, cancel: cancel}
-	return &c.body
-}
-
 // outgoing builds the request of one attempt: a shallow copy of the
 // caller's request aimed at the picked endpoint, with a fresh body for a
 // retry and the deadline and trace context in its headers.
 func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 	ctx := a.Ctx
-	out := c.req.WithContext(ctx)
+	var out *http.Request
+	if a.N == 1 {
+		// The first attempt's request is held in the call: WithContext,
+		// inlined, builds it on the stack, and only its copy lives on.
+		// A retry's gets its own, since the transport may still read the
+		// one before.
+		c.out = *c.req.WithContext(ctx)
+		out = &c.out
+	} else {
+		out = c.req.WithContext(ctx)
+	}
 	c.url = *c.req.URL
 	u := &c.url
 	u.Scheme = "http"
@@ -362,21 +364,35 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 	}
 	dl, hasDeadline := ctx.Deadline()
 	if hasDeadline || hasTraceContext(ctx) {
-		out.Header = c.req.Header.Clone()
-		if out.Header == nil {
-			out.Header = make(http.Header, 2)
-		}
+		out.Header = copyHeader(c.req.Header)
 		if hasDeadline {
 			ms := a.Now.Sub(dl) / -time.Millisecond
 			if ms < 1 {
 				ms = 1
 			}
-			c.timeout[0] = strconv.FormatInt(int64(ms), 10)
+			c.timeout[0] = c.Route.TimeoutMs.Format(int64(ms))
 			out.Header[HeaderTimeout] = c.timeout[:]
 		}
 		c.t.m.tracing.Inject(ctx, out.Header)
 	}
 	return out, nil
+}
+
+// headerRoom is the room a copied header keeps for what the mesh adds: the
+// timeout, W3C traceparent and tracestate, and baggage.
+const headerRoom = 4
+
+// copyHeader copies h for an attempt, with room for the headers the mesh
+// adds, in one map. The values are shared with h, capped so that an append
+// to the copy's never writes into h's: no one modifies a request's header
+// values in place (a RoundTripper must not modify its request), and the
+// mesh only sets whole values.
+func copyHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h)+headerRoom)
+	for k, v := range h {
+		out[k] = v[:len(v):len(v)]
+	}
+	return out
 }
 
 // hasTraceContext reports whether ctx carries anything to propagate: a

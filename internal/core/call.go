@@ -80,7 +80,8 @@ type Call struct {
 	// (gRPC's outgoing trace context) after Start.
 	Ctx      context.Context
 	parent   context.Context // Ctx before the route's timeout
-	cancel   context.CancelFunc
+	dl       deadlineCtx     // Ctx, when the route has a timeout
+	ends     bool            // Finish ends dl (KeepContext not called)
 	Attempts int
 	Host     *discovery.Host // the last attempt's endpoint
 	Now      time.Time       // the start of the call, then of the current attempt
@@ -155,33 +156,45 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
 	}
 	if rt.Eff.Timeout > 0 {
-		c.Ctx, c.cancel = context.WithTimeout(ctx, rt.Eff.Timeout)
+		// Contexts run on the real time. With the system clock, the
+		// call's start (c.Now, read in Init) is that time: what
+		// context.WithTimeout would give, without reading it again.
+		now := c.Now
+		if _, real := c.env.Clock.(clock.System); !real {
+			now = time.Now()
+		}
+		c.dl.init(ctx, now.Add(rt.Eff.Timeout))
+		c.Ctx, c.ends = &c.dl, true
 	}
 	c.max = rt.MaxAttempts(&c.req)
 	if rt.Eff.Attempts > 1 {
-		rt.Budget.Deposit()
+		rt.Budget.DepositAt(c.Now)
 	}
 	return nil
 }
 
-// TakeCancel returns the cancel of the call's context, nil without one,
-// which the caller then owns: an HTTP answer keeps the call's deadline
-// until its body is closed.
-func (c *Call) TakeCancel() context.CancelFunc {
-	cancel := c.cancel
-	c.cancel = nil
-	return cancel
+// KeepContext hands the end of the call's context (the route's timeout)
+// to the adapter, which then calls EndContext once: an HTTP answer keeps
+// the call's deadline until its body is closed. It reports false, and
+// takes nothing, when the call has no context of its own.
+func (c *Call) KeepContext() bool {
+	kept := c.ends
+	c.ends = false
+	return kept
 }
 
+// EndContext ends the call's context, which KeepContext handed over.
+func (c *Call) EndContext() { c.dl.cancel() }
+
 // Finish ends the call: it counts its attempts toward the route and
-// cancels its context unless TakeCancel took it.
+// cancels its context unless KeepContext took it.
 func (c *Call) Finish() {
 	if c.Route != nil {
 		c.Route.Counter.Add(int64(c.Attempts))
 	}
-	if c.cancel != nil {
-		c.cancel()
-		c.cancel = nil
+	if c.ends {
+		c.dl.cancel()
+		c.ends = false
 	}
 }
 

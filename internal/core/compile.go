@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"maps"
+	"strconv"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -59,16 +60,31 @@ func NewRegistry() *Registry {
 // destinations. It carries over stateful parts from old and collects the
 // ones in use into next.
 type compiler struct {
-	env  *Env
-	old  *Registry
-	next *Registry
+	env    *Env
+	old    *Registry
+	next   *Registry
+	millis func(ms int64) Millis
+}
+
+// millisOf returns a Millis formatter that shares the text of equal
+// counts: the routes of one policy mostly have a few timeouts.
+func millisOf() func(ms int64) Millis {
+	texts := map[int64]string{}
+	return func(ms int64) Millis {
+		t, ok := texts[ms]
+		if !ok {
+			t = strconv.FormatInt(ms, 10)
+			texts[ms] = t
+		}
+		return Millis{N: ms, Text: t}
+	}
 }
 
 // Compile compiles every service of pol with its endpoints in eps. The
 // stateful parts whose configuration old holds are carried over; the
 // returned registry holds the ones in use, for the next Compile.
 func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
-	c := &compiler{env: env, old: old, next: NewRegistry()}
+	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf()}
 	out := make(map[string]*Destination, len(pol.Services))
 	for name, svc := range pol.Services {
 		out[name] = c.destination(pol, svc, eps.Endpoints(name))
@@ -102,6 +118,9 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 				Initial: rr.Effective.BackoffInitial,
 				Max:     rr.Effective.BackoffMax,
 			},
+		}
+		if t := rr.Effective.Timeout; t > 0 {
+			rt.TimeoutMs = c.millis(int64(t / time.Millisecond))
 		}
 		if rr.Effective.Attempts > 1 {
 			ro, err := resilience.ParseRetryOn(rr.Effective.RetryOn)

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -45,6 +46,24 @@ type Route struct {
 	// IdempotentOnly is true unless non_idempotent is set.
 	IdempotentOnly bool
 	MTLS           bool // tls strict toward this destination
+	// TimeoutMs is the route's timeout in milliseconds, formatted once:
+	// the time left that a call's first attempt propagates, most often.
+	TimeoutMs Millis
+}
+
+// Millis is a count of milliseconds with its decimal text.
+type Millis struct {
+	N    int64
+	Text string
+}
+
+// Format returns the decimal text of ms: m's own when ms is m's, without
+// an allocation.
+func (m Millis) Format(ms int64) string {
+	if ms == m.N && m.Text != "" {
+		return m.Text
+	}
+	return strconv.FormatInt(ms, 10)
 }
 
 // SplitEntry is one weighted subset of a route's split; Cum is the running

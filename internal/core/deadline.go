@@ -1,0 +1,221 @@
+package core
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// deadlineCtx is the context of a call bounded by its route's timeout:
+// what context.WithDeadline gives, held in the Call (no allocation) and
+// lazy. Its timer starts, and its parent is watched, only when someone
+// waits for its end: the first Done or AfterFunc. Until then Err compares
+// the clock with the deadline itself. A call whose answer comes before
+// anyone waits (an in-process RoundTripper, a connection that answers at
+// once) never arms a timer.
+//
+// It implements the AfterFunc method that the context package looks for
+// on a parent: a context derived from it (net/http derives one per round
+// trip) registers a function rather than starting a goroutine that waits
+// on Done.
+//
+// It is safe for concurrent use; its zero value is not usable (init).
+type deadlineCtx struct {
+	parent context.Context
+	at     time.Time // the earlier of the parent's deadline and the route's
+
+	err atomic.Value // error: set once, when the context ends
+
+	mu         sync.Mutex
+	armed      bool          // the timer runs and the parent is watched
+	done       chan struct{} // made by the first Done
+	timer      *time.Timer
+	stopParent func() bool // stops the watch of the parent
+	next       uint64      // the id of the next AfterFunc
+	fns        []afterFn   // registered by AfterFunc, run when it ends
+	inline     [2]afterFn  // fns' first storage
+}
+
+// afterFn is a function registered by AfterFunc.
+type afterFn struct {
+	id uint64
+	f  func()
+}
+
+var _ context.Context = (*deadlineCtx)(nil)
+
+// init bounds parent by at: the context ends at at, when parent ends or
+// when it is canceled, whichever comes first.
+func (d *deadlineCtx) init(parent context.Context, at time.Time) {
+	if pd, ok := parent.Deadline(); ok && pd.Before(at) {
+		at = pd
+	}
+	d.parent, d.at = parent, at
+	d.fns = d.inline[:0]
+}
+
+// Deadline implements context.Context.
+func (d *deadlineCtx) Deadline() (time.Time, bool) { return d.at, true }
+
+// Value implements context.Context: the parent's values, but for the key
+// through which context.Cause finds the cancellation cause of its nearest
+// cancelable ancestor. Hidden, Cause falls back to Err, as it must: this
+// context ends of its own, and the parent's cause (nil while the parent
+// lives) would be wrong.
+func (d *deadlineCtx) Value(key any) any {
+	if key == cancelCtxKey && key != nil {
+		return nil
+	}
+	return d.parent.Value(key)
+}
+
+// cancelCtxKey is the key context.Cause asks a context's Value for, found
+// once by asking Cause about a context that records the key it is asked.
+// Should the context package stop asking, it stays nil and Value hides
+// nothing: Cause then reports the parent's cause.
+var cancelCtxKey = func() any {
+	var spy keySpy
+	_ = context.Cause(&spy)
+	return spy.key
+}()
+
+// keySpy is a context that records the first key its Value is asked.
+type keySpy struct {
+	context.Context
+	key any
+}
+
+func (s *keySpy) Value(key any) any {
+	if s.key == nil {
+		s.key = key
+	}
+	return nil
+}
+
+func (s *keySpy) Err() error { return nil }
+
+// Err implements context.Context. Before anyone waits, it reads the clock.
+func (d *deadlineCtx) Err() error {
+	if err := d.err.Load(); err != nil {
+		return err.(error)
+	}
+	if err := d.parent.Err(); err != nil {
+		return d.end(err)
+	}
+	if !time.Now().Before(d.at) {
+		return d.end(context.DeadlineExceeded)
+	}
+	return nil
+}
+
+// Done implements context.Context. The first call arms the context.
+func (d *deadlineCtx) Done() <-chan struct{} {
+	d.mu.Lock()
+	if d.done == nil {
+		d.done = make(chan struct{})
+		if d.err.Load() != nil {
+			close(d.done)
+		}
+	}
+	done := d.done
+	expired := d.arm()
+	d.mu.Unlock()
+	if expired {
+		d.end(context.DeadlineExceeded)
+	}
+	return done
+}
+
+// AfterFunc arranges for f to run in its own goroutine once d ends, as
+// context.AfterFunc does; stop unregisters it and reports whether it did
+// so before f started. The context package calls it for a context derived
+// from d.
+func (d *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+	d.mu.Lock()
+	if d.err.Load() != nil {
+		d.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	d.next++
+	id := d.next
+	d.fns = append(d.fns, afterFn{id: id, f: f})
+	expired := d.arm()
+	d.mu.Unlock()
+	if expired {
+		d.end(context.DeadlineExceeded)
+	}
+	return func() bool { return d.unregister(id) }
+}
+
+// unregister removes the AfterFunc of id and reports whether it was still
+// registered.
+func (d *deadlineCtx) unregister(id uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, fn := range d.fns {
+		if fn.id == id {
+			d.fns = append(d.fns[:i], d.fns[i+1:]...)
+			d.fns[len(d.fns) : len(d.fns)+1][0] = afterFn{} // drop the reference to f
+			return true
+		}
+	}
+	return false
+}
+
+// arm starts the timer and the watch of the parent, once, unless d has
+// ended; d.mu is held. It reports whether the deadline has passed already,
+// for the caller to end d once it has let go of d.mu.
+func (d *deadlineCtx) arm() (expired bool) {
+	if d.armed || d.err.Load() != nil {
+		return false
+	}
+	d.armed = true
+	if d.parent.Done() != nil {
+		d.stopParent = context.AfterFunc(d.parent, d.parentEnded)
+	}
+	wait := time.Until(d.at)
+	if wait <= 0 {
+		return true
+	}
+	d.timer = time.AfterFunc(wait, d.expire)
+	return false
+}
+
+func (d *deadlineCtx) expire() { d.end(context.DeadlineExceeded) }
+
+func (d *deadlineCtx) parentEnded() { d.end(d.parent.Err()) }
+
+// cancel ends d as canceled, unless it has ended already: the call is
+// over.
+func (d *deadlineCtx) cancel() { d.end(context.Canceled) }
+
+// end ends d with err, unless it has ended already, and returns the error
+// it ended with. The functions AfterFunc registered start, each in its own
+// goroutine.
+func (d *deadlineCtx) end(err error) error {
+	d.mu.Lock()
+	if prev := d.err.Load(); prev != nil {
+		d.mu.Unlock()
+		return prev.(error)
+	}
+	d.err.Store(err)
+	if d.done != nil {
+		close(d.done)
+	}
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	stopParent := d.stopParent
+	fns := d.fns
+	d.fns = nil
+	d.mu.Unlock()
+	if stopParent != nil {
+		stopParent()
+	}
+	for _, fn := range fns {
+		go fn.f()
+	}
+	return err
+}
