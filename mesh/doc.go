@@ -93,8 +93,8 @@
 //
 // A Mesh and everything it returns are safe for concurrent use. Policy and
 // endpoints are immutable snapshots swapped atomically; the request path
-// takes no lock of the mesh's own (the circuit breaker, when configured,
-// takes gobreaker's). Long-lived followers of the state, such as
+// takes no lock (a circuit breaker, when configured, takes its own only for
+// a failure, in its half-open state and for its transitions). Long-lived followers of the state, such as
 // meshgrpc's resolver, wait for the next snapshot on a channel it closes
 // when replaced.
 package mesh

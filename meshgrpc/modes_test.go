@@ -701,7 +701,7 @@ func TestCanceledProbeKeepsBreakerHalfOpen(t *testing.T) {
 		if r := f.call(context.Background()); !r.failed() {
 			t.Fatalf("tripping call: %v", r)
 		}
-		// gobreaker reads the real time: poll for the end of open_for.
+		// the breaker reads the real time: poll for the end of open_for.
 		eventually(t, 10*time.Second, "breaker half-open", func() bool { return breakerState(t, f.client) == "half-open" })
 		if r := f.canceledCall(t); !r.canceled() {
 			t.Fatalf("a canceled call: %v, want the caller's own cancellation", r)

@@ -3,9 +3,10 @@ package resilience
 import (
 	"errors"
 	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
 
 // Breaker defaults, used for zero fields of BreakerConfig. OpenFor and
@@ -28,30 +29,74 @@ type BreakerConfig struct {
 // rejects an attempt: it is open, or half-open with all its probes in flight.
 var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 
-// What an attempt reports to gobreaker: a failure, or nothing learned
-// (excluded from the counts, which frees its half-open slot).
-var (
-	errAttemptFailed   = errors.New("resilience: attempt failed")
-	errAttemptReleased = errors.New("resilience: attempt proved nothing")
-)
-
-// Breaker is a circuit breaker for one destination, over gobreaker's
-// TwoStepCircuitBreaker. It is closed at first; it opens after
-// ConsecutiveFailures failures in a row (a success resets the count); after
-// OpenFor it is half-open and lets exactly HalfOpenRequests probes through;
-// it closes when they all succeed and opens again as soon as one fails.
-// An attempt released with [Ticket.Release] counts as neither: a released
-// probe gives its slot to the next attempt.
+// Breaker is a circuit breaker for one destination. It is closed at first;
+// it opens after ConsecutiveFailures failures in a row (a success resets
+// the count); after OpenFor it is half-open and lets exactly
+// HalfOpenRequests probes through; it closes when they all succeed and
+// opens again as soon as one fails. An attempt released with
+// [Ticket.Release] counts as neither: a released probe gives its slot to
+// the next attempt. A report from an attempt allowed before the last
+// transition is ignored.
+//
+// It follows gobreaker's two-step breaker (Allow, then report), with an
+// interval of 0: only consecutive failures count. Unlike it, a closed
+// Breaker admits an attempt and takes its report with one atomic word (the
+// state, its generation and the failure streak): no lock, no clock, no
+// allocation. Only failures, the half-open state and transitions take the
+// breaker's lock.
 //
 // A Breaker is safe for concurrent use. A nil *Breaker is no breaker: it
 // allows every attempt and is always "closed".
 //
-// gobreaker reads time.Now itself, so a Breaker does not take a clock.
-// Transitions are evaluated lazily, when Allow or State is called.
+// A Breaker reads time.Now itself (for OpenFor), so it does not take a
+// clock. The open -> half-open transition is evaluated lazily, when Allow
+// or State is called.
 type Breaker struct {
-	cb          *gobreaker.TwoStepCircuitBreaker[struct{}]
+	name        string
+	failures    uint64 // trips at this streak
+	openFor     time.Duration
+	probes      uint32
+	onChange    func(name, from, to string)
 	errOpen     error // wraps ErrBreakerOpen, for the open state
 	errHalfOpen error // wraps ErrBreakerOpen, for half-open with every probe in flight
+
+	// word is the generation (high 32 bits), the state (2 bits) and, when
+	// closed, the failure streak (low 30 bits). A closed breaker's streak
+	// changes by compare-and-swap without the lock; every transition is
+	// a compare-and-swap under mu.
+	word atomic.Uint64
+
+	mu sync.Mutex
+	// Under mu: when an open breaker turns half-open, and the half-open
+	// generation's counts.
+	expiry                     time.Time
+	requests, freed, successes uint32
+}
+
+// The states of a Breaker, in its word.
+const (
+	stateClosed uint64 = iota
+	stateHalfOpen
+	stateOpen
+)
+
+const (
+	streakBits = 30
+	streakMask = 1<<streakBits - 1
+	stateMask  = 3 << streakBits
+)
+
+func stateOf(w uint64) uint64 { return (w & stateMask) >> streakBits }
+func genOf(w uint64) uint32   { return uint32(w >> 32) }
+
+func stateName(st uint64) string {
+	switch st {
+	case stateOpen:
+		return "open"
+	case stateHalfOpen:
+		return "half-open"
+	}
+	return "closed"
 }
 
 // NewBreaker returns a closed breaker. name names it in errors and in
@@ -71,33 +116,23 @@ func NewBreaker(name string, cfg BreakerConfig, onChange func(name, from, to str
 	if probes <= 0 {
 		probes = DefaultBreakerHalfOpenRequests
 	}
-	st := gobreaker.Settings{
-		Name:        name,
-		MaxRequests: uint32(probes),
-		Timeout:     openFor,
-		// Interval 0: the counts of the closed state are cleared only on
-		// transitions, so only consecutive failures trip the breaker.
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= uint32(failures)
-		},
-		IsExcluded: func(err error) bool { return err == errAttemptReleased },
-	}
-	if onChange != nil {
-		st.OnStateChange = func(name string, from, to gobreaker.State) {
-			onChange(name, from.String(), to.String())
-		}
-	}
 	return &Breaker{
-		cb:          gobreaker.NewTwoStepCircuitBreaker[struct{}](st),
+		name:        name,
+		failures:    min(uint64(failures), streakMask),
+		openFor:     openFor,
+		probes:      uint32(min(probes, math.MaxUint32)),
+		onChange:    onChange,
 		errOpen:     fmt.Errorf("%w: %s", ErrBreakerOpen, name),
 		errHalfOpen: fmt.Errorf("%w: %s: half-open, every probe in flight", ErrBreakerOpen, name),
 	}
 }
 
-// Ticket is the permission an allowed attempt holds. Its zero value (from
-// a nil Breaker) reports nowhere.
+// Ticket is the permission an allowed attempt holds: the breaker and the
+// generation that allowed it. Its zero value (from a nil Breaker) reports
+// nowhere.
 type Ticket struct {
-	report func(error)
+	b   *Breaker
+	gen uint32
 }
 
 // Done reports how the attempt ended, failed per [IsFailure]. Call it, or
@@ -105,11 +140,11 @@ type Ticket struct {
 // its probes to report, and a second report would be counted twice.
 func (t Ticket) Done(failed bool) {
 	switch {
-	case t.report == nil:
+	case t.b == nil:
 	case failed:
-		t.report(errAttemptFailed)
+		t.b.failed(t.gen)
 	default:
-		t.report(nil)
+		t.b.succeeded(t.gen)
 	}
 }
 
@@ -118,33 +153,140 @@ func (t Ticket) Done(failed bool) {
 // failure, and a half-open probe's slot goes to the next attempt. It stands
 // for Done: call one of them, once.
 func (t Ticket) Release() {
-	if t.report != nil {
-		t.report(errAttemptReleased)
+	if t.b != nil {
+		t.b.released(t.gen)
 	}
 }
 
 // Allow asks whether an attempt may go through. If so, it returns the
 // attempt's Ticket, whose Done must be called once the attempt has ended. If
-// not, it returns an error wrapping [ErrBreakerOpen]. Allow allocates only
-// what gobreaker's two-step API allocates (one closure).
+// not, it returns an error wrapping [ErrBreakerOpen]. Allow does not
+// allocate; a closed breaker admits without a lock.
 func (b *Breaker) Allow() (Ticket, error) {
 	if b == nil {
 		return Ticket{}, nil
 	}
-	report, err := b.cb.Allow()
-	if err != nil {
-		if errors.Is(err, gobreaker.ErrTooManyRequests) {
+	if w := b.word.Load(); stateOf(w) == stateClosed {
+		return Ticket{b: b, gen: genOf(w)}, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.current(time.Now())
+	switch stateOf(w) {
+	case stateOpen:
+		return Ticket{}, b.errOpen
+	case stateHalfOpen:
+		if b.requests-min(b.freed, b.requests) >= b.probes {
 			return Ticket{}, b.errHalfOpen
 		}
-		return Ticket{}, b.errOpen
+		b.requests++
 	}
-	return Ticket{report: report}, nil
+	return Ticket{b: b, gen: genOf(w)}, nil
 }
 
 // State returns "closed", "open" or "half-open".
 func (b *Breaker) State() string {
 	if b == nil {
-		return gobreaker.StateClosed.String()
+		return stateName(stateClosed)
 	}
-	return b.cb.State().String()
+	if w := b.word.Load(); stateOf(w) == stateClosed {
+		return stateName(stateClosed)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return stateName(stateOf(b.current(time.Now())))
+}
+
+// current returns the word at now, after turning an open breaker whose
+// time is up half-open. b.mu is held.
+func (b *Breaker) current(now time.Time) uint64 {
+	w := b.word.Load()
+	if stateOf(w) == stateOpen && b.expiry.Before(now) {
+		b.transition(w, stateHalfOpen, now)
+		w = b.word.Load()
+	}
+	return w
+}
+
+// transition moves the breaker from word w to state to, in a new
+// generation, and reports whether it did (false: w is no longer the word,
+// changed by a closed breaker's success). b.mu is held.
+func (b *Breaker) transition(w, to uint64, now time.Time) bool {
+	if !b.word.CompareAndSwap(w, uint64(genOf(w)+1)<<32|to<<streakBits) {
+		return false
+	}
+	b.requests, b.freed, b.successes = 0, 0, 0
+	if to == stateOpen {
+		b.expiry = now.Add(b.openFor)
+	}
+	if b.onChange != nil {
+		b.onChange(b.name, stateName(stateOf(w)), stateName(to))
+	}
+	return true
+}
+
+// succeeded takes the success of an attempt allowed in generation gen.
+func (b *Breaker) succeeded(gen uint32) {
+	for {
+		w := b.word.Load()
+		if genOf(w) != gen {
+			return
+		}
+		if stateOf(w) != stateClosed {
+			break
+		}
+		if w&streakMask == 0 || b.word.CompareAndSwap(w, w&^streakMask) {
+			return
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.word.Load()
+	if genOf(w) != gen || stateOf(w) != stateHalfOpen {
+		return
+	}
+	b.successes++
+	if b.successes >= b.probes {
+		b.transition(w, stateClosed, time.Now())
+	}
+}
+
+// failed takes the failure of an attempt allowed in generation gen.
+func (b *Breaker) failed(gen uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		w := b.word.Load()
+		if genOf(w) != gen {
+			return
+		}
+		switch stateOf(w) {
+		case stateHalfOpen:
+			b.transition(w, stateOpen, time.Now())
+			return
+		case stateClosed:
+			if w&streakMask+1 >= b.failures {
+				if b.transition(w, stateOpen, time.Now()) {
+					return
+				}
+			} else if b.word.CompareAndSwap(w, w+1) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// released takes the release of an attempt allowed in generation gen: it
+// frees a half-open probe's slot, and changes nothing when closed.
+func (b *Breaker) released(gen uint32) {
+	if w := b.word.Load(); genOf(w) != gen || stateOf(w) == stateClosed {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.word.Load(); genOf(w) == gen && stateOf(w) == stateHalfOpen {
+		b.freed++
+	}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// openFor is short because gobreaker reads the real time; tests wait for the
+// openFor is short because the breaker reads the real time; tests wait for the
 // open -> half-open transition by polling, never by sleeping a fixed time.
 const openFor = 20 * time.Millisecond
 
@@ -274,5 +274,84 @@ func BenchmarkBreakerAllow(b *testing.B) {
 			b.Fatal(err)
 		}
 		done.Done(false)
+	}
+}
+
+// TestBreakerIgnoresReportsOfAnEarlierGeneration: an attempt allowed before
+// a transition reports into nothing: its success neither closes a
+// half-open breaker nor resets the streak of a later closed one.
+func TestBreakerIgnoresReportsOfAnEarlierGeneration(t *testing.T) {
+	b := resilience.NewBreaker("billing", resilience.BreakerConfig{ConsecutiveFailures: 2, OpenFor: openFor, HalfOpenRequests: 1}, nil)
+	early := mustAllow(t, b) // allowed while closed, reports late
+	attempt(t, b, true)
+	attempt(t, b, true)
+	if got := b.State(); got != "open" {
+		t.Fatalf("State() = %q, want open", got)
+	}
+	waitState(t, b, "half-open")
+	early(false)
+	if got := b.State(); got != "half-open" {
+		t.Fatalf("State() after a success of the closed generation = %q, want half-open", got)
+	}
+	if !attempt(t, b, false) {
+		t.Fatal("the probe was rejected")
+	}
+	if got := b.State(); got != "closed" {
+		t.Fatalf("State() after the probe = %q, want closed", got)
+	}
+	// Reports of the closed generation in force count: an attempt allowed
+	// before a failure, failing after it, completes a streak of 2.
+	waitingProbe := func() func(bool) {
+		attempt(t, b, true)
+		attempt(t, b, true)
+		waitState(t, b, "half-open")
+		return mustAllow(t, b)
+	}
+	probe := waitingProbe()
+	probe(false) // closes
+	late := mustAllow(t, b)
+	attempt(t, b, true)
+	late(true) // the streak is 2
+	if got := b.State(); got != "open" {
+		t.Fatalf("State() after 2 failures in a row = %q, want open", got)
+	}
+}
+
+// TestBreakerConcurrentReports runs allows and reports from many
+// goroutines (for the race detector) and checks the breaker ends in a
+// state it can be in: a success streak at the end closes it.
+func TestBreakerConcurrentReports(t *testing.T) {
+	b := resilience.NewBreaker("billing", resilience.BreakerConfig{ConsecutiveFailures: 3, OpenFor: time.Nanosecond, HalfOpenRequests: 2}, nil)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				tk, err := b.Allow()
+				if err != nil {
+					continue
+				}
+				switch (g + i) % 3 {
+				case 0:
+					tk.Done(true)
+				case 1:
+					tk.Done(false)
+				default:
+					tk.Release()
+				}
+				_ = b.State()
+			}
+		})
+	}
+	wg.Wait()
+	for range 100 {
+		if b.State() == "closed" {
+			break
+		}
+		if tk, err := b.Allow(); err == nil {
+			tk.Done(false)
+		}
+	}
+	if got := b.State(); got != "closed" {
+		t.Fatalf("State() after successes = %q, want closed", got)
 	}
 }

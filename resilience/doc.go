@@ -6,7 +6,8 @@
 // connections: the mesh's HTTP and gRPC layers classify how each attempt ended
 // as an [Outcome] and ask these policies what to do next. Time is injected
 // (a clock.Clock, or the caller's now) wherever it can be, so the policies are
-// tested without sleeping; gobreaker, under [Breaker], reads time.Now itself.
+// tested without sleeping; [Breaker] reads time.Now itself, for its open
+// state only.
 //
 // # Where each piece sits in the request flow
 //
@@ -33,7 +34,8 @@
 // [Budget], [Breaker], [Outlier] and [HostHealth] are shared by every call to
 // a destination and are safe for concurrent use. The per-request paths
 // (Budget.Deposit and TryWithdraw, HostHealth.Available and Report,
-// RetryOn.Match, IsFailure) take no lock and do not allocate. [RetryOn] is an
+// RetryOn.Match, IsFailure, and a closed Breaker's Allow and reports) take
+// no lock and do not allocate. [RetryOn] is an
 // immutable comparable value. A [Backoff] belongs to one logical call and is
 // not safe for concurrent use. A nil *Budget, *Breaker or *HostHealth means
 // the policy is off: every retry and attempt is allowed, every host available.

@@ -490,8 +490,8 @@ func TestBreaker(t *testing.T) {
 		}
 	})
 	t.Run("a canceled or unsent probe keeps it half-open", func(t *testing.T) {
-		// open_for of a nanosecond: half-open at once, on gobreaker's own
-		// clock.
+		// open_for of a nanosecond: half-open at once, on the breaker's own
+		// clock (the real time).
 		f := newFixture(t, settings{breaker: &resilience.BreakerConfig{ConsecutiveFailures: 1, OpenFor: time.Nanosecond, HalfOpenRequests: 1}})
 		if _, _, err := f.call(context.Background(), get, &fakeSender{script: always(status(500))}); err != nil {
 			t.Fatal(err)

@@ -254,7 +254,7 @@ func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilie
 // onBreakerChange logs and counts the transitions of a service's breaker.
 func (c *compiler) onBreakerChange(service string) func(name, from, to string) {
 	env := c.env
-	// gobreaker's callback carries no context: the counter is recorded
+	// The breaker's callback carries no context: the counter is recorded
 	// without one.
 	return func(name, from, to string) {
 		env.Log.Warn("circuit breaker changed state", "service", service, "breaker", name, "from", from, "to", to)
