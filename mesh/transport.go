@@ -257,7 +257,9 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 	} else if err != nil {
 		call.ErrorType = "canceled"
 	}
-	m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
+	if m.instr.HTTPClientEnabled(callerCtx) {
+		m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
+	}
 	telemetry.EndCall(span, call.StatusCode, call.ErrorType, err)
 	return resp, err
 }
@@ -363,7 +365,8 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 		out.Body = body
 	}
 	dl, hasDeadline := ctx.Deadline()
-	if hasDeadline || hasTraceContext(ctx) {
+	traced := hasTraceContext(ctx)
+	if hasDeadline || traced {
 		out.Header = copyHeader(c.req.Header)
 		if hasDeadline {
 			ms := a.Now.Sub(dl) / -time.Millisecond
@@ -373,7 +376,9 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 			c.timeout[0] = c.Route.TimeoutMs.Format(int64(ms))
 			out.Header[HeaderTimeout] = c.timeout[:]
 		}
-		c.t.m.tracing.Inject(ctx, out.Header)
+		if traced {
+			c.t.m.tracing.Inject(ctx, out.Header)
+		}
 	}
 	return out, nil
 }

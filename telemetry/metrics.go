@@ -161,11 +161,18 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 // HOT: the attribute set of each distinct HTTPCall is cached (bounded), so in
 // steady state it takes no lock and allocates nothing.
 func (in *Instruments) RecordHTTPClient(ctx context.Context, elapsed time.Duration, c HTTPCall) {
-	if in == nil {
+	if !in.HTTPClientEnabled(ctx) {
 		return
 	}
 	c.Method = normalizeMethod(c.Method)
 	in.httpClient.Record(ctx, elapsed.Seconds(), in.httpOpts.get(c, httpCallOptions)...)
+}
+
+// HTTPClientEnabled reports whether RecordHTTPClient would record anything
+// for ctx (false for no-op providers): a caller can then skip measuring
+// the call's duration.
+func (in *Instruments) HTTPClientEnabled(ctx context.Context) bool {
+	return in != nil && in.httpClient.Enabled(ctx)
 }
 
 // AttemptCounter returns the counter of attempts toward service on route,

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Tracing wraps the tracer and the propagator of one mesh. It is safe for
@@ -26,6 +27,8 @@ type Tracing struct {
 	// unset is the global tracer provider as OTel starts it, before any
 	// SDK is installed, when NewTracing got no provider; nil otherwise.
 	unset trace.TracerProvider
+	// noop is set when the tracer is OTel's no-op tracer (trace/noop).
+	noop bool
 }
 
 // spanKey identifies the start options of a client span.
@@ -60,6 +63,7 @@ func NewTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) *Traci
 	if isUnsetGlobal(tp) {
 		t.unset = tp
 	}
+	_, t.noop = t.tracer.(noop.Tracer)
 	return t
 }
 
@@ -72,11 +76,12 @@ func isUnsetGlobal(tp trace.TracerProvider) bool {
 	return fmt.Sprintf("%T", tp) == "*global.tracerProvider"
 }
 
-// off reports whether a span started now for ctx would be pure overhead: no
-// tracer provider was ever installed, and ctx carries no span context that a
-// non-recording span would have to carry on.
+// off reports whether a span started now for ctx would be pure overhead:
+// the tracer is the no-op one, or no tracer provider was ever installed,
+// and ctx carries no span context that a non-recording span would have to
+// carry on.
 func (t *Tracing) off(ctx context.Context) bool {
-	return t.unset != nil && otel.GetTracerProvider() == t.unset && !trace.SpanContextFromContext(ctx).IsValid()
+	return (t.noop || t.unset != nil && otel.GetTracerProvider() == t.unset) && !trace.SpanContextFromContext(ctx).IsValid()
 }
 
 // StartClientCall starts the one client span of a logical call, to be ended by

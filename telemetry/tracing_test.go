@@ -213,7 +213,8 @@ func TestNilTracing(t *testing.T) {
 
 // TestNoopTracingAddsNoAllocation checks that a call traced by a no-op
 // tracer allocates no more than the tracer's own Start (which stores the
-// span in a new context).
+// span in a new context), and, since such a span carries nothing a
+// context without a span context needs, nothing at all.
 func TestNoopTracingAddsNoAllocation(t *testing.T) {
 	tp := noop.NewTracerProvider()
 	tr := telemetry.NewTracing(tp, propagation.TraceContext{})
@@ -229,8 +230,8 @@ func TestNoopTracingAddsNoAllocation(t *testing.T) {
 		telemetry.AttemptEvent(span, 1, "127.0.0.1:9001", "ok", 0)
 		telemetry.EndCall(span, 200, "", nil)
 	})
-	if a != base {
-		t.Errorf("a call with a no-op tracer allocates %v times, the tracer alone %v", a, base)
+	if a > base || a != 0 {
+		t.Errorf("a call with a no-op tracer allocates %v times, the tracer alone %v; want 0", a, base)
 	}
 }
 

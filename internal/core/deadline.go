@@ -58,42 +58,11 @@ func (d *deadlineCtx) init(parent context.Context, at time.Time) {
 // Deadline implements context.Context.
 func (d *deadlineCtx) Deadline() (time.Time, bool) { return d.at, true }
 
-// Value implements context.Context: the parent's values, but for the key
-// through which context.Cause finds the cancellation cause of its nearest
-// cancelable ancestor. Hidden, Cause falls back to Err, as it must: this
-// context ends of its own, and the parent's cause (nil while the parent
-// lives) would be wrong.
-func (d *deadlineCtx) Value(key any) any {
-	if key == cancelCtxKey && key != nil {
-		return nil
-	}
-	return d.parent.Value(key)
-}
-
-// cancelCtxKey is the key context.Cause asks a context's Value for, found
-// once by asking Cause about a context that records the key it is asked.
-// Should the context package stop asking, it stays nil and Value hides
-// nothing: Cause then reports the parent's cause.
-var cancelCtxKey = func() any {
-	var spy keySpy
-	_ = context.Cause(&spy)
-	return spy.key
-}()
-
-// keySpy is a context that records the first key its Value is asked.
-type keySpy struct {
-	context.Context
-	key any
-}
-
-func (s *keySpy) Value(key any) any {
-	if s.key == nil {
-		s.key = key
-	}
-	return nil
-}
-
-func (s *keySpy) Err() error { return nil }
+// Value implements context.Context: the parent's values. context.Cause
+// finds the cause of the nearest cancelable ancestor through them: the
+// caller's cause when the caller's context ended this one, none (then
+// Cause reports Err) when this one ended of its own.
+func (d *deadlineCtx) Value(key any) any { return d.parent.Value(key) }
 
 // Err implements context.Context. Before anyone waits, it reads the clock.
 func (d *deadlineCtx) Err() error {
