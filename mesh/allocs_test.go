@@ -1,0 +1,54 @@
+package mesh
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// TestNoIOAllocations pins the allocations of a call through the full
+// chain (a header route that does not match, a split, round robin, a
+// timeout, retry with a budget, a breaker, outlier detection), telemetry
+// off, against a RoundTripper that answers at once (its own two: the
+// response and its header). Allocation counts are deterministic: a change
+// that adds one to the hot path fails here; one that saves one lowers the
+// pin.
+func TestNoIOAllocations(t *testing.T) {
+	const (
+		answer = 2 // instant's response and header
+		want   = 3 // the call (httpCall, which holds the first attempt's request and the deadline), and the header copy's map (two)
+	)
+	for _, tt := range []struct{ name, timeout string }{
+		{"timeout", "timeout: 2s"},
+		{"no timeout", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newTestMesh(t, benchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout),
+				WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
+			rt := m.RoundTripper(instant{})
+			req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			call := func() {
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+			call() // the first call to a destination starts watching it
+			wantHere := want
+			if tt.timeout == "" {
+				wantHere = 1 // no header to add: the call alone
+			}
+			if got := testing.AllocsPerRun(200, call) - answer; got != float64(wantHere) {
+				t.Errorf("a call allocates %v times over its answer, want %d (lower the pin if fewer)", got, wantHere)
+			}
+		})
+	}
+}
