@@ -38,7 +38,21 @@ func (s *Snapshot) Endpoints(service string) []Endpoint {
 // service's list replaces the defaults' whole, as for every policy field).
 // Services left without endpoints are not in the snapshot. The snapshot
 // shares nothing with doc. A nil doc gives an empty snapshot.
-func Static(doc *policy.Document) *Snapshot {
+func Static(doc *policy.Document) *Snapshot { return static(doc, maps.Clone[map[string]string]) }
+
+// StaticOf is Static of a policy snapshot's document, whose endpoints'
+// label maps the snapshot shares rather than copies: a policy snapshot is
+// never changed, and a policy of many destinations holds its labels once.
+// A nil snap gives an empty snapshot.
+func StaticOf(snap *policy.Snapshot) *Snapshot {
+	if snap == nil {
+		return static(nil, nil)
+	}
+	return static(snap.Doc, func(l map[string]string) map[string]string { return l })
+}
+
+// static is Static, the labels of each endpoint given by labels.
+func static(doc *policy.Document, labels func(map[string]string) map[string]string) *Snapshot {
 	s := &Snapshot{Source: SourceStatic, Services: map[string][]Endpoint{}}
 	if doc == nil {
 		return s
@@ -57,7 +71,7 @@ func Static(doc *policy.Document) *Snapshot {
 		}
 		out := make([]Endpoint, len(eps))
 		for i, ep := range eps {
-			out[i] = Endpoint{Address: ep.Address, Labels: maps.Clone(ep.Labels)}
+			out[i] = Endpoint{Address: ep.Address, Labels: labels(ep.Labels)}
 		}
 		s.Services[name] = out
 	}

@@ -179,3 +179,25 @@ func TestSelectReturnsNewSlice(t *testing.T) {
 		t.Fatal("Select returned a slice sharing its array with the input")
 	}
 }
+
+func TestStaticOfSharesTheSnapshotsLabels(t *testing.T) {
+	doc := &policy.Document{Services: map[string]*policy.Service{
+		"billing": {Endpoints: []policy.Endpoint{{Address: "a:1", Labels: map[string]string{"version": "v1"}}}},
+	}}
+	snap, err := policy.NewSnapshot(doc, "inline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := discovery.StaticOf(snap)
+	want := discovery.Static(snap.Doc)
+	if !reflect.DeepEqual(s, want) {
+		t.Fatalf("StaticOf = %+v, want Static's %+v", s, want)
+	}
+	got, in := s.Endpoints("billing")[0].Labels, snap.Doc.Services["billing"].Endpoints[0].Labels
+	if reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(in).UnsafePointer() {
+		t.Error("StaticOf copied the labels")
+	}
+	if got := discovery.StaticOf(nil); len(got.Services) != 0 || got.Source != discovery.SourceStatic {
+		t.Errorf("StaticOf(nil) = %+v, want an empty static snapshot", got)
+	}
+}

@@ -294,7 +294,7 @@ func (m *Mesh) onEndpoints() {
 // mergeEndpoints gives each service of the policy its endpoints: the
 // static ones the policy lists, or else those of the control plane.
 func mergeEndpoints(pol *policy.Snapshot, catalog *discovery.Snapshot) *discovery.Snapshot {
-	static := discovery.Static(pol.Doc)
+	static := discovery.StaticOf(pol)
 	if catalog == nil {
 		return static
 	}
@@ -314,7 +314,7 @@ func mergeEndpoints(pol *policy.Snapshot, catalog *discovery.Snapshot) *discover
 // the policy's.
 func (m *Mesh) endpointsFor(pol *policy.Snapshot) *discovery.Snapshot {
 	if m.endpoints == nil {
-		return discovery.Static(pol.Doc)
+		return discovery.StaticOf(pol)
 	}
 	return mergeEndpoints(pol, m.catalog.Load())
 }

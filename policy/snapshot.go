@@ -28,7 +28,13 @@ func NewSnapshot(doc *Document, source string) (*Snapshot, error) {
 	if err := doc.Validate(); err != nil {
 		return nil, err
 	}
-	doc = doc.Clone()
+	return snapshotOwning(doc.Clone(), source)
+}
+
+// snapshotOwning is NewSnapshot of a valid doc that the snapshot may keep as
+// it is: a private copy that no one changes, such as a static source's,
+// which its snapshots then share rather than copy again.
+func snapshotOwning(doc *Document, source string) (*Snapshot, error) {
 	hash, err := Hash(doc)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,9 @@ import (
 
 // staticSource emits one fixed document.
 type staticSource struct {
-	doc *Document // a private copy
+	// doc is a private copy, never changed: the snapshots of Watch share
+	// it (a snapshot is read only), so that a static policy is held once.
+	doc *Document
 }
 
 // NewStaticSource returns a Source for a fixed, in-memory document (tests,
@@ -19,12 +21,17 @@ func NewStaticSource(doc *Document) Source {
 }
 
 // Watch emits the document once, then blocks until ctx ends and returns
-// ctx.Err(). Each call builds a new snapshot.
+// ctx.Err(). Each call builds a new snapshot, of the source's one copy of
+// the document.
 func (s *staticSource) Watch(ctx context.Context, emit func(Event)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	snap, err := NewSnapshot(s.doc, s.String())
+	var snap *Snapshot
+	err := s.doc.Validate()
+	if err == nil {
+		snap, err = snapshotOwning(s.doc, s.String())
+	}
 	if err != nil {
 		emit(Event{Err: sourceError(s, err)})
 	} else {

@@ -52,13 +52,15 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 // clock. The open -> half-open transition is evaluated lazily, when Allow
 // or State is called.
 type Breaker struct {
-	name        string
-	failures    uint64 // trips at this streak
-	openFor     time.Duration
-	probes      uint32
-	onChange    func(name, from, to string)
-	errOpen     error // wraps ErrBreakerOpen, for the open state
-	errHalfOpen error // wraps ErrBreakerOpen, for half-open with every probe in flight
+	name     string
+	failures uint64 // trips at this streak
+	openFor  time.Duration
+	probes   uint32
+	onChange func(name, from, to string)
+	// errOpen and errHalfOpen wrap ErrBreakerOpen, for the open state and
+	// for half-open with every probe in flight; made under mu when first
+	// returned (most breakers never open).
+	errOpen, errHalfOpen error
 
 	// word is the generation (high 32 bits), the state (2 bits) and, when
 	// closed, the failure streak (low 30 bits). A closed breaker's streak
@@ -117,13 +119,11 @@ func NewBreaker(name string, cfg BreakerConfig, onChange func(name, from, to str
 		probes = DefaultBreakerHalfOpenRequests
 	}
 	return &Breaker{
-		name:        name,
-		failures:    min(uint64(failures), streakMask),
-		openFor:     openFor,
-		probes:      uint32(min(probes, math.MaxUint32)),
-		onChange:    onChange,
-		errOpen:     fmt.Errorf("%w: %s", ErrBreakerOpen, name),
-		errHalfOpen: fmt.Errorf("%w: %s: half-open, every probe in flight", ErrBreakerOpen, name),
+		name:     name,
+		failures: min(uint64(failures), streakMask),
+		openFor:  openFor,
+		probes:   uint32(min(probes, math.MaxUint32)),
+		onChange: onChange,
 	}
 }
 
@@ -174,9 +174,15 @@ func (b *Breaker) Allow() (Ticket, error) {
 	w := b.current(time.Now())
 	switch stateOf(w) {
 	case stateOpen:
+		if b.errOpen == nil {
+			b.errOpen = fmt.Errorf("%w: %s", ErrBreakerOpen, b.name)
+		}
 		return Ticket{}, b.errOpen
 	case stateHalfOpen:
 		if b.requests-min(b.freed, b.requests) >= b.probes {
+			if b.errHalfOpen == nil {
+				b.errHalfOpen = fmt.Errorf("%w: %s: half-open, every probe in flight", ErrBreakerOpen, b.name)
+			}
 			return Ticket{}, b.errHalfOpen
 		}
 		b.requests++

@@ -49,7 +49,8 @@ type Instruments struct {
 // one atomic add. A nil *Counter counts nothing. Safe for concurrent use.
 type Counter struct {
 	n    atomic.Int64
-	opts []metric.ObserveOption
+	key  routeKey
+	opts []metric.ObserveOption // its attributes, made at the first collection (under Instruments.mu)
 }
 
 // Add adds n.
@@ -188,7 +189,7 @@ func (in *Instruments) AttemptCounter(service, route string) *Counter {
 	k := routeKey{service, route}
 	c, ok := in.counters[k]
 	if !ok {
-		c = &Counter{opts: []metric.ObserveOption{metric.WithAttributeSet(routeSet(k))}}
+		c = &Counter{key: k}
 		in.counters[k] = c
 	}
 	return c
@@ -199,6 +200,12 @@ func (in *Instruments) observeAttempts(_ context.Context, o metric.Observer) err
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for _, c := range in.counters {
+		if c.opts == nil {
+			// Made when first observed, not when compiled: a mesh of many
+			// destinations, most never called or never collected, holds
+			// no attribute set for them.
+			c.opts = []metric.ObserveOption{metric.WithAttributeSet(routeSet(c.key))}
+		}
 		o.ObserveInt64(in.attempts, c.n.Load(), c.opts...)
 	}
 	return nil
