@@ -67,6 +67,13 @@ func BenchmarkLoopback(b *testing.B) {
 			run(b, m.RoundTripper(tr), "http://billing/charge")
 		})
 	}
+	b.Run("mesh+timeout+notel", func(b *testing.B) {
+		m := newTestMesh(b, benchPolicy(srv.addr(), srv2.addr(), "timeout: 2s"),
+			WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
+		tr := newTransport()
+		defer tr.CloseIdleConnections()
+		run(b, m.RoundTripper(tr), "http://billing/charge")
+	})
 }
 
 // instant answers every request at once, without I/O, so the benchmark

@@ -30,7 +30,7 @@ type deadlineCtx struct {
 	mu         sync.Mutex
 	armed      bool          // the timer runs and the parent is watched
 	done       chan struct{} // made by the first Done
-	timer      *time.Timer
+	timer      *deadlineTimer
 	stopParent func() bool // stops the watch of the parent
 	next       uint64      // the id of the next AfterFunc
 	fns        []afterFn   // registered by AfterFunc, run when it ends
@@ -148,11 +148,49 @@ func (d *deadlineCtx) arm() (expired bool) {
 	if wait <= 0 {
 		return true
 	}
-	d.timer = time.AfterFunc(wait, d.expire)
+	d.timer = startTimer(d, wait)
 	return false
 }
 
-func (d *deadlineCtx) expire() { d.end(context.DeadlineExceeded) }
+// deadlineTimer is a timer that ends the deadlineCtx it is lent to when it
+// fires. One that was stopped before it fired goes back to a pool, so that
+// a call whose deadline is armed (every call through net/http) takes a
+// running timer rather than allocating one and its function.
+type deadlineTimer struct {
+	t *time.Timer
+	d atomic.Pointer[deadlineCtx]
+}
+
+var idleTimers sync.Pool // of *deadlineTimer, stopped, lent to no one
+
+// startTimer lends a timer to d, to fire after wait.
+func startTimer(d *deadlineCtx, wait time.Duration) *deadlineTimer {
+	dt, _ := idleTimers.Get().(*deadlineTimer)
+	if dt == nil {
+		dt = &deadlineTimer{}
+		dt.d.Store(d)
+		dt.t = time.AfterFunc(wait, dt.fire)
+		return dt
+	}
+	dt.d.Store(d)
+	dt.t.Reset(wait)
+	return dt
+}
+
+func (dt *deadlineTimer) fire() {
+	if d := dt.d.Load(); d != nil {
+		d.end(context.DeadlineExceeded)
+	}
+}
+
+// stop stops the timer; unless it fired already (its function may be
+// running), it goes back to the pool.
+func (dt *deadlineTimer) stop() {
+	if dt.t.Stop() {
+		dt.d.Store(nil)
+		idleTimers.Put(dt)
+	}
+}
 
 func (d *deadlineCtx) parentEnded() { d.end(d.parent.Err()) }
 
@@ -174,7 +212,8 @@ func (d *deadlineCtx) end(err error) error {
 		close(d.done)
 	}
 	if d.timer != nil {
-		d.timer.Stop()
+		d.timer.stop()
+		d.timer = nil
 	}
 	stopParent := d.stopParent
 	fns := d.fns
