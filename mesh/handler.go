@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/clock"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
@@ -83,16 +85,28 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// One allocation holds what the request needs beyond its own: the
+	// writer that records the status, the propagated deadline and the
+	// request that carries it.
+	sc := &serverCall{sw: statusWriter{ResponseWriter: w}}
+	sw := &sc.sw
 	bounded := false
 	if d, ok := parseTimeout(r.Header[HeaderTimeout]); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
+		// The deadline is lazy: it arms a timer only when the
+		// application waits for it.
+		now := start
+		if _, real := m.clock.(clock.System); !real {
+			now = time.Now() // contexts run on the real time
+		}
+		sc.dl.Init(ctx, now.Add(d))
+		defer sc.dl.Cancel()
+		ctx = &sc.dl
 		bounded = true
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	if ctx != r.Context() {
-		r = r.WithContext(ctx)
+		// WithContext, inlined, builds the copy on the stack; sc keeps it.
+		sc.req = *r.WithContext(ctx)
+		r = &sc.req
 	}
 	s.next.ServeHTTP(sw, r)
 
@@ -108,8 +122,17 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if call.StatusCode >= 500 && call.ErrorType == "" {
 		call.ErrorType = strconv.Itoa(call.StatusCode)
 	}
-	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+	if m.instr.HTTPServerEnabled(ctx) {
+		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+	}
 	telemetry.EndServerCall(span, call.StatusCode, caller, call.ErrorType)
+}
+
+// serverCall is the storage of one request through Handler.
+type serverCall struct {
+	sw  statusWriter
+	dl  core.Deadline
+	req http.Request
 }
 
 // maxTimeoutMs is the largest HeaderTimeout value Handler honours: a day.

@@ -176,6 +176,12 @@ func (in *Instruments) HTTPClientEnabled(ctx context.Context) bool {
 	return in != nil && in.httpClient.Enabled(ctx)
 }
 
+// HTTPServerEnabled reports whether RecordHTTPServer would record anything
+// for ctx (false for no-op providers).
+func (in *Instruments) HTTPServerEnabled(ctx context.Context) bool {
+	return in != nil && in.httpServer.Enabled(ctx)
+}
+
 // AttemptCounter returns the counter of attempts toward service on route,
 // the same one for the same pair, observed as inmesh.client.attempts
 // (attributes server.address and inmesh.route). Call it when routes are

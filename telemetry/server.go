@@ -8,7 +8,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -24,7 +23,7 @@ type HTTPServerCall struct {
 // RecordHTTPServer records http.server.request.duration (seconds) for one
 // request. HOT: attribute sets are cached as for RecordHTTPClient.
 func (in *Instruments) RecordHTTPServer(ctx context.Context, elapsed time.Duration, c HTTPServerCall) {
-	if in == nil {
+	if !in.HTTPServerEnabled(ctx) {
 		return
 	}
 	c.Method = normalizeMethod(c.Method)
@@ -113,7 +112,7 @@ func (t *Tracing) StartServerCall(ctx context.Context, h http.Header, service, m
 	if t == nil {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
-	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
+	ctx = t.prop.Extract(ctx, headerCarrier(h))
 	if t.off(ctx) {
 		return ctx, trace.SpanFromContext(ctx)
 	}

@@ -141,7 +141,7 @@ func (t *Tracing) Inject(ctx context.Context, h http.Header) {
 	if t == nil || h == nil {
 		return
 	}
-	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
+	t.prop.Inject(ctx, headerCarrier(h))
 }
 
 // Extract returns ctx with the trace context and baggage read from h, for the
@@ -150,7 +150,7 @@ func (t *Tracing) Extract(ctx context.Context, h http.Header) context.Context {
 	if t == nil || h == nil {
 		return ctx
 	}
-	return t.prop.Extract(ctx, propagation.HeaderCarrier(h))
+	return t.prop.Extract(ctx, headerCarrier(h))
 }
 
 // EndCall records the outcome of a logical call on span and ends it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"regexp"
 	"testing"
 	"time"
@@ -254,4 +255,36 @@ func BenchmarkClientCall(b *testing.B) {
 		tr, _ := newTracing(b, propagation.TraceContext{})
 		run(b, tr)
 	})
+}
+
+// TestHeaderCarrierAsOTels: the carrier Tracing uses reads and writes what
+// OTel's HeaderCarrier does, whatever the case of the names.
+func TestHeaderCarrierAsOTels(t *testing.T) {
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	tr := telemetry.NewTracing(noop.NewTracerProvider(), prop)
+	h := http.Header{}
+	h.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	h.Set("Tracestate", "k=v")
+	h.Add("Baggage", "a=1")
+	h.Add("baggage", "b=2")
+	ctx := tr.Extract(context.Background(), h)
+	sc := trace.SpanContextFromContext(ctx)
+	if sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || sc.TraceState().Get("k") != "v" {
+		t.Fatalf("extracted %v", sc)
+	}
+	if b := baggage.FromContext(ctx); b.Member("a").Value() != "1" || b.Member("b").Value() != "2" {
+		t.Fatalf("baggage %v", b)
+	}
+	out := http.Header{}
+	tr.Inject(ctx, out)
+	want := http.Header{}
+	prop.Inject(ctx, propagation.HeaderCarrier(want))
+	// Baggage members come in no set order: compare them parsed.
+	gotBag, _ := baggage.Parse(out.Get("Baggage"))
+	wantBag, _ := baggage.Parse(want.Get("Baggage"))
+	out.Del("Baggage")
+	want.Del("Baggage")
+	if !reflect.DeepEqual(out, want) || gotBag.Len() != 2 || gotBag.Member("a").Value() != wantBag.Member("a").Value() || gotBag.Member("b").Value() != wantBag.Member("b").Value() {
+		t.Fatalf("injected %v (baggage %v), OTel's carrier %v (baggage %v)", out, gotBag, want, wantBag)
+	}
 }

@@ -80,7 +80,7 @@ type Call struct {
 	// (gRPC's outgoing trace context) after Start.
 	Ctx      context.Context
 	parent   context.Context // Ctx before the route's timeout
-	dl       deadlineCtx     // Ctx, when the route has a timeout
+	dl       Deadline        // Ctx, when the route has a timeout
 	ends     bool            // Finish ends dl (KeepContext not called)
 	Attempts int
 	Host     *discovery.Host // the last attempt's endpoint
@@ -163,7 +163,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		if _, real := c.env.Clock.(clock.System); !real {
 			now = time.Now()
 		}
-		c.dl.init(ctx, now.Add(rt.Eff.Timeout))
+		c.dl.Init(ctx, now.Add(rt.Eff.Timeout))
 		c.Ctx, c.ends = &c.dl, true
 	}
 	c.max = rt.MaxAttempts(&c.req)
@@ -184,7 +184,7 @@ func (c *Call) KeepContext() bool {
 }
 
 // EndContext ends the call's context, which KeepContext handed over.
-func (c *Call) EndContext() { c.dl.cancel() }
+func (c *Call) EndContext() { c.dl.Cancel() }
 
 // Finish ends the call: it counts its attempts toward the route and
 // cancels its context unless KeepContext took it.
@@ -193,7 +193,7 @@ func (c *Call) Finish() {
 		c.Route.Counter.Add(int64(c.Attempts))
 	}
 	if c.ends {
-		c.dl.cancel()
+		c.dl.Cancel()
 		c.ends = false
 	}
 }

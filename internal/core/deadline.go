@@ -7,21 +7,23 @@ import (
 	"time"
 )
 
-// deadlineCtx is the context of a call bounded by its route's timeout:
-// what context.WithDeadline gives, held in the Call (no allocation) and
-// lazy. Its timer starts, and its parent is watched, only when someone
-// waits for its end: the first Done or AfterFunc. Until then Err compares
-// the clock with the deadline itself. A call whose answer comes before
-// anyone waits (an in-process RoundTripper, a connection that answers at
-// once) never arms a timer.
+// Deadline is a context bounded by a deadline: what context.WithDeadline
+// gives, held in its owner's storage (a Call, a server's request; no
+// allocation) and lazy. Its timer starts, and its parent is watched, only
+// when someone waits for its end: the first Done or AfterFunc. Until then
+// Err compares the clock with the deadline itself. A call whose answer
+// comes before anyone waits (an in-process RoundTripper, a handler that
+// answers at once) never arms a timer.
 //
 // It implements the AfterFunc method that the context package looks for
 // on a parent: a context derived from it (net/http derives one per round
 // trip) registers a function rather than starting a goroutine that waits
 // on Done.
 //
-// It is safe for concurrent use; its zero value is not usable (init).
-type deadlineCtx struct {
+// It is safe for concurrent use once Init has returned; its zero value is
+// not usable. Its owner calls Cancel when it is done with it, as with the
+// cancel function of context.WithDeadline.
+type Deadline struct {
 	parent context.Context
 	at     time.Time // the earlier of the parent's deadline and the route's
 
@@ -43,11 +45,11 @@ type afterFn struct {
 	f  func()
 }
 
-var _ context.Context = (*deadlineCtx)(nil)
+var _ context.Context = (*Deadline)(nil)
 
-// init bounds parent by at: the context ends at at, when parent ends or
+// Init bounds parent by at: the context ends at at, when parent ends or
 // when it is canceled, whichever comes first.
-func (d *deadlineCtx) init(parent context.Context, at time.Time) {
+func (d *Deadline) Init(parent context.Context, at time.Time) {
 	if pd, ok := parent.Deadline(); ok && pd.Before(at) {
 		at = pd
 	}
@@ -56,16 +58,16 @@ func (d *deadlineCtx) init(parent context.Context, at time.Time) {
 }
 
 // Deadline implements context.Context.
-func (d *deadlineCtx) Deadline() (time.Time, bool) { return d.at, true }
+func (d *Deadline) Deadline() (time.Time, bool) { return d.at, true }
 
 // Value implements context.Context: the parent's values. context.Cause
 // finds the cause of the nearest cancelable ancestor through them: the
 // caller's cause when the caller's context ended this one, none (then
 // Cause reports Err) when this one ended of its own.
-func (d *deadlineCtx) Value(key any) any { return d.parent.Value(key) }
+func (d *Deadline) Value(key any) any { return d.parent.Value(key) }
 
 // Err implements context.Context. Before anyone waits, it reads the clock.
-func (d *deadlineCtx) Err() error {
+func (d *Deadline) Err() error {
 	if err := d.err.Load(); err != nil {
 		return err.(error)
 	}
@@ -79,7 +81,7 @@ func (d *deadlineCtx) Err() error {
 }
 
 // Done implements context.Context. The first call arms the context.
-func (d *deadlineCtx) Done() <-chan struct{} {
+func (d *Deadline) Done() <-chan struct{} {
 	d.mu.Lock()
 	if d.done == nil {
 		d.done = make(chan struct{})
@@ -100,7 +102,7 @@ func (d *deadlineCtx) Done() <-chan struct{} {
 // context.AfterFunc does; stop unregisters it and reports whether it did
 // so before f started. The context package calls it for a context derived
 // from d.
-func (d *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+func (d *Deadline) AfterFunc(f func()) (stop func() bool) {
 	d.mu.Lock()
 	if d.err.Load() != nil {
 		d.mu.Unlock()
@@ -120,7 +122,7 @@ func (d *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
 
 // unregister removes the AfterFunc of id and reports whether it was still
 // registered.
-func (d *deadlineCtx) unregister(id uint64) bool {
+func (d *Deadline) unregister(id uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, fn := range d.fns {
@@ -136,7 +138,7 @@ func (d *deadlineCtx) unregister(id uint64) bool {
 // arm starts the timer and the watch of the parent, once, unless d has
 // ended; d.mu is held. It reports whether the deadline has passed already,
 // for the caller to end d once it has let go of d.mu.
-func (d *deadlineCtx) arm() (expired bool) {
+func (d *Deadline) arm() (expired bool) {
 	if d.armed || d.err.Load() != nil {
 		return false
 	}
@@ -152,19 +154,19 @@ func (d *deadlineCtx) arm() (expired bool) {
 	return false
 }
 
-// deadlineTimer is a timer that ends the deadlineCtx it is lent to when it
+// deadlineTimer is a timer that ends the Deadline it is lent to when it
 // fires. One that was stopped before it fired goes back to a pool, so that
 // a call whose deadline is armed (every call through net/http) takes a
 // running timer rather than allocating one and its function.
 type deadlineTimer struct {
 	t *time.Timer
-	d atomic.Pointer[deadlineCtx]
+	d atomic.Pointer[Deadline]
 }
 
 var idleTimers sync.Pool // of *deadlineTimer, stopped, lent to no one
 
 // startTimer lends a timer to d, to fire after wait.
-func startTimer(d *deadlineCtx, wait time.Duration) *deadlineTimer {
+func startTimer(d *Deadline, wait time.Duration) *deadlineTimer {
 	dt, _ := idleTimers.Get().(*deadlineTimer)
 	if dt == nil {
 		dt = &deadlineTimer{}
@@ -192,16 +194,16 @@ func (dt *deadlineTimer) stop() {
 	}
 }
 
-func (d *deadlineCtx) parentEnded() { d.end(d.parent.Err()) }
+func (d *Deadline) parentEnded() { d.end(d.parent.Err()) }
 
-// cancel ends d as canceled, unless it has ended already: the call is
-// over.
-func (d *deadlineCtx) cancel() { d.end(context.Canceled) }
+// Cancel ends d as canceled, unless it has ended already: its owner is
+// done with it.
+func (d *Deadline) Cancel() { d.end(context.Canceled) }
 
 // end ends d with err, unless it has ended already, and returns the error
 // it ended with. The functions AfterFunc registered start, each in its own
 // goroutine.
-func (d *deadlineCtx) end(err error) error {
+func (d *Deadline) end(err error) error {
 	d.mu.Lock()
 	if prev := d.err.Load(); prev != nil {
 		d.mu.Unlock()

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// newDeadline returns a deadlineCtx over parent ending at at.
-func newDeadline(parent context.Context, at time.Time) *deadlineCtx {
-	d := &deadlineCtx{}
-	d.init(parent, at)
+// newDeadline returns a Deadline over parent ending at at.
+func newDeadline(parent context.Context, at time.Time) *Deadline {
+	d := &Deadline{}
+	d.Init(parent, at)
 	return d
 }
 
@@ -33,7 +33,7 @@ func TestDeadlineCtxExpiresWithoutATimer(t *testing.T) {
 		t.Fatal("Err armed a timer")
 	}
 	waitDone(t, d) // Done of an ended context is closed
-	d.cancel()
+	d.Cancel()
 	if !errors.Is(d.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err() after cancel = %v, want the first end, DeadlineExceeded", d.Err())
 	}
@@ -72,7 +72,7 @@ func TestDeadlineCtxTakesTheEarlierDeadline(t *testing.T) {
 	if dl, _ := d.Deadline(); !dl.Equal(early.Add(-time.Minute)) {
 		t.Fatalf("Deadline() = %v, want its own", dl)
 	}
-	d.cancel()
+	d.Cancel()
 }
 
 type key struct{}
@@ -133,7 +133,7 @@ func TestDeadlineCtxChildren(t *testing.T) {
 	if n := registered(d); n != 1 {
 		t.Fatalf("%d functions registered after a child ended, want 1", n)
 	}
-	d.cancel()
+	d.Cancel()
 	waitDone(t, late)
 	if !errors.Is(late.Err(), context.Canceled) || !errors.Is(early.Err(), context.Canceled) {
 		t.Fatalf("children: %v, %v; want Canceled", early.Err(), late.Err())
@@ -141,7 +141,7 @@ func TestDeadlineCtxChildren(t *testing.T) {
 }
 
 // registered returns the number of functions registered on d.
-func registered(d *deadlineCtx) int {
+func registered(d *Deadline) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.fns)
@@ -155,7 +155,7 @@ func TestDeadlineCtxAfterFunc(t *testing.T) {
 	if !never() {
 		t.Fatal("stop of a pending function = false")
 	}
-	d.cancel()
+	d.Cancel()
 	<-ran
 	if stop() {
 		t.Fatal("stop after the function ran = true")
@@ -169,15 +169,15 @@ func TestDeadlineCtxAfterFunc(t *testing.T) {
 // TestDeadlineCtxWithoutWaiters: a context nobody waits for allocates
 // nothing, and ends without a timer or a goroutine.
 func TestDeadlineCtxWithoutWaiters(t *testing.T) {
-	var d deadlineCtx
+	var d Deadline
 	parent := context.Background()
 	at := time.Now().Add(time.Hour)
 	allocs := testing.AllocsPerRun(100, func() {
-		d = deadlineCtx{}
-		d.init(parent, at)
+		d = Deadline{}
+		d.Init(parent, at)
 		_ = d.Err()
 		_, _ = d.Deadline()
-		d.cancel()
+		d.Cancel()
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations, want 0", allocs)
