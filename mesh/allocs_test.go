@@ -52,3 +52,37 @@ func TestNoIOAllocations(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerAllocations pins the allocations Handler adds to a request
+// that carries a propagated deadline, telemetry off, the application
+// answering at once without waiting on its context: one, the request's
+// storage (its status writer, the lazy deadline, the request copy).
+func TestHandlerAllocations(t *testing.T) {
+	m := newTestMesh(t, "services: {tester: {}}\n",
+		WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
+	var sawDeadline bool
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, sawDeadline = r.Context().Deadline()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	req, err := http.NewRequest(http.MethodGet, "http://tester/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(HeaderTimeout, "2000")
+	w := &nopWriter{h: http.Header{}}
+	const want = 1
+	if got := testing.AllocsPerRun(200, func() { h.ServeHTTP(w, req) }); got != want {
+		t.Errorf("Handler allocates %v times per request, want %d (lower the pin if fewer)", got, want)
+	}
+	if !sawDeadline {
+		t.Error("the application's context has no deadline")
+	}
+}
+
+// nopWriter is a ResponseWriter that keeps nothing.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nopWriter) WriteHeader(int)             {}
