@@ -79,9 +79,8 @@ type Call struct {
 	// timeout. An adapter may replace it with one that carries more values
 	// (gRPC's outgoing trace context) after Start.
 	Ctx      context.Context
-	parent   context.Context // Ctx before the route's timeout
-	dl       Deadline        // Ctx, when the route has a timeout
-	ends     bool            // Finish ends dl (KeepContext not called)
+	dl       Deadline // Ctx, when the route has a timeout
+	ends     bool     // Finish ends dl (KeepContext not called)
 	Attempts int
 	Host     *discovery.Host // the last attempt's endpoint
 	Now      time.Time       // the start of the call, then of the current attempt
@@ -142,7 +141,7 @@ func (c *Call) Fail(layer Layer, err error) error {
 // timeout (the shorter of it and the caller's deadline wins), and deposits
 // the call in the retry budget when the route retries.
 func (c *Call) Start(ctx context.Context, span trace.Span) error {
-	c.Ctx, c.parent, c.Span = ctx, ctx, span
+	c.Ctx, c.Span = ctx, span
 	rt := c.Route
 	if rt == nil {
 		return c.Fail(LayerRoute, fmt.Errorf("no route of service %q matches %s", c.Dest.Name, c.req.what()))
@@ -275,7 +274,7 @@ func (a *Attempt) Deadline() string {
 	switch {
 	case a.PerTry():
 		return "per_try_timeout"
-	case c.Route.Eff.Timeout > 0 && !earlierDeadline(c.parent, c.Ctx):
+	case c.Route.Eff.Timeout > 0 && !earlierDeadline(c.dl.parent, c.Ctx): // dl.parent: Ctx before the route's timeout
 		return "the route's timeout"
 	}
 	return "the caller's deadline"

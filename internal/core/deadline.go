@@ -27,23 +27,32 @@ type Deadline struct {
 	parent context.Context
 	at     time.Time // the earlier of the parent's deadline and the route's
 
-	err atomic.Value // error: set once, when the context ends
+	// ended points to the error it ended with, set once: errCanceled,
+	// errDeadline or parentErr.
+	ended atomic.Pointer[error]
 
 	mu         sync.Mutex
+	next       uint32        // the id of the next AfterFunc
 	armed      bool          // the timer runs and the parent is watched
 	done       chan struct{} // made by the first Done
 	timer      *deadlineTimer
 	stopParent func() bool // stops the watch of the parent
-	next       uint64      // the id of the next AfterFunc
+	parentErr  error       // the parent's Err, when the parent ended d
 	fns        []afterFn   // registered by AfterFunc, run when it ends
-	inline     [2]afterFn  // fns' first storage
+	inline     [1]afterFn  // fns' first storage: net/http registers one
 }
 
 // afterFn is a function registered by AfterFunc.
 type afterFn struct {
-	id uint64
+	id uint32
 	f  func()
 }
+
+// The errors a Deadline ends with on its own, for its ended pointer.
+var (
+	errCanceled error = context.Canceled
+	errDeadline error = context.DeadlineExceeded
+)
 
 var _ context.Context = (*Deadline)(nil)
 
@@ -68,14 +77,14 @@ func (d *Deadline) Value(key any) any { return d.parent.Value(key) }
 
 // Err implements context.Context. Before anyone waits, it reads the clock.
 func (d *Deadline) Err() error {
-	if err := d.err.Load(); err != nil {
-		return err.(error)
+	if err := d.ended.Load(); err != nil {
+		return *err
 	}
 	if err := d.parent.Err(); err != nil {
 		return d.end(err)
 	}
 	if !time.Now().Before(d.at) {
-		return d.end(context.DeadlineExceeded)
+		return d.end(errDeadline)
 	}
 	return nil
 }
@@ -85,7 +94,7 @@ func (d *Deadline) Done() <-chan struct{} {
 	d.mu.Lock()
 	if d.done == nil {
 		d.done = make(chan struct{})
-		if d.err.Load() != nil {
+		if d.ended.Load() != nil {
 			close(d.done)
 		}
 	}
@@ -93,7 +102,7 @@ func (d *Deadline) Done() <-chan struct{} {
 	expired := d.arm()
 	d.mu.Unlock()
 	if expired {
-		d.end(context.DeadlineExceeded)
+		d.end(errDeadline)
 	}
 	return done
 }
@@ -104,7 +113,7 @@ func (d *Deadline) Done() <-chan struct{} {
 // from d.
 func (d *Deadline) AfterFunc(f func()) (stop func() bool) {
 	d.mu.Lock()
-	if d.err.Load() != nil {
+	if d.ended.Load() != nil {
 		d.mu.Unlock()
 		go f()
 		return func() bool { return false }
@@ -115,14 +124,14 @@ func (d *Deadline) AfterFunc(f func()) (stop func() bool) {
 	expired := d.arm()
 	d.mu.Unlock()
 	if expired {
-		d.end(context.DeadlineExceeded)
+		d.end(errDeadline)
 	}
 	return func() bool { return d.unregister(id) }
 }
 
 // unregister removes the AfterFunc of id and reports whether it was still
 // registered.
-func (d *Deadline) unregister(id uint64) bool {
+func (d *Deadline) unregister(id uint32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, fn := range d.fns {
@@ -139,7 +148,7 @@ func (d *Deadline) unregister(id uint64) bool {
 // ended; d.mu is held. It reports whether the deadline has passed already,
 // for the caller to end d once it has let go of d.mu.
 func (d *Deadline) arm() (expired bool) {
-	if d.armed || d.err.Load() != nil {
+	if d.armed || d.ended.Load() != nil {
 		return false
 	}
 	d.armed = true
@@ -181,7 +190,7 @@ func startTimer(d *Deadline, wait time.Duration) *deadlineTimer {
 
 func (dt *deadlineTimer) fire() {
 	if d := dt.d.Load(); d != nil {
-		d.end(context.DeadlineExceeded)
+		d.end(errDeadline)
 	}
 }
 
@@ -198,18 +207,26 @@ func (d *Deadline) parentEnded() { d.end(d.parent.Err()) }
 
 // Cancel ends d as canceled, unless it has ended already: its owner is
 // done with it.
-func (d *Deadline) Cancel() { d.end(context.Canceled) }
+func (d *Deadline) Cancel() { d.end(errCanceled) }
 
 // end ends d with err, unless it has ended already, and returns the error
 // it ended with. The functions AfterFunc registered start, each in its own
 // goroutine.
 func (d *Deadline) end(err error) error {
 	d.mu.Lock()
-	if prev := d.err.Load(); prev != nil {
+	if prev := d.ended.Load(); prev != nil {
 		d.mu.Unlock()
-		return prev.(error)
+		return *prev
 	}
-	d.err.Store(err)
+	switch err {
+	case errCanceled:
+		d.ended.Store(&errCanceled)
+	case errDeadline:
+		d.ended.Store(&errDeadline)
+	default:
+		d.parentErr = err
+		d.ended.Store(&d.parentErr)
+	}
 	if d.done != nil {
 		close(d.done)
 	}
