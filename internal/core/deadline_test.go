@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -24,18 +25,21 @@ func waitDone(t *testing.T, ctx context.Context) {
 	}
 }
 
-func TestDeadlineCtxExpiresWithoutATimer(t *testing.T) {
+func TestDeadlineExpiresWithoutATimer(t *testing.T) {
 	d := newDeadline(context.Background(), time.Now().Add(-time.Millisecond))
 	if !errors.Is(d.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err() past the deadline = %v, want DeadlineExceeded", d.Err())
 	}
-	if d.timer != nil {
-		t.Fatal("Err armed a timer")
+	if d.made.Load() {
+		t.Fatal("Err made the context")
 	}
-	waitDone(t, d) // Done of an ended context is closed
 	d.Cancel()
 	if !errors.Is(d.Err(), context.DeadlineExceeded) {
-		t.Fatalf("Err() after cancel = %v, want the first end, DeadlineExceeded", d.Err())
+		t.Fatalf("Err() after Cancel = %v, want the first end, DeadlineExceeded", d.Err())
+	}
+	waitDone(t, d) // made ended
+	if !errors.Is(d.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err() once made = %v, want DeadlineExceeded", d.Err())
 	}
 	if got := context.Cause(d); !errors.Is(got, context.DeadlineExceeded) {
 		t.Fatalf("Cause = %v, want DeadlineExceeded", got)
@@ -49,7 +53,22 @@ func TestDeadlineCtxExpiresWithoutATimer(t *testing.T) {
 	}
 }
 
-func TestDeadlineCtxDoneClosesAtTheDeadline(t *testing.T) {
+func TestDeadlineCanceledBeforeItIsMade(t *testing.T) {
+	d := newDeadline(context.Background(), time.Now().Add(time.Hour))
+	if err := d.Err(); err != nil {
+		t.Fatalf("Err() = %v", err)
+	}
+	d.Cancel()
+	if !errors.Is(d.Err(), context.Canceled) {
+		t.Fatalf("Err() after Cancel = %v, want Canceled", d.Err())
+	}
+	waitDone(t, d)
+	if !errors.Is(d.Err(), context.Canceled) {
+		t.Fatalf("Err() once made = %v, want Canceled", d.Err())
+	}
+}
+
+func TestDeadlineDoneClosesAtTheDeadline(t *testing.T) {
 	d := newDeadline(context.Background(), time.Now().Add(5*time.Millisecond))
 	if err := d.Err(); err != nil {
 		t.Fatalf("Err() before the deadline = %v", err)
@@ -58,9 +77,13 @@ func TestDeadlineCtxDoneClosesAtTheDeadline(t *testing.T) {
 	if !errors.Is(d.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err() = %v, want DeadlineExceeded", d.Err())
 	}
+	d.Cancel()
+	if !errors.Is(d.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err() after Cancel = %v, want DeadlineExceeded", d.Err())
+	}
 }
 
-func TestDeadlineCtxTakesTheEarlierDeadline(t *testing.T) {
+func TestDeadlineTakesTheEarlierDeadline(t *testing.T) {
 	early := time.Now().Add(time.Hour)
 	parent, cancel := context.WithDeadline(context.Background(), early)
 	defer cancel()
@@ -77,77 +100,69 @@ func TestDeadlineCtxTakesTheEarlierDeadline(t *testing.T) {
 
 type key struct{}
 
-func TestDeadlineCtxFollowsItsParent(t *testing.T) {
-	parent, cancel := context.WithCancelCause(context.WithValue(context.Background(), key{}, "v"))
-	d := newDeadline(parent, time.Now().Add(time.Hour))
-	if got := d.Value(key{}); got != "v" {
-		t.Fatalf("Value = %v, want the parent's", got)
-	}
-	done := d.Done()
-	cause := errors.New("the caller gave up")
-	cancel(cause)
-	waitDone(t, d)
-	if d.Done() != done {
-		t.Fatal("Done changed")
-	}
-	if !errors.Is(d.Err(), context.Canceled) {
-		t.Fatalf("Err() = %v, want Canceled", d.Err())
-	}
-	// The cause is the caller's, as for a context of WithDeadline.
-	if got := context.Cause(d); got != cause {
-		t.Fatalf("Cause = %v, want the parent's %v", got, cause)
+func TestDeadlineFollowsItsParent(t *testing.T) {
+	for _, made := range []bool{false, true} {
+		parent, cancel := context.WithCancelCause(context.WithValue(context.Background(), key{}, "v"))
+		d := newDeadline(parent, time.Now().Add(time.Hour))
+		if got := d.Value(key{}); got != "v" {
+			t.Fatalf("Value = %v, want the parent's", got)
+		}
+		if made {
+			d.Done()
+		}
+		cause := errors.New("the caller gave up")
+		cancel(cause)
+		if !errors.Is(d.Err(), context.Canceled) {
+			t.Fatalf("made %v: Err() = %v, want Canceled", made, d.Err())
+		}
+		d.Cancel() // the parent's end stays the cause
+		waitDone(t, d)
+		if !errors.Is(d.Err(), context.Canceled) {
+			t.Fatalf("made %v: Err() = %v, want Canceled", made, d.Err())
+		}
+		// The cause is the caller's, as for a context of WithDeadline.
+		if got := context.Cause(d); got != cause {
+			t.Fatalf("made %v: Cause = %v, want the parent's %v", made, got, cause)
+		}
+		if got := d.Value(key{}); got != "v" {
+			t.Fatalf("made %v: Value = %v, want the parent's", made, got)
+		}
 	}
 }
 
-func TestDeadlineCtxParentEndedBefore(t *testing.T) {
-	parent, cancel := context.WithCancel(context.Background())
-	cancel()
-	d := newDeadline(parent, time.Now().Add(time.Hour))
-	if !errors.Is(d.Err(), context.Canceled) {
-		t.Fatalf("Err() = %v, want the parent's Canceled", d.Err())
-	}
-	waitDone(t, d)
-}
-
-// TestDeadlineCtxChildren: a context derived from it, as net/http derives
-// one per round trip, ends with it (at its deadline, or when canceled),
-// through AfterFunc rather than a goroutine; a child that ends first
-// unregisters.
-func TestDeadlineCtxChildren(t *testing.T) {
-	d := newDeadline(context.Background(), time.Now().Add(5*time.Millisecond))
+// TestDeadlineChildrenStartNoGoroutine: a context derived from it, as
+// net/http derives one per round trip, and one derived through a value, as
+// grpc-go derives one from meshgrpc's contexts, end with it (at its
+// deadline, or when canceled) without a goroutine of their own.
+func TestDeadlineChildrenStartNoGoroutine(t *testing.T) {
+	d := newDeadline(context.Background(), time.Now().Add(20*time.Millisecond))
+	before := runtime.NumGoroutine()
 	child, cancelChild := context.WithCancelCause(d)
 	defer cancelChild(nil)
-	if n := registered(d); n != 1 {
-		t.Fatalf("%d functions registered, want the child's", n)
+	valued, cancelValued := context.WithCancel(context.WithValue(d, key{}, "v"))
+	defer cancelValued()
+	if n := runtime.NumGoroutine() - before; n > 0 {
+		t.Fatalf("deriving two contexts started %d goroutines", n)
 	}
 	waitDone(t, child)
-	if !errors.Is(child.Err(), context.DeadlineExceeded) || !errors.Is(context.Cause(child), context.DeadlineExceeded) {
-		t.Fatalf("child: Err %v, Cause %v; want DeadlineExceeded", child.Err(), context.Cause(child))
+	waitDone(t, valued)
+	for _, c := range []context.Context{child, valued} {
+		if !errors.Is(c.Err(), context.DeadlineExceeded) || !errors.Is(context.Cause(c), context.DeadlineExceeded) {
+			t.Fatalf("child: Err %v, Cause %v; want DeadlineExceeded", c.Err(), context.Cause(c))
+		}
 	}
 
 	d = newDeadline(context.Background(), time.Now().Add(time.Hour))
-	early, cancelEarly := context.WithCancel(d)
 	late, cancelLate := context.WithCancel(d)
 	defer cancelLate()
-	cancelEarly()
-	if n := registered(d); n != 1 {
-		t.Fatalf("%d functions registered after a child ended, want 1", n)
-	}
 	d.Cancel()
 	waitDone(t, late)
-	if !errors.Is(late.Err(), context.Canceled) || !errors.Is(early.Err(), context.Canceled) {
-		t.Fatalf("children: %v, %v; want Canceled", early.Err(), late.Err())
+	if !errors.Is(late.Err(), context.Canceled) {
+		t.Fatalf("child: %v; want Canceled", late.Err())
 	}
 }
 
-// registered returns the number of functions registered on d.
-func registered(d *Deadline) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.fns)
-}
-
-func TestDeadlineCtxAfterFunc(t *testing.T) {
+func TestDeadlineAfterFunc(t *testing.T) {
 	d := newDeadline(context.Background(), time.Now().Add(time.Hour))
 	ran := make(chan struct{})
 	stop := context.AfterFunc(d, func() { close(ran) })
@@ -166,9 +181,9 @@ func TestDeadlineCtxAfterFunc(t *testing.T) {
 	<-again
 }
 
-// TestDeadlineCtxWithoutWaiters: a context nobody waits for allocates
-// nothing, and ends without a timer or a goroutine.
-func TestDeadlineCtxWithoutWaiters(t *testing.T) {
+// TestDeadlineWithoutWaiters: a Deadline nobody waits for allocates
+// nothing and starts no timer.
+func TestDeadlineWithoutWaiters(t *testing.T) {
 	var d Deadline
 	parent := context.Background()
 	at := time.Now().Add(time.Hour)
@@ -181,5 +196,8 @@ func TestDeadlineCtxWithoutWaiters(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations, want 0", allocs)
+	}
+	if d.made.Load() {
+		t.Fatal("the context was made")
 	}
 }

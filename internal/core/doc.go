@@ -47,6 +47,7 @@
 //
 // A call allocates nothing of its own here: the Call, its first Attempt
 // and its Deadline live in the adapter's call, which is allocated once. A
-// Deadline starts a timer (pooled) only when someone waits on it; a
-// closed breaker admits and hears back with one atomic word.
+// Deadline becomes a context.WithDeadline, timer and all, only when
+// someone waits on it; a closed breaker admits and hears back with one
+// atomic word.
 package core
