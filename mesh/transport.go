@@ -208,7 +208,7 @@ type httpCall struct {
 	out     http.Request
 	url     url.URL
 	timeout [1]string
-	body    cancelBody
+	body    endingBody[callEnd]
 }
 
 var _ core.Sender = (*httpCall)(nil)
@@ -236,7 +236,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 			// closed.
 			resp = o.Answer.(*http.Response)
 			if c.KeepContext() {
-				c.body.call = &c.Call
+				c.body.e = callEnd{&c.Call}
 				resp.Body = wrapBody(resp.Body, &c.body)
 			}
 		}
@@ -318,7 +318,7 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 		}
 	}
 	if cancel := a.TakeCancel(); cancel != nil {
-		resp.Body = wrapBody(resp.Body, &cancelBody{cancel: cancel})
+		resp.Body = wrapBody(resp.Body, &endingBody[cancelEnd]{e: cancelEnd(cancel)})
 	}
 	return o
 }

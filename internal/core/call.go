@@ -80,14 +80,14 @@ type Call struct {
 	// (gRPC's outgoing trace context) after Start.
 	Ctx      context.Context
 	dl       Deadline // Ctx, when the route has a timeout
-	ends     bool     // Finish ends dl (KeepContext not called)
 	Attempts int
 	Host     *discovery.Host // the last attempt's endpoint
 	Now      time.Time       // the start of the call, then of the current attempt
 
 	req   Request
-	picks bool // the core picks each attempt's endpoint
-	max   int  // attempts allowed
+	max   int32 // attempts allowed (at most 10)
+	picks bool  // the core picks each attempt's endpoint
+	ends  bool  // Finish ends dl (KeepContext not called)
 	bo    *resilience.Backoff
 	att   Attempt // Run's attempt
 }
@@ -165,7 +165,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		c.dl.Init(ctx, now.Add(rt.Eff.Timeout))
 		c.Ctx, c.ends = &c.dl, true
 	}
-	c.max = rt.MaxAttempts(&c.req)
+	c.max = int32(rt.MaxAttempts(&c.req))
 	if rt.Eff.Attempts > 1 {
 		rt.Budget.DepositAt(c.Now)
 	}
@@ -285,7 +285,7 @@ func (a *Attempt) Deadline() string {
 // it to skip reading a server's hint that cannot matter.
 func (a *Attempt) MayRetry(result resilience.Outcome) bool {
 	c := a.call
-	return c.Attempts < c.max && c.Route.RetryOn.Match(result)
+	return c.Attempts < int(c.max) && c.Route.RetryOn.Match(result)
 }
 
 // earlierDeadline reports whether a has a deadline no later than b's.
@@ -444,7 +444,7 @@ func (c *Call) event(a *Attempt, outcome string) {
 // left and retry_on matches. The call's context and the budget are
 // Next's to check.
 func (c *Call) MayRetry(o *Outcome) bool {
-	return !o.Final && o.Hint.Kind != HintStop && c.Attempts < c.max && c.Route.RetryOn.Match(o.Result)
+	return !o.Final && o.Hint.Kind != HintStop && c.Attempts < int(c.max) && c.Route.RetryOn.Match(o.Result)
 }
 
 // Next decides whether the attempt that ended with o, whose error for the

@@ -29,22 +29,25 @@ type Deadline struct {
 	parent context.Context
 	at     time.Time // the earlier of the parent's deadline and its own
 
-	// ended points to the error it ended with before it was made
-	// (errCanceled or errDeadline), set once.
-	ended atomic.Pointer[error]
-	// made is set, under mu, once ctx and cancel are: from then on they
-	// are the Deadline.
-	made   atomic.Bool
+	// state is nil while it lives unmade; errCanceled or errDeadline once
+	// it ended unmade; errMade once made (set under mu, after ctx and
+	// cancel), from when on ctx and cancel are the Deadline.
+	state  atomic.Pointer[error]
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-// The errors a Deadline ends with before it is made, for its ended pointer.
+// The states of a Deadline: the errors it ends with before it is made, and
+// made.
 var (
 	errCanceled error = context.Canceled
 	errDeadline error = context.DeadlineExceeded
+	errMade     error // never returned: a made Deadline's Err is its ctx's
 )
+
+// made reports whether d was made.
+func (d *Deadline) made() bool { return d.state.Load() == &errMade }
 
 var _ context.Context = (*Deadline)(nil)
 
@@ -64,7 +67,7 @@ func (d *Deadline) Deadline() (time.Time, bool) { return d.at, true }
 // context it is once made (which context.Cause and the context package's
 // lookup of the nearest cancelable ancestor ask for themselves).
 func (d *Deadline) Value(key any) any {
-	if d.made.Load() {
+	if d.made() {
 		return d.ctx.Value(key)
 	}
 	return d.parent.Value(key)
@@ -72,25 +75,28 @@ func (d *Deadline) Value(key any) any {
 
 // Err implements context.Context. Before it is made, it reads the clock.
 func (d *Deadline) Err() error {
-	if d.made.Load() {
+	switch st := d.state.Load(); st {
+	case nil:
+	case &errMade:
 		return d.ctx.Err()
-	}
-	if err := d.ended.Load(); err != nil {
-		return *err
+	default:
+		return *st
 	}
 	if err := d.parent.Err(); err != nil {
 		return err
 	}
 	if !time.Now().Before(d.at) {
-		d.ended.CompareAndSwap(nil, &errDeadline)
-		return *d.ended.Load()
+		if !d.state.CompareAndSwap(nil, &errDeadline) {
+			return d.Err() // canceled or made meanwhile
+		}
+		return errDeadline
 	}
 	return nil
 }
 
 // Done implements context.Context. The first call makes the context.
 func (d *Deadline) Done() <-chan struct{} {
-	if !d.made.Load() {
+	if !d.made() {
 		d.make()
 	}
 	return d.ctx.Done()
@@ -101,14 +107,18 @@ func (d *Deadline) Done() <-chan struct{} {
 func (d *Deadline) make() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.made.Load() {
+	st := d.state.Load()
+	if st == &errMade {
 		return
 	}
 	d.ctx, d.cancel = context.WithDeadline(d.parent, d.at)
-	if err := d.ended.Load(); err != nil && *err == errCanceled {
+	if st == &errCanceled {
 		d.cancel()
 	}
-	d.made.Store(true)
+	// An Err that finds the deadline passed now finds it made; one that
+	// stored errDeadline first made no difference: the deadline passed,
+	// and the WithDeadline ends at once with the same error.
+	d.state.Store(&errMade)
 }
 
 // Cancel ends d as canceled, unless it has ended already: its owner is
@@ -117,13 +127,13 @@ func (d *Deadline) make() {
 func (d *Deadline) Cancel() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.made.Load() {
+	if d.made() {
 		d.cancel()
 		return
 	}
 	// A parent that ended first stays the cause: Err goes on reporting
 	// its error.
 	if d.parent.Err() == nil {
-		d.ended.CompareAndSwap(nil, &errCanceled)
+		d.state.CompareAndSwap(nil, &errCanceled)
 	}
 }

@@ -30,7 +30,7 @@ func TestDeadlineExpiresWithoutATimer(t *testing.T) {
 	if !errors.Is(d.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err() past the deadline = %v, want DeadlineExceeded", d.Err())
 	}
-	if d.made.Load() {
+	if d.made() {
 		t.Fatal("Err made the context")
 	}
 	d.Cancel()
@@ -197,7 +197,7 @@ func TestDeadlineWithoutWaiters(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations, want 0", allocs)
 	}
-	if d.made.Load() {
+	if d.made() {
 		t.Fatal("the context was made")
 	}
 }
