@@ -67,12 +67,46 @@ func BenchmarkLoopback(b *testing.B) {
 			run(b, m.RoundTripper(tr), "http://billing/charge")
 		})
 	}
-	b.Run("mesh+timeout+notel", func(b *testing.B) {
+	notel := func(b *testing.B) http.RoundTripper {
 		m := newTestMesh(b, benchPolicy(srv.addr(), srv2.addr(), "timeout: 2s"),
 			WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 		tr := newTransport()
-		defer tr.CloseIdleConnections()
-		run(b, m.RoundTripper(tr), "http://billing/charge")
+		b.Cleanup(tr.CloseIdleConnections)
+		return m.RoundTripper(tr)
+	}
+	b.Run("mesh+timeout+notel", func(b *testing.B) { run(b, notel(b), "http://billing/charge") })
+	// Bare and mesh (timeout, telemetry off) in turn, call by call, so
+	// that the load of the machine weighs on both alike: ns/op is a pair
+	// of calls, and mesh/bare the ratio of their times.
+	b.Run("interleaved", func(b *testing.B) {
+		bare := newTransport()
+		defer bare.CloseIdleConnections()
+		meshed := notel(b)
+		breq, _ := http.NewRequest(http.MethodGet, srv.URL+"/charge", nil)
+		mreq, _ := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
+		call := func(rt http.RoundTripper, req *http.Request) {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		call(bare, breq)
+		call(meshed, mreq)
+		var tb, tm time.Duration
+		b.ResetTimer()
+		for b.Loop() {
+			t0 := time.Now()
+			call(bare, breq)
+			t1 := time.Now()
+			call(meshed, mreq)
+			tb += t1.Sub(t0)
+			tm += time.Since(t1)
+		}
+		b.ReportMetric(float64(tb.Nanoseconds())/float64(b.N), "bare-ns/call")
+		b.ReportMetric(float64(tm.Nanoseconds())/float64(b.N), "mesh-ns/call")
+		b.ReportMetric(float64(tm)/float64(tb), "mesh/bare")
 	})
 }
 
