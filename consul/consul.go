@@ -189,6 +189,8 @@ func (cp *ControlPlane) Close() error {
 	cp.mu.Unlock()
 	var errs []error
 	for _, id := range ids {
+		// Close takes no context; each deregistration gets a bounded one,
+		// so an unreachable agent delays Close by at most 5 s per instance.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		q := (&api.QueryOptions{}).WithContext(ctx)
 		if err := cp.cfg.Client.Agent().ServiceDeregisterOpts(id, q); err != nil {
