@@ -409,6 +409,23 @@ func (p *picker) pickAny() (balancer.PickResult, error) {
 	return balancer.PickResult{}, p.err
 }
 
+// slotCtx is an attempt's context carrying its pick slot for the picker,
+// as withPickSlot's does, but held in the call instead of allocated per
+// attempt. Its Done, Err, Deadline and other values are its Context's, so
+// that context.WithCancel and the like under it find their parent's
+// cancelCtx as through a context.WithValue.
+type slotCtx struct {
+	context.Context
+	slot *pickSlot
+}
+
+func (c *slotCtx) Value(key any) any {
+	if _, ok := key.(pickSlotKey); ok {
+		return c.slot
+	}
+	return c.Context.Value(key)
+}
+
 // withPickSlot returns ctx carrying s for the picker.
 func withPickSlot(ctx context.Context, s *pickSlot) context.Context {
 	return context.WithValue(ctx, pickSlotKey{}, s)

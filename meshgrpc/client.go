@@ -38,6 +38,7 @@ type rpcCall struct {
 	// A unary call's: the slot through which each attempt's pick comes
 	// back from the balancer, and the invocation.
 	slot    pickSlot
+	ctxs    [2]slotCtx // the first attempts' contexts; later ones are a context.WithValue
 	invoker grpc.UnaryInvoker
 	req     any
 	reply   any
@@ -156,7 +157,17 @@ func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any
 // balancer, the invocation, its classification.
 func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
 	c.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
-	err := c.invoker(withPickSlot(a.Ctx, &c.slot), c.method, c.req, c.reply, c.cc, c.opts...)
+	var ctx context.Context
+	if a.N >= 1 && a.N <= len(c.ctxs) {
+		// Written once, before its attempt: grpc-go may still read an
+		// earlier attempt's context when this one starts.
+		sc := &c.ctxs[a.N-1]
+		sc.Context, sc.slot = a.Ctx, &c.slot
+		ctx = sc
+	} else {
+		ctx = withPickSlot(a.Ctx, &c.slot)
+	}
+	err := c.invoker(ctx, c.method, c.req, c.reply, c.cc, c.opts...)
 	return c.outcome(a, &c.slot, err)
 }
 

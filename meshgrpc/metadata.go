@@ -32,18 +32,18 @@ func incomingValues(ctx any, name string) []string {
 // trace context from.
 type incomingMetadata struct{ ctx context.Context }
 
-var _ propagation.TextMapCarrier = incomingMetadata{}
+var _ propagation.TextMapCarrier = (*incomingMetadata)(nil)
 
-func (c incomingMetadata) Get(key string) string {
+func (c *incomingMetadata) Get(key string) string {
 	if v := metadata.ValueFromIncomingContext(c.ctx, strings.ToLower(key)); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
-func (incomingMetadata) Set(string, string) {}
+func (*incomingMetadata) Set(string, string) {}
 
-func (c incomingMetadata) Keys() []string {
+func (c *incomingMetadata) Keys() []string {
 	md, _ := metadata.FromIncomingContext(c.ctx)
 	keys := make([]string, 0, len(md))
 	for k := range md {

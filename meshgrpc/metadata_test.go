@@ -35,7 +35,7 @@ func TestTraceContextThroughGRPCMetadata(t *testing.T) {
 	if keys := in.Keys(); !slices.Contains(keys, "traceparent") {
 		t.Errorf("Keys() = %v", keys)
 	}
-	got := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), in))
+	got := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), &in))
 	if got.TraceID() != sc.TraceID() || got.SpanID() != sc.SpanID() {
 		t.Errorf("extracted %v, want %v", got, sc)
 	}

@@ -58,6 +58,10 @@ type serverCall struct {
 	start  time.Time
 	caller string
 	method string
+	// md is the carrier the propagator reads the caller's trace context
+	// from: in the serverCall, which the heap holds anyway, it is handed
+	// over as an interface without an allocation of its own.
+	md incomingMetadata
 }
 
 // serveRPC starts serving an RPC of fullMethod: the server span (child of
@@ -72,8 +76,8 @@ type serverCall struct {
 func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
 	p := a.p
 	self := p.Service
-	sc := &serverCall{a: a, start: p.Env.Clock.Now(), method: fullMethod}
-	sc.ctx, sc.span = p.Tracing.StartRPCServerCall(ctx, incomingMetadata{ctx}, self, fullMethod)
+	sc := &serverCall{a: a, start: p.Env.Clock.Now(), method: fullMethod, md: incomingMetadata{ctx}}
+	sc.ctx, sc.span = p.Tracing.StartRPCServerCall(ctx, &sc.md, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
 	header := meshlink.Header{Src: ctx, Get: incomingValues}
