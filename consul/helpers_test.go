@@ -3,10 +3,8 @@ package consul_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +20,7 @@ import (
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -34,8 +33,6 @@ func putKV(t *testing.T, c *api.Client, key, value string) {
 		t.Fatal(err)
 	}
 }
-
-func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // consulMesh starts service's mesh on agent's Consul, closed when the test
 // ends.
@@ -52,7 +49,7 @@ func meshOn(t *testing.T, client *api.Client, service string, opts ...mesh.Optio
 	all := append([]mesh.Option{
 		mesh.WithService(service),
 		mesh.WithControlPlane(consul.New(consul.Config{Client: client})),
-		mesh.WithLogger(quietLogger()),
+		mesh.WithLogger(meshtest.QuietLogger()),
 	}, opts...)
 	m, err := mesh.New(ctx, all...)
 	if err != nil {
@@ -99,29 +96,6 @@ func get(t testing.TB, m *mesh.Mesh, url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// callError returns the *mesh.CallError err holds, failing the test
-// without one.
-func callError(t testing.TB, err error) *mesh.CallError {
-	t.Helper()
-	ce, ok := errors.AsType[*mesh.CallError](err)
-	if !ok {
-		t.Fatalf("want a *mesh.CallError, got %v", err)
-	}
-	return ce
-}
-
-// eventually waits, polling, until cond holds, failing after bound.
-func eventually(t testing.TB, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, bound)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // configView is the part of the admin handler's /config these tests read.
@@ -196,29 +170,6 @@ func hostPort(t testing.TB, addr string) (string, int) {
 	return host, p
 }
 
-// countingListener counts the connections it accepts.
-type countingListener struct {
-	net.Listener
-	accepted atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.accepted.Add(1)
-	}
-	return c, err
-}
-
-func listenCounting(t testing.TB) *countingListener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &countingListener{Listener: ln}
-}
-
 const checkMethod = "/grpc.health.v1.Health/Check"
 
 // healthBackend is a real gRPC server on 127.0.0.1 serving the health
@@ -226,7 +177,7 @@ const checkMethod = "/grpc.health.v1.Health/Check"
 // accepts.
 type healthBackend struct {
 	healthpb.UnimplementedHealthServer
-	ln   *countingListener
+	ln   *meshtest.CountingListener
 	hits atomic.Int64
 }
 
@@ -241,7 +192,7 @@ func (b *healthBackend) addr() string { return b.ln.Addr().String() }
 // stopped when the test ends. extra registers more on the server.
 func serveHealth(t testing.TB, opts ...grpc.ServerOption) *healthBackend {
 	t.Helper()
-	b := &healthBackend{ln: listenCounting(t)}
+	b := &healthBackend{ln: meshtest.ListenCounting(t)}
 	srv := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(srv, b)
 	done := make(chan struct{})
@@ -260,13 +211,13 @@ func serveHealth(t testing.TB, opts ...grpc.ServerOption) *healthBackend {
 // the connections it accepts and the requests it serves.
 type countingServer struct {
 	*httptest.Server
-	ln   *countingListener
+	ln   *meshtest.CountingListener
 	hits atomic.Int64
 }
 
 func newCountingServer(t testing.TB, body string) *countingServer {
 	t.Helper()
-	s := &countingServer{ln: listenCounting(t)}
+	s := &countingServer{ln: meshtest.ListenCounting(t)}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.hits.Add(1)
 		_, _ = io.WriteString(w, body)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -23,6 +21,7 @@ import (
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/meshgrpc"
 )
@@ -37,7 +36,7 @@ func TestConsulMeshIdleSendsOnlyLongPolls(t *testing.T) {
 	counter := agent.Counting(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{Client: counter.Client})), mesh.WithLogger(quietLogger()))
+	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{Client: counter.Client})), mesh.WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,35 +93,35 @@ func consulL7Billing(t *testing.T) (billing, web *mesh.Mesh) {
 		t.Fatal(err)
 	}
 	billing, web = consulMesh(t, agent, "billing"), consulMesh(t, agent, "web")
-	eventually(t, 10*time.Second, "the intentions", func() bool {
+	meshtest.Eventually(t, 10*time.Second, "the intentions", func() bool {
 		return deniedBy(t, billing, web, "/admin")
 	})
 	return billing, web
 }
 
-var consulHTTPAttacks = []pathAttack{
-	{"plain", "/public", nil, true},
-	{"escaped letter", "/p%75blic/x", nil, true},
-	{"denied prefix", "/admin", nil, false},
-	{"below the denied prefix", "/admin/users", nil, false},
-	{"dot-dot", "/public/../admin", nil, false},
-	{"escaped dot-dot", "/public/%2e%2e/admin", nil, false},
-	{"upper-case escaped dot-dot", "/public/%2E%2E/admin", nil, false},
-	{"dot-dot escaped slash", "/public/..%2fadmin", nil, false},
-	{"escaped slashes", "/public%2F..%2Fadmin", nil, false},
-	{"double slash", "//admin", nil, false},
-	{"dot segment", "/./admin", nil, false},
-	{"backslashes", `/public\..\admin`, nil, false},
-	{"escaped backslashes", "/public%5c..%5cadmin", nil, false},
-	{"escaped letter of the denied prefix", "/%61dmin", nil, false},
-	{"deny header", "/public", http.Header{"X-Role": {"guest"}}, false},
-	{"deny header after another value", "/public", http.Header{"X-Role": {"admin", "guest"}}, false},
-	{"deny header before another value", "/public", http.Header{"X-Role": {"guest", "admin"}}, false},
-	{"allow header", "/invoices/1", http.Header{"X-Tenant": {"acme"}}, true},
-	{"allow header missing", "/invoices/1", nil, false},
-	{"allow header and another value", "/invoices/1", http.Header{"X-Tenant": {"acme", "evil"}}, false},
-	{"another value and allow header", "/invoices/1", http.Header{"X-Tenant": {"evil", "acme"}}, false},
-	{"respelled path with the allow header", "/x/../invoices/1", http.Header{"X-Tenant": {"acme"}}, false},
+var consulHTTPAttacks = []meshtest.PathAttack{
+	{Name: "plain", Path: "/public", Served: true},
+	{Name: "escaped letter", Path: "/p%75blic/x", Served: true},
+	{Name: "denied prefix", Path: "/admin", Served: false},
+	{Name: "below the denied prefix", Path: "/admin/users", Served: false},
+	{Name: "dot-dot", Path: "/public/../admin", Served: false},
+	{Name: "escaped dot-dot", Path: "/public/%2e%2e/admin", Served: false},
+	{Name: "upper-case escaped dot-dot", Path: "/public/%2E%2E/admin", Served: false},
+	{Name: "dot-dot escaped slash", Path: "/public/..%2fadmin", Served: false},
+	{Name: "escaped slashes", Path: "/public%2F..%2Fadmin", Served: false},
+	{Name: "double slash", Path: "//admin", Served: false},
+	{Name: "dot segment", Path: "/./admin", Served: false},
+	{Name: "backslashes", Path: `/public\..\admin`, Served: false},
+	{Name: "escaped backslashes", Path: "/public%5c..%5cadmin", Served: false},
+	{Name: "escaped letter of the denied prefix", Path: "/%61dmin", Served: false},
+	{Name: "deny header", Path: "/public", Header: http.Header{"X-Role": {"guest"}}, Served: false},
+	{Name: "deny header after another value", Path: "/public", Header: http.Header{"X-Role": {"admin", "guest"}}, Served: false},
+	{Name: "deny header before another value", Path: "/public", Header: http.Header{"X-Role": {"guest", "admin"}}, Served: false},
+	{Name: "allow header", Path: "/invoices/1", Header: http.Header{"X-Tenant": {"acme"}}, Served: true},
+	{Name: "allow header missing", Path: "/invoices/1", Served: false},
+	{Name: "allow header and another value", Path: "/invoices/1", Header: http.Header{"X-Tenant": {"acme", "evil"}}, Served: false},
+	{Name: "another value and allow header", Path: "/invoices/1", Header: http.Header{"X-Tenant": {"evil", "acme"}}, Served: false},
+	{Name: "respelled path with the allow header", Path: "/x/../invoices/1", Header: http.Header{"X-Tenant": {"acme"}}, Served: false},
 }
 
 // deniedBy reports whether server's mesh denies caller GET path, asking
@@ -145,8 +144,8 @@ func deniedBy(t *testing.T, server, caller *mesh.Mesh, path string) bool {
 // HTTP/2, from web's certificate, with L7 intentions from a real agent.
 func TestConsulIntentionsL7OverHTTP(t *testing.T) {
 	billing, web := consulL7Billing(t)
-	srv := newRawTestServer(t, billing)
-	runAttacks(t, srv, web, consulHTTPAttacks)
+	srv := meshtest.NewRawServer(t, billing.Handler, billing.ServerTLSConfig())
+	meshtest.RunAttacks(t, srv, sourceOf(t, web), consulHTTPAttacks)
 }
 
 // TestConsulIntentionsL7OverGRPC sends metadata and full methods to a real
@@ -202,84 +201,6 @@ func TestConsulIntentionsL7OverGRPC(t *testing.T) {
 			t.Errorf("%s: %s %v: %v, want it served", tc.name, tc.method, tc.md, err)
 		case !tc.served && (served || grpcstatus.Code(err) != codes.PermissionDenied || meshgrpc.FromStatus(err) == nil || meshgrpc.FromStatus(err).Layer != mesh.LayerAuthz):
 			t.Errorf("%s: %s %v: %v (served %v), want an authz denial", tc.name, tc.method, tc.md, err, served)
-		}
-	}
-}
-
-// pathAttack is one request and whether billing must serve it.
-type pathAttack struct {
-	name   string
-	path   string // as sent on the wire
-	header http.Header
-	served bool
-}
-
-// rawTestServer is an HTTPS server (HTTP/1.1 and HTTP/2) behind a mesh.
-type rawTestServer struct {
-	*httptest.Server
-	hits atomic.Int64
-}
-
-func newRawTestServer(t *testing.T, m *mesh.Mesh) *rawTestServer {
-	t.Helper()
-	s := &rawTestServer{}
-	s.Server = httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		_, _ = io.WriteString(w, "served")
-	})))
-	s.EnableHTTP2 = true
-	s.TLS = m.ServerTLSConfig()
-	s.TLS.NextProtos = []string{"h2", "http/1.1"}
-	s.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	return s
-}
-
-// runAttacks sends each attack to srv, billing's server, as caller, over HTTP/1.1 and HTTP/2,
-// with the path exactly as written (Go's client does not clean it): the
-// served ones must reach the handler, the others must be denied at layer
-// authz without reaching it.
-func runAttacks(t *testing.T, srv *rawTestServer, caller *mesh.Mesh, attacks []pathAttack) {
-	t.Helper()
-	for _, h2 := range []bool{false, true} {
-		var protos http.Protocols
-		protos.SetHTTP1(!h2)
-		protos.SetHTTP2(h2)
-		tr := &http.Transport{TLSClientConfig: identity.ClientConfig(sourceOf(t, caller), "billing"), Protocols: &protos}
-		t.Cleanup(tr.CloseIdleConnections)
-		client := &http.Client{Transport: tr}
-		for _, a := range attacks {
-			req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(a.path) > 1 && a.path[1] == '/' {
-				req.URL.Path = a.path // an Opaque "//x" would be sent as "https://x"
-			} else {
-				req.URL.Opaque = a.path
-			}
-			for k, vs := range a.header {
-				req.Header[k] = vs
-			}
-			before := srv.hits.Load()
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatalf("%s (h2 %v): %v", a.name, h2, err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if wantMajor := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != wantMajor {
-				t.Fatalf("%s: HTTP/%d, want HTTP/%d", a.name, resp.ProtoMajor, wantMajor)
-			}
-			served := srv.hits.Load() != before
-			switch {
-			case a.served && (!served || resp.StatusCode != http.StatusOK):
-				t.Errorf("%s (HTTP/%d): GET %s %v: %d, want it served", a.name, resp.ProtoMajor, a.path, a.header, resp.StatusCode)
-			case !a.served && (served || resp.StatusCode != http.StatusForbidden || resp.Header.Get(mesh.HeaderError) != string(mesh.LayerAuthz)):
-				t.Errorf("%s (HTTP/%d): GET %s %v: %d %q, served %v, want an authz denial", a.name, resp.ProtoMajor, a.path, a.header,
-					resp.StatusCode, resp.Header.Get(mesh.HeaderError), served)
-			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
@@ -46,7 +47,7 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 	port := web.addr()[strings.LastIndexByte(web.addr(), ':')+1:]
 	url := "http://localhost:" + port + "/x"
 	_, _, err := get(t, m, url)
-	if ce := callError(t, err); ce.Layer != mesh.LayerPolicy || ce.Service != "localhost" ||
+	if ce := meshtest.ErrorAs[*mesh.CallError](t, err); ce.Layer != mesh.LayerPolicy || ce.Service != "localhost" ||
 		!strings.Contains(ce.Err.Error(), "services.localhost.retry.attempts: must be 1..10") {
 		t.Fatalf("HTTP: CallError %+v", ce)
 	}
@@ -67,13 +68,13 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 		!strings.Contains(ce.Err.Error(), "services.ledger.retry.attempts: must be 1..10") {
 		t.Fatalf("gRPC: %v", err)
 	}
-	if web.hits.Load() != 0 || ln.accepted.Load() != 0 {
-		t.Fatalf("the backends saw %d requests and %d connections", web.hits.Load(), ln.accepted.Load())
+	if web.hits.Load() != 0 || ln.Accepted.Load() != 0 {
+		t.Fatalf("the backends saw %d requests and %d connections", web.hits.Load(), ln.Accepted.Load())
 	}
 
 	putKV(t, agent.Client, "inmesh/services/localhost", `{"tls": "disable"}`)
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable"}`)
-	eventually(t, 10*time.Second, "the valid keys in force", func() bool {
+	meshtest.Eventually(t, 10*time.Second, "the valid keys in force", func() bool {
 		eff := adminConfig(t, m).Effective
 		return eff["localhost"] != nil && eff["ledger"] != nil
 	})
@@ -112,11 +113,11 @@ func TestConsulEgressDeny(t *testing.T) {
 	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 
 	_, _, err = get(t, m, outside.URL+"/x")
-	if ce := callError(t, err); ce.Layer != mesh.LayerEgress {
+	if ce := meshtest.ErrorAs[*mesh.CallError](t, err); ce.Layer != mesh.LayerEgress {
 		t.Fatalf("outside host under egress: deny: %+v", ce)
 	}
-	if outside.ln.accepted.Load() != 0 || outside.hits.Load() != 0 {
-		t.Fatalf("the outside server saw %d connections and %d requests", outside.ln.accepted.Load(), outside.hits.Load())
+	if outside.ln.Accepted.Load() != 0 || outside.hits.Load() != 0 {
+		t.Fatalf("the outside server saw %d connections and %d requests", outside.ln.Accepted.Load(), outside.hits.Load())
 	}
 	if _, body, err := get(t, m, "http://billing/x"); err != nil || body != "billing" {
 		t.Fatalf("billing under egress: deny: %q %v", body, err)
@@ -125,7 +126,7 @@ func TestConsulEgressDeny(t *testing.T) {
 	if _, err := agent.Client.KV().Delete("inmesh/mesh", nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "egress allowed again", func() bool {
+	meshtest.Eventually(t, 10*time.Second, "egress allowed again", func() bool {
 		_, body, err := get(t, m, outside.URL+"/x")
 		return err == nil && body == "outside"
 	})

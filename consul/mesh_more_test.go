@@ -13,6 +13,7 @@ import (
 
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -167,7 +168,7 @@ func TestRegisterNeedsACatalog(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithPolicy(doc), mesh.WithLogger(quietLogger()))
+	m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithPolicy(doc), mesh.WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestRegisterNeedsACatalog(t *testing.T) {
 func TestNewReportsABadConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{})), mesh.WithLogger(quietLogger()))
+	_, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(consul.Config{})), mesh.WithLogger(meshtest.QuietLogger()))
 	if err == nil || !strings.Contains(err.Error(), "mesh: consul: Config.Client is nil") {
 		t.Fatalf("New without a client: %v", err)
 	}

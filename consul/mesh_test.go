@@ -16,6 +16,7 @@ import (
 
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -63,7 +64,7 @@ func TestConsulControlPlane(t *testing.T) {
 	// An invalid KV write changes nothing.
 	version := client.PolicyVersion()
 	putKV(t, agent.Client, "inmesh/services/billing", `{"retry": {"attempts": 11}}`)
-	eventually(t, 5*time.Second, "rejection", func() bool { return adminConfig(t, client).UpdatesRejected > 0 })
+	meshtest.Eventually(t, 5*time.Second, "rejection", func() bool { return adminConfig(t, client).UpdatesRejected > 0 })
 	if client.PolicyVersion() != version {
 		t.Fatal("an invalid key replaced the policy")
 	}
@@ -80,7 +81,7 @@ func TestConsulControlPlane(t *testing.T) {
 	for {
 		_, _, err := get(t, client, "http://billing/x")
 		if err != nil {
-			if ce := callError(t, err); ce.Layer != mesh.LayerAuthz {
+			if ce := meshtest.ErrorAs[*mesh.CallError](t, err); ce.Layer != mesh.LayerAuthz {
 				t.Fatalf("want authz, got %v", err)
 			}
 			break
@@ -138,7 +139,7 @@ func TestConsulOutageAndCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 3}}`)
-	eventually(t, 15*time.Second, "recovery after the agent returned", func() bool {
+	meshtest.Eventually(t, 15*time.Second, "recovery after the agent returned", func() bool {
 		ex, err := m.Explain(httptest.NewRequest(http.MethodGet, "http://ledger/x", nil))
 		return err == nil && ex.Service == "ledger" && ex.Attempts == 3
 	})
@@ -154,7 +155,7 @@ func TestConsulOutageAndCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	m2, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(consul.New(consul.Config{Client: agent.Client})),
-		mesh.WithCacheDir(cache), devca, mesh.WithLogger(quietLogger()))
+		mesh.WithCacheDir(cache), devca, mesh.WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatalf("restart from the cache: %v\nagent log:\n%s", err, agent.Log())
 	}

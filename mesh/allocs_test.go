@@ -7,6 +7,8 @@ import (
 
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // TestNoIOAllocations pins the allocations of a call through the full
@@ -26,7 +28,7 @@ func TestNoIOAllocations(t *testing.T) {
 		{"no timeout", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newTestMesh(t, benchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout),
+			m := newTestMesh(t, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout),
 				WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 			rt := m.RoundTripper(instant{})
 			req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // chargePolicy lets web GET /charge and what lies below it, and below /api/.
@@ -25,7 +27,7 @@ services:
 // a rule path covers itself and what lies below it, never a longer segment.
 func TestAuthorizationPathsAtSegmentBoundary(t *testing.T) {
 	billing := newMeshServer(t, "billing", chargePolicy)
-	web := newTestMesh(t, chargePolicy(billing.addr()), WithService("web"))
+	web := newTestMesh(t, chargePolicy(billing.Addr()), WithService("web"))
 	for _, tc := range []struct {
 		path   string
 		served bool
@@ -38,7 +40,7 @@ func TestAuthorizationPathsAtSegmentBoundary(t *testing.T) {
 		{"/api", false},
 		{"/apix", false},
 	} {
-		before := billing.hits.Load()
+		before := billing.Hits.Load()
 		code, _, err := do(t, web, http.MethodGet, "http://billing"+tc.path, "")
 		if tc.served {
 			if err != nil || code != http.StatusOK {
@@ -46,7 +48,7 @@ func TestAuthorizationPathsAtSegmentBoundary(t *testing.T) {
 			}
 			continue
 		}
-		if ce := callError(t, err); ce.Layer != LayerAuthz || billing.hits.Load() != before {
+		if ce := meshtest.ErrorAs[*CallError](t, err); ce.Layer != LayerAuthz || billing.Hits.Load() != before {
 			t.Errorf("GET %s: %+v, want an authz denial", tc.path, ce)
 		}
 	}
@@ -56,22 +58,22 @@ func TestAuthorizationPathsAtSegmentBoundary(t *testing.T) {
 // billing's mesh under the file policy, over HTTP/1.1 and HTTP/2.
 func TestAuthorizationPathRespellings(t *testing.T) {
 	billing := newMeshServer(t, "billing", chargePolicy)
-	web := newTestMesh(t, chargePolicy(billing.addr()), WithService("web"))
-	srv := newRawTestServer(t, billing.mesh)
-	runAttacks(t, srv, web, []pathAttack{
-		{"rule path", "/charge", nil, true},
-		{"below", "/charge/42", nil, true},
-		{"trailing slash", "/charge/", nil, true},
-		{"escaped letter", "/ch%61rge/42", nil, true},
-		{"longer segment", "/chargeback", nil, false},
-		{"escaped slash", "/charge%2F42", nil, false},
-		{"dot-dot", "/charge/../admin", nil, false},
-		{"escaped dot-dot", "/charge/%2e%2e/admin", nil, false},
-		{"dot-dot escaped slash", "/charge/..%2fadmin", nil, false},
-		{"double slash", "//charge", nil, false},
-		{"inner double slash", "/charge//x", nil, false},
-		{"dot segment", "/./charge", nil, false},
-		{"backslashes", `/charge\..\admin`, nil, false},
-		{"escaped backslashes", "/charge%5C..%5Cadmin", nil, false},
+	web := newTestMesh(t, chargePolicy(billing.Addr()), WithService("web"))
+	srv := meshtest.NewRawServer(t, billing.mesh.Handler, billing.mesh.ServerTLSConfig())
+	meshtest.RunAttacks(t, srv, web.identity, []meshtest.PathAttack{
+		{Name: "rule path", Path: "/charge", Served: true},
+		{Name: "below", Path: "/charge/42", Served: true},
+		{Name: "trailing slash", Path: "/charge/", Served: true},
+		{Name: "escaped letter", Path: "/ch%61rge/42", Served: true},
+		{Name: "longer segment", Path: "/chargeback", Served: false},
+		{Name: "escaped slash", Path: "/charge%2F42", Served: false},
+		{Name: "dot-dot", Path: "/charge/../admin", Served: false},
+		{Name: "escaped dot-dot", Path: "/charge/%2e%2e/admin", Served: false},
+		{Name: "dot-dot escaped slash", Path: "/charge/..%2fadmin", Served: false},
+		{Name: "double slash", Path: "//charge", Served: false},
+		{Name: "inner double slash", Path: "/charge//x", Served: false},
+		{Name: "dot segment", Path: "/./charge", Served: false},
+		{Name: "backslashes", Path: `/charge\..\admin`, Served: false},
+		{Name: "escaped backslashes", Path: "/charge%5C..%5Cadmin", Served: false},
 	})
 }

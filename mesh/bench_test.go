@@ -14,45 +14,21 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/policy"
 )
-
-// benchPolicy exercises the full chain: a header route that does not match,
-// a weighted split, round-robin pick, a circuit breaker, retry bookkeeping
-// with a budget, outlier detection, and metrics through the OTel SDK.
-func benchPolicy(addr1, addr2, timeout string) string {
-	return fmt.Sprintf(`
-defaults: {tls: disable} # plain test backends
-services:
-  billing:
-    endpoints:
-      - {address: %[1]s, labels: {version: v1}}
-      - {address: %[2]s, labels: {version: v2}}
-    subsets: {v1: {version: v1}, v2: {version: v2}}
-    %[3]s
-    retry: {attempts: 2, backoff: {initial: 1ms, max: 2ms}}
-    circuit_breaker: {consecutive_failures: 1000, open_for: 1s}
-    outlier_detection: {consecutive_failures: 1000}
-    routes:
-      - name: canary
-        match: {headers: {x-canary: "true"}}
-        split: [{subset: v2, weight: 100}]
-      - name: default
-        split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
-`, addr1, addr2, timeout)
-}
 
 func benchMesh(b *testing.B, addr1, addr2, timeout string) *Mesh {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	return newTestMesh(b, benchPolicy(addr1, addr2, timeout), WithMeterProvider(mp))
+	return newTestMesh(b, meshtest.BenchPolicy(addr1, addr2, timeout), WithMeterProvider(mp))
 }
 
 // BenchmarkLoopback compares a bare http.Transport with the same transport
 // wrapped by the mesh, against one real server on 127.0.0.1, in one run.
 func BenchmarkLoopback(b *testing.B) {
-	srv := newBackend(b, "billing", nil)
-	srv2 := newBackend(b, "billing", nil)
+	srv := meshtest.NewBackend(b, "billing", nil)
+	srv2 := meshtest.NewBackend(b, "billing", nil)
 	run := roundTrips
 	b.Run("bare", func(b *testing.B) {
 		tr := newTransport()
@@ -61,14 +37,14 @@ func BenchmarkLoopback(b *testing.B) {
 	})
 	for _, v := range []struct{ name, timeout string }{{"mesh", ""}, {"mesh+timeout", "timeout: 2s"}} {
 		b.Run(v.name, func(b *testing.B) {
-			m := benchMesh(b, srv.addr(), srv2.addr(), v.timeout)
+			m := benchMesh(b, srv.Addr(), srv2.Addr(), v.timeout)
 			tr := newTransport()
 			defer tr.CloseIdleConnections()
 			run(b, m.RoundTripper(tr), "http://billing/charge")
 		})
 	}
 	notel := func(b *testing.B) http.RoundTripper {
-		m := newTestMesh(b, benchPolicy(srv.addr(), srv2.addr(), "timeout: 2s"),
+		m := newTestMesh(b, meshtest.BenchPolicy(srv.Addr(), srv2.Addr(), "timeout: 2s"),
 			WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 		tr := newTransport()
 		b.Cleanup(tr.CloseIdleConnections)
@@ -130,7 +106,7 @@ func BenchmarkNoIO(b *testing.B) {
 	// Telemetry off (the noop providers): the mesh's own cost, as the
 	// bench module's no-I/O row measures it.
 	b.Run("mesh+timeout+notel", func(b *testing.B) {
-		m := newTestMesh(b, benchPolicy("127.0.0.1:9", "127.0.0.1:10", "timeout: 2s"),
+		m := newTestMesh(b, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", "timeout: 2s"),
 			WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 		run(b, m.RoundTripper(instant{}))
 	})
@@ -202,7 +178,7 @@ func BenchmarkHandlerAuthorizeControlPlane(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := New(ctx, WithService("billing"), WithControlPlane(&authzPlane{localPlane{doc: doc}}), WithLogger(quietLogger()))
+	m, err := New(ctx, WithService("billing"), WithControlPlane(&authzPlane{localPlane{doc: doc}}), WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -38,17 +39,17 @@ func (e *knownEndpoints) Changed() <-chan struct{}      { return nil }
 // holds when New runs are in force from the first call, not only after the
 // source's next change.
 func TestEndpointsKnownAtStartServe(t *testing.T) {
-	b := newBackend(t, "billing", nil)
+	b := meshtest.NewBackend(t, "billing", nil)
 	doc, err := policy.Parse([]byte("services:\n  billing: {tls: disable}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	eps := &knownEndpoints{snap: &discovery.Snapshot{Source: "test", Services: map[string][]discovery.Endpoint{
-		"billing": {{Address: b.addr()}},
+		"billing": {{Address: b.Addr()}},
 	}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := New(ctx, WithService("tester"), WithControlPlane(knownPlane{doc: doc, eps: eps}), WithLogger(quietLogger()))
+	m, err := New(ctx, WithService("tester"), WithControlPlane(knownPlane{doc: doc, eps: eps}), WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestEndpointsKnownAtStartServe(t *testing.T) {
 	if _, body, err := get(t, m, "http://billing/x"); err != nil || body != "billing" {
 		t.Fatalf("%q %v", body, err)
 	}
-	if b.hits.Load() != 1 {
-		t.Fatalf("billing served %d calls, want 1", b.hits.Load())
+	if b.Hits.Load() != 1 {
+		t.Fatalf("billing served %d calls, want 1", b.Hits.Load())
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // waitForDeadline is a well-behaved handler: it stops when its context
@@ -43,7 +45,7 @@ func TestHandlerAnswersTimeoutNotEmptySuccess(t *testing.T) {
 	} {
 		for _, h2 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s h2=%v", tc.name, h2), func(t *testing.T) {
-				billing := newSecureServer(t, "billing", fleetPolicy, h2, waitForDeadline)
+				billing := newSecureServer(t, "billing", meshtest.FleetPolicy, h2, waitForDeadline)
 				if tc.ahead {
 					billing.Config.Handler = aheadOfCaller(billing.Config.Handler)
 				}
@@ -55,7 +57,7 @@ services:
     endpoints: [{address: %s}]
     timeout: %s
   admin: {}
-`, billing.addr(), tc.timeout)
+`, billing.Addr(), tc.timeout)
 				client := newTestMesh(t, pol, WithService("admin"))
 				outcomes := map[string]int{}
 				for range calls {
@@ -64,7 +66,7 @@ services:
 					case err == nil:
 						outcomes[fmt.Sprintf("%d %q", code, body)]++
 					default:
-						ce := callError(t, err)
+						ce := meshtest.ErrorAs[*CallError](t, err)
 						outcomes["layer "+string(ce.Layer)]++
 					}
 				}
@@ -80,7 +82,7 @@ services:
 // TestHandlerTimeoutNamesTheDeadline: the CallError of a timeout the
 // destination reported says so, and which deadline it was.
 func TestHandlerTimeoutNamesTheDeadline(t *testing.T) {
-	billing := newSecureServer(t, "billing", fleetPolicy, false, waitForDeadline)
+	billing := newSecureServer(t, "billing", meshtest.FleetPolicy, false, waitForDeadline)
 	billing.Config.Handler = aheadOfCaller(billing.Config.Handler)
 	client := newTestMesh(t, fmt.Sprintf(`
 trust_domain: mesh.local
@@ -90,9 +92,9 @@ services:
     timeout: 30s
     retry: {attempts: 2, per_try_timeout: 10s, backoff: {initial: 1ms, max: 1ms}, retry_on: [per-try-timeout]}
   admin: {}
-`, billing.addr()), WithService("admin"))
+`, billing.Addr()), WithService("admin"))
 	_, _, err := get(t, client, "http://billing/x")
-	ce := callError(t, err)
+	ce := meshtest.ErrorAs[*CallError](t, err)
 	if ce.Layer != LayerTimeout || ce.Attempts != 2 || !ce.Timeout() ||
 		!errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "per_try_timeout passed at the destination") {
 		t.Fatalf("got %v (%+v)", err, ce)
@@ -169,7 +171,7 @@ func TestHandlerIgnoresInvalidTimeout(t *testing.T) {
 		{"9300000000000", false}, {"86400001", false}, {"+5", false},
 		{"1000", true},
 	} {
-		req := mustRequest(t, http.MethodGet, srv.URL)
+		req := meshtest.MustRequest(t, http.MethodGet, srv.URL)
 		if tc.value != "" {
 			req.Header.Set(HeaderTimeout, tc.value)
 		}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 func TestExplain(t *testing.T) {
@@ -40,26 +42,26 @@ services:
 	}{
 		{
 			name: "header route",
-			req:  mustRequest(t, http.MethodGet, "http://billing/anything", "X-Canary", "true"),
+			req:  meshtest.MustRequest(t, http.MethodGet, "http://billing/anything", "X-Canary", "true"),
 			want: Explanation{Service: "billing", Route: "canary-by-header", Timeout: 2 * time.Second, Attempts: 3,
 				Split: []WeightedSubset{{Subset: "v2", Weight: 100}}, Endpoints: []string{"127.0.0.1:9002"}},
 		},
 		{
 			name: "POST is not retried",
-			req:  mustRequest(t, http.MethodPost, "http://billing/charge"),
+			req:  meshtest.MustRequest(t, http.MethodPost, "http://billing/charge"),
 			want: Explanation{Service: "billing", Route: "charge", Timeout: time.Second, Attempts: 1,
 				Split:     []WeightedSubset{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}},
 				Endpoints: []string{"127.0.0.1:9001", "127.0.0.1:9002"}},
 		},
 		{
 			name:      "no route",
-			req:       mustRequest(t, http.MethodGet, "http://billing/refund"),
+			req:       meshtest.MustRequest(t, http.MethodGet, "http://billing/refund"),
 			want:      Explanation{Service: "billing"},
 			wantLayer: LayerRoute,
 		},
 		{
 			name: "passthrough",
-			req:  mustRequest(t, http.MethodGet, "http://example.invalid/"),
+			req:  meshtest.MustRequest(t, http.MethodGet, "http://example.invalid/"),
 			want: Explanation{Service: "example.invalid", Passthrough: true},
 		},
 	}
@@ -67,7 +69,7 @@ services:
 		t.Run(tc.name, func(t *testing.T) {
 			ex, err := m.Explain(tc.req)
 			if tc.wantLayer != "" {
-				if ce := callError(t, err); ce.Layer != tc.wantLayer || ex.Layer != tc.wantLayer {
+				if ce := meshtest.ErrorAs[*CallError](t, err); ce.Layer != tc.wantLayer || ex.Layer != tc.wantLayer {
 					t.Fatalf("layer %v / %v, want %v", ce.Layer, ex.Layer, tc.wantLayer)
 				}
 			} else if err != nil {
@@ -105,7 +107,7 @@ services:
 	}{
 		{"/endpoints", 200, func(t *testing.T, body []byte) {
 			var out []ServiceEndpoints
-			mustJSON(t, body, &out)
+			meshtest.MustJSON(t, body, &out)
 			if len(out) != 1 || out[0].Service != "billing" || len(out[0].Endpoints) != 1 ||
 				out[0].Endpoints[0].Address != "127.0.0.1:9001" || out[0].Endpoints[0].Subsets[0] != "v1" {
 				t.Fatalf("%s", body)
@@ -113,14 +115,14 @@ services:
 		}},
 		{"/breakers", 200, func(t *testing.T, body []byte) {
 			var out []BreakerState
-			mustJSON(t, body, &out)
+			meshtest.MustJSON(t, body, &out)
 			if len(out) != 1 || out[0].State != "closed" {
 				t.Fatalf("%s", body)
 			}
 		}},
 		{"/explain?url=" + url.QueryEscape("http://billing/x") + "&method=get&header=x-a:b", 200, func(t *testing.T, body []byte) {
 			var ex Explanation
-			mustJSON(t, body, &ex)
+			meshtest.MustJSON(t, body, &ex)
 			if ex.Route != "all" || len(ex.Endpoints) != 1 {
 				t.Fatalf("%s", body)
 			}
@@ -129,7 +131,7 @@ services:
 		{"/explain?url=http://billing/&header=nocolon", 400, nil},
 		{"/config", 200, func(t *testing.T, body []byte) {
 			var cv map[string]any
-			mustJSON(t, body, &cv)
+			meshtest.MustJSON(t, body, &cv)
 			if cv["version"] == "" || cv["effective"] == nil || cv["document"] == nil {
 				t.Fatalf("%s", body)
 			}
@@ -149,13 +151,6 @@ services:
 	}
 }
 
-func mustJSON(t *testing.T, body []byte, v any) {
-	t.Helper()
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("%v: %s", err, body)
-	}
-}
-
 // TestExplanationJSONDurations: the JSON of an Explanation writes its
 // durations as Go duration strings, and reads them back.
 func TestExplanationJSONDurations(t *testing.T) {
@@ -165,12 +160,12 @@ func TestExplanationJSONDurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw map[string]any
-	mustJSON(t, b, &raw)
+	meshtest.MustJSON(t, b, &raw)
 	if raw["timeout"] != "2s" || raw["per_try_timeout"] != "250ms" || raw["service"] != "billing" {
 		t.Fatalf("%s", b)
 	}
 	var out Explanation
-	mustJSON(t, b, &out)
+	meshtest.MustJSON(t, b, &out)
 	if out.Timeout != in.Timeout || out.PerTryTimeout != in.PerTryTimeout || out.Attempts != 3 || out.Service != "billing" {
 		t.Fatalf("read back %+v from %s", out, b)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/lkg"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -69,7 +70,7 @@ func TestNewRefusesAnotherIdentity(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			m, err := New(ctx, WithService("orders"), WithPolicy(doc), WithIdentity(tc.src), WithLogger(quietLogger()))
+			m, err := New(ctx, WithService("orders"), WithPolicy(doc), WithIdentity(tc.src), WithLogger(meshtest.QuietLogger()))
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("New: %v", err)
@@ -122,7 +123,7 @@ func TestCacheKeepsRejectedServices(t *testing.T) {
 		t.Fatalf("cached Rejected %v", st.Rejected)
 	}
 	_, _, err = get(t, m, "http://ledger/x")
-	if ce := callError(t, err); ce.Layer != LayerPolicy || !strings.Contains(ce.Err.Error(), "its key does not parse") {
+	if ce := meshtest.ErrorAs[*CallError](t, err); ce.Layer != LayerPolicy || !strings.Contains(ce.Err.Error(), "its key does not parse") {
 		t.Fatalf("CallError %+v", ce)
 	}
 }

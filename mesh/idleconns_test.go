@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // connCounter counts the connections a server holds open.
@@ -97,7 +99,7 @@ func TestIdleConnectionsOfDepartedEndpointsClose(t *testing.T) {
 				}))
 				s.Config.ConnState = c.hook
 				if tc.mtls {
-					srv := newTestMesh(t, fleetPolicy(s.Listener.Addr().String()), WithService("billing"))
+					srv := newTestMesh(t, meshtest.FleetPolicy(s.Listener.Addr().String()), WithService("billing"))
 					s.Config.Handler = srv.Handler(s.Config.Handler)
 					s.TLS = srv.ServerTLSConfig()
 					s.EnableHTTP2 = tc.h2
@@ -122,10 +124,10 @@ func TestIdleConnectionsOfDepartedEndpointsClose(t *testing.T) {
 					version, tlsLine, strings.Join(eps, ", "))
 			}
 			path := filepath.Join(t.TempDir(), "mesh.yaml")
-			writeFile(t, path, doc("r1", addrA, addrB))
+			meshtest.WriteFile(t, path, doc("r1", addrA, addrB))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			m, err := New(ctx, WithService("admin"), WithPolicyFile(path), WithLogger(quietLogger()))
+			m, err := New(ctx, WithService("admin"), WithPolicyFile(path), WithLogger(meshtest.QuietLogger()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,17 +154,17 @@ func TestIdleConnectionsOfDepartedEndpointsClose(t *testing.T) {
 			}
 			t.Logf("after calls: %d connections open to a, %d to b", a.open.Load(), b.open.Load())
 
-			writeFile(t, path, doc("r2", addrA))
-			eventually(t, 5*time.Second, "r2 applied", func() bool { return m.PolicyVersion() == "r2" })
-			eventually(t, 5*time.Second, "the connections to the departed endpoint closed", func() bool { return b.open.Load() == 0 })
+			meshtest.WriteFile(t, path, doc("r2", addrA))
+			meshtest.Eventually(t, 5*time.Second, "r2 applied", func() bool { return m.PolicyVersion() == "r2" })
+			meshtest.Eventually(t, 5*time.Second, "the connections to the departed endpoint closed", func() bool { return b.open.Load() == 0 })
 
 			callAll()
 			if a.open.Load() == 0 {
 				t.Fatal("no connection open to a")
 			}
 			m.HTTPClient().CloseIdleConnections()
-			eventually(t, 5*time.Second, "CloseIdleConnections closed the connections to a", func() bool { return a.open.Load() == 0 })
-			eventually(t, 5*time.Second, "the client connections' goroutines ended", func() bool { return clientConnGoroutines(before) == 0 })
+			meshtest.Eventually(t, 5*time.Second, "CloseIdleConnections closed the connections to a", func() bool { return a.open.Load() == 0 })
+			meshtest.Eventually(t, 5*time.Second, "the client connections' goroutines ended", func() bool { return clientConnGoroutines(before) == 0 })
 		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // A missing policy file fails New at once, naming the path; it does not
@@ -16,7 +18,7 @@ func TestNewFailsAtOnceOnAMissingPolicyFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nope.yaml")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(quietLogger()))
+	m, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(meshtest.QuietLogger()))
 	if err == nil {
 		_ = m.Close()
 		t.Fatal("New accepted a missing policy file")

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // secureServer is a real HTTPS server on 127.0.0.1 with the TLS
@@ -18,7 +20,7 @@ type secureServer struct {
 	protos [3]atomic.Int64 // by r.ProtoMajor
 }
 
-func (s *secureServer) addr() string { return strings.TrimPrefix(s.URL, "https://") }
+func (s *secureServer) Addr() string { return strings.TrimPrefix(s.URL, "https://") }
 
 func newSecureServer(t *testing.T, service string, policyFor func(addr string) string, h2 bool, h http.HandlerFunc) *secureServer {
 	t.Helper()
@@ -53,11 +55,11 @@ func (s *secureServer) checkProto(t *testing.T, h2 bool) {
 // TestTimeoutMarkerBelievedOnlyFromVerifiedPeer: a 504 marked timeout from
 // a tls: disable upstream is its application's answer.
 func TestTimeoutMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
-	b := newBackend(t, "plain", func(w http.ResponseWriter, _ *http.Request) {
+	b := meshtest.NewBackend(t, "plain", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set(HeaderError, string(LayerTimeout))
 		http.Error(w, "app says so", http.StatusGatewayTimeout)
 	})
-	m := newTestMesh(t, plainBilling(b.addr(), ""))
+	m := newTestMesh(t, plainBilling(b.Addr(), ""))
 	code, body, err := get(t, m, "http://billing/x")
 	if err != nil || code != http.StatusGatewayTimeout || body != "app says so\n" {
 		t.Fatalf("%d %q %v, want the upstream's 504", code, body, err)

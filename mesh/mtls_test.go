@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 // meshServer is a real HTTPS server on 127.0.0.1 whose handler is wrapped by
@@ -18,30 +19,10 @@ import (
 type meshServer struct {
 	*httptest.Server
 	mesh *Mesh
-	hits atomic.Int64
+	Hits atomic.Int64
 }
 
-func (s *meshServer) addr() string { return strings.TrimPrefix(s.URL, "https://") }
-
-// fleetPolicy is one policy for the whole test fleet: billing lets
-// enrollment POST /charge, admin do anything, and nobody else.
-func fleetPolicy(billingAddr string) string {
-	return fmt.Sprintf(`
-version: fleet-1
-trust_domain: mesh.local
-services:
-  billing:
-    endpoints: [{address: %s}]
-    authorization:
-      default: deny
-      rules:
-        - {from: [enrollment], paths: [/charge], methods: [POST]}
-        - {from: [admin]}
-  enrollment: {}
-  progress: {}
-  admin: {}
-`, billingAddr)
-}
+func (s *meshServer) Addr() string { return strings.TrimPrefix(s.URL, "https://") }
 
 // newMeshServer starts service's server; its mesh reads policy(addr) once
 // the address is known.
@@ -52,7 +33,7 @@ func newMeshServer(t *testing.T, service string, policyFor func(addr string) str
 	addr := s.Listener.Addr().String()
 	s.mesh = newTestMesh(t, policyFor(addr), append([]Option{WithService(service)}, opts...)...)
 	s.Config.Handler = s.mesh.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
+		s.Hits.Add(1)
 		_, _ = io.WriteString(w, "served by "+service)
 	}))
 	s.TLS = s.mesh.ServerTLSConfig()
@@ -62,23 +43,23 @@ func newMeshServer(t *testing.T, service string, policyFor func(addr string) str
 }
 
 func TestMTLSRefusesOtherCA(t *testing.T) {
-	billing := newMeshServer(t, "billing", fleetPolicy)
+	billing := newMeshServer(t, "billing", meshtest.FleetPolicy)
 	other, err := identity.NewDevCA("mesh.local")
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := newTestMesh(t, fleetPolicy(billing.addr()), WithService("admin"), WithIdentity(other.Source("admin")))
+	client := newTestMesh(t, meshtest.FleetPolicy(billing.Addr()), WithService("admin"), WithIdentity(other.Source("admin")))
 	_, _, err = get(t, client, "http://billing/x")
-	if ce := callError(t, err); ce.Layer != LayerTLS {
+	if ce := meshtest.ErrorAs[*CallError](t, err); ce.Layer != LayerTLS {
 		t.Fatalf("CallError %+v", ce)
 	}
-	if billing.hits.Load() != 0 {
+	if billing.Hits.Load() != 0 {
 		t.Fatal("a caller of another CA reached the handler")
 	}
 }
 
 func TestMTLSRefusesClientsWithoutCertificateOrOldTLS(t *testing.T) {
-	billing := newMeshServer(t, "billing", fleetPolicy)
+	billing := newMeshServer(t, "billing", meshtest.FleetPolicy)
 	id, err := billing.mesh.identity.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -95,12 +76,12 @@ func TestMTLSRefusesClientsWithoutCertificateOrOldTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := &http.Transport{TLSClientConfig: tc.cfg}
 			defer tr.CloseIdleConnections()
-			resp, err := tr.RoundTrip(mustRequest(t, http.MethodGet, billing.URL+"/x"))
+			resp, err := tr.RoundTrip(meshtest.MustRequest(t, http.MethodGet, billing.URL+"/x"))
 			if err == nil {
 				resp.Body.Close()
 				t.Fatalf("served with status %d", resp.StatusCode)
 			}
-			if billing.hits.Load() != 0 {
+			if billing.Hits.Load() != 0 {
 				t.Fatal("the handler ran")
 			}
 		})
@@ -109,20 +90,20 @@ func TestMTLSRefusesClientsWithoutCertificateOrOldTLS(t *testing.T) {
 
 func TestAuthorizationDeniesWithoutRules(t *testing.T) {
 	// The policy has no entry for "ledger": no rules are loaded for it.
-	ledger := newMeshServer(t, "ledger", fleetPolicy)
-	client := newTestMesh(t, fleetPolicy("127.0.0.1:1")+fmt.Sprintf("  ledger: {endpoints: [{address: %s}]}\n", ledger.addr()), WithService("admin"))
+	ledger := newMeshServer(t, "ledger", meshtest.FleetPolicy)
+	client := newTestMesh(t, meshtest.FleetPolicy("127.0.0.1:1")+fmt.Sprintf("  ledger: {endpoints: [{address: %s}]}\n", ledger.Addr()), WithService("admin"))
 	_, _, err := get(t, client, "http://ledger/x")
-	if ce := callError(t, err); ce.Layer != LayerAuthz || !strings.Contains(err.Error(), "no policy") {
+	if ce := meshtest.ErrorAs[*CallError](t, err); ce.Layer != LayerAuthz || !strings.Contains(err.Error(), "no policy") {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestCertsAdmin(t *testing.T) {
-	m := newTestMesh(t, fleetPolicy("127.0.0.1:1"), WithService("billing"))
+	m := newTestMesh(t, meshtest.FleetPolicy("127.0.0.1:1"), WithService("billing"))
 	rec := httptest.NewRecorder()
 	m.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/certs", nil))
 	var v CertView
-	mustJSON(t, rec.Body.Bytes(), &v)
+	meshtest.MustJSON(t, rec.Body.Bytes(), &v)
 	if v.ID != "spiffe://mesh.local/svc/billing" || v.Serial == "" || v.NotAfter.IsZero() || len(v.Roots) == 0 {
 		t.Fatalf("/certs: %s", rec.Body.String())
 	}

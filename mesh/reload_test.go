@@ -6,27 +6,17 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil { // an editor's rename-write
-		t.Fatal(err)
-	}
-}
-
 func TestPolicyFileReload(t *testing.T) {
-	v1 := newBackend(t, "v1", nil)
-	v2 := newBackend(t, "v2", nil)
+	v1 := meshtest.NewBackend(t, "v1", nil)
+	v2 := meshtest.NewBackend(t, "v2", nil)
 	path := filepath.Join(t.TempDir(), "mesh.yaml")
 	doc := func(version string, w1, w2 int) string {
 		return fmt.Sprintf(`
@@ -41,12 +31,12 @@ services:
     routes:
       - name: default
         split: [{subset: v1, weight: %d}, {subset: v2, weight: %d}]
-`, version, v1.addr(), v2.addr(), w1, w2)
+`, version, v1.Addr(), v2.Addr(), w1, w2)
 	}
-	writeFile(t, path, doc("r1", 100, 0))
+	meshtest.WriteFile(t, path, doc("r1", 100, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(quietLogger()))
+	m, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,16 +46,16 @@ services:
 	}
 
 	start := time.Now()
-	writeFile(t, path, doc("r2", 0, 100))
-	eventually(t, 5*time.Second, "edit applied", func() bool { return m.PolicyVersion() == "r2" })
+	meshtest.WriteFile(t, path, doc("r2", 0, 100))
+	meshtest.Eventually(t, 5*time.Second, "edit applied", func() bool { return m.PolicyVersion() == "r2" })
 	t.Logf("policy edit applied after %v", time.Since(start))
 	if _, body, err := get(t, m, "http://billing/x"); err != nil || body != "v2" {
 		t.Fatalf("r2: %q %v", body, err)
 	}
 
 	// An invalid edit changes nothing and is shown by the admin handler.
-	writeFile(t, path, strings.Replace(doc("r3", 0, 100), "weight: 100", "weight: -1", 1))
-	eventually(t, 5*time.Second, "rejection recorded", func() bool { return m.rejects.Load() > 0 })
+	meshtest.WriteFile(t, path, strings.Replace(doc("r3", 0, 100), "weight: 100", "weight: -1", 1))
+	meshtest.Eventually(t, 5*time.Second, "rejection recorded", func() bool { return m.rejects.Load() > 0 })
 	if m.PolicyVersion() != "r2" {
 		t.Fatalf("an invalid edit replaced the policy: %s", m.PolicyVersion())
 	}
@@ -92,10 +82,10 @@ services:
 
 func TestNewWaitsForAValidPolicy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mesh.yaml")
-	writeFile(t, path, "services: {billing: {retry: {attempts: 11}}}")
+	meshtest.WriteFile(t, path, "services: {billing: {retry: {attempts: 11}}}")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(quietLogger()))
+	_, err := New(ctx, WithService("tester"), WithPolicyFile(path), WithLogger(meshtest.QuietLogger()))
 	if err == nil || !strings.Contains(err.Error(), "services.billing.retry.attempts") {
 		t.Fatalf("New on an invalid file: %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 func TestRetriesAndIdempotency(t *testing.T) {
@@ -24,7 +26,7 @@ func TestRetriesAndIdempotency(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBackend(t, "flaky", status(503))
+			b := meshtest.NewBackend(t, "flaky", meshtest.Status(503))
 			m := newTestMesh(t, fmt.Sprintf(`
 defaults: {tls: disable} # plain test backends
 services:
@@ -34,7 +36,7 @@ services:
       attempts: 3
       backoff: {initial: 1ms, max: 2ms}
       non_idempotent: %v
-`, b.addr(), tc.nonIdempotent))
+`, b.Addr(), tc.nonIdempotent))
 			code, _, err := do(t, m, tc.method, "http://billing/charge", "amount=42&currency=EUR")
 			if err != nil {
 				t.Fatalf("a 5xx answer must come back as a response, got %v", err)
@@ -42,26 +44,24 @@ services:
 			if code != 503 {
 				t.Fatalf("status %d, want 503", code)
 			}
-			if got := b.hits.Load(); got != tc.wantHits {
+			if got := b.Hits.Load(); got != tc.wantHits {
 				t.Fatalf("backend saw %d calls, want %d", got, tc.wantHits)
 			}
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for i, body := range b.bodies {
+			for i, body := range b.Bodies() {
 				if body != "amount=42&currency=EUR" {
 					t.Fatalf("attempt %d body %q differs", i+1, body)
 				}
 			}
-			if len(b.bodies) != int(tc.wantHits) {
-				t.Fatalf("%d bodies for %d hits", len(b.bodies), tc.wantHits)
+			if len(b.Bodies()) != int(tc.wantHits) {
+				t.Fatalf("%d bodies for %d hits", len(b.Bodies()), tc.wantHits)
 			}
 		})
 	}
 }
 
 func TestBodyReplayedByteForByte(t *testing.T) {
-	b := newBackend(t, "flaky", status(503))
-	m := newTestMesh(t, plainBilling(b.addr(), `
+	b := meshtest.NewBackend(t, "flaky", meshtest.Status(503))
+	m := newTestMesh(t, plainBilling(b.Addr(), `
     retry: {attempts: 4, backoff: {initial: 1ms, max: 1ms}, non_idempotent: true}
 `))
 	payload := bytes.Repeat([]byte{0, 1, 2, 0xff, 'x'}, 40000) // 200 kB, binary
@@ -71,12 +71,10 @@ func TestBodyReplayedByteForByte(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.bodies) != 4 {
-		t.Fatalf("%d attempts reached the backend, want 4", len(b.bodies))
+	if len(b.Bodies()) != 4 {
+		t.Fatalf("%d attempts reached the backend, want 4", len(b.Bodies()))
 	}
-	for i, got := range b.bodies {
+	for i, got := range b.Bodies() {
 		if got != string(payload) {
 			t.Fatalf("attempt %d: body of %d bytes differs from the %d sent", i+1, len(got), len(payload))
 		}
@@ -84,8 +82,8 @@ func TestBodyReplayedByteForByte(t *testing.T) {
 }
 
 func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
-	b := newBackend(t, "flaky", status(503))
-	m := newTestMesh(t, plainBilling(b.addr(), `
+	b := meshtest.NewBackend(t, "flaky", meshtest.Status(503))
+	m := newTestMesh(t, plainBilling(b.Addr(), `
     retry: {attempts: 3, backoff: {initial: 1ms, max: 1ms}}
 `))
 	req, _ := http.NewRequest(http.MethodPut, "http://billing/doc", io.NopCloser(strings.NewReader("once")))
@@ -94,13 +92,13 @@ func TestBodyWithoutGetBodyIsNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if b.hits.Load() != 1 {
-		t.Fatalf("a body that cannot be replayed was sent %d times", b.hits.Load())
+	if b.Hits.Load() != 1 {
+		t.Fatalf("a body that cannot be replayed was sent %d times", b.Hits.Load())
 	}
 }
 
 func TestPassthrough(t *testing.T) {
-	outside := newBackend(t, "outside", nil)
+	outside := meshtest.NewBackend(t, "outside", nil)
 	m := newTestMesh(t, `
 defaults: {tls: disable} # plain test backends
 services:
@@ -115,11 +113,11 @@ services:
 }
 
 func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
-	b := newBackend(t, "busy", func(w http.ResponseWriter, _ *http.Request) {
+	b := meshtest.NewBackend(t, "busy", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Retry-After", "30")
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
+	m := newTestMesh(t, plainBilling(b.Addr(), `
     timeout: 2s
     retry: {attempts: 3, backoff: {initial: 1ms, max: 1ms}}
 `))
@@ -127,33 +125,21 @@ func TestRetryAfterNeverWaitsPastDeadline(t *testing.T) {
 	if err != nil || code != 503 {
 		t.Fatalf("want the 503 back at once: %d %v", code, err)
 	}
-	if b.hits.Load() != 1 {
-		t.Fatalf("retried %d times past a Retry-After longer than the deadline", b.hits.Load()-1)
+	if b.Hits.Load() != 1 {
+		t.Fatalf("retried %d times past a Retry-After longer than the deadline", b.Hits.Load()-1)
 	}
-}
-
-func mustRequest(t testing.TB, method, url string, hdr ...string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	return req
 }
 
 func TestPerTryTimeoutIsRetried(t *testing.T) {
 	var n atomic.Int64
-	b := newBackend(t, "sometimes-slow", func(w http.ResponseWriter, r *http.Request) {
+	b := meshtest.NewBackend(t, "sometimes-slow", func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) == 1 {
 			<-r.Context().Done() // the first attempt hangs until the mesh gives up on it
 			return
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	m := newTestMesh(t, plainBilling(b.addr(), `
+	m := newTestMesh(t, plainBilling(b.Addr(), `
     timeout: 10s
     retry: {attempts: 2, per_try_timeout: 100ms, backoff: {initial: 1ms, max: 1ms}, retry_on: [reset]}
 `))

@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -36,7 +37,7 @@ func BenchmarkGRPCUnary(b *testing.B) {
 		pol := strings.NewReplacer(
 			"      - {address: 127.0.0.1:0, labels: {version: v2}}\n", "",
 			"v2: {version: v2}", "v2: {version: v1}",
-		).Replace(benchPolicy(backend.addr(), "127.0.0.1:0", tls))
+		).Replace(meshtest.BenchPolicy(backend.Addr(), "127.0.0.1:0", tls))
 		backend.serve(b, newTestMesh(b, pol, mesh.WithService("billing")))
 
 		plain := func(b *testing.B) healthpb.HealthClient {
@@ -45,7 +46,7 @@ func BenchmarkGRPCUnary(b *testing.B) {
 				client := newTestMesh(b, pol, mesh.WithService("enrollment"))
 				creds = credentials.NewTLS(meshlink.Of(client).ClientTLS("billing"))
 			}
-			conn, err := grpc.NewClient("passthrough:///"+backend.addr(), grpc.WithTransportCredentials(creds))
+			conn, err := grpc.NewClient("passthrough:///"+backend.Addr(), grpc.WithTransportCredentials(creds))
 			if err != nil {
 				b.Fatal(err)
 			}

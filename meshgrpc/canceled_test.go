@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -15,7 +16,7 @@ import (
 // breakerState returns the state Explain reports for billing's breaker.
 func breakerState(t *testing.T, m *mesh.Mesh) string {
 	t.Helper()
-	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
+	ex, err := m.Explain(meshtest.MustRequest(t, http.MethodGet, "http://billing/x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ services:
 // ejected reports whether Explain marks addr ejected.
 func ejected(t *testing.T, m *mesh.Mesh, addr string) bool {
 	t.Helper()
-	ex, err := m.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
+	ex, err := m.Explain(meshtest.MustRequest(t, http.MethodGet, "http://billing/x"))
 	if err != nil {
 		t.Fatal(err)
 	}

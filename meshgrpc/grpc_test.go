@@ -28,6 +28,7 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/telemetry"
@@ -45,7 +46,7 @@ type grpcBackend struct {
 	name string
 	ln   net.Listener
 	srv  *grpc.Server
-	hits atomic.Int64 // calls that reached the handlers
+	Hits atomic.Int64 // calls that reached the handlers
 
 	// Behaviours, set with onCheck and onWatch while the server runs.
 	check atomic.Pointer[checkFunc]
@@ -79,7 +80,7 @@ func newGRPCBackend(t testing.TB, name string) *grpcBackend {
 	return &grpcBackend{name: name, ln: listenLoopback(t)}
 }
 
-func (b *grpcBackend) addr() string { return b.ln.Addr().String() }
+func (b *grpcBackend) Addr() string { return b.ln.Addr().String() }
 
 // serve starts b behind m's ServerOptions; it stops when the test ends.
 func (b *grpcBackend) serve(t testing.TB, m *mesh.Mesh) {
@@ -108,7 +109,7 @@ func (b *grpcBackend) serve(t testing.TB, m *mesh.Mesh) {
 }
 
 func (b *grpcBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	n := b.hits.Add(1)
+	n := b.Hits.Add(1)
 	if dl, ok := ctx.Deadline(); ok {
 		b.deadline.Store(int64(time.Until(dl)))
 	} else {
@@ -121,7 +122,7 @@ func (b *grpcBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest)
 }
 
 func (b *grpcBackend) Watch(req *healthpb.HealthCheckRequest, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
-	n := b.hits.Add(1)
+	n := b.Hits.Add(1)
 	b.watched.Store(req.GetService())
 	if f := b.watch.Load(); f != nil && *f != nil {
 		return (*f)(n, stream)
@@ -164,7 +165,7 @@ func startBilling(t testing.TB, policyFor func(addrs ...string) string, backends
 	t.Helper()
 	addrs := make([]string, len(backends))
 	for i, b := range backends {
-		addrs[i] = b.addr()
+		addrs[i] = b.Addr()
 	}
 	f := &grpcFleet{policy: policyFor(addrs...)}
 	f.billing = newTestMesh(t, f.policy, mesh.WithService("billing"))
@@ -278,8 +279,8 @@ func TestGRPCApplicationStatusUnchanged(t *testing.T) {
 			if FromStatus(err) != nil {
 				t.Fatalf("FromStatus of an application status: %+v", FromStatus(err))
 			}
-			if b.hits.Load() != tc.wantHits {
-				t.Fatalf("%d calls, want %d", b.hits.Load(), tc.wantHits)
+			if b.Hits.Load() != tc.wantHits {
+				t.Fatalf("%d calls, want %d", b.Hits.Load(), tc.wantHits)
 			}
 		})
 	}
@@ -315,15 +316,15 @@ func TestGRPCStreamRetriedOnlyBeforeFirstResponse(t *testing.T) {
 	if _, err := w.Recv(); err != io.EOF {
 		t.Fatalf("end of stream: %v", err)
 	}
-	if b.hits.Load() != 2 {
-		t.Fatalf("%d stream attempts, want 2", b.hits.Load())
+	if b.Hits.Load() != 2 {
+		t.Fatalf("%d stream attempts, want 2", b.Hits.Load())
 	}
 	if got := b.watched.Load(); got != "billing" {
 		t.Fatalf("the retry asked about %q: the request was not replayed", got)
 	}
 
 	// Fails after its first response: not retried, the status as sent.
-	b.hits.Store(0)
+	b.Hits.Store(0)
 	b.onWatch(func(_ int64, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
 		if err := stream.Send(serving); err != nil {
 			return err
@@ -341,12 +342,12 @@ func TestGRPCStreamRetriedOnlyBeforeFirstResponse(t *testing.T) {
 	if grpcstatus.Code(err) != codes.Unavailable || grpcstatus.Convert(err).Message() != "lost it" || FromStatus(err) != nil {
 		t.Fatalf("after the first response: %v", err)
 	}
-	if b.hits.Load() != 1 {
-		t.Fatalf("%d stream attempts, want 1: a stream past its first response was retried", b.hits.Load())
+	if b.Hits.Load() != 1 {
+		t.Fatalf("%d stream attempts, want 1: a stream past its first response was retried", b.Hits.Load())
 	}
 
 	// Fails every time before a response: three attempts, then the status.
-	b.hits.Store(0)
+	b.Hits.Store(0)
 	b.onWatch(func(int64, grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
 		return grpcstatus.Error(codes.Unavailable, "never")
 	})
@@ -354,8 +355,8 @@ func TestGRPCStreamRetriedOnlyBeforeFirstResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Recv(); grpcstatus.Code(err) != codes.Unavailable || b.hits.Load() != 3 {
-		t.Fatalf("err %v after %d attempts, want Unavailable after 3", err, b.hits.Load())
+	if _, err := w.Recv(); grpcstatus.Code(err) != codes.Unavailable || b.Hits.Load() != 3 {
+		t.Fatalf("err %v after %d attempts, want Unavailable after 3", err, b.Hits.Load())
 	}
 }
 
@@ -383,23 +384,23 @@ services:
 	// A strict server refuses a plaintext caller.
 	strict := newGRPCBackend(t, "strict")
 	startBilling(t, billingPolicy(""), strict)
-	plainCaller := newTestMesh(t, billingPolicy("    tls: disable\n")(strict.addr()), mesh.WithService("enrollment"))
+	plainCaller := newTestMesh(t, billingPolicy("    tls: disable\n")(strict.Addr()), mesh.WithService("enrollment"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := check(ctx, dial(t, plainCaller, "billing")); FromStatus(err) == nil || strict.hits.Load() != 0 {
-		t.Fatalf("a plaintext caller of a strict server: %v, %d hits", err, strict.hits.Load())
+	if _, err := check(ctx, dial(t, plainCaller, "billing")); FromStatus(err) == nil || strict.Hits.Load() != 0 {
+		t.Fatalf("a plaintext caller of a strict server: %v, %d hits", err, strict.Hits.Load())
 	}
 }
 
 func TestGRPCFollowsPolicyUpdates(t *testing.T) {
 	a, b := newGRPCBackend(t, "a"), newGRPCBackend(t, "b")
 	pol := func(addr string) string { return billingPolicy("")(addr) }
-	server := newTestMesh(t, pol(a.addr()), mesh.WithService("billing"))
+	server := newTestMesh(t, pol(a.Addr()), mesh.WithService("billing"))
 	a.serve(t, server)
 	b.serve(t, server)
 	path := t.TempDir() + "/mesh.yaml"
-	writeFile(t, path, pol(a.addr()))
-	m, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicyFile(path), mesh.WithLogger(quietLogger()))
+	meshtest.WriteFile(t, path, pol(a.Addr()))
+	m, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicyFile(path), mesh.WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,8 +409,8 @@ func TestGRPCFollowsPolicyUpdates(t *testing.T) {
 	if got, err := check(context.Background(), c); err != nil || got != "a" {
 		t.Fatalf("before the update: %q %v", got, err)
 	}
-	writeFile(t, path, pol(b.addr()))
-	eventually(t, 10*time.Second, "RPCs follow the new endpoint", func() bool {
+	meshtest.WriteFile(t, path, pol(b.Addr()))
+	meshtest.Eventually(t, 10*time.Second, "RPCs follow the new endpoint", func() bool {
 		got, err := check(context.Background(), c)
 		return err == nil && got == "b"
 	})
@@ -509,7 +510,7 @@ func TestGRPCExplain(t *testing.T) {
 	m.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet,
 		"/explain?url=grpc://billing/grpc.health.v1.Health/Check&header=x-canary:true", nil))
 	var got mesh.Explanation
-	mustJSON(t, rec.Body.Bytes(), &got)
+	meshtest.MustJSON(t, rec.Body.Bytes(), &got)
 	if got.Protocol != "grpc" || got.Route != "canary-by-metadata" || got.Attempts != 3 {
 		t.Fatalf("/explain: %s", rec.Body.String())
 	}
@@ -521,8 +522,8 @@ func TestGRPCNoLeak(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	func() {
 		b := newGRPCBackend(t, "leak")
-		pol := retryPolicy(b.addr())
-		server, err := mesh.New(context.Background(), mesh.WithService("billing"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(quietLogger()))
+		pol := retryPolicy(b.Addr())
+		server, err := mesh.New(context.Background(), mesh.WithService("billing"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(meshtest.QuietLogger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -533,7 +534,7 @@ func TestGRPCNoLeak(t *testing.T) {
 		go func() { defer close(done); _ = srv.Serve(b.ln) }()
 		defer func() { srv.Stop(); <-done }()
 
-		client, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(quietLogger()))
+		client, err := mesh.New(context.Background(), mesh.WithService("enrollment"), mesh.WithPolicy(mustParse(t, pol)), mesh.WithLogger(meshtest.QuietLogger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -566,20 +567,6 @@ func mustParse(t testing.TB, doc string) *policy.Document {
 	return d
 }
 
-// countingListener counts the connections it accepts.
-type countingListener struct {
-	net.Listener
-	accepted atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.accepted.Add(1)
-	}
-	return c, err
-}
-
 func TestGRPCRotationKeepsConnections(t *testing.T) {
 	ca, err := identity.NewDevCA("mesh.local")
 	if err != nil {
@@ -593,9 +580,9 @@ func TestGRPCRotationKeepsConnections(t *testing.T) {
 		return src
 	}
 	b := newGRPCBackend(t, "billing")
-	ln := &countingListener{Listener: b.ln}
+	ln := &meshtest.CountingListener{Listener: b.ln}
 	b.ln = ln
-	pol := retryPolicy(b.addr())
+	pol := retryPolicy(b.Addr())
 	b.serve(t, newTestMesh(t, pol, mesh.WithService("billing"), mesh.WithIdentity(source("billing"))))
 	client := newTestMesh(t, pol, mesh.WithService("enrollment"), mesh.WithIdentity(source("enrollment")))
 	before, err := client.Identity()
@@ -618,14 +605,14 @@ func TestGRPCRotationKeepsConnections(t *testing.T) {
 			t.Fatalf("after rotation, on the open connection: %v", err)
 		}
 	}
-	if n := ln.accepted.Load(); n != 1 {
+	if n := ln.Accepted.Load(); n != 1 {
 		t.Fatalf("rotation caused %d connections, want the 1 open before it", n)
 	}
 	// A new connection handshakes with the new certificates.
 	if _, err := check(context.Background(), dial(t, client, "billing")); err != nil {
 		t.Fatalf("a new connection after rotation: %v", err)
 	}
-	if n := ln.accepted.Load(); n != 2 {
+	if n := ln.Accepted.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 func TestTargetServiceSpellings(t *testing.T) {
@@ -21,10 +23,10 @@ func TestTargetServiceSpellings(t *testing.T) {
 
 // plainHealth serves the health service with no mesh and no TLS on a
 // listener that counts its connections; hits counts the Checks.
-func plainHealth(t *testing.T) (*countingListener, *grpcBackend) {
+func plainHealth(t *testing.T) (*meshtest.CountingListener, *grpcBackend) {
 	t.Helper()
 	b := newGRPCBackend(t, "outside")
-	ln := &countingListener{Listener: b.ln}
+	ln := &meshtest.CountingListener{Listener: b.ln}
 	srv := grpc.NewServer()
 	healthpb.RegisterHealthServer(srv, b)
 	done := make(chan struct{})

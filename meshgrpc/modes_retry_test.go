@@ -48,15 +48,15 @@ func TestRetryRecoversFlakyBackend(t *testing.T) {
 
 		const calls = 20
 		for i := range calls {
-			before := f.hits[0]()
+			before := f.Hits[0]()
 			if r := f.call(context.Background()); !r.ok() || r.from != "b0" {
 				t.Fatalf("call %d: %v", i, r)
 			}
-			if got := f.hits[0]() - before; got != 3 {
+			if got := f.Hits[0]() - before; got != 3 {
 				t.Fatalf("call %d: the backend was called %d times, want 3", i, got)
 			}
 		}
-		if got := f.hits[0](); got != 3*calls {
+		if got := f.Hits[0](); got != 3*calls {
 			t.Fatalf("backend hits %d, want %d (3 per call)", got, 3*calls)
 		}
 		if n := attemptsCounted(t, reader); n != 3*calls {
@@ -75,9 +75,9 @@ func TestRetryRecoversFlakyBackend(t *testing.T) {
 
 		// A backend that stays down: three attempts, then its own failure.
 		down.Store(true)
-		before := f.hits[0]()
-		if r := f.call(context.Background()); !r.failed() || f.hits[0]()-before != 3 {
-			t.Fatalf("%v after %d calls; want the backend's failure after 3", r, f.hits[0]()-before)
+		before := f.Hits[0]()
+		if r := f.call(context.Background()); !r.failed() || f.Hits[0]()-before != 3 {
+			t.Fatalf("%v after %d calls; want the backend's failure after 3", r, f.Hits[0]()-before)
 		}
 	})
 }
@@ -175,7 +175,7 @@ func TestRetryHintLongerThanBackoffMaxIsNotWaited(t *testing.T) {
 				if !r.busy() {
 					t.Fatalf("%v, want the backend's own busy answer back", r)
 				}
-				if got := f.hits[0](); got != 1 {
+				if got := f.Hits[0](); got != 1 {
 					t.Fatalf("backend saw %d attempts, want 1", got)
 				}
 				f.checkProto(t, 0)
@@ -207,17 +207,17 @@ func TestRetryHintWithinBackoffMaxIsWaitedExactly(t *testing.T) {
 		select {
 		case <-waiting:
 		case r := <-done:
-			t.Fatalf("the call ended (%v) after %d attempts without waiting", r, f.hits[0]())
+			t.Fatalf("the call ended (%v) after %d attempts without waiting", r, f.Hits[0]())
 		}
 		fc.Advance(5*time.Second - time.Nanosecond)
-		if n, hits := fc.PendingTimers(), f.hits[0](); n != 1 || hits != 1 {
+		if n, hits := fc.PendingTimers(), f.Hits[0](); n != 1 || hits != 1 {
 			t.Fatalf("a nanosecond before the hint: %d timers pending, %d attempts; want 1 and 1", n, hits)
 		}
 		fc.Advance(time.Nanosecond)
 		if r := <-done; !r.ok() || r.from != "b0" {
 			t.Fatalf("after the hint: %v", r)
 		}
-		if hits := f.hits[0](); hits != 2 {
+		if hits := f.Hits[0](); hits != 2 {
 			t.Fatalf("%d attempts, want 2", hits)
 		}
 		f.checkProto(t, 0)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -57,7 +58,7 @@ func TestSplitAndHeaderRoute(t *testing.T) {
 			modeGRPC:  {grpcCanaryPolicy, 1000, 0.20, 0.04},
 		})
 		f := startFleetWith(t, md, fleetConfig{policyFor: want.policy, names: []string{"v1", "v2"}}, alwaysAnswer(ok), alwaysAnswer(ok))
-		v1, v2 := f.hits[0], f.hits[1]
+		v1, v2 := f.Hits[0], f.Hits[1]
 		got := map[string]int{}
 		for range want.calls {
 			r := f.call(context.Background())
@@ -131,7 +132,7 @@ func withEndpoints(t *testing.T, pol string, eps map[string][]discovery.Endpoint
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	plane := testPlane{doc: doc, eps: &fixedEndpoints{snap: &discovery.Snapshot{Source: "test", Services: eps}, changed: make(chan struct{})}}
-	m, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(plane), mesh.WithLogger(quietLogger()))
+	m, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(plane), mesh.WithLogger(meshtest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,8 +240,8 @@ services:
 			if err == nil {
 				_, err = w.Recv()
 			}
-			if err != nil || f.hits[0]() != 1 {
-				t.Fatalf("Watch: %v, %d calls", err, f.hits[0]())
+			if err != nil || f.Hits[0]() != 1 {
+				t.Fatalf("Watch: %v, %d calls", err, f.Hits[0]())
 			}
 		} else if r := f.request(ctx, http.MethodPost, "http://billing/charge", "x"); !r.ok() || r.from != "b0" {
 			t.Fatalf("POST /charge: %v", r)

@@ -3,7 +3,6 @@ package meshgrpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -23,31 +22,16 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 )
 
 // Identity, authorization and egress, in every protocol.
 
-// authzPolicy is one policy for an HTTP fleet: billing lets enrollment
-// POST /charge, admin do anything, and nobody else.
-func authzPolicy(addrs ...string) string {
-	return fmt.Sprintf(`
-version: fleet-1
-trust_domain: mesh.local
-services:
-  billing:
-    endpoints: [{address: %s}]
-    authorization:
-      default: deny
-      rules:
-        - {from: [enrollment], paths: [/charge], methods: [POST]}
-        - {from: [admin]}
-  enrollment: {}
-  progress: {}
-  admin: {}
-`, addrs[0])
-}
+// authzPolicy is meshtest.FleetPolicy for an HTTP fleet: billing lets
+// enrollment POST /charge, admin do anything, and nobody else.
+func authzPolicy(addrs ...string) string { return meshtest.FleetPolicy(addrs[0]) }
 
 // TestAuthorization: billing's mesh serves the callers its rules allow;
 // a denied caller gets a CallError of layer authz naming it, and never
@@ -63,7 +47,7 @@ func TestAuthorization(t *testing.T) {
 			f = startFleetWith(t, md, fleetConfig{policyFor: authzPolicy, names: []string{"billing"}}, alwaysAnswer(ok))
 		}
 		hits := func() (n int64) {
-			for _, h := range f.hits {
+			for _, h := range f.Hits {
 				n += h()
 			}
 			return n
@@ -168,7 +152,7 @@ func TestMisroutedServerIsRefused(t *testing.T) {
 		if ce := r.callError(); ce == nil || ce.Layer != mesh.LayerTLS || !strings.Contains(r.err.Error(), "catalog") {
 			t.Fatalf("want layer tls naming the wrong peer, got %v", r)
 		}
-		if f.hits[0]() != 0 {
+		if f.Hits[0]() != 0 {
 			t.Fatal("the misrouted call reached the wrong service")
 		}
 	}, allModes...)
@@ -193,12 +177,12 @@ func TestHostSpellingsStayInTheMesh(t *testing.T) {
 			}
 			for _, target := range targets {
 				calls++
-				before := f.hits[0]()
+				before := f.Hits[0]()
 				if r := f.callTarget(context.Background(), target); !r.ok() || r.from != "billing" {
 					t.Errorf("%s: %v", target, r)
 				}
-				if f.hits[0]() != before+1 {
-					t.Errorf("%s: the backend saw %d calls, want 1", target, f.hits[0]()-before)
+				if f.Hits[0]() != before+1 {
+					t.Errorf("%s: the backend saw %d calls, want 1", target, f.Hits[0]()-before)
 				}
 			}
 		}
@@ -213,14 +197,14 @@ func TestHostSpellingsStayInTheMesh(t *testing.T) {
 // service) that counts the connections it accepts and the calls it serves.
 type outside struct {
 	addr        string
-	conns, hits func() int64
+	conns, Hits func() int64
 }
 
 func newOutside(t *testing.T, md mode) outside {
 	t.Helper()
 	if md == modeGRPC {
 		ln, b := plainHealth(t)
-		return outside{addr: b.addr(), conns: ln.accepted.Load, hits: b.hits.Load}
+		return outside{addr: b.Addr(), conns: ln.Accepted.Load, Hits: b.Hits.Load}
 	}
 	var conns, hits atomic.Int64
 	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -234,7 +218,7 @@ func newOutside(t *testing.T, md mode) outside {
 	}
 	s.Start()
 	t.Cleanup(s.Close)
-	return outside{addr: s.Listener.Addr().String(), conns: conns.Load, hits: hits.Load}
+	return outside{addr: s.Listener.Addr().String(), conns: conns.Load, Hits: hits.Load}
 }
 
 // TestEgressDeny: under egress: deny, a destination that is no service of
@@ -267,7 +251,7 @@ func TestEgressDeny(t *testing.T) {
 			ways = []way{
 				{"HTTPClient", func(target string) result { return f.callTarget(context.Background(), target) }},
 				{"RoundTripper(own)", func(target string) result {
-					return httpResult(md, rt, mustRequest(t, http.MethodGet, target))
+					return httpResult(md, rt, meshtest.MustRequest(t, http.MethodGet, target))
 				}},
 			}
 			port := out.addr[strings.LastIndexByte(out.addr, ':')+1:]
@@ -293,8 +277,8 @@ func TestEgressDeny(t *testing.T) {
 				t.Errorf("%s: billing under egress: deny: %v", w.name, r)
 			}
 		}
-		if out.conns() != 0 || out.hits() != 0 {
-			t.Fatalf("the outside server saw %d connections and %d calls under egress: deny", out.conns(), out.hits())
+		if out.conns() != 0 || out.Hits() != 0 {
+			t.Fatalf("the outside server saw %d connections and %d calls under egress: deny", out.conns(), out.Hits())
 		}
 
 		// Under allow, the outside destination is the application's business.
@@ -314,12 +298,12 @@ func TestEgressDeny(t *testing.T) {
 				t.Fatalf("egress: allow: %v", r)
 			}
 		}
-		if out.hits() != 1 {
-			t.Fatalf("outside hits %d under egress: allow, want 1", out.hits())
+		if out.Hits() != 1 {
+			t.Fatalf("outside hits %d under egress: allow, want 1", out.Hits())
 		}
 
 		// Explain says it.
-		req := mustRequest(t, http.MethodGet, "http://"+out.addr+"/x")
+		req := meshtest.MustRequest(t, http.MethodGet, "http://"+out.addr+"/x")
 		if ex, err := f.client.Explain(req); err == nil || ex.Layer != mesh.LayerEgress || ex.Egress != policy.EgressDeny || ex.Passthrough {
 			t.Errorf("Explain under deny: %+v %v", ex, err)
 		}

@@ -22,6 +22,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -114,7 +115,7 @@ type fleet struct {
 	policy  string
 	names   []string
 	addrs   []string
-	hits    []func() int64
+	Hits    []func() int64
 	seen    []*seen
 	server  *mesh.Mesh // the backends' mesh; nil for plain HTTP backends
 	client  *mesh.Mesh
@@ -302,7 +303,7 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 	for i := range bs {
 		srvs[i] = httptest.NewUnstartedServer(nil)
 		f.addrs = append(f.addrs, srvs[i].Listener.Addr().String())
-		f.hits = append(f.hits, hits[i].Load)
+		f.Hits = append(f.Hits, hits[i].Load)
 	}
 	f.policy = cfg.policyFor(f.addrs...)
 	plain := plainBilling(t, f.policy)
@@ -354,8 +355,8 @@ func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
 			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 		})
 		backends[i] = b
-		f.addrs = append(f.addrs, b.addr())
-		f.hits = append(f.hits, b.hits.Load)
+		f.addrs = append(f.addrs, b.Addr())
+		f.Hits = append(f.Hits, b.Hits.Load)
 	}
 	f.policy = cfg.policyFor(f.addrs...)
 	f.server = newTestMesh(t, f.policy, mesh.WithService(cfg.server))
@@ -549,14 +550,14 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 				t.Fatalf("before tripping: %v, want the backend's failure", r)
 			}
 		}
-		hits := f.hits[0]()
+		hits := f.Hits[0]()
 		start := time.Now()
 		r := f.call(context.Background())
 		ce := r.callError()
 		if ce == nil || ce.Layer != mesh.LayerBreaker || ce.PolicyVersion != "br-1" {
 			t.Fatalf("CallError %+v (%v)", ce, r)
 		}
-		if f.hits[0]() != hits {
+		if f.Hits[0]() != hits {
 			t.Fatal("an open breaker let a call through to the backend")
 		}
 		if md == modeGRPC {
@@ -567,7 +568,7 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 				t.Fatalf("failing fast took %v", d)
 			}
 		}
-		ex, err := f.client.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
+		ex, err := f.client.Explain(meshtest.MustRequest(t, http.MethodGet, "http://billing/x"))
 		if err != nil || ex.Breaker != "open" {
 			t.Fatalf("Explain breaker %q err %v", ex.Breaker, err)
 		}
@@ -589,8 +590,8 @@ func TestRetryBudget(t *testing.T) {
 					t.Fatalf("want the backend's failure back once the budget stops retries: %v", r)
 				}
 			}
-			ratio := float64(f.hits[0]()) / calls
-			t.Logf("backend saw %d calls for %d logical calls: %.3fx", f.hits[0](), calls, ratio)
+			ratio := float64(f.Hits[0]()) / calls
+			t.Logf("backend saw %d calls for %d logical calls: %.3fx", f.Hits[0](), calls, ratio)
 			if ratio > 1.2+1.0/calls {
 				t.Fatalf("load %.3fx exceeds the 20%% budget", ratio)
 			}
@@ -665,20 +666,20 @@ func TestOutlierEjection(t *testing.T) {
 		// before: call until the bad one has had its two calls (HTTP: within
 		// the first four), then 38 more.
 		deadline := time.Now().Add(10 * time.Second)
-		for f.hits[1]() < 2 {
+		for f.Hits[1]() < 2 {
 			if time.Now().After(deadline) {
-				t.Fatalf("the bad endpoint saw %d calls of %d within 10s", f.hits[1](), calls)
+				t.Fatalf("the bad endpoint saw %d calls of %d within 10s", f.Hits[1](), calls)
 			}
 			call()
 		}
 		for range 38 {
 			call()
 		}
-		good, bad := f.hits[0](), f.hits[1]()
+		good, bad := f.Hits[0](), f.Hits[1]()
 		if bad != 2 || failures != 2 || good != int64(calls-2) {
 			t.Fatalf("bad saw %d calls, good %d of %d, %d failed; want the bad endpoint ejected after 2 failures", bad, good, calls, failures)
 		}
-		ex, err := f.client.Explain(mustRequest(t, http.MethodGet, "http://billing/x"))
+		ex, err := f.client.Explain(meshtest.MustRequest(t, http.MethodGet, "http://billing/x"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -702,7 +703,7 @@ func TestCanceledProbeKeepsBreakerHalfOpen(t *testing.T) {
 			t.Fatalf("tripping call: %v", r)
 		}
 		// the breaker reads the real time: poll for the end of open_for.
-		eventually(t, 10*time.Second, "breaker half-open", func() bool { return breakerState(t, f.client) == "half-open" })
+		meshtest.Eventually(t, 10*time.Second, "breaker half-open", func() bool { return breakerState(t, f.client) == "half-open" })
 		if r := f.canceledCall(t); !r.canceled() {
 			t.Fatalf("a canceled call: %v, want the caller's own cancellation", r)
 		}
@@ -747,7 +748,7 @@ func TestCanceledCallKeepsOutlierStreak(t *testing.T) {
 		if !ejected(t, f.client, bad) {
 			t.Fatal("not ejected after 4 failures, a canceled call and a failure: the cancellation reset the streak")
 		}
-		if got := f.hits[1](); got != 6 {
+		if got := f.Hits[1](); got != 6 {
 			t.Fatalf("bad endpoint saw %d calls, want 6", got)
 		}
 	})

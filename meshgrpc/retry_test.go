@@ -89,7 +89,7 @@ func TestGRPCRetryPushback(t *testing.T) {
 			fc := clocktest.NewFake(time.Now())
 			c := dial(t, f.client(t, "enrollment", withClock(fc)), "billing")
 			_, err := check(guarded(t), c)
-			if hits := b.hits.Load(); hits != tc.wantHits {
+			if hits := b.Hits.Load(); hits != tc.wantHits {
 				t.Fatalf("the backend was called %d times, want %d (err %v)", hits, tc.wantHits, err)
 			}
 			if tc.wantHits > 1 && err != nil {
@@ -133,7 +133,7 @@ func TestGRPCStreamRetryPushback(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp, err := w.Recv()
-			if hits := b.hits.Load(); hits != tc.wantHits {
+			if hits := b.Hits.Load(); hits != tc.wantHits {
 				t.Fatalf("%d stream attempts, want %d (err %v)", hits, tc.wantHits, err)
 			}
 			if tc.wantHits > 1 && (err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING) {
@@ -165,8 +165,8 @@ func TestGRPCStreamBackoffPastDeadline(t *testing.T) {
 	if err == nil {
 		_, err = w.Recv()
 	}
-	if !isBusy(err) || b.hits.Load() != 1 {
-		t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, b.hits.Load())
+	if !isBusy(err) || b.Hits.Load() != 1 {
+		t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, b.Hits.Load())
 	}
 }
 
@@ -178,7 +178,7 @@ const uploadMethod = "/inmesh.test.Upload/Upload"
 // fails the first stream Unavailable and answers the others with the count
 // of messages they carried, which it keeps.
 type uploadServer struct {
-	hits atomic.Int64 // streams that reached the handler
+	Hits atomic.Int64 // streams that reached the handler
 
 	mu  sync.Mutex
 	got [][]byte // the messages of the last stream answered
@@ -197,7 +197,7 @@ var uploadDesc = grpc.ServiceDesc{
 }
 
 func (u *uploadServer) upload(stream grpc.ServerStream) error {
-	n := u.hits.Add(1)
+	n := u.Hits.Add(1)
 	var got [][]byte
 	for {
 		m := new(wrapperspb.BytesValue)
@@ -307,13 +307,13 @@ func TestGRPCStreamReplayBoundedByBytes(t *testing.T) {
 			defer cancel()
 			count, err := upload(ctx, conn, tc.msgs)
 			if !tc.retried {
-				if !isBusy(err) || u.hits.Load() != 1 {
-					t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, u.hits.Load())
+				if !isBusy(err) || u.Hits.Load() != 1 {
+					t.Fatalf("err %v after %d attempts, want the first attempt's Unavailable \"busy\"", err, u.Hits.Load())
 				}
 				return
 			}
-			if err != nil || u.hits.Load() != 2 || count != int64(len(tc.msgs)) {
-				t.Fatalf("count %d, err %v after %d attempts; want %d after 2", count, err, u.hits.Load(), len(tc.msgs))
+			if err != nil || u.Hits.Load() != 2 || count != int64(len(tc.msgs)) {
+				t.Fatalf("count %d, err %v after %d attempts; want %d after 2", count, err, u.Hits.Load(), len(tc.msgs))
 			}
 			u.mu.Lock()
 			defer u.mu.Unlock()
