@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -19,7 +20,7 @@ func telemetryOff() []mesh.Option {
 }
 
 // TestUnaryClientAllocations pins the allocations of the unary client
-// interceptor over the full chain of benchPolicy, telemetry off, with an
+// interceptor over the full chain of meshtest.BenchPolicy, telemetry off, with an
 // invoker that picks through the attempt's slot, as the balancer does, and
 // answers at once: two, the call (rpcCall, which holds the pick slot and
 // the first attempts' contexts) and the slot's Done bound to it. A change
@@ -32,7 +33,7 @@ func TestUnaryClientAllocations(t *testing.T) {
 		{"no timeout", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newTestMesh(t, benchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout), telemetryOff()...)
+			m := newTestMesh(t, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout), telemetryOff()...)
 			a := newAdapter(m, "DialOptions")
 			cc, err := grpc.NewClient("mesh:///billing", DialOptions(m)...)
 			if err != nil {
@@ -73,7 +74,7 @@ func TestUnaryClientAllocations(t *testing.T) {
 // carrier of the caller's trace context).
 func TestUnaryServerAllocations(t *testing.T) {
 	const want = 1
-	m := newTestMesh(t, benchPolicy("127.0.0.1:9", "127.0.0.1:10", ""), append(telemetryOff(), mesh.WithService("billing"))...)
+	m := newTestMesh(t, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", ""), append(telemetryOff(), mesh.WithService("billing"))...)
 	a := newAdapter(m, "ServerOptions")
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-canary", "false"))
 	info := &grpc.UnaryServerInfo{FullMethod: checkMethod}

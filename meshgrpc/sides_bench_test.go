@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
 
@@ -28,7 +29,7 @@ func BenchmarkGRPCUnarySides(b *testing.B) {
 			pol := strings.NewReplacer(
 				"      - {address: 127.0.0.1:0, labels: {version: v2}}\n", "",
 				"v2: {version: v2}", "v2: {version: v1}",
-			).Replace(benchPolicy(ln.Addr().String(), "127.0.0.1:0", "timeout: 2s"))
+			).Replace(meshtest.BenchPolicy(ln.Addr().String(), "127.0.0.1:0", "timeout: 2s"))
 			var sopts []grpc.ServerOption
 			if side.server {
 				sopts = ServerOptions(newTestMesh(b, pol, append(off, mesh.WithService("billing"))...))
