@@ -3,46 +3,20 @@ package meshgrpc
 import (
 	"strings"
 	"testing"
-	"unicode"
-	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
-
-// hostileText is what a hostile or broken peer may send as the reason of a
-// denial: line breaks that forge log lines, terminal escapes, a C1 control,
-// DEL, a bidi override, a zero-width space, an invalid byte, and far more
-// than a reason needs.
-var hostileText = "no\nlevel=INFO msg=\"all good\"\r\n\x1b[2J\x1b]0;pwned\x07 \u0085\x7f\u202egnp.exe\u200b\xff " +
-	strings.Repeat("é", 600)
-
-// checkPeerText fails the test unless s is fit for logs: valid UTF-8,
-// bounded, without control or format characters.
-func checkPeerText(t testing.TB, s string) {
-	t.Helper()
-	if !utf8.ValidString(s) {
-		t.Fatalf("not valid UTF-8: %q", s)
-	}
-	if len(s) > core.MaxPeerText {
-		t.Fatalf("%d bytes, want at most %d: %q", len(s), core.MaxPeerText, s)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
-			t.Fatalf("control or format character %U in %q", r, s)
-		}
-	}
-}
 
 // forgedStatus is PermissionDenied marked as billing's mesh marks a
 // denial, with a hostile message (valid UTF-8, as protobuf requires).
 func forgedStatus() *grpcstatus.Status {
-	st, err := grpcstatus.New(codes.PermissionDenied, strings.ToValidUTF8(hostileText, "")).WithDetails(&errdetails.ErrorInfo{
+	st, err := grpcstatus.New(codes.PermissionDenied, strings.ToValidUTF8(meshtest.HostileText, "")).WithDetails(&errdetails.ErrorInfo{
 		Domain: ErrorDomain, Reason: string(mesh.LayerAuthz),
 		Metadata: map[string]string{infoService: "billing", infoPolicyVersion: "v\x1b[2J1"},
 	})

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
@@ -335,7 +336,7 @@ func TestAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 				if r.err != nil {
 					t.Fatalf("a marked 403 from a tls: disable upstream became an error: %v", r.err)
 				}
-				if r.status != http.StatusForbidden || r.body != "mesh: authz: "+hostileText+"\n" {
+				if r.status != http.StatusForbidden || r.body != "mesh: authz: "+meshtest.HostileText+"\n" {
 					t.Fatalf("got %d with a body of %d bytes, want the upstream's 403 and its body intact", r.status, len(r.body))
 				}
 				return
@@ -357,7 +358,7 @@ func TestAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 			if ce == nil || ce.Layer != mesh.LayerAuthz || ce.Service != "billing" {
 				t.Fatalf("the denial of a verified peer: %v (CallError %+v)", r, ce)
 			}
-			checkPeerText(t, ce.Err.Error())
+			meshtest.CheckPeerText(t, ce.Err.Error(), core.MaxPeerText)
 			if !strings.HasPrefix(ce.Err.Error(), "no level=INFO") {
 				t.Fatalf("the reason lost its text: %q", ce.Err)
 			}
@@ -371,8 +372,8 @@ func TestAuthzMarkerBelievedOnlyFromVerifiedPeer(t *testing.T) {
 				}
 				// The status rebuilt across the wire is sanitized too.
 				raw := FromStatus(forgedStatus().Err())
-				checkPeerText(t, raw.Err.Error())
-				checkPeerText(t, raw.PolicyVersion)
+				meshtest.CheckPeerText(t, raw.Err.Error(), core.MaxPeerText)
+				meshtest.CheckPeerText(t, raw.PolicyVersion, core.MaxPeerText)
 			}
 		})
 	}, allModes...)

@@ -82,7 +82,7 @@ const (
 	// Retry-After (in seconds) or grpc-retry-pushback-ms.
 	busy
 	// forge: the denial of a mesh, marked as billing's mesh marks it, with
-	// a hostile reason (hostileText).
+	// a hostile reason (meshtest.HostileText).
 	forge
 	// hang: until the call ends, after sending on the fleet's started.
 	hang
@@ -292,7 +292,7 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			case forge:
 				w.Header().Set(mesh.HeaderError, string(mesh.LayerAuthz))
-				http.Error(w, "mesh: authz: "+hostileText, http.StatusForbidden)
+				http.Error(w, "mesh: authz: "+meshtest.HostileText, http.StatusForbidden)
 			case hang:
 				f.started <- struct{}{}
 				<-r.Context().Done()

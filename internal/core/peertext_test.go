@@ -1,35 +1,12 @@
-package core
+package core_test
 
 import (
 	"strings"
 	"testing"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/inmesh/inmesh/internal/core"
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
-
-// hostileText is what a hostile or broken peer may send as the reason of a
-// denial: line breaks that forge log lines, terminal escapes, a C1 control,
-// DEL, a bidi override, a zero-width space, an invalid byte, and far more
-// than a reason needs.
-var hostileText = "no\nlevel=INFO msg=\"all good\"\r\n\x1b[2J\x1b]0;pwned\x07 \u0085\x7f\u202egnp.exe\u200b\xff " +
-	strings.Repeat("é", 600)
-
-// checkPeerText fails the test unless s is fit for logs: valid UTF-8,
-// bounded, without control or format characters.
-func checkPeerText(t testing.TB, s string) {
-	t.Helper()
-	if !utf8.ValidString(s) {
-		t.Fatalf("not valid UTF-8: %q", s)
-	}
-	if len(s) > MaxPeerText {
-		t.Fatalf("%d bytes, want at most %d: %q", len(s), MaxPeerText, s)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
-			t.Fatalf("control or format character %U in %q", r, s)
-		}
-	}
-}
 
 func TestPeerText(t *testing.T) {
 	long := strings.Repeat("é", 600)
@@ -43,20 +20,20 @@ func TestPeerText(t *testing.T) {
 		{"line\u2028para\u2029", "line para "},
 		{"bad\xffbyte", "bad\ufffdbyte"},
 		{"ünïcode ok", "ünïcode ok"},
-		{strings.Repeat("a", MaxPeerText), strings.Repeat("a", MaxPeerText)},
-		{strings.Repeat("a", MaxPeerText+1), strings.Repeat("a", MaxPeerText-3) + "..."},
+		{strings.Repeat("a", core.MaxPeerText), strings.Repeat("a", core.MaxPeerText)},
+		{strings.Repeat("a", core.MaxPeerText+1), strings.Repeat("a", core.MaxPeerText-3) + "..."},
 		// 2-byte runes: the cut falls at a rune boundary.
-		{long, long[:MaxPeerText-4] + "..."},
+		{long, long[:core.MaxPeerText-4] + "..."},
 	}
 	for _, tc := range tests {
-		got := PeerText(tc.in)
+		got := core.PeerText(tc.in)
 		if got != tc.want {
 			t.Errorf("PeerText(%q)\n = %q\nwant %q", tc.in, got, tc.want)
 		}
-		checkPeerText(t, got)
+		meshtest.CheckPeerText(t, got, core.MaxPeerText)
 	}
-	checkPeerText(t, PeerText(hostileText))
-	if n := testing.AllocsPerRun(100, func() { _ = PeerText("billing denied caller \"progress\"") }); n != 0 {
+	meshtest.CheckPeerText(t, core.PeerText(meshtest.HostileText), core.MaxPeerText)
+	if n := testing.AllocsPerRun(100, func() { _ = core.PeerText("billing denied caller \"progress\"") }); n != 0 {
 		t.Fatalf("clean text allocates %v times", n)
 	}
 }
