@@ -15,8 +15,11 @@ const (
 	LayerPolicy    = core.LayerPolicy    // no valid policy for the destination
 	LayerRoute     = core.LayerRoute     // no route matched the request
 	LayerDiscovery = core.LayerDiscovery // no endpoint to send to
+	LayerFault     = core.LayerFault     // an abort injected by the policy's fault block
+	LayerOverload  = core.LayerOverload  // this process's concurrency limit for the destination refused the call
 	LayerBreaker   = core.LayerBreaker   // the destination's circuit is open
 	LayerBudget    = core.LayerBudget    // a retry was needed but the retry budget is spent
+	LayerRateLimit = core.LayerRateLimit // the destination's mesh refused the caller: over its rate limit
 	LayerTimeout   = core.LayerTimeout   // the call's or an attempt's deadline passed
 	LayerTLS       = core.LayerTLS       // handshake or peer identity failed
 	LayerAuthz     = core.LayerAuthz     // the destination's mesh denied the caller
@@ -85,12 +88,12 @@ func (e *CallError) Timeout() bool { return e.Layer == LayerTimeout }
 
 // Temporary reports whether a later call may succeed without a change of
 // policy or identity: true for discovery (endpoints come and go with the
-// fleet), breaker, budget, timeout, connect and upstream failures; false for
-// policy, route and egress (the policy decides them), tls and authz (the
-// identities do).
+// fleet), overload, breaker, budget, rate_limit, timeout, connect and
+// upstream failures; false for policy, route and egress (the policy decides
+// them), fault (the policy injected it), tls and authz (the identities do).
 func (e *CallError) Temporary() bool {
 	switch e.Layer {
-	case LayerDiscovery, LayerBreaker, LayerBudget, LayerTimeout, LayerConnect, LayerUpstream:
+	case LayerDiscovery, LayerOverload, LayerBreaker, LayerBudget, LayerRateLimit, LayerTimeout, LayerConnect, LayerUpstream:
 		return true
 	}
 	return false

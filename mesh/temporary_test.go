@@ -20,6 +20,9 @@ func TestCallErrorTemporary(t *testing.T) {
 		{LayerConnect, true},
 		{LayerUpstream, true},
 		{LayerEgress, false},
+		{LayerOverload, true},
+		{LayerRateLimit, true},
+		{LayerFault, false},
 		{Layer("unknown"), false},
 	} {
 		if got := (&CallError{Layer: tc.layer}).Temporary(); got != tc.temporary {

@@ -35,6 +35,7 @@ const (
 //	timeout                                      DeadlineExceeded
 //	authz, egress                                PermissionDenied
 //	route                                        FailedPrecondition
+//	overload, rate_limit                         ResourceExhausted
 //	breaker, budget, connect, discovery,
 //	upstream, tls, policy                        Unavailable
 //
@@ -45,6 +46,9 @@ const (
 // delivered the service yet. An egress failure is PermissionDenied: this
 // workload's own policy forbids the destination. A TLS failure is
 // Unavailable, as gRPC reports a failed handshake; the layer says more.
+// Overload (shed by this process's limit) and rate_limit (refused by the
+// destination's) are ResourceExhausted, as gRPC's own load shedding is. A
+// fault abort carries the code its policy names, not Code's.
 func Code(l mesh.Layer) codes.Code {
 	switch l {
 	case mesh.LayerTimeout:
@@ -53,6 +57,8 @@ func Code(l mesh.Layer) codes.Code {
 		return codes.PermissionDenied
 	case mesh.LayerRoute:
 		return codes.FailedPrecondition
+	case mesh.LayerOverload, mesh.LayerRateLimit:
+		return codes.ResourceExhausted
 	}
 	return codes.Unavailable
 }

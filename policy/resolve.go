@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +27,14 @@ const (
 	defaultOutlierMaxPercent   = 10
 	defaultLoadBalancer        = "round_robin"
 	defaultAuthorization       = "deny"
+	defaultBreakerWindow       = 10 * time.Second
+	defaultBreakerMinCalls     = 20
+	defaultAdaptiveMin         = 1
+	defaultAdaptiveInitial     = 20
+	defaultAdaptiveMax         = 1000
+	defaultHedgeMax            = 1
+	defaultFaultHTTPStatus     = 503
+	defaultFaultGRPCCode       = "unavailable"
 )
 
 // DefaultRetryOn returns the retry conditions used when retries are on
@@ -57,6 +66,8 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 		Authorization: resolveAuthorization(def, svc),
 		HasAuthorization: (svc != nil && svc.Authorization != nil) ||
 			(def != nil && def.Authorization != nil),
+		Concurrency: resolveConcurrency(block(def, svc, func(s *Service) *Concurrency { return s.Concurrency })),
+		RateLimit:   resolveRateLimit(block(def, svc, func(s *Service) *RateLimit { return s.RateLimit })),
 	}
 	routes, _ := effectiveRoutes(def, svc)
 	if len(routes) == 0 {
@@ -104,6 +115,52 @@ func pick[T any](def, svc *Service, field func(*Service) []T) []T {
 		return field(def)
 	}
 	return nil
+}
+
+// block returns field(svc) when it is set, else field(def): the service's
+// block replaces the defaults' whole.
+func block[T any](def, svc *Service, field func(*Service) *T) *T {
+	if svc != nil {
+		if v := field(svc); v != nil {
+			return v
+		}
+	}
+	if def != nil {
+		return field(def)
+	}
+	return nil
+}
+
+// resolveConcurrency returns a copy of c with the adaptive defaults filled
+// in (an initial limit out of min..max is brought into it), nil for nil.
+func resolveConcurrency(c *Concurrency) *Concurrency {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	if a := c.Adaptive; a != nil {
+		r := AdaptiveConcurrency{
+			Min:     cmp.Or(a.Min, defaultAdaptiveMin),
+			Max:     cmp.Or(a.Max, max(defaultAdaptiveMax, a.Min)),
+			Initial: cmp.Or(a.Initial, defaultAdaptiveInitial),
+		}
+		r.Initial = min(max(r.Initial, r.Min), r.Max)
+		out.Adaptive = &r
+	}
+	return &out
+}
+
+// resolveRateLimit returns a copy of r with its burst filled in (one
+// second's worth of its rate, at least 1), nil for nil.
+func resolveRateLimit(r *RateLimit) *RateLimit {
+	if r == nil {
+		return nil
+	}
+	out := *r
+	if out.Burst == 0 {
+		out.Burst = max(1, int(math.Ceil(r.RequestsPerSecond)))
+	}
+	return &out
 }
 
 // effectiveRoutes returns the routes that apply to svc (its own, or the
@@ -237,10 +294,24 @@ func effective(levels ...*Settings) Effective {
 			if e.CircuitBreaker == nil {
 				e.CircuitBreaker = new(CircuitBreaker)
 			}
-			setInt(&e.CircuitBreaker.ConsecutiveFailures, c.ConsecutiveFailures)
-			setInt(&e.CircuitBreaker.HalfOpenRequests, c.HalfOpenRequests)
+			cb := e.CircuitBreaker
+			// A level that names a form (consecutive failures or a
+			// failure rate) drops the other form of the levels below it.
+			if c.FailureRate != 0 {
+				cb.ConsecutiveFailures = 0
+				cb.FailureRate = c.FailureRate
+			}
+			if c.ConsecutiveFailures != 0 {
+				cb.FailureRate, cb.Window, cb.MinCalls = 0, 0, 0
+				cb.ConsecutiveFailures = c.ConsecutiveFailures
+			}
+			if c.Window != 0 {
+				cb.Window = c.Window
+			}
+			setInt(&cb.MinCalls, c.MinCalls)
+			setInt(&cb.HalfOpenRequests, c.HalfOpenRequests)
 			if c.OpenFor != 0 {
-				e.CircuitBreaker.OpenFor = c.OpenFor
+				cb.OpenFor = c.OpenFor
 			}
 		}
 		if o := s.OutlierDetection; o != nil {
@@ -259,6 +330,12 @@ func effective(levels ...*Settings) Effective {
 		if s.TLS != "" {
 			e.TLS = s.TLS
 		}
+		if s.Hedge != nil {
+			e.Hedge = s.Hedge
+		}
+		if s.Fault != nil {
+			e.Fault = s.Fault
+		}
 	}
 
 	if e.BackoffInitial == 0 {
@@ -274,9 +351,29 @@ func effective(levels ...*Settings) Effective {
 		e.RetryOn = DefaultRetryOn()
 	}
 	if c := e.CircuitBreaker; c != nil {
-		c.ConsecutiveFailures = cmp.Or(c.ConsecutiveFailures, defaultBreakerFailures)
+		if c.FailureRate > 0 {
+			c.Window = cmp.Or(c.Window, Duration(defaultBreakerWindow))
+			c.MinCalls = cmp.Or(c.MinCalls, defaultBreakerMinCalls)
+		} else {
+			c.ConsecutiveFailures = cmp.Or(c.ConsecutiveFailures, defaultBreakerFailures)
+			c.Window, c.MinCalls = 0, 0
+		}
 		c.OpenFor = cmp.Or(c.OpenFor, Duration(defaultBreakerOpenFor))
 		c.HalfOpenRequests = cmp.Or(c.HalfOpenRequests, defaultBreakerHalfOpen)
+	}
+	if h := e.Hedge; h != nil {
+		r := *h
+		r.Max = cmp.Or(r.Max, defaultHedgeMax)
+		nonIdempotent := r.NonIdempotent != nil && *r.NonIdempotent
+		r.NonIdempotent = &nonIdempotent
+		e.Hedge = &r
+	}
+	if f := e.Fault; f != nil && f.Abort != nil && (f.Abort.HTTPStatus == 0 || f.Abort.GRPCCode == "") {
+		r, a := *f, *f.Abort
+		a.HTTPStatus = cmp.Or(a.HTTPStatus, defaultFaultHTTPStatus)
+		a.GRPCCode = cmp.Or(a.GRPCCode, defaultFaultGRPCCode)
+		r.Abort = &a
+		e.Fault = &r
 	}
 	if o := e.OutlierDetection; o != nil {
 		o.ConsecutiveFailures = cmp.Or(o.ConsecutiveFailures, defaultOutlierFailures)
@@ -315,6 +412,8 @@ type effectiveJSON struct {
 	OutlierDetection   *OutlierDetection `json:"outlier_detection,omitempty"`
 	LoadBalancer       string            `json:"load_balancer"`
 	TLS                string            `json:"tls,omitempty"`
+	Hedge              *Hedge            `json:"hedge,omitempty"`
+	Fault              *Fault            `json:"fault,omitempty"`
 }
 
 // MarshalJSON renders e for the admin page: snake_case names as in the
@@ -339,5 +438,7 @@ func (e Effective) MarshalJSON() ([]byte, error) {
 		OutlierDetection:   e.OutlierDetection,
 		LoadBalancer:       e.LoadBalancer,
 		TLS:                e.TLS,
+		Hedge:              e.Hedge,
+		Fault:              e.Fault,
 	})
 }

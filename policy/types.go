@@ -52,6 +52,12 @@ type Service struct {
 	Routes []Route `json:"routes,omitempty"`
 	// Authorization says who may call the service; the destination enforces it.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Concurrency caps the calls in flight from this process to the
+	// service (client side).
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
+	// RateLimit is enforced by the service's own mesh on its callers
+	// (server side).
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 }
 
 // Endpoint is one static instance of a service.
@@ -77,6 +83,11 @@ type Settings struct {
 	LoadBalancer string `json:"load_balancer,omitempty"`
 	// TLS is strict or disable (client side, toward the destination).
 	TLS string `json:"tls,omitempty"`
+	// Hedge sends a second attempt to another endpoint when the first is
+	// slow to answer.
+	Hedge *Hedge `json:"hedge,omitempty"`
+	// Fault injects delays and aborts into calls, in the caller's mesh.
+	Fault *Fault `json:"fault,omitempty"`
 }
 
 // Retry is the retry policy of a call.
@@ -123,12 +134,90 @@ type Budget struct {
 	MinPerSecond *int     `json:"min_per_second,omitempty"`
 }
 
-// CircuitBreaker configures the per-destination circuit breaker. Zero fields
-// take the defaults (5 failures, 30s open, 1 half-open request).
+// CircuitBreaker configures the per-destination circuit breaker, in one of
+// two forms: consecutive failures (ConsecutiveFailures), or a failure rate
+// over a sliding window (FailureRate, Window, MinCalls); not both. Zero
+// fields take the defaults: the consecutive form with 5 failures; for the
+// rate form a 10s window and 20 calls at least; 30s open and 1 half-open
+// request for both.
 type CircuitBreaker struct {
-	ConsecutiveFailures int      `json:"consecutive_failures,omitempty"`
-	OpenFor             Duration `json:"open_for,omitempty"`
-	HalfOpenRequests    int      `json:"half_open_requests,omitempty"`
+	ConsecutiveFailures int `json:"consecutive_failures,omitempty"`
+	// FailureRate opens the breaker when at least this share (0 < rate <=
+	// 1) of the calls of the last Window failed, and at least MinCalls
+	// calls were made in it.
+	FailureRate      float64  `json:"failure_rate,omitempty"`
+	Window           Duration `json:"window,omitempty"`
+	MinCalls         int      `json:"min_calls,omitempty"`
+	OpenFor          Duration `json:"open_for,omitempty"`
+	HalfOpenRequests int      `json:"half_open_requests,omitempty"`
+}
+
+// Concurrency caps the calls in flight from one process to a destination,
+// with a fixed Max or an Adaptive limit (not both). A call that finds no
+// free slot waits up to MaxWait for one (0: it is refused at once), then
+// fails at layer overload.
+type Concurrency struct {
+	Max      int                  `json:"max,omitempty"`
+	Adaptive *AdaptiveConcurrency `json:"adaptive,omitempty"`
+	MaxWait  Duration             `json:"max_wait,omitempty"`
+}
+
+// AdaptiveConcurrency is a limit learned from the destination's latency
+// and overload answers, kept within [Min, Max], starting at Initial.
+// Zero fields take the defaults (1, 20, 1000; Initial within Min..Max).
+type AdaptiveConcurrency struct {
+	Min     int `json:"min,omitempty"`
+	Initial int `json:"initial,omitempty"`
+	Max     int `json:"max,omitempty"`
+}
+
+// Hedge sends up to Max extra attempts, each to another endpoint, when
+// the attempts in flight have not answered after Delay (or after the
+// route's recent latency at Quantile, such as "p95"; one of the two). The
+// first answer wins and the others are canceled. Hedges draw on the retry
+// budget. Only idempotent requests are hedged, unless NonIdempotent.
+type Hedge struct {
+	Delay         Duration `json:"delay,omitempty"`
+	Quantile      string   `json:"quantile,omitempty"`
+	Max           int      `json:"max,omitempty"` // default 1, at most 5
+	NonIdempotent *bool    `json:"non_idempotent,omitempty"`
+}
+
+// RateLimit limits the calls a service accepts, per second with a burst,
+// for all callers together or for each calling service (PerCaller), with
+// a rate of its own for the callers named in Overrides (their burst
+// scales with their rate). A refused call gets 429 (gRPC
+// ResourceExhausted) marked "inmesh-error: rate_limit", with Retry-After.
+type RateLimit struct {
+	RequestsPerSecond float64            `json:"requests_per_second"`
+	Burst             int                `json:"burst,omitempty"` // default: one second's worth, at least 1
+	PerCaller         bool               `json:"per_caller,omitempty"`
+	Overrides         map[string]float64 `json:"overrides,omitempty"`
+}
+
+// Fault injects failures into calls, in the caller's mesh, to test the
+// protections. It is never on unless the document says so; Explain and
+// the admin handler show it, and every injection is counted.
+type Fault struct {
+	Delay *FaultDelay `json:"delay,omitempty"`
+	Abort *FaultAbort `json:"abort,omitempty"`
+	// OnlyWithHeader limits the fault to requests that carry this header.
+	OnlyWithHeader string `json:"only_with_header,omitempty"`
+}
+
+// FaultDelay delays Percent of the calls by Duration before they are sent.
+type FaultDelay struct {
+	Percent  float64  `json:"percent"`
+	Duration Duration `json:"duration"`
+}
+
+// FaultAbort fails Percent of the calls without sending them: an HTTP
+// call gets a CallError of layer fault naming HTTPStatus, an RPC one
+// whose status has code GRPCCode.
+type FaultAbort struct {
+	Percent    float64 `json:"percent"`
+	HTTPStatus int     `json:"http_status,omitempty"` // default 503
+	GRPCCode   string  `json:"grpc_code,omitempty"`   // default unavailable
 }
 
 // OutlierDetection configures per-endpoint ejection. Zero fields take the
@@ -173,7 +262,19 @@ type Authorization struct {
 	Default string `json:"default,omitempty"`
 	// Rules allow the calls they match, whatever Default says.
 	Rules []Rule `json:"rules,omitempty"`
+	// Deny is checked before the rules: a call it matches is denied,
+	// whatever the rules allow.
+	Deny []Rule `json:"deny,omitempty"`
+	// Mode is enforce or audit; "" means enforce. Under audit every
+	// decision is made, logged and counted, but every call goes through.
+	Mode string `json:"mode,omitempty"`
 }
+
+// The values of [Authorization.Mode].
+const (
+	AuthzEnforce = "enforce"
+	AuthzAudit   = "audit"
+)
 
 // Rule allows calls from some services to some paths and methods.
 type Rule struct {
@@ -226,6 +327,8 @@ type Effective struct {
 	OutlierDetection   *OutlierDetection // nil: none; fields defaulted (5, 30s, 10%) when present
 	LoadBalancer       string            // default round_robin
 	TLS                string            // "" means: strict when the mesh has an identity
+	Hedge              *Hedge            // nil: no hedging; Max defaulted (1), NonIdempotent set
+	Fault              *Fault            // nil: no fault injection
 }
 
 // ResolvedRoute is a route of a [ResolvedService].
@@ -251,6 +354,12 @@ type ResolvedService struct {
 	// have an authorization block: the destination then serves every
 	// authenticated caller of its trust domain.
 	HasAuthorization bool `json:"has_authorization"`
+	// Concurrency is the client-side limit toward the service (the
+	// service's block, else the defaults'), defaults filled in; nil: none.
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
+	// RateLimit is the limit the service's own mesh puts on its callers
+	// (the service's block, else the defaults'), Burst filled in; nil: none.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 }
 
 // Snapshot is an immutable, validated document with its version and its
