@@ -60,3 +60,12 @@ func (c GRPCCode) String() string {
 	}
 	return "Code(" + strconv.FormatUint(uint64(c), 10) + ")"
 }
+
+// ParseGRPCCode returns the code of name, one of the kebab-case names that
+// retry_on accepts ("unavailable", "resource-exhausted", "cancelled", ...;
+// case-sensitive), and whether name is one. "ok" is no such name: no
+// policy field names the success of a call.
+func ParseGRPCCode(name string) (GRPCCode, bool) {
+	c, ok := grpcCodeNames[name]
+	return c, ok
+}

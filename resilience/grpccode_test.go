@@ -42,3 +42,26 @@ func TestGRPCCodeStringDoesNotAllocate(t *testing.T) {
 		t.Errorf("String allocates %v times", n)
 	}
 }
+
+func TestParseGRPCCode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want resilience.GRPCCode
+		ok   bool
+	}{
+		{"unavailable", resilience.CodeUnavailable, true},
+		{"resource-exhausted", resilience.CodeResourceExhausted, true},
+		{"cancelled", resilience.CodeCanceled, true},
+		{"unauthenticated", resilience.CodeUnauthenticated, true},
+		{"ok", 0, false},
+		{"Unavailable", 0, false},
+		{"resource_exhausted", 0, false},
+		{"14", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := resilience.ParseGRPCCode(tc.name)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseGRPCCode(%q) = %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}

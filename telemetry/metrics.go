@@ -22,6 +22,7 @@ type Instruments struct {
 	breaker       metric.Int64Counter
 	ejections     metric.Int64Counter
 	policyUpdates metric.Int64Counter
+	faults        metric.Int64Counter // inmesh.faults.injected (fault.go)
 
 	httpOpts cowCache[HTTPCall, []metric.RecordOption]
 
@@ -144,6 +145,8 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	collect(err)
 	in.policyUpdates, err = m.Int64Counter(MetricPolicyUpdates,
 		metric.WithUnit(UnitPolicyUpdates), metric.WithDescription(DescPolicyUpdates))
+	collect(err)
+	in.faults, err = newFaultCounter(m)
 	collect(err)
 	var rpcErrs []error
 	in.rpc, rpcErrs = newRPCInstruments(m)

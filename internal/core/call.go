@@ -27,6 +27,10 @@ type Env struct {
 	// converted without a copy (for package meshgrpc, wrapped in the error
 	// that is also its gRPC status).
 	Err func(ce *CallError) error
+	// Rand returns uniform draws in [0, 1) for the fault block's
+	// percentages; nil means math/rand/v2's Float64. Safe for concurrent
+	// use.
+	Rand func() float64
 }
 
 // Request is what the core reads of a call: what the route match sees and
@@ -65,7 +69,7 @@ func (r *Request) what() string {
 //
 // Seams for the policies to come: a concurrency slot or rate limit is
 // taken in Start, after the deadline and before the first attempt, and
-// given back in Finish; fault injection wraps the Sender in Run; hedging
+// given back in Finish; hedging
 // runs a second Attempt (Begin with its own storage) while the first is
 // in flight, and settles the loser as canceled.
 type Call struct {
@@ -138,8 +142,9 @@ func (c *Call) Fail(layer Layer, err error) error {
 // Start readies the call to send, in ctx (the caller's, with the call's
 // span): it fails with layer route without a route, chooses the subset
 // (layer discovery when it has no endpoint), bounds ctx by the route's
-// timeout (the shorter of it and the caller's deadline wins), and deposits
-// the call in the retry budget when the route retries.
+// timeout (the shorter of it and the caller's deadline wins), injects the
+// route's fault (a delay, within that deadline; an abort, layer fault),
+// and deposits the call in the retry budget when the route retries.
 func (c *Call) Start(ctx context.Context, span trace.Span) error {
 	c.Ctx, c.Span = ctx, span
 	rt := c.Route
@@ -164,6 +169,11 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		}
 		c.dl.Init(ctx, now.Add(rt.Eff.Timeout))
 		c.Ctx, c.ends = &c.dl, true
+	}
+	if rt.Fault != nil {
+		if err := c.injectFault(rt.Fault); err != nil {
+			return err
+		}
 	}
 	c.max = int32(rt.MaxAttempts(&c.req))
 	if rt.Eff.Attempts > 1 {

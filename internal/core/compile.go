@@ -21,6 +21,9 @@ type Registry struct {
 	budgets  map[budgetKey]*resilience.Budget
 	outliers map[outlierKey]*resilience.Outlier
 	hosts    map[hostKey]*discovery.Host
+	// faults holds the routes whose fault block was warned of, per policy
+	// version: a recompilation for new endpoints does not warn again.
+	faults map[faultKey]struct{}
 }
 
 type breakerKey struct {
@@ -41,6 +44,8 @@ type outlierKey struct {
 	maxPct   int
 }
 
+type faultKey struct{ service, route, version string }
+
 type hostKey struct {
 	service, address string
 	outlier          *resilience.Outlier
@@ -53,6 +58,7 @@ func NewRegistry() *Registry {
 		budgets:  map[budgetKey]*resilience.Budget{},
 		outliers: map[outlierKey]*resilience.Outlier{},
 		hosts:    map[hostKey]*discovery.Host{},
+		faults:   map[faultKey]struct{}{},
 	}
 }
 
@@ -122,6 +128,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		if t := rr.Effective.Timeout; t > 0 {
 			rt.TimeoutMs = c.millis(int64(t / time.Millisecond))
 		}
+		rt.Fault = c.fault(pol.Version, svc.Name, rr.Name, rr.Effective.Fault)
 		if rr.Effective.Attempts > 1 {
 			ro, err := resilience.ParseRetryOn(rr.Effective.RetryOn)
 			if err != nil {
@@ -249,6 +256,28 @@ func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilie
 		c.next.outliers[k] = o
 	}
 	return o
+}
+
+// fault compiles the fault block of service's route and warns, once per
+// policy version, that the route injects faults: a block left on by
+// mistake is not shipped unnoticed.
+func (c *compiler) fault(version, service, route string, pf *policy.Fault) *Fault {
+	f, err := CompileFault(pf)
+	if err != nil {
+		// The policy validated the block already.
+		c.env.Log.Error("fault block did not compile after validation", "service", service, "route", route, "err", err)
+	}
+	if f == nil {
+		return nil
+	}
+	k := faultKey{service: service, route: route, version: version}
+	_, warned := c.old.faults[k]
+	if _, now := c.next.faults[k]; !warned && !now {
+		c.env.Log.Warn("fault injection is on: calls to this route are delayed or failed on purpose",
+			"service", service, "route", route, "policy_version", version, "fault", f.String())
+	}
+	c.next.faults[k] = struct{}{}
+	return f
 }
 
 // onBreakerChange logs and counts the transitions of a service's breaker.

@@ -49,6 +49,9 @@ type Route struct {
 	// TimeoutMs is the route's timeout in milliseconds, formatted once:
 	// the time left that a call's first attempt propagates, most often.
 	TimeoutMs Millis
+	// Fault is the route's fault injection, nil when its policy injects
+	// nothing.
+	Fault *Fault
 }
 
 // Millis is a count of milliseconds with its decimal text.
