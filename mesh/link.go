@@ -14,6 +14,7 @@ import (
 func init() {
 	meshlink.Of = func(m any) *meshlink.Plane { return m.(*Mesh).link }
 	meshlink.WithClock = func(c clock.Clock) any { return optionFunc(func(cfg *config) { cfg.clock = c }) }
+	meshlink.WithRand = func(r func() float64) any { return optionFunc(func(cfg *config) { cfg.rand = r }) }
 }
 
 // newLink returns the Plane of m, for its adapters.

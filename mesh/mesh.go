@@ -112,7 +112,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		}
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
-	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore}
+	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore, Rand: cfg.rand}
 	m.link = m.newLink()
 	m.plane = cfg.plane
 	if m.plane == nil {

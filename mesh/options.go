@@ -34,6 +34,7 @@ type config struct {
 	tracerProvider trace.TracerProvider
 	propagator     propagation.TextMapPropagator
 	clock          clock.Clock
+	rand           func() float64 // the fault block's draws; nil: math/rand/v2
 	identity       identity.Source
 	plane          ControlPlane
 	cacheDir       string

@@ -240,6 +240,11 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 				resp.Body = wrapBody(resp.Body, &c.body)
 			}
 		}
+	} else if c.req.Body != nil {
+		// Failed before any attempt (no route, no endpoint, a fault's
+		// abort): the body no transport will close, as a RoundTripper
+		// must.
+		_ = c.req.Body.Close()
 	}
 	c.Finish()
 

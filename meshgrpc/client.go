@@ -104,10 +104,15 @@ func noMeshService(st *meshlink.State, service string) error {
 		Err: fmt.Errorf("%q is no service of the policy in force", service)})
 }
 
-// prepare checks the route and the split and starts the call's deadline
-// (core.Call.Start); an error says why the call cannot be sent.
+// prepare checks the route and the split, starts the call's deadline and
+// injects the route's fault (core.Call.Start); an error says why the call
+// cannot be sent.
 func (c *rpcCall) prepare() error {
 	if err := c.Start(c.Ctx, c.Span); err != nil {
+		if _, ok := err.(*statusError); !ok {
+			// The caller canceled during a fault's delay: its status.
+			err = grpcstatus.FromContextError(err).Err()
+		}
 		return err
 	}
 	c.Ctx = injectOutgoing(c.a.p.Tracing, c.Ctx)
@@ -119,7 +124,7 @@ func (c *rpcCall) prepare() error {
 func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
 	if se, ok := err.(*statusError); ok {
-		code, errorType = Code(se.ce.Layer), string(se.ce.Layer)
+		code, errorType = codeOf(se.ce), string(se.ce.Layer)
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()

@@ -63,6 +63,17 @@ func Code(l mesh.Layer) codes.Code {
 	return codes.Unavailable
 }
 
+// codeOf returns the status code of ce: Code of its layer, except for a
+// fault's abort, which carries the code its policy names.
+func codeOf(ce *mesh.CallError) codes.Code {
+	if ce.Layer == mesh.LayerFault {
+		if fa, ok := ce.Err.(*core.FaultAbort); ok {
+			return codes.Code(fa.GRPCCode)
+		}
+	}
+	return Code(ce.Layer)
+}
+
 // statusError is the error of every RPC the mesh fails: the *CallError,
 // which errors.As finds, with the same Error() text, carried over gRPC as
 // the status its GRPCStatus returns.
@@ -74,7 +85,8 @@ func (e *statusError) Error() string { return e.ce.Error() }
 func (e *statusError) Unwrap() error { return e.ce }
 
 // GRPCStatus returns the status that carries the CallError over gRPC: the
-// code of its layer (see Code), its Error() as the message, and an
+// code of its layer (see Code; a fault's abort has its policy's code), its
+// Error() as the message, and an
 // errdetails.ErrorInfo of domain ErrorDomain whose reason is the layer and
 // whose metadata holds the other fields. FromStatus reverses it.
 func (e *statusError) GRPCStatus() *grpcstatus.Status { return statusOf(e.ce) }
@@ -88,7 +100,7 @@ func fromCore(ce *core.CallError) error { return &statusError{ce: (*mesh.CallErr
 
 // statusOf returns the status of ce (see statusError.GRPCStatus).
 func statusOf(e *mesh.CallError) *grpcstatus.Status {
-	st := grpcstatus.New(Code(e.Layer), e.Error())
+	st := grpcstatus.New(codeOf(e), e.Error())
 	md := make(map[string]string, 6)
 	put := func(k, v string) {
 		if v != "" {

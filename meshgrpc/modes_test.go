@@ -116,6 +116,7 @@ type fleet struct {
 	names   []string
 	addrs   []string
 	Hits    []func() int64
+	Conns   []func() int64 // connections each backend accepted
 	seen    []*seen
 	server  *mesh.Mesh // the backends' mesh; nil for plain HTTP backends
 	client  *mesh.Mesh
@@ -302,8 +303,11 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 	srvs := make([]*httptest.Server, len(bs))
 	for i := range bs {
 		srvs[i] = httptest.NewUnstartedServer(nil)
+		ln := &meshtest.CountingListener{Listener: srvs[i].Listener}
+		srvs[i].Listener = ln
 		f.addrs = append(f.addrs, srvs[i].Listener.Addr().String())
 		f.Hits = append(f.Hits, hits[i].Load)
+		f.Conns = append(f.Conns, ln.Accepted.Load)
 	}
 	f.policy = cfg.policyFor(f.addrs...)
 	plain := plainBilling(t, f.policy)
@@ -333,6 +337,9 @@ func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
 	backends := make([]*grpcBackend, len(bs))
 	for i, bh := range bs {
 		b := newGRPCBackend(t, f.names[i])
+		ln := &meshtest.CountingListener{Listener: b.ln}
+		b.ln = ln
+		f.Conns = append(f.Conns, ln.Accepted.Load)
 		s := f.seen[i]
 		b.onCheck(func(ctx context.Context, n int64) (*healthpb.HealthCheckResponse, error) {
 			s.sawDeadline(ctx.Deadline())

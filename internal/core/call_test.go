@@ -78,7 +78,7 @@ type settings struct {
 	auto    bool // timers fire at once (autoClock)
 }
 
-func newFixture(t *testing.T, s settings) *fixture {
+func newFixture(t testing.TB, s settings) *fixture {
 	t.Helper()
 	clk := clocktest.NewFake(epoch)
 	in, err := telemetry.New(nil)

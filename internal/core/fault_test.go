@@ -348,3 +348,60 @@ services:
 		t.Fatal("a new version did not warn")
 	}
 }
+
+// A fault that does not fire costs a draw, no allocation: the call
+// allocates what it allocates without the block.
+func TestFaultNotFiredAllocatesNothing(t *testing.T) {
+	s := &fakeSender{script: always(status(200))}
+	none := newFixture(t, settings{})
+	base := testing.AllocsPerRun(200, func() { _, _, _ = none.call(context.Background(), get, s) })
+	for _, tc := range []struct {
+		name  string
+		fault *policy.Fault
+	}{
+		{"percent not drawn", &policy.Fault{
+			Delay: &policy.FaultDelay{Percent: 1, Duration: policy.Duration(time.Second)},
+			Abort: &policy.FaultAbort{Percent: 1, HTTPStatus: 503, GRPCCode: "unavailable"}}},
+		{"header absent", &policy.Fault{Abort: &policy.FaultAbort{Percent: 100, HTTPStatus: 503, GRPCCode: "unavailable"},
+			OnlyWithHeader: "x-inmesh-fault"}},
+	} {
+		f := newFixture(t, settings{})
+		f.env.Rand = func() float64 { return 0.5 }
+		f.route.Fault = mustFault(t, tc.fault)
+		req := get
+		req.Header = HTTPHeader{"X-Other": {"1"}}
+		if got := testing.AllocsPerRun(200, func() { _, _, _ = f.call(context.Background(), req, s) }); got > base {
+			t.Errorf("%s: %v allocations per call, %v without a fault block", tc.name, got, base)
+		}
+	}
+}
+
+func BenchmarkFault(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		fault *policy.Fault
+	}{
+		{"none", nil},
+		{"not fired", &policy.Fault{Abort: &policy.FaultAbort{Percent: 1, HTTPStatus: 503, GRPCCode: "unavailable"}}},
+		{"abort", abortAll(503, "unavailable")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			f := newFixture(b, settings{})
+			f.env.Rand = func() float64 { return 0.5 }
+			if bc.fault != nil {
+				f.route.Fault, _ = CompileFault(bc.fault)
+			}
+			s := &fakeSender{script: always(status(200))}
+			b.ReportAllocs()
+			for b.Loop() {
+				c := Call{}
+				c.Init(f.env, f.dest, get, true)
+				if c.Start(context.Background(), nil) == nil {
+					_, _ = c.Run(s)
+				}
+				c.Finish()
+				s.sent = s.sent[:0]
+			}
+		})
+	}
+}

@@ -97,6 +97,12 @@ var Of func(m any) *Plane
 // Package mesh sets it with Of.
 var WithClock func(c clock.Clock) any
 
+// WithRand returns the mesh.Option (as an any) that sets the random source
+// of a Mesh's fault block (core.Env.Rand: uniform draws in [0, 1), safe for
+// concurrent use), for tests that count injected faults on seeded draws.
+// Package mesh sets it with Of.
+var WithRand func(r func() float64) any
+
 // CallerOf returns the service of the verified client certificate of a
 // connection, "" for a connection without one (plaintext, or nil cs), or an
 // error when the certificate is no mesh identity of a service. The HTTP
