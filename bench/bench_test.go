@@ -36,6 +36,7 @@ func TestRun(t *testing.T) {
 		"| inmesh mTLS, meshed server, telemetry off (vs bare mutual TLS 1.3) |",
 		"| HAProxy, two hops |", "| inmesh, mTLS, OTel SDK (vs bare grpc-go, mutual TLS 1.3) |", "| otelhttp, OTel SDK |",
 		"| naive retries (3 tries at once) |", "| inmesh, retry with budget, breaker |", "| inmesh, the full chain each |",
+		"| inmesh, abort 50% |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("no row %q", want)
