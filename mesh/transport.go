@@ -58,7 +58,9 @@ var _ http.RoundTripper = (*transport)(nil)
 // a CallError of layer egress and is never dialed. A service the control
 // plane knows but holds no valid policy for (its Consul key was rejected
 // and no earlier version is in force) fails with layer policy: it is never
-// sent outside the mesh.
+// sent outside the mesh. A route whose policy has a fault block delays or
+// aborts a share of its calls before their first attempt; an abort fails
+// with a CallError of layer fault, the request never sent.
 //
 // The URL host is matched as DNS matches names: case-insensitively, with
 // or without one trailing dot ("http://Billing./charge" calls billing). A
