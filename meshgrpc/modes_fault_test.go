@@ -198,12 +198,12 @@ func TestFaultDelay(t *testing.T) {
 			// The mesh's clock never moves: only the route's timeout, on
 			// the real time, ends the delay.
 			f := startFleetWith(t, md, fleetConfig{
-				settings:   "    timeout: 20ms\n    fault: {delay: {percent: 100, duration: 1h}, abort: {percent: 100}}\n",
+				settings:   "    timeout: 20ms\n    fault: {delay: {percent: 100, duration: 10m}, abort: {percent: 100}}\n",
 				clientOpts: []mesh.Option{withClock(clocktest.NewFake(time.Now()))},
 			}, alwaysAnswer(ok))
 			r := f.call(guarded(t))
 			ce := r.callError()
-			if ce == nil || ce.Layer != mesh.LayerTimeout || ce.Attempts != 0 || !strings.Contains(ce.Error(), "while the fault block delayed the call by 1h0m0s") {
+			if ce == nil || ce.Layer != mesh.LayerTimeout || ce.Attempts != 0 || !strings.Contains(ce.Error(), "while the fault block delayed the call by 10m0s") {
 				t.Fatalf("%v, want a timeout during the delay", r)
 			}
 			if md == modeGRPC && grpcstatus.Code(r.err) != codes.DeadlineExceeded {
@@ -216,7 +216,7 @@ func TestFaultDelay(t *testing.T) {
 		t.Run("the caller cancels during the delay", func(t *testing.T) {
 			fc := clocktest.NewFake(time.Now())
 			f := startFleetWith(t, md, fleetConfig{
-				settings:   "    fault: {delay: {percent: 100, duration: 1h}}\n",
+				settings:   "    fault: {delay: {percent: 100, duration: 10m}}\n",
 				clientOpts: []mesh.Option{withClock(fc)},
 			}, alwaysAnswer(ok))
 			ctx, cancel := context.WithCancel(guarded(t))
@@ -261,13 +261,13 @@ func TestFaultOnlyWithHeader(t *testing.T) {
 }
 
 // TestFaultRouteOverride: a route's fault block replaces its service's
-// whole; an empty one turns faults off on the route.
+// whole; one at 0% turns faults off on the route.
 func TestFaultRouteOverride(t *testing.T) {
 	run(t, func(t *testing.T, md mode) {
 		f := startFleet(t, md, `    fault: {abort: {percent: 100}}
     routes:
       - {name: teapot, match: {headers: {x-route: teapot}}, fault: {abort: {percent: 100, http_status: 418, grpc_code: aborted}}}
-      - {name: clean, match: {headers: {x-route: clean}}, fault: {}}
+      - {name: clean, match: {headers: {x-route: clean}}, fault: {abort: {percent: 0}}}
       - {name: rest}
 `, nil, alwaysAnswer(ok))
 		if r := f.call(context.Background(), "X-Route", "teapot"); !r.faulted("teapot", "418", codes.Aborted, "aborted") {

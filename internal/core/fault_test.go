@@ -257,8 +257,8 @@ func TestCompileFault(t *testing.T) {
 		wantErr bool
 	}{
 		{"none", nil, "", false},
-		{"empty: a route turning off its service's fault", &policy.Fault{}, "", false},
-		{"zero percents", &policy.Fault{Delay: &policy.FaultDelay{Duration: sec}, Abort: &policy.FaultAbort{HTTPStatus: 503, GRPCCode: "unavailable"}}, "", false},
+		{"empty (validation rejects it)", &policy.Fault{}, "", false},
+		{"zero percents: a route turning off its service's fault", &policy.Fault{Delay: &policy.FaultDelay{Duration: sec}, Abort: &policy.FaultAbort{HTTPStatus: 503, GRPCCode: "unavailable"}}, "", false},
 		{"delay", &policy.Fault{Delay: &policy.FaultDelay{Percent: 10, Duration: sec}}, "delay 10% by 1s", false},
 		{"abort", &policy.Fault{Abort: &policy.FaultAbort{Percent: 2.5, HTTPStatus: 500, GRPCCode: "internal"}, OnlyWithHeader: "x-fault"},
 			"abort 2.5% with HTTP 500 / gRPC internal, only with header X-Fault", false},
@@ -295,7 +295,7 @@ services:
     fault: {abort: {percent: 5}}
     routes:
       - {name: charge, match: {path_prefix: /charge}, fault: {delay: {percent: 10, duration: 1s}}}
-      - {name: off, match: {path_prefix: /off}, fault: {}}
+      - {name: off, match: {path_prefix: /off}, fault: {abort: {percent: 0}}}
       - {name: rest}
   ledger:
     endpoints: [{address: 127.0.0.1:2}]
