@@ -60,3 +60,11 @@ func (c GRPCCode) String() string {
 	}
 	return "Code(" + strconv.FormatUint(uint64(c), 10) + ")"
 }
+
+// ParseGRPCCode returns the code of a kebab-case gRPC code name, as
+// retry_on spells them ("unavailable", "resource-exhausted",
+// "deadline-exceeded", ...). "ok" is no failure and is not a name here.
+func ParseGRPCCode(name string) (GRPCCode, bool) {
+	c, ok := grpcCodeNames[name]
+	return c, ok
+}
