@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"hash/maphash"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +21,8 @@ const auditSlots = 64
 // audit, so that a flood of calls does not flood the log: at most one line
 // per auditLogEvery per slot, a slot per (caller, rule) pair up to
 // auditSlots. It takes no lock and allocates nothing; its zero value is
-// not ready (see newAuditLimiter). Safe for concurrent use.
+// ready. Safe for concurrent use.
 type auditLimiter struct {
-	seed  maphash.Seed
 	slots [auditSlots]auditSlot
 }
 
@@ -33,13 +31,24 @@ type auditSlot struct {
 	suppressed atomic.Int64 // lines left out since the slot's last line
 }
 
-func newAuditLimiter() *auditLimiter { return &auditLimiter{seed: maphash.MakeSeed()} }
+// auditSlotOf returns the slot of caller and rule: FNV-1a of both, apart.
+func auditSlotOf(caller, rule string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(caller); i++ {
+		h = (h ^ uint64(caller[i])) * prime
+	}
+	h = (h ^ 0xff) * prime // no byte of a service name: "ab"+"c" is not "a"+"bc"
+	for i := 0; i < len(rule); i++ {
+		h = (h ^ uint64(rule[i])) * prime
+	}
+	return h % auditSlots
+}
 
 // allow reports whether a line about caller and rule may be logged at now,
 // and how many lines of its slot were left out since its last one.
 func (l *auditLimiter) allow(now time.Time, caller, rule string) (bool, int64) {
-	h := maphash.String(l.seed, caller) ^ (maphash.String(l.seed, rule) * 0x9e3779b97f4a7c15)
-	s := &l.slots[h%auditSlots]
+	s := &l.slots[auditSlotOf(caller, rule)]
 	t := now.UnixNano()
 	next := s.next.Load()
 	if t < next || !s.next.CompareAndSwap(next, t+int64(auditLogEvery)) {

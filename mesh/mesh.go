@@ -44,7 +44,7 @@ type Mesh struct {
 	reg           *registry
 	endpointsSeen *discovery.Snapshot // the endpoint source's last snapshot applied
 
-	audit *auditLimiter // the log lines of would-be denials under authorization mode audit
+	audit auditLimiter // the log lines of would-be denials under authorization mode audit
 
 	rejection atomic.Pointer[rejection] // last rejected document, for the admin page
 	updates   atomic.Int64              // policies applied
@@ -106,7 +106,6 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		log:     cfg.logger.With("component", "inmesh", "workload", cfg.service),
 		clock:   cfg.clock,
 		reg:     newRegistry(),
-		audit:   newAuditLimiter(),
 		tracing: telemetry.NewTracing(cfg.tracerProvider, cfg.propagator),
 	}
 	if m.instr, err = telemetry.New(cfg.meterProvider); err != nil {
