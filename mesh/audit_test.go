@@ -19,7 +19,7 @@ func TestAuditLimiter(t *testing.T) {
 		{0, "web", "deny[0]", true, 0},
 		{0, "web", "deny[0]", false, 0},
 		{time.Second, "web", "deny[0]", false, 0},
-		{0, "web", "deny[1]", true, 0},  // another rule: its own slot
+		{0, "web", "deny[1]", true, 0},   // another rule: its own slot
 		{0, "admin", "deny[0]", true, 0}, // another caller: its own slot
 		{auditLogEvery - 1, "web", "deny[0]", false, 0},
 		{auditLogEvery, "web", "deny[0]", true, 3},
