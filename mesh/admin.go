@@ -58,8 +58,13 @@ func (m *Mesh) adminIndex(w http.ResponseWriter, _ *http.Request) {
 	}
 	// Fault injection in force is said on the first page, so that nobody
 	// runs it unnoticed.
-	if faults := activeFaults(m.state.Load()); len(faults) > 0 {
+	st := m.state.Load()
+	if faults := activeFaults(st); len(faults) > 0 {
 		index["faults_active"] = faults
+	}
+	// So is an authorization that only audits.
+	if self := st.policy.Services[m.cfg.service]; self != nil && self.HasAuthorization && self.Authorization.Mode == policy.AuthzAudit {
+		index["authorization_audit"] = "mode audit: denials are logged and counted, every call goes through"
 	}
 	writeJSON(w, http.StatusOK, index)
 }

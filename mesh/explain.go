@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -41,13 +42,19 @@ type Explanation struct {
 	// process's concurrency limit toward the service, the route's hedging
 	// and fault injection, and the rate limit the service's own mesh puts
 	// on its callers.
-	Concurrency   *ConcurrencyState `json:"concurrency,omitempty"`
-	Hedge         *policy.Hedge     `json:"hedge,omitempty"`
-	Fault         *policy.Fault     `json:"fault,omitempty"`
-	RateLimit     *policy.RateLimit `json:"rate_limit,omitempty"`
-	PolicyVersion string            `json:"policy_version"`
-	Layer         Layer             `json:"layer,omitempty"` // set when the mesh would fail the request
-	Error         string            `json:"error,omitempty"`
+	Concurrency *ConcurrencyState `json:"concurrency,omitempty"`
+	Hedge       *policy.Hedge     `json:"hedge,omitempty"`
+	Fault       *policy.Fault     `json:"fault,omitempty"`
+	RateLimit   *policy.RateLimit `json:"rate_limit,omitempty"`
+	// Authorization is what the destination's authorization block, as
+	// this policy has it, decides for this caller: "allowed by rules[0]",
+	// "denied by deny[0] (deny 0)", with " (mode audit: logged, let
+	// through)" under audit. "" when a control plane decides instead (with
+	// Consul, its intentions).
+	Authorization string `json:"authorization,omitempty"`
+	PolicyVersion string `json:"policy_version"`
+	Layer         Layer  `json:"layer,omitempty"` // set when the mesh would fail the request
+	Error         string `json:"error,omitempty"`
 }
 
 // explanationJSON is an Explanation as JSON: its fields, with the
@@ -169,6 +176,9 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if rs := st.policy.Services[name]; rs != nil {
 		ex.Concurrency = concurrencyState(d, rs.Concurrency)
 		ex.RateLimit = rs.RateLimit
+		if _, local := m.plane.(*localPlane); local {
+			ex.Authorization = m.explainAuthz(rs, &creq, req)
+		}
 	}
 	ex.Hedge, ex.Fault = eff.Hedge, eff.Fault
 	// Without a breaker the circuit is, in effect, always closed.
@@ -203,6 +213,32 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 		return ex, ce
 	}
 	return ex, nil
+}
+
+// explainAuthz says what the authorization block of rs decides for this
+// mesh's service calling creq (req as sent: its path as spelled).
+func (m *Mesh) explainAuthz(rs *policy.ResolvedService, creq *core.Request, req *http.Request) string {
+	if !rs.HasAuthorization {
+		return "no authorization block: every caller of the trust domain"
+	}
+	path := req.URL.EscapedPath()
+	if req.URL.RawPath != "" {
+		path = req.URL.RawPath
+	}
+	method := creq.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	az := identity.NewAuthorizer(rs.Authorization)
+	d := az.Authorize(m.cfg.service, method, path)
+	out := "allowed by " + d.Name
+	if !d.Allow {
+		out = "denied by " + d.Name + " (" + d.Reason + ")"
+		if az.Audit() {
+			out += " (mode audit: logged, let through)"
+		}
+	}
+	return out
 }
 
 // concurrencyState is the concurrency limit c of d, nil when c is.

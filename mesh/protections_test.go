@@ -17,6 +17,8 @@ const protectedPolicy = `
 version: prot-1
 services:
   enrollment:
+    endpoints: [{address: 127.0.0.1:9004}]
+    tls: disable
     rate_limit: {requests_per_second: 100, burst: 200, per_caller: true, overrides: {progress: 500}}
     authorization:
       default: allow
@@ -78,6 +80,16 @@ func TestExplainShowsProtections(t *testing.T) {
 	if rest.Fault != nil || rest.Hedge == nil {
 		t.Errorf("route rest: fault %+v, hedge %+v; want no fault and the service's hedge", rest.Fault, rest.Hedge)
 	}
+	for _, tc := range []struct{ url, want string }{
+		{"http://enrollment/admin/x", "denied by deny[0] (deny 0) (mode audit: logged, let through)"},
+		{"http://enrollment/courses", "allowed by default"},
+		{"http://billing/charge", "no authorization block: every caller of the trust domain"},
+	} {
+		ex, _ := m.Explain(meshtest.MustRequest(t, http.MethodGet, tc.url))
+		if ex == nil || ex.Authorization != tc.want {
+			t.Errorf("%s: authorization %q, want %q", tc.url, ex.Authorization, tc.want)
+		}
+	}
 	plain, err := m.Explain(meshtest.MustRequest(t, http.MethodGet, "http://catalog/x"))
 	if err != nil {
 		t.Fatal(err)
@@ -120,9 +132,10 @@ func TestAdminProtections(t *testing.T) {
 	}
 	var index struct {
 		Faults []FaultState `json:"faults_active"`
+		Audit  string       `json:"authorization_audit"`
 	}
 	get("/", &index)
-	if len(index.Faults) != 1 || index.Faults[0].Service != "billing" {
-		t.Errorf("index faults_active = %+v", index.Faults)
+	if len(index.Faults) != 1 || index.Faults[0].Service != "billing" || index.Audit == "" {
+		t.Errorf("index faults_active = %+v, authorization_audit %q", index.Faults, index.Audit)
 	}
 }

@@ -545,10 +545,17 @@ func (v *validator) rules(key string, rules []Rule) {
 			}
 		}
 		for j, prefix := range r.Paths {
-			if !strings.HasPrefix(prefix, "/") {
+			problem := ""
+			switch {
+			case !strings.HasPrefix(prefix, "/"):
+				problem = "must start with \"/\""
+			case !canonicalRulePath(prefix):
+				problem = "must be a clean path (no \"//\", \".\" or \"..\" segments, \"%\" or \"\\\"): requests are matched once cleaned and decoded, so this one could never match"
+			}
+			if problem != "" {
 				m := v.push("paths")
 				v.pushIndex(j)
-				v.add("must start with \"/\"")
+				v.add("%s", problem)
 				v.pop(m)
 			}
 		}
@@ -560,6 +567,23 @@ func (v *validator) rules(key string, rules []Rule) {
 		v.pop(mi)
 	}
 	v.pop(mr)
+}
+
+// canonicalRulePath reports whether p (which starts with "/") is as a
+// request path is once cleaned and decoded: no empty, "." or ".."
+// segment but a trailing "/" (a prefix such as "/pkg.Service/"), no
+// escape and no backslash.
+func canonicalRulePath(p string) bool {
+	if strings.ContainsAny(p, "%\\") {
+		return false
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || seg == "" && i < len(segs)-1 {
+			return false
+		}
+	}
+	return true
 }
 
 // mergedDefaults checks the defaults, at the path being checked, on their

@@ -81,6 +81,14 @@ func TestValidateProtection(t *testing.T) {
 
 		// authorization deny and mode.
 		{"authz deny and audit", "services: {b: {authorization: {default: allow, mode: audit, deny: [{from: ['*'], paths: [/admin]}], rules: [{from: [a]}]}}}", nil},
+		{"authz clean paths", "services: {b: {authorization: {rules: [{from: [a], paths: [/, /a/, /pkg.S/M]}]}}}", nil},
+		{"authz unclean paths", `services: {b: {authorization: {deny: [{from: ["*"], paths: [//admin, /a/./b, /a/.., /%61dmin, '/a\b']}]}}}`, []string{
+			`services.b.authorization.deny[0].paths[0]: must be a clean path (no "//", "." or ".." segments, "%" or "\"): requests are matched once cleaned and decoded, so this one could never match`,
+			`services.b.authorization.deny[0].paths[1]: must be a clean path (no "//", "." or ".." segments, "%" or "\"): requests are matched once cleaned and decoded, so this one could never match`,
+			`services.b.authorization.deny[0].paths[2]: must be a clean path (no "//", "." or ".." segments, "%" or "\"): requests are matched once cleaned and decoded, so this one could never match`,
+			`services.b.authorization.deny[0].paths[3]: must be a clean path (no "//", "." or ".." segments, "%" or "\"): requests are matched once cleaned and decoded, so this one could never match`,
+			`services.b.authorization.deny[0].paths[4]: must be a clean path (no "//", "." or ".." segments, "%" or "\"): requests are matched once cleaned and decoded, so this one could never match`,
+		}},
 		{"authz mode", "services: {b: {authorization: {mode: dry-run}}}", []string{`services.b.authorization.mode: must be one of enforce, audit; got "dry-run"`}},
 		{"authz deny rules", "services: {b: {authorization: {deny: [{paths: [admin], methods: ['P T']}]}}}", []string{
 			`services.b.authorization.deny[0].from: must name at least one calling service (or "*" for any)`,

@@ -167,6 +167,9 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 		}
 		line("FAULT", "injection active: "+strings.Join(parts, ", "))
 	}
+	if ex.Authorization != "" {
+		line("authz", ex.Authorization+" (as caller inmesh-cli)")
+	}
 	if r := ex.RateLimit; r != nil {
 		who := "all callers together"
 		if r.PerCaller {
