@@ -11,24 +11,58 @@ import (
 
 // Decision is the outcome of [Authorizer.Authorize].
 type Decision struct {
-	// Allow says whether the call may proceed.
+	// Allow says whether the call may proceed (under mode audit, whether
+	// it would: see [Authorizer.Audit]).
 	Allow bool
-	// Rule is the index of the rule that allowed the call, or -1 when no
-	// rule matched (the default decided) or the check failed.
+	// Rule is the index, in the list List names, of the rule that decided:
+	// the allow rule that allowed the call, or the deny rule that denied
+	// it. It is -1 when no rule decided (the default, or a failed check).
 	Rule int
+	// List names the list Rule indexes. Deciders other than an Authorizer
+	// (a control plane's own rules) may leave it ListNone and say which
+	// rule decided in Reason.
+	List RuleList
+	// Name is the rule that decided as logs, telemetry and Explain name
+	// it: "rules[3]", "deny[0]", "default"; "" when a check failed before
+	// any rule was looked at (no caller identity, no policy).
+	Name string
 	// Reason explains the decision in a few words, for logs and errors:
-	// "rule 3", "default deny", "default allow", "no caller identity",
-	// "no authorization policy".
+	// "rule 3", "deny 0", "deny 0: path not canonical", "default deny",
+	// "default allow", "no caller identity", "no authorization policy".
 	Reason string
 }
 
-// Reasons of decisions that no rule made.
+// RuleList names the list of rules a [Decision.Rule] indexes.
+type RuleList uint8
+
+const (
+	// ListNone: no rule decided (Rule is -1).
+	ListNone RuleList = iota
+	// ListRules: Rule indexes [policy.Authorization.Rules].
+	ListRules
+	// ListDeny: Rule indexes [policy.Authorization.Deny].
+	ListDeny
+)
+
+// String returns "rules", "deny", or "" for ListNone.
+func (l RuleList) String() string {
+	switch l {
+	case ListRules:
+		return "rules"
+	case ListDeny:
+		return "deny"
+	}
+	return ""
+}
+
+// Reasons and names of decisions that no rule made.
 const (
 	reasonNoPolicy     = "no authorization policy"
 	reasonNoCaller     = "no caller identity"
 	reasonCallerNoSvc  = "caller ID names no service"
 	reasonDefaultAllow = "default allow"
 	reasonDefaultDeny  = "default deny"
+	nameDefault        = "default"
 )
 
 // Authorizer decides which callers may call a service, by caller service
@@ -44,10 +78,25 @@ const (
 // empty caller name.
 type Authorizer struct {
 	allowDefault  bool
+	audit         bool
 	defaultReason string
-	rules         []authRule
-	byCaller      map[string][]int32 // rules naming the caller or "*", in order
-	anyCaller     []int32            // rules naming "*", in order
+	allow         ruleSet // the rules: the first that matches allows
+	deny          ruleSet // the deny list, looked at first: the first that matches denies
+}
+
+// ruleSet is one compiled list of rules, indexed by caller.
+type ruleSet struct {
+	rules     []authRule
+	byCaller  map[string][]int32 // rules naming the caller or "*", in order
+	anyCaller []int32            // rules naming "*", in order
+}
+
+// forCaller returns the indexes of the rules that apply to caller, in order.
+func (s *ruleSet) forCaller(caller string) []int32 {
+	if list, ok := s.byCaller[caller]; ok {
+		return list
+	}
+	return s.anyCaller
 }
 
 // authRule is one compiled rule.
@@ -56,7 +105,9 @@ type authRule struct {
 	anyMethod bool     // the rule names no method
 	methods   uint16   // bit set of the standard methods it names (methodBit)
 	others    []string // upper-case non-standard methods it names
-	reason    string   // "rule <i>"
+	reason    string   // "rule <i>", "deny <i>"
+	unclean   string   // a deny rule's reason for a path that is not canonical
+	name      string   // "rules[<i>]", "deny[<i>]"
 }
 
 // methodBit returns the bit of a standard HTTP method, 0 for any other.
@@ -84,7 +135,7 @@ func methodBit(m string) uint16 {
 	return 0
 }
 
-// allows reports whether the rule allows method, whose methodBit is bit.
+// allows reports whether the rule names method, whose methodBit is bit.
 func (r *authRule) allows(method string, bit uint16) bool {
 	if r.anyMethod || r.methods&bit != 0 {
 		return true
@@ -92,10 +143,12 @@ func (r *authRule) allows(method string, bit uint16) bool {
 	return bit == 0 && r.others != nil && slices.Contains(r.others, method)
 }
 
-// NewAuthorizer compiles a. Rules are tried in order and the first that
-// matches allows the call; when none does, a.Default decides: "allow"
-// allows, "deny", "" and any other value deny. A rule matches when its From
-// names the caller or is "*" (a rule without From matches nobody), one of its
+// NewAuthorizer compiles a. The deny list is tried first, in order: the
+// first deny rule that matches denies the call, whatever the rules allow.
+// Then the rules are tried in order and the first that matches allows the
+// call; when none does, a.Default decides: "allow" allows, "deny", "" and
+// any other value deny. A rule (allow or deny) matches when its From names
+// the caller or is "*" (a rule without From matches nobody), one of its
 // Paths covers the request path (no Paths: any path), and one of its
 // Methods equals the request method (no Methods: any method; the policy's
 // methods are compared in upper case, the request's as they are).
@@ -103,25 +156,47 @@ func (r *authRule) allows(method string, bit uint16) bool {
 // A rule path covers itself and everything below it, at a segment boundary:
 // "/charge" covers "/charge" and "/charge/x", never "/chargeback"; a rule
 // path ending in "/" covers what starts with it. Paths are compared once
-// decoded, as the application sees them, and a rule with Paths never
-// matches a path that is not canonical (see [CanonicalPath]: "..", ".",
-// "//", encoded slashes or dots), so that "/public/../admin" or
-// "/public%2F..%2Fadmin" cannot pass as "/public"; rules without Paths still
-// apply to it.
+// decoded, as the application sees them, and are case-sensitive, as URL
+// paths are: "/ADMIN" is not "/admin". A path that is not canonical (see
+// [CanonicalPath]: "..", ".", "//", encoded slashes or dots, backslashes)
+// names no resource one can be sure of, so:
+//
+//   - a deny rule with Paths whose From and Methods match the call denies a
+//     path that is not canonical, since it may name a denied path:
+//     "/x/../admin" cannot pass a deny on "/admin";
+//   - an allow rule with Paths never matches it, so that "/public/../admin"
+//     or "/public%2F..%2Fadmin" cannot pass as "/public".
+//
+// Rules without Paths, allow or deny, apply to every path, canonical or
+// not: their decision does not depend on it.
+//
+// a.Mode "audit" makes [Authorizer.Audit] report true; the decisions are
+// the same as under "enforce" ("" and any other value).
 //
 // NewAuthorizer copies what it needs; a may be reused.
 func NewAuthorizer(a policy.Authorization) *Authorizer {
 	z := &Authorizer{
 		allowDefault:  a.Default == "allow",
+		audit:         a.Mode == policy.AuthzAudit,
 		defaultReason: reasonDefaultDeny,
-		rules:         make([]authRule, len(a.Rules)),
-		byCaller:      make(map[string][]int32),
+		allow:         compileRules(a.Rules, "rule ", "rules"),
+		deny:          compileRules(a.Deny, "deny ", "deny"),
 	}
 	if z.allowDefault {
 		z.defaultReason = reasonDefaultAllow
 	}
-	for i, r := range a.Rules {
-		cr := authRule{reason: "rule " + strconv.Itoa(i)}
+	for i := range z.deny.rules {
+		z.deny.rules[i].unclean = z.deny.rules[i].reason + ": path not canonical"
+	}
+	return z
+}
+
+// compileRules compiles one list of rules, whose reasons are reason and
+// the index, and names list[index].
+func compileRules(rules []policy.Rule, reason, list string) ruleSet {
+	s := ruleSet{rules: make([]authRule, len(rules)), byCaller: make(map[string][]int32)}
+	for i, r := range rules {
+		cr := authRule{reason: reason + strconv.Itoa(i), name: list + "[" + strconv.Itoa(i) + "]"}
 		if len(r.Paths) > 0 { // empty means any path: keep nil
 			cr.paths = slices.Clone(r.Paths)
 		}
@@ -134,13 +209,13 @@ func NewAuthorizer(a policy.Authorization) *Authorizer {
 				cr.others = append(cr.others, m)
 			}
 		}
-		z.rules[i] = cr
+		s.rules[i] = cr
 	}
 	// Index: a caller's list holds the rules naming it and the "*" rules,
 	// in rule order, each once.
 	named := make(map[string][]bool)
-	anyRule := make([]bool, len(a.Rules))
-	for i, r := range a.Rules {
+	anyRule := make([]bool, len(rules))
+	for i, r := range rules {
 		for _, from := range r.From {
 			if from == "*" {
 				anyRule[i] = true
@@ -150,27 +225,32 @@ func NewAuthorizer(a policy.Authorization) *Authorizer {
 				continue
 			}
 			if named[from] == nil {
-				named[from] = make([]bool, len(a.Rules))
+				named[from] = make([]bool, len(rules))
 			}
 			named[from][i] = true
 		}
 	}
 	for i, ok := range anyRule {
 		if ok {
-			z.anyCaller = append(z.anyCaller, int32(i))
+			s.anyCaller = append(s.anyCaller, int32(i))
 		}
 	}
 	for caller, mine := range named {
 		var list []int32
-		for i := range a.Rules {
+		for i := range rules {
 			if mine[i] || anyRule[i] {
 				list = append(list, int32(i))
 			}
 		}
-		z.byCaller[caller] = list
+		s.byCaller[caller] = list
 	}
-	return z
+	return s
 }
+
+// Audit reports whether the authorization is in mode audit: its decisions
+// are to be logged and counted, and the calls let through, denied or not.
+// A nil Authorizer is not.
+func (z *Authorizer) Audit() bool { return z != nil && z.audit }
 
 // Authorize decides whether caller (the calling service's name, from its
 // verified SPIFFE ID) may call method on path, the request path as the
@@ -178,7 +258,8 @@ func NewAuthorizer(a policy.Authorization) *Authorizer {
 // RawPath, or its EscapedPath when RawPath is empty; for gRPC the full
 // method). It never allocates unless the path holds an escape, and is safe
 // for concurrent use. A nil Authorizer or an empty caller is denied with
-// Rule -1.
+// Rule -1. The decision is the same in mode audit: acting on it is the
+// caller's business.
 func (z *Authorizer) Authorize(caller, method, path string) Decision {
 	if z == nil {
 		return Decision{Rule: -1, Reason: reasonNoPolicy}
@@ -186,14 +267,29 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 	if caller == "" {
 		return Decision{Rule: -1, Reason: reasonNoCaller}
 	}
-	list, ok := z.byCaller[caller]
-	if !ok {
-		list = z.anyCaller
-	}
 	bit := methodBit(method)
 	cleanKnown, clean, decoded := false, false, ""
-	for _, i := range list {
-		r := &z.rules[i]
+	for _, i := range z.deny.forCaller(caller) {
+		r := &z.deny.rules[i]
+		if !r.allows(method, bit) {
+			continue
+		}
+		if r.paths != nil {
+			if !cleanKnown {
+				decoded, clean = CanonicalPath(path)
+				cleanKnown = true
+			}
+			if !clean {
+				return Decision{Rule: int(i), List: ListDeny, Name: r.name, Reason: r.unclean}
+			}
+			if !coversAny(r.paths, decoded) {
+				continue
+			}
+		}
+		return Decision{Rule: int(i), List: ListDeny, Name: r.name, Reason: r.reason}
+	}
+	for _, i := range z.allow.forCaller(caller) {
+		r := &z.allow.rules[i]
 		if !r.allows(method, bit) {
 			continue
 		}
@@ -206,9 +302,9 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 				continue
 			}
 		}
-		return Decision{Allow: true, Rule: int(i), Reason: r.reason}
+		return Decision{Allow: true, Rule: int(i), List: ListRules, Name: r.name, Reason: r.reason}
 	}
-	return Decision{Allow: z.allowDefault, Rule: -1, Reason: z.defaultReason}
+	return Decision{Allow: z.allowDefault, Rule: -1, Name: nameDefault, Reason: z.defaultReason}
 }
 
 // AuthorizeID is Authorize for the service the verified peer ID names

@@ -230,12 +230,24 @@ func BenchmarkAuthorizeWorstCase(b *testing.B) {
 	}
 }
 
-// naiveAuthorize is the reference semantics: rules in order, first match.
+// naiveAuthorize is the reference semantics: the deny list in order, first
+// match denies (a deny rule with paths denies a path that is not
+// canonical); then the rules in order, first match allows.
 func naiveAuthorize(a policy.Authorization, caller, method, path string) Decision {
 	if caller == "" {
 		return Decision{Rule: -1, Reason: reasonNoCaller}
 	}
-	for i, r := range a.Rules {
+	// Canonical: no escaped slash, dot or backslash, and once decoded
+	// rooted, no backslash, and what path.Clean leaves as is (but for a
+	// trailing slash); covered: the rule path itself or below it.
+	dec, err := url.PathUnescape(path)
+	low := strings.ToLower(path)
+	clean := err == nil && !strings.Contains(low, "%2f") && !strings.Contains(low, "%2e") && !strings.Contains(low, "%5c") &&
+		strings.HasPrefix(dec, "/") && !strings.Contains(dec, `\`) &&
+		(dec == "/" || gopath.Clean(dec) == strings.TrimSuffix(dec, "/"))
+	// match reports whether r names the caller and the method, and whether
+	// one of its paths covers the path (any path without paths).
+	match := func(r policy.Rule) (callerMethod, covered bool) {
 		from := false
 		for _, f := range r.From {
 			from = from || f == "*" || (f != "" && f == caller)
@@ -244,26 +256,33 @@ func naiveAuthorize(a policy.Authorization, caller, method, path string) Decisio
 		for _, m := range r.Methods {
 			meth = meth || strings.ToUpper(m) == method
 		}
-		// Canonical: no escaped slash, dot or backslash, and once decoded
-		// rooted, no backslash, and what path.Clean leaves as is (but for a
-		// trailing slash); covered: the rule path itself or below it.
-		dec, err := url.PathUnescape(path)
-		low := strings.ToLower(path)
-		clean := err == nil && !strings.Contains(low, "%2f") && !strings.Contains(low, "%2e") && !strings.Contains(low, "%5c") &&
-			strings.HasPrefix(dec, "/") && !strings.Contains(dec, `\`) &&
-			(dec == "/" || gopath.Clean(dec) == strings.TrimSuffix(dec, "/"))
 		p := len(r.Paths) == 0
 		for _, pre := range r.Paths {
 			p = p || (clean && (dec == pre || strings.HasPrefix(dec, strings.TrimSuffix(pre, "/")+"/")))
 		}
-		if from && meth && p {
-			return Decision{Allow: true, Rule: i, Reason: fmt.Sprintf("rule %d", i)}
+		return from && meth, p
+	}
+	for i, r := range a.Deny {
+		cm, covered := match(r)
+		if !cm {
+			continue
+		}
+		if len(r.Paths) > 0 && !clean {
+			return Decision{Rule: i, List: ListDeny, Name: fmt.Sprintf("deny[%d]", i), Reason: fmt.Sprintf("deny %d: path not canonical", i)}
+		}
+		if covered {
+			return Decision{Rule: i, List: ListDeny, Name: fmt.Sprintf("deny[%d]", i), Reason: fmt.Sprintf("deny %d", i)}
+		}
+	}
+	for i, r := range a.Rules {
+		if cm, covered := match(r); cm && covered {
+			return Decision{Allow: true, Rule: i, List: ListRules, Name: fmt.Sprintf("rules[%d]", i), Reason: fmt.Sprintf("rule %d", i)}
 		}
 	}
 	if a.Default == "allow" {
-		return Decision{Allow: true, Rule: -1, Reason: reasonDefaultAllow}
+		return Decision{Allow: true, Rule: -1, Name: "default", Reason: reasonDefaultAllow}
 	}
-	return Decision{Rule: -1, Reason: reasonDefaultDeny}
+	return Decision{Rule: -1, Name: "default", Reason: reasonDefaultDeny}
 }
 
 func TestAuthorizeMatchesReference(t *testing.T) {
@@ -283,6 +302,9 @@ func TestAuthorizeMatchesReference(t *testing.T) {
 		for range rng.IntN(6) {
 			a.Rules = append(a.Rules, policy.Rule{From: pick(callers, 3), Paths: pick(paths[:5], 2), Methods: pick(methods, 2)})
 		}
+		for range rng.IntN(3) {
+			a.Deny = append(a.Deny, policy.Rule{From: pick(callers, 2), Paths: pick(paths[:5], 2), Methods: pick(methods, 2)})
+		}
 		z := NewAuthorizer(a)
 		for _, c := range []string{"a", "b", "c", "d", ""} {
 			for _, p := range paths {
@@ -294,5 +316,151 @@ func TestAuthorizeMatchesReference(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// denyPolicy allows web and admin everything, enrollment POST /charge and
+// what lies below it, and denies /admin to every caller, DELETE to web,
+// /charge/refund to enrollment, and anything at all to evil.
+var denyPolicy = policy.Authorization{
+	Default: "deny",
+	Rules: []policy.Rule{
+		{From: []string{"web", "admin", "evil"}},
+		{From: []string{"enrollment"}, Paths: []string{"/charge"}, Methods: []string{"POST"}},
+	},
+	Deny: []policy.Rule{
+		{From: []string{"*"}, Paths: []string{"/admin"}},
+		{From: []string{"web"}, Methods: []string{"delete"}},
+		{From: []string{"enrollment"}, Paths: []string{"/charge/refund"}, Methods: []string{"POST"}},
+		{From: []string{"evil"}},
+		{From: nil, Paths: []string{"/"}}, // matches nobody
+	},
+}
+
+func TestAuthorizeDeny(t *testing.T) {
+	tests := []struct {
+		name                 string
+		a                    policy.Authorization
+		caller, method, path string
+		allow                bool
+		list                 RuleList
+		rule                 int
+		ruleName, reason     string
+	}{
+		{"rules allow what no deny matches", denyPolicy, "web", "GET", "/x", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"deny before the rules", denyPolicy, "web", "GET", "/admin", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"* deny for any caller", denyPolicy, "admin", "POST", "/admin/users", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"* deny for a caller no rule names", denyPolicy, "stranger", "GET", "/admin", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"deny at a segment boundary", denyPolicy, "web", "GET", "/administrator", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"deny path with a trailing slash", denyPolicy, "web", "GET", "/admin/", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"paths are case-sensitive", denyPolicy, "web", "GET", "/ADMIN", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"escaped letter decodes to the denied path", denyPolicy, "web", "GET", "/%61dmin", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"dot-dot cannot dodge a deny", denyPolicy, "web", "GET", "/x/../admin", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"double slash cannot dodge a deny", denyPolicy, "web", "GET", "//admin", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"dot segment cannot dodge a deny", denyPolicy, "web", "GET", "/./admin", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"escaped slash cannot dodge a deny", denyPolicy, "web", "GET", "/x%2F..%2Fadmin", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"backslash cannot dodge a deny", denyPolicy, "web", "GET", `/x\..\admin`, false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"any unclean path under a deny with paths", denyPolicy, "web", "GET", "/public/./x", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"deny by method", denyPolicy, "web", "DELETE", "/x", false, ListDeny, 1, "deny[1]", "deny 1"},
+		{"deny by method, other methods pass", denyPolicy, "web", "PUT", "/x", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"request method case matters", denyPolicy, "web", "delete", "/x", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"named deny, not this caller", denyPolicy, "admin", "DELETE", "/x", true, ListRules, 0, "rules[0]", "rule 0"},
+		{"deny below an allowed path", denyPolicy, "enrollment", "POST", "/charge/refund/1", false, ListDeny, 2, "deny[2]", "deny 2"},
+		{"allowed path beside a denied one", denyPolicy, "enrollment", "POST", "/charge/1", true, ListRules, 1, "rules[1]", "rule 1"},
+		{"deny of another method leaves the path to the rules", denyPolicy, "enrollment", "GET", "/charge/refund", false, ListNone, -1, "default", "default deny"},
+		{"deny without paths on any path", denyPolicy, "evil", "GET", "/x", false, ListDeny, 3, "deny[3]", "deny 3"},
+		{"the first deny decides an unclean path", denyPolicy, "evil", "GET", "/x/../y", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"deny without paths on an unclean path", policy.Authorization{Rules: denyPolicy.Rules, Deny: denyPolicy.Deny[3:]}, "evil", "GET", "/x/../y", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"deny without From matches nobody", denyPolicy, "stranger", "GET", "/x", false, ListNone, -1, "default", "default deny"},
+		{"deny under default allow", policy.Authorization{Default: "allow", Deny: denyPolicy.Deny}, "stranger", "GET", "/admin", false, ListDeny, 0, "deny[0]", "deny 0"},
+		{"unclean path under default allow and a deny", policy.Authorization{Default: "allow", Deny: denyPolicy.Deny}, "stranger", "GET", "/a/../b", false, ListDeny, 0, "deny[0]", "deny 0: path not canonical"},
+		{"unclean path under default allow and no deny with paths for the caller", policy.Authorization{Default: "allow", Deny: denyPolicy.Deny[1:2]}, "stranger", "GET", "/a/../b", true, ListNone, -1, "default", "default allow"},
+		{"unclean path, deny with paths of another method", policy.Authorization{Default: "allow", Deny: []policy.Rule{{From: []string{"*"}, Paths: []string{"/admin"}, Methods: []string{"POST"}}}}, "web", "GET", "/x/../admin", true, ListNone, -1, "default", "default allow"},
+		{"default allow", policy.Authorization{Default: "allow", Deny: denyPolicy.Deny}, "stranger", "GET", "/x", true, ListNone, -1, "default", "default allow"},
+		{"no caller", denyPolicy, "", "GET", "/x", false, ListNone, -1, "", "no caller identity"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewAuthorizer(tt.a).Authorize(tt.caller, tt.method, tt.path)
+			want := Decision{Allow: tt.allow, Rule: tt.rule, List: tt.list, Name: tt.ruleName, Reason: tt.reason}
+			if d != want {
+				t.Errorf("Authorize(%q, %q, %q) = %+v, want %+v", tt.caller, tt.method, tt.path, d, want)
+			}
+		})
+	}
+}
+
+func TestAuthorizerMode(t *testing.T) {
+	var nilZ *Authorizer
+	if nilZ.Audit() {
+		t.Error("a nil Authorizer audits")
+	}
+	for _, tt := range []struct {
+		mode  string
+		audit bool
+	}{{"", false}, {policy.AuthzEnforce, false}, {policy.AuthzAudit, true}, {"AUDIT", false}, {"dry-run", false}} {
+		a := denyPolicy
+		a.Mode = tt.mode
+		z := NewAuthorizer(a)
+		if z.Audit() != tt.audit {
+			t.Errorf("mode %q: Audit() = %v, want %v", tt.mode, z.Audit(), tt.audit)
+		}
+		// The decisions are the same in every mode.
+		if d := z.Authorize("web", "GET", "/admin"); d.Allow || d.Name != "deny[0]" {
+			t.Errorf("mode %q: %+v, want denied by deny[0]", tt.mode, d)
+		}
+		if d := z.Authorize("web", "GET", "/x"); !d.Allow || d.Name != "rules[0]" {
+			t.Errorf("mode %q: %+v, want allowed by rules[0]", tt.mode, d)
+		}
+	}
+}
+
+func TestRuleListString(t *testing.T) {
+	for l, want := range map[RuleList]string{ListNone: "", ListRules: "rules", ListDeny: "deny", 9: ""} {
+		if got := l.String(); got != want {
+			t.Errorf("RuleList(%d).String() = %q, want %q", l, got, want)
+		}
+	}
+}
+
+// fiftyRulesTenDenies is fiftyRules behind a deny list of ten rules, the
+// last one for any caller.
+func fiftyRulesTenDenies() policy.Authorization {
+	a := fiftyRules()
+	for i := range 9 {
+		a.Deny = append(a.Deny, policy.Rule{From: []string{fmt.Sprintf("svc-%d", i)}, Paths: []string{fmt.Sprintf("/api/v1/r%d/admin", i)}, Methods: []string{"DELETE"}})
+	}
+	a.Deny = append(a.Deny, policy.Rule{From: []string{"*"}, Paths: []string{"/admin"}})
+	return a
+}
+
+func TestAuthorizeWithDenyNoAllocs(t *testing.T) {
+	z := NewAuthorizer(fiftyRulesTenDenies())
+	cases := append(authzCases[:len(authzCases):len(authzCases)], struct {
+		name                 string
+		caller, method, path string
+		allow                bool
+	}{"denied", "svc-48", "GET", "/admin/x", false})
+	for _, c := range cases {
+		if d := z.Authorize(c.caller, c.method, c.path); d.Allow != c.allow {
+			t.Errorf("%s: %+v", c.name, d)
+		}
+		if n := testing.AllocsPerRun(1000, func() { _ = z.Authorize(c.caller, c.method, c.path) }); n != 0 {
+			t.Errorf("%s: %v allocations per call", c.name, n)
+		}
+	}
+}
+
+func BenchmarkAuthorizeWithDeny(b *testing.B) {
+	z := NewAuthorizer(fiftyRulesTenDenies())
+	for _, c := range authzCases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := z.Authorize(c.caller, c.method, c.path); d.Allow != c.allow {
+					b.Fatal(d)
+				}
+			}
+		})
 	}
 }

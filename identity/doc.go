@@ -28,10 +28,13 @@
 //
 // After the handshake, [PeerIDFromState] gives the caller's ID and an
 // [Authorizer], compiled from the destination's policy.Authorization,
-// decides by caller service, method and path (a rule path covers itself and
-// what lies below it, at a segment boundary, and only canonical paths; see
-// [CanonicalPath]) whether the call may proceed, without locks or
-// allocations. Package consul's Intentions does the same for Consul's
+// decides by caller service, method and path (its deny list first, then its
+// rules; a rule path covers itself and what lies below it, at a segment
+// boundary; a path that is not canonical, see [CanonicalPath], matches no
+// allow rule and is denied by any deny rule with paths that names the
+// caller) whether the call may proceed, without locks or allocations, and
+// names the rule that decided. Under mode audit the decisions are the same;
+// the mesh lets the calls through ([Authorizer.Audit]). Package consul's Intentions does the same for Consul's
 // service-intentions, on the same canonical path ([CanonicalPath]) and on
 // every value of a repeated header.
 //

@@ -21,6 +21,10 @@ import (
 //	            the effective settings per service, and the last rejection
 //	/endpoints  every destination's endpoints, subsets and ejection state
 //	/breakers   every circuit breaker and its state
+//	/protections the protections in force: per destination its
+//	            concurrency limit (live), breaker, hedging and fault
+//	            injection per route; this service's own rate limit and
+//	            authorization mode; every active fault listed apart
 //	/certs      this workload's identity: SPIFFE ID, serial, expiry, trust roots
 //	/explain    ?url=...&method=...&header=k:v (repeatable): what Explain says;
 //	            url=grpc://billing/billing.Billing/Charge (or the header
@@ -32,6 +36,7 @@ func (m *Mesh) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /config", m.adminConfig)
 	mux.HandleFunc("GET /endpoints", m.adminEndpoints)
 	mux.HandleFunc("GET /breakers", m.adminBreakers)
+	mux.HandleFunc("GET /protections", m.adminProtections)
 	mux.HandleFunc("GET /explain", m.adminExplain)
 	mux.HandleFunc("GET /certs", m.adminCerts)
 	mux.HandleFunc("GET /{$}", m.adminIndex)
@@ -47,10 +52,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (m *Mesh) adminIndex(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	index := map[string]any{
 		"service": m.cfg.service,
-		"paths":   []string{"config", "endpoints", "breakers", "certs", "explain?url=...&method=...&header=k:v", "explain?url=grpc://<service>/<package.Service>/<Method>"},
-	})
+		"paths":   []string{"config", "endpoints", "breakers", "protections", "certs", "explain?url=...&method=...&header=k:v", "explain?url=grpc://<service>/<package.Service>/<Method>"},
+	}
+	// Fault injection in force is said on the first page, so that nobody
+	// runs it unnoticed.
+	st := m.state.Load()
+	if faults := activeFaults(st); len(faults) > 0 {
+		index["faults_active"] = faults
+	}
+	// So is an authorization that only audits.
+	if self := st.policy.Services[m.cfg.service]; self != nil && self.HasAuthorization && self.Authorization.Mode == policy.AuthzAudit {
+		index["authorization_audit"] = "mode audit: denials are logged and counted, every call goes through"
+	}
+	writeJSON(w, http.StatusOK, index)
 }
 
 // ConfigView is what /config serves.
@@ -139,6 +155,86 @@ func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Protections is what /protections serves.
+type Protections struct {
+	Service string `json:"service"`
+	// Inbound: what this service's own mesh enforces on its callers.
+	RateLimit         *policy.RateLimit `json:"rate_limit,omitempty"`
+	AuthorizationMode string            `json:"authorization_mode,omitempty"` // enforce or audit
+	Deny              []policy.Rule     `json:"deny,omitempty"`
+	// Outbound: per destination, and every fault in force.
+	Destinations []DestinationProtections `json:"destinations"`
+	Faults       []FaultState             `json:"faults"`
+}
+
+// DestinationProtections is one destination on /protections.
+type DestinationProtections struct {
+	Service     string                 `json:"service"`
+	Concurrency *ConcurrencyState      `json:"concurrency,omitempty"`
+	Breaker     *policy.CircuitBreaker `json:"circuit_breaker,omitempty"`
+	BreakerNow  string                 `json:"breaker_state,omitempty"`
+	Routes      []RouteProtections     `json:"routes,omitempty"` // the routes that hedge or inject faults
+}
+
+// RouteProtections is a route's hedging and fault injection.
+type RouteProtections struct {
+	Route string        `json:"route"`
+	Hedge *policy.Hedge `json:"hedge,omitempty"`
+	Fault *policy.Fault `json:"fault,omitempty"`
+}
+
+// FaultState is a fault injection in force toward a route.
+type FaultState struct {
+	Service string        `json:"service"`
+	Route   string        `json:"route"`
+	Fault   *policy.Fault `json:"fault"`
+}
+
+func (m *Mesh) adminProtections(w http.ResponseWriter, _ *http.Request) {
+	st := m.state.Load()
+	out := Protections{Service: m.cfg.service, Destinations: []DestinationProtections{}, Faults: activeFaults(st)}
+	if self := st.policy.Services[m.cfg.service]; self != nil {
+		out.RateLimit = self.RateLimit
+		if self.HasAuthorization {
+			out.AuthorizationMode = self.Authorization.Mode
+			out.Deny = self.Authorization.Deny
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.services)) {
+		d, rs := st.services[name], st.policy.Services[name]
+		if rs == nil {
+			continue
+		}
+		dp := DestinationProtections{Service: name, Concurrency: concurrencyState(d, rs.Concurrency), Breaker: rs.Effective.CircuitBreaker}
+		if d.Breaker != nil {
+			dp.BreakerNow = d.Breaker.State()
+		}
+		for _, rt := range d.Routes {
+			if rt.Eff.Hedge != nil || rt.Eff.Fault != nil {
+				dp.Routes = append(dp.Routes, RouteProtections{Route: rt.Name, Hedge: rt.Eff.Hedge, Fault: rt.Eff.Fault})
+			}
+		}
+		if dp.Concurrency != nil || dp.Breaker != nil || len(dp.Routes) > 0 {
+			out.Destinations = append(out.Destinations, dp)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// activeFaults lists the routes of st that inject faults, by service and
+// route.
+func activeFaults(st *state) []FaultState {
+	out := []FaultState{}
+	for _, name := range slices.Sorted(maps.Keys(st.services)) {
+		for _, rt := range st.services[name].Routes {
+			if rt.Eff.Fault != nil {
+				out = append(out, FaultState{Service: name, Route: rt.Name, Fault: rt.Eff.Fault})
+			}
+		}
+	}
+	return out
 }
 
 func (m *Mesh) adminExplain(w http.ResponseWriter, r *http.Request) {

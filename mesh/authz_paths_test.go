@@ -77,3 +77,52 @@ func TestAuthorizationPathRespellings(t *testing.T) {
 		{Name: "escaped backslashes", Path: "/charge%5C..%5Cadmin", Served: false},
 	})
 }
+
+// adminDenyPolicy lets web call billing anything but what lies at or below
+// /admin, which it denies to every caller.
+func adminDenyPolicy(addr string) string {
+	return fmt.Sprintf(`
+trust_domain: mesh.local
+services:
+  billing:
+    endpoints: [{address: %s}]
+    authorization:
+      default: deny
+      rules:
+        - {from: [web]}
+      deny:
+        - {from: ["*"], paths: [/admin]}
+  web: {}
+`, addr)
+}
+
+// TestAuthorizationDenyRespellings sends respellings of /admin to a server
+// behind billing's mesh, over HTTP/1.1 and HTTP/2, from web, whom the rules
+// allow every path: no spelling that an application could take for /admin
+// gets through the deny rule. Paths are case-sensitive, as URL paths are
+// (and Go's ServeMux): "/ADMIN" is another path, which the deny rule does
+// not cover.
+func TestAuthorizationDenyRespellings(t *testing.T) {
+	billing := newMeshServer(t, "billing", adminDenyPolicy)
+	web := newTestMesh(t, adminDenyPolicy(billing.Addr()), WithService("web"))
+	srv := meshtest.NewRawServer(t, billing.mesh.Handler, billing.mesh.ServerTLSConfig())
+	meshtest.RunAttacks(t, srv, web.identity, []meshtest.PathAttack{
+		{Name: "another path", Path: "/x", Served: true},
+		{Name: "longer segment", Path: "/administrator", Served: true},
+		{Name: "unclean path elsewhere, but the deny has paths", Path: "/x/./y", Served: false},
+		{Name: "another case", Path: "/ADMIN", Served: true},
+		{Name: "the denied path", Path: "/admin", Served: false},
+		{Name: "below", Path: "/admin/users", Served: false},
+		{Name: "trailing slash", Path: "/admin/", Served: false},
+		{Name: "escaped letter", Path: "/%61dmin", Served: false},
+		{Name: "escaped letters below", Path: "/%61%64min/users", Served: false},
+		{Name: "double slash", Path: "//admin", Served: false},
+		{Name: "dot-dot", Path: "/x/../admin", Served: false},
+		{Name: "escaped dot-dot", Path: "/x/%2e%2e/admin", Served: false},
+		{Name: "dot-dot escaped slash", Path: "/x/..%2Fadmin", Served: false},
+		{Name: "escaped slash", Path: "/x%2F..%2Fadmin", Served: false},
+		{Name: "dot segment", Path: "/./admin", Served: false},
+		{Name: "backslashes", Path: `/x\..\admin`, Served: false},
+		{Name: "escaped backslash", Path: "/x%5C..%5Cadmin", Served: false},
+	})
+}

@@ -142,12 +142,12 @@ services:
       rules:
 `+rules.String(), WithService("billing"))
 	req, _ := http.NewRequest(http.MethodPost, "http://billing/charge", nil)
-	if ok, reason := m.authorize("caller-49", nil, req); !ok {
+	if ok, reason := m.authorize(context.Background(), "caller-49", nil, req); !ok {
 		b.Fatalf("denied: %s", reason)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if ok, _ := m.authorize("caller-49", nil, req); !ok {
+		if ok, _ := m.authorize(context.Background(), "caller-49", nil, req); !ok {
 			b.Fatal("denied")
 		}
 	}
@@ -185,15 +185,15 @@ func BenchmarkHandlerAuthorizeControlPlane(b *testing.B) {
 	defer m.Close()
 	req, _ := http.NewRequest(http.MethodPost, "http://billing/charge", nil)
 	req.Header.Set("X-Tenant", "acme")
-	if ok, reason := m.authorize("web", nil, req); !ok {
+	if ok, reason := m.authorize(context.Background(), "web", nil, req); !ok {
 		b.Fatalf("denied: %s", reason)
 	}
-	if ok, _ := m.authorize("progress", nil, req); ok {
+	if ok, _ := m.authorize(context.Background(), "progress", nil, req); ok {
 		b.Fatal("progress allowed")
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if ok, _ := m.authorize("web", nil, req); !ok {
+		if ok, _ := m.authorize(context.Background(), "web", nil, req); !ok {
 			b.Fatal("denied")
 		}
 	}

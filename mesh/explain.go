@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -37,9 +38,23 @@ type Explanation struct {
 	Breaker       string           `json:"breaker"` // closed, open or half-open; closed when no breaker is configured (see HasBreaker)
 	HasBreaker    bool             `json:"has_breaker"`
 	TLS           string           `json:"tls"` // strict or disable
-	PolicyVersion string           `json:"policy_version"`
-	Layer         Layer            `json:"layer,omitempty"` // set when the mesh would fail the request
-	Error         string           `json:"error,omitempty"`
+	// The protections in force for this request (nil when off): this
+	// process's concurrency limit toward the service, the route's hedging
+	// and fault injection, and the rate limit the service's own mesh puts
+	// on its callers.
+	Concurrency *ConcurrencyState `json:"concurrency,omitempty"`
+	Hedge       *policy.Hedge     `json:"hedge,omitempty"`
+	Fault       *policy.Fault     `json:"fault,omitempty"`
+	RateLimit   *policy.RateLimit `json:"rate_limit,omitempty"`
+	// Authorization is what the destination's authorization block, as
+	// this policy has it, decides for this caller: "allowed by rules[0]",
+	// "denied by deny[0] (deny 0)", with " (mode audit: logged, let
+	// through)" under audit. "" when a control plane decides instead (with
+	// Consul, its intentions).
+	Authorization string `json:"authorization,omitempty"`
+	PolicyVersion string `json:"policy_version"`
+	Layer         Layer  `json:"layer,omitempty"` // set when the mesh would fail the request
+	Error         string `json:"error,omitempty"`
 }
 
 // explanationJSON is an Explanation as JSON: its fields, with the
@@ -68,6 +83,17 @@ func (e *Explanation) UnmarshalJSON(b []byte) error {
 	*e = Explanation(v.plainExplanation)
 	e.Timeout, e.PerTryTimeout = v.Timeout.Std(), v.PerTryTimeout.Std()
 	return nil
+}
+
+// ConcurrencyState is a concurrency limit toward a destination, as
+// Explain and the admin handler show it: the policy's block and the
+// limiter's live state.
+type ConcurrencyState struct {
+	Max      int                         `json:"max,omitempty"`      // the fixed limit
+	Adaptive *policy.AdaptiveConcurrency `json:"adaptive,omitempty"` // the bounds of a learned limit
+	MaxWait  policy.Duration             `json:"max_wait"`           // how long a call may queue; 0: refused at once
+	Limit    int                         `json:"limit"`              // the limit now (for adaptive, what it learned)
+	InFlight int                         `json:"in_flight"`          // attempts holding a slot now
 }
 
 // EndpointState is one endpoint as the admin page and Explain show it.
@@ -147,6 +173,14 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if rpc {
 		ex.TLS = d.TLS
 	}
+	if rs := st.policy.Services[name]; rs != nil {
+		ex.Concurrency = concurrencyState(d, rs.Concurrency)
+		ex.RateLimit = rs.RateLimit
+		if _, local := m.plane.(*localPlane); local {
+			ex.Authorization = m.explainAuthz(rs, &creq, req)
+		}
+	}
+	ex.Hedge, ex.Fault = eff.Hedge, eff.Fault
 	// Without a breaker the circuit is, in effect, always closed.
 	ex.Breaker = "closed"
 	if rt.Breaker != nil {
@@ -179,6 +213,44 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 		return ex, ce
 	}
 	return ex, nil
+}
+
+// explainAuthz says what the authorization block of rs decides for this
+// mesh's service calling creq (req as sent: its path as spelled).
+func (m *Mesh) explainAuthz(rs *policy.ResolvedService, creq *core.Request, req *http.Request) string {
+	if !rs.HasAuthorization {
+		return "no authorization block: every caller of the trust domain"
+	}
+	path := req.URL.EscapedPath()
+	if req.URL.RawPath != "" {
+		path = req.URL.RawPath
+	}
+	method := creq.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	az := identity.NewAuthorizer(rs.Authorization)
+	d := az.Authorize(m.cfg.service, method, path)
+	out := "allowed by " + d.Name
+	if !d.Allow {
+		out = "denied by " + d.Name + " (" + d.Reason + ")"
+		if az.Audit() {
+			out += " (mode audit: logged, let through)"
+		}
+	}
+	return out
+}
+
+// concurrencyState is the concurrency limit c of d, nil when c is.
+func concurrencyState(d *core.Destination, c *policy.Concurrency) *ConcurrencyState {
+	if c == nil {
+		return nil
+	}
+	cs := &ConcurrencyState{Max: c.Max, Adaptive: c.Adaptive, MaxWait: c.MaxWait, Limit: c.Max}
+	if a := c.Adaptive; a != nil {
+		cs.Limit = a.Initial
+	}
+	return cs
 }
 
 // hostStates lists the hosts of pools once each, in address order, with the

@@ -47,6 +47,8 @@ func compileSelfAuthz(svc *policy.ResolvedService) selfAuthz {
 // layer authz. Authorization denies on error: an unverifiable caller, or no
 // policy loaded for this service. A service whose policy has no
 // authorization block serves every caller that passed the TLS checks.
+// Under the block's mode audit, every request reaches h: a denial is only
+// counted and logged (see the gRPC server options, which decide alike).
 //
 // The propagated deadline (the Inmesh-Timeout-Ms header: a positive number
 // of milliseconds up to a day; other values are ignored) bounds the
@@ -72,8 +74,7 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := m.tracing.StartServerCall(r.Context(), r.Header, self, r.Method)
 
 	caller, callerErr := callerOf(r)
-	allow, reason := m.authorize(caller, callerErr, r)
-	m.instr.RecordAuthz(ctx, self, caller, allow)
+	allow, reason := m.authorize(ctx, caller, callerErr, r)
 	call := telemetry.HTTPServerCall{Service: self, Caller: caller, Method: r.Method}
 	if !allow {
 		w.Header().Set(HeaderError, string(LayerAuthz))
@@ -171,10 +172,9 @@ func callerOf(r *http.Request) (string, error) {
 	return meshlink.CallerOf(r.TLS)
 }
 
-// authorize decides whether caller may make request r, with the reason of a
-// denial. It denies on every error.
-func (m *Mesh) authorize(caller string, callerErr error, r *http.Request) (bool, string) {
-	return m.authorizeCall(caller, callerErr, r.Method, wirePath(r), RequestHeader{src: r, get: requestHeader})
+// authorize is authorizeCall for request r.
+func (m *Mesh) authorize(ctx context.Context, caller string, callerErr error, r *http.Request) (bool, string) {
+	return m.authorizeCall(ctx, caller, callerErr, r.Method, wirePath(r), RequestHeader{src: r, get: requestHeader})
 }
 
 // requestHeader is the RequestHeader reader of an *http.Request.
@@ -218,29 +218,48 @@ func wirePath(r *http.Request) string {
 }
 
 // authorizeCall decides whether caller may call method on path of this
-// service (for gRPC: POST and the full method), with the reason of a
-// denial, against the compiled rules of the state in force. path is as the
+// service (for gRPC: POST and the full method), against the control
+// plane's authorization or the compiled rules of the state in force,
+// counts the decision in inmesh.authz.decisions, and reports whether the
+// call goes through, with the reason when it does not. path is as the
 // client spelled it (see wirePath); header gives every value of a request
 // header (HTTP headers, gRPC metadata). It denies on every error.
-func (m *Mesh) authorizeCall(caller string, callerErr error, method, path string, header RequestHeader) (bool, string) {
+//
+// Under the authorization block's mode audit, the decision is made and
+// counted as under enforce, a denial is logged (see auditDenial) and the
+// call goes through. An unverifiable caller, or no policy loaded for this
+// service, is no decision of the block: it is denied in either mode.
+func (m *Mesh) authorizeCall(ctx context.Context, caller string, callerErr error, method, path string, header RequestHeader) (bool, string) {
+	self := m.cfg.service
 	if callerErr != nil {
+		m.instr.RecordAuthzDecision(ctx, telemetry.AuthzDecision{Service: self, Caller: caller})
 		return false, "caller identity: " + callerErr.Error()
 	}
 	if az := m.authorizeCaller; az != nil {
 		// The control plane decides (with Consul, service-intentions), per
 		// request, so a new deny applies to open connections too.
 		d := az(caller, method, path, header)
+		m.instr.RecordAuthzDecision(ctx, telemetry.AuthzDecision{Service: self, Caller: caller, Allow: d.Allow, Rule: d.Name})
 		return d.Allow, d.Reason
 	}
-	sa := m.state.Load().self
+	st := m.state.Load()
+	sa := st.self
 	switch {
 	case sa.missing:
-		return false, fmt.Sprintf("no policy for service %q is loaded", m.cfg.service)
+		m.instr.RecordAuthzDecision(ctx, telemetry.AuthzDecision{Service: self, Caller: caller})
+		return false, fmt.Sprintf("no policy for service %q is loaded", self)
 	case sa.az == nil:
+		m.instr.RecordAuthzDecision(ctx, telemetry.AuthzDecision{Service: self, Caller: caller, Allow: true})
 		return true, ""
 	}
 	d := sa.az.Authorize(caller, method, path)
-	return d.Allow, d.Reason
+	audit := sa.az.Audit()
+	m.instr.RecordAuthzDecision(ctx, telemetry.AuthzDecision{Service: self, Caller: caller, Allow: d.Allow, Audit: audit, Rule: d.Name})
+	if d.Allow || !audit {
+		return d.Allow, d.Reason
+	}
+	m.auditDenial(caller, method, path, d, st.policy.Version)
+	return true, ""
 }
 
 // statusWriter records the status code the application writes.

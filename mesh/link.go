@@ -30,8 +30,8 @@ func (m *Mesh) newLink() *meshlink.Plane {
 		EnsureWatched: m.ensureWatched,
 		ClientTLS:     m.clientTLS,
 		ServerTLS:     m.ServerTLSConfig,
-		Authorize: func(caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {
-			return m.authorizeCall(caller, callerErr, method, path, RequestHeader{src: h.Src, get: h.Get})
+		Authorize: func(ctx context.Context, caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {
+			return m.authorizeCall(ctx, caller, callerErr, method, path, RequestHeader{src: h.Src, get: h.Get})
 		},
 	}
 }

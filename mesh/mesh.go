@@ -44,6 +44,8 @@ type Mesh struct {
 	reg           *registry
 	endpointsSeen *discovery.Snapshot // the endpoint source's last snapshot applied
 
+	audit auditLimiter // the log lines of would-be denials under authorization mode audit
+
 	rejection atomic.Pointer[rejection] // last rejected document, for the admin page
 	updates   atomic.Int64              // policies applied
 	rejects   atomic.Int64              // policies rejected

@@ -105,6 +105,9 @@ type fleetConfig struct {
 	caller string
 	// clientOpts are more options of the client mesh.
 	clientOpts []mesh.Option
+	// serverOpts are more options of the backends' mesh (not for plain
+	// HTTP backends, which have none).
+	serverOpts []mesh.Option
 	// hint is the busy answer's hint.
 	hint time.Duration
 }
@@ -315,7 +318,7 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 		t.Fatal("HTTP/2 needs mTLS: billing's policy says tls: disable")
 	}
 	if !plain {
-		f.server = newTestMesh(t, f.policy, mesh.WithService(cfg.server))
+		f.server = newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(cfg.server)}, cfg.serverOpts...)...)
 	}
 	for i, srv := range srvs {
 		srv.Config.Handler = handler(i)
@@ -366,7 +369,7 @@ func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
 		f.Hits = append(f.Hits, b.Hits.Load)
 	}
 	f.policy = cfg.policyFor(f.addrs...)
-	f.server = newTestMesh(t, f.policy, mesh.WithService(cfg.server))
+	f.server = newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(cfg.server)}, cfg.serverOpts...)...)
 	for _, b := range backends {
 		b.serve(t, f.server)
 	}

@@ -95,12 +95,14 @@ func DialOptions(m *mesh.Mesh) []grpc.DialOption {
 //     in the policy in force (its callers then dial it in plaintext);
 //   - unary and stream interceptors that authorize the caller (the
 //     service of its verified certificate, "" over plaintext) against this
-//     service's authorization rules, every RPC being a POST of its full
-//     method ("/billing.Billing/Charge"): a denied call never reaches the
-//     handler and fails with PermissionDenied, marked (an ErrorInfo of
-//     domain ErrorDomain, reason authz) so that the caller's mesh reports a
-//     CallError of layer authz; each decision is counted in
-//     inmesh.authz.decisions;
+//     service's authorization (its deny list, then its rules), every RPC
+//     being a POST of its full method ("/billing.Billing/Charge"): a
+//     denied call never reaches the handler and fails with
+//     PermissionDenied, marked (an ErrorInfo of domain ErrorDomain, reason
+//     authz) so that the caller's mesh reports a CallError of layer authz;
+//     under the authorization's mode audit it reaches the handler, and the
+//     denial is only logged; each decision is counted in
+//     inmesh.authz.decisions, by mode and deciding rule;
 //   - the server span, child of the caller's propagated trace context, and
 //     rpc.server.duration.
 //

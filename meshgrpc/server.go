@@ -68,10 +68,11 @@ type serverCall struct {
 // the caller's propagated trace context), the caller from its verified
 // certificate, and the authorization of this service's rules, the same
 // compiled rules as Handler's (every RPC is a POST of its full method; its
-// metadata are the headers Consul intentions see). A
-// denial is counted, recorded, logged and returned as the CallError of
+// metadata are the headers Consul intentions see). Every decision is
+// counted; a denial is recorded, logged and returned as the CallError of
 // layer authz, which gRPC sends as PermissionDenied marked for the caller's
-// mesh. The deadline the caller set travels natively with the RPC
+// mesh, unless the authorization is in mode audit: then it is logged and
+// the RPC goes through. The deadline the caller set travels natively with the RPC
 // (grpc-timeout) and bounds ctx already.
 func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
 	p := a.p
@@ -81,8 +82,7 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
 	header := meshlink.Header{Src: ctx, Get: incomingValues}
-	allow, reason := p.Authorize(caller, callerErr, http.MethodPost, fullMethod, header)
-	p.Env.Instr.RecordAuthz(sc.ctx, self, caller, allow)
+	allow, reason := p.Authorize(sc.ctx, caller, callerErr, http.MethodPost, fullMethod, header)
 	if allow {
 		return sc, nil
 	}

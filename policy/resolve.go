@@ -200,8 +200,9 @@ func mergedSubsets(def, svc *Service) map[string]map[string]string {
 }
 
 // resolveAuthorization takes the service's authorization block, or the
-// defaults' when it has none, with Default resolved and methods upper case.
-// The rules are the block's unless a method must be put in upper case.
+// defaults' when it has none, with Default and Mode resolved ("" is deny,
+// enforce) and methods upper case. The rules and the deny list are the
+// block's unless a method must be put in upper case.
 func resolveAuthorization(def, svc *Service) Authorization {
 	var a Authorization
 	switch {
@@ -213,16 +214,27 @@ func resolveAuthorization(def, svc *Service) Authorization {
 	if a.Default == "" {
 		a.Default = defaultAuthorization
 	}
-	for i := range a.Rules {
-		if m := upper(a.Rules[i].Methods); !sameSlice(m, a.Rules[i].Methods) {
-			a.Rules = slices.Clone(a.Rules)
-			for j := i; j < len(a.Rules); j++ {
-				a.Rules[j].Methods = upper(a.Rules[j].Methods)
+	if a.Mode == "" {
+		a.Mode = AuthzEnforce
+	}
+	a.Rules = upperRules(a.Rules)
+	a.Deny = upperRules(a.Deny)
+	return a
+}
+
+// upperRules returns rules with their methods in upper case: rules itself
+// when they are, else a copy.
+func upperRules(rules []Rule) []Rule {
+	for i := range rules {
+		if m := upper(rules[i].Methods); !sameSlice(m, rules[i].Methods) {
+			rules = slices.Clone(rules)
+			for j := i; j < len(rules); j++ {
+				rules[j].Methods = upper(rules[j].Methods)
 			}
 			break
 		}
 	}
-	return a
+	return rules
 }
 
 // normalizeMatch returns m with its methods in upper case.

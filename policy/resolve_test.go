@@ -78,7 +78,7 @@ func TestResolveDesignDocument(t *testing.T) {
 	wantAuthz := Authorization{Default: "deny", Rules: []Rule{
 		{From: []string{"enrollment", "progress"}, Paths: []string{"/charge"}, Methods: []string{"POST"}},
 		{From: []string{"admin"}},
-	}}
+	}, Mode: AuthzEnforce}
 	if !reflect.DeepEqual(b.Authorization, wantAuthz) || !b.HasAuthorization {
 		t.Errorf("authorization = %+v, has %v", b.Authorization, b.HasAuthorization)
 	}
@@ -236,7 +236,7 @@ services:
 		!reflect.DeepEqual(own.Routes[1].Match.Methods, []string{"POST", "PUT"}) {
 		t.Errorf("own routes = %+v", own.Routes)
 	}
-	wantAuthz := Authorization{Default: "deny", Rules: []Rule{{From: []string{"a"}, Methods: []string{"GET"}}}}
+	wantAuthz := Authorization{Default: "deny", Rules: []Rule{{From: []string{"a"}, Methods: []string{"GET"}}}, Mode: AuthzEnforce}
 	if !reflect.DeepEqual(own.Authorization, wantAuthz) {
 		t.Errorf("own authorization = %+v", own.Authorization)
 	}
@@ -314,5 +314,30 @@ func TestDefaultRetryOnIsACopy(t *testing.T) {
 	a[0] = "changed"
 	if DefaultRetryOn()[0] != "connect-failure" {
 		t.Error("DefaultRetryOn shares its slice")
+	}
+}
+
+func TestResolveAuthorizationDenyAndMode(t *testing.T) {
+	snap := snapshotOf(t, `
+services:
+  plain: {}
+  audited:
+    authorization:
+      mode: audit
+      rules: [{from: [a], methods: [get]}]
+      deny: [{from: ["*"], paths: [/admin], methods: [delete, Post]}, {from: [b]}]
+`)
+	if a := snap.Service("plain").Authorization; a.Mode != AuthzEnforce || a.Deny != nil {
+		t.Errorf("plain authorization = %+v, want mode enforce and no deny list", a)
+	}
+	want := Authorization{Default: "deny", Mode: AuthzAudit,
+		Rules: []Rule{{From: []string{"a"}, Methods: []string{"GET"}}},
+		Deny:  []Rule{{From: []string{"*"}, Paths: []string{"/admin"}, Methods: []string{"DELETE", "POST"}}, {From: []string{"b"}}}}
+	if got := snap.Service("audited").Authorization; !reflect.DeepEqual(got, want) {
+		t.Errorf("audited authorization:\n got %+v\nwant %+v", got, want)
+	}
+	// The document keeps what was written.
+	if m := snap.Doc.Services["audited"].Authorization.Deny[0].Methods; !reflect.DeepEqual(m, []string{"delete", "Post"}) {
+		t.Errorf("document deny methods changed to %q", m)
 	}
 }

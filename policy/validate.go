@@ -240,6 +240,16 @@ func (v *validator) serviceAt(s *Service) {
 		v.authorization(a)
 		v.pop(m)
 	}
+	if c := s.Concurrency; c != nil {
+		m := v.push("concurrency")
+		v.concurrency(c)
+		v.pop(m)
+	}
+	if r := s.RateLimit; r != nil {
+		m := v.push("rate_limit")
+		v.rateLimit(r)
+		v.pop(m)
+	}
 }
 
 // firstAddress returns the index of the first endpoint before i with the
@@ -340,6 +350,7 @@ func (v *validator) settings(s *Settings) {
 		if v.set("half_open_requests", c.HalfOpenRequests) && (c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000) {
 			v.addAt("half_open_requests", "must be 1..1000")
 		}
+		v.breakerForm(c)
 		v.pop(m)
 	}
 	if o := s.OutlierDetection; o != nil {
@@ -355,6 +366,16 @@ func (v *validator) settings(s *Settings) {
 	}
 	v.oneOf("load_balancer", s.LoadBalancer, "round_robin", "least_request", "random")
 	v.oneOf("tls", s.TLS, "strict", "disable")
+	if h := s.Hedge; h != nil {
+		m := v.push("hedge")
+		v.hedge(h)
+		v.pop(m)
+	}
+	if f := s.Fault; f != nil {
+		m := v.push("fault")
+		v.fault(f)
+		v.pop(m)
+	}
 }
 
 // duration checks the duration at key, which is 0 when unset and must be
@@ -498,11 +519,19 @@ func (v *validator) methods(methods []string) {
 // authorization checks a, at the path being checked.
 func (v *validator) authorization(a *Authorization) {
 	v.oneOf("default", a.Default, "deny", "allow")
-	if len(a.Rules) == 0 {
+	v.oneOf("mode", a.Mode, AuthzEnforce, AuthzAudit)
+	v.rules("rules", a.Rules)
+	v.rules("deny", a.Deny)
+}
+
+// rules checks the authorization rules at key, below the path being
+// checked.
+func (v *validator) rules(key string, rules []Rule) {
+	if len(rules) == 0 {
 		return
 	}
-	mr := v.push("rules")
-	for i, r := range a.Rules {
+	mr := v.push(key)
+	for i, r := range rules {
 		mi := v.pushIndex(i)
 		if len(r.From) == 0 {
 			v.addAt("from", "must name at least one calling service (or \"*\" for any)")
@@ -516,10 +545,17 @@ func (v *validator) authorization(a *Authorization) {
 			}
 		}
 		for j, prefix := range r.Paths {
-			if !strings.HasPrefix(prefix, "/") {
+			problem := ""
+			switch {
+			case !strings.HasPrefix(prefix, "/"):
+				problem = "must start with \"/\""
+			case !canonicalRulePath(prefix):
+				problem = "must be a clean path (no \"//\", \".\" or \"..\" segments, \"%\" or \"\\\"): requests are matched once cleaned and decoded, so this one could never match"
+			}
+			if problem != "" {
 				m := v.push("paths")
 				v.pushIndex(j)
-				v.add("must start with \"/\"")
+				v.add("%s", problem)
 				v.pop(m)
 			}
 		}
@@ -531,6 +567,23 @@ func (v *validator) authorization(a *Authorization) {
 		v.pop(mi)
 	}
 	v.pop(mr)
+}
+
+// canonicalRulePath reports whether p (which starts with "/") is as a
+// request path is once cleaned and decoded: no empty, "." or ".."
+// segment but a trailing "/" (a prefix such as "/pkg.Service/"), no
+// escape and no backslash.
+func canonicalRulePath(p string) bool {
+	if strings.ContainsAny(p, "%\\") {
+		return false
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || seg == "" && i < len(segs)-1 {
+			return false
+		}
+	}
+	return true
 }
 
 // mergedDefaults checks the defaults, at the path being checked, on their

@@ -29,7 +29,7 @@ type Instruments struct {
 	httpServer metric.Float64Histogram
 	serverOpts cowCache[HTTPServerCall, []metric.RecordOption]
 	authz      metric.Int64Counter
-	authzOpts  cowCache[authzKey, []metric.AddOption]
+	authzOpts  cowCache[AuthzDecision, []metric.AddOption]
 	certExpiry metric.Float64ObservableGauge
 	staleness  metric.Float64ObservableGauge
 	lastStale  atomic.Int64 // nanoseconds; -1 until a control plane reports
@@ -85,7 +85,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	in := &Instruments{
 		httpOpts:   cowCache[HTTPCall, []metric.RecordOption]{max: maxCachedAttributeSets},
 		serverOpts: cowCache[HTTPServerCall, []metric.RecordOption]{max: maxCachedAttributeSets},
-		authzOpts:  cowCache[authzKey, []metric.AddOption]{max: maxCachedAttributeSets},
+		authzOpts:  cowCache[AuthzDecision, []metric.AddOption]{max: maxCachedAttributeSets},
 		counters:   map[routeKey]*Counter{},
 	}
 	in.lastStale.Store(-1)

@@ -56,10 +56,11 @@ const (
 	UnitCertificateExpiry   = "s"
 	DescCertificateExpiry   = "Seconds until this workload's certificate expires."
 
-	// MetricAuthzDecisions counts the authorization decisions of Handler.
+	// MetricAuthzDecisions counts the authorization decisions on incoming
+	// requests (HTTP and gRPC), by decision, mode and deciding rule.
 	MetricAuthzDecisions = "inmesh.authz.decisions"
 	UnitAuthzDecisions   = "{decision}"
-	DescAuthzDecisions   = "Authorization decisions on incoming requests, allow or deny."
+	DescAuthzDecisions   = "Authorization decisions on incoming requests, allow or deny; under mode audit a deny is not enforced."
 
 	// MetricPolicyStaleness is a gauge of how stale the control plane's
 	// last answer may be (Consul's X-Consul-LastContact).
@@ -83,6 +84,8 @@ const (
 	AttrService       = "inmesh.service"        // this workload's own service (server side)
 	AttrCaller        = "inmesh.caller"         // the calling service, from its verified identity
 	AttrAuthzDecision = "inmesh.authz.decision" // allow | deny
+	AttrAuthzMode     = "inmesh.authz.mode"     // enforce | audit
+	AttrAuthzRule     = "inmesh.authz.rule"     // the rule that decided: rules[i], deny[i], default
 	AttrIdentity      = "inmesh.identity"       // a SPIFFE ID
 
 	// AttrBreakerFrom and AttrBreakerTo are the states of a breaker

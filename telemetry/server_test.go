@@ -55,6 +55,44 @@ func TestRecordAuthz(t *testing.T) {
 	}
 }
 
+func TestRecordAuthzDecision(t *testing.T) {
+	in, reader := newMetrics(t)
+	ctx := context.Background()
+	in.RecordAuthz(ctx, "billing", "web", false) // enforced, no rule named
+	for _, d := range []telemetry.AuthzDecision{
+		{Service: "billing", Caller: "web", Allow: true, Rule: "rules[0]"},
+		{Service: "billing", Caller: "web", Allow: false, Rule: "deny[1]"},
+		{Service: "billing", Caller: "web", Allow: false, Audit: true, Rule: "deny[1]"},
+		{Service: "billing", Caller: "web", Allow: false, Audit: true, Rule: "deny[1]"},
+		{Service: "billing", Caller: "web", Allow: true, Audit: true, Rule: "default"},
+	} {
+		in.RecordAuthzDecision(ctx, d)
+	}
+	sum := collect(t, reader, telemetry.MetricAuthzDecisions).Data.(metricdata.Sum[int64])
+	got := map[string]int64{}
+	for _, dp := range sum.DataPoints {
+		d, _ := dp.Attributes.Value(telemetry.AttrAuthzDecision)
+		m, _ := dp.Attributes.Value(telemetry.AttrAuthzMode)
+		r, _ := dp.Attributes.Value(telemetry.AttrAuthzRule)
+		got[d.AsString()+"/"+m.AsString()+"/"+r.AsString()] = dp.Value
+	}
+	want := map[string]int64{"deny/enforce/": 1, "allow/enforce/rules[0]": 1, "deny/enforce/deny[1]": 1, "deny/audit/deny[1]": 2, "allow/audit/default": 1}
+	if len(got) != len(want) {
+		t.Fatalf("decisions %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("decisions %v, want %v", got, want)
+		}
+	}
+	d := telemetry.AuthzDecision{Service: "billing", Caller: "web", Audit: true, Rule: "deny[1]"}
+	if a := testing.AllocsPerRun(100, func() { in.RecordAuthzDecision(ctx, d) }); a != 0 {
+		t.Errorf("RecordAuthzDecision allocates %v times", a)
+	}
+	var nilIn *telemetry.Instruments
+	nilIn.RecordAuthzDecision(ctx, d)
+}
+
 func TestCertificateExpiry(t *testing.T) {
 	in, reader := newMetrics(t)
 	now := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)

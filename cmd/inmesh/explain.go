@@ -135,6 +135,48 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 		line("breaker", "none configured")
 	}
 	line("tls", ex.TLS)
+	if c := ex.Concurrency; c != nil {
+		limit := fmt.Sprintf("max %d", c.Max)
+		if a := c.Adaptive; a != nil {
+			limit = fmt.Sprintf("adaptive %d..%d, now %d", a.Min, a.Max, c.Limit)
+		}
+		if c.MaxWait > 0 {
+			limit += fmt.Sprintf(", queue up to %s", c.MaxWait)
+		} else {
+			limit += ", refused at once when full"
+		}
+		line("limit", "concurrency "+limit)
+	}
+	if h := ex.Hedge; h != nil {
+		after := h.Delay.String()
+		if h.Quantile != "" {
+			after = h.Quantile + " of recent latency"
+		}
+		line("hedge", fmt.Sprintf("up to %d more attempt(s) after %s", h.Max, after))
+	}
+	if f := ex.Fault; f != nil {
+		var parts []string
+		if d := f.Delay; d != nil {
+			parts = append(parts, fmt.Sprintf("delay %s on %g%%", d.Duration, d.Percent))
+		}
+		if a := f.Abort; a != nil {
+			parts = append(parts, fmt.Sprintf("abort (HTTP %d, gRPC %s) on %g%%", a.HTTPStatus, a.GRPCCode, a.Percent))
+		}
+		if f.OnlyWithHeader != "" {
+			parts = append(parts, "only with header "+f.OnlyWithHeader)
+		}
+		line("FAULT", "injection active: "+strings.Join(parts, ", "))
+	}
+	if ex.Authorization != "" {
+		line("authz", ex.Authorization+" (as caller inmesh-cli)")
+	}
+	if r := ex.RateLimit; r != nil {
+		who := "all callers together"
+		if r.PerCaller {
+			who = "per calling service"
+		}
+		line("ratelimit", fmt.Sprintf("%g/s, burst %d, %s (enforced by %s's mesh)", r.RequestsPerSecond, r.Burst, who, ex.Service))
+	}
 }
 
 func orDash(s string) string {

@@ -37,6 +37,26 @@ services:
         split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
 `
 
+const protectedDoc = `
+services:
+  billing:
+    endpoints: [{address: 127.0.0.1:9001}]
+    concurrency: {max: 4, max_wait: 25ms}
+    circuit_breaker: {failure_rate: 0.5, window: 1s}
+    hedge: {delay: 20ms}
+    rate_limit: {requests_per_second: 100, burst: 200, per_caller: true}
+    fault: {abort: {percent: 5}, only_with_header: x-inmesh-fault}
+`
+
+const badProtectionDoc = `
+services:
+  billing:
+    concurrency: {max: 4, adaptive: {max: 9}}
+    circuit_breaker: {failure_rate: 0.5, consecutive_failures: 3}
+    hedge: {quantile: "95"}
+    fault: {abort: {percent: 120}}
+`
+
 const invalidDoc = `
 services:
   billing:
@@ -60,6 +80,14 @@ func TestCLI(t *testing.T) {
 	}
 	badEgress := filepath.Join(dir, "bad-egress.yaml")
 	if err := os.WriteFile(badEgress, []byte("egress: closed\n"+validDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	protected := filepath.Join(dir, "protected.yaml")
+	if err := os.WriteFile(protected, []byte(protectedDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badProtection := filepath.Join(dir, "bad-protection.yaml")
+	if err := os.WriteFile(badProtection, []byte(badProtectionDoc), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -92,6 +120,19 @@ func TestCLI(t *testing.T) {
 		{name: "explain host spelling", args: []string{"explain", valid, "http://BILLING.:8080/x", "-H", "x-canary: true"}, wantCode: 0,
 			wantOut: []string{"service:   billing", "route:     canary-by-header"}},
 		{name: "explain bad header", args: []string{"explain", valid, "http://billing/", "-H", "nocolon"}, wantCode: 2, wantErr: []string{"name:value"}},
+		{name: "validate protections", args: []string{"validate", protected}, wantCode: 0, wantOut: []string{"valid"}},
+		{name: "validate bad protections", args: []string{"validate", badProtection}, wantCode: 1, errorLines: 4, wantErr: []string{
+			"services.billing.concurrency: set max or adaptive, not both",
+			`services.billing.hedge.quantile: must be written p50 .. p99.999, such as p95 or p99.9, got "95"`,
+			"services.billing.fault.abort.percent: must be 0..100",
+			"services.billing.circuit_breaker: set consecutive_failures or failure_rate, not both: they are two kinds of breaker",
+		}},
+		{name: "explain protections", args: []string{"explain", protected, "http://billing/x"}, wantCode: 0, wantOut: []string{
+			"limit:     concurrency max 4, queue up to 25ms",
+			"hedge:     up to 1 more attempt(s) after 20ms",
+			"FAULT:     injection active: abort (HTTP 503, gRPC unavailable) on 5%, only with header x-inmesh-fault",
+			"ratelimit: 100/s, burst 200, per calling service (enforced by billing's mesh)",
+		}},
 		{name: "explain invalid policy", args: []string{"explain", invalid, "http://billing/"}, wantCode: 1, wantErr: []string{"attempts"}},
 	}
 	for _, tc := range tests {

@@ -4,7 +4,9 @@
 // its breaker opens and fails fast) and, over gRPC, grades (the stock gRPC
 // health service behind meshgrpc.ServerOptions, called through
 // meshgrpc.DialOptions), for a few seconds, then prints what the mesh did,
-// each failure counted by layer.
+// each failure counted by layer. A last phase offers recommendations, a
+// saturated dependency, 1.5x its capacity: the adaptive concurrency limit
+// keeps it at capacity, and the demo prints the goodput.
 //
 //	go run ./examples/platform [-policy FILE] [-duration 3s]
 //
@@ -78,6 +80,7 @@ func run(ctx context.Context, policyFile string, duration time.Duration, workers
 	fmt.Fprintf(out, "\nprogress -> billing POST /charge: %s\n", describe(res.denied))
 	fmt.Fprintf(out, "progress -> grades Check (gRPC): %s\n", describeRPC(res.rpcDenied))
 	fmt.Fprintf(out, "enrollment -> grades Check of an unknown service: %s\n", describeRPC(res.rpcUnknown))
+	res.overload.report(out)
 	return nil
 }
 
@@ -91,6 +94,7 @@ type outcome struct {
 	// rpcDenied is progress calling grades over gRPC; rpcUnknown,
 	// enrollment asking grades about a service it does not know.
 	rpcDenied, rpcUnknown error
+	overload              *overloadResult
 }
 
 // simulate starts the fleet and the enrollment mesh on the policy in data,
@@ -143,6 +147,7 @@ func simulate(ctx context.Context, data []byte, duration time.Duration, workers 
 		stats:   drive(ctx, m.HTTPClient(), healthpb.NewHealthClient(grades), duration, workers),
 		hits:    map[string]int64{}, denied: denied, rpcDenied: rpcDenied,
 	}
+	res.overload = overload(ctx, m, fleet.hits["recommendations"], min(duration, 2*time.Second))
 	if id, err := m.Identity(); err == nil {
 		res.identity = id.ID.String()
 	}
@@ -255,11 +260,29 @@ func behaviour(service, version string, hits *atomic.Int64) http.Handler {
 			_, _ = io.WriteString(w, "courses")
 		case "progress": // dead
 			http.Error(w, "progress: database down", http.StatusInternalServerError)
+		case "recommendations": // saturated
+			select {
+			case recommendationSlots <- struct{}{}:
+				time.Sleep(recommendationTime)
+				<-recommendationSlots
+				_, _ = io.WriteString(w, "try go-201")
+			default:
+				http.Error(w, "recommendations: at capacity", http.StatusServiceUnavailable)
+			}
 		default:
 			_, _ = fmt.Fprintf(w, "%s %s", service, version)
 		}
 	})
 }
+
+// recommendations serves this many requests at once, each taking
+// recommendationTime; one more is answered 503 at once.
+const (
+	recommendationCapacity = 4
+	recommendationTime     = 10 * time.Millisecond
+)
+
+var recommendationSlots = make(chan struct{}, recommendationCapacity)
 
 // ---- traffic ----
 
@@ -369,6 +392,72 @@ func (s *stats) record(service string, r result) {
 	default:
 		s.responses[service]++
 	}
+}
+
+// overloadResult is what the overload phase saw.
+type overloadResult struct {
+	offered, ok, rejected, shed, other int
+	backend                            int64 // requests recommendations received
+	limit                              int   // the concurrency limit enrollment learned
+	d                                  time.Duration
+}
+
+// capacity is what recommendations can serve in the phase.
+func (o *overloadResult) capacity() float64 {
+	return recommendationCapacity * float64(o.d/recommendationTime)
+}
+
+// overload offers recommendations 1.5x its capacity for d, open loop (every
+// call at its time, whatever the earlier ones do), and counts the answers.
+func overload(ctx context.Context, m *mesh.Mesh, hits *atomic.Int64, d time.Duration) *overloadResult {
+	res := &overloadResult{d: d}
+	perSecond := 1.5 * recommendationCapacity * float64(time.Second/recommendationTime)
+	n := int(perSecond * d.Seconds())
+	interval := time.Duration(float64(time.Second) / perSecond)
+	client := m.HTTPClient()
+	before := hits.Load()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		res.offered++
+		wg.Go(func() {
+			r := call(ctx, client, http.MethodGet, "http://recommendations/next")
+			var ce *mesh.CallError
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.As(r.err, &ce) && ce.Layer == mesh.LayerOverload:
+				res.shed++
+			case r.err == nil && r.code == http.StatusOK:
+				res.ok++
+			case r.err == nil && r.code == http.StatusServiceUnavailable:
+				res.rejected++
+			default:
+				res.other++
+			}
+		})
+	}
+	wg.Wait()
+	res.backend = hits.Load() - before
+	if req, err := http.NewRequest(http.MethodGet, "http://recommendations/next", nil); err == nil {
+		if ex, err := m.Explain(req); err == nil && ex.Concurrency != nil {
+			res.limit = ex.Concurrency.Limit
+		}
+	}
+	return res
+}
+
+func (o *overloadResult) report(out io.Writer) {
+	fmt.Fprintf(out, "\nrecommendations saturated (%d at once, %v each: %.0f calls/s), offered 1.5x for %v:\n",
+		recommendationCapacity, recommendationTime, o.capacity()/o.d.Seconds(), o.d)
+	fmt.Fprintf(out, "  goodput %.0f calls/s = %.0f%% of its capacity; %d of %d calls answered, %d shed at layer overload, %d answered 503 by the backend\n",
+		float64(o.ok)/o.d.Seconds(), 100*float64(o.ok)/o.capacity(), o.ok, o.offered, o.shed, o.rejected)
+	if o.other > 0 {
+		fmt.Fprintf(out, "  %d calls failed otherwise\n", o.other)
+	}
+	fmt.Fprintf(out, "  the adaptive concurrency limit learned %d in flight (the backend has %d slots)\n", o.limit, recommendationCapacity)
 }
 
 // ---- report ----

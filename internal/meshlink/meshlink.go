@@ -43,10 +43,13 @@ type Plane struct {
 	ServerTLS func() *tls.Config
 	// Authorize decides whether caller (a service, "" without a verified
 	// certificate; callerErr when the certificate names none) may call
-	// method on path of this service, with the reason of a denial, as the
-	// HTTP Handler decides it: the control plane's authorization, or the
-	// policy's rules. It denies on every error.
-	Authorize func(caller string, callerErr error, method, path string, header Header) (bool, string)
+	// method on path of this service, as the HTTP Handler decides it: the
+	// control plane's authorization, or the policy's rules. It counts the
+	// decision in inmesh.authz.decisions (in ctx) and reports whether the
+	// call goes through, with the reason when it does not: under the
+	// policy's mode audit a denial is logged and the call goes through. It
+	// denies on every error.
+	Authorize func(ctx context.Context, caller string, callerErr error, method, path string, header Header) (bool, string)
 }
 
 // Header reads the header values of the request being authorized: Get(Src,
