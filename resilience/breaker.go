@@ -48,9 +48,9 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 // Breaker is a circuit breaker for one destination. It is closed at first;
 // it opens after ConsecutiveFailures failures in a row (a success resets
 // the count), or, in the rate form, when a failure brings the share of
-// failures among the attempts reported over the last Window to FailureRate
-// with at least MinCalls reported; after OpenFor it is half-open and lets exactly
-// HalfOpenRequests probes through; it closes when they all succeed and
+// failures among the attempts reported over the last Window to
+// FailureRate with at least MinCalls reported; after OpenFor it is
+// half-open and lets exactly HalfOpenRequests probes through; it closes when they all succeed and
 // opens again as soon as one fails. An attempt released with
 // [Ticket.Release] counts as neither: a released probe gives its slot to
 // the next attempt. A report from an attempt allowed before the last
@@ -66,9 +66,9 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 // The rate form admits as the consecutive one, with one atomic load; a
 // closed rate breaker counts its reports in a sliding window of ten
 // buckets by compare-and-swap, reading its clock once per report (the
-// monotonic clock alone on the system clock),
-// and takes its lock only to trip. Its window starts empty each time it
-// closes.
+// monotonic clock alone on the system clock), and takes its lock only to
+// trip. Its window starts empty each time it closes. It counts attempts,
+// retries included, as the consecutive form does.
 //
 // A Breaker is safe for concurrent use. A nil *Breaker is no breaker: it
 // allows every attempt and is always "closed".
@@ -90,9 +90,9 @@ type Breaker struct {
 
 	// word is the generation (high 32 bits), the state (2 bits) and, when
 	// closed, the failure streak (low 30 bits; always 0 in the rate
-	// form, whose word changes only by transitions). A closed breaker's streak
-	// changes by compare-and-swap without the lock; every transition is
-	// a compare-and-swap under mu.
+	// form, whose word changes only by transitions). A closed breaker's
+	// streak changes by compare-and-swap without the lock; every
+	// transition is a compare-and-swap under mu.
 	word atomic.Uint64
 
 	mu sync.Mutex
