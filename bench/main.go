@@ -33,7 +33,8 @@ type config struct {
 	rounds       int
 	slice        time.Duration  // one round of a per-call row
 	warm         time.Duration  // the uncounted first run of a per-call row
-	outage       time.Duration  // one round of an outage row
+	outage       time.Duration  // one round of an outage row, failing
+	recovery     time.Duration  // and then healed
 	load         time.Duration  // one round of a capacity row
 	destinations int            // of the memory row
 	only         *regexp.Regexp // rows to measure; nil: all
@@ -45,10 +46,10 @@ func main() {
 	only := flag.String("only", "", "measure only the rows whose section or name match this regexp (and their reference rows)")
 	flag.Parse()
 	cfg := config{rounds: 8, slice: time.Second, warm: 200 * time.Millisecond,
-		outage: 2 * time.Second, load: 4 * time.Second, destinations: 1000}
+		outage: 2 * time.Second, recovery: 3 * time.Second, load: 4 * time.Second, destinations: 1000}
 	if *quick {
 		cfg = config{rounds: 5, slice: 200 * time.Millisecond, warm: 50 * time.Millisecond,
-			outage: 500 * time.Millisecond, load: time.Second, destinations: 1000}
+			outage: 500 * time.Millisecond, recovery: 1500 * time.Millisecond, load: time.Second, destinations: 1000}
 	}
 	if *rounds > 0 {
 		cfg.rounds = *rounds

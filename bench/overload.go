@@ -12,7 +12,8 @@ import (
 // under an open-loop load (each call starts at its time, whatever the
 // earlier ones do, as independent users would):
 //
-//   - a full outage: every request answered 503;
+//   - a full outage: every request answered 503, and then its recovery:
+//     how long after the backend heals until calls succeed again;
 //   - a capacity limit: slots requests at once, serviceTime each, 503 at
 //     once when all slots are busy, offered 1.5x its capacity.
 
@@ -26,7 +27,11 @@ const (
 // overloadSettings are the retries of every retrying row: three tries,
 // exponential backoff, within the whole call's timeout; inmesh adds its
 // retry budget. withBreaker adds a breaker that opens after 5 consecutive
-// failures for a second.
+// failures for a second; withRateBreaker inmesh's failure-rate breaker,
+// open for a second when half the attempts of the last second failed (20
+// at least), closed again after 3 successful probes; withRateBreaker90 the
+// same at 90%. The breaker counts attempts, retries included: a saturated
+// backend's share of failed attempts is above its share of failed calls.
 var (
 	overloadSettings = settings{
 		timeout:  2 * time.Second,
@@ -37,6 +42,8 @@ var (
 		s.breakerFailures, s.breakerOpen = 5, time.Second
 		return s
 	}(overloadSettings)
+	withRateBreaker   = rateBreaker(0.5)
+	withRateBreaker90 = rateBreaker(0.9)
 )
 
 // A loadStack is a client under overload. build returns a new one, with
@@ -61,6 +68,16 @@ var loadStacks = []loadStack{
 	}},
 	{"inmesh, retry with budget", meshLoad(overloadSettings)},
 	{"inmesh, retry with budget, breaker", meshLoad(withBreaker)},
+	{"inmesh, retry with budget, rate breaker", meshLoad(withRateBreaker)},
+	{"inmesh, retry with budget, rate breaker at 90%", meshLoad(withRateBreaker90)},
+}
+
+// rateBreaker is overloadSettings with a rate breaker that opens at rate.
+func rateBreaker(rate float64) settings {
+	s := overloadSettings
+	s.breakerRate = breakerRate{rate: rate, window: time.Second, minCalls: 20, probes: 3}
+	s.breakerOpen = time.Second
+	return s
 }
 
 // meshLoad builds an inmesh client whose policy is s toward the backend.
@@ -82,10 +99,11 @@ func (e *env) loadTransport() *http.Transport {
 }
 
 func overloadSections(e *env) ([]*section, error) {
-	outage := &section{title: "Overload: every request answered 503, offered " + rate(offered),
+	outage := &section{title: fmt.Sprintf("Overload: every request answered 503, offered %s; then the backend heals", rate(offered)),
 		dur: e.cfg.outage, columns: []column{
 			value("backend req/call", "req_per_call", "%.2f"),
 			ratio("req x bare", "req_per_call"),
+			recoveryColumn(e.cfg.recovery),
 		}}
 	limited := &section{title: fmt.Sprintf("Overload: capacity %s (%d × %v), offered %s", rate(capacity), slots, serviceTime, rate(offered)),
 		dur: e.cfg.load, columns: []column{
@@ -95,44 +113,138 @@ func overloadSections(e *env) ([]*section, error) {
 			value("backend req/call", "req_per_call", "%.2f"),
 			ratio("req x bare", "req_per_call"),
 		}}
-	for _, v := range []struct {
-		s *section
-		h func(w http.ResponseWriter, r *http.Request)
-	}{
-		{outage, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }},
-		{limited, limitedHandler(slots, serviceTime)},
-	} {
-		ln, err := e.listen()
-		if err != nil {
-			return nil, err
-		}
-		var hits atomic.Int64
-		e.serveHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			hits.Add(1)
-			v.h(w, r)
-		}), nil)
-		for _, st := range loadStacks {
-			v.s.add(st.name, func(d time.Duration) (metrics, error) {
-				round := &env{cfg: e.cfg, ca: e.ca}
-				defer round.run()
-				rt, url, err := st.build(round, ln.Addr().String())
-				if err != nil {
-					return nil, err
-				}
-				before := hits.Load()
-				calls, ok := offer(rt, url, offered, d)
-				reqs := float64(hits.Load() - before)
-				goodput := float64(ok) / d.Seconds()
-				return metrics{
-					"req_per_call": reqs / float64(calls),
-					"goodput":      goodput,
-					"ok_pct":       100 * float64(ok) / float64(calls),
-					"capacity_pct": 100 * goodput / capacity,
-				}, nil
-			})
-		}
+	if err := e.outageRows(outage); err != nil {
+		return nil, err
+	}
+	ln, err := e.listen()
+	if err != nil {
+		return nil, err
+	}
+	var hits atomic.Int64
+	h := limitedHandler(slots, serviceTime)
+	e.serveHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		h(w, r)
+	}), nil)
+	for _, st := range loadStacks {
+		limited.add(st.name, func(d time.Duration) (metrics, error) {
+			round := &env{cfg: e.cfg, ca: e.ca}
+			defer round.run()
+			rt, url, err := st.build(round, ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			before := hits.Load()
+			calls, ok := offer(rt, url, offered, d)
+			reqs := float64(hits.Load() - before)
+			goodput := float64(ok) / d.Seconds()
+			return metrics{
+				"req_per_call": reqs / float64(calls),
+				"goodput":      goodput,
+				"ok_pct":       100 * float64(ok) / float64(calls),
+				"capacity_pct": 100 * goodput / capacity,
+			}, nil
+		})
 	}
 	return []*section{outage, limited}, nil
+}
+
+// outageRows adds the rows of the outage section: each round offers the
+// load to a backend that answers 503 for d, then heals and answers 200 for
+// e.cfg.recovery more. The requests per call are those of the outage
+// (the requests the failing backend got over the calls started while it
+// failed); the recovery is how long after the backend healed calls
+// started failing no more.
+func (e *env) outageRows(s *section) error {
+	ln, err := e.listen()
+	if err != nil {
+		return err
+	}
+	var (
+		failing atomic.Bool
+		hits    atomic.Int64 // while failing
+	)
+	e.serveHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			hits.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}), nil)
+	for _, st := range loadStacks {
+		s.add(st.name, func(d time.Duration) (metrics, error) {
+			round := &env{cfg: e.cfg, ca: e.ca}
+			defer round.run()
+			rt, url, err := st.build(round, ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			failing.Store(true)
+			before := hits.Load()
+			calls, recovery := offerOutage(rt, url, offered, d, e.cfg.recovery, func() { failing.Store(false) })
+			return metrics{
+				"req_per_call": float64(hits.Load()-before) / float64(calls),
+				"recovery":     recovery.Seconds(),
+			}, nil
+		})
+	}
+	return nil
+}
+
+// recoveryColumn shows the recovery in seconds, or that the calls still
+// failed after the whole recovery phase.
+func recoveryColumn(phase time.Duration) column {
+	return column{"recovery s", func(m, _ metrics) string {
+		if m["recovery"] >= phase.Seconds() {
+			return fmt.Sprintf(">%.1f", phase.Seconds())
+		}
+		return fmt.Sprintf("%.2f", m["recovery"])
+	}}
+}
+
+// offerOutage offers the load of offer for outage, calls heal, and offers
+// it for after more. It returns the calls started before heal, and the
+// recovery: from heal to the start of the first call after which no call
+// started failed (0 when none did; after when the last one failed).
+func offerOutage(rt http.RoundTripper, url string, perSecond float64, outage, after time.Duration, heal func()) (calls int64, recovery time.Duration) {
+	n := int64(perSecond * (outage + after).Seconds())
+	calls = int64(perSecond * outage.Seconds())
+	interval := time.Duration(float64(time.Second) / perSecond)
+	failed := make([]atomic.Bool, n)
+	starts := make([]time.Duration, n) // from the start of the round
+	var healed time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		if i == calls {
+			heal()
+			healed = time.Since(start)
+		}
+		starts[i] = time.Since(start)
+		wg.Go(func() {
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			if err == nil {
+				var resp *http.Response
+				if resp, err = rt.RoundTrip(req); err == nil {
+					drain(resp)
+					if resp.StatusCode == http.StatusOK {
+						return
+					}
+				}
+			}
+			failed[i].Store(true)
+		})
+	}
+	wg.Wait()
+	for i := n - 1; i >= calls; i-- {
+		if failed[i].Load() {
+			if i == n-1 {
+				return calls, after
+			}
+			return calls, max(starts[i+1]-healed, 0)
+		}
+	}
+	return calls, 0
 }
 
 // limitedHandler serves n requests at once, each taking service; one more

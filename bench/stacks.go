@@ -93,9 +93,20 @@ type settings struct {
 	timeout         time.Duration
 	attempts        int              // total tries; 1: no retries
 	backoff         [2]time.Duration // initial, max
-	breakerFailures int              // consecutive failures that open it; 0: no breaker
-	breakerOpen     time.Duration
-	outlierFailures int // inmesh only; 0: no outlier detection
+	breakerFailures int              // consecutive failures that open it; 0: no breaker (or the rate form)
+	breakerOpen     time.Duration    // open_for of either form
+	breakerRate     breakerRate      // inmesh only: the failure-rate form when its rate is set
+	outlierFailures int              // inmesh only; 0: no outlier detection
+}
+
+// breakerRate is the failure-rate form of inmesh's breaker: open when
+// rate of the calls of the last window failed, minCalls at least; probes
+// half-open requests.
+type breakerRate struct {
+	rate     float64
+	window   time.Duration
+	minCalls int
+	probes   int
 }
 
 // chainSettings are the full chain of the HTTP and gRPC rows: real users
@@ -121,6 +132,10 @@ func (s settings) yaml() string {
 	}
 	if s.breakerFailures > 0 {
 		fmt.Fprintf(&b, "    circuit_breaker: {consecutive_failures: %d, open_for: %v}\n", s.breakerFailures, s.breakerOpen)
+	}
+	if r := s.breakerRate; r.rate > 0 {
+		fmt.Fprintf(&b, "    circuit_breaker: {failure_rate: %v, window: %v, min_calls: %d, open_for: %v, half_open_requests: %d}\n",
+			r.rate, r.window, r.minCalls, s.breakerOpen, r.probes)
 	}
 	if s.outlierFailures > 0 {
 		fmt.Fprintf(&b, "    outlier_detection: {consecutive_failures: %d}\n", s.outlierFailures)

@@ -319,7 +319,9 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 			Err: remoteTimeout(a.Deadline()), Final: !perTry}
 	}
 	o := core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Answer: resp}
-	if a.MayRetry(o.Result) {
+	// The hint is read for a retry, and for any 503: with one, the answer
+	// is the destination shedding load (Outcome.Overloaded), not a failure.
+	if resp.StatusCode == http.StatusServiceUnavailable || a.MayRetry(o.Result) {
 		if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.t.m.clock.Now()); ok {
 			o.Hint = core.Hint{Kind: core.HintAtLeast, Wait: ra}
 		}

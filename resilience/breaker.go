@@ -7,22 +7,38 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/clock"
 )
 
-// Breaker defaults, used for zero fields of BreakerConfig. OpenFor and
-// HalfOpenRequests are the policy document's defaults.
+// Breaker defaults, used for zero fields of BreakerConfig. They are the
+// policy document's defaults.
 const (
 	DefaultBreakerFailures         = 5
 	DefaultBreakerOpenFor          = 30 * time.Second
 	DefaultBreakerHalfOpenRequests = 1
+	DefaultBreakerWindow           = 10 * time.Second // the rate form's
+	DefaultBreakerMinCalls         = 20               // the rate form's
 )
 
-// BreakerConfig configures a [Breaker]. Zero (or negative) fields mean the
-// Default* constants above.
+// BreakerConfig configures a [Breaker], in one of two forms: the
+// consecutive form (FailureRate 0), which trips after ConsecutiveFailures
+// failures in a row, or the rate form (FailureRate > 0), which trips when
+// at least FailureRate of the attempts reported over the last Window
+// failed, once at least MinCalls were reported in it (ConsecutiveFailures
+// is then ignored). Zero (or negative) fields mean the Default* constants
+// above.
 type BreakerConfig struct {
-	ConsecutiveFailures int           // trips after this many consecutive failures
+	ConsecutiveFailures int           // the consecutive form: trips after this many consecutive failures
+	FailureRate         float64       // the rate form when > 0: trips at this share of failures (above 1 means 1)
+	Window              time.Duration // the rate form: the sliding window the share is counted over
+	MinCalls            int           // the rate form: never trips on fewer reports in the window
 	OpenFor             time.Duration // open -> half-open after this
 	HalfOpenRequests    int           // exactly this many probes in half-open; closes after that many successes
+	// Clock is the time of OpenFor and of the window; nil means
+	// clock.System. It is not compared by whoever keys breakers by their
+	// configuration: leave it out of the key.
+	Clock clock.Clock
 }
 
 // ErrBreakerOpen is wrapped by the error of [Breaker.Allow] when the breaker
@@ -31,8 +47,10 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 
 // Breaker is a circuit breaker for one destination. It is closed at first;
 // it opens after ConsecutiveFailures failures in a row (a success resets
-// the count); after OpenFor it is half-open and lets exactly
-// HalfOpenRequests probes through; it closes when they all succeed and
+// the count), or, in the rate form, when a failure brings the share of
+// failures among the attempts reported over the last Window to
+// FailureRate with at least MinCalls reported; after OpenFor it is
+// half-open and lets exactly HalfOpenRequests probes through; it closes when they all succeed and
 // opens again as soon as one fails. An attempt released with
 // [Ticket.Release] counts as neither: a released probe gives its slot to
 // the next attempt. A report from an attempt allowed before the last
@@ -45,15 +63,23 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 // allocation. Only failures, the half-open state and transitions take the
 // breaker's lock.
 //
+// The rate form admits as the consecutive one, with one atomic load; a
+// closed rate breaker counts its reports in a sliding window of ten
+// buckets by compare-and-swap, reading its clock once per report (the
+// monotonic clock alone on the system clock), and takes its lock only to
+// trip. Its window starts empty each time it closes. It counts attempts,
+// retries included, as the consecutive form does.
+//
 // A Breaker is safe for concurrent use. A nil *Breaker is no breaker: it
 // allows every attempt and is always "closed".
 //
-// A Breaker reads time.Now itself (for OpenFor), so it does not take a
-// clock. The open -> half-open transition is evaluated lazily, when Allow
-// or State is called.
+// The open -> half-open transition is evaluated lazily, when Allow or
+// State is called, on the breaker's clock.
 type Breaker struct {
 	name     string
-	failures uint64 // trips at this streak
+	failures uint64      // trips at this streak (the consecutive form)
+	win      *rateWindow // the rate form's window; nil for the consecutive form
+	clock    clock.Clock
 	openFor  time.Duration
 	probes   uint32
 	onChange func(name, from, to string)
@@ -63,9 +89,10 @@ type Breaker struct {
 	errOpen, errHalfOpen error
 
 	// word is the generation (high 32 bits), the state (2 bits) and, when
-	// closed, the failure streak (low 30 bits). A closed breaker's streak
-	// changes by compare-and-swap without the lock; every transition is
-	// a compare-and-swap under mu.
+	// closed, the failure streak (low 30 bits; always 0 in the rate
+	// form, whose word changes only by transitions). A closed breaker's
+	// streak changes by compare-and-swap without the lock; every
+	// transition is a compare-and-swap under mu.
 	word atomic.Uint64
 
 	mu sync.Mutex
@@ -118,13 +145,22 @@ func NewBreaker(name string, cfg BreakerConfig, onChange func(name, from, to str
 	if probes <= 0 {
 		probes = DefaultBreakerHalfOpenRequests
 	}
-	return &Breaker{
+	c := cfg.Clock
+	if c == nil {
+		c = clock.System{}
+	}
+	b := &Breaker{
 		name:     name,
 		failures: min(uint64(failures), streakMask),
+		clock:    c,
 		openFor:  openFor,
 		probes:   uint32(min(probes, math.MaxUint32)),
 		onChange: onChange,
 	}
+	if cfg.FailureRate > 0 {
+		b.win = newRateWindow(cfg.FailureRate, cfg.Window, cfg.MinCalls, c)
+	}
+	return b
 }
 
 // Ticket is the permission an allowed attempt holds: the breaker and the
@@ -171,7 +207,7 @@ func (b *Breaker) Allow() (Ticket, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	w := b.current(time.Now())
+	w := b.current(b.clock.Now())
 	switch stateOf(w) {
 	case stateOpen:
 		if b.errOpen == nil {
@@ -200,7 +236,18 @@ func (b *Breaker) State() string {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return stateName(stateOf(b.current(time.Now())))
+	return stateName(stateOf(b.current(b.clock.Now())))
+}
+
+// Window returns the attempts reported to a closed rate breaker over its
+// last window, and how many of them failed: (0, 0) for the consecutive
+// form and for a breaker that is not closed.
+func (b *Breaker) Window() (calls, failures int) {
+	if b == nil || b.win == nil || stateOf(b.word.Load()) != stateClosed {
+		return 0, 0
+	}
+	c, f := b.win.counts(b.win.now())
+	return int(c), int(f)
 }
 
 // current returns the word at now, after turning an open breaker whose
@@ -218,6 +265,12 @@ func (b *Breaker) current(now time.Time) uint64 {
 // generation, and reports whether it did (false: w is no longer the word,
 // changed by a closed breaker's success). b.mu is held.
 func (b *Breaker) transition(w, to uint64, now time.Time) bool {
+	if to == stateClosed && b.win != nil {
+		// Before the word says closed, so that no report of the new
+		// generation is lost. The breaker is half-open: the word does
+		// not change without b.mu.
+		b.win.reset()
+	}
 	if !b.word.CompareAndSwap(w, uint64(genOf(w)+1)<<32|to<<streakBits) {
 		return false
 	}
@@ -241,6 +294,10 @@ func (b *Breaker) succeeded(gen uint32) {
 		if stateOf(w) != stateClosed {
 			break
 		}
+		if b.win != nil {
+			b.win.record(b.win.now(), false)
+			return
+		}
 		if w&streakMask == 0 || b.word.CompareAndSwap(w, w&^streakMask) {
 			return
 		}
@@ -253,12 +310,31 @@ func (b *Breaker) succeeded(gen uint32) {
 	}
 	b.successes++
 	if b.successes >= b.probes {
-		b.transition(w, stateClosed, time.Now())
+		b.transition(w, stateClosed, b.clock.Now())
 	}
 }
 
 // failed takes the failure of an attempt allowed in generation gen.
 func (b *Breaker) failed(gen uint32) {
+	if b.win != nil {
+		w := b.word.Load()
+		if genOf(w) != gen {
+			return
+		}
+		if stateOf(w) == stateClosed {
+			if !b.win.record(b.win.now(), true) {
+				return
+			}
+			// The failure brought the window to the rate: trip, unless
+			// another report did (the word is constant while closed).
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.word.Load() == w {
+				b.transition(w, stateOpen, b.clock.Now())
+			}
+			return
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
@@ -268,11 +344,11 @@ func (b *Breaker) failed(gen uint32) {
 		}
 		switch stateOf(w) {
 		case stateHalfOpen:
-			b.transition(w, stateOpen, time.Now())
+			b.transition(w, stateOpen, b.clock.Now())
 			return
 		case stateClosed:
 			if w&streakMask+1 >= b.failures {
-				if b.transition(w, stateOpen, time.Now()) {
+				if b.transition(w, stateOpen, b.clock.Now()) {
 					return
 				}
 			} else if b.word.CompareAndSwap(w, w+1) {

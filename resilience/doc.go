@@ -6,8 +6,7 @@
 // connections: the mesh's HTTP and gRPC layers classify how each attempt ended
 // as an [Outcome] and ask these policies what to do next. Time is injected
 // (a clock.Clock, or the caller's now) wherever it can be, so the policies are
-// tested without sleeping; [Breaker] reads time.Now itself, for its open
-// state only.
+// tested without sleeping.
 //
 // # Where each piece sits in the request flow
 //

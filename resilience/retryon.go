@@ -224,11 +224,32 @@ var defaultRetryOn = MustParseRetryOn("connect-failure", "reset", "502", "503", 
 // canceled the attempt ([ErrCanceled]). HOT: no allocation.
 func Neutral(o Outcome) bool { return o.Err == ErrCanceled }
 
+// Overloaded reports whether an outcome is a destination's answer that it
+// is up and asks for less load: HTTP 429, gRPC ResourceExhausted, or an
+// HTTP 503 or gRPC Unavailable that says when to try again (retryAfter: an
+// HTTP Retry-After that parses, a gRPC retry pushback of a delay). Such an
+// answer is neutral, as a canceled attempt is ([Neutral]): neither failure
+// nor success for the breaker and outlier detection, because the
+// destination answered, and shedding load is the concurrency limit's
+// business, which counts it as a drop. A 503 or Unavailable without the
+// hint stays a failure ([IsFailure]). HOT: no allocation.
+func Overloaded(o Outcome, retryAfter bool) bool {
+	if o.Err != ErrNone {
+		return false
+	}
+	if o.IsGRPC {
+		return o.GRPCCode == CodeResourceExhausted || o.GRPCCode == CodeUnavailable && retryAfter
+	}
+	return o.HTTPStatus == 429 || o.HTTPStatus == 503 && retryAfter
+}
+
 // IsFailure reports whether an outcome counts against the circuit breaker and
 // outlier detection: any attempt without a response (connect, reset, timeout
 // or TLS error), an HTTP 5xx, or a gRPC Unavailable, Internal, Unknown or
 // DeadlineExceeded. An attempt its caller canceled ([ErrCanceled]) is no
-// failure, and no success either: see [Neutral]. HOT: no allocation.
+// failure, and no success either: see [Neutral]; nor is an answer
+// [Overloaded] says sheds load, which the caller checks first. HOT: no
+// allocation.
 func IsFailure(o Outcome) bool {
 	if o.Err != ErrNone {
 		return o.Err != ErrCanceled

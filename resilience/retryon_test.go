@@ -233,6 +233,41 @@ func TestNeutral(t *testing.T) {
 	}
 }
 
+// TestOverloaded: the answers by which a destination says it is up but
+// sheds load; the same status without the hint is not one (a failure).
+func TestOverloaded(t *testing.T) {
+	tests := []struct {
+		name       string
+		o          resilience.Outcome
+		retryAfter bool
+		want       bool
+	}{
+		{"429", httpStatus(429), false, true},
+		{"429 with Retry-After", httpStatus(429), true, true},
+		{"503 with Retry-After", httpStatus(503), true, true},
+		{"plain 503", httpStatus(503), false, false},
+		{"502 with Retry-After", httpStatus(502), true, false},
+		{"500 with Retry-After", httpStatus(500), true, false},
+		{"200 with Retry-After", httpStatus(200), true, false},
+		{"ResourceExhausted", grpcCode(codes.ResourceExhausted), false, true},
+		{"Unavailable with pushback", grpcCode(codes.Unavailable), true, true},
+		{"plain Unavailable", grpcCode(codes.Unavailable), false, false},
+		{"Internal with pushback", grpcCode(codes.Internal), true, false},
+		{"OK with pushback", grpcCode(codes.OK), true, false},
+		{"Unavailable, not gRPC", resilience.Outcome{GRPCCode: resilience.CodeUnavailable}, true, false},
+		{"a reset", errKind(resilience.ErrReset), true, false},
+		{"canceled", errKind(resilience.ErrCanceled), true, false},
+	}
+	for _, tt := range tests {
+		if got := resilience.Overloaded(tt.o, tt.retryAfter); got != tt.want {
+			t.Errorf("%s: Overloaded(%+v, %v) = %v, want %v", tt.name, tt.o, tt.retryAfter, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = resilience.Overloaded(httpStatus(503), true) }); n != 0 {
+		t.Errorf("Overloaded allocates %v times", n)
+	}
+}
+
 func TestErrKindString(t *testing.T) {
 	want := map[resilience.ErrKind]string{
 		resilience.ErrNone: "none", resilience.ErrConnect: "connect", resilience.ErrReset: "reset",

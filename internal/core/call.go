@@ -346,6 +346,16 @@ type Outcome struct {
 	Answer any
 }
 
+// Overloaded reports whether the attempt's answer says that the
+// destination is up but sheds load (resilience.Overloaded, with the
+// server's hint to wait: a Retry-After or a pushback of a delay): HTTP 429,
+// gRPC ResourceExhausted, a 503 or Unavailable with the hint. Settle
+// counts it as neither failure nor success for the breaker and outlier
+// detection; a concurrency limit counts it as a drop.
+func (o *Outcome) Overloaded() bool {
+	return resilience.Overloaded(o.Result, o.Hint.Kind == HintAtLeast || o.Hint.Kind == HintExactly)
+}
+
 // Sender sends the attempts of a call: "send this attempt, tell me how it
 // ended". Send may be called again after Discard; with hedging, for two
 // attempts at once.
@@ -390,7 +400,8 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 // (failed per resilience.IsFailure; an attempt its caller canceled, or
 // that was never sent, proves nothing: it releases its ticket and reports
 // nothing, so that it neither closes a half-open breaker nor resets a
-// host's failure streak), the span gets its event, and the attempt's
+// host's failure streak; so does an answer that says the destination sheds
+// load, Outcome.Overloaded), the span gets its event, and the attempt's
 // context ends unless the adapter took it. It returns the error the caller
 // gets if this attempt is the last.
 func (c *Call) Settle(a *Attempt, o *Outcome) error {
@@ -398,7 +409,7 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 		o.Host = a.Host
 	}
 	c.Host = o.Host
-	if o.NotSent || resilience.Neutral(o.Result) {
+	if o.NotSent || resilience.Neutral(o.Result) || o.Overloaded() {
 		a.ticket.Release()
 	} else {
 		failed := resilience.IsFailure(o.Result)

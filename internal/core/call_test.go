@@ -512,6 +512,71 @@ func TestBreaker(t *testing.T) {
 	})
 }
 
+// TestOverloadAnswersAreNeutral: an answer by which the destination says
+// it is up but sheds load (429, ResourceExhausted, a 503 or Unavailable
+// with a hint to wait) is neither a failure nor a success for the breaker
+// and outlier detection; the same answer without the hint is a failure.
+func TestOverloadAnswersAreNeutral(t *testing.T) {
+	grpc := func(c resilience.GRPCCode, h HintKind) Outcome {
+		return Outcome{Result: resilience.Outcome{IsGRPC: true, GRPCCode: c}, Err: errors.New(c.String()), Hint: Hint{Kind: h}}
+	}
+	http := func(code int, h HintKind) Outcome {
+		o := status(code)
+		o.Hint = Hint{Kind: h}
+		return o
+	}
+	for _, tc := range []struct {
+		name    string
+		o       Outcome
+		neutral bool
+	}{
+		{"429", http(429, HintNone), true},
+		{"429 with Retry-After", http(429, HintAtLeast), true},
+		{"503 with Retry-After", http(503, HintAtLeast), true},
+		{"ResourceExhausted", grpc(resilience.CodeResourceExhausted, HintNone), true},
+		{"Unavailable with a pushback", grpc(resilience.CodeUnavailable, HintExactly), true},
+		{"plain 503", http(503, HintNone), false},
+		{"503 with a stop", http(503, HintStop), false},
+		{"502 with Retry-After", http(502, HintAtLeast), false},
+		{"plain Unavailable", grpc(resilience.CodeUnavailable, HintNone), false},
+		{"Unavailable with a stop pushback", grpc(resilience.CodeUnavailable, HintStop), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.o.Overloaded(); got != tc.neutral {
+				t.Fatalf("Overloaded() = %v, want %v", got, tc.neutral)
+			}
+			// A failure, three of these, a failure: two failures in a row
+			// when they are neutral, and not before.
+			f := newFixture(t, settings{hosts: 2,
+				breaker: &resilience.BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour},
+				outlier: &resilience.OutlierConfig{ConsecutiveFailures: 2, BaseEjection: time.Minute, MaxEjectionPercent: 50}})
+			f.balancer = true
+			bad := f.hosts[0]
+			send := func(o Outcome) {
+				o.Host = bad
+				f.call(context.Background(), get, &fakeSender{script: always(o)})
+			}
+			send(status(500))
+			for range 3 {
+				send(tc.o)
+			}
+			if !tc.neutral {
+				if got := f.route.Breaker.State(); got != "open" {
+					t.Fatalf("breaker after a failure and %s: %s, want open", tc.name, got)
+				}
+				return
+			}
+			if got, avail := f.route.Breaker.State(), Health(bad).Available(f.clk.Now()); got != "closed" || !avail {
+				t.Fatalf("after a failure and three %s: breaker %s, host available %v; want closed, true", tc.name, got, avail)
+			}
+			send(status(500))
+			if got, avail := f.route.Breaker.State(), Health(bad).Available(f.clk.Now()); got != "open" || avail {
+				t.Fatalf("after a failure, three %s and a failure: breaker %s, host available %v; want open, false (they reset the streak)", tc.name, got, avail)
+			}
+		})
+	}
+}
+
 func TestOutlierReports(t *testing.T) {
 	f := newFixture(t, settings{hosts: 2, outlier: &resilience.OutlierConfig{ConsecutiveFailures: 2, BaseEjection: time.Minute, MaxEjectionPercent: 50}})
 	bad := f.hosts[0]

@@ -210,8 +210,15 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 	if cb == nil {
 		return nil
 	}
+	// Every field of the form is in the key (the clock is not: it is the
+	// env's, the same for every compilation): a reload that changes the
+	// form or a threshold gets a fresh breaker, one that does not keeps
+	// its state.
 	k := breakerKey{service: service, scope: scope, cfg: resilience.BreakerConfig{
 		ConsecutiveFailures: cb.ConsecutiveFailures,
+		FailureRate:         cb.FailureRate,
+		Window:              cb.Window.Std(),
+		MinCalls:            cb.MinCalls,
 		OpenFor:             cb.OpenFor.Std(),
 		HalfOpenRequests:    cb.HalfOpenRequests,
 	}}
@@ -222,7 +229,9 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 			if scope != "" {
 				name = service + "/" + scope
 			}
-			b = resilience.NewBreaker(name, k.cfg, c.onBreakerChange(service))
+			cfg := k.cfg
+			cfg.Clock = c.env.Clock
+			b = resilience.NewBreaker(name, cfg, c.onBreakerChange(service))
 		}
 		c.next.breakers[k] = b
 	}
