@@ -32,6 +32,7 @@ func (m *Mesh) newLink() *meshlink.Plane {
 		Authorize: func(caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {
 			return m.authorizeCall(caller, callerErr, method, path, RequestHeader{src: h.Src, get: h.Get})
 		},
+		RateLimit: m.admit,
 	}
 }
 
