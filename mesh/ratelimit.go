@@ -55,11 +55,11 @@ func (m *Mesh) admit(ctx context.Context, caller string) (wait time.Duration, li
 	perSecond := strconv.FormatFloat(rate, 'g', -1, 64) + "/s"
 	switch {
 	case own || (cfg.PerCaller && d.Caller != resilience.OverflowCaller):
-		limit = fmt.Sprintf("caller %q is over its rate limit of %s", caller, perSecond)
+		limit = "over its rate limit of " + perSecond
 	case cfg.PerCaller:
-		limit = fmt.Sprintf("caller %q is over the rate limit of %s that callers past the first %d share", caller, perSecond, l.Callers())
+		limit = fmt.Sprintf("over the rate limit of %s that the callers past the first %d share", perSecond, l.Callers())
 	default:
-		limit = "its callers are over their shared rate limit of " + perSecond
+		limit = "over the rate limit of " + perSecond + " that its callers share"
 	}
 	return d.Wait, limit, true
 }
