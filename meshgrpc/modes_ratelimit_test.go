@@ -362,3 +362,25 @@ func (c *autoAdvance) waited() time.Duration {
 	defer c.mu.Unlock()
 	return c.sum
 }
+
+// TestUnaryServerAllocationsRateLimited pins the allocations of the unary
+// server interceptor with a rate_limit block that allows the call: those
+// of TestUnaryServerAllocations, the limiter adding none.
+func TestUnaryServerAllocationsRateLimited(t *testing.T) {
+	const want = 1
+	pol := meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", "rate_limit: {requests_per_second: 1e12, burst: 1000000000, per_caller: true}")
+	m := newTestMesh(t, pol, append(telemetryOff(), mesh.WithService("billing"))...)
+	a := newAdapter(m, "ServerOptions")
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-canary", "false"))
+	info := &grpc.UnaryServerInfo{FullMethod: checkMethod}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	call := func() {
+		if _, err := a.unaryServer(ctx, nil, info, handler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call()
+	if got := testing.AllocsPerRun(200, call); got != want {
+		t.Errorf("a served call allocates %v times, want %d", got, want)
+	}
+}
