@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/internal/core"
@@ -44,7 +46,12 @@ func compileSelfAuthz(svc *policy.ResolvedService) selfAuthz {
 //
 // A denied caller never reaches h: it gets 403 with the header
 // Inmesh-Error: authz, which the caller's mesh turns into a CallError of
-// layer authz. Authorization denies on error: an unverifiable caller, or no
+// layer authz. Past its authorization, a call is held to this service's
+// rate_limit block (per caller: the service of its verified certificate;
+// the callers without one share one bucket): a refused call never reaches
+// h either, and gets 429 with the header Inmesh-Error: rate_limit and a
+// Retry-After (whole seconds, rounded up), which the caller's mesh turns
+// into a CallError of layer rate_limit. Authorization denies on error: an unverifiable caller, or no
 // policy loaded for this service. A service whose policy has no
 // authorization block serves every caller that passed the TLS checks.
 // Under the block's mode audit, every request reaches h: a denial is only
@@ -83,6 +90,10 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
 		telemetry.EndServerCall(span, http.StatusForbidden, caller, call.ErrorType)
 		m.log.Debug("caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		return
+	}
+	if wait, limit, limited := m.admit(ctx, caller); limited {
+		m.refuse(ctx, w, span, start, call, caller, wait, limit)
 		return
 	}
 
@@ -127,6 +138,23 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
 	}
 	telemetry.EndServerCall(span, call.StatusCode, caller, call.ErrorType)
+}
+
+// refuse answers a call that this service's rate limit refused: 429
+// marked rate_limit, with the Retry-After of wait (whole seconds, rounded
+// up) unless the caller's bucket never fills; the cause names the limit.
+func (m *Mesh) refuse(ctx context.Context, w http.ResponseWriter, span trace.Span, start time.Time, call telemetry.HTTPServerCall,
+	caller string, wait time.Duration, limit string) {
+	w.Header().Set(HeaderError, string(LayerRateLimit))
+	msg := fmt.Sprintf("mesh: rate_limit: %s refused caller %q: %s", m.cfg.service, caller, limit)
+	if s := retryAfterSeconds(wait); s > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(s, 10))
+		msg += fmt.Sprintf("; retry after %ds", s)
+	}
+	http.Error(w, msg, http.StatusTooManyRequests)
+	call.StatusCode, call.ErrorType = http.StatusTooManyRequests, string(LayerRateLimit)
+	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+	telemetry.EndServerCall(span, http.StatusTooManyRequests, caller, call.ErrorType)
 }
 
 // serverCall is the storage of one request through Handler.

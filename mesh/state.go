@@ -5,6 +5,7 @@ import (
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/resilience"
 )
 
 // state is one immutable view of everything the request path reads: the
@@ -16,6 +17,9 @@ type state struct {
 	endpoints *discovery.Snapshot
 	services  map[string]*core.Destination
 	self      selfAuthz // how this workload authorizes its callers
+	// limit is this workload's rate limit on its callers (its own
+	// service's rate_limit block), nil without one.
+	limit *resilience.RateLimiter
 	// selfPlaintext is set when this workload's own service says tls:
 	// disable: its callers dial it in plaintext, so its gRPC server accepts
 	// plaintext connections besides mTLS (package meshgrpc).
@@ -52,6 +56,9 @@ func newRegistry() *registry { return core.NewRegistry() }
 func (m *Mesh) compile(pol *policy.Snapshot, eps *discovery.Snapshot) *state {
 	self := pol.Service(m.cfg.service)
 	st := &state{policy: pol, endpoints: eps, self: compileSelfAuthz(self), replaced: make(chan struct{})}
+	if self != nil {
+		st.limit = m.selfLimit(self.RateLimit)
+	}
 	st.selfPlaintext = self != nil && core.TLSMode(&self.Effective) == core.TLSDisable
 	st.egressDeny = pol.Doc.Egress == policy.EgressDeny
 	st.services, m.reg = core.Compile(&m.env, m.reg, pol, eps)

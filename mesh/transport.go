@@ -27,8 +27,10 @@ const (
 	// milliseconds, so the destination's Handler can bound its own work.
 	HeaderTimeout = "Inmesh-Timeout-Ms"
 	// HeaderError marks an answer produced by the destination's mesh rather
-	// than its application: "authz" on a denial (403), "timeout" when the
-	// propagated deadline passed before the application answered (504). A
+	// than its application: "authz" on a denial (403), "rate_limit" when
+	// its rate limit refused the caller (429, with Retry-After), "timeout"
+	// when the propagated deadline passed before the application answered
+	// (504). A
 	// caller's mesh believes it only over mTLS from a peer that proved the
 	// destination's identity.
 	HeaderError = "Inmesh-Error"
@@ -308,6 +310,16 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 	case LayerAuthz:
 		return core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Layer: LayerAuthz,
 			Err: denial(resp.Body, c.t.m.cfg.service, c.Dest.Name), Final: true}
+	case LayerRateLimit:
+		// The destination's rate limit refused this caller: retried as
+		// retry_on says (429), not before its Retry-After (see
+		// core.Call.Backoff).
+		o := core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Layer: LayerRateLimit}
+		if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.t.m.clock.Now()); ok {
+			o.Hint = core.Hint{Kind: core.HintAtLeast, Wait: ra}
+		}
+		o.Err = peerCause(resp.Body, "mesh: rate_limit: ", fmt.Sprintf("%s refused caller %q: rate limited", c.Dest.Name, c.t.m.cfg.service))
+		return o
 	case LayerTimeout:
 		// The destination's copy of the deadline passed before its
 		// application answered: a timeout, not a 504 of the application;
@@ -425,8 +437,9 @@ func classify(err error, a *core.Attempt) (resilience.ErrKind, Layer) {
 }
 
 // meshMarker returns the layer of a response that the destination's mesh
-// produced rather than its application: authz for a 403, timeout for a 504,
-// marked so with the HeaderError header; "" for any other response. The
+// produced rather than its application: authz for a 403, rate_limit for a
+// 429, timeout for a 504, marked so with the HeaderError header; "" for
+// any other response. The
 // marker is believed only from a verified mesh peer: the attempt went over
 // mTLS (secured, the route's tls is strict) and the server proved the
 // destination's identity in the handshake. From a tls: disable destination
@@ -439,6 +452,10 @@ func meshMarker(resp *http.Response, secured bool) Layer {
 	case http.StatusForbidden:
 		if resp.Header.Get(HeaderError) == string(LayerAuthz) {
 			return LayerAuthz
+		}
+	case http.StatusTooManyRequests:
+		if resp.Header.Get(HeaderError) == string(LayerRateLimit) {
+			return LayerRateLimit
 		}
 	case http.StatusGatewayTimeout:
 		if resp.Header.Get(HeaderError) == string(LayerTimeout) {
@@ -460,12 +477,19 @@ func remoteTimeout(which string) error {
 // denial reads the reason the destination's mesh gave for a denial from
 // the 403 body (a line of text), and closes the body.
 func denial(body io.ReadCloser, caller, service string) error {
+	return peerCause(body, "mesh: authz: ", fmt.Sprintf("%s denied caller %q", service, caller))
+}
+
+// peerCause reads the cause the destination's mesh gave for its answer
+// from its body (a line of text that starts with prefix), sanitized, or
+// fallback when it gave none, and closes the body.
+func peerCause(body io.ReadCloser, prefix, fallback string) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 1<<10))
 	_ = body.Close()
 	reason := strings.TrimSpace(string(b))
-	reason = strings.TrimSpace(core.PeerText(strings.TrimPrefix(reason, "mesh: authz: ")))
+	reason = strings.TrimSpace(core.PeerText(strings.TrimPrefix(reason, prefix)))
 	if reason == "" {
-		reason = fmt.Sprintf("%s denied caller %q", service, caller)
+		reason = fallback
 	}
 	return errors.New(reason)
 }

@@ -188,8 +188,9 @@ func (*rpcCall) Discard(any) {}
 // (timeout), the per-try deadline (timeout, retryable as per-try-timeout),
 // no reachable endpoint in the subset (connect or tls, from the connection
 // error), a connection that broke before any answer (upstream, or connect
-// when nothing was sent), and a denial by the destination's mesh (authz,
-// final). The caller's cancellation is returned as gRPC gave it, final.
+// when nothing was sent), a denial by the destination's mesh (authz,
+// final) and a refusal by its rate limit (rate_limit, retried as retry_on
+// says). The caller's cancellation is returned as gRPC gave it, final.
 func (c *rpcCall) outcome(a *core.Attempt, s *pickSlot, err error) core.Outcome {
 	o := core.Outcome{Host: s.host.Load()}
 	o.Result, o.Layer, o.Final = c.classifyRPC(err, a, s, o.Host)
@@ -197,6 +198,8 @@ func (c *rpcCall) outcome(a *core.Attempt, s *pickSlot, err error) core.Outcome 
 	case err == nil:
 	case o.Layer == mesh.LayerAuthz:
 		o.Err = errors.New(denialReason(err, c.a.p.Service, c.Dest.Name))
+	case o.Layer == mesh.LayerRateLimit:
+		o.Err = errors.New(peerCause(err, fmt.Sprintf("%s refused caller %q: rate limited", c.Dest.Name, c.a.p.Service)))
 	case o.Layer != "":
 		o.Err = err
 	case !s.secured.Load():
@@ -247,24 +250,30 @@ func (c *rpcCall) classifyRPC(err error, a *core.Attempt, s *pickSlot, host *dis
 		}
 		return resilience.Outcome{Err: resilience.ErrReset}, mesh.LayerUpstream, false
 	}
-	if code == codes.PermissionDenied && s.secured.Load() && c.deniedByMesh(err) {
+	if code == codes.PermissionDenied && s.secured.Load() && c.markedBy(err, mesh.LayerAuthz) {
 		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, mesh.LayerAuthz, true
+	}
+	if code == codes.ResourceExhausted && s.secured.Load() && c.markedBy(err, mesh.LayerRateLimit) {
+		// The destination's rate limit refused this caller: retried as
+		// retry_on says (resource-exhausted), not before its pushback.
+		return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, mesh.LayerRateLimit, false
 	}
 	return resilience.Outcome{IsGRPC: true, GRPCCode: resilience.GRPCCode(code)}, "", false
 }
 
-// deniedByMesh reports whether a PermissionDenied status is the denial of
-// the destination's own mesh (marked by an ErrorInfo of layer authz naming
-// the destination), not one its application returned or relayed. The
-// caller checks first that the attempt went over mTLS: from a peer whose
-// identity was not verified, the marker means nothing.
-func (c *rpcCall) deniedByMesh(err error) bool {
+// markedBy reports whether a status is the answer of the destination's
+// own mesh at layer (marked by an ErrorInfo of that layer naming the
+// destination): its denial (authz), its rate limit's refusal
+// (rate_limit), not one its application returned or relayed. The caller
+// checks first that the attempt went over mTLS: from a peer whose identity
+// was not verified, the marker means nothing.
+func (c *rpcCall) markedBy(err error, layer mesh.Layer) bool {
 	st, ok := grpcstatus.FromError(err)
 	if !ok {
 		return false
 	}
 	ei := meshInfo(st)
-	return ei != nil && ei.GetReason() == string(mesh.LayerAuthz) && ei.GetMetadata()[infoService] == c.Dest.Name
+	return ei != nil && ei.GetReason() == string(layer) && ei.GetMetadata()[infoService] == c.Dest.Name
 }
 
 // unverified returns err, a status from a peer whose identity was not
@@ -295,10 +304,16 @@ func (e *unverifiedStatus) Unwrap() error                  { return e.err }
 
 // denialReason is the cause the destination's mesh gave for a denial.
 func denialReason(err error, caller, service string) string {
+	return peerCause(err, fmt.Sprintf("%s denied caller %q", service, caller))
+}
+
+// peerCause is the cause the destination's mesh gave in its marked status
+// err (sanitized, as FromStatus gives it), or fallback.
+func peerCause(err error, fallback string) string {
 	if ce := FromStatus(err); ce != nil && ce.Err != nil {
 		return ce.Err.Error()
 	}
-	return fmt.Sprintf("%s denied caller %q", service, caller)
+	return fallback
 }
 
 // Values of pickSlot.pushback other than a delay in nanoseconds (>= 0).

@@ -31,8 +31,10 @@
 // grpc-retry-pushback-ms trailer sets the wait before a retry, or forbids
 // the retry. gRPC's own retries are off. On the server, ServerOptions adds
 // mTLS, the authorization of the caller (mesh.Handler's rules: every RPC
-// is a POST of its full method), the server span and rpc.server.duration;
-// the caller's deadline arrives with the RPC.
+// is a POST of its full method), the service's rate_limit block (a refusal
+// is ResourceExhausted marked rate_limit, with a retry pushback), the
+// server span and rpc.server.duration; the caller's deadline arrives with
+// the RPC.
 //
 // The call itself (route, split, deadlines, attempts, breaker and outlier
 // reports, the CallError) is the protocol-free core the HTTP round tripper

@@ -110,6 +110,10 @@ type fleetConfig struct {
 	serverOpts []mesh.Option
 	// hint is the busy answer's hint.
 	hint time.Duration
+	// serverFile, when set, is the file the server's mesh reads its policy
+	// from (written with the fleet's policy at the start), so that a test
+	// can change it.
+	serverFile string
 }
 
 // fleet is billing's backends in one mode, with a client mesh.
@@ -318,7 +322,7 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 		t.Fatal("HTTP/2 needs mTLS: billing's policy says tls: disable")
 	}
 	if !plain {
-		f.server = newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(cfg.server)}, cfg.serverOpts...)...)
+		f.server = f.newServer(t, cfg)
 	}
 	for i, srv := range srvs {
 		srv.Config.Handler = handler(i)
@@ -332,6 +336,25 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 		}
 		t.Cleanup(srv.Close)
 	}
+}
+
+// newServer starts the mesh of the fleet's backends, of cfg.server, on the
+// fleet's policy (read from cfg.serverFile when set).
+func (f *fleet) newServer(t *testing.T, cfg fleetConfig) *mesh.Mesh {
+	t.Helper()
+	opts := append([]mesh.Option{mesh.WithService(cfg.server)}, cfg.serverOpts...)
+	if cfg.serverFile == "" {
+		return newTestMesh(t, f.policy, opts...)
+	}
+	meshtest.WriteFile(t, cfg.serverFile, f.policy)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := mesh.New(ctx, append([]mesh.Option{mesh.WithPolicyFile(cfg.serverFile), mesh.WithLogger(meshtest.QuietLogger())}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
 }
 
 // startGRPC starts gRPC backends behind the server's mesh.
@@ -369,7 +392,7 @@ func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
 		f.Hits = append(f.Hits, b.Hits.Load)
 	}
 	f.policy = cfg.policyFor(f.addrs...)
-	f.server = newTestMesh(t, f.policy, append([]mesh.Option{mesh.WithService(cfg.server)}, cfg.serverOpts...)...)
+	f.server = f.newServer(t, cfg)
 	for _, b := range backends {
 		b.serve(t, f.server)
 	}

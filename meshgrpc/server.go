@@ -2,13 +2,16 @@ package meshgrpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -19,8 +22,8 @@ import (
 )
 
 // unaryServer is the mesh's unary server interceptor: server span, caller
-// identity, authorization, rpc.server.duration. A denied call never reaches
-// the handler.
+// identity, authorization, rate limit, rpc.server.duration. A denied or
+// rate-limited call never reaches the handler.
 func (a *adapter) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	sc, denial := a.serveRPC(ctx, info.FullMethod)
 	if denial != nil {
@@ -72,7 +75,9 @@ type serverCall struct {
 // counted; a denial is recorded, logged and returned as the CallError of
 // layer authz, which gRPC sends as PermissionDenied marked for the caller's
 // mesh, unless the authorization is in mode audit: then it is logged and
-// the RPC goes through. The deadline the caller set travels natively with the RPC
+// the RPC goes through. An authorized call is then held to this service's
+// rate_limit block, as Handler holds it: a refusal is returned as the
+// CallError of layer rate_limit (see refuse). The deadline the caller set travels natively with the RPC
 // (grpc-timeout) and bounds ctx already.
 func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall, error) {
 	p := a.p
@@ -84,6 +89,9 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	header := meshlink.Header{Src: ctx, Get: incomingValues}
 	allow, reason := p.Authorize(sc.ctx, caller, callerErr, http.MethodPost, fullMethod, header)
 	if allow {
+		if wait, limit, limited := p.RateLimit(sc.ctx, caller); limited {
+			return nil, sc.refuse(ctx, wait, limit)
+		}
 		return sc, nil
 	}
 	denial := callFailed(&mesh.CallError{Layer: mesh.LayerAuthz, Service: self, PolicyVersion: p.State().PolicyVersion,
@@ -93,6 +101,29 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(mesh.LayerAuthz))
 	p.Env.Log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
+}
+
+// refuse fails an RPC that this service's rate limit refused: the
+// CallError of layer rate_limit, which gRPC sends as ResourceExhausted
+// marked for the caller's mesh, with the wait as the retry pushback
+// (grpc-retry-pushback-ms, in milliseconds rounded up) unless the caller's
+// bucket never fills. ctx is the RPC's own, whose trailer gRPC sends.
+func (sc *serverCall) refuse(ctx context.Context, wait time.Duration, limit string) error {
+	p := sc.a.p
+	self := p.Service
+	cause := fmt.Sprintf("%s refused caller %q: %s", self, sc.caller, limit)
+	if wait > 0 {
+		ms := (wait + time.Millisecond - 1) / time.Millisecond
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(pushbackHeader, strconv.FormatInt(int64(ms), 10)))
+		cause += fmt.Sprintf("; retry after %dms", ms)
+	}
+	refusal := callFailed(&mesh.CallError{Layer: mesh.LayerRateLimit, Service: self, PolicyVersion: p.State().PolicyVersion,
+		Err: errors.New(cause)})
+	code := resilience.GRPCCode(Code(mesh.LayerRateLimit))
+	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+		Service: self, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: string(mesh.LayerRateLimit)})
+	telemetry.EndRPCServerCall(sc.span, code, sc.caller, string(mesh.LayerRateLimit))
+	return refusal
 }
 
 // end records rpc.server.duration and ends the span; err is the handler's.

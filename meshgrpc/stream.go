@@ -167,8 +167,9 @@ func (s *meshStream) open(waited time.Duration) error {
 func (s *meshStream) wait(a *streamAttempt) (time.Duration, error) {
 	wait, ok := s.c.Backoff(&a.out)
 	if !ok {
-		s.end(a.err)
-		return 0, a.err
+		err := s.c.NotWaited(&a.out, wait, a.err)
+		s.end(err)
+		return 0, err
 	}
 	if err := s.c.Sleep(wait); err != nil {
 		s.end(err)

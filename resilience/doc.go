@@ -1,6 +1,7 @@
 // Package resilience holds the policies that protect a call to another
 // service: retry conditions, the retry budget, backoff, the circuit breaker
-// and outlier detection.
+// and outlier detection; and the rate limits a service's own mesh puts on
+// its callers.
 //
 // The package is transport-agnostic. It knows nothing of HTTP clients or gRPC
 // connections: the mesh's HTTP and gRPC layers classify how each attempt ended
@@ -27,14 +28,18 @@
 //   - After the attempt, the classified [Outcome] is reported: [IsFailure]
 //     decides what counts against the breaker and outlier detection, and
 //     [RetryOn.Match] whether the attempt executor tries again.
+//   - On the server side, before the application, the service's own
+//     [RateLimiter] takes a token for the verified caller ([RateLimiter.Allow]);
+//     a refused call learns the wait until a token is there (its
+//     Retry-After).
 //
 // # Concurrency
 //
 // [Budget], [Breaker], [Outlier] and [HostHealth] are shared by every call to
 // a destination and are safe for concurrent use. The per-request paths
 // (Budget.Deposit and TryWithdraw, HostHealth.Available and Report,
-// RetryOn.Match, IsFailure, and a closed Breaker's Allow and reports) take
-// no lock and do not allocate. [RetryOn] is an
+// RetryOn.Match, IsFailure, a closed Breaker's Allow and reports, and
+// RateLimiter.Allow for a known caller) take no lock and do not allocate. [RetryOn] is an
 // immutable comparable value. A [Backoff] belongs to one logical call and is
 // not safe for concurrent use. A nil *Budget, *Breaker or *HostHealth means
 // the policy is off: every retry and attempt is allowed, every host available.

@@ -37,6 +37,8 @@ type Instruments struct {
 
 	rpc *rpcInstruments // rpc.client.duration and rpc.server.duration (rpc.go)
 
+	rateLimit *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
+
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
 	// touches a *Counter.
@@ -151,6 +153,8 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	var rpcErrs []error
 	in.rpc, rpcErrs = newRPCInstruments(m)
 	errs = append(errs, rpcErrs...)
+	in.rateLimit, err = newRateLimitInstruments(m)
+	collect(err)
 	if len(errs) > 0 {
 		return in, fmt.Errorf("telemetry: creating instruments: %w", errors.Join(errs...))
 	}

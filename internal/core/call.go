@@ -488,13 +488,19 @@ func (c *Call) Next(o *Outcome, err error) (retry bool, res error) {
 }
 
 // Backoff returns the wait before the retry of the attempt that ended with
-// o, and whether to wait it at all (else its outcome is returned). The
-// wait is the route's backoff, or the server's hint when longer (at least,
-// as Retry-After), or the hint exactly (gRPC pushback, after which the
-// backoff starts over). The one rule for every hint: one longer than the
-// route's backoff max is not waited (a server asking for more than the
-// policy would ever wait gets its answer returned rather than a parked
-// call), nor is a wait that would outlive the call's deadline.
+// o, and whether to wait it at all (else its outcome is returned, see
+// NotWaited). The wait is the route's backoff, or the server's hint when
+// longer (at least, as Retry-After), or the hint exactly (gRPC pushback,
+// after which the backoff starts over). The rule for a hint: one longer
+// than the route's backoff max is not waited (a server asking for more
+// than the policy would ever wait gets its answer returned rather than a
+// parked call), nor is a wait that would outlive the call's deadline.
+//
+// One exception: the refusal of the destination's rate limit (layer
+// rate_limit, believed from a verified peer only) says when its token is
+// there, and a retry before then is refused again. Its hint is waited
+// whatever the backoff max, provided the wait ends before the call's
+// deadline; otherwise the call fails at once.
 func (c *Call) Backoff(o *Outcome) (wait time.Duration, ok bool) {
 	h := o.Hint
 	switch h.Kind {
@@ -509,13 +515,24 @@ func (c *Call) Backoff(o *Outcome) (wait time.Duration, ok bool) {
 		}
 		wait = max(c.bo.Next(), h.Wait)
 	}
-	if h.Wait > c.Route.Backoff.MaxDelay() {
+	if h.Wait > c.Route.Backoff.MaxDelay() && o.Layer != LayerRateLimit {
 		return wait, false
 	}
 	if dl, has := c.Ctx.Deadline(); has && c.env.Clock.Now().Add(wait).After(dl) {
 		return wait, false
 	}
 	return wait, true
+}
+
+// NotWaited returns the error the caller gets when the retry of the
+// attempt that ended with o is not waited (Backoff said so): err, its
+// error, or for a rate limit's refusal (layer rate_limit) the same failure
+// saying that its wait would end past the call's deadline.
+func (c *Call) NotWaited(o *Outcome, wait time.Duration, err error) error {
+	if o.Layer != LayerRateLimit || o.Hint.Kind == HintStop {
+		return err
+	}
+	return c.Fail(LayerRateLimit, fmt.Errorf("%w; not retried: waiting %v for the retry would end past the call's deadline", o.Err, wait))
 }
 
 // Sleep waits d before the next attempt, which then starts. The end of the
@@ -546,7 +563,7 @@ func (c *Call) Run(s Sender) (Outcome, error) {
 		}
 		wait, ok := c.Backoff(&o)
 		if !ok {
-			return o, err
+			return o, c.NotWaited(&o, wait, err)
 		}
 		if o.Answer != nil {
 			s.Discard(o.Answer)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
@@ -50,6 +51,13 @@ type Plane struct {
 	// policy's mode audit a denial is logged and the call goes through. It
 	// denies on every error.
 	Authorize func(ctx context.Context, caller string, callerErr error, method, path string, header Header) (bool, string)
+	// RateLimit decides, after its authorization, whether caller (as for
+	// Authorize) may make one more call of this service under its
+	// rate_limit block, as the HTTP Handler decides it, counting and
+	// logging the decision. A refusal (limited) gives the wait until the
+	// caller's bucket has a token (0 when it never will) and the limit
+	// it is over, as text.
+	RateLimit func(ctx context.Context, caller string) (wait time.Duration, limit string, limited bool)
 }
 
 // Header reads the header values of the request being authorized: Get(Src,
