@@ -12,6 +12,7 @@ import (
 
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/resilience"
 )
 
 // AdminHandler serves the mesh's diagnostics as JSON, at paths relative to
@@ -138,6 +139,12 @@ type BreakerState struct {
 	Service string `json:"service"`
 	Route   string `json:"route,omitempty"` // set for a route that overrides the service's breaker
 	State   string `json:"state"`           // closed, open, half-open
+	// Form is consecutive_failures or failure_rate. For a closed rate
+	// breaker, Calls and Failures are what its window holds now.
+	Form     string                 `json:"form"`
+	Config   *policy.CircuitBreaker `json:"config"`
+	Calls    int                    `json:"window_calls,omitempty"`
+	Failures int                    `json:"window_failures,omitempty"`
 }
 
 func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
@@ -145,16 +152,34 @@ func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 	out := []BreakerState{}
 	for _, name := range slices.Sorted(maps.Keys(st.services)) {
 		d := st.services[name]
-		if d.Breaker != nil {
-			out = append(out, BreakerState{Service: name, State: d.Breaker.State()})
+		if d.Breaker != nil && len(d.Routes) > 0 {
+			// The service's breaker is its routes' unless they override it:
+			// the first route that shares it has the service's config.
+			for _, rt := range d.Routes {
+				if rt.Breaker == d.Breaker {
+					out = append(out, breakerState(name, "", d.Breaker, rt.Eff.CircuitBreaker))
+					break
+				}
+			}
 		}
 		for _, rt := range d.Routes {
 			if rt.Breaker != nil && rt.Breaker != d.Breaker {
-				out = append(out, BreakerState{Service: name, Route: rt.Name, State: rt.Breaker.State()})
+				out = append(out, breakerState(name, rt.Name, rt.Breaker, rt.Eff.CircuitBreaker))
 			}
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// breakerState is breaker b of service (route "" for the service's own)
+// with its configuration cfg.
+func breakerState(service, route string, b *resilience.Breaker, cfg *policy.CircuitBreaker) BreakerState {
+	bs := BreakerState{Service: service, Route: route, State: b.State(), Form: "consecutive_failures", Config: cfg}
+	if cfg != nil && cfg.FailureRate > 0 {
+		bs.Form = "failure_rate"
+		bs.Calls, bs.Failures = b.Window()
+	}
+	return bs
 }
 
 // Protections is what /protections serves.

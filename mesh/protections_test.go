@@ -130,6 +130,11 @@ func TestAdminProtections(t *testing.T) {
 	if len(p.Faults) != 1 || p.Faults[0].Route != "charge" {
 		t.Errorf("faults = %+v", p.Faults)
 	}
+	var breakers []BreakerState
+	get("/breakers", &breakers)
+	if len(breakers) != 1 || breakers[0].Form != "failure_rate" || breakers[0].Config.MinCalls != 20 || breakers[0].State != "closed" {
+		t.Errorf("breakers = %+v", breakers)
+	}
 	var index struct {
 		Faults []FaultState `json:"faults_active"`
 		Audit  string       `json:"authorization_audit"`
