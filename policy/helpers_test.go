@@ -59,3 +59,20 @@ func readTestdata(t testing.TB, name string) []byte {
 	}
 	return data
 }
+
+// wantProblems parses in and checks that it is valid (want nil) or that
+// its problems are exactly want, in order.
+func wantProblems(t *testing.T, in string, want []string) {
+	t.Helper()
+	_, err := Parse([]byte(in))
+	if want == nil {
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		return
+	}
+	got := problemsOf(t, err)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
