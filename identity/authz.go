@@ -268,17 +268,14 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 		return Decision{Rule: -1, Reason: reasonNoCaller}
 	}
 	bit := methodBit(method)
-	cleanKnown, clean, decoded := false, false, ""
+	p := lazyPath{raw: path}
 	for _, i := range z.deny.forCaller(caller) {
 		r := &z.deny.rules[i]
 		if !r.allows(method, bit) {
 			continue
 		}
 		if r.paths != nil {
-			if !cleanKnown {
-				decoded, clean = CanonicalPath(path)
-				cleanKnown = true
-			}
+			decoded, clean := p.canonical()
 			if !clean {
 				return Decision{Rule: int(i), List: ListDeny, Name: r.name, Reason: r.unclean}
 			}
@@ -294,17 +291,29 @@ func (z *Authorizer) Authorize(caller, method, path string) Decision {
 			continue
 		}
 		if r.paths != nil {
-			if !cleanKnown {
-				decoded, clean = CanonicalPath(path)
-				cleanKnown = true
-			}
-			if !clean || !coversAny(r.paths, decoded) {
+			if decoded, clean := p.canonical(); !clean || !coversAny(r.paths, decoded) {
 				continue
 			}
 		}
 		return Decision{Allow: true, Rule: int(i), List: ListRules, Name: r.name, Reason: r.reason}
 	}
 	return Decision{Allow: z.allowDefault, Rule: -1, Name: nameDefault, Reason: z.defaultReason}
+}
+
+// lazyPath is a request path made canonical once, when a rule first needs
+// it.
+type lazyPath struct {
+	raw, decoded string
+	known, clean bool
+}
+
+// canonical returns CanonicalPath(p.raw).
+func (p *lazyPath) canonical() (string, bool) {
+	if !p.known {
+		p.decoded, p.clean = CanonicalPath(p.raw)
+		p.known = true
+	}
+	return p.decoded, p.clean
 }
 
 // AuthorizeID is Authorize for the service the verified peer ID names
