@@ -233,6 +233,7 @@ type Attempt struct {
 	call   *Call
 	ticket resilience.Ticket
 	cancel context.CancelFunc
+	retry  bool // attempts were left for a retry when it began (MayRetry reads no Call field a hedge changes)
 }
 
 // TakeCancel returns the cancel of the attempt's own context (nil without a
@@ -294,8 +295,7 @@ func (a *Attempt) Deadline() string {
 // result be retried, attempts left and retry_on matching; the adapter uses
 // it to skip reading a server's hint that cannot matter.
 func (a *Attempt) MayRetry(result resilience.Outcome) bool {
-	c := a.call
-	return c.retriesLeft() && c.Route.RetryOn.Match(result)
+	return a.retry && a.call.Route.RetryOn.Match(result)
 }
 
 // retriesLeft reports whether attempts are left for a retry: hedges do not
@@ -367,7 +367,7 @@ type Sender interface {
 // error, a CallError of layer discovery or breaker, ends the call.
 func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 	c.Attempts++
-	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c}
+	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c, retry: c.retriesLeft()}
 	if c.picks {
 		c.Host = c.Pool.Pick(c.Host, c.Now)
 		if c.Host == nil {

@@ -151,7 +151,7 @@ func (c *Call) round(s Sender, h *Hedge, delay time.Duration, done chan *flight,
 			}
 			timer.Stop()
 			c.cancelLosers(s, live[:n], done)
-			if f.hedge && !setAside(c, &f.o) {
+			if f.hedge && !f.o.NotSent && !resilience.Neutral(f.o.Result) && !setAside(c, &f.o) {
 				c.env.Instr.RecordHedge(c.Ctx, c.Dest.Name, c.Route.Name, telemetry.HedgeWon)
 			}
 			return f, err
@@ -213,7 +213,7 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 	c.hedges++
 	f := &flight{hedge: true}
 	f.a = Attempt{Ctx: c.Ctx, N: c.Attempts, Host: host, Prev: c.Host, Pool: c.Pool, Now: now, Waited: delay,
-		Hedge: true, call: c, ticket: ticket}
+		Hedge: true, call: c, ticket: ticket, retry: c.retriesLeft()}
 	if pt := c.Route.Eff.PerTryTimeout; pt > 0 {
 		f.a.Ctx, f.a.cancel = context.WithTimeout(c.Ctx, pt)
 	} else {
