@@ -35,8 +35,9 @@ import (
 // waits for every attempt before Run returns, so no goroutine outlives the
 // call. Its cost over an unhedged call, when no hedge is sent: the timer,
 // the channel, the goroutine of the first attempt, and the first attempt's
-// own context when the route has no per-try timeout (the loser's must be
-// canceled alone).
+// own context when the route has no per-try timeout (a loser's must be
+// canceled alone), with what that context costs its parent (a lazy
+// Deadline under it is made) and the adapter (an HTTP body that ends it).
 
 // flight is one attempt of a hedged call in flight, with its outcome.
 type flight struct {
@@ -45,6 +46,13 @@ type flight struct {
 	stop  context.CancelFunc // ends a.Ctx (the Send may take a.cancel: this is the coordinator's copy)
 	end   time.Time          // when Send returned
 	hedge bool
+
+	// The first attempt's own context, under a call's context with a
+	// deadline: lazy, so that it costs nothing until someone waits on it
+	// (a context.WithCancel would make the call's Deadline at once); and
+	// its Cancel, bound once.
+	own       Deadline
+	cancelOwn context.CancelFunc
 }
 
 // hedging returns the route's hedging when this call may be hedged: the
@@ -71,7 +79,9 @@ func (c *Call) observe(lt *resilience.LatencyTracker, a *Attempt, o *Outcome, en
 
 // runHedged is Run for a call that may be hedged after delay.
 func (c *Call) runHedged(s Sender, h *Hedge, delay time.Duration) (Outcome, error) {
-	done := make(chan *flight, 1+h.Max)
+	// Unbuffered (one allocation, where a buffer of pointers is a second):
+	// the coordinator receives every flight before it returns.
+	done := make(chan *flight)
 	var waited time.Duration
 	for {
 		p := &c.first
@@ -104,7 +114,15 @@ func (c *Call) runHedged(s Sender, h *Hedge, delay time.Duration) (Outcome, erro
 func (c *Call) round(s Sender, h *Hedge, delay time.Duration, done chan *flight, p *flight) (*flight, error) {
 	p.hedge = false
 	if p.a.cancel == nil {
-		p.a.Ctx, p.a.cancel = context.WithCancel(c.Ctx)
+		if dl, has := c.Ctx.Deadline(); has && p.cancelOwn == nil {
+			// The first round's only: a transport may still read an
+			// earlier attempt's context when a retry starts.
+			p.cancelOwn = p.own.Cancel
+			p.own.Init(c.Ctx, dl)
+			p.a.Ctx, p.a.cancel = &p.own, p.cancelOwn
+		} else {
+			p.a.Ctx, p.a.cancel = context.WithCancel(c.Ctx)
+		}
 	}
 	p.stop = p.a.cancel
 	var live [1 + maxHedges]*flight
