@@ -79,7 +79,7 @@ func run(cfg config, out, progress io.Writer) error {
 	defer e.run()
 	var sections []*section
 	for _, build := range []func(*env) ([]*section, error){
-		httpSections, grpcSections, noIOSections, overloadSections, memorySections,
+		httpSections, grpcSections, noIOSections, overloadSections, tailSections, memorySections,
 	} {
 		s, err := build(e)
 		if err != nil {
