@@ -104,11 +104,14 @@ func (t *LatencyTracker) advance(e int64) int64 {
 		if !t.epoch.CompareAndSwap(cur, e) {
 			continue
 		}
-		if e == cur+1 {
+		switch {
+		case cur == 0:
+			// The first sample: every histogram is empty.
+		case e == cur+1:
 			// e's histogram was cleared when cur began; e-1's (cur's)
 			// stays readable; e+1's held e-2, which no one reads now.
 			t.h[(e+1)%3].clear()
-		} else {
+		default:
 			for i := range t.h {
 				t.h[i].clear()
 			}
