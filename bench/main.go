@@ -80,7 +80,7 @@ func run(cfg config, out, progress io.Writer) error {
 	defer e.run()
 	var sections []*section
 	for _, build := range []func(*env) ([]*section, error){
-		httpSections, grpcSections, noIOSections, overloadSections, memorySections, faultSections,
+		httpSections, grpcSections, noIOSections, overloadSections, tailSections, memorySections, faultSections,
 	} {
 		s, err := build(e)
 		if err != nil {

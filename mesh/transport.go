@@ -353,7 +353,9 @@ func (c *httpCall) Discard(answer any) {
 
 // outgoing builds the request of one attempt: a shallow copy of the
 // caller's request aimed at the picked endpoint, with a fresh body for a
-// retry and the deadline and trace context in its headers.
+// retry or a hedge and the deadline and trace context in its headers. A
+// hedge, in flight beside another attempt, gets a URL and a timeout value
+// of its own rather than the call's storage.
 func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 	ctx := a.Ctx
 	var out *http.Request
@@ -367,8 +369,11 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 	} else {
 		out = c.req.WithContext(ctx)
 	}
-	c.url = *c.req.URL
 	u := &c.url
+	if a.Hedge {
+		u = new(url.URL)
+	}
+	*u = *c.req.URL
 	u.Scheme = "http"
 	if mtls {
 		u.Scheme = "https"
@@ -394,8 +399,12 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 			if ms < 1 {
 				ms = 1
 			}
-			c.timeout[0] = c.Route.TimeoutMs.Format(int64(ms))
-			out.Header[HeaderTimeout] = c.timeout[:]
+			tv := c.timeout[:]
+			if a.Hedge {
+				tv = make([]string, 1)
+			}
+			tv[0] = c.Route.TimeoutMs.Format(int64(ms))
+			out.Header[HeaderTimeout] = tv
 		}
 		if traced {
 			c.t.m.tracing.Inject(ctx, out.Header)

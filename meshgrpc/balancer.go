@@ -35,8 +35,11 @@ type pickSlot struct {
 	// Inputs, set by the interceptor before the attempt.
 	pool *core.Pool      // the subset the route and split chose
 	prev *discovery.Host // the previous attempt's endpoint, avoided when possible
-	now  time.Time
-	seq  uint64 // the seq of the state the call's pool comes from
+	// avoid, for a hedge, are the endpoints of the call's attempts in
+	// flight, avoided when the subset has another.
+	avoid []*discovery.Host
+	now   time.Time
+	seq   uint64 // the seq of the state the call's pool comes from
 
 	// Outputs.
 	host     atomic.Pointer[discovery.Host] // the endpoint picked (or tried, when the pick failed)
@@ -299,7 +302,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if s == nil || s.pool == nil {
 		return p.pickAny()
 	}
-	h := s.pool.Pick(s.prev, s.now)
+	var h *discovery.Host
+	if s.avoid != nil {
+		h = s.pool.PickAvoiding(s.avoid, s.now)
+	}
+	if h == nil {
+		h = s.pool.Pick(s.prev, s.now)
+	}
 	if h == nil {
 		return p.pickAny()
 	}

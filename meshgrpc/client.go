@@ -44,6 +44,7 @@ type rpcCall struct {
 	reply   any
 	cc      *grpc.ClientConn
 	opts    []grpc.CallOption
+	hedges  hedges // the pick slots of the hedges in flight
 }
 
 var (
@@ -57,7 +58,10 @@ var (
 // layer egress for a target of another scheme, or a mesh target naming no
 // service, under egress: deny; layer policy for a mesh target naming a
 // service the control plane holds no valid policy for, or none at all.
-func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string) (*rpcCall, error) {
+//
+// single says that the call cannot have two attempts in flight at once (a
+// stream, a unary call whose reply cannot be copied): it is never hedged.
+func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string, single bool) (*rpcCall, error) {
 	service, ok := targetService(cc.Target())
 	st := a.p.State()
 	if !ok {
@@ -81,7 +85,7 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	}
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
 	c.Init(&a.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
-		Replayable: true, Idempotent: true}, false)
+		Replayable: true, Idempotent: true, Single: single}, false)
 	c.start = c.Now
 	c.Ctx, c.Span = a.p.Tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
@@ -141,7 +145,7 @@ func (c *rpcCall) end(err error) {
 // attempt sent through invoker to the endpoint the balancer picks in the
 // chosen subset.
 func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	c, err := a.newRPCCall(ctx, cc, method)
+	c, err := a.newRPCCall(ctx, cc, method, !hedgeable(reply, opts))
 	if c == nil {
 		if err != nil {
 			return err
@@ -151,7 +155,11 @@ func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any
 	c.invoker, c.req, c.reply, c.cc, c.opts = invoker, req, reply, cc, opts
 	if err = c.prepare(); err == nil {
 		c.slot.done = c.slot.onDone
-		_, err = c.Run(c)
+		var o core.Outcome
+		o, err = c.Run(c)
+		if ans, ok := o.Answer.(*hedgeAnswer); ok {
+			ans.apply(c)
+		}
 	}
 	c.Finish()
 	c.end(err)
@@ -159,8 +167,12 @@ func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any
 }
 
 // Send makes one attempt of a unary call: the pick slot readied for the
-// balancer, the invocation, its classification.
+// balancer, the invocation, its classification. A hedge is sent with
+// storage of its own (sendHedge).
 func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
+	if a.Hedge {
+		return c.sendHedge(a)
+	}
 	c.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
 	var ctx context.Context
 	if a.N >= 1 && a.N <= len(c.ctxs) {
@@ -177,7 +189,8 @@ func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
 }
 
 // Discard does nothing: a unary call's answer is the caller's reply,
-// written over by the next attempt.
+// written over by the next attempt, or a hedge's own, left to the garbage
+// collector.
 func (*rpcCall) Discard(any) {}
 
 // outcome classifies how attempt a, whose pick came back in s, ended (err,

@@ -135,6 +135,7 @@ type fleet struct {
 type seen struct {
 	deadline atomic.Int64    // time left to the deadline of the last call, in ns; -1 without one
 	protos   [3]atomic.Int64 // HTTP calls by major version
+	canceled atomic.Int64    // hanging calls whose context ended (the caller gave up on them)
 
 	mu      sync.Mutex
 	callers map[string]int // "<caller> <error>" of every call
@@ -302,8 +303,12 @@ func (f *fleet) startHTTP(t *testing.T, cfg fleetConfig, bs []behaviour) {
 				w.Header().Set(mesh.HeaderError, string(mesh.LayerAuthz))
 				http.Error(w, "mesh: authz: "+meshtest.HostileText, http.StatusForbidden)
 			case hang:
+				// Read the body first: a server notices the caller's
+				// disconnection only once it has.
+				_, _ = io.Copy(io.Discard, r.Body)
 				f.started <- struct{}{}
 				<-r.Context().Done()
+				s.canceled.Add(1)
 			}
 		}
 	}
@@ -383,6 +388,7 @@ func (f *fleet) startGRPC(t *testing.T, cfg fleetConfig, bs []behaviour) {
 			case hang:
 				f.started <- struct{}{}
 				<-ctx.Done()
+				s.canceled.Add(1)
 				return nil, ctx.Err()
 			}
 			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil

@@ -37,7 +37,8 @@ type Instruments struct {
 
 	rpc *rpcInstruments // rpc.client.duration and rpc.server.duration (rpc.go)
 
-	rateLimit *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
+	rateLimit        *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
+	hedgeInstruments                       // inmesh.hedges (hedge.go)
 
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
@@ -150,6 +151,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	collect(err)
 	in.faults, err = newFaultCounter(m)
 	collect(err)
+	collect(in.hedgeInstruments.init(m))
 	var rpcErrs []error
 	in.rpc, rpcErrs = newRPCInstruments(m)
 	errs = append(errs, rpcErrs...)

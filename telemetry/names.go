@@ -144,3 +144,27 @@ func normalizeMethod(m string) string {
 	}
 	return methodOther
 }
+
+// Hedging: the counter of hedged attempts and the span event of each.
+const (
+	// MetricHedges counts hedged attempts by AttrHedgeResult.
+	MetricHedges = "inmesh.hedges"
+	UnitHedges   = "{hedge}"
+	DescHedges   = "Hedged attempts: sent, won (answered first), or refused by the retry budget."
+
+	// AttrHedgeResult is HedgeSent, HedgeWon or HedgeRefused.
+	AttrHedgeResult = "result"
+
+	// EventHedge is the span event of a hedge sent or refused, with
+	// AttrAttemptNumber (the hedge's attempt, sent or not), AttrEndpoint
+	// (the endpoint the core picked, "" when the balancer picks) and
+	// AttrHedgeResult.
+	EventHedge = "inmesh.hedge"
+)
+
+// Values of AttrHedgeResult.
+const (
+	HedgeSent    = "sent"    // a hedged attempt was sent
+	HedgeWon     = "won"     // a hedged attempt's answer was the call's
+	HedgeRefused = "refused" // the retry budget refused a hedge: the call kept waiting for the attempts in flight
+)

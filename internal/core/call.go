@@ -44,8 +44,11 @@ type Request struct {
 	// be replayed); Idempotent when sending it twice is safe, as net/http
 	// decides it. A route that does not say non_idempotent retries only
 	// idempotent calls. gRPC sets both: every RPC is retried as the policy
-	// says, as grpc-go's own retries (gRFC A6) do.
+	// says, as grpc-go's own retries (gRFC A6) do. Hedging asks the same.
 	Replayable, Idempotent bool
+	// Single is set when the adapter cannot have two attempts of the call
+	// in flight at once (a gRPC reply it cannot copy): it is never hedged.
+	Single bool
 }
 
 // what names the request in a route error.
@@ -69,9 +72,9 @@ func (r *Request) what() string {
 //
 // Seams for the policies to come: a concurrency slot or rate limit is
 // taken in Start, after the deadline and before the first attempt, and
-// given back in Finish; hedging
-// runs a second Attempt (Begin with its own storage) while the first is
-// in flight, and settles the loser as canceled.
+// given back in Finish; fault injection is decided in Start. Hedging is
+// Run's (hedge.go): more attempts while the first is in flight, the
+// losers settled as canceled.
 type Call struct {
 	env   *Env
 	Dest  *Destination
@@ -88,12 +91,14 @@ type Call struct {
 	Host     *discovery.Host // the last attempt's endpoint
 	Now      time.Time       // the start of the call, then of the current attempt
 
-	req   Request
-	max   int32 // attempts allowed (at most 10)
-	picks bool  // the core picks each attempt's endpoint
-	ends  bool  // Finish ends dl (KeepContext not called)
-	bo    *resilience.Backoff
-	att   Attempt // Run's attempt
+	req    Request
+	max    int32 // attempts allowed (at most 10), hedges not counted
+	hedges int32 // the hedged attempts among Attempts
+	picks  bool  // the core picks each attempt's endpoint
+	ends   bool  // Finish ends dl (KeepContext not called)
+	bo     *resilience.Backoff
+	att    Attempt // Run's attempt
+	first  flight  // a hedged Run's first attempt of each round
 }
 
 // Init starts a call of req toward d: it finds the route. picks says
@@ -176,7 +181,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		}
 	}
 	c.max = int32(rt.MaxAttempts(&c.req))
-	if rt.Eff.Attempts > 1 {
+	if rt.Budget != nil { // retries or hedges
 		rt.Budget.DepositAt(c.Now)
 	}
 	return nil
@@ -220,7 +225,7 @@ func (c *Call) ContextFailure() error {
 // Attempt is one try of a call. The core fills it in Begin; the adapter
 // sends it and says how it ended in an Outcome. Several attempts of one
 // call may be in flight at once, each with its own context and breaker
-// ticket.
+// ticket: a hedge (Hedge set) beside the attempt it hedges.
 type Attempt struct {
 	Ctx    context.Context // the call's context, bounded by the per-try timeout
 	N      int             // 1 for the first attempt
@@ -228,11 +233,17 @@ type Attempt struct {
 	Prev   *discovery.Host // the previous attempt's endpoint, which a balancer avoids when it can
 	Pool   *Pool           // the hosts the attempt may go to
 	Now    time.Time       // when the attempt starts
-	Waited time.Duration   // the wait before it
+	Waited time.Duration   // the wait before it (a hedge's: its delay)
+	// Hedge is set for a hedge: other attempts of the call are in flight
+	// while it is, so the adapter sends it with storage of its own (not the
+	// call's), and a balancer that picks avoids the endpoints of the
+	// call's attempts in flight (the core picks another than theirs).
+	Hedge bool
 
 	call   *Call
 	ticket resilience.Ticket
 	cancel context.CancelFunc
+	retry  bool // attempts were left for a retry when it began (MayRetry reads no Call field a hedge changes)
 }
 
 // TakeCancel returns the cancel of the attempt's own context (nil without a
@@ -294,9 +305,13 @@ func (a *Attempt) Deadline() string {
 // result be retried, attempts left and retry_on matching; the adapter uses
 // it to skip reading a server's hint that cannot matter.
 func (a *Attempt) MayRetry(result resilience.Outcome) bool {
-	c := a.call
-	return c.Attempts < int(c.max) && c.Route.RetryOn.Match(result)
+	return a.retry && a.call.Route.RetryOn.Match(result)
 }
+
+// retriesLeft reports whether attempts are left for a retry: hedges do not
+// count against the route's attempts (a hedge is a bet on another
+// endpoint, bounded by its max and the budget, not a retry).
+func (c *Call) retriesLeft() bool { return c.Attempts-int(c.hedges) < int(c.max) }
 
 // earlierDeadline reports whether a has a deadline no later than b's.
 func earlierDeadline(a, b context.Context) bool {
@@ -372,7 +387,7 @@ type Sender interface {
 // error, a CallError of layer discovery or breaker, ends the call.
 func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 	c.Attempts++
-	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c}
+	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c, retry: c.retriesLeft()}
 	if c.picks {
 		c.Host = c.Pool.Pick(c.Host, c.Now)
 		if c.Host == nil {
@@ -465,7 +480,7 @@ func (c *Call) event(a *Attempt, outcome string) {
 // left and retry_on matches. The call's context and the budget are
 // Next's to check.
 func (c *Call) MayRetry(o *Outcome) bool {
-	return !o.Final && o.Hint.Kind != HintStop && c.Attempts < int(c.max) && c.Route.RetryOn.Match(o.Result)
+	return !o.Final && o.Hint.Kind != HintStop && c.retriesLeft() && c.Route.RetryOn.Match(o.Result)
 }
 
 // Next decides whether the attempt that ended with o, whose error for the
@@ -547,8 +562,15 @@ func (c *Call) Sleep(d time.Duration) error {
 
 // Run makes the attempts of a started call through s until one is not
 // retried, and returns its outcome and the error the caller gets (nil for
-// an answer, which the outcome then holds).
+// an answer, which the outcome then holds). On a route that hedges, a
+// call that may be hedged sends its attempts from goroutines of its own,
+// which Run waits for (runHedged).
 func (c *Call) Run(s Sender) (Outcome, error) {
+	if h := c.hedging(); h != nil {
+		if delay, ok := h.delay(c.Now); ok {
+			return c.runHedged(s, h, delay)
+		}
+	}
 	var waited time.Duration
 	for {
 		a := &c.att
@@ -556,6 +578,9 @@ func (c *Call) Run(s Sender) (Outcome, error) {
 			return Outcome{}, err
 		}
 		o := s.Send(a)
+		if h := c.Route.Hedge; h != nil && h.Latency != nil {
+			c.observe(h.Latency, a, &o, c.env.Clock.Now())
+		}
 		err := c.Settle(a, &o)
 		retry, res := c.Next(&o, err)
 		if !retry {

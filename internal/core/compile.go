@@ -23,8 +23,13 @@ type Registry struct {
 	hosts    map[hostKey]*discovery.Host
 	// faults holds the routes whose fault block was warned of, per policy
 	// version: a recompilation for new endpoints does not warn again.
-	faults map[faultKey]struct{}
+	faults  map[faultKey]struct{}
+	latency map[latencyKey]*resilience.LatencyTracker
 }
+
+// latencyKey names the latency tracker of a route: its histogram stays
+// across reloads, whatever quantile the route's hedge reads of it.
+type latencyKey struct{ service, route string }
 
 type breakerKey struct {
 	service, scope string
@@ -59,6 +64,7 @@ func NewRegistry() *Registry {
 		outliers: map[outlierKey]*resilience.Outlier{},
 		hosts:    map[hostKey]*discovery.Host{},
 		faults:   map[faultKey]struct{}{},
+		latency:  map[latencyKey]*resilience.LatencyTracker{},
 	}
 }
 
@@ -137,6 +143,10 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 				c.env.Log.Error("retry_on did not parse after validation", "service", svc.Name, "route", rr.Name, "err", err)
 			}
 			rt.RetryOn = ro
+		}
+		rt.Hedge = c.hedge(svc.Name, rr.Name, rr.Effective.Hedge)
+		if rr.Effective.Attempts > 1 || rt.Hedge != nil {
+			// Hedges draw on the retry budget too.
 			rt.Budget = c.budget(svc.Name, rr.Effective.BudgetRatio, rr.Effective.BudgetMinPerSecond)
 		}
 		// A route shares the service's breaker unless it overrides it.
@@ -248,6 +258,38 @@ func (c *compiler) budget(service string, ratio float64, min int) *resilience.Bu
 		c.next.budgets[k] = b
 	}
 	return b
+}
+
+// maxHedges bounds a hedge's max, which the policy validates (1..5).
+const maxHedges = 5
+
+// hedge compiles the hedge block of route (nil: none).
+func (c *compiler) hedge(service, route string, h *policy.Hedge) *Hedge {
+	if h == nil {
+		return nil
+	}
+	out := &Hedge{Delay: h.Delay.Std(), Max: min(max(h.Max, 1), maxHedges), NonIdempotent: h.NonIdempotent != nil && *h.NonIdempotent}
+	if out.Delay > 0 {
+		return out
+	}
+	q, err := resilience.ParseQuantile(h.Quantile)
+	if err != nil {
+		// The policy validated the hedge already; keep the call path safe
+		// anyway: no hedging.
+		c.env.Log.Error("hedge without a delay or a valid quantile after validation", "service", service, "route", route, "err", err)
+		return nil
+	}
+	out.Quantile = q
+	k := latencyKey{service: service, route: route}
+	lt, ok := c.next.latency[k]
+	if !ok {
+		if lt, ok = c.old.latency[k]; !ok {
+			lt = resilience.NewLatencyTracker(resilience.LatencyConfig{})
+		}
+		c.next.latency[k] = lt
+	}
+	out.Latency = lt
+	return out
 }
 
 func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilience.Outlier {

@@ -30,8 +30,9 @@
 //	─► Finish (attempts counted, the call's context released)
 //
 // A concurrency limit or rate limit belongs in Start (taken) and Finish
-// (given back), fault injection around the Sender in Run, hedging in Run
-// with a second Attempt in flight.
+// (given back), fault injection around the Sender in Run. Hedging is in
+// Run (hedge.go): more Attempts in flight beside the first, drawn on the
+// retry budget, the losers canceled and settled as canceled.
 //
 // # Concurrency
 //
@@ -39,6 +40,10 @@
 // share; the breakers, budgets and host health they point to are safe for
 // concurrent use. A Registry belongs to the one goroutine that compiles. A
 // Call belongs to one logical call, and its steps are taken one at a time.
+// A hedged Run sends its attempts from goroutines of its own, several at
+// once: the Sender must then be safe for concurrent Sends (an Attempt with
+// Hedge set gets storage of its own), while Run alone touches the Call and
+// waits for every Send before it returns.
 // A Deadline (the call's context when its route has a timeout, and the
 // context Handler gives a request with a propagated deadline) is safe for
 // concurrent use, as every context is.

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -52,6 +53,33 @@ type Route struct {
 	// Fault is the route's fault injection, nil when its policy injects
 	// nothing.
 	Fault *Fault
+	// Hedge is the route's hedging, nil when off.
+	Hedge *Hedge
+}
+
+// Hedge is a route's hedging, compiled: when the attempt in flight has not
+// answered after the delay, up to Max more attempts are sent, each to
+// another endpoint, the first answer wins and the others are canceled
+// (Call.Run).
+type Hedge struct {
+	// Delay is the fixed wait before a hedge; 0 when the delay is the
+	// Quantile of the route's recent latency (Latency).
+	Delay    time.Duration
+	Quantile float64                    // 0 < Quantile < 1, with Latency
+	Latency  *resilience.LatencyTracker // the route's recent latency; nil with a fixed Delay
+	Max      int                        // extra attempts in flight, 1..5
+	// NonIdempotent hedges requests that are not idempotent too (their
+	// body must still be replayable).
+	NonIdempotent bool
+}
+
+// delay returns the wait before a hedge of a call at now, and false when
+// no hedge is to be sent: the quantile has too few samples yet.
+func (h *Hedge) delay(now time.Time) (time.Duration, bool) {
+	if h.Delay > 0 {
+		return h.Delay, true
+	}
+	return h.Latency.Quantile(h.Quantile, now)
 }
 
 // Millis is a count of milliseconds with its decimal text.
@@ -124,6 +152,28 @@ func (p *Pool) Pick(prev *discovery.Host, now time.Time) *discovery.Host {
 		h = p.Picker.Pick(now)
 	}
 	return h
+}
+
+// PickAvoiding returns a host of p for a hedge at now that is none of
+// avoid (the endpoints of the attempts in flight), or nil when p has no
+// other host. It asks the picker first, so the load balancer decides among
+// the others, then takes the first other available host.
+func (p *Pool) PickAvoiding(avoid []*discovery.Host, now time.Time) *discovery.Host {
+	for range len(p.Hosts) {
+		h := p.Picker.Pick(now)
+		if h == nil {
+			return nil
+		}
+		if !slices.Contains(avoid, h) {
+			return h
+		}
+	}
+	for _, h := range p.Hosts {
+		if !slices.Contains(avoid, h) && h.Available(now) {
+			return h
+		}
+	}
+	return nil
 }
 
 // Health returns the outlier handle of h, or nil.
