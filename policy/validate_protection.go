@@ -3,7 +3,6 @@ package policy
 import (
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/inmesh/inmesh/resilience"
@@ -87,28 +86,13 @@ func (v *validator) hedge(h *Hedge) {
 	}
 	v.duration("delay", h.Delay, maxBackoff)
 	if h.Quantile != "" {
-		if _, err := parseQuantile(h.Quantile); err != "" {
-			v.addAt("quantile", "%s", err)
+		if _, err := resilience.ParseQuantile(h.Quantile); err != nil {
+			v.addAt("quantile", "must be written p50 .. p99.9, as p95 or p99.9 (two digits, one decimal at most), got %q", h.Quantile)
 		}
 	}
 	if v.set("max", h.Max) && (h.Max < 1 || h.Max > maxHedges) {
 		v.addAt("max", "must be 1..%d", maxHedges)
 	}
-}
-
-// parseQuantile reads a quantile written as p50 .. p99.9 (at most three
-// decimals), returning it as a fraction, or the problem.
-func parseQuantile(s string) (float64, string) {
-	const form = "must be written p50 .. p99.999, such as p95 or p99.9"
-	num, ok := strings.CutPrefix(s, "p")
-	if !ok || num == "" || len(num) > 6 || strings.ContainsAny(num, "+-eE_") {
-		return 0, form + ", got " + strconv.Quote(s)
-	}
-	q, err := strconv.ParseFloat(num, 64)
-	if err != nil || q < 50 || q >= 100 {
-		return 0, form + ", got " + strconv.Quote(s)
-	}
-	return q / 100, ""
 }
 
 // rateLimit checks r, at the path being checked.

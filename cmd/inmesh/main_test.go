@@ -123,7 +123,7 @@ func TestCLI(t *testing.T) {
 		{name: "validate protections", args: []string{"validate", protected}, wantCode: 0, wantOut: []string{"valid"}},
 		{name: "validate bad protections", args: []string{"validate", badProtection}, wantCode: 1, errorLines: 4, wantErr: []string{
 			"services.billing.concurrency: set max or adaptive, not both",
-			`services.billing.hedge.quantile: must be written p50 .. p99.999, such as p95 or p99.9, got "95"`,
+			`services.billing.hedge.quantile: must be written p50 .. p99.9, as p95 or p99.9 (two digits, one decimal at most), got "95"`,
 			"services.billing.fault.abort.percent: must be 0..100",
 			"services.billing.circuit_breaker: set consecutive_failures or failure_rate, not both: they are two kinds of breaker",
 		}},
