@@ -57,7 +57,8 @@ var (
 // layer egress for a target of another scheme, or a mesh target naming no
 // service, under egress: deny; layer policy for a mesh target naming a
 // service the control plane holds no valid policy for, or none at all.
-func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string) (*rpcCall, error) {
+// stream is set for a streaming RPC.
+func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string, stream bool) (*rpcCall, error) {
 	service, ok := targetService(cc.Target())
 	st := a.p.State()
 	if !ok {
@@ -81,7 +82,7 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	}
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
 	c.Init(&a.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
-		Replayable: true, Idempotent: true}, false)
+		Replayable: true, Idempotent: true, Stream: stream}, false)
 	c.start = c.Now
 	c.Ctx, c.Span = a.p.Tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
@@ -136,7 +137,7 @@ func (c *rpcCall) end(err error) {
 // attempt sent through invoker to the endpoint the balancer picks in the
 // chosen subset.
 func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	c, err := a.newRPCCall(ctx, cc, method)
+	c, err := a.newRPCCall(ctx, cc, method, false)
 	if c == nil {
 		if err != nil {
 			return err

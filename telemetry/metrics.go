@@ -36,6 +36,8 @@ type Instruments struct {
 
 	rpc *rpcInstruments // rpc.client.duration and rpc.server.duration (rpc.go)
 
+	overload *overloadInstruments // inmesh.concurrency.limit and inmesh.overload.shed (overload.go)
+
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
 	// touches a *Counter.
@@ -145,6 +147,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	in.policyUpdates, err = m.Int64Counter(MetricPolicyUpdates,
 		metric.WithUnit(UnitPolicyUpdates), metric.WithDescription(DescPolicyUpdates))
 	collect(err)
+	errs = append(errs, in.initOverload(m)...)
 	var rpcErrs []error
 	in.rpc, rpcErrs = newRPCInstruments(m)
 	errs = append(errs, rpcErrs...)

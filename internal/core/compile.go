@@ -9,6 +9,7 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
 )
 
 // Registry keeps the stateful parts of the data plane (breakers, budgets,
@@ -21,6 +22,12 @@ type Registry struct {
 	budgets  map[budgetKey]*resilience.Budget
 	outliers map[outlierKey]*resilience.Outlier
 	hosts    map[hostKey]*discovery.Host
+	limiters map[limiterKey]*resilience.Limiter
+}
+
+type limiterKey struct {
+	service string
+	cfg     resilience.LimiterConfig
 }
 
 type breakerKey struct {
@@ -53,6 +60,7 @@ func NewRegistry() *Registry {
 		budgets:  map[budgetKey]*resilience.Budget{},
 		outliers: map[outlierKey]*resilience.Outlier{},
 		hosts:    map[hostKey]*discovery.Host{},
+		limiters: map[limiterKey]*resilience.Limiter{},
 	}
 }
 
@@ -86,9 +94,15 @@ func millisOf() func(ms int64) Millis {
 func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
 	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf()}
 	out := make(map[string]*Destination, len(pol.Services))
+	limits := map[string]telemetry.LimitSource{}
 	for name, svc := range pol.Services {
-		out[name] = c.destination(pol, svc, eps.Endpoints(name))
+		d := c.destination(pol, svc, eps.Endpoints(name))
+		if d.Limiter != nil {
+			limits[name] = d.Limiter
+		}
+		out[name] = d
 	}
+	env.Instr.SetConcurrencyLimits(limits)
 	return out, c.next
 }
 
@@ -103,6 +117,10 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		d.Outlier.SetPool(addrs)
 	}
 	d.Breaker = c.breaker(svc.Name, "", svc.Effective.CircuitBreaker)
+	if cc := svc.Concurrency; cc != nil {
+		d.Limiter = c.limiter(svc.Name, cc)
+		d.Shed = c.env.Instr.ShedCounter(svc.Name)
+	}
 
 	for i := range svc.Routes {
 		rr := &svc.Routes[i]
@@ -220,6 +238,25 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 		c.next.breakers[k] = b
 	}
 	return b
+}
+
+// limiter returns the concurrency limiter of service for cc, the one of
+// the last compilation when its configuration is the same: a reload keeps
+// the limit an adaptive one learned.
+func (c *compiler) limiter(service string, cc *policy.Concurrency) *resilience.Limiter {
+	cfg := resilience.LimiterConfig{Max: cc.Max, MaxWait: cc.MaxWait.Std()}
+	if a := cc.Adaptive; a != nil {
+		cfg = resilience.LimiterConfig{Adaptive: true, Min: a.Min, Initial: a.Initial, Max: a.Max, MaxWait: cfg.MaxWait}
+	}
+	k := limiterKey{service: service, cfg: cfg}
+	l, ok := c.next.limiters[k]
+	if !ok {
+		if l, ok = c.old.limiters[k]; !ok {
+			l = resilience.NewLimiter(service, cfg, c.env.Clock)
+		}
+		c.next.limiters[k] = l
+	}
+	return l
 }
 
 func (c *compiler) budget(service string, ratio float64, min int) *resilience.Budget {
