@@ -96,6 +96,9 @@ type settings struct {
 	breakerFailures int              // consecutive failures that open it; 0: no breaker
 	breakerOpen     time.Duration
 	outlierFailures int // inmesh only; 0: no outlier detection
+	// concurrency is the inmesh concurrency block's YAML flow mapping
+	// ("{max: 4}"); "": none. inmesh only.
+	concurrency string
 }
 
 // chainSettings are the full chain of the HTTP and gRPC rows: real users
@@ -124,6 +127,9 @@ func (s settings) yaml() string {
 	}
 	if s.outlierFailures > 0 {
 		fmt.Fprintf(&b, "    outlier_detection: {consecutive_failures: %d}\n", s.outlierFailures)
+	}
+	if s.concurrency != "" {
+		fmt.Fprintf(&b, "    concurrency: %s\n", s.concurrency)
 	}
 	return b.String()
 }
