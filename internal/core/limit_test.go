@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/resilience"
 )
@@ -197,5 +198,38 @@ func TestLimitLearns(t *testing.T) {
 				t.Errorf("limit %d after %d attempts, from 50 (want lowered: %v)", got, s.attempts(), tc.lower)
 			}
 		})
+	}
+}
+
+func TestLimitKeptAcrossReloads(t *testing.T) {
+	compile := func(reg *Registry, concurrency string) (*Destination, *Registry) {
+		t.Helper()
+		doc, err := policy.Parse([]byte("services:\n  billing:\n    endpoints: [{address: 127.0.0.1:9}]\n" + concurrency))
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := policy.NewSnapshot(doc, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFixture(t, settings{})
+		ds, next := Compile(f.env, reg, snap, discovery.StaticOf(snap))
+		return ds["billing"], next
+	}
+	adaptive := "    concurrency: {adaptive: {min: 2, initial: 10, max: 50}}\n"
+	d1, reg := compile(NewRegistry(), adaptive)
+	if d1.Limiter == nil || !d1.Limiter.Adaptive() || d1.Limiter.Limit() != 10 || d1.Shed == nil {
+		t.Fatalf("limiter %v, want an adaptive one at 10 with its shed counter", d1.Limiter)
+	}
+	d2, reg := compile(reg, adaptive)
+	if d2.Limiter != d1.Limiter {
+		t.Error("a reload of the same concurrency block made a new limiter: its learned limit is lost")
+	}
+	d3, reg := compile(reg, "    concurrency: {max: 3}\n")
+	if d3.Limiter == d1.Limiter || d3.Limiter.Adaptive() || d3.Limiter.Limit() != 3 {
+		t.Errorf("a new block kept the old limiter (limit %d)", d3.Limiter.Limit())
+	}
+	if d4, _ := compile(reg, ""); d4.Limiter != nil {
+		t.Error("a limiter without a concurrency block")
 	}
 }
