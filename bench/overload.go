@@ -46,6 +46,13 @@ var (
 	withRateBreaker90 = rateBreaker(0.9)
 )
 
+// withConcurrency is overloadSettings with the concurrency block c.
+func withConcurrency(c string) settings {
+	s := overloadSettings
+	s.concurrency = c
+	return s
+}
+
 // A loadStack is a client under overload. build returns a new one, with
 // fresh breaker and budget state, and the URL to call for a backend at
 // addr; what it starts is closed through e.
@@ -70,6 +77,10 @@ var loadStacks = []loadStack{
 	{"inmesh, retry with budget, breaker", meshLoad(withBreaker)},
 	{"inmesh, retry with budget, rate breaker", meshLoad(withRateBreaker)},
 	{"inmesh, retry with budget, rate breaker at 90%", meshLoad(withRateBreaker90)},
+	{"inmesh, adaptive limit, max_wait 25ms", meshLoad(withConcurrency("{adaptive: {}, max_wait: 25ms}"))},
+	{"inmesh, adaptive limit, refuse at once", meshLoad(withConcurrency("{adaptive: {}}"))},
+	{"inmesh, max 4, max_wait 25ms", meshLoad(withConcurrency("{max: 4, max_wait: 25ms}"))},
+	{"inmesh, max 4, refuse at once", meshLoad(withConcurrency("{max: 4}"))},
 }
 
 // rateBreaker is overloadSettings with a rate breaker that opens at rate.

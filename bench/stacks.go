@@ -97,6 +97,9 @@ type settings struct {
 	breakerOpen     time.Duration    // open_for of either form
 	breakerRate     breakerRate      // inmesh only: the failure-rate form when its rate is set
 	outlierFailures int              // inmesh only; 0: no outlier detection
+	// concurrency is the inmesh concurrency block's YAML flow mapping
+	// ("{max: 4}"); "": none. inmesh only.
+	concurrency string
 }
 
 // breakerRate is the failure-rate form of inmesh's breaker: open when
@@ -139,6 +142,9 @@ func (s settings) yaml() string {
 	}
 	if s.outlierFailures > 0 {
 		fmt.Fprintf(&b, "    outlier_detection: {consecutive_failures: %d}\n", s.outlierFailures)
+	}
+	if s.concurrency != "" {
+		fmt.Fprintf(&b, "    concurrency: %s\n", s.concurrency)
 	}
 	return b.String()
 }

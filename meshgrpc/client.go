@@ -59,9 +59,10 @@ var (
 // service, under egress: deny; layer policy for a mesh target naming a
 // service the control plane holds no valid policy for, or none at all.
 //
-// single says that the call cannot have two attempts in flight at once (a
-// stream, a unary call whose reply cannot be copied): it is never hedged.
-func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string, single bool) (*rpcCall, error) {
+// stream is set for a streaming RPC; single says that the call cannot have
+// two attempts in flight at once (a stream, a unary call whose reply
+// cannot be copied): it is never hedged.
+func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method string, stream, single bool) (*rpcCall, error) {
 	service, ok := targetService(cc.Target())
 	st := a.p.State()
 	if !ok {
@@ -85,7 +86,7 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	}
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
 	c.Init(&a.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
-		Replayable: true, Idempotent: true, Single: single}, false)
+		Replayable: true, Idempotent: true, Stream: stream, Single: single || stream}, false)
 	c.start = c.Now
 	c.Ctx, c.Span = a.p.Tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
@@ -145,7 +146,7 @@ func (c *rpcCall) end(err error) {
 // attempt sent through invoker to the endpoint the balancer picks in the
 // chosen subset.
 func (a *adapter) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	c, err := a.newRPCCall(ctx, cc, method, !hedgeable(reply, opts))
+	c, err := a.newRPCCall(ctx, cc, method, false, !hedgeable(reply, opts))
 	if c == nil {
 		if err != nil {
 			return err

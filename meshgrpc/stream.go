@@ -47,7 +47,7 @@ func replaySize(m any) int {
 // application saw a failed SendMsg either, since it may have stopped
 // sending.
 func (a *adapter) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	c, err := a.newRPCCall(ctx, cc, method, true)
+	c, err := a.newRPCCall(ctx, cc, method, true, true)
 	if c == nil {
 		if err != nil {
 			return nil, err

@@ -39,6 +39,7 @@ type Instruments struct {
 
 	rateLimit        *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
 	hedgeInstruments                       // inmesh.hedges (hedge.go)
+	overload *overloadInstruments // inmesh.concurrency.limit and inmesh.overload.shed (overload.go)
 
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
@@ -152,6 +153,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	in.faults, err = newFaultCounter(m)
 	collect(err)
 	collect(in.hedgeInstruments.init(m))
+	errs = append(errs, in.initOverload(m)...)
 	var rpcErrs []error
 	in.rpc, rpcErrs = newRPCInstruments(m)
 	errs = append(errs, rpcErrs...)

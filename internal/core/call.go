@@ -49,6 +49,10 @@ type Request struct {
 	// Single is set when the adapter cannot have two attempts of the call
 	// in flight at once (a gRPC reply it cannot copy): it is never hedged.
 	Single bool
+	// Stream is set for a streaming RPC: its attempts last as long as the
+	// stream, so their durations say nothing of the destination's latency
+	// and an adaptive concurrency limit does not learn from them.
+	Stream bool
 }
 
 // what names the request in a route error.
@@ -70,11 +74,10 @@ func (r *Request) what() string {
 // A Call belongs to one goroutine at a time; the adapter serializes the
 // steps it takes from several (a stream's).
 //
-// Seams for the policies to come: a concurrency slot or rate limit is
-// taken in Start, after the deadline and before the first attempt, and
-// given back in Finish; fault injection is decided in Start. Hedging is
-// Run's (hedge.go): more attempts while the first is in flight, the
-// losers settled as canceled.
+// A concurrency slot is taken per attempt, in Begin, and given back in
+// Settle, so that retries and hedges count against the limit. Fault
+// injection is decided in Start. Hedging is Run's (hedge.go): more
+// attempts while the first is in flight, the losers settled as canceled.
 type Call struct {
 	env   *Env
 	Dest  *Destination
@@ -99,6 +102,9 @@ type Call struct {
 	bo     *resilience.Backoff
 	att    Attempt // Run's attempt
 	first  flight  // a hedged Run's first attempt of each round
+	// shed is the concurrency limit's refusal of the last Begin, nil when
+	// it admitted the attempt.
+	shed error
 }
 
 // Init starts a call of req toward d: it finds the route. picks says
@@ -242,6 +248,7 @@ type Attempt struct {
 
 	call   *Call
 	ticket resilience.Ticket
+	permit resilience.Permit // the concurrency slot; zero without a limit
 	cancel context.CancelFunc
 	retry  bool // attempts were left for a retry when it began (MayRetry reads no Call field a hedge changes)
 }
@@ -382,21 +389,46 @@ type Sender interface {
 }
 
 // Begin starts attempt a (storage the caller provides) after a wait of
-// waited: it picks the endpoint when the core picks, asks the route's
-// breaker, and bounds the attempt's context by the per-try timeout. The
-// error, a CallError of layer discovery or breaker, ends the call.
+// waited: it takes a slot of the destination's concurrency limit (queueing
+// up to its max_wait, within the call's deadline), picks the endpoint when
+// the core picks, asks the route's breaker, and bounds the attempt's
+// context by the per-try timeout. The error, a CallError of layer
+// overload, discovery or breaker (or the end of the call's context while
+// queued, as ContextFailure says), ends the call; see RetryShed for a
+// refused retry.
 func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 	c.Attempts++
+	c.shed = nil
 	*a = Attempt{Ctx: c.Ctx, N: c.Attempts, Prev: c.Host, Pool: c.Pool, Now: c.Now, Waited: waited, call: c, retry: c.retriesLeft()}
+	if l := c.Dest.Limiter; l != nil {
+		p, err := l.Acquire(c.Ctx)
+		if err != nil {
+			if _, shed := err.(*resilience.OverloadError); !shed {
+				return c.ContextFailure() // the call's context ended in the queue
+			}
+			// Never sent: the breaker and outlier detection hear nothing.
+			c.shed = err
+			c.Dest.Shed.Add(1)
+			c.event(a, string(LayerOverload))
+			return c.Fail(LayerOverload, err)
+		}
+		if p.Queued() {
+			c.Now = c.env.Clock.Now()
+			a.Now = c.Now
+		}
+		a.permit = p
+	}
 	if c.picks {
 		c.Host = c.Pool.Pick(c.Host, c.Now)
 		if c.Host == nil {
+			a.permit.Release()
 			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
 		}
 		a.Host = c.Host
 	}
 	ticket, err := c.Route.Breaker.Allow()
 	if err != nil {
+		a.permit.Release()
 		// c.Host is the attempt's endpoint when the core picks, else the
 		// previous attempt's (nil at first): the balancer picks after the
 		// breaker admitted the attempt.
@@ -410,8 +442,10 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 	return nil
 }
 
-// Settle records how attempt a ended: its endpoint becomes the call's, the
-// breaker (through the attempt's ticket) and outlier detection hear of it
+// Settle records how attempt a ended: its endpoint becomes the call's, its
+// concurrency slot is given back (with what an adaptive limit learns from
+// it: see limitReport), the breaker (through the attempt's ticket) and
+// outlier detection hear of it
 // (failed per resilience.IsFailure; an attempt its caller canceled, or
 // that was never sent, proves nothing: it releases its ticket and reports
 // nothing, so that it neither closes a half-open breaker nor resets a
@@ -424,6 +458,9 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 		o.Host = a.Host
 	}
 	c.Host = o.Host
+	if a.permit != (resilience.Permit{}) {
+		c.limitReport(a, o)
+	}
 	if o.NotSent || resilience.Neutral(o.Result) || o.Overloaded() {
 		a.ticket.Release()
 	} else {
@@ -451,6 +488,45 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 	}
 	return o.Err
 }
+
+// limitReport gives attempt a's concurrency slot back. An adaptive limit
+// learns the round-trip time of an answer, and takes an overload answer
+// (resilience.IsDrop: 503, 429, gRPC Unavailable or ResourceExhausted,
+// a timeout) as a drop. It learns nothing from an attempt that proves
+// nothing (canceled by its caller, never sent), from a failure that says
+// nothing of the destination's load (connect, reset, TLS, another server
+// error, whose fast answers would pass for a low latency), nor from a
+// stream's attempt.
+func (c *Call) limitReport(a *Attempt, o *Outcome) {
+	p := a.permit
+	a.permit = resilience.Permit{}
+	switch r := o.Result; {
+	case o.NotSent || resilience.Neutral(r) || c.req.Stream || !c.Dest.Limiter.Adaptive():
+		p.Release()
+	case resilience.IsDrop(r):
+		p.Done(0, true)
+	case resilience.IsFailure(r):
+		p.Release()
+	default:
+		p.Done(c.env.Clock.Now().Sub(a.Now), false)
+	}
+}
+
+// RetryShed returns what the caller gets when the concurrency limit
+// refused the retry (Begin's error is layer overload, Shed reports true)
+// of the attempt that ended with o, err being Settle's error for it: as
+// for a refused retry budget, an answer is returned as is (o, err);
+// otherwise the call fails at layer overload, naming the last attempt's
+// error.
+func (c *Call) RetryShed(o *Outcome, err error) (Outcome, error) {
+	if o.Result.Err == resilience.ErrNone {
+		return *o, err
+	}
+	return Outcome{}, c.Fail(LayerOverload, fmt.Errorf("%w; last attempt: %w", c.shed, err))
+}
+
+// Shed reports whether the concurrency limit refused the last Begin.
+func (c *Call) Shed() bool { return c.shed != nil }
 
 // label is the outcome of an attempt in its span event: the layer of a
 // mesh failure, else the HTTP status or gRPC code, or "canceled".
@@ -565,17 +641,36 @@ func (c *Call) Sleep(d time.Duration) error {
 // an answer, which the outcome then holds). On a route that hedges, a
 // call that may be hedged sends its attempts from goroutines of its own,
 // which Run waits for (runHedged).
+//
+// With a concurrency limit, the answer a retry supersedes is discarded
+// once the retry has its slot, not before the backoff: a refused retry
+// returns it (RetryShed).
 func (c *Call) Run(s Sender) (Outcome, error) {
 	if h := c.hedging(); h != nil {
 		if delay, ok := h.delay(c.Now); ok {
 			return c.runHedged(s, h, delay)
 		}
 	}
-	var waited time.Duration
+	var (
+		waited  time.Duration
+		prev    Outcome // the attempt before a retry
+		prevErr error
+		held    bool // prev.Answer is not discarded yet
+	)
 	for {
 		a := &c.att
 		if err := c.Begin(a, waited); err != nil {
+			if c.shed != nil && a.N > 1 {
+				return c.RetryShed(&prev, prevErr)
+			}
+			if held {
+				s.Discard(prev.Answer)
+			}
 			return Outcome{}, err
+		}
+		if held {
+			s.Discard(prev.Answer)
+			held = false
 		}
 		o := s.Send(a)
 		if h := c.Route.Hedge; h != nil && h.Latency != nil {
@@ -591,9 +686,17 @@ func (c *Call) Run(s Sender) (Outcome, error) {
 			return o, c.NotWaited(&o, wait, err)
 		}
 		if o.Answer != nil {
-			s.Discard(o.Answer)
+			if c.Dest.Limiter != nil {
+				held = true
+			} else {
+				s.Discard(o.Answer)
+			}
 		}
+		prev, prevErr = o, err
 		if err := c.Sleep(wait); err != nil {
+			if held {
+				s.Discard(prev.Answer)
+			}
 			return Outcome{}, err
 		}
 		waited = wait

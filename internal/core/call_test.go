@@ -42,14 +42,18 @@ func callErr(err error) *CallError {
 // recorded.
 type autoClock struct {
 	*clocktest.Fake
-	mu    sync.Mutex
-	waits []time.Duration
+	mu     sync.Mutex
+	waits  []time.Duration
+	onWait func() // when set, called at each timer
 }
 
 func (c *autoClock) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	c.waits = append(c.waits, d)
 	c.mu.Unlock()
+	if c.onWait != nil {
+		c.onWait()
+	}
 	c.Advance(d)
 	return c.Fake.NewTimer(0)
 }

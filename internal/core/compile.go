@@ -9,6 +9,7 @@ import (
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/policy"
 	"github.com/inmesh/inmesh/resilience"
+	"github.com/inmesh/inmesh/telemetry"
 )
 
 // Registry keeps the stateful parts of the data plane (breakers, budgets,
@@ -23,8 +24,14 @@ type Registry struct {
 	hosts    map[hostKey]*discovery.Host
 	// faults holds the routes whose fault block was warned of, per policy
 	// version: a recompilation for new endpoints does not warn again.
-	faults  map[faultKey]struct{}
-	latency map[latencyKey]*resilience.LatencyTracker
+	faults   map[faultKey]struct{}
+	latency  map[latencyKey]*resilience.LatencyTracker
+	limiters map[limiterKey]*resilience.Limiter
+}
+
+type limiterKey struct {
+	service string
+	cfg     resilience.LimiterConfig
 }
 
 // latencyKey names the latency tracker of a route: its histogram stays
@@ -65,6 +72,7 @@ func NewRegistry() *Registry {
 		hosts:    map[hostKey]*discovery.Host{},
 		faults:   map[faultKey]struct{}{},
 		latency:  map[latencyKey]*resilience.LatencyTracker{},
+		limiters: map[limiterKey]*resilience.Limiter{},
 	}
 }
 
@@ -98,9 +106,15 @@ func millisOf() func(ms int64) Millis {
 func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
 	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf()}
 	out := make(map[string]*Destination, len(pol.Services))
+	limits := map[string]telemetry.LimitSource{}
 	for name, svc := range pol.Services {
-		out[name] = c.destination(pol, svc, eps.Endpoints(name))
+		d := c.destination(pol, svc, eps.Endpoints(name))
+		if d.Limiter != nil {
+			limits[name] = d.Limiter
+		}
+		out[name] = d
 	}
+	env.Instr.SetConcurrencyLimits(limits)
 	return out, c.next
 }
 
@@ -115,6 +129,10 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		d.Outlier.SetPool(addrs)
 	}
 	d.Breaker = c.breaker(svc.Name, "", svc.Effective.CircuitBreaker)
+	if cc := svc.Concurrency; cc != nil {
+		d.Limiter = c.limiter(svc.Name, cc)
+		d.Shed = c.env.Instr.ShedCounter(svc.Name)
+	}
 
 	for i := range svc.Routes {
 		rr := &svc.Routes[i]
@@ -246,6 +264,25 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 		c.next.breakers[k] = b
 	}
 	return b
+}
+
+// limiter returns the concurrency limiter of service for cc, the one of
+// the last compilation when its configuration is the same: a reload keeps
+// the limit an adaptive one learned.
+func (c *compiler) limiter(service string, cc *policy.Concurrency) *resilience.Limiter {
+	cfg := resilience.LimiterConfig{Max: cc.Max, MaxWait: cc.MaxWait.Std()}
+	if a := cc.Adaptive; a != nil {
+		cfg = resilience.LimiterConfig{Adaptive: true, Min: a.Min, Initial: a.Initial, Max: a.Max, MaxWait: cfg.MaxWait}
+	}
+	k := limiterKey{service: service, cfg: cfg}
+	l, ok := c.next.limiters[k]
+	if !ok {
+		if l, ok = c.old.limiters[k]; !ok {
+			l = resilience.NewLimiter(service, cfg, c.env.Clock)
+		}
+		c.next.limiters[k] = l
+	}
+	return l
 }
 
 func (c *compiler) budget(service string, ratio float64, min int) *resilience.Budget {

@@ -82,11 +82,29 @@ func (c *Call) runHedged(s Sender, h *Hedge, delay time.Duration) (Outcome, erro
 	// Unbuffered (one allocation, where a buffer of pointers is a second):
 	// the coordinator receives every flight before it returns.
 	done := make(chan *flight)
-	var waited time.Duration
+	var (
+		waited  time.Duration
+		prev    Outcome // the round before a retry
+		prevErr error
+	)
 	for {
 		p := &c.first
 		if err := c.Begin(&p.a, waited); err != nil {
+			if c.shed != nil && p.a.N > 1 {
+				o, err := c.RetryShed(&prev, prevErr)
+				if o.Answer == nil && prev.Answer != nil {
+					s.Discard(prev.Answer)
+				}
+				return o, err
+			}
+			if prev.Answer != nil {
+				s.Discard(prev.Answer)
+			}
 			return Outcome{}, err
+		}
+		if prev.Answer != nil {
+			s.Discard(prev.Answer)
+			prev.Answer = nil
 		}
 		f, err := c.round(s, h, delay, done, p)
 		retry, res := c.Next(&f.o, err)
@@ -95,12 +113,15 @@ func (c *Call) runHedged(s Sender, h *Hedge, delay time.Duration) (Outcome, erro
 		}
 		wait, ok := c.Backoff(&f.o)
 		if !ok {
-			return f.o, err
+			return f.o, c.NotWaited(&f.o, wait, err)
 		}
-		if f.o.Answer != nil {
-			s.Discard(f.o.Answer)
-		}
+		// The answer a retry supersedes is discarded once the retry has
+		// its slot: a refused retry returns it (RetryShed), as Run does.
+		prev, prevErr = f.o, err
 		if err := c.Sleep(wait); err != nil {
+			if prev.Answer != nil {
+				s.Discard(prev.Answer)
+			}
 			return Outcome{}, err
 		}
 		waited = wait
@@ -217,12 +238,20 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 			return nil
 		}
 	}
+	// A hedge is worth sending only now: it takes a free concurrency slot
+	// or is not sent (it never queues, and is no shed).
+	permit, ok := c.Dest.Limiter.TryAcquire()
+	if !ok {
+		return nil
+	}
 	ticket, err := c.Route.Breaker.Allow()
 	if err != nil {
+		permit.Release()
 		return nil
 	}
 	if !c.Route.Budget.TryWithdraw() {
 		ticket.Release()
+		permit.Release()
 		c.env.Instr.RecordHedge(c.Ctx, c.Dest.Name, c.Route.Name, telemetry.HedgeRefused)
 		telemetry.HedgeEvent(c.Span, c.Attempts+1, "", telemetry.HedgeRefused)
 		return nil
@@ -231,7 +260,7 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 	c.hedges++
 	f := &flight{hedge: true}
 	f.a = Attempt{Ctx: c.Ctx, N: c.Attempts, Host: host, Prev: c.Host, Pool: c.Pool, Now: now, Waited: delay,
-		Hedge: true, call: c, ticket: ticket, retry: c.retriesLeft()}
+		Hedge: true, call: c, ticket: ticket, permit: permit, retry: c.retriesLeft()}
 	if pt := c.Route.Eff.PerTryTimeout; pt > 0 {
 		f.a.Ctx, f.a.cancel = context.WithTimeout(c.Ctx, pt)
 	} else {
@@ -249,8 +278,9 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 }
 
 // cancelLosers cancels the attempts live, which lost, waits for each, and
-// settles it as canceled: its ticket released, nothing reported to the
-// breaker or outlier detection whatever its outcome, its answer discarded.
+// settles it as canceled: its ticket and concurrency slot released,
+// nothing reported to the breaker, outlier detection or an adaptive limit
+// whatever its outcome, its answer discarded.
 func (c *Call) cancelLosers(s Sender, live []*flight, done <-chan *flight) {
 	for _, f := range live {
 		f.stop()
@@ -258,6 +288,8 @@ func (c *Call) cancelLosers(s Sender, live []*flight, done <-chan *flight) {
 	for range live {
 		f := <-done
 		f.a.ticket.Release()
+		f.a.permit.Release()
+		f.a.permit = resilience.Permit{}
 		if f.a.cancel != nil {
 			f.a.cancel()
 			f.a.cancel = nil

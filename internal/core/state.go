@@ -21,6 +21,10 @@ type Destination struct {
 	HasRoutes bool
 	Outlier   *resilience.Outlier // nil when outlier detection is off for the service
 	Breaker   *resilience.Breaker // the service-level breaker, nil when off
+	// Limiter is the concurrency limit toward the service, taken per
+	// attempt; nil when off. Shed counts its refusals.
+	Limiter *resilience.Limiter
+	Shed    *telemetry.Counter
 	// TLS is the service-level TLS mode, strict or disable. gRPC uses it
 	// for its connections, which every route of the service shares (a
 	// route's own tls override applies to HTTP only).
