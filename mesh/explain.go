@@ -94,6 +94,8 @@ type ConcurrencyState struct {
 	MaxWait  policy.Duration             `json:"max_wait"`           // how long a call may queue; 0: refused at once
 	Limit    int                         `json:"limit"`              // the limit now (for adaptive, what it learned)
 	InFlight int                         `json:"in_flight"`          // attempts holding a slot now
+	Waiting  int                         `json:"waiting"`            // calls queued for a slot now
+	Shed     int64                       `json:"shed"`               // attempts refused so far (layer overload)
 }
 
 // EndpointState is one endpoint as the admin page and Explain show it.
@@ -246,10 +248,11 @@ func concurrencyState(d *core.Destination, c *policy.Concurrency) *ConcurrencySt
 	if c == nil {
 		return nil
 	}
-	cs := &ConcurrencyState{Max: c.Max, Adaptive: c.Adaptive, MaxWait: c.MaxWait, Limit: c.Max}
-	if a := c.Adaptive; a != nil {
-		cs.Limit = a.Initial
+	cs := &ConcurrencyState{Max: c.Max, Adaptive: c.Adaptive, MaxWait: c.MaxWait}
+	if l := d.Limiter; l != nil {
+		cs.Limit, cs.InFlight, cs.Waiting = l.Limit(), l.InFlight(), l.Waiting()
 	}
+	cs.Shed = d.Shed.Load()
 	return cs
 }
 

@@ -67,8 +67,10 @@ var ErrBreakerOpen = errors.New("resilience: circuit breaker is open")
 // closed rate breaker counts its reports in a sliding window of ten
 // buckets by compare-and-swap, reading its clock once per report (the
 // monotonic clock alone on the system clock), and takes its lock only to
-// trip. Its window starts empty each time it closes. It counts attempts,
-// retries included, as the consecutive form does.
+// trip. Its window starts empty each time it closes. It counts the
+// reports it gets; the mesh's core gives it one per call, the call's last
+// attempt ([Breaker.CountsCalls]), where the consecutive form hears of
+// every attempt.
 //
 // A Breaker is safe for concurrent use. A nil *Breaker is no breaker: it
 // allows every attempt and is always "closed".
@@ -238,6 +240,12 @@ func (b *Breaker) State() string {
 	defer b.mu.Unlock()
 	return stateName(stateOf(b.current(b.clock.Now())))
 }
+
+// CountsCalls reports whether b is of the rate form, whose window counts
+// calls: its user reports only the last attempt of each call (the others
+// released), so that retries do not count one failing call several
+// times. The consecutive form takes every attempt.
+func (b *Breaker) CountsCalls() bool { return b != nil && b.win != nil }
 
 // Window returns the attempts reported to a closed rate breaker over its
 // last window, and how many of them failed: (0, 0) for the consecutive

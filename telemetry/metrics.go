@@ -65,6 +65,14 @@ func (c *Counter) Add(n int64) {
 	}
 }
 
+// Load returns the count so far (0 for a nil Counter), for diagnostics.
+func (c *Counter) Load() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
 // HTTPCall identifies the attributes of one logical HTTP client call. It is
 // comparable and is the cache key of its attribute set.
 type HTTPCall struct {

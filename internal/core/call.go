@@ -105,6 +105,10 @@ type Call struct {
 	// shed is the concurrency limit's refusal of the last Begin, nil when
 	// it admitted the attempt.
 	shed error
+	// verdict is the ticket of the last settled attempt, for a rate
+	// breaker, which hears of a call once, in Finish (holdVerdict).
+	verdict       resilience.Ticket
+	verdictFailed bool
 }
 
 // Init starts a call of req toward d: it finds the route. picks says
@@ -212,6 +216,8 @@ func (c *Call) Finish() {
 	if c.Route != nil {
 		c.Route.Counter.Add(int64(c.Attempts))
 	}
+	c.verdict.Done(c.verdictFailed)
+	c.verdict = resilience.Ticket{}
 	if c.ends {
 		c.dl.Cancel()
 		c.ends = false
@@ -426,6 +432,7 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		}
 		a.Host = c.Host
 	}
+	c.releaseVerdict()
 	ticket, err := c.Route.Breaker.Allow()
 	if err != nil {
 		a.permit.Release()
@@ -440,6 +447,25 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		a.Ctx, a.cancel = context.WithTimeout(c.Ctx, pt)
 	}
 	return nil
+}
+
+// holdVerdict keeps the ticket of an attempt that ended, failed or not,
+// for a rate breaker: the call's last settled attempt reports in Finish,
+// and an earlier one gives its ticket back unreported when a later one
+// begins (releaseVerdict), so that the breaker's window counts calls as
+// their callers saw them, a failure that a retry repaired not at all, a
+// call that failed after three attempts once.
+func (c *Call) holdVerdict(t resilience.Ticket, failed bool) {
+	c.verdict.Release()
+	c.verdict, c.verdictFailed = t, failed
+}
+
+// releaseVerdict gives back the ticket holdVerdict kept, before another
+// attempt asks the breaker: a half-open breaker's probe slot is free for
+// it.
+func (c *Call) releaseVerdict() {
+	c.verdict.Release()
+	c.verdict = resilience.Ticket{}
 }
 
 // Settle records how attempt a ended: its endpoint becomes the call's, its
@@ -465,7 +491,11 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 		a.ticket.Release()
 	} else {
 		failed := resilience.IsFailure(o.Result)
-		a.ticket.Done(failed)
+		if c.Route.Breaker.CountsCalls() {
+			c.holdVerdict(a.ticket, failed)
+		} else {
+			a.ticket.Done(failed)
+		}
 		if o.Host != nil {
 			if hh := Health(o.Host); hh != nil {
 				now := a.Now

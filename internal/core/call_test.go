@@ -516,6 +516,57 @@ func TestBreaker(t *testing.T) {
 	})
 }
 
+// TestRateBreakerCountsCalls: a rate breaker hears of each call once, by
+// its last attempt: a failure that a retry repaired does not count, a call
+// whose every attempt failed counts once; and a half-open breaker's one
+// probe slot is not held by the call's own earlier attempt.
+func TestRateBreakerCountsCalls(t *testing.T) {
+	quick := policy.Effective{Attempts: 3, BackoffInitial: time.Nanosecond, BackoffMax: time.Nanosecond}
+	rate := &resilience.BreakerConfig{FailureRate: 0.5, Window: time.Minute, MinCalls: 4, OpenFor: time.Hour, HalfOpenRequests: 1}
+	t.Run("repaired failures", func(t *testing.T) {
+		f := newFixture(t, settings{eff: quick, breaker: rate, auto: true})
+		for range 10 {
+			s := &fakeSender{script: sequence(status(503), status(200))}
+			if _, o, err := f.call(context.Background(), get, s); err != nil || o.Answer != 200 {
+				t.Fatalf("call: %v %v", o.Answer, err)
+			}
+		}
+		// Counted by attempt, half of 20 failed: the breaker would be open.
+		if calls, failures := f.route.Breaker.Window(); calls != 10 || failures != 0 || f.route.Breaker.State() != "closed" {
+			t.Fatalf("window %d calls, %d failures, %s; want 10 calls, 0 failures, closed", calls, failures, f.route.Breaker.State())
+		}
+	})
+	t.Run("failed calls", func(t *testing.T) {
+		f := newFixture(t, settings{eff: quick, breaker: rate, auto: true})
+		s := &fakeSender{script: always(status(503))}
+		for range 3 {
+			f.call(context.Background(), get, s)
+		}
+		if calls, failures := f.route.Breaker.Window(); calls != 3 || failures != 3 || s.attempts() != 9 {
+			t.Fatalf("window %d calls, %d failures after %d attempts; want 3 and 3 after 9", calls, failures, s.attempts())
+		}
+		f.call(context.Background(), get, s) // the fourth failed call trips it
+		if got := f.route.Breaker.State(); got != "open" {
+			t.Fatalf("after 4 failed calls: %s, want open", got)
+		}
+	})
+	t.Run("half-open probe retried", func(t *testing.T) {
+		cfg := *rate
+		cfg.MinCalls, cfg.OpenFor = 1, time.Nanosecond
+		f := newFixture(t, settings{eff: quick, breaker: &cfg, auto: true})
+		f.call(context.Background(), get, &fakeSender{script: always(status(503))}) // opens it
+		// Half-open at once: the probe's first attempt fails, its retry
+		// takes the one probe slot the first gave back, and closes it.
+		s := &fakeSender{script: sequence(status(503), status(200))}
+		if _, o, err := f.call(context.Background(), get, s); err != nil || o.Answer != 200 || s.attempts() != 2 {
+			t.Fatalf("probe call: %v %v after %d attempts", o.Answer, err, s.attempts())
+		}
+		if got := f.route.Breaker.State(); got != "closed" {
+			t.Fatalf("after the probe call succeeded: %s, want closed", got)
+		}
+	})
+}
+
 // TestOverloadAnswersAreNeutral: an answer by which the destination says
 // it is up but sheds load (429, ResourceExhausted, a 503 or Unavailable
 // with a hint to wait) is neither a failure nor a success for the breaker

@@ -244,6 +244,7 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 	if !ok {
 		return nil
 	}
+	c.releaseVerdict()
 	ticket, err := c.Route.Breaker.Allow()
 	if err != nil {
 		permit.Release()
