@@ -74,6 +74,20 @@ func TestDemo(t *testing.T) {
 	if res.identity != "spiffe://mesh.local/svc/enrollment" {
 		t.Errorf("enrollment's identity %q", res.identity)
 	}
+	// The overload phase: the adaptive limit keeps the saturated
+	// recommendations at its capacity, shedding the excess in the caller
+	// rather than sending it to be refused. Counts, not rates: how much
+	// gets through depends on the machine.
+	o := res.overload
+	var phase bytes.Buffer
+	o.report(&phase)
+	t.Logf("%s", phase.String())
+	if o.shed == 0 || o.ok == 0 || o.rejected*5 > o.ok || o.other != 0 {
+		t.Errorf("overload: %d answered, %d shed, %d answered 503, %d other; want sheds, and 503s under a fifth of the answers", o.ok, o.shed, o.rejected, o.other)
+	}
+	if o.limit < 1 || o.limit > 2*recommendationCapacity {
+		t.Errorf("overload: the limit learned is %d, want 1..%d for a backend of %d slots", o.limit, 2*recommendationCapacity, recommendationCapacity)
+	}
 	if !strings.Contains(out.String(), "failures by layer") {
 		t.Errorf("report lacks the layer table:\n%s", out.String())
 	}
