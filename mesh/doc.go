@@ -9,10 +9,13 @@
 // documentation of the other packages links here. A call whose URL host
 // (or mesh:/// gRPC target) names a service of the policy goes through:
 //
-//	request ─► route match ─► split (subset) ─► total deadline ─► attempt executor ─┐
-//	  ┌──────────────────────────────────────────────────────────────────────────────┘
-//	  └─► each attempt: pick endpoint ─► breaker ─► per-try deadline ─► mTLS dial
-//	      ─► send ─► classify ─► telemetry ─► retry? (back to pick, or the answer)
+//	request ─► route match ─► split (subset) ─► total deadline ─► fault ─► attempt executor ─┐
+//	  ┌───────────────────────────────────────────────────────────────────────────────────────┘
+//	  └─► each attempt: concurrency slot ─► pick endpoint ─► breaker ─► per-try deadline
+//	      ─► mTLS dial ─► send ─► classify ─► telemetry ─► retry? (back to the slot, or the answer)
+//	      (and, on a route that hedges, more attempts beside a slow one)
+//
+//	at the destination: mTLS ─► authorization (deny list, rules; enforce or audit) ─► rate limit ─► deadline ─► the application
 //
 // Step by step:
 //
@@ -23,33 +26,51 @@
 //     endpoints are the ones its labels select. None: layer discovery.
 //   - Total deadline: the timeout of the route, over the caller's context,
 //     retries included; it travels downstream with the request.
-//   - Attempt executor: runs the attempts of the call, one at a time. It
-//     sits above the pick, so each attempt picks again and a retry can land
-//     on another endpoint.
+//   - Fault: the route's fault block, when it has one, delays the call or
+//     fails it without sending it (layer fault), decided once per call.
+//   - Attempt executor: runs the attempts of the call. It sits above the
+//     pick, so each attempt picks again and a retry can land on another
+//     endpoint. On a route with a hedge, an attempt that has not answered
+//     after the hedge's delay gets company: another attempt to another
+//     endpoint, paid for by the retry budget; the first answer wins, the
+//     others are canceled and prove nothing.
+//   - Concurrency slot: the destination's concurrency limit (fixed, or
+//     adaptive: learned from latency and overload answers) admits the
+//     attempt, queues it up to max_wait, or sheds it: layer overload,
+//     never sent.
 //   - Pick: the subset's load balancer (round_robin, random,
 //     least_request) over the endpoints outlier detection has not ejected
 //     (all of them when every one is ejected).
-//   - Breaker: the destination's (or the route's) circuit breaker admits the
-//     attempt or fails it fast: layer breaker.
+//   - Breaker: the destination's (or the route's) circuit breaker, of
+//     consecutive failures or of a failure rate over a window, admits the
+//     attempt or fails it fast: layer breaker. An answer that says the
+//     destination sheds load (429, ResourceExhausted, a 503 or Unavailable
+//     with a Retry-After or pushback) counts for neither the breaker nor
+//     outlier detection.
 //   - Per-try deadline: retry.per_try_timeout, within the total deadline.
 //   - mTLS dial: toward a tls: strict destination, the connection presents
 //     this workload's identity and checks that the server is the service
 //     meant; a failure is layer tls, a dial that fails layer connect.
 //   - Send, classify: the attempt ends with an answer (an HTTP status, a
 //     gRPC status) or without one (connect, reset, timeout, tls); the
-//     outcome is reported to the breaker and to outlier detection.
+//     outcome is reported to the breaker and to outlier detection, and its
+//     slot given back (an adaptive limit learns from it). A denial or a
+//     rate-limit refusal marked by the destination's mesh, from a verified
+//     peer, is layer authz or rate_limit.
 //   - Telemetry: one span per logical call with an event per attempt, and
 //     the call's duration recorded once at its end, retries included.
 //   - Retry: when retry_on matches the outcome, attempts remain, the
 //     method may be repeated and the retry budget pays for it, the next
 //     attempt follows a backoff (or the server's Retry-After, or gRPC
-//     pushback). A retry the budget refuses is layer budget; when retries
-//     are spent, the caller gets the last answer, or the last attempt's
-//     CallError.
+//     pushback; a rate limit's Retry-After is waited whenever it ends
+//     before the deadline). A retry the budget refuses is layer budget;
+//     when retries are spent, the caller gets the last answer, or the last
+//     attempt's CallError.
 //
 // A host that is no service of the policy passes through untouched, or fails
 // at layer egress under egress: deny. Package resilience holds the breaker,
-// outlier detection, backoff, budget and retry conditions; package
+// outlier detection, backoff, budget, retry conditions, concurrency and
+// rate limiters and the latency tracker of hedges; package
 // discovery the endpoint snapshots and pickers; package telemetry the
 // instruments and spans.
 //
