@@ -48,6 +48,11 @@ var tailStacks = []tailStack{
 	// Half the calls start on the slow endpoint: hedging them all takes a
 	// budget that admits a hedge for every other call.
 	{fmt.Sprintf("inmesh, hedge %v, budget ratio 1", hedgeDelay), meshTail(fmt.Sprintf("    hedge: {delay: %v}\n    retry: {budget: {ratio: 1, min_per_second: 10}}\n", hedgeDelay))},
+	// least_request sends first attempts where fewer are in flight, away
+	// from the slow endpoint: few calls need a hedge, and the default
+	// budget pays for them.
+	{fmt.Sprintf("inmesh, hedge %v, least_request (default budget)", hedgeDelay), meshTail(fmt.Sprintf("    hedge: {delay: %v}\n    load_balancer: least_request\n", hedgeDelay))},
+	{"inmesh, least_request, no hedge", meshTail("    load_balancer: least_request\n")},
 }
 
 // meshTail builds an inmesh client of billing on both endpoints, with a

@@ -247,6 +247,11 @@ func (b *Breaker) State() string {
 // times. The consecutive form takes every attempt.
 func (b *Breaker) CountsCalls() bool { return b != nil && b.win != nil }
 
+// Closed reports whether b is closed now, with one atomic load (a nil
+// Breaker is). An open breaker whose open_for has passed reads as not
+// closed until it is asked (Allow, State).
+func (b *Breaker) Closed() bool { return b == nil || stateOf(b.word.Load()) == stateClosed }
+
 // Window returns the attempts reported to a closed rate breaker over its
 // last window, and how many of them failed: (0, 0) for the consecutive
 // form and for a breaker that is not closed.

@@ -454,7 +454,10 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 // and an earlier one gives its ticket back unreported when a later one
 // begins (releaseVerdict), so that the breaker's window counts calls as
 // their callers saw them, a failure that a retry repaired not at all, a
-// call that failed after three attempts once.
+// call that failed after three attempts once. A failed probe of a
+// breaker that is not closed reports at once instead (Settle): it
+// reopens the breaker before the call's retries, or other calls, probe
+// again.
 func (c *Call) holdVerdict(t resilience.Ticket, failed bool) {
 	c.verdict.Release()
 	c.verdict, c.verdictFailed = t, failed
@@ -491,7 +494,7 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 		a.ticket.Release()
 	} else {
 		failed := resilience.IsFailure(o.Result)
-		if c.Route.Breaker.CountsCalls() {
+		if b := c.Route.Breaker; b.CountsCalls() && (!failed || b.Closed()) {
 			c.holdVerdict(a.ticket, failed)
 		} else {
 			a.ticket.Done(failed)

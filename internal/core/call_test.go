@@ -555,14 +555,33 @@ func TestRateBreakerCountsCalls(t *testing.T) {
 		cfg.MinCalls, cfg.OpenFor = 1, time.Nanosecond
 		f := newFixture(t, settings{eff: quick, breaker: &cfg, auto: true})
 		f.call(context.Background(), get, &fakeSender{script: always(status(503))}) // opens it
-		// Half-open at once: the probe's first attempt fails, its retry
-		// takes the one probe slot the first gave back, and closes it.
+		// Half-open at once: the probe's first attempt fails and reopens
+		// it at once; a nanosecond later its retry probes again, and
+		// closes it.
 		s := &fakeSender{script: sequence(status(503), status(200))}
 		if _, o, err := f.call(context.Background(), get, s); err != nil || o.Answer != 200 || s.attempts() != 2 {
 			t.Fatalf("probe call: %v %v after %d attempts", o.Answer, err, s.attempts())
 		}
 		if got := f.route.Breaker.State(); got != "closed" {
 			t.Fatalf("after the probe call succeeded: %s, want closed", got)
+		}
+	})
+	t.Run("failed probe reopens at once", func(t *testing.T) {
+		f := newFixture(t, settings{eff: quick, auto: true})
+		cfg := *rate
+		cfg.MinCalls, cfg.OpenFor, cfg.Clock = 1, time.Minute, f.clk
+		f.route.Breaker = resilience.NewBreaker("billing", cfg, nil)
+		f.call(context.Background(), get, &fakeSender{script: always(status(503))}) // opens it
+		f.clk.Advance(time.Minute + time.Nanosecond)
+		// The probe fails: the breaker hears of it at once and opens
+		// again, so the call's retry is refused rather than probing on.
+		s := &fakeSender{script: sequence(status(503), status(200))}
+		_, _, err := f.call(context.Background(), get, s)
+		if ce := callErr(err); ce == nil || ce.Layer != LayerBreaker || s.attempts() != 1 {
+			t.Fatalf("probe call: %v after %d attempts; want layer breaker after 1", err, s.attempts())
+		}
+		if got := f.route.Breaker.State(); got != "open" {
+			t.Fatalf("after the failed probe: %s, want open", got)
 		}
 	})
 }
