@@ -39,7 +39,7 @@ type Instruments struct {
 
 	rateLimit        *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
 	hedgeInstruments                       // inmesh.hedges (hedge.go)
-	overload *overloadInstruments // inmesh.concurrency.limit and inmesh.overload.shed (overload.go)
+	overload         *overloadInstruments  // inmesh.concurrency.limit and inmesh.overload.shed (overload.go)
 
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
