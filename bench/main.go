@@ -2,7 +2,7 @@
 // run on this machine, and prints one markdown table.
 //
 //	cd bench && go run .          # about 9 minutes
-//	cd bench && go run . -quick   # under two minutes
+//	cd bench && go run . -quick   # about four minutes
 //
 // (or `go -C bench run . -quick` from the repository's root: bench is a
 // module of its own, so that users of inmesh do not inherit its
@@ -41,7 +41,7 @@ type config struct {
 }
 
 func main() {
-	quick := flag.Bool("quick", false, "fewer and shorter rounds: under two minutes")
+	quick := flag.Bool("quick", false, "fewer and shorter rounds: about four minutes")
 	rounds := flag.Int("rounds", 0, "rounds (0: 8, or 5 with -quick)")
 	only := flag.String("only", "", "measure only the rows whose section or name match this regexp (and their reference rows)")
 	flag.Parse()
