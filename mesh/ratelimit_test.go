@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/telemetry"
 )
 
@@ -78,23 +79,10 @@ func TestRateLimitLogs(t *testing.T) {
 	if n := strings.Count(buf.String(), "caller rate limited"); n != 3 {
 		t.Fatalf("%d log lines of refusals, want 3 (one a second):\n%s", n, buf.String())
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			if mt.Name != telemetry.MetricRateLimitDecisions {
-				continue
-			}
-			for _, dp := range mt.Data.(metricdata.Sum[int64]).DataPoints {
-				r, _ := dp.Attributes.Value(telemetry.AttrRateLimitResult)
-				c, ok := dp.Attributes.Value(telemetry.AttrCaller)
-				got[fmt.Sprint(r.AsString(), " caller=", c.AsString(), " ", ok)] = dp.Value
-			}
-		}
-	}
+	got := meshtest.Int64Sums(t, reader, telemetry.MetricRateLimitDecisions, func(a attribute.Set) string {
+		c, ok := a.Value(telemetry.AttrCaller)
+		return fmt.Sprint(meshtest.Attr(a, telemetry.AttrRateLimitResult), " caller=", c.AsString(), " ", ok)
+	})
 	// Per caller: the caller attribute is there, "" for the callers
 	// without a verified identity.
 	if want := map[string]int64{"allowed caller= true": 3, "limited caller= true": 297}; !maps.Equal(got, want) {

@@ -13,7 +13,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -70,27 +70,13 @@ func (f *fleet) otherCall(ctx context.Context) result {
 // "<caller>/<decision>/<mode>/<rule>".
 func authzCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != telemetry.MetricAuthzDecisions {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				var key []string
-				for _, k := range []string{telemetry.AttrCaller, telemetry.AttrAuthzDecision, telemetry.AttrAuthzMode, telemetry.AttrAuthzRule} {
-					v, _ := dp.Attributes.Value(attribute.Key(k))
-					key = append(key, v.AsString())
-				}
-				got[strings.Join(key, "/")] += dp.Value
-			}
+	return meshtest.Int64Sums(t, reader, telemetry.MetricAuthzDecisions, func(a attribute.Set) string {
+		var key []string
+		for _, k := range []string{telemetry.AttrCaller, telemetry.AttrAuthzDecision, telemetry.AttrAuthzMode, telemetry.AttrAuthzRule} {
+			key = append(key, meshtest.Attr(a, k))
 		}
-	}
-	return got
+		return strings.Join(key, "/")
+	})
 }
 
 // logRecords keeps the records a mesh logs at Warn and above.

@@ -8,14 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/internal/meshlink"
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/telemetry"
 )
@@ -43,24 +44,9 @@ func faultMetrics(t *testing.T) (mesh.Option, func() map[string]int64) {
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	return mesh.WithMeterProvider(mp), func() map[string]int64 {
 		t.Helper()
-		var rm metricdata.ResourceMetrics
-		if err := reader.Collect(context.Background(), &rm); err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]int64{}
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				if m.Name != telemetry.MetricFaultsInjected {
-					continue
-				}
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					svc, _ := dp.Attributes.Value(telemetry.AttrServerAddress)
-					kind, _ := dp.Attributes.Value(telemetry.AttrFaultKind)
-					out[svc.AsString()+" "+kind.AsString()] += dp.Value
-				}
-			}
-		}
-		return out
+		return meshtest.Int64Sums(t, reader, telemetry.MetricFaultsInjected, func(a attribute.Set) string {
+			return meshtest.Attr(a, telemetry.AttrServerAddress) + " " + meshtest.Attr(a, telemetry.AttrFaultKind)
+		})
 	}
 }
 
