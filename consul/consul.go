@@ -24,6 +24,11 @@ type Config struct {
 	// Prefix is the KV prefix of the policy; "" means DefaultPrefix
 	// ("inmesh").
 	Prefix string
+	// StatusPrefix is the KV prefix under which each registered instance
+	// keeps the policy version it applied (<StatusPrefix>/<service>/<id>);
+	// "" means Prefix + "-status". It lies outside Prefix, so that the
+	// fleet's reports never wake the policy's watch.
+	StatusPrefix string
 }
 
 // ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
@@ -43,6 +48,7 @@ type ControlPlane struct {
 	closed     bool
 	closers    []interface{ Close() error } // the sources started, closed by Close
 	registered []string                     // service IDs Close deregisters
+	reported   []string                     // status keys Close deletes
 }
 
 var _ mesh.ControlPlane = (*ControlPlane)(nil)
@@ -56,6 +62,7 @@ var _ mesh.ControlPlane = (*ControlPlane)(nil)
 // Client) as its error.
 func New(cfg Config) *ControlPlane {
 	cfg.Prefix = cleanPrefix(cfg.Prefix)
+	cfg.StatusPrefix = statusPrefix(cfg)
 	return &ControlPlane{cfg: cfg}
 }
 
@@ -184,10 +191,17 @@ func (cp *ControlPlane) Close() error {
 		return nil
 	}
 	cp.closed = true
-	ids, closers := cp.registered, cp.closers
-	cp.registered, cp.closers = nil, nil
+	ids, closers, reported := cp.registered, cp.closers, cp.reported
+	cp.registered, cp.closers, cp.reported = nil, nil, nil
 	cp.mu.Unlock()
 	var errs []error
+	for _, key := range reported {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := cp.cfg.Client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			errs = append(errs, fmt.Errorf("consul: deleting the status %s: %w", key, err))
+		}
+		cancel()
+	}
 	for _, id := range ids {
 		// Close takes no context; each deregistration gets a bounded one,
 		// so an unreachable agent delays Close by at most 5 s per instance.

@@ -65,6 +65,7 @@ func (m *Mesh) startFromCache() bool {
 	}
 	m.mu.Unlock()
 	m.apply(snap)
+	m.statusChanged()
 	m.log.Warn("the control plane does not answer; serving the last-known-good cache",
 		"source", m.source.String(), "cached_version", st.Version, "written", st.Written, "dir", m.cfg.cacheDir)
 	return true

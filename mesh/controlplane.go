@@ -191,6 +191,7 @@ func (m *Mesh) Register(ctx context.Context, inst Instance) error {
 		return fmt.Errorf("mesh: Register %s: %w", inst.ID, err)
 	}
 	m.log.Info("registered", "id", inst.ID, "address", inst.Address, "control_plane", m.source.String())
+	m.registered(inst.ID)
 	return nil
 }
 

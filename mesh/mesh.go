@@ -60,6 +60,7 @@ type Mesh struct {
 	// authzReady are what it gave at New (nil when it gives none), so the
 	// request path asks no interface what it has.
 	plane           ControlPlane
+	status          *statusReports // nil unless plane is a StatusReporter
 	endpoints       EndpointSource
 	authorizeCaller func(caller, method, path string, header RequestHeader) identity.Decision
 	authzReady      <-chan struct{}
@@ -126,6 +127,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	// (which only bounds the wait for a first policy).
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	m.startStatusReports()
 	m.done = runCtx.Done()
 	if err := m.startPlane(); err != nil {
 		m.Close()
@@ -256,6 +258,7 @@ func (m *Mesh) onPolicy(ev policy.Event) bool {
 	m.updates.Add(1)
 	m.instr.RecordPolicyUpdate(ctx, "applied", m.source.String())
 	m.log.Info("policy applied", "source", snap.Source, "version", snap.Version, "hash", snap.Hash, "services", len(snap.Services))
+	m.statusChanged()
 	return true
 }
 
@@ -408,6 +411,7 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // state in force.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
+		m.stopStatusReports() // before the plane takes the instances' status out
 		if m.plane != nil {
 			if err := m.plane.Close(); err != nil {
 				m.log.Warn("closing the control plane failed", "source", m.source, "err", err)
