@@ -335,9 +335,9 @@ func TestExplainReasons(t *testing.T) {
 			},
 		},
 		{
-			name:   "RPC by content type, no route",
-			req:    meshtest.MustRequest(t, http.MethodPost, "http://billing/pkg.Other/Get", "Content-Type", "application/grpc", "X-Canary", "false"),
-			routes: []RouteDecision{{Name: "canary", Reason: `header x-canary: want "true", got "false"`}, {Name: "charge", Reason: "path /pkg.Other/Get does not start with /charge"}, {Name: "refunds", Reason: "path /pkg.Other/Get does not start with /refund"}, {Name: "rpc", Reason: "path /pkg.Other/Get does not start with /billing.Billing/"}, {Name: "reads", Reason: "method POST not in [GET]"}},
+			name:      "RPC by content type, no route",
+			req:       meshtest.MustRequest(t, http.MethodPost, "http://billing/pkg.Other/Get", "Content-Type", "application/grpc", "X-Canary", "false"),
+			routes:    []RouteDecision{{Name: "canary", Reason: `header x-canary: want "true", got "false"`}, {Name: "charge", Reason: "path /pkg.Other/Get does not start with /charge"}, {Name: "refunds", Reason: "path /pkg.Other/Get does not start with /refund"}, {Name: "rpc", Reason: "path /pkg.Other/Get does not start with /billing.Billing/"}, {Name: "reads", Reason: "method POST not in [GET]"}},
 			wantLayer: LayerRoute,
 		},
 	}
