@@ -506,3 +506,39 @@ func TestExplainJSONDurationsAll(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainDefaultsRoutes: a service without routes of its own takes the
+// defaults' routes, and the reasons say so.
+func TestExplainDefaultsRoutes(t *testing.T) {
+	m := newTestMesh(t, `
+defaults:
+  routes:
+    - name: slow
+      match: {path_prefix: /slow}
+      timeout: 3s
+    - name: all
+services:
+  ledger:
+    endpoints: [{address: 127.0.0.1:9101}]
+    timeout: 2s
+`)
+	tests := []struct {
+		path, timeout string
+		routes        []RouteDecision
+	}{
+		{"/slow/1", "3s: timeout of route slow of the defaults", []RouteDecision{{Name: "slow", Matched: true, Reason: "first match"}}},
+		{"/fast", "2s: timeout of service ledger", []RouteDecision{{Name: "slow", Reason: "path /fast does not start with /slow"},
+			{Name: "all", Matched: true, Reason: "first match"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			ex, err := m.Explain(meshtest.MustRequest(t, http.MethodGet, "http://ledger"+tc.path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ex.Reasons.Timeout != tc.timeout || !slices.Equal(ex.Routes, tc.routes) {
+				t.Fatalf("timeout %q routes %+v", ex.Reasons.Timeout, ex.Routes)
+			}
+		})
+	}
+}
