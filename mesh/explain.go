@@ -22,7 +22,9 @@ type WeightedSubset = policy.WeightedSubset
 // Explanation says what the mesh would do with a request, without sending
 // it: the route that matches, the split, the endpoints the route may use,
 // the deadlines and retries, the breaker's state and the TLS mode, under
-// which policy version.
+// which policy version; with the routes tried before the one that matched
+// and the reason of each decision (Reasons). Its JSON writes every
+// duration as a Go duration string ("250ms").
 type Explanation struct {
 	Service       string           `json:"service"`
 	Protocol      string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
