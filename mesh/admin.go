@@ -29,7 +29,9 @@ import (
 //	/certs      this workload's identity: SPIFFE ID, serial, expiry, trust roots
 //	/explain    ?url=...&method=...&header=k:v (repeatable): what Explain says;
 //	            url=grpc://billing/billing.Billing/Charge (or the header
-//	            content-type:application/grpc) explains an RPC
+//	            content-type:application/grpc) explains an RPC; &caller=NAME
+//	            explains the authorization service NAME would meet
+//	            (ExplainAs; default: this mesh's service)
 //
 // Mount it on an internal listener: it shows the fleet's topology.
 func (m *Mesh) AdminHandler() http.Handler {
@@ -268,7 +270,7 @@ func (m *Mesh) adminExplain(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	ex, err := m.Explain(req)
+	ex, err := m.ExplainAs(req, r.URL.Query().Get("caller"))
 	if ex == nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return

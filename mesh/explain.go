@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -20,7 +22,9 @@ type WeightedSubset = policy.WeightedSubset
 // Explanation says what the mesh would do with a request, without sending
 // it: the route that matches, the split, the endpoints the route may use,
 // the deadlines and retries, the breaker's state and the TLS mode, under
-// which policy version.
+// which policy version; with the routes tried before the one that matched
+// and the reason of each decision (Reasons). Its JSON writes every
+// duration as a Go duration string ("250ms").
 type Explanation struct {
 	Service       string           `json:"service"`
 	Protocol      string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
@@ -52,9 +56,30 @@ type Explanation struct {
 	// through)" under audit. "" when a control plane decides instead (with
 	// Consul, its intentions).
 	Authorization string `json:"authorization,omitempty"`
-	PolicyVersion string `json:"policy_version"`
-	Layer         Layer  `json:"layer,omitempty"` // set when the mesh would fail the request
-	Error         string `json:"error,omitempty"`
+	// Caller is the service the authorization is explained for (this
+	// mesh's own unless ExplainAs names another); AuthorizationRule the
+	// rule that decided ("rules[0]", "deny[1]", "default") and
+	// AuthorizationMode the block's mode (enforce or audit). All three
+	// are "" when Authorization is.
+	Caller            string `json:"caller,omitempty"`
+	AuthorizationRule string `json:"authorization_rule,omitempty"`
+	AuthorizationMode string `json:"authorization_mode,omitempty"`
+	// Routes are the routes of the service tried in order, each with why
+	// it did not match, up to and including the one that matched
+	// (reason "first match"); all of them when none matched.
+	Routes []RouteDecision `json:"routes,omitempty"`
+	// BreakerDetail is the route's circuit breaker as /breakers shows it
+	// (form, state, a rate breaker's window counts); nil without one.
+	BreakerDetail *BreakerState `json:"breaker_detail,omitempty"`
+	// OutlierDetection is the route's outlier detection, defaults filled
+	// in (nil: none); Hosts says which endpoints it ejected, until when.
+	OutlierDetection *policy.OutlierDetection `json:"outlier_detection,omitempty"`
+	// Reasons says why each decision above is what it is, and where in
+	// the policy document its setting came from.
+	Reasons       Reasons `json:"reasons"`
+	PolicyVersion string  `json:"policy_version"`
+	Layer         Layer   `json:"layer,omitempty"` // set when the mesh would fail the request
+	Error         string  `json:"error,omitempty"`
 }
 
 // explanationJSON is an Explanation as JSON: its fields, with the
@@ -96,6 +121,42 @@ type ConcurrencyState struct {
 	InFlight int                         `json:"in_flight"`          // attempts holding a slot now
 	Waiting  int                         `json:"waiting"`            // calls queued for a slot now
 	Shed     int64                       `json:"shed"`               // attempts refused so far (layer overload)
+	// Reason says where the block came from and what it does now; Explain
+	// sets it.
+	Reason string `json:"reason,omitempty"`
+}
+
+// RouteDecision is one route Explain tried: whether it matched the
+// request and, when it did not, the first of its conditions that failed
+// ("path /refund does not start with /charge", "method GET not in [POST]",
+// `header x-canary: want "true", got none`). The request's own text in a
+// reason is bounded and sanitized.
+type RouteDecision struct {
+	Name    string `json:"name"` // "" for the implicit route of a service without routes
+	Matched bool   `json:"matched"`
+	Reason  string `json:"reason"`
+}
+
+// Reasons are the reasons of an Explanation's decisions, each a short
+// sentence that starts with the value decided and names the level of the
+// policy document that set it: "1s: timeout of route charge", "2s:
+// timeout of the defaults", "none: only the caller's context", "1: POST
+// is not idempotent and the route does not say non_idempotent (...)", "3:
+// retry.attempts of service billing". A field is "" when the mesh did not
+// get to that decision.
+type Reasons struct {
+	Split         string `json:"split,omitempty"`
+	Timeout       string `json:"timeout,omitempty"`
+	PerTryTimeout string `json:"per_try_timeout,omitempty"`
+	Attempts      string `json:"attempts,omitempty"`
+	LoadBalancer  string `json:"load_balancer,omitempty"`
+	Breaker       string `json:"breaker,omitempty"`
+	Outlier       string `json:"outlier,omitempty"`
+	Concurrency   string `json:"concurrency,omitempty"`
+	Hedge         string `json:"hedge,omitempty"`
+	Fault         string `json:"fault,omitempty"`
+	TLS           string `json:"tls,omitempty"`
+	Authorization string `json:"authorization,omitempty"`
 }
 
 // EndpointState is one endpoint as the admin page and Explain show it.
@@ -120,7 +181,19 @@ type EndpointState struct {
 // ("grpc://billing/billing.Billing/Charge"), the headers are its metadata,
 // every RPC is retried up to the route's attempts, and TLS is the service's
 // mode, which gRPC connections share.
+//
+// Explain(req) is ExplainAs(req, m.Service()).
 func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
+	return m.ExplainAs(req, m.cfg.service)
+}
+
+// ExplainAs is Explain with the authorization that caller, a service
+// name, would meet at the destination ("" is this mesh's own service).
+// Only the authorization depends on the caller.
+func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error) {
+	if caller == "" {
+		caller = m.cfg.service
+	}
 	if req == nil || req.URL == nil {
 		return nil, errors.New("mesh: Explain needs a request with a URL")
 	}
@@ -152,6 +225,7 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 			Replayable: true, Idempotent: true}
 	}
 	rt := d.Lookup(&creq)
+	ex.Routes = routeDecisions(d, &creq)
 	if rt == nil {
 		what := req.Method + " " + req.URL.Path
 		if rpc {
@@ -178,8 +252,11 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if rs := st.policy.Services[name]; rs != nil {
 		ex.Concurrency = concurrencyState(d, rs.Concurrency)
 		ex.RateLimit = rs.RateLimit
+		ex.Caller = caller
 		if _, local := m.plane.(*localPlane); local {
-			ex.Authorization = m.explainAuthz(rs, &creq, req)
+			explainAuthz(ex, rs, &creq, req, caller)
+		} else {
+			ex.Reasons.Authorization = "decided by the control plane (with Consul, its intentions), not by this policy"
 		}
 	}
 	ex.Hedge, ex.Fault = eff.Hedge, eff.Fault
@@ -188,7 +265,14 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	if rt.Breaker != nil {
 		ex.HasBreaker = true
 		ex.Breaker = rt.Breaker.State()
+		scope := ""
+		if rt.Breaker != d.Breaker {
+			scope = rt.Name
+		}
+		bs := breakerState(name, scope, rt.Breaker, eff.CircuitBreaker)
+		ex.BreakerDetail = &bs
 	}
+	ex.OutlierDetection = eff.OutlierDetection
 	now := m.clock.Now()
 	var pools []*core.Pool
 	if len(rt.Split) == 0 {
@@ -208,6 +292,7 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 			ex.Endpoints = append(ex.Endpoints, h.Address)
 		}
 	}
+	explainReasons(ex, st.policy.Doc, d, rt, &creq, now)
 	if len(ex.Hosts) == 0 {
 		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.Name, PolicyVersion: d.Version,
 			Err: core.NoEndpoints(name, "")}
@@ -217,11 +302,14 @@ func (m *Mesh) Explain(req *http.Request) (*Explanation, error) {
 	return ex, nil
 }
 
-// explainAuthz says what the authorization block of rs decides for this
-// mesh's service calling creq (req as sent: its path as spelled).
-func (m *Mesh) explainAuthz(rs *policy.ResolvedService, creq *core.Request, req *http.Request) string {
+// explainAuthz sets what the authorization block of rs decides for
+// caller calling creq (req as sent: its path as spelled): ex's
+// Authorization, the rule that decided, the mode and the reason.
+func explainAuthz(ex *Explanation, rs *policy.ResolvedService, creq *core.Request, req *http.Request, caller string) {
 	if !rs.HasAuthorization {
-		return "no authorization block: every caller of the trust domain"
+		ex.Authorization = "no authorization block: every caller of the trust domain"
+		ex.Reasons.Authorization = "caller " + caller + ": allowed, neither the service nor the defaults have an authorization block"
+		return
 	}
 	path := req.URL.EscapedPath()
 	if req.URL.RawPath != "" {
@@ -232,7 +320,7 @@ func (m *Mesh) explainAuthz(rs *policy.ResolvedService, creq *core.Request, req 
 		method = http.MethodGet
 	}
 	az := identity.NewAuthorizer(rs.Authorization)
-	d := az.Authorize(m.cfg.service, method, path)
+	d := az.Authorize(caller, method, path)
 	out := "allowed by " + d.Name
 	if !d.Allow {
 		out = "denied by " + d.Name + " (" + d.Reason + ")"
@@ -240,7 +328,10 @@ func (m *Mesh) explainAuthz(rs *policy.ResolvedService, creq *core.Request, req 
 			out += " (mode audit: logged, let through)"
 		}
 	}
-	return out
+	ex.Authorization = out
+	ex.AuthorizationRule = d.Name
+	ex.AuthorizationMode = rs.Authorization.Mode
+	ex.Reasons.Authorization = fmt.Sprintf("caller %s, %s %s: %s, mode %s", caller, method, core.PeerText(path), out, rs.Authorization.Mode)
 }
 
 // concurrencyState is the concurrency limit c of d, nil when c is.
@@ -286,4 +377,251 @@ func hostState(h *discovery.Host, now time.Time) EndpointState {
 		s.EjectedUntil = &until
 	}
 	return s
+}
+
+// routeDecisions lists the routes of d tried for creq, in order, up to
+// and including the first that matches.
+func routeDecisions(d *core.Destination, creq *core.Request) []RouteDecision {
+	if !d.HasRoutes {
+		return []RouteDecision{{Matched: true, Reason: "no routes: the service's implicit route takes every request"}}
+	}
+	out := make([]RouteDecision, 0, len(d.Routes))
+	for _, rt := range d.Routes {
+		why := rt.Match.Why(creq)
+		if why == "" {
+			return append(out, RouteDecision{Name: rt.Name, Matched: true, Reason: "first match"})
+		}
+		out = append(out, RouteDecision{Name: rt.Name, Reason: why})
+	}
+	return out
+}
+
+// level is one level of the policy document that may set a route's
+// settings, as reasons name it: "route charge", "service billing", "the
+// defaults".
+type level struct {
+	name string
+	s    *policy.Settings
+}
+
+// settingLevels returns the levels of doc that set the settings of route
+// rt of service d, most specific first. The resolved view keeps no
+// provenance, so it is read again from the document, as policy resolves
+// it: the service's routes, or the defaults' when it has none.
+func settingLevels(doc *policy.Document, d *core.Destination, rt *core.Route) (route, service, defaults level) {
+	route.name, service.name, defaults.name = "route "+rt.Name, "service "+d.Name, "the defaults"
+	if doc == nil {
+		return route, service, defaults
+	}
+	svc, def := doc.Services[d.Name], doc.Defaults
+	if def != nil {
+		defaults.s = &def.Settings
+	}
+	if svc != nil {
+		service.s = &svc.Settings
+	}
+	if !d.HasRoutes {
+		return route, service, defaults
+	}
+	i := slices.Index(d.Routes, rt)
+	switch {
+	case svc != nil && len(svc.Routes) > 0:
+		if i >= 0 && i < len(svc.Routes) {
+			route.s = &svc.Routes[i].Settings
+		}
+	case def != nil && i >= 0 && i < len(def.Routes):
+		route.name += " of the defaults"
+		route.s = &def.Routes[i].Settings
+	}
+	return route, service, defaults
+}
+
+// setBy returns the name of the first of levels that sets a field (set
+// reports whether a level's settings do), or "".
+func setBy(set func(*policy.Settings) bool, levels ...level) string {
+	for _, l := range levels {
+		if l.s != nil && set(l.s) {
+			return l.name
+		}
+	}
+	return ""
+}
+
+// explainReasons fills ex.Reasons (and the concurrency limit's reason)
+// for route rt of d, which creq matched, from the document
+// doc the policy in force was made of.
+func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, rt *core.Route, creq *core.Request, now time.Time) {
+	r := &ex.Reasons
+	eff := rt.Eff
+	rl, sl, dl := settingLevels(doc, d, rt)
+	all := []level{rl, sl, dl}
+	retry := func(f func(*policy.Retry) bool) func(*policy.Settings) bool {
+		return func(s *policy.Settings) bool { return s.Retry != nil && f(s.Retry) }
+	}
+
+	// Split.
+	if len(rt.Split) == 0 {
+		r.Split = "none: every endpoint of the service"
+	} else {
+		var parts, notes []string
+		for _, e := range rt.Split {
+			parts = append(parts, fmt.Sprintf("%s %d/%d", e.Subset, e.Weight, rt.Total))
+			switch {
+			case e.Weight == 0:
+				notes = append(notes, "subset "+e.Subset+" has weight 0: it gets no traffic")
+			case len(e.Pool.Hosts) == 0:
+				notes = append(notes, "subset "+e.Subset+" selects no endpoint")
+			}
+		}
+		r.Split = strings.Join(parts, ", ") + ": split of " + rl.name
+		if len(notes) > 0 {
+			r.Split += "; " + strings.Join(notes, "; ")
+		}
+	}
+
+	// Deadlines.
+	if src := setBy(func(s *policy.Settings) bool { return s.Timeout != 0 }, all...); src != "" {
+		r.Timeout = fmt.Sprintf("%s: timeout of %s", eff.Timeout, src)
+	} else {
+		r.Timeout = "none: only the caller's context"
+	}
+	if src := setBy(retry(func(r *policy.Retry) bool { return r.PerTryTimeout != 0 }), all...); src != "" {
+		r.PerTryTimeout = fmt.Sprintf("%s: retry.per_try_timeout of %s", eff.PerTryTimeout, src)
+	} else {
+		r.PerTryTimeout = "none: an attempt may take the whole timeout"
+	}
+
+	// Attempts, as Route.MaxAttempts decides them.
+	attemptsSrc := setBy(retry(func(r *policy.Retry) bool { return r.Attempts != 0 }), all...)
+	base := "1: no level sets retry.attempts"
+	if attemptsSrc != "" {
+		base = fmt.Sprintf("%d: retry.attempts of %s", eff.Attempts, attemptsSrc)
+	}
+	switch {
+	case eff.Attempts > 1 && !creq.Replayable:
+		r.Attempts = fmt.Sprintf("1: the body cannot be replayed (retry.attempts %d of %s)", eff.Attempts, attemptsSrc)
+	case eff.Attempts > 1 && rt.IdempotentOnly && !creq.Idempotent:
+		r.Attempts = fmt.Sprintf("1: %s is not idempotent and the route does not say non_idempotent (retry.attempts %d of %s)",
+			core.PeerText(creq.Method), eff.Attempts, attemptsSrc)
+	case eff.Attempts > 1 && !creq.Idempotent:
+		src := setBy(retry(func(r *policy.Retry) bool { return r.NonIdempotent != nil }), all...)
+		r.Attempts = fmt.Sprintf("%s; retry.non_idempotent of %s lets %s be retried", base, src, core.PeerText(creq.Method))
+	default:
+		r.Attempts = base
+	}
+
+	if src := setBy(func(s *policy.Settings) bool { return s.LoadBalancer != "" }, all...); src != "" {
+		r.LoadBalancer = eff.LoadBalancer + ": load_balancer of " + src
+	} else {
+		r.LoadBalancer = eff.LoadBalancer + ": the default"
+	}
+
+	// Breaker.
+	if cb := eff.CircuitBreaker; cb == nil || rt.Breaker == nil {
+		r.Breaker = "none: no level sets circuit_breaker"
+	} else {
+		form := fmt.Sprintf("consecutive_failures %d", cb.ConsecutiveFailures)
+		if cb.FailureRate > 0 {
+			calls, failures := rt.Breaker.Window()
+			form = fmt.Sprintf("failure_rate %g over %s with min_calls %d (window now: %d calls, %d failed)",
+				cb.FailureRate, cb.Window, cb.MinCalls, calls, failures)
+		}
+		src := setBy(func(s *policy.Settings) bool { return s.CircuitBreaker != nil }, all...)
+		r.Breaker = fmt.Sprintf("%s: %s, open_for %s; circuit_breaker of %s", rt.Breaker.State(), form, cb.OpenFor, src)
+		if rt.Breaker != d.Breaker {
+			r.Breaker += " (the route's own breaker)"
+		}
+	}
+
+	// Outlier detection, from the hosts Explain listed.
+	if od := eff.OutlierDetection; od == nil {
+		r.Outlier = "none: no level sets outlier_detection"
+	} else {
+		var ejected []string
+		for _, h := range ex.Hosts {
+			if h.Ejected && h.EjectedUntil != nil {
+				ejected = append(ejected, fmt.Sprintf("%s until %s (%s from now)", h.Address,
+					h.EjectedUntil.UTC().Format(time.RFC3339), h.EjectedUntil.Sub(now).Round(time.Millisecond)))
+			}
+		}
+		state := "no endpoint ejected"
+		if len(ejected) > 0 {
+			state = fmt.Sprintf("%d of %d endpoints ejected: %s", len(ejected), len(ex.Hosts), strings.Join(ejected, ", "))
+		}
+		src := setBy(func(s *policy.Settings) bool { return s.OutlierDetection != nil }, sl, dl)
+		r.Outlier = fmt.Sprintf("%s; consecutive_failures %d, base_ejection %s, max_ejection_percent %d; outlier_detection of %s",
+			state, od.ConsecutiveFailures, od.BaseEjection, od.MaxEjectionPercent, src)
+	}
+
+	// Concurrency: a block of the service or the defaults.
+	if c := ex.Concurrency; c == nil {
+		r.Concurrency = "none: neither the service nor the defaults set concurrency"
+	} else {
+		src := "the defaults"
+		if doc != nil && doc.Services[d.Name] != nil && doc.Services[d.Name].Concurrency != nil {
+			src = sl.name
+		}
+		limit := fmt.Sprintf("max %d", c.Max)
+		if a := c.Adaptive; a != nil {
+			limit = fmt.Sprintf("adaptive %d..%d, learned %d", a.Min, a.Max, c.Limit)
+		}
+		wait := "refused at once when full"
+		if c.MaxWait > 0 {
+			wait = "queued up to " + c.MaxWait.String() + " when full"
+		}
+		c.Reason = fmt.Sprintf("%s, %s; now %d in flight, %d waiting, %d shed; concurrency of %s",
+			limit, wait, c.InFlight, c.Waiting, c.Shed, src)
+		r.Concurrency = c.Reason
+	}
+
+	// Hedge, and whether it applies to this request (as core hedges).
+	if h := rt.Hedge; h == nil {
+		r.Hedge = "none: no level sets hedge"
+	} else {
+		after := h.Delay.String()
+		if eff.Hedge != nil && eff.Hedge.Quantile != "" {
+			after = eff.Hedge.Quantile + " of the route's recent latency"
+		}
+		src := setBy(func(s *policy.Settings) bool { return s.Hedge != nil }, all...)
+		r.Hedge = fmt.Sprintf("up to %d more attempt(s) after %s; hedge of %s", h.Max, after, src)
+		switch {
+		case !creq.Replayable:
+			r.Hedge += "; not for this request: the body cannot be replayed"
+		case !creq.Idempotent && !h.NonIdempotent:
+			r.Hedge += "; not for this request: " + core.PeerText(creq.Method) + " is not idempotent and the hedge does not say non_idempotent"
+		}
+	}
+
+	if f := eff.Fault; f == nil {
+		r.Fault = "none: no level sets fault"
+	} else {
+		src := setBy(func(s *policy.Settings) bool { return s.Fault != nil }, all...)
+		r.Fault = "injecting: fault of " + src
+		if f.OnlyWithHeader != "" && rt.Fault != nil {
+			if creq.Header != nil && len(creq.Header.Values(rt.Fault.OnlyWithHeader)) > 0 {
+				r.Fault += "; only with header " + f.OnlyWithHeader + ", which this request has"
+			} else {
+				r.Fault = "not for this request: it lacks header " + f.OnlyWithHeader + " (fault of " + src + ")"
+			}
+		}
+	}
+
+	// TLS: an RPC takes the service's mode, which its connections share.
+	tlsLevels, note := all, ""
+	if creq.RPC {
+		tlsLevels, note = []level{sl, dl}, " (an RPC takes the service's mode: gRPC connections are shared)"
+	}
+	if src := setBy(func(s *policy.Settings) bool { return s.TLS != "" }, tlsLevels...); src != "" {
+		r.TLS = ex.TLS + ": tls of " + src + note
+	} else {
+		r.TLS = ex.TLS + ": the default, no level sets tls" + note
+	}
+
+	if ex.AuthorizationRule != "" {
+		src := "the defaults"
+		if doc != nil && doc.Services[d.Name] != nil && doc.Services[d.Name].Authorization != nil {
+			src = sl.name
+		}
+		r.Authorization += "; authorization of " + src
+	}
 }

@@ -1,9 +1,11 @@
 package core
 
 import (
+	"fmt"
 	"net/textproto"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/inmesh/inmesh/policy"
 )
@@ -59,6 +61,8 @@ func CompileMatch(m policy.Match) Matcher {
 			value: v,
 		})
 	}
+	// In key order, so that Why names the same failing header every time.
+	slices.SortFunc(c.headers, func(a, b headerPair) int { return strings.Compare(a.key.Lower, b.key.Lower) })
 	return c
 }
 
@@ -84,4 +88,61 @@ func (m *Matcher) Match(req *Request) bool {
 		}
 	}
 	return true
+}
+
+// maxExplainText bounds, in bytes, the text of a request (its path, a
+// header's value) that Why quotes.
+const maxExplainText = 64
+
+// Why says why req does not satisfy m, naming the first condition that
+// fails in the order Match checks them (path_prefix, methods, then headers
+// by name): "path /refund does not start with /charge", "method GET not in
+// [POST]", `header x-canary: want "true", got none`. It returns "" when m
+// matches req. The request's own text is quoted bounded and sanitized. It
+// is for Explain, not for the call path: it allocates.
+func (m *Matcher) Why(req *Request) string {
+	if m.pathPrefix != "" && !strings.HasPrefix(req.Path, m.pathPrefix) {
+		return fmt.Sprintf("path %s does not start with %s", explainText(req.Path), m.pathPrefix)
+	}
+	if len(m.methods) > 0 {
+		method := req.Method
+		if method == "" {
+			method = "GET"
+		}
+		if !slices.Contains(m.methods, method) {
+			return fmt.Sprintf("method %s not in [%s]", explainText(method), strings.Join(m.methods, " "))
+		}
+	}
+	for i := range m.headers {
+		hp := &m.headers[i]
+		var got []string
+		if req.Header != nil {
+			got = req.Header.Values(hp.key)
+		}
+		if slices.Contains(got, hp.value) {
+			continue
+		}
+		switch len(got) {
+		case 0:
+			return fmt.Sprintf("header %s: want %q, got none", hp.key.Lower, hp.value)
+		case 1:
+			return fmt.Sprintf("header %s: want %q, got %q", hp.key.Lower, hp.value, explainText(got[0]))
+		default:
+			return fmt.Sprintf("header %s: want %q, got %q and %d more", hp.key.Lower, hp.value, explainText(got[0]), len(got)-1)
+		}
+	}
+	return ""
+}
+
+// explainText is s as PeerText makes it, cut to maxExplainText bytes.
+func explainText(s string) string {
+	s = PeerText(s)
+	if len(s) <= maxExplainText {
+		return s
+	}
+	cut := maxExplainText - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
