@@ -44,11 +44,18 @@ func consulMesh(t *testing.T, agent *consultest.Agent, service string, opts ...m
 // meshOn starts service's mesh on the Consul that client talks to.
 func meshOn(t *testing.T, client *api.Client, service string, opts ...mesh.Option) *mesh.Mesh {
 	t.Helper()
+	return meshWith(t, consul.Config{Client: client}, service, opts...)
+}
+
+// meshWith starts service's mesh on the control plane of cfg, closed when
+// the test ends.
+func meshWith(t *testing.T, cfg consul.Config, service string, opts ...mesh.Option) *mesh.Mesh {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	all := append([]mesh.Option{
 		mesh.WithService(service),
-		mesh.WithControlPlane(consul.New(consul.Config{Client: client})),
+		mesh.WithControlPlane(consul.New(cfg)),
 		mesh.WithLogger(meshtest.QuietLogger()),
 	}, opts...)
 	m, err := mesh.New(ctx, all...)

@@ -26,13 +26,9 @@ func TestFleetStatus(t *testing.T) {
 	}
 	start := func(prefix string) *mesh.Mesh {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		m := meshWith(t, cfg(prefix), "billing")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		m, err := mesh.New(ctx, mesh.WithService("billing"), mesh.WithControlPlane(consul.New(cfg(prefix))),
-			mesh.WithLogger(meshtest.QuietLogger()))
-		if err != nil {
-			t.Fatal(err)
-		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -43,9 +39,7 @@ func TestFleetStatus(t *testing.T) {
 		}
 		return m
 	}
-	blue1, blue2, green := start("blue"), start("blue"), start("green")
-	defer blue1.Close()
-	defer blue2.Close()
+	blue1, _, green := start("blue"), start("blue"), start("green")
 
 	counts := func() map[string]int {
 		t.Helper()
