@@ -71,6 +71,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (m *Mesh) adminIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Vary", "Accept")
 	if wantsHTML(r) {
 		m.adminIndexHTML(w, r)
 		return

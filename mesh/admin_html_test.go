@@ -67,6 +67,9 @@ func TestAdminNegotiation(t *testing.T) {
 			if rec.Code != 200 {
 				t.Fatalf("code %d: %s", rec.Code, rec.Body)
 			}
+			if tc.path == "/" && rec.Header().Get("Vary") != "Accept" {
+				t.Fatalf("Vary %q", rec.Header().Get("Vary"))
+			}
 			if got := strings.HasPrefix(ct, "text/html"); got != tc.wantHTML {
 				t.Fatalf("content type %q, want html %v", ct, tc.wantHTML)
 			}
