@@ -95,7 +95,17 @@ func TestAdminNegotiation(t *testing.T) {
 // every page.
 func TestAdminHTMLEscapes(t *testing.T) {
 	const evil = `<script>alert(1)</script>`
-	h := newTestMesh(t, strings.Replace(adminHTMLPolicy, "version: v7", "version: '"+evil+"'", 1)).AdminHandler()
+	m := newTestMesh(t, strings.Replace(adminHTMLPolicy, "version: v7", "version: '"+evil+"'", 1))
+	// A rejected update whose reason quotes the document's text.
+	m.rejects.Add(1)
+	m.rejection.Store(&rejection{At: m.clock.Now(), Source: "file:/etc/<mesh>.yaml", Error: `policy: services.billing.version: "<script>alert(3)</script>" is not a label`})
+	h := m.AdminHandler()
+	index := adminGet(t, h, "/", browserAccept).Body.String()
+	for _, want := range []string{`id="last-rejection"`, `1 rejected`, "file:/etc/&lt;mesh&gt;.yaml", "&lt;script&gt;alert(3)&lt;/script&gt;"} {
+		if !strings.Contains(index, want) {
+			t.Errorf("index lacks %q", want)
+		}
+	}
 	for _, path := range []string{"/", "/config?format=html",
 		"/explain?format=html&url=" + url.QueryEscape("http://billing/x") + "&caller=" + url.QueryEscape(`"><script>alert(2)</script>`)} {
 		body := adminGet(t, h, path, browserAccept).Body.String()
