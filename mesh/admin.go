@@ -15,9 +15,17 @@ import (
 	"github.com/inmesh/inmesh/resilience"
 )
 
-// AdminHandler serves the mesh's diagnostics as JSON, at paths relative to
-// where it is mounted (strip the prefix):
+// AdminHandler serves the mesh's diagnostics, at paths relative to where it
+// is mounted (strip the prefix). The index is a page a person reads when
+// the client asks for HTML (a browser does), and JSON otherwise or with
+// ?format=json; every other path is JSON, and the same JSON in a page with
+// ?format=html:
 //
+//	/           the policy version and source, when it was applied, the
+//	            rejected updates with their reasons, the endpoints and their
+//	            ejection, the breakers, the concurrency limits, the faults
+//	            and the audit mode in force, the certificate's expiry, and a
+//	            form that explains a call
 //	/config     the policy in force: version, hash, source, the document,
 //	            the effective settings per service, and the last rejection
 //	/endpoints  every destination's endpoints, subsets and ejection state
@@ -32,18 +40,24 @@ import (
 //	            content-type:application/grpc) explains an RPC; &caller=NAME
 //	            explains the authorization service NAME would meet
 //	            (ExplainAs; default: this mesh's service)
+//	/metrics    the application's metrics handler (WithMetricsHandler), such
+//	            as Prometheus text; without one, 404 and how to enable it
 //
-// Mount it on an internal listener: it shows the fleet's topology.
+// Every answer carries a strict Content-Security-Policy; the page loads
+// only its own style sheet and runs no script. Mount it on an internal
+// listener: it shows the fleet's topology.
 func (m *Mesh) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /config", m.adminConfig)
-	mux.HandleFunc("GET /endpoints", m.adminEndpoints)
-	mux.HandleFunc("GET /breakers", m.adminBreakers)
-	mux.HandleFunc("GET /protections", m.adminProtections)
-	mux.HandleFunc("GET /explain", m.adminExplain)
-	mux.HandleFunc("GET /certs", m.adminCerts)
+	mux.HandleFunc("GET /config", m.htmlOr("config", m.adminConfig))
+	mux.HandleFunc("GET /endpoints", m.htmlOr("endpoints", m.adminEndpoints))
+	mux.HandleFunc("GET /breakers", m.htmlOr("breakers", m.adminBreakers))
+	mux.HandleFunc("GET /protections", m.htmlOr("protections", m.adminProtections))
+	mux.HandleFunc("GET /explain", m.htmlOr("explain", m.adminExplain))
+	mux.HandleFunc("GET /certs", m.htmlOr("certs", m.adminCerts))
+	mux.HandleFunc("GET /metrics", m.adminMetrics)
+	mux.HandleFunc("GET /admin.css", serveAdminCSS)
 	mux.HandleFunc("GET /{$}", m.adminIndex)
-	return mux
+	return adminHeaders(mux)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -51,13 +65,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	if _, ok := w.(*bufferedResponse); ok {
+		// For a page, which escapes the text itself: < stays <.
+		enc.SetEscapeHTML(false)
+	}
 	_ = enc.Encode(v)
 }
 
-func (m *Mesh) adminIndex(w http.ResponseWriter, _ *http.Request) {
+func (m *Mesh) adminIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Vary", "Accept")
+	if wantsHTML(r) {
+		m.adminIndexHTML(w, r)
+		return
+	}
 	index := map[string]any{
 		"service": m.cfg.service,
-		"paths":   []string{"config", "endpoints", "breakers", "protections", "certs", "explain?url=...&method=...&header=k:v", "explain?url=grpc://<service>/<package.Service>/<Method>"},
+		"paths":   []string{"config", "endpoints", "breakers", "protections", "certs", "explain?url=...&method=...&header=k:v", "explain?url=grpc://<service>/<package.Service>/<Method>", "metrics"},
 	}
 	// Fault injection in force is said on the first page, so that nobody
 	// runs it unnoticed.
@@ -88,8 +111,13 @@ type ConfigView struct {
 }
 
 func (m *Mesh) adminConfig(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, m.configView())
+}
+
+// configView is what /config serves.
+func (m *Mesh) configView() ConfigView {
 	st := m.state.Load()
-	writeJSON(w, http.StatusOK, ConfigView{
+	return ConfigView{
 		Service:         m.cfg.service,
 		Version:         st.policy.Version,
 		Hash:            st.policy.Hash,
@@ -101,7 +129,7 @@ func (m *Mesh) adminConfig(w http.ResponseWriter, _ *http.Request) {
 		Document:        st.policy.Doc,
 		Effective:       st.policy.Services,
 		Endpoints:       st.endpoints.Source,
-	})
+	}
 }
 
 // ServiceEndpoints is one destination on /endpoints.
@@ -112,6 +140,11 @@ type ServiceEndpoints struct {
 }
 
 func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, m.endpointsView())
+}
+
+// endpointsView is what /endpoints serves.
+func (m *Mesh) endpointsView() []ServiceEndpoints {
 	st := m.state.Load()
 	now := m.clock.Now()
 	out := make([]ServiceEndpoints, 0, len(st.services))
@@ -133,7 +166,7 @@ func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, ServiceEndpoints{Service: name, Source: st.endpoints.Source, Endpoints: hs})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // BreakerState is one circuit breaker on /breakers.
@@ -150,6 +183,11 @@ type BreakerState struct {
 }
 
 func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, m.breakersView())
+}
+
+// breakersView is what /breakers serves.
+func (m *Mesh) breakersView() []BreakerState {
 	st := m.state.Load()
 	out := []BreakerState{}
 	for _, name := range slices.Sorted(maps.Keys(st.services)) {
@@ -170,7 +208,7 @@ func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // breakerState is breaker b of service (route "" for the service's own)
@@ -220,6 +258,11 @@ type FaultState struct {
 }
 
 func (m *Mesh) adminProtections(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, m.protectionsView())
+}
+
+// protectionsView is what /protections serves.
+func (m *Mesh) protectionsView() Protections {
 	st := m.state.Load()
 	out := Protections{Service: m.cfg.service, Destinations: []DestinationProtections{}, Faults: activeFaults(st)}
 	if self := st.policy.Services[m.cfg.service]; self != nil {
@@ -247,7 +290,7 @@ func (m *Mesh) adminProtections(w http.ResponseWriter, _ *http.Request) {
 			out.Destinations = append(out.Destinations, dp)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // activeFaults lists the routes of st that inject faults, by service and

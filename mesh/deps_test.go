@@ -22,5 +22,10 @@ func TestLinksNoGRPC(t *testing.T) {
 		if strings.HasPrefix(pkg, "google.golang.org/grpc") || strings.HasPrefix(pkg, "github.com/hashicorp/consul/") {
 			t.Errorf("mesh depends on %s", pkg)
 		}
+		for _, sdk := range []string{"go.opentelemetry.io/otel/sdk", "go.opentelemetry.io/otel/exporters/", "github.com/prometheus/"} {
+			if strings.HasPrefix(pkg, sdk) {
+				t.Errorf("mesh depends on %s", pkg)
+			}
+		}
 	}
 }

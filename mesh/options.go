@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"log/slog"
+	"net/http"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -38,6 +39,7 @@ type config struct {
 	identity       identity.Source
 	plane          ControlPlane
 	cacheDir       string
+	metricsHandler http.Handler // served at the admin handler's /metrics
 }
 
 // newConfig returns the configuration of opts, also (for its control plane)
@@ -116,4 +118,21 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // the application has installed no global propagator.
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) { c.propagator = p })
+}
+
+// WithMetricsHandler has AdminHandler serve h at /metrics, such as the
+// Prometheus text of the meter provider given to WithMeterProvider. The
+// mesh itself imports no metrics SDK; with the OTel Prometheus exporter
+// (go.opentelemetry.io/otel/exporters/prometheus) and promhttp
+// (github.com/prometheus/client_golang/prometheus/promhttp):
+//
+//	reg := prometheus.NewRegistry()
+//	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+//	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+//	m, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithPolicyFile("mesh.yaml"),
+//		mesh.WithMeterProvider(mp), mesh.WithMetricsHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+//
+// nil or absent: /metrics answers 404 with how to enable it.
+func WithMetricsHandler(h http.Handler) Option {
+	return optionFunc(func(c *config) { c.metricsHandler = h })
 }
