@@ -105,7 +105,7 @@ func diffSnapshots(a, b *policy.Snapshot) diffResult {
 		o.set("egress", egress)
 		return o
 	}
-	res.Fields = diffTree(nil, "", top(a), top(b))
+	res.Fields = diffTree(res.Fields, "", top(a), top(b))
 	names := slices.Sorted(maps.Keys(a.Services))
 	for n := range b.Services {
 		if a.Services[n] == nil {
