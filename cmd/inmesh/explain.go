@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // cliCaller is the caller explain names by default.
@@ -150,17 +151,7 @@ func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 		line("hedge", fmt.Sprintf("up to %d more attempt(s) after %s", h.Max, after))
 	}
 	if f := ex.Fault; f != nil {
-		var parts []string
-		if d := f.Delay; d != nil {
-			parts = append(parts, fmt.Sprintf("delay %s on %g%%", d.Duration, d.Percent))
-		}
-		if a := f.Abort; a != nil {
-			parts = append(parts, fmt.Sprintf("abort (HTTP %d, gRPC %s) on %g%%", a.HTTPStatus, a.GRPCCode, a.Percent))
-		}
-		if f.OnlyWithHeader != "" {
-			parts = append(parts, "only with header "+f.OnlyWithHeader)
-		}
-		line("FAULT", "injection active: "+strings.Join(parts, ", "))
+		line("FAULT", "injection active: "+faultText(f))
 	}
 	if ex.Authorization != "" {
 		line("authz", ex.Authorization+" (as caller "+caller+")")
@@ -172,6 +163,21 @@ func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 		}
 		line("ratelimit", fmt.Sprintf("%g/s, burst %d, %s (enforced by %s's mesh)", r.RequestsPerSecond, r.Burst, who, ex.Service))
 	}
+}
+
+// faultText says what fault injection f does.
+func faultText(f *policy.Fault) string {
+	var parts []string
+	if d := f.Delay; d != nil {
+		parts = append(parts, fmt.Sprintf("delay %s on %g%%", d.Duration, d.Percent))
+	}
+	if a := f.Abort; a != nil {
+		parts = append(parts, fmt.Sprintf("abort (HTTP %d, gRPC %s) on %g%%", a.HTTPStatus, a.GRPCCode, a.Percent))
+	}
+	if f.OnlyWithHeader != "" {
+		parts = append(parts, "only with header "+f.OnlyWithHeader)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {

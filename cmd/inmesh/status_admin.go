@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/inmesh/inmesh/policy"
 )
 
 // adminStatus is what status --admin prints: one process's policy in
@@ -45,9 +46,9 @@ type adminBreaker struct {
 
 // adminFault is a fault injection of /protections.
 type adminFault struct {
-	Service string          `json:"service"`
-	Route   string          `json:"route"`
-	Fault   json.RawMessage `json:"fault"`
+	Service string        `json:"service"`
+	Route   string        `json:"route"`
+	Fault   *policy.Fault `json:"fault"`
 }
 
 // statusAdmin reads /config, /breakers and /protections of the admin
@@ -114,11 +115,11 @@ func getJSON(ctx context.Context, url string, v any) error {
 func printStatus(w io.Writer, st adminStatus) {
 	line := func(k, v string) { fmt.Fprintf(w, "%-9s %s\n", k+":", v) }
 	line("service", st.Service)
-	policy := st.Version
+	ver := st.Version
 	if st.Hash != "" && st.Hash != st.Version {
-		policy += " (" + st.Hash + ")"
+		ver += " (" + st.Hash + ")"
 	}
-	line("policy", policy)
+	line("policy", ver)
 	line("source", st.Source)
 	line("loaded", st.Loaded.Format(time.RFC3339))
 	line("updates", fmt.Sprintf("%d applied, %d rejected", st.UpdatesApplied, st.UpdatesRejected))
@@ -139,18 +140,14 @@ func printStatus(w io.Writer, st adminStatus) {
 		line("faults", "none")
 	}
 	for _, f := range st.Faults {
-		route := f.Route
-		if route == "" {
-			route = "(all)"
+		to := f.Service
+		if f.Route != "" {
+			to += " route " + f.Route
 		}
-		line("FAULT", fmt.Sprintf("%s route %s: %s", f.Service, route, compactJSON(f.Fault)))
+		what := "(unknown)"
+		if f.Fault != nil {
+			what = faultText(f.Fault)
+		}
+		line("FAULT", fmt.Sprintf("injected toward %s: %s", to, what))
 	}
-}
-
-func compactJSON(raw json.RawMessage) string {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return string(raw)
-	}
-	return b.String()
 }
