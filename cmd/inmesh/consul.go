@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/inmesh/inmesh/consul"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // maxTxnOps is the most operations Consul takes in one transaction.
@@ -40,6 +41,24 @@ func (f *consulFlags) client() (*api.Client, error) {
 		cfg.Token = f.token
 	}
 	return api.NewClient(cfg)
+}
+
+// read reads the policy under the prefix back into one document.
+func (f *consulFlags) read() (*policy.Document, error) {
+	client, err := f.client()
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimSuffix(f.prefix, "/")
+	pairs, _, err := client.KV().List(prefix+"/", nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/ from Consul: %w", prefix, err)
+	}
+	kv := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		kv[p.Key] = p.Value
+	}
+	return consul.FromKeys(kv, prefix)
 }
 
 // push validates a policy file and writes it to Consul KV, replacing the
@@ -150,22 +169,8 @@ yaml names the file to write.`, stderr)
 		}
 		file, out = out, "json"
 	}
-	client, err := cf.client()
-	if err != nil {
-		fmt.Fprintf(stderr, "inmesh get: %v\n", err)
-		return 1
-	}
 	prefix := strings.TrimSuffix(cf.prefix, "/")
-	pairs, _, err := client.KV().List(prefix+"/", nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "inmesh get: reading %s/ from Consul: %v\n", prefix, err)
-		return 1
-	}
-	kv := make(map[string][]byte, len(pairs))
-	for _, p := range pairs {
-		kv[p.Key] = p.Value
-	}
-	doc, err := consul.FromKeys(kv, prefix)
+	doc, err := cf.read()
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh get: %v\n", err)
 		return 1

@@ -51,7 +51,7 @@ type fieldChange struct {
 
 // diff prints what would change between two policy documents.
 func diff(args []string, stdout, stderr io.Writer) int {
-	c := newCommand("diff", `inmesh diff [-o text|json] A B
+	c := newCommand("diff", `inmesh diff [-o text|json] [--consul ADDR] [--prefix inmesh] A B
 
 Says what would change if policy B replaced policy A: the top-level fields
 (version, trust_domain, egress), then service by service and field by field
@@ -59,7 +59,15 @@ on the resolved view, the one a mesh runs on (effective settings after the
 defaults, routes, endpoints, subsets, authorization and protections). A
 change of the defaults shows in the services it reaches. Only the services
 that change are listed. Exits 0 when the two are the same, 1 when they
-differ, 2 on error, like diff(1).`, stderr)
+differ, 2 on error, like diff(1).
+
+A and B are policy files, or consul: for the policy in Consul KV under
+--prefix at --consul (consul:ADDR names the address), as 'inmesh get'
+reads it: 'inmesh diff consul: new.yaml' says what 'inmesh push new.yaml'
+would change. The version label stays out of KV: there the version is the
+content hash.`, stderr)
+	var cf consulFlags
+	cf.register(c.fs)
 	out := c.outputFlag()
 	pos, code, done := c.parse(args, stdout, stderr)
 	if done {
@@ -70,7 +78,7 @@ differ, 2 on error, like diff(1).`, stderr)
 	}
 	var snaps [2]*policy.Snapshot
 	for i, p := range pos {
-		s, err := load(p)
+		s, err := loadSource(p, cf)
 		if err != nil {
 			printProblems(stderr, p, err)
 			return 2
@@ -89,6 +97,23 @@ differ, 2 on error, like diff(1).`, stderr)
 		return 0
 	}
 	return 1
+}
+
+// loadSource loads a policy file, or with "consul:" or "consul:ADDR" the
+// policy in Consul KV under cf's prefix.
+func loadSource(src string, cf consulFlags) (*policy.Snapshot, error) {
+	addr, ok := strings.CutPrefix(src, "consul:")
+	if !ok {
+		return load(src)
+	}
+	if addr != "" {
+		cf.addr = addr
+	}
+	doc, err := cf.read()
+	if err != nil {
+		return nil, err
+	}
+	return policy.NewSnapshot(doc, src)
 }
 
 // diffSnapshots compares the resolved views of a and b.

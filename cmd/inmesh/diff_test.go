@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/inmesh/inmesh/internal/consultest"
 )
 
 // Five services; b and e change: b in its own retry, e through the
@@ -222,5 +224,45 @@ func TestDiffJSON(t *testing.T) {
 	wantEp := map[string]any{"address": "127.0.0.1:9003", "labels": map[string]any{"version": "v2"}}
 	if added.Path != "endpoints[127.0.0.1:9003]" || added.Old != nil || !reflect.DeepEqual(added.New, wantEp) {
 		t.Errorf("added endpoint %+v", added)
+	}
+}
+
+// TestDiffConsul: consul: is the policy in KV, so diff says what a push
+// would change, and nothing after it.
+func TestDiffConsul(t *testing.T) {
+	agent := consultest.Start(t)
+	dir := writeFiles(t, map[string]string{"a.yaml": diffA, "b.json": diffB})
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.json")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"push", a, "--consul", agent.HTTPAddr, "--prefix", "tenant"}, &out, &errOut); code != 0 {
+		t.Fatalf("push: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"diff", "consul:" + agent.HTTPAddr, b, "--prefix", "tenant"}, &out, &errOut); code != 1 {
+		t.Fatalf("diff before the push: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	for _, w := range []string{"~ b\n    effective.attempts: 2 → 3\n", "~ e\n    effective.timeout: 1s → 5s\n", "2 services change"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("diff lacks %q:\n%s", w, out.String())
+		}
+	}
+	if code := run([]string{"push", b, "--consul", agent.HTTPAddr, "--prefix", "tenant"}, &out, &errOut); code != 0 {
+		t.Fatalf("push: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	// The label stays out of KV: only the version differs after the push.
+	if code := run([]string{"diff", "--consul", agent.HTTPAddr, "--prefix", "tenant", "-o", "json", "consul:", b}, &out, &errOut); code != 1 {
+		t.Fatalf("diff after the push: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	var r diffResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Services) != 0 || len(r.Fields) != 1 || r.Fields[0].Path != "version" || r.Fields[0].New != "r2" {
+		t.Errorf("after the push: %s", out.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"diff", "consul:127.0.0.1:1", b}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "consul:127.0.0.1:1: reading inmesh/ from Consul") {
+		t.Errorf("unreachable agent: exit %d: %s", code, errOut.String())
 	}
 }

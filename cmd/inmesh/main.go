@@ -5,7 +5,7 @@
 //
 //	inmesh validate [-o text|json] FILE
 //	inmesh explain [-o text|json] [--as SERVICE] FILE URL [-H name:value]... [-X METHOD]
-//	inmesh diff [-o text|json] A B
+//	inmesh diff [-o text|json] [--consul ADDR] [--prefix inmesh] A B
 //	inmesh push FILE [--consul ADDR] [--prefix inmesh]
 //	inmesh get [--consul ADDR] [--prefix inmesh] [-o json|text] [--file FILE]
 //	inmesh status --admin URL [-o text|json]
@@ -23,7 +23,8 @@
 // routes, endpoints, subsets, authorization and protections of each
 // service, after the defaults) and lists only the services that change,
 // field by field; it exits 0 when they are the same, 1 when they differ and
-// 2 on error, like diff(1). push validates a file and writes it to Consul
+// 2 on error, like diff(1). A or B may be consul: (or consul:ADDR), the
+// policy in Consul KV, to see what a push would change. push validates a file and writes it to Consul
 // KV (a key per service, the defaults, and <prefix>/mesh for egress and
 // trust_domain; see package consul), get reads it back into one document.
 // status --admin reads a running process's admin handler (see
@@ -42,7 +43,7 @@ import (
 const usage = `usage:
   inmesh validate [-o text|json] FILE
   inmesh explain [-o text|json] [--as SERVICE] FILE URL [-H name:value]... [-X METHOD]
-  inmesh diff [-o text|json] A B
+  inmesh diff [-o text|json] [--consul ADDR] [--prefix inmesh] A B
   inmesh push FILE [--consul ADDR] [--prefix inmesh]
   inmesh get [--consul ADDR] [--prefix inmesh] [-o json|text] [--file FILE]
   inmesh status --admin URL [-o text|json]
