@@ -65,7 +65,7 @@ would send the request, 1 when it would fail it, saying at which layer.`, stderr
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := mesh.New(ctx, mesh.WithService(*caller), mesh.WithPolicy(snap.Doc),
+	m, err := mesh.New(ctx, mesh.WithService(cliCaller), mesh.WithPolicy(snap.Doc),
 		mesh.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh explain: %v\n", err)
@@ -73,7 +73,7 @@ would send the request, 1 when it would fail it, saying at which layer.`, stderr
 	}
 	defer m.Close()
 
-	ex, err := m.Explain(req)
+	ex, err := m.ExplainAs(req, *caller)
 	if ex == nil {
 		fmt.Fprintf(stderr, "inmesh explain: %v\n", err)
 		return 1
@@ -162,6 +162,39 @@ func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 			who = "per calling service"
 		}
 		line("ratelimit", fmt.Sprintf("%g/s, burst %d, %s (enforced by %s's mesh)", r.RequestsPerSecond, r.Burst, who, ex.Service))
+	}
+	printReasons(w, ex)
+}
+
+// printReasons writes why: the routes tried, then the reason of each
+// decision, which starts with the value decided and names where in the
+// document its setting came from.
+func printReasons(w io.Writer, ex *mesh.Explanation) {
+	r := ex.Reasons
+	reasons := []struct{ k, v string }{
+		{"split", r.Split}, {"timeout", r.Timeout}, {"per try", r.PerTryTimeout}, {"attempts", r.Attempts},
+		{"balancer", r.LoadBalancer}, {"breaker", r.Breaker}, {"outlier", r.Outlier}, {"limit", r.Concurrency},
+		{"hedge", r.Hedge}, {"fault", r.Fault}, {"tls", r.TLS}, {"authz", r.Authorization},
+	}
+	var lines []string
+	for _, d := range ex.Routes {
+		name := d.Name
+		if name == "" {
+			name = "(implicit)"
+		}
+		lines = append(lines, fmt.Sprintf("  %-10s %s: %s", "route", name, d.Reason))
+	}
+	for _, rs := range reasons {
+		if rs.v != "" {
+			lines = append(lines, fmt.Sprintf("  %-10s %s", rs.k, rs.v))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "why:")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }
 

@@ -183,6 +183,13 @@ func TestCLI(t *testing.T) {
 			wantOut: []string{"authz:     allowed by rules[0]", "(as caller checkout)"}},
 		{name: "explain as checkout after args", args: []string{"explain", authz, "http://billing/charge", "--as=checkout", "-o", "json"}, wantCode: 0,
 			wantOut: []string{`"authorization": "allowed by rules[0]"`}},
+		{name: "explain says why", args: []string{"explain", valid, "http://billing/charge", "-X", "POST"}, wantCode: 0, wantOut: []string{
+			"why:\n",
+			"  route      canary-by-header: header x-canary",
+			"  route      charge: first match\n",
+			"  timeout    2s: timeout of service billing\n",
+			"  attempts   1: POST is not idempotent",
+		}},
 		{name: "explain as nobody", args: []string{"explain", "--as", "", authz, "http://billing/charge"}, wantCode: 2, wantErr: []string{"--as"}},
 	}
 	for _, tc := range tests {
