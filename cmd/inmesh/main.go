@@ -16,9 +16,11 @@
 // by default and JSON with -o json.
 //
 // validate exits 0 for a valid document and 1 with one line per problem,
-// each naming its field. explain exits 0 when the mesh would send the
-// request and 1 when it would fail it, saying at which layer; --as names
-// the calling service whose authorization it shows (default inmesh-cli).
+// each naming its field. explain says what the mesh would do and why (the
+// routes tried, and where in the document each setting came from); it
+// exits 0 when the mesh would send the request and 1 when it would fail
+// it, saying at which layer; --as names the calling service whose
+// authorization it shows (default inmesh-cli).
 // diff compares the resolved view of two documents (the effective settings,
 // routes, endpoints, subsets, authorization and protections of each
 // service, after the defaults) and lists only the services that change,
