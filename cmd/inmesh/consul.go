@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/inmesh/inmesh/consul"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // maxTxnOps is the most operations Consul takes in one transaction.
@@ -40,20 +43,22 @@ func (f *consulFlags) client() (*api.Client, error) {
 	return api.NewClient(cfg)
 }
 
-// parseFlags parses args where flags and positional arguments may mix.
-func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+// read reads the policy under the prefix back into one document.
+func (f *consulFlags) read() (*policy.Document, error) {
+	client, err := f.client()
+	if err != nil {
+		return nil, err
 	}
+	prefix := strings.TrimSuffix(f.prefix, "/")
+	pairs, _, err := client.KV().List(prefix+"/", nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/ from Consul: %w", prefix, err)
+	}
+	kv := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		kv[p.Key] = p.Value
+	}
+	return consul.FromKeys(kv, prefix)
 }
 
 // push validates a policy file and writes it to Consul KV, replacing the
@@ -61,17 +66,19 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // fields (egress, trust_domain), and the removal of the policy keys the
 // file no longer has.
 func push(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newCommand("push", `inmesh push FILE [--consul ADDR] [--prefix inmesh] [--token TOKEN]
+
+Validates a policy file and writes it to Consul KV in one transaction: a
+key per service, the defaults, and <prefix>/mesh for egress and
+trust_domain; the policy keys the file no longer has are removed.`, stderr)
 	var cf consulFlags
-	cf.register(fs)
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return 2
+	cf.register(c.fs)
+	pos, code, done := c.parse(args, stdout, stderr)
+	if done {
+		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprint(stderr, "usage: inmesh push FILE --consul ADDR [--prefix inmesh]\n")
-		return 2
+		return c.usageError(stderr)
 	}
 	snap, err := load(pos[0])
 	if err != nil {
@@ -131,37 +138,39 @@ func push(args []string, stdout, stderr io.Writer) int {
 }
 
 // get reads the policy under the prefix back into one document, printed as
-// JSON (which is also YAML) or written to -o FILE.
+// JSON (which is also YAML; -o json, the default), as YAML (-o text), or
+// written as JSON to --file FILE.
 func get(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newCommand("get", `inmesh get [--consul ADDR] [--prefix inmesh] [--token TOKEN] [-o json|text] [--file FILE]
+
+Reads the policy under the prefix back from Consul KV into one document,
+printed as JSON (-o json, the default: JSON is also YAML, so 'inmesh
+validate' and the mesh read it back), as YAML (-o text), or written as
+JSON to FILE. For compatibility, -o with a value other than json, text or
+yaml names the file to write.`, stderr)
 	var cf consulFlags
-	cf.register(fs)
-	out := fs.String("o", "", "write the document to this file instead of stdout")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return 2
+	cf.register(c.fs)
+	var out, file string
+	c.fs.StringVar(&out, "o", "json", "output format: json or text (YAML); any other value is a file to write, as --file")
+	c.fs.StringVar(&file, "file", "", "write the document as JSON to this file instead of stdout")
+	pos, code, done := c.parse(args, stdout, stderr)
+	if done {
+		return code
 	}
 	if len(pos) != 0 {
-		fmt.Fprint(stderr, "usage: inmesh get --consul ADDR [--prefix inmesh] [-o FILE]\n")
-		return 2
+		return c.usageError(stderr)
 	}
-	client, err := cf.client()
-	if err != nil {
-		fmt.Fprintf(stderr, "inmesh get: %v\n", err)
-		return 1
+	switch out {
+	case "json", "text", "yaml":
+	default: // the spelling of the file before -o took formats
+		if file != "" {
+			fmt.Fprintf(stderr, "inmesh get: -o %q and --file %q: give the file once\n", out, file)
+			return 2
+		}
+		file, out = out, "json"
 	}
 	prefix := strings.TrimSuffix(cf.prefix, "/")
-	pairs, _, err := client.KV().List(prefix+"/", nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "inmesh get: reading %s/ from Consul: %v\n", prefix, err)
-		return 1
-	}
-	kv := make(map[string][]byte, len(pairs))
-	for _, p := range pairs {
-		kv[p.Key] = p.Value
-	}
-	doc, err := consul.FromKeys(kv, prefix)
+	doc, err := cf.read()
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh get: %v\n", err)
 		return 1
@@ -172,14 +181,49 @@ func get(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	data = append(data, '\n')
-	if *out != "" {
-		if err := os.WriteFile(*out, data, 0o644); err != nil {
+	if file != "" {
+		if err := os.WriteFile(file, data, 0o644); err != nil {
 			fmt.Fprintf(stderr, "inmesh get: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "wrote %s from %s/\n", *out, prefix)
+		fmt.Fprintf(stdout, "wrote %s from %s/\n", file, prefix)
 		return 0
+	}
+	if out != "json" {
+		if data, err = jsonToYAML(data); err != nil {
+			fmt.Fprintf(stderr, "inmesh get: %v\n", err)
+			return 1
+		}
 	}
 	_, _ = stdout.Write(data)
 	return 0
+}
+
+// jsonToYAML renders a JSON document as block YAML, keeping its key order.
+func jsonToYAML(data []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(data, &n); err != nil {
+		return nil, err
+	}
+	clearStyle(&n)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), enc.Close()
+}
+
+// clearStyle turns the flow style of JSON into YAML's block style, and
+// drops quotes that YAML does not need.
+func clearStyle(n *yaml.Node) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		n.Style = 0
+	} else if n.Style == yaml.DoubleQuotedStyle {
+		n.Style = 0 // the encoder quotes what would not read back as a string
+	}
+	for _, c := range n.Content {
+		clearStyle(c)
+	}
 }

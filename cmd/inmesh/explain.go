@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,39 +10,38 @@ import (
 	"time"
 
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
 )
+
+// cliCaller is the caller explain names by default.
+const cliCaller = "inmesh-cli"
 
 // explain loads a policy file into a mesh and prints what it would do with
 // the request described by the arguments.
 func explain(args []string, stdout, stderr io.Writer) int {
-	var (
-		pos     []string
-		headers []string
-		method  = http.MethodGet
-		asJSON  bool
-	)
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch a {
-		case "-H", "--header", "-X", "--method":
-			if i+1 >= len(args) {
-				fmt.Fprintf(stderr, "inmesh explain: %s needs a value\n", a)
-				return 2
-			}
-			i++
-			if a == "-H" || a == "--header" {
-				headers = append(headers, args[i])
-			} else {
-				method = strings.ToUpper(args[i])
-			}
-		case "--json":
-			asJSON = true
-		default:
-			pos = append(pos, a)
-		}
+	c := newCommand("explain", `inmesh explain [-o text|json] [--as SERVICE] FILE URL [-H name:value]... [-X METHOD]
+
+Says what a mesh with the policy FILE would do with a request to URL: the
+route, split, endpoints, timeout, attempts, breaker, TLS, protections and
+the authorization the caller SERVICE would meet. Exits 0 when the mesh
+would send the request, 1 when it would fail it, saying at which layer.`, stderr)
+	var headers stringList
+	c.fs.Var(&headers, "H", "request header name:value (repeatable)")
+	c.fs.Var(&headers, "header", "the same as -H")
+	method := c.fs.String("X", http.MethodGet, "request method")
+	c.fs.StringVar(method, "method", http.MethodGet, "the same as -X")
+	caller := c.fs.String("as", cliCaller, "explain as this calling service: the authorization line is the one it would meet")
+	out := c.outputFlag()
+	asJSON := c.fs.Bool("json", false, "the same as -o json")
+	pos, code, done := c.parse(args, stdout, stderr)
+	if done {
+		return code
 	}
 	if len(pos) != 2 {
-		fmt.Fprint(stderr, "usage: inmesh explain [--json] FILE URL [-H name:value]... [-X METHOD]\n")
+		return c.usageError(stderr)
+	}
+	if *caller == "" {
+		fmt.Fprint(stderr, "inmesh explain: --as: want a service name\n")
 		return 2
 	}
 	snap, err := load(pos[0])
@@ -51,7 +49,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, pos[0], err)
 		return 1
 	}
-	req, err := http.NewRequest(method, pos[1], nil)
+	req, err := http.NewRequest(strings.ToUpper(*method), pos[1], nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh explain: url: %v\n", err)
 		return 2
@@ -67,7 +65,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := mesh.New(ctx, mesh.WithService("inmesh-cli"), mesh.WithPolicy(snap.Doc),
+	m, err := mesh.New(ctx, mesh.WithService(cliCaller), mesh.WithPolicy(snap.Doc),
 		mesh.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		fmt.Fprintf(stderr, "inmesh explain: %v\n", err)
@@ -75,17 +73,15 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	}
 	defer m.Close()
 
-	ex, err := m.Explain(req)
+	ex, err := m.ExplainAs(req, *caller)
 	if ex == nil {
 		fmt.Fprintf(stderr, "inmesh explain: %v\n", err)
 		return 1
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(ex)
+	if *asJSON || *out == "json" {
+		writeJSON(stdout, ex)
 	} else {
-		printExplanation(stdout, ex)
+		printExplanation(stdout, ex, *caller)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
@@ -94,7 +90,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printExplanation(w io.Writer, ex *mesh.Explanation) {
+func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 	line := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", k+":", v) }
 	line("service", ex.Service)
 	line("policy", ex.PolicyVersion)
@@ -155,20 +151,10 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 		line("hedge", fmt.Sprintf("up to %d more attempt(s) after %s", h.Max, after))
 	}
 	if f := ex.Fault; f != nil {
-		var parts []string
-		if d := f.Delay; d != nil {
-			parts = append(parts, fmt.Sprintf("delay %s on %g%%", d.Duration, d.Percent))
-		}
-		if a := f.Abort; a != nil {
-			parts = append(parts, fmt.Sprintf("abort (HTTP %d, gRPC %s) on %g%%", a.HTTPStatus, a.GRPCCode, a.Percent))
-		}
-		if f.OnlyWithHeader != "" {
-			parts = append(parts, "only with header "+f.OnlyWithHeader)
-		}
-		line("FAULT", "injection active: "+strings.Join(parts, ", "))
+		line("FAULT", "injection active: "+faultText(f))
 	}
 	if ex.Authorization != "" {
-		line("authz", ex.Authorization+" (as caller inmesh-cli)")
+		line("authz", ex.Authorization+" (as caller "+caller+")")
 	}
 	if r := ex.RateLimit; r != nil {
 		who := "all callers together"
@@ -177,6 +163,54 @@ func printExplanation(w io.Writer, ex *mesh.Explanation) {
 		}
 		line("ratelimit", fmt.Sprintf("%g/s, burst %d, %s (enforced by %s's mesh)", r.RequestsPerSecond, r.Burst, who, ex.Service))
 	}
+	printReasons(w, ex)
+}
+
+// printReasons writes why: the routes tried, then the reason of each
+// decision, which starts with the value decided and names where in the
+// document its setting came from.
+func printReasons(w io.Writer, ex *mesh.Explanation) {
+	r := ex.Reasons
+	reasons := []struct{ k, v string }{
+		{"split", r.Split}, {"timeout", r.Timeout}, {"per try", r.PerTryTimeout}, {"attempts", r.Attempts},
+		{"balancer", r.LoadBalancer}, {"breaker", r.Breaker}, {"outlier", r.Outlier}, {"limit", r.Concurrency},
+		{"hedge", r.Hedge}, {"fault", r.Fault}, {"tls", r.TLS}, {"authz", r.Authorization},
+	}
+	var lines []string
+	for _, d := range ex.Routes {
+		name := d.Name
+		if name == "" {
+			name = "(implicit)"
+		}
+		lines = append(lines, fmt.Sprintf("  %-10s %s: %s", "route", name, d.Reason))
+	}
+	for _, rs := range reasons {
+		if rs.v != "" {
+			lines = append(lines, fmt.Sprintf("  %-10s %s", rs.k, rs.v))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "why:")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// faultText says what fault injection f does.
+func faultText(f *policy.Fault) string {
+	var parts []string
+	if d := f.Delay; d != nil {
+		parts = append(parts, fmt.Sprintf("delay %s on %g%%", d.Duration, d.Percent))
+	}
+	if a := f.Abort; a != nil {
+		parts = append(parts, fmt.Sprintf("abort (HTTP %d, gRPC %s) on %g%%", a.HTTPStatus, a.GRPCCode, a.Percent))
+	}
+	if f.OnlyWithHeader != "" {
+		parts = append(parts, "only with header "+f.OnlyWithHeader)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {

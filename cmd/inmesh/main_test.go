@@ -57,6 +57,14 @@ services:
     fault: {abort: {percent: 120}}
 `
 
+const authzDoc = `
+services:
+  billing:
+    endpoints: [{address: 127.0.0.1:9001}]
+    authorization:
+      rules: [{from: [checkout], paths: [/charge]}]
+`
+
 const invalidDoc = `
 services:
   billing:
@@ -90,13 +98,17 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(badProtection, []byte(badProtectionDoc), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	authz := filepath.Join(dir, "authz.yaml")
+	if err := os.WriteFile(authz, []byte(authzDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name       string
 		args       []string
 		wantCode   int
 		wantOut    []string
 		wantErr    []string
-		errorLines int // exact number of stderr lines, when > 0
+		errorLines int // exact number of stderr lines, when > 0; -1: none
 	}{
 		{name: "no args", args: nil, wantCode: 2, wantErr: []string{"usage"}},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantErr: []string{"unknown command"}},
@@ -134,6 +146,51 @@ func TestCLI(t *testing.T) {
 			"ratelimit: 100/s, burst 200, per calling service (enforced by billing's mesh)",
 		}},
 		{name: "explain invalid policy", args: []string{"explain", invalid, "http://billing/"}, wantCode: 1, wantErr: []string{"attempts"}},
+
+		// Standard flag parsing: -h and --help print the command's usage to
+		// stdout and exit 0, wherever they stand; an unknown flag exits 2
+		// naming it.
+		{name: "validate -h", args: []string{"validate", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh validate", "-o"}, errorLines: -1},
+		{name: "validate --help after a file", args: []string{"validate", valid, "--help"}, wantCode: 0, wantOut: []string{"usage: inmesh validate"}, errorLines: -1},
+		{name: "explain -h", args: []string{"explain", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh explain", "-as", "-H", "-X"}, errorLines: -1},
+		{name: "diff -h", args: []string{"diff", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh diff", "diff(1)"}, errorLines: -1},
+		{name: "push -h", args: []string{"push", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh push", "-consul", "-prefix"}, errorLines: -1},
+		{name: "get -h", args: []string{"get", "--help"}, wantCode: 0, wantOut: []string{"usage: inmesh get", "-file"}, errorLines: -1},
+		{name: "status -h", args: []string{"status", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh status", "-admin"}, errorLines: -1},
+		{name: "version -h", args: []string{"version", "-h"}, wantCode: 0, wantOut: []string{"usage: inmesh version"}, errorLines: -1},
+		{name: "help", args: []string{"--help"}, wantCode: 0, wantOut: []string{"inmesh diff", "inmesh status", "inmesh version"}},
+		{name: "validate unknown flag", args: []string{"validate", "--strict", valid}, wantCode: 2, wantErr: []string{"flag provided but not defined: -strict", "usage: inmesh validate"}},
+		{name: "explain unknown flag after args", args: []string{"explain", valid, "http://billing/x", "-Z"}, wantCode: 2, wantErr: []string{"-Z"}},
+		{name: "validate two files", args: []string{"validate", valid, valid}, wantCode: 2, wantErr: []string{"usage: inmesh validate"}},
+		{name: "bad output format", args: []string{"validate", "-o", "yaml", valid}, wantCode: 2, wantErr: []string{`invalid value "yaml" for flag -o`}},
+		{name: "validate a file named like a flag after --", args: []string{"validate", "--", "-h"}, wantCode: 1, wantErr: []string{"-h: open -h"}},
+
+		// -o json.
+		{name: "validate json", args: []string{"validate", "-o", "json", valid}, wantCode: 0,
+			wantOut: []string{`"valid": true`, `"version": "cli-1"`, `"services": 1`, `"hash": "sha256:`}},
+		{name: "validate json invalid", args: []string{"validate", invalid, "-o", "json"}, wantCode: 1, errorLines: -1,
+			wantOut: []string{`"valid": false`, `"field": "services.billing.retry.attempts"`, `"message": "must be 1..10"`}},
+		{name: "explain -o json", args: []string{"explain", "-o", "json", valid, "http://billing/charge", "-X", "POST"}, wantCode: 0,
+			wantOut: []string{`"route": "charge"`, `"policy_version": "cli-1"`}},
+		{name: "version", args: []string{"version"}, wantCode: 0, wantOut: []string{"inmesh ", "built with go1."}},
+		{name: "version json", args: []string{"version", "-o", "json"}, wantCode: 0,
+			wantOut: []string{`"module": "github.com/inmesh/inmesh"`, `"version": "`, `"go_version": "go1.`}},
+
+		// explain --as: the authorization line is the named caller's.
+		{name: "explain as default caller", args: []string{"explain", authz, "http://billing/charge"}, wantCode: 0,
+			wantOut: []string{"authz:     denied by default", "(as caller inmesh-cli)"}},
+		{name: "explain as checkout", args: []string{"explain", "--as", "checkout", authz, "http://billing/charge"}, wantCode: 0,
+			wantOut: []string{"authz:     allowed by rules[0]", "(as caller checkout)"}},
+		{name: "explain as checkout after args", args: []string{"explain", authz, "http://billing/charge", "--as=checkout", "-o", "json"}, wantCode: 0,
+			wantOut: []string{`"authorization": "allowed by rules[0]"`}},
+		{name: "explain says why", args: []string{"explain", valid, "http://billing/charge", "-X", "POST"}, wantCode: 0, wantOut: []string{
+			"why:\n",
+			"  route      canary-by-header: header x-canary",
+			"  route      charge: first match\n",
+			"  timeout    2s: timeout of service billing\n",
+			"  attempts   1: POST is not idempotent",
+		}},
+		{name: "explain as nobody", args: []string{"explain", "--as", "", authz, "http://billing/charge"}, wantCode: 2, wantErr: []string{"--as"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,6 +208,12 @@ func TestCLI(t *testing.T) {
 				if !strings.Contains(errOut.String(), w) {
 					t.Errorf("stderr lacks %q:\n%s", w, errOut.String())
 				}
+			}
+			switch n := strings.Count(errOut.String(), "\n"); {
+			case tc.errorLines < 0 && n != 0:
+				t.Errorf("stderr is not empty:\n%s", errOut.String())
+			case tc.errorLines > 0 && n != tc.errorLines:
+				t.Errorf("stderr has %d lines, want %d:\n%s", n, tc.errorLines, errOut.String())
 			}
 		})
 	}
@@ -217,6 +280,37 @@ func TestPushAndGet(t *testing.T) {
 	ha, _ := policy.Hash(a.Doc)
 	if ha != b.Hash {
 		t.Fatalf("round trip changed the policy:\n%s", out.String())
+	}
+
+	// -o text prints YAML that reads back the same; -o FILE (the spelling
+	// before -o took formats) and --file write the JSON document.
+	for _, args := range [][]string{{"-o", "text"}, {"-o", filepath.Join(dir, "o.json")}, {"--file", filepath.Join(dir, "file.json")}} {
+		out.Reset()
+		errOut.Reset()
+		if code := run(append([]string{"get", "--consul", agent.HTTPAddr}, args...), &out, &errOut); code != 0 {
+			t.Fatalf("get %v: %d %s", args, code, errOut.String())
+		}
+		path := filepath.Join(dir, "back.yaml")
+		if args[1] == "text" {
+			if strings.Contains(out.String(), "{") {
+				t.Errorf("get -o text printed flow style, not YAML blocks:\n%s", out.String())
+			}
+			if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			path = args[1]
+			if !strings.Contains(out.String(), "wrote "+path) {
+				t.Errorf("get %v said %q", args, out.String())
+			}
+		}
+		c, err := load(path)
+		if err != nil {
+			t.Fatalf("get %v wrote an invalid document: %v", args, err)
+		}
+		if c.Hash != b.Hash {
+			t.Errorf("get %v: hash %s, want %s", args, c.Hash, b.Hash)
+		}
 	}
 
 	// An invalid file is never written.
