@@ -74,4 +74,3 @@ func TestFleetStatus(t *testing.T) {
 		t.Fatalf("after green closed: %v, want %v", got, want)
 	}
 }
-
