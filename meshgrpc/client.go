@@ -124,7 +124,7 @@ func (c *rpcCall) prepare() error {
 	return nil
 }
 
-// end records the call's telemetry: rpc.client.duration and the span. err
+// end records the call's telemetry: rpc.client.call.duration and the span. err
 // is what the caller gets.
 func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""

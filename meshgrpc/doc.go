@@ -33,7 +33,7 @@
 // mTLS, the authorization of the caller (mesh.Handler's rules: every RPC
 // is a POST of its full method), the service's rate_limit block (a refusal
 // is ResourceExhausted marked rate_limit, with a retry pushback), the
-// server span and rpc.server.duration; the caller's deadline arrives with
+// server span and rpc.server.call.duration; the caller's deadline arrives with
 // the RPC.
 //
 // The call itself (route, split, deadlines, attempts, breaker and outlier

@@ -35,7 +35,7 @@ import (
 //     longer than the backoff max; each attempt is admitted by the circuit
 //     breaker, reported to outlier detection, counted, and recorded as an
 //     event of the call's one client span; the call records
-//     rpc.client.duration;
+//     rpc.client.call.duration;
 //   - the mesh's balancer (BalancerName, selected by a default service
 //     config) sends each attempt to the endpoint the route's load balancer
 //     picks in the chosen subset, ejected endpoints skipped;
@@ -104,7 +104,7 @@ func DialOptions(m *mesh.Mesh) []grpc.DialOption {
 //     denial is only logged; each decision is counted in
 //     inmesh.authz.decisions, by mode and deciding rule;
 //   - the server span, child of the caller's propagated trace context, and
-//     rpc.server.duration.
+//     rpc.server.call.duration.
 //
 // The caller's deadline reaches the handler's context natively
 // (grpc-timeout). Each call returns a new slice.

@@ -22,7 +22,7 @@ import (
 )
 
 // unaryServer is the mesh's unary server interceptor: server span, caller
-// identity, authorization, rate limit, rpc.server.duration. A denied or
+// identity, authorization, rate limit, rpc.server.call.duration. A denied or
 // rate-limited call never reaches the handler.
 func (a *adapter) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	sc, denial := a.serveRPC(ctx, info.FullMethod)
@@ -126,7 +126,7 @@ func (sc *serverCall) refuse(ctx context.Context, wait time.Duration, limit stri
 	return refusal
 }
 
-// end records rpc.server.duration and ends the span; err is the handler's.
+// end records rpc.server.call.duration and ends the span; err is the handler's.
 func (sc *serverCall) end(err error) {
 	code := resilience.GRPCCode(grpcstatus.Code(err))
 	errorType := ""

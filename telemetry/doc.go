@@ -16,9 +16,9 @@
 //
 // gRPC calls are recorded the same way (rpc.go): StartRPCClientCall and
 // EndRPCCall around the call, OutgoingMetadata for the outgoing metadata,
-// RecordRPCClient for rpc.client.duration; on the server, StartRPCServerCall
+// RecordRPCClient for rpc.client.call.duration; on the server, StartRPCServerCall
 // (continuing the trace from the incoming metadata), EndRPCServerCall and
-// RecordRPCServer for rpc.server.duration.
+// RecordRPCServer for rpc.server.call.duration.
 //
 // Names follow the OpenTelemetry semantic conventions where one exists
 // (http.client.request.duration in seconds, server.address,
