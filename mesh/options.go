@@ -38,6 +38,8 @@ type config struct {
 	identity       identity.Source
 	plane          ControlPlane
 	cacheDir       string
+
+	policyVersionHeader bool // WithPolicyVersionHeader
 }
 
 // newConfig returns the configuration of opts, also (for its control plane)
@@ -116,4 +118,14 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // the application has installed no global propagator.
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) { c.propagator = p })
+}
+
+// WithPolicyVersionHeader makes Handler add the header
+// Inmesh-Policy-Version, the version of the policy in force, to every
+// response it serves (denials and refusals included), so that a caller can
+// see which policy the destination answered under. Off by default: the
+// version is not a secret, but it tells a caller outside the mesh how
+// current the policy is.
+func WithPolicyVersionHeader() Option {
+	return optionFunc(func(c *config) { c.policyVersionHeader = true })
 }

@@ -263,13 +263,15 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 	// errors.As, does not allocate.
 	if ce, ok := err.(*CallError); ok {
 		call.ErrorType = string(ce.Layer)
+		m.env.LogFailure(callerCtx, (*core.CallError)(ce))
 	} else if err != nil {
 		call.ErrorType = "canceled"
 	}
 	if m.instr.HTTPClientEnabled(callerCtx) {
 		m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
 	}
-	telemetry.EndCall(span, call.StatusCode, call.ErrorType, err)
+	telemetry.EndClientCall(span, telemetry.CallEnd{StatusCode: call.StatusCode, ErrorType: call.ErrorType, Err: err,
+		Subset: call.Subset, Attempts: c.Attempts, PolicyVersion: d.Version})
 	return resp, err
 }
 

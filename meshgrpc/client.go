@@ -130,6 +130,7 @@ func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
 	if se, ok := err.(*statusError); ok {
 		code, errorType = codeOf(se.ce), string(se.ce.Layer)
+		c.a.env.LogFailure(c.caller, (*core.CallError)(se.ce))
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()
@@ -138,7 +139,8 @@ func (c *rpcCall) end(err error) {
 		Service: c.Dest.Name, Route: c.RouteName(), Subset: c.SubsetName(),
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
-	telemetry.EndRPCCall(c.Span, resilience.GRPCCode(code), errorType, err)
+	telemetry.EndRPCClientCall(c.Span, resilience.GRPCCode(code), telemetry.CallEnd{ErrorType: errorType, Err: err,
+		Subset: c.SubsetName(), Attempts: c.Attempts, PolicyVersion: c.Dest.Version})
 }
 
 // unaryClient is the mesh's unary client interceptor: the core's call
