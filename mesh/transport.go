@@ -138,6 +138,7 @@ func (t *transport) outside(st *state, name string, req *http.Request) (*http.Re
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
+		t.m.env.LogFailure(req.Context(), (*core.CallError)(ce))
 		return nil, ce
 	}
 	return t.pass.RoundTrip(req)

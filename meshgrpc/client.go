@@ -67,21 +67,21 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	st := a.p.State()
 	if !ok {
 		if st.EgressDeny {
-			return nil, callFailed(&mesh.CallError{Layer: mesh.LayerEgress, PolicyVersion: st.PolicyVersion,
-				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)})
+			return nil, a.failEarly(ctx, callFailed(&mesh.CallError{Layer: mesh.LayerEgress, PolicyVersion: st.PolicyVersion,
+				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)}))
 		}
 		return nil, nil
 	}
 	d := st.Services[service]
 	if d == nil {
-		return nil, noMeshService(st, service)
+		return nil, a.failEarly(ctx, noMeshService(st, service))
 	}
 	if a.p.EnsureWatched(ctx, d.Name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = a.p.State()
 		if d = st.Services[service]; d == nil {
-			return nil, noMeshService(st, service)
+			return nil, a.failEarly(ctx, noMeshService(st, service))
 		}
 	}
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
@@ -96,6 +96,15 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 // the caller's context, by lower-case key.
 func (c *rpcCall) Values(key core.HeaderKey) []string {
 	return metadata.ValueFromOutgoingContext(c.caller, key.Lower)
+}
+
+// failEarly logs err, the failure of a call before it is sent (layer
+// egress or policy), as every mesh failure is logged, and returns it.
+func (a *adapter) failEarly(ctx context.Context, err error) error {
+	if se, ok := err.(*statusError); ok {
+		a.env.LogFailure(ctx, (*core.CallError)(se.ce))
+	}
+	return err
 }
 
 // noMeshService is the error of a call to a mesh target naming service,

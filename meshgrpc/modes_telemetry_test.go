@@ -521,3 +521,24 @@ func TestPolicyVersionHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyFailureLogged: a call that fails before it is sent (layer
+// egress, under egress: deny) is logged as every mesh failure is: one
+// "call failed" record of its layer.
+func TestEarlyFailureLogged(t *testing.T) {
+	run(t, func(t *testing.T, md mode) {
+		o, opts := observe(t)
+		f := startFleetWith(t, md, fleetConfig{clientOpts: opts, policyFor: func(addrs ...string) string {
+			return "egress: deny\n" + policyFor(md, "")(addrs...)
+		}}, alwaysAnswer(ok))
+		target := byMode(md, map[mode]string{modeHTTP1: "http://127.0.0.1:1/x", modeHTTP2: "http://127.0.0.1:1/x", modeGRPC: "passthrough:///127.0.0.1:1"})
+		r := f.callTarget(context.Background(), target)
+		if ce := r.callError(); ce == nil || ce.Layer != mesh.LayerEgress {
+			t.Fatalf("%v, want layer egress", r)
+		}
+		recs, repeats := o.log.failures()
+		if len(recs) != 1 || recs[0]["layer"] != string(mesh.LayerEgress) || len(repeats) != 0 {
+			t.Errorf("records %v (repeated keys %v), want one of layer egress", recs, repeats)
+		}
+	}, allModes...)
+}
