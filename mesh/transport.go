@@ -264,7 +264,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 	// errors.As, does not allocate.
 	if ce, ok := err.(*CallError); ok {
 		call.ErrorType = string(ce.Layer)
-		m.env.LogFailure(callerCtx, (*core.CallError)(ce))
+		m.env.LogFailure(ctx, (*core.CallError)(ce)) // ctx: the call's span, for a handler that reads it
 	} else if err != nil {
 		call.ErrorType = "canceled"
 	}

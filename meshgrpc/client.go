@@ -139,7 +139,7 @@ func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
 	if se, ok := err.(*statusError); ok {
 		code, errorType = codeOf(se.ce), string(se.ce.Layer)
-		c.a.env.LogFailure(c.caller, (*core.CallError)(se.ce))
+		c.a.env.LogFailure(c.Ctx, (*core.CallError)(se.ce)) // c.Ctx: the call's span, for a handler that reads it
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()

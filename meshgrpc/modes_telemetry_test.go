@@ -64,11 +64,14 @@ type keyedRecords struct {
 
 func (l *keyedLog) Enabled(context.Context, slog.Level) bool { return true }
 
-func (l *keyedLog) Handle(_ context.Context, r slog.Record) error {
+func (l *keyedLog) Handle(ctx context.Context, r slog.Record) error {
 	if l.shared == nil {
 		return nil
 	}
 	rec := map[string]string{"msg": r.Message, "level": r.Level.String()}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		rec["span_id"] = sc.SpanID().String()
+	}
 	var repeats []string
 	add := func(a slog.Attr) bool {
 		if _, dup := rec[a.Key]; dup {
@@ -483,6 +486,9 @@ func TestCallTelemetry(t *testing.T) {
 					if rec["layer"] != string(tc.layer) || rec["service"] != "billing" || rec["policy_version"] != version ||
 						rec["attempts"] == "" || rec["err"] == "" || rec["level"] != slog.LevelWarn.String() || rec["endpoint"] != ce.Endpoint {
 						t.Errorf("record %v, want the CallError %+v at WARN", rec, ce)
+					}
+					if rec["span_id"] != s.SpanContext().SpanID().String() {
+						t.Errorf("record logged in span %q, want the call's %s", rec["span_id"], s.SpanContext().SpanID())
 					}
 				}
 				if tc.check != nil {

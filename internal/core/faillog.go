@@ -74,8 +74,9 @@ func failureLevel(layer Layer) slog.Level {
 // structured record "call failed" with the CallError's fields (layer,
 // service, route, subset, endpoint, attempts, policy_version, err) and the
 // count of records left out before it (suppressed), rate-limited per
-// destination service and layer (Env.Failures). ctx is the caller's: a
-// handler that reads the trace from it ties the record to the call's span.
+// destination service and layer (Env.Failures). ctx carries the call's
+// span, when it has one: a handler that reads the trace from it ties the
+// record to the span.
 // It does nothing when the logger would drop the record.
 func (env *Env) LogFailure(ctx context.Context, ce *CallError) {
 	if env.Log == nil || ce == nil {
