@@ -11,6 +11,7 @@ import (
 
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/inmesh/inmesh/identity"
@@ -103,6 +104,17 @@ func BenchmarkNoIO(b *testing.B) {
 			run(b, m.RoundTripper(instant{}))
 		})
 	}
+	// The real SDK for both: metrics to a manual reader, every span
+	// sampled and recorded (no exporter), so that the cost of what the
+	// client span says is measured.
+	b.Run("mesh+timeout+sdk", func(b *testing.B) {
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		b.Cleanup(func() { _ = mp.Shutdown(context.Background()); _ = tp.Shutdown(context.Background()) })
+		m := newTestMesh(b, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", "timeout: 2s"),
+			WithMeterProvider(mp), WithTracerProvider(tp))
+		run(b, m.RoundTripper(instant{}))
+	})
 	// Telemetry off (the noop providers): the mesh's own cost, as the
 	// bench module's no-I/O row measures it.
 	b.Run("mesh+timeout+notel", func(b *testing.B) {

@@ -57,8 +57,13 @@
 //     slot given back (an adaptive limit learns from it). A denial or a
 //     rate-limit refusal marked by the destination's mesh, from a verified
 //     peer, is layer authz or rate_limit.
-//   - Telemetry: one span per logical call with an event per attempt, and
-//     the call's duration recorded once at its end, retries included.
+//   - Telemetry: one span per logical call with an event per attempt (and
+//     per retry the budget refused), ending with the subset, the attempts,
+//     the policy version and, on failure, the layer; the call's duration
+//     recorded once at its end, retries included; and a mesh failure
+//     logged as one "call failed" record with the CallError's fields, at
+//     most one a second per destination and layer (the next says how many
+//     were left out).
 //   - Retry: when retry_on matches the outcome, attempts remain, the
 //     method may be repeated and the retry budget pays for it, the next
 //     attempt follows a backoff (or the server's Retry-After, or gRPC

@@ -80,7 +80,11 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	self := m.cfg.service
 	ctx, span := m.tracing.StartServerCall(r.Context(), r.Header, self, r.Method)
 
+	if m.cfg.policyVersionHeader {
+		m.setPolicyVersion(w.Header())
+	}
 	caller, callerErr := callerOf(r)
+	callerID := meshlink.CallerIDOf(span, r.TLS)
 	allow, reason := m.authorize(ctx, caller, callerErr, r)
 	call := telemetry.HTTPServerCall{Service: self, Caller: caller, Method: r.Method}
 	if !allow {
@@ -88,12 +92,12 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("mesh: authz: %s denied caller %q: %s", self, caller, reason), http.StatusForbidden)
 		call.StatusCode, call.ErrorType = http.StatusForbidden, string(LayerAuthz)
 		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
-		telemetry.EndServerCall(span, http.StatusForbidden, caller, call.ErrorType)
+		telemetry.EndServerCallAs(span, http.StatusForbidden, caller, callerID, call.ErrorType)
 		m.log.Debug("caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
 		return
 	}
 	if wait, limit, limited := m.admit(ctx, caller); limited {
-		m.refuse(ctx, w, span, start, call, caller, wait, limit)
+		m.refuse(ctx, w, span, start, call, caller, callerID, wait, limit)
 		return
 	}
 
@@ -137,14 +141,14 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if m.instr.HTTPServerEnabled(ctx) {
 		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
 	}
-	telemetry.EndServerCall(span, call.StatusCode, caller, call.ErrorType)
+	telemetry.EndServerCallAs(span, call.StatusCode, caller, callerID, call.ErrorType)
 }
 
 // refuse answers a call that this service's rate limit refused: 429
 // marked rate_limit, with the Retry-After of wait (whole seconds, rounded
 // up) unless the caller's bucket never fills; the cause names the limit.
 func (m *Mesh) refuse(ctx context.Context, w http.ResponseWriter, span trace.Span, start time.Time, call telemetry.HTTPServerCall,
-	caller string, wait time.Duration, limit string) {
+	caller, callerID string, wait time.Duration, limit string) {
 	w.Header().Set(HeaderError, string(LayerRateLimit))
 	msg := fmt.Sprintf("mesh: rate_limit: %s refused caller %q: %s", m.cfg.service, caller, limit)
 	if s := retryAfterSeconds(wait); s > 0 {
@@ -154,7 +158,19 @@ func (m *Mesh) refuse(ctx context.Context, w http.ResponseWriter, span trace.Spa
 	http.Error(w, msg, http.StatusTooManyRequests)
 	call.StatusCode, call.ErrorType = http.StatusTooManyRequests, string(LayerRateLimit)
 	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
-	telemetry.EndServerCall(span, http.StatusTooManyRequests, caller, call.ErrorType)
+	telemetry.EndServerCallAs(span, http.StatusTooManyRequests, caller, callerID, call.ErrorType)
+}
+
+// HeaderPolicyVersion is the response header in which Handler names the
+// version of the policy in force, under WithPolicyVersionHeader.
+const HeaderPolicyVersion = "Inmesh-Policy-Version"
+
+// setPolicyVersion sets HeaderPolicyVersion in h to the version of the
+// policy in force, unless none is.
+func (m *Mesh) setPolicyVersion(h http.Header) {
+	if v := m.PolicyVersion(); v != "" {
+		h[HeaderPolicyVersion] = []string{v}
+	}
 }
 
 // serverCall is the storage of one request through Handler.

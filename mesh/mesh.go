@@ -115,7 +115,8 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 		}
 		return nil, fmt.Errorf("mesh: telemetry: %w", err)
 	}
-	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore, Rand: cfg.rand}
+	m.env = core.Env{Clock: m.clock, Log: m.log, Instr: m.instr, Err: fromCore, Rand: cfg.rand, Failures: &core.FailureLog{}}
+	m.instr.SetBreakerStates(m.breakerStates)
 	m.link = m.newLink()
 	m.plane = cfg.plane
 	if m.plane == nil {

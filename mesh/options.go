@@ -40,6 +40,8 @@ type config struct {
 	plane          ControlPlane
 	cacheDir       string
 	metricsHandler http.Handler // served at the admin handler's /metrics
+
+	policyVersionHeader bool // WithPolicyVersionHeader
 }
 
 // newConfig returns the configuration of opts, also (for its control plane)
@@ -135,4 +137,14 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // nil or absent: /metrics answers 404 with how to enable it.
 func WithMetricsHandler(h http.Handler) Option {
 	return optionFunc(func(c *config) { c.metricsHandler = h })
+}
+
+// WithPolicyVersionHeader makes Handler add the header
+// Inmesh-Policy-Version, the version of the policy in force, to every
+// response it serves (denials and refusals included), so that a caller can
+// see which policy the destination answered under. Off by default: the
+// version is not a secret, but it tells a caller outside the mesh how
+// current the policy is.
+func WithPolicyVersionHeader() Option {
+	return optionFunc(func(c *config) { c.policyVersionHeader = true })
 }

@@ -138,6 +138,7 @@ func (t *transport) outside(st *state, name string, req *http.Request) (*http.Re
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
+		t.m.env.LogFailure(req.Context(), (*core.CallError)(ce))
 		return nil, ce
 	}
 	return t.pass.RoundTrip(req)
@@ -263,13 +264,15 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 	// errors.As, does not allocate.
 	if ce, ok := err.(*CallError); ok {
 		call.ErrorType = string(ce.Layer)
+		m.env.LogFailure(ctx, (*core.CallError)(ce)) // ctx: the call's span, for a handler that reads it
 	} else if err != nil {
 		call.ErrorType = "canceled"
 	}
 	if m.instr.HTTPClientEnabled(callerCtx) {
 		m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
 	}
-	telemetry.EndCall(span, call.StatusCode, call.ErrorType, err)
+	telemetry.EndClientCall(span, telemetry.CallEnd{StatusCode: call.StatusCode, ErrorType: call.ErrorType, Err: err,
+		Subset: call.Subset, Attempts: c.Attempts, PolicyVersion: d.Version})
 	return resp, err
 }
 

@@ -67,21 +67,21 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	st := a.p.State()
 	if !ok {
 		if st.EgressDeny {
-			return nil, callFailed(&mesh.CallError{Layer: mesh.LayerEgress, PolicyVersion: st.PolicyVersion,
-				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)})
+			return nil, a.failEarly(ctx, callFailed(&mesh.CallError{Layer: mesh.LayerEgress, PolicyVersion: st.PolicyVersion,
+				Err: fmt.Errorf("target %q is no mesh target (%s:///<service>), and the policy's egress is deny", cc.Target(), Scheme)}))
 		}
 		return nil, nil
 	}
 	d := st.Services[service]
 	if d == nil {
-		return nil, noMeshService(st, service)
+		return nil, a.failEarly(ctx, noMeshService(st, service))
 	}
 	if a.p.EnsureWatched(ctx, d.Name) {
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = a.p.State()
 		if d = st.Services[service]; d == nil {
-			return nil, noMeshService(st, service)
+			return nil, a.failEarly(ctx, noMeshService(st, service))
 		}
 	}
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
@@ -96,6 +96,15 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 // the caller's context, by lower-case key.
 func (c *rpcCall) Values(key core.HeaderKey) []string {
 	return metadata.ValueFromOutgoingContext(c.caller, key.Lower)
+}
+
+// failEarly logs err, the failure of a call before it is sent (layer
+// egress or policy), as every mesh failure is logged, and returns it.
+func (a *adapter) failEarly(ctx context.Context, err error) error {
+	if se, ok := err.(*statusError); ok {
+		a.env.LogFailure(ctx, (*core.CallError)(se.ce))
+	}
+	return err
 }
 
 // noMeshService is the error of a call to a mesh target naming service,
@@ -130,6 +139,7 @@ func (c *rpcCall) end(err error) {
 	code, errorType := codes.OK, ""
 	if se, ok := err.(*statusError); ok {
 		code, errorType = codeOf(se.ce), string(se.ce.Layer)
+		c.a.env.LogFailure(c.Ctx, (*core.CallError)(se.ce)) // c.Ctx: the call's span, for a handler that reads it
 	} else if err != nil {
 		code = grpcstatus.Code(err)
 		errorType = code.String()
@@ -138,7 +148,8 @@ func (c *rpcCall) end(err error) {
 		Service: c.Dest.Name, Route: c.RouteName(), Subset: c.SubsetName(),
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
-	telemetry.EndRPCCall(c.Span, resilience.GRPCCode(code), errorType, err)
+	telemetry.EndRPCClientCall(c.Span, resilience.GRPCCode(code), telemetry.CallEnd{ErrorType: errorType, Err: err,
+		Subset: c.SubsetName(), Attempts: c.Attempts, PolicyVersion: c.Dest.Version})
 }
 
 // unaryClient is the mesh's unary client interceptor: the core's call

@@ -60,6 +60,7 @@ type serverCall struct {
 	span   trace.Span
 	start  time.Time
 	caller string
+	id     string // the caller's SPIFFE ID, for the span; "" when it records nothing
 	method string
 	// md is the carrier the propagator reads the caller's trace context
 	// from: in the serverCall, which the heap holds anyway, it is handed
@@ -86,6 +87,7 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	sc.ctx, sc.span = p.Tracing.StartRPCServerCall(ctx, &sc.md, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
+	sc.id = callerIDOfPeer(sc.span, ctx)
 	header := meshlink.Header{Src: ctx, Get: incomingValues}
 	allow, reason := p.Authorize(sc.ctx, caller, callerErr, http.MethodPost, fullMethod, header)
 	if allow {
@@ -98,7 +100,7 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 		Err: fmt.Errorf("%s denied caller %q: %s", self, caller, reason)})
 	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
 		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(mesh.LayerAuthz)})
-	telemetry.EndRPCServerCall(sc.span, resilience.CodePermissionDenied, caller, string(mesh.LayerAuthz))
+	telemetry.EndRPCServerCallAs(sc.span, resilience.CodePermissionDenied, caller, sc.id, string(mesh.LayerAuthz))
 	p.Env.Log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
 }
@@ -122,7 +124,7 @@ func (sc *serverCall) refuse(ctx context.Context, wait time.Duration, limit stri
 	code := resilience.GRPCCode(Code(mesh.LayerRateLimit))
 	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
 		Service: self, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: string(mesh.LayerRateLimit)})
-	telemetry.EndRPCServerCall(sc.span, code, sc.caller, string(mesh.LayerRateLimit))
+	telemetry.EndRPCServerCallAs(sc.span, code, sc.caller, sc.id, string(mesh.LayerRateLimit))
 	return refusal
 }
 
@@ -136,7 +138,24 @@ func (sc *serverCall) end(err error) {
 	p := sc.a.p
 	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
 		Service: p.Service, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: errorType})
-	telemetry.EndRPCServerCall(sc.span, code, sc.caller, errorType)
+	telemetry.EndRPCServerCallAs(sc.span, code, sc.caller, sc.id, errorType)
+}
+
+// callerIDOfPeer returns the SPIFFE ID of the verified client certificate
+// of the RPC's connection for its server span (meshlink.CallerIDOf).
+func callerIDOfPeer(span trace.Span, ctx context.Context) string {
+	if !span.IsRecording() {
+		return ""
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return ""
+	}
+	return meshlink.CallerIDOf(span, &info.State)
 }
 
 // callerOfPeer returns the service of the verified client certificate of

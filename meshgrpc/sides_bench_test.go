@@ -1,8 +1,12 @@
 package meshgrpc
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,12 +22,20 @@ import (
 // client and the server bare grpc-go or through the mesh, against the
 // stock health service on 127.0.0.1.
 func BenchmarkGRPCUnarySides(b *testing.B) {
-	off := telemetryOff()
 	for _, side := range []struct {
 		name           string
 		client, server bool
-	}{{"bare", false, false}, {"client", true, false}, {"server", false, true}, {"both", true, true}} {
+		sdk            bool // the real OTel SDK: metrics to a manual reader, every span sampled
+	}{{"bare", false, false, false}, {"client", true, false, false}, {"server", false, true, false}, {"both", true, true, false},
+		{"both+sdk", true, true, true}} {
 		b.Run(side.name, func(b *testing.B) {
+			off := telemetryOff()
+			if side.sdk {
+				mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+				b.Cleanup(func() { _ = mp.Shutdown(context.Background()); _ = tp.Shutdown(context.Background()) })
+				off = []mesh.Option{mesh.WithMeterProvider(mp), mesh.WithTracerProvider(tp)}
+			}
 			ln := listenLoopback(b)
 			// One server in both subsets of the split, as in BenchmarkGRPCUnary.
 			pol := strings.NewReplacer(

@@ -8,17 +8,31 @@
 //
 // StartClientCall opens the one client span of a logical call before the
 // first attempt, AttemptEvent adds an event per attempt, Inject writes the W3C trace
-// context into each attempt's headers, and EndCall closes the span. When the
+// context into each attempt's headers, BudgetEvent marks a retry the budget
+// refused, and EndClientCall closes the span with what it says of the call:
+// the subset, the attempts, the policy version and, on failure, the layer as
+// error.type (the route's name is set at start as http.route and
+// inmesh.route). When the
 // call is over, RecordHTTPClient records its duration and the route's
 // AttemptCounter its attempts (one atomic add, observed at collection); the
 // resilience layers report budget exhaustion, breaker
 // transitions and ejections, and the policy sources report updates.
 //
 // gRPC calls are recorded the same way (rpc.go): StartRPCClientCall and
-// EndRPCCall around the call, OutgoingMetadata for the outgoing metadata,
-// RecordRPCClient for rpc.client.duration; on the server, StartRPCServerCall
-// (continuing the trace from the incoming metadata), EndRPCServerCall and
-// RecordRPCServer for rpc.server.duration.
+// EndRPCClientCall around the call, OutgoingMetadata for the outgoing
+// metadata, RecordRPCClient for rpc.client.duration; on the server,
+// StartRPCServerCall (continuing the trace from the incoming metadata),
+// EndRPCServerCallAs (with the caller's service and SPIFFE ID) and
+// RecordRPCServer for rpc.server.duration. Every duration is in
+// seconds, HTTP's and gRPC's alike.
+//
+// Cardinality is bounded on every instrument: server.address is the
+// destination service, the route attributes are route names (never the raw
+// path), error.type is a layer or a status; no duration histogram carries an
+// endpoint address. The state gauges (inmesh.circuit_breaker.state,
+// inmesh.concurrency.limit, inmesh.certificate.expiry,
+// inmesh.policy.staleness) are observed at collection from what the mesh
+// sets (SetBreakerStates, SetCertificateExpiry, SetPolicyStaleness).
 //
 // Names follow the OpenTelemetry semantic conventions where one exists
 // (http.client.request.duration in seconds, server.address,

@@ -47,6 +47,7 @@ func ExampleInstruments_RecordHTTPClient() {
 	//   error.type=503
 	//   http.request.method=POST
 	//   http.response.status_code=503
+	//   http.route=charge
 	//   inmesh.route=charge
 	//   inmesh.subset=v1
 	//   server.address=billing

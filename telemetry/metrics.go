@@ -40,6 +40,7 @@ type Instruments struct {
 	rateLimit        *rateLimitInstruments // inmesh.rate_limit.decisions (ratelimit.go)
 	hedgeInstruments                       // inmesh.hedges (hedge.go)
 	overload         *overloadInstruments  // inmesh.concurrency.limit and inmesh.overload.shed (overload.go)
+	breakerState     breakerStateGauge     // inmesh.circuit_breaker.state (breaker.go)
 
 	// counters are the attempt counters handed out by AttemptCounter,
 	// observed at collection time. Guarded by mu; the request path only
@@ -167,6 +168,7 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 	errs = append(errs, rpcErrs...)
 	in.rateLimit, err = newRateLimitInstruments(m)
 	collect(err)
+	errs = append(errs, in.initBreakerState(m)...)
 	if len(errs) > 0 {
 		return in, fmt.Errorf("telemetry: creating instruments: %w", errors.Join(errs...))
 	}
@@ -174,7 +176,9 @@ func New(mp metric.MeterProvider) (*Instruments, error) {
 }
 
 // RecordHTTPClient records http.client.request.duration, in seconds, for one
-// logical call (retries included). Empty Route, Subset and ErrorType and a
+// logical call (retries included), with server.address (the destination
+// service), http.request.method, http.route and inmesh.route (the route's
+// name), inmesh.subset, http.response.status_code and error.type. Empty Route, Subset and ErrorType and a
 // zero StatusCode are left out of the attributes; a method outside the known
 // set is recorded as "_OTHER".
 //
@@ -301,11 +305,12 @@ func add(ctx context.Context, c metric.Int64Counter, kvs ...attribute.KeyValue) 
 
 // httpCallOptions builds the record options of c; c.Method is normalized.
 func httpCallOptions(c HTTPCall) []metric.RecordOption {
-	kvs := make([]attribute.KeyValue, 0, 6)
+	kvs := make([]attribute.KeyValue, 0, 7)
 	kvs = append(kvs,
 		attribute.String(AttrServerAddress, c.Service),
 		attribute.String(AttrHTTPRequestMethod, c.Method))
 	kvs = appendNonEmpty(kvs, AttrRoute, c.Route)
+	kvs = appendNonEmpty(kvs, AttrHTTPRoute, c.Route)
 	kvs = appendNonEmpty(kvs, AttrSubset, c.Subset)
 	if c.StatusCode != 0 {
 		kvs = append(kvs, attribute.Int(AttrHTTPResponseStatusCode, c.StatusCode))

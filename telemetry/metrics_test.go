@@ -67,6 +67,7 @@ func TestRecordHTTPClient(t *testing.T) {
 				attribute.String(telemetry.AttrServerAddress, "billing"),
 				attribute.String(telemetry.AttrHTTPRequestMethod, "POST"),
 				attribute.String(telemetry.AttrRoute, "charge"),
+				attribute.String(telemetry.AttrHTTPRoute, "charge"),
 				attribute.String(telemetry.AttrSubset, "v1"),
 				attribute.Int(telemetry.AttrHTTPResponseStatusCode, 200)),
 		},
@@ -88,6 +89,7 @@ func TestRecordHTTPClient(t *testing.T) {
 				attribute.String(telemetry.AttrServerAddress, "billing"),
 				attribute.String(telemetry.AttrHTTPRequestMethod, "_OTHER"),
 				attribute.String(telemetry.AttrRoute, "default"),
+				attribute.String(telemetry.AttrHTTPRoute, "default"),
 				attribute.String(telemetry.AttrErrorType, "timeout")),
 		},
 	}

@@ -18,8 +18,12 @@ const (
 	DescHTTPServerDuration   = "Duration of HTTP server requests."
 
 	// MetricRPCClientDuration and MetricRPCServerDuration are the
-	// semantic-convention histograms of gRPC calls, in milliseconds (their
-	// units and the rpc.* attributes are in rpc.go).
+	// histograms of gRPC calls under the names of the product's contract
+	// (rpc.client.duration, rpc.server.duration), in seconds like HTTP's,
+	// so that one dashboard reads both protocols (their units and the rpc.*
+	// attributes are in rpc.go). The newest conventions call them
+	// rpc.client.call.duration and rpc.server.call.duration; renaming them
+	// is a change of the contract, not of this package.
 	MetricRPCClientDuration = "rpc.client.duration"
 	MetricRPCServerDuration = "rpc.server.duration"
 
@@ -167,4 +171,34 @@ const (
 	HedgeSent    = "sent"    // a hedged attempt was sent
 	HedgeWon     = "won"     // a hedged attempt's answer was the call's
 	HedgeRefused = "refused" // the retry budget refused a hedge: the call kept waiting for the attempts in flight
+)
+
+// The diagnostic surface: what a span says of a call and the breaker state
+// gauge.
+const (
+	// AttrHTTPRoute is the semantic-convention route attribute: on the
+	// mesh's HTTP client spans and http.client.request.duration it is the
+	// name of the policy route that matched, never the raw path, so its
+	// cardinality is the policy's routes.
+	AttrHTTPRoute = "http.route"
+	// AttrAttempts is the number of attempts a call made, hedges included,
+	// set on its client span when it ends.
+	AttrAttempts = "inmesh.attempts"
+	// AttrCallerIdentity is the caller's verified SPIFFE ID on a server
+	// span (spans only: an ID per workload is no attribute for a metric).
+	AttrCallerIdentity = "inmesh.caller.identity"
+
+	// EventBudgetRefused is the span event of a retry the retry budget
+	// refused, with AttrAttemptNumber (the attempt it would have been) and
+	// AttrAttemptOutcome (the outcome of the attempt it would have retried).
+	EventBudgetRefused = "inmesh.retry.budget.exhausted"
+
+	// MetricBreakerState is the state of each circuit breaker as a state
+	// set: one point per breaker and state (AttrBreakerState), 1 for the
+	// state it is in and 0 for the others, with server.address and, for a
+	// route's own breaker, inmesh.route.
+	MetricBreakerState = "inmesh.circuit_breaker.state"
+	UnitBreakerState   = "1"
+	DescBreakerState   = "Circuit breaker state: 1 for the state each breaker is in (closed, open, half-open), 0 for the others."
+	AttrBreakerState   = "state"
 )

@@ -15,10 +15,12 @@ import (
 )
 
 // gRPC instruments and attributes, after the OpenTelemetry semantic
-// conventions for RPC: rpc.client.duration and rpc.server.duration are
-// histograms in milliseconds, and a span is named "{rpc.service}/{rpc.method}".
+// conventions for RPC: rpc.client.duration and rpc.server.duration
+// are histograms in seconds, as HTTP's are (the conventions replaced the
+// millisecond rpc.client.duration and rpc.server.duration with them), and a
+// span is named "{rpc.service}/{rpc.method}".
 const (
-	UnitRPCDuration       = "ms"
+	UnitRPCDuration       = "s"
 	DescRPCClientDuration = "Duration of outbound RPCs, retries included."
 	DescRPCServerDuration = "Duration of inbound RPCs."
 
@@ -30,15 +32,9 @@ const (
 	RPCSystemGRPC = "grpc"
 )
 
-// rpcDurationBuckets are the bucket boundaries, in milliseconds, of the RPC
-// duration histograms: httpDurationBuckets in the unit the RPC conventions use.
-var rpcDurationBuckets = func() []float64 {
-	b := make([]float64, len(httpDurationBuckets))
-	for i, s := range httpDurationBuckets {
-		b[i] = s * 1000
-	}
-	return b
-}()
+// rpcDurationBuckets are the bucket boundaries, in seconds, of the RPC
+// duration histograms: HTTP's, so that both protocols' latencies compare.
+var rpcDurationBuckets = httpDurationBuckets
 
 // rpcInstruments are the gRPC instruments of one mesh.
 type rpcInstruments struct {
@@ -81,7 +77,7 @@ type RPCCall struct {
 	ErrorType              string              // "" on success; the failing mesh layer, or the code's name for a failed RPC
 }
 
-// RecordRPCClient records rpc.client.duration, in milliseconds, for one
+// RecordRPCClient records rpc.client.duration, in seconds, for one
 // logical call (retries included), with the attributes rpc.system,
 // rpc.service, rpc.method, rpc.grpc.status_code, server.address (the
 // destination service) and, when set, inmesh.route, inmesh.subset and
@@ -93,7 +89,7 @@ func (in *Instruments) RecordRPCClient(ctx context.Context, elapsed time.Duratio
 	if in == nil || in.rpc == nil {
 		return
 	}
-	in.rpc.client.Record(ctx, milliseconds(elapsed), in.rpc.clientOpts.get(c, rpcCallOptions)...)
+	in.rpc.client.Record(ctx, elapsed.Seconds(), in.rpc.clientOpts.get(c, rpcCallOptions)...)
 }
 
 // RPCServerCall describes one RPC served behind the mesh's server
@@ -106,7 +102,7 @@ type RPCServerCall struct {
 	ErrorType  string // "" on success; "authz" for a denial; the code's name for a server error
 }
 
-// RecordRPCServer records rpc.server.duration, in milliseconds, for one RPC,
+// RecordRPCServer records rpc.server.duration, in seconds, for one RPC,
 // with the attributes rpc.system, rpc.service, rpc.method,
 // rpc.grpc.status_code, inmesh.service and, when set, inmesh.caller and
 // error.type. HOT: cached attribute sets, as RecordRPCClient.
@@ -114,10 +110,8 @@ func (in *Instruments) RecordRPCServer(ctx context.Context, elapsed time.Duratio
 	if in == nil || in.rpc == nil {
 		return
 	}
-	in.rpc.server.Record(ctx, milliseconds(elapsed), in.rpc.serverOpts.get(c, rpcServerOptions)...)
+	in.rpc.server.Record(ctx, elapsed.Seconds(), in.rpc.serverOpts.get(c, rpcServerOptions)...)
 }
-
-func milliseconds(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func rpcCallOptions(c RPCCall) []metric.RecordOption {
 	kvs := rpcAttributes(AttrServerAddress, c.Service, c.FullMethod, c.Code)
@@ -193,19 +187,29 @@ func rpcClientSpanStart(k spanKey) spanStart {
 }
 
 // EndRPCCall records the outcome of a logical gRPC call on span and ends
-// it: rpc.grpc.status_code always; status Error, with error.type, for every
-// code but OK (errorType when set, else the code's name), as the
-// conventions ask of client spans. A nil span is ignored.
+// it, as EndRPCClientCall with only a layer and an error.
 func EndRPCCall(span trace.Span, code resilience.GRPCCode, errorType string, err error) {
+	EndRPCClientCall(span, code, CallEnd{ErrorType: errorType, Err: err})
+}
+
+// EndRPCClientCall records the outcome of a logical gRPC call on span and
+// ends it: rpc.grpc.status_code always; the subset, attempts and policy
+// version of e when set; status Error, with error.type, for every code but
+// OK (e.ErrorType when set, else the code's name), as the conventions ask
+// of client spans. e.StatusCode is not read. A nil span is ignored.
+func EndRPCClientCall(span trace.Span, code resilience.GRPCCode, e CallEnd) {
 	if span == nil {
 		return
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int(AttrRPCGRPCStatusCode, int(code)))
+		errorType := e.ErrorType
 		if errorType == "" && code != resilience.CodeOK {
 			errorType = code.String()
 		}
-		setError(span, errorType, err)
+		var buf [6]attribute.KeyValue
+		kvs := append(buf[:0], attribute.Int(AttrRPCGRPCStatusCode, int(code)))
+		kvs = appendCallEnd(kvs, e)
+		finish(span, kvs, errorType, e.Err)
 	}
 	span.End()
 }
@@ -235,21 +239,28 @@ func (t *Tracing) StartRPCServerCall(ctx context.Context, md propagation.TextMap
 			attribute.String(AttrService, service)))
 }
 
-// EndRPCServerCall sets the outcome of a server span and ends it:
-// rpc.grpc.status_code, the caller when known, and status Error for a
-// denial (errorType set) and for the codes the conventions count as server
-// errors (Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable,
-// DataLoss); other codes are the caller's errors.
+// EndRPCServerCall sets the outcome of a server span and ends it, as
+// EndRPCServerCallAs without the caller's SPIFFE ID.
 func EndRPCServerCall(span trace.Span, code resilience.GRPCCode, caller, errorType string) {
+	EndRPCServerCallAs(span, code, caller, "", errorType)
+}
+
+// EndRPCServerCallAs sets the outcome of a server span and ends it:
+// rpc.grpc.status_code, the caller's service and SPIFFE ID (callerID) when
+// known, and status Error for a denial (errorType set) and for the codes
+// the conventions count as server errors (Unknown, DeadlineExceeded,
+// Unimplemented, Internal, Unavailable, DataLoss); other codes are the
+// caller's errors.
+func EndRPCServerCallAs(span trace.Span, code resilience.GRPCCode, caller, callerID, errorType string) {
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int(AttrRPCGRPCStatusCode, int(code)))
-		if caller != "" {
-			span.SetAttributes(attribute.String(AttrCaller, caller))
-		}
 		if errorType == "" && IsRPCServerError(code) {
 			errorType = code.String()
 		}
-		setError(span, errorType, nil)
+		var buf [4]attribute.KeyValue
+		kvs := append(buf[:0], attribute.Int(AttrRPCGRPCStatusCode, int(code)))
+		kvs = appendNonEmpty(kvs, AttrCaller, caller)
+		kvs = appendNonEmpty(kvs, AttrCallerIdentity, callerID)
+		finish(span, kvs, errorType, nil)
 	}
 	span.End()
 }

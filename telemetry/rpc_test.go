@@ -22,8 +22,8 @@ func TestRecordRPCClient(t *testing.T) {
 	in.RecordRPCClient(ctx, 200*time.Millisecond, telemetry.RPCCall{Service: "billing", FullMethod: "/grpc.health.v1.Health/Check",
 		Code: resilience.CodeDeadlineExceeded, ErrorType: "timeout"})
 	m := collect(t, reader, telemetry.MetricRPCClientDuration)
-	if m.Unit != "ms" {
-		t.Fatalf("unit %q, want ms", m.Unit)
+	if m.Unit != "s" {
+		t.Fatalf("unit %q, want s (seconds, as HTTP)", m.Unit)
 	}
 	h := m.Data.(metricdata.Histogram[float64])
 	if len(h.DataPoints) != 2 {
@@ -37,11 +37,11 @@ func TestRecordRPCClient(t *testing.T) {
 		}
 		switch a[telemetry.AttrRPCGRPCStatusCode].AsInt64() {
 		case 0:
-			if dp.Sum != 12 || a[telemetry.AttrRoute].AsString() != "check" || a[telemetry.AttrSubset].AsString() != "v1" {
+			if dp.Sum != 0.012 || a[telemetry.AttrRoute].AsString() != "check" || a[telemetry.AttrSubset].AsString() != "v1" {
 				t.Errorf("OK point: sum %v, attributes %v", dp.Sum, a)
 			}
 		case int64(resilience.CodeDeadlineExceeded):
-			if dp.Sum != 200 || a[telemetry.AttrErrorType].AsString() != "timeout" {
+			if dp.Sum != 0.2 || a[telemetry.AttrErrorType].AsString() != "timeout" {
 				t.Errorf("timeout point: sum %v, attributes %v", dp.Sum, a)
 			}
 		default:

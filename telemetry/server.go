@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -154,19 +153,24 @@ func (t *Tracing) StartServerCall(ctx context.Context, h http.Header, service, m
 			attribute.String(AttrHTTPRequestMethod, method)))
 }
 
-// EndServerCall sets the outcome of a server span and ends it: status Error
-// only for 5xx answers and denials (a 4xx of the application is the
-// caller's error, per the semantic conventions for server spans).
+// EndServerCall sets the outcome of a server span and ends it, as
+// EndServerCallAs without the caller's SPIFFE ID.
 func EndServerCall(span trace.Span, statusCode int, caller, errorType string) {
+	EndServerCallAs(span, statusCode, caller, "", errorType)
+}
+
+// EndServerCallAs sets the outcome of a server span and ends it:
+// http.response.status_code, the caller's service and SPIFFE ID (callerID)
+// when known, and status Error only for 5xx answers and denials (errorType
+// set; a 4xx of the application is the caller's error, per the semantic
+// conventions for server spans).
+func EndServerCallAs(span trace.Span, statusCode int, caller, callerID, errorType string) {
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int(AttrHTTPResponseStatusCode, statusCode))
-		if caller != "" {
-			span.SetAttributes(attribute.String(AttrCaller, caller))
-		}
-		if errorType != "" {
-			span.SetAttributes(attribute.String(AttrErrorType, errorType))
-			span.SetStatus(codes.Error, errorType)
-		}
+		var buf [4]attribute.KeyValue
+		kvs := append(buf[:0], attribute.Int(AttrHTTPResponseStatusCode, statusCode))
+		kvs = appendNonEmpty(kvs, AttrCaller, caller)
+		kvs = appendNonEmpty(kvs, AttrCallerIdentity, callerID)
+		finish(span, kvs, errorType, nil)
 	}
 	span.End()
 }

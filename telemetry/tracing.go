@@ -87,8 +87,9 @@ func (t *Tracing) off(ctx context.Context) bool {
 // StartClientCall starts the one client span of a logical call, to be ended by
 // EndCall. Its name is "{method} {service}" ("POST billing"; "HTTP billing"
 // for a method outside the known set), its kind client, and its attributes
-// server.address, http.request.method and inmesh.route (when route is not
-// empty), set at start so that samplers see them. Name and options are cached
+// server.address, http.request.method, and http.route and inmesh.route (the
+// route's name, when route is not empty), set at start so that samplers see
+// them. Name and options are cached
 // per (service, route, method).
 func (t *Tracing) StartClientCall(ctx context.Context, service, route, method string) (context.Context, trace.Span) {
 	if t == nil || t.off(ctx) {
@@ -103,11 +104,12 @@ func clientSpanStart(k spanKey) spanStart {
 	if prefix == methodOther {
 		prefix = "HTTP"
 	}
-	kvs := make([]attribute.KeyValue, 0, 3)
+	kvs := make([]attribute.KeyValue, 0, 4)
 	kvs = append(kvs,
 		attribute.String(AttrServerAddress, k.service),
 		attribute.String(AttrHTTPRequestMethod, k.method))
 	kvs = appendNonEmpty(kvs, AttrRoute, k.route)
+	kvs = appendNonEmpty(kvs, AttrHTTPRoute, k.route)
 	return spanStart{
 		name: prefix + " " + k.service,
 		opts: []trace.SpanStartOption{
@@ -153,39 +155,76 @@ func (t *Tracing) Extract(ctx context.Context, h http.Header) context.Context {
 	return t.prop.Extract(ctx, headerCarrier(h))
 }
 
-// EndCall records the outcome of a logical call on span and ends it.
-// statusCode is the final HTTP status (0 when no response), errorType the
-// failure layer ("" on success) and err the error returned to the caller, if
-// any. The span status is Error, with attribute error.type, when errorType is
-// set, when err is not nil ("_OTHER" unless errorType says more), or when the
-// status is 4xx or 5xx (error.type then is the status code, as the semantic
-// conventions ask of client spans); otherwise the status is left unset.
-// A nil span is ignored.
+// CallEnd is what a client span says of its call when it ends.
+type CallEnd struct {
+	StatusCode    int    // the final HTTP status; 0 when no response (and for gRPC)
+	ErrorType     string // the failure layer; "" on success
+	Err           error  // the error returned to the caller, if any
+	Subset        string // the subset the split chose; "" without a split
+	Attempts      int    // the attempts made, hedges included; 0 when none was sent
+	PolicyVersion string // the version of the policy the call ran under
+}
+
+// EndCall records the outcome of a logical call on span and ends it, as
+// EndClientCall with only a status, a layer and an error.
 func EndCall(span trace.Span, statusCode int, errorType string, err error) {
+	EndClientCall(span, CallEnd{StatusCode: statusCode, ErrorType: errorType, Err: err})
+}
+
+// EndClientCall records the outcome of a logical HTTP call on span and
+// ends it: http.response.status_code (when there was a response), the
+// subset, the attempts and the policy version (when set), and on failure
+// error.type and status Error. The span fails when e.ErrorType is set
+// (the failure layer), when e.Err is not nil ("_OTHER" unless ErrorType
+// says more), or when the status is 4xx or 5xx (error.type then is the
+// status code, as the semantic conventions ask of client spans); otherwise
+// the status is left unset. The attributes are set in one call. A nil span
+// is ignored.
+func EndClientCall(span trace.Span, e CallEnd) {
 	if span == nil {
 		return
 	}
 	if span.IsRecording() {
-		if statusCode > 0 {
-			span.SetAttributes(attribute.Int(AttrHTTPResponseStatusCode, statusCode))
-		}
-		et := errorType
+		et := e.ErrorType
 		switch {
 		case et != "":
-		case statusCode >= 400:
-			et = strconv.Itoa(statusCode)
-		case err != nil:
+		case e.StatusCode >= 400:
+			et = strconv.Itoa(e.StatusCode)
+		case e.Err != nil:
 			et = errorTypeOther
 		}
-		setError(span, et, err)
+		var buf [6]attribute.KeyValue
+		kvs := buf[:0]
+		if e.StatusCode > 0 {
+			kvs = append(kvs, attribute.Int(AttrHTTPResponseStatusCode, e.StatusCode))
+		}
+		kvs = appendCallEnd(kvs, e)
+		finish(span, kvs, et, e.Err)
 	}
 	span.End()
 }
 
-// setError marks a recording span failed when errorType is not empty: the
-// attribute error.type, and status Error described by err, or by errorType
-// without err. HTTP and gRPC spans share it.
-func setError(span trace.Span, errorType string, err error) {
+// appendCallEnd appends the subset, attempts and policy version of e that
+// are set.
+func appendCallEnd(kvs []attribute.KeyValue, e CallEnd) []attribute.KeyValue {
+	kvs = appendNonEmpty(kvs, AttrSubset, e.Subset)
+	if e.Attempts > 0 {
+		kvs = append(kvs, attribute.Int(AttrAttempts, e.Attempts))
+	}
+	return appendNonEmpty(kvs, AttrPolicyVersion, e.PolicyVersion)
+}
+
+// finish sets kvs on a recording span, with error.type when errorType is
+// set, in one call, and then marks the span failed (status Error described
+// by err, or by errorType without err) when errorType is set. HTTP and gRPC
+// spans share it.
+func finish(span trace.Span, kvs []attribute.KeyValue, errorType string, err error) {
+	if errorType != "" {
+		kvs = append(kvs, attribute.String(AttrErrorType, errorType))
+	}
+	if len(kvs) > 0 {
+		span.SetAttributes(kvs...)
+	}
 	if errorType == "" {
 		return
 	}
@@ -193,6 +232,19 @@ func setError(span trace.Span, errorType string, err error) {
 	if err != nil {
 		desc = err.Error()
 	}
-	span.SetAttributes(attribute.String(AttrErrorType, errorType))
 	span.SetStatus(codes.Error, desc)
+}
+
+// BudgetEvent adds the span event "inmesh.retry.budget.exhausted" for a
+// retry the retry budget refused: attempt is the number the retry would
+// have had, outcome the outcome of the attempt it would have retried (as
+// in the attempt events). It does nothing when span is nil or not
+// recording.
+func BudgetEvent(span trace.Span, attempt int, outcome string) {
+	if span == nil || !span.IsRecording() {
+		return
+	}
+	span.AddEvent(EventBudgetRefused, trace.WithAttributes(
+		attribute.Int(AttrAttemptNumber, attempt),
+		attribute.String(AttrAttemptOutcome, outcome)))
 }

@@ -31,6 +31,9 @@ type Env struct {
 	// percentages; nil means math/rand/v2's Float64. Safe for concurrent
 	// use.
 	Rand func() float64
+	// Failures rate-limits the log records of failed calls (LogFailure);
+	// nil logs every one.
+	Failures *FailureLog
 }
 
 // Request is what the core reads of a call: what the route match sees and
@@ -596,13 +599,17 @@ func (c *Call) MayRetry(o *Outcome) bool {
 // caller is err (Settle's), is retried. When not, res is what the caller
 // gets: err, or a CallError of layer budget when the budget refused the
 // retry of an attempt that got no answer (an answer is returned as is). A
-// retry withdraws its token from the budget here; a refusal is counted.
+// retry withdraws its token from the budget here; a refusal is counted and
+// is an event on the call's span.
 func (c *Call) Next(o *Outcome, err error) (retry bool, res error) {
 	if !c.MayRetry(o) || c.Ctx.Err() != nil {
 		return false, err
 	}
 	if !c.Route.Budget.TryWithdraw() {
 		c.env.Instr.RecordBudgetExhausted(c.Ctx, c.Dest.Name)
+		if c.Span != nil && c.Span.IsRecording() {
+			telemetry.BudgetEvent(c.Span, c.Attempts+1, label(o))
+		}
 		if o.Result.Err == resilience.ErrNone {
 			return false, err
 		}

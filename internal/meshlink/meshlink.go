@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/clock"
@@ -131,4 +133,18 @@ func CallerOf(cs *tls.ConnectionState) (string, error) {
 		return "", fmt.Errorf("peer %s names no service", id)
 	}
 	return svc, nil
+}
+
+// CallerIDOf returns the SPIFFE ID of the verified peer certificate of cs
+// for a server span, "" when span records nothing or cs has no valid one:
+// the ID is parsed, and its text made, only for a recording span.
+func CallerIDOf(span trace.Span, cs *tls.ConnectionState) string {
+	if cs == nil || len(cs.PeerCertificates) == 0 || !span.IsRecording() {
+		return ""
+	}
+	id, err := identity.PeerIDFromState(cs)
+	if err != nil {
+		return ""
+	}
+	return id.String()
 }
