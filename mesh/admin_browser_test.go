@@ -6,11 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,50 +17,12 @@ import (
 	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
-// chromium returns the headless browser's path. It skips t when none is
-// installed, unless the CI variable is set: then it fails t.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{os.Getenv("INMESH_CHROMIUM"), "chromium", "chromium-browser"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	const msg = "no chromium: apt-get install -y chromium (.ci/run installs it), or set INMESH_CHROMIUM"
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set: a missing browser is a failure)", msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// dumpDOM loads url in headless Chromium and returns the DOM it built.
-func dumpDOM(t *testing.T, bin, url string) string {
-	t.Helper()
-	// A bound on a hung browser, not a measure: the test asserts no time.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--disable-gpu", "--no-sandbox",
-		"--no-first-run", "--user-data-dir="+t.TempDir(), "--dump-dom", url)
-	cmd.WaitDelay = 10 * time.Second
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium --dump-dom %s: %v\n%s", url, err, stderr.String())
-	}
-	return string(out)
-}
-
 // TestAdminInBrowser: a real browser loads the admin page of a mesh that
 // exports its metrics with the OTel Prometheus exporter, and finds the
 // policy version and the breakers; /metrics answers in Prometheus text
 // with the mesh's instruments.
 func TestAdminInBrowser(t *testing.T) {
-	bin := chromium(t)
+	bin := meshtest.Chromium(t)
 	backend := meshtest.NewBackend(t, "billing", meshtest.Status(200))
 
 	reg := prometheus.NewRegistry()
@@ -94,7 +53,7 @@ services:
 	srv := httptest.NewServer(http.StripPrefix("/debug/inmesh", m.AdminHandler()))
 	t.Cleanup(srv.Close)
 
-	dom := dumpDOM(t, bin, srv.URL+"/debug/inmesh/")
+	dom := meshtest.DumpDOM(t, bin, srv.URL+"/debug/inmesh/")
 	for _, want := range []string{
 		`<dd id="policy-version" class="mono">browser-v3</dd>`,
 		`<table id="breakers">`,
@@ -112,7 +71,7 @@ services:
 	}
 
 	// The browser submits the explain form as a person would: its GET.
-	dom = dumpDOM(t, bin, srv.URL+"/debug/inmesh/explain?format=html&url=http%3A%2F%2Fbilling%2Fcharge&method=GET&header=&header=&caller=")
+	dom = meshtest.DumpDOM(t, bin, srv.URL+"/debug/inmesh/explain?format=html&url=http%3A%2F%2Fbilling%2Fcharge&method=GET&header=&header=&caller=")
 	if !strings.Contains(dom, `"route": "charge"`) {
 		t.Fatalf("explain page:\n%s", dom)
 	}
