@@ -80,4 +80,3 @@ func (o *overloadResult) report(out io.Writer) {
 	}
 	fmt.Fprintf(out, "  the adaptive concurrency limit learned %d in flight (the backend has %d slots)\n", o.limit, recommendationCapacity)
 }
-

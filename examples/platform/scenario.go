@@ -40,7 +40,9 @@ type phase struct {
 	notes   []string    // what the demo did and saw
 }
 
-func (p *phase) note(format string, args ...any) { p.notes = append(p.notes, fmt.Sprintf(format, args...)) }
+func (p *phase) note(format string, args ...any) {
+	p.notes = append(p.notes, fmt.Sprintf(format, args...))
+}
 
 // outcome is what one run of the demo saw.
 type outcome struct {
