@@ -47,7 +47,7 @@ var embeddedPolicy []byte
 
 func main() {
 	policyFile := flag.String("policy", "", "policy file (default: the embedded mesh.yaml)")
-	duration := flag.Duration("duration", 3*time.Second, "the length of a phase; the whole run takes about six")
+	duration := flag.Duration("duration", 3*time.Second, "the length of a phase; the whole run takes about five times as long")
 	workers := flag.Int("workers", 4, "concurrent callers")
 	admin := flag.String("admin", "", "serve enrollment's admin handler at `ADDR` under /debug/inmesh/ (default: a free port of 127.0.0.1)")
 	flag.Parse()

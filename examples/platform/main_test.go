@@ -77,11 +77,11 @@ func TestDemo(t *testing.T) {
 		p      *phase
 		lo, hi float64
 	}{
-		{steady, 0.05, 0.15},
-		{canary, 0.40, 0.60},
+		{steady, 0.03, 0.20},
+		{canary, 0.35, 0.65},
 	} {
 		split := c.p.metrics.by(metricHTTPClient, "inmesh.subset", match{attrService: "billing"})
-		if n := split["v1"] + split["v2"]; n < 200 {
+		if n := split["v1"] + split["v2"]; n < 100 {
 			t.Errorf("%s: only %.0f billing calls in the metrics", c.p.name, n)
 		} else if share := split["v2"] / n; share < c.lo || share > c.hi {
 			t.Errorf("%s: v2 took %.3f of billing calls in the metrics, want %.2f..%.2f", c.p.name, share, c.lo, c.hi)
