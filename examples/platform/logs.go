@@ -92,13 +92,9 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	if r.Level < slog.LevelWarn && !strings.HasPrefix(r.Message, "policy ") {
 		return nil
 	}
-	var b strings.Builder
 	key, repeats := r.Message, 1
 	inline := false
-	write := func(a slog.Attr) {
-		if h.group != "" {
-			a.Key = h.group + "." + a.Key
-		}
+	visit := func(a slog.Attr) {
 		switch a.Key {
 		case "service", "from", "to", "layer", "endpoint", "version":
 			key += "|" + a.Value.String()
@@ -106,12 +102,11 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		case "source":
 			inline = a.Value.String() == "inline"
 		}
-		fmt.Fprintf(&b, " %s=%s", a.Key, quote(a.Value.String()))
 	}
 	for _, a := range h.attrs {
-		write(a)
+		visit(a)
 	}
-	r.Attrs(func(a slog.Attr) bool { write(a); return true })
+	r.Attrs(func(a slog.Attr) bool { visit(a); return true })
 	if r.Level < slog.LevelWarn && inline {
 		return nil // a fixed policy applied at start: nothing happened
 	}
@@ -124,6 +119,18 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		s.suppressed++
 		return nil
 	}
+	// Formatted only when written: a flood costs a count, not a line.
+	var b strings.Builder
+	for _, a := range h.attrs { // their group is in their key already
+		fmt.Fprintf(&b, " %s=%s", a.Key, quote(a.Value.String()))
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if h.group != "" {
+			a.Key = h.group + "." + a.Key
+		}
+		fmt.Fprintf(&b, " %s=%s", a.Key, quote(a.Value.String()))
+		return true
+	})
 	workload := h.workload
 	if workload == "" {
 		workload = "mesh"

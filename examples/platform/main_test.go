@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"net/http"
 	"strings"
@@ -295,5 +296,83 @@ func TestQuantile(t *testing.T) {
 	}
 	if _, ok := s.quantile("other", 0.5, nil); ok {
 		t.Error("a quantile of no measurement")
+	}
+}
+
+// TestLogSink: warnings go through with the workload as prefix and without
+// the keys the prefix says; the policy updates at Info too, but for a fixed
+// policy's; repeats are counted, not written.
+func TestLogSink(t *testing.T) {
+	type rec struct {
+		workload string
+		level    slog.Level
+		msg      string
+		args     []any
+	}
+	breaker := func(to string) rec {
+		return rec{"enrollment", slog.LevelWarn, "circuit breaker changed state", []any{"service", "notifications", "from", "closed", "to", to}}
+	}
+	tests := []struct {
+		name           string
+		records        []rec
+		want, wantNot  []string
+		lines, dropped int
+	}{
+		{
+			name:    "a warning, prefixed",
+			records: []rec{breaker("open")},
+			want:    []string{"[enrollment] WARN circuit breaker changed state service=notifications from=closed to=open\n"},
+			wantNot: []string{"component=", "workload="},
+			lines:   1,
+		},
+		{
+			name:    "info dropped, but a file's policy update",
+			records: []rec{{"billing", slog.LevelInfo, "registered", nil}, {"billing", slog.LevelInfo, "policy applied", []any{"source", "inline", "version", "1"}}, {"enrollment", slog.LevelInfo, "policy applied", []any{"source", "file:/x", "version", "2"}}},
+			want:    []string{"[enrollment] INFO policy applied source=file:/x version=2\n"},
+			lines:   1,
+		},
+		{
+			name:    "a destination's line three times at most, per transition",
+			records: []rec{breaker("open"), breaker("open"), breaker("open"), breaker("open"), breaker("open"), breaker("closed")},
+			want:    []string{"to=closed", "2 repeated mesh log lines left out"},
+			lines:   5, dropped: 2,
+		},
+		{
+			name:    "another line once, whatever the workload",
+			records: []rec{{"billing", slog.LevelWarn, "dev CA", nil}, {"catalog", slog.LevelWarn, "dev CA", nil}, {"grades", slog.LevelError, "dev CA", nil}},
+			want:    []string{"[billing] WARN dev CA\n"},
+			wantNot: []string{"[catalog]"},
+			lines:   2, dropped: 2,
+		},
+		{
+			name:    "values quoted when needed",
+			records: []rec{{"billing", slog.LevelWarn, "x", []any{"err", `a b="c"`}}},
+			want:    []string{`err="a b=\"c\""`},
+			lines:   1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			sink := newLogSink(&b)
+			for _, r := range tt.records {
+				sink.logger().With("component", "inmesh", "workload", r.workload).Log(context.Background(), r.level, r.msg, r.args...)
+			}
+			sink.done()
+			got := b.String()
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(got, w) {
+					t.Errorf("has %q:\n%s", w, got)
+				}
+			}
+			if n := strings.Count(got, "\n"); n != tt.lines || sink.suppressed != tt.dropped {
+				t.Errorf("%d lines, %d left out; want %d and %d:\n%s", n, sink.suppressed, tt.lines, tt.dropped, got)
+			}
+		})
 	}
 }
