@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,4 +77,60 @@ func (a *adminServer) config(ctx context.Context) (adminConfig, error) {
 		return c, fmt.Errorf("platform: admin /config: %w", err)
 	}
 	return c, nil
+}
+
+// explain fetches /explain for method and target, as caller ("" for
+// enrollment itself), over HTTP.
+func (a *adminServer) explain(ctx context.Context, method, target, caller string) (*mesh.Explanation, error) {
+	q := url.Values{"url": {target}, "method": {method}}
+	if caller != "" {
+		q.Set("caller", caller)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"explain?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("platform: admin /explain: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("platform: admin /explain: %s", resp.Status)
+	}
+	ex := new(mesh.Explanation)
+	if err := json.NewDecoder(resp.Body).Decode(ex); err != nil {
+		return nil, fmt.Errorf("platform: admin /explain: %w", err)
+	}
+	return ex, nil
+}
+
+// summary is one line of what an explanation says.
+func summary(ex *mesh.Explanation) string {
+	route := ex.Route
+	if route == "" {
+		route = "(none: the service's settings)"
+	}
+	parts := []string{"route " + route}
+	if len(ex.Split) > 0 {
+		var split []string
+		for _, s := range ex.Split {
+			split = append(split, fmt.Sprintf("%s %d", s.Subset, s.Weight))
+		}
+		parts = append(parts, "split "+strings.Join(split, " / "))
+	}
+	attempts := fmt.Sprintf("attempts %d", ex.Attempts)
+	if ex.Reasons.Attempts != "" {
+		attempts += " (" + ex.Reasons.Attempts + ")"
+	}
+	parts = append(parts, attempts)
+	if ex.HasBreaker {
+		parts = append(parts, "breaker "+ex.Breaker)
+	}
+	if ex.Authorization != "" {
+		parts = append(parts, fmt.Sprintf("for %s: %s", ex.Caller, ex.Authorization))
+	}
+	parts = append(parts, "policy "+ex.PolicyVersion)
+	return strings.Join(parts, ", ")
 }

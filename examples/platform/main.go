@@ -19,8 +19,10 @@
 //
 // The report per phase reads enrollment's OpenTelemetry metrics (the SDK's
 // manual reader: the split, attempts per call, p50/p99, failures by layer,
-// breaker transitions) and its admin handler's /config over HTTP (the
-// policy version and updates applied). The meshes' warnings go to stderr
+// breaker transitions) and its admin handler over HTTP: /config (the
+// policy version and updates applied) and /explain (billing's split after
+// the shift, notifications' breaker in the outage, the authorization
+// progress meets). The meshes' warnings go to stderr
 // as they happen, one line each, prefixed by the workload.
 //
 //	go run ./examples/platform [-policy FILE] [-duration 3s] [-admin 127.0.0.1:9901]

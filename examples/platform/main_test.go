@@ -114,6 +114,26 @@ func TestDemo(t *testing.T) {
 		t.Errorf("admin URL %q, printed: %q", res.adminURL, started.String())
 	}
 
+	// Explain, through the admin handler: the new split, the open breaker,
+	// and the authorization the intruder meets.
+	explained := func(p *phase, n int) []*mesh.Explanation {
+		if len(p.explained) != n {
+			t.Fatalf("%s: %d explanations, want %d; notes %q", p.name, len(p.explained), n, p.notes)
+		}
+		return p.explained
+	}
+	if ex := explained(canary, 1)[0]; ex.PolicyVersion != "2026-11-26.2" || len(ex.Split) != 2 || ex.Split[0].Weight != 50 || ex.Split[1].Weight != 50 {
+		t.Errorf("/explain after the shift: version %s, split %+v; want 2026-11-26.2 and 50/50", ex.PolicyVersion, ex.Split)
+	}
+	if ex := explained(outage, 1)[0]; ex.Breaker != "open" && ex.Breaker != "half-open" {
+		t.Errorf("/explain during the outage: breaker %q, want open (or half-open, probing)", ex.Breaker)
+	}
+	for _, ex := range explained(intruder, 2) {
+		if ex.Caller != "progress" || !strings.HasPrefix(ex.Authorization, "denied") {
+			t.Errorf("/explain as progress: caller %q, authorization %q; want denied", ex.Caller, ex.Authorization)
+		}
+	}
+
 	// The outage: notifications' breaker opened and closed again, by the
 	// transitions counter and the mesh's log.
 	tr := func(to string) float64 {

@@ -38,6 +38,8 @@ type phase struct {
 	fleet   snapshot    // the other meshes' instruments, during the phase
 	config  adminConfig // /config at the end of the phase
 	notes   []string    // what the demo did and saw
+	// explained are the explanations /explain gave in the phase.
+	explained []*mesh.Explanation
 }
 
 func (p *phase) note(format string, args ...any) {
@@ -262,6 +264,7 @@ func (sc *scenario) canary(ctx context.Context, path string, share int) error {
 	return sc.run(ctx, fmt.Sprintf("canary shift to %d%%", share), func(p *phase) error {
 		p.note("policy file rewritten (billing v1 %d / v2 %d, version %s -> %s); the mesh applied it %v later",
 			100-share, share, from, version, applied.Round(time.Millisecond))
+		sc.explain(ctx, p, "POST", "http://billing/charge", "")
 		return sleep(ctx, sc.o.phase)
 	})
 }
@@ -285,6 +288,7 @@ func (sc *scenario) outage(ctx context.Context, p *phase, f *fleet) error {
 	}
 	if waitFor(ctx, 10*time.Second, func() bool { return transitions("open") > opened }) {
 		p.note("its breaker opened; calls failed fast in the caller")
+		sc.explain(ctx, p, "POST", "http://notifications/send", "")
 	} else {
 		p.note("its breaker did not open")
 	}
@@ -311,7 +315,25 @@ func (sc *scenario) intrude(ctx context.Context, p *phase, intruder *mesh.Mesh, 
 		}
 	}
 	p.note("progress called billing POST /charge %d times over HTTP and grades Check %d times over gRPC", tries, tries)
+	sc.explain(ctx, p, "POST", "http://billing/charge", "progress")
+	sc.explain(ctx, p, "POST", "grpc://grades/grpc.health.v1.Health/Check", "progress")
 	return sleep(ctx, sc.o.phase/2)
+}
+
+// explain notes what the admin handler's /explain says of method and
+// target, as caller.
+func (sc *scenario) explain(ctx context.Context, p *phase, method, target, caller string) {
+	ex, err := sc.admin.explain(ctx, method, target, caller)
+	if err != nil {
+		p.note("explain %s %s: %v", method, target, err)
+		return
+	}
+	as := ""
+	if caller != "" {
+		as = " as " + caller
+	}
+	p.note("/explain %s %s%s: %s", method, target, as, summary(ex))
+	p.explained = append(p.explained, ex)
 }
 
 // sleep waits for d or until ctx ends.
