@@ -48,7 +48,6 @@ func (p *phase) note(format string, args ...any) {
 
 // outcome is what one run of the demo saw.
 type outcome struct {
-	version  string // the policy version at the start
 	identity string // enrollment's SPIFFE ID
 	adminURL string
 	stats    *stats           // every phase but the overload's
@@ -155,7 +154,7 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 	defer intruderConn.Close()
 
 	sc.m, sc.reader, sc.fleetReader, sc.admin = m, reader, fleetReader, admin
-	sc.res = &outcome{version: m.PolicyVersion(), adminURL: admin.url, hits: map[string]int64{}}
+	sc.res = &outcome{adminURL: admin.url, hits: map[string]int64{}}
 	if id, err := m.Identity(); err == nil {
 		sc.res.identity = id.ID.String()
 	}
