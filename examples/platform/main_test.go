@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
@@ -395,4 +397,63 @@ func TestLogSink(t *testing.T) {
 			}
 		})
 	}
+}
+
+// urlWriter hands the admin URL the demo prints, once, to a channel.
+type urlWriter struct {
+	once sync.Once
+	url  chan string
+}
+
+func (w *urlWriter) Write(p []byte) (int, error) {
+	if _, rest, ok := strings.Cut(string(p), "admin page of enrollment's mesh: "); ok {
+		if url, _, ok := strings.Cut(rest, " "); ok {
+			w.once.Do(func() { w.url <- url })
+		}
+	}
+	return len(p), nil
+}
+
+// TestDemoAdminPageInBrowser: while the demo runs, a real headless
+// browser loads its admin page and finds the policy version in force and
+// the breakers; the page's /metrics answers in Prometheus text with the
+// mesh's instruments.
+func TestDemoAdminPageInBrowser(t *testing.T) {
+	bin := meshtest.Chromium(t)
+	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	w := &urlWriter{url: make(chan string, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// Phases long enough for a browser to start while the demo runs.
+		_, err := simulate(ctx, options{policy: embeddedPolicy, phase: 3 * time.Second, workers: 2, out: w})
+		done <- err
+	}()
+	var url string
+	select {
+	case url = <-w.url:
+	case err := <-done:
+		t.Fatalf("the demo ended before serving its admin page: %v", err)
+	}
+	dom := meshtest.DumpDOM(t, bin, url)
+	for _, want := range []string{"2026-11-26.", "progress", "notifications", "closed"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the admin page lacks %q", want)
+		}
+	}
+	if !strings.Contains(strings.ToLower(dom), "breaker") {
+		t.Errorf("the admin page shows no breakers:\n%.2000s", dom)
+	}
+	resp, err := http.Get(url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || !strings.Contains(string(body), "inmesh_") {
+		t.Errorf("/metrics: %d %s, %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	cancel() // the demo ends with its context
+	<-done
 }

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -115,11 +118,20 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 	if err := writePolicy(policyPath, withAddresses(o.policy, fleet.moved)); err != nil {
 		return nil, err
 	}
+	// enrollment's metrics: read by the report (the manual reader) and
+	// served as Prometheus text at the admin handler's /metrics, as an
+	// application wires them (see mesh.WithMetricsHandler).
 	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	registry := prometheus.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
+	if err != nil {
+		return nil, err
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithReader(exporter))
 	defer func() { _ = mp.Shutdown(context.Background()) }()
 	m, err := mesh.New(startCtx, mesh.WithService("enrollment"), mesh.WithPolicyFile(policyPath),
-		mesh.WithLogger(logger), mesh.WithMeterProvider(mp))
+		mesh.WithLogger(logger), mesh.WithMeterProvider(mp),
+		mesh.WithMetricsHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +141,7 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 		return nil, err
 	}
 	defer admin.close()
-	fmt.Fprintf(o.out, "admin page of enrollment's mesh: %s (config, endpoints, breakers, protections, certs, explain)\n", admin.url)
+	fmt.Fprintf(o.out, "admin page of enrollment's mesh: %s (config, endpoints, breakers, protections, certs, explain, metrics)\n", admin.url)
 
 	// progress has no business charging students: billing's authorization
 	// says so, and its mesh denies the call before billing's code runs.
