@@ -482,8 +482,7 @@ func meshMarker(resp *http.Response, secured bool) Layer {
 // application wrote an answer. which names that deadline
 // (core.Attempt.Deadline).
 func remoteTimeout(which string) error {
-	return fmt.Errorf("%w: %s passed at the destination (its Handler's copy of the propagated deadline) before the application answered",
-		context.DeadlineExceeded, which)
+	return &core.DeadlineError{Which: which, Remote: true, Err: context.DeadlineExceeded}
 }
 
 // denial reads the reason the destination's mesh gave for a denial from

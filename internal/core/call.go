@@ -232,7 +232,7 @@ func (c *Call) Finish() {
 func (c *Call) ContextFailure() error {
 	err := c.Ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {
-		return c.Fail(LayerTimeout, err)
+		return c.Fail(LayerTimeout, namedDeadline(c.deadlineName(), err))
 	}
 	return err
 }
@@ -307,14 +307,55 @@ func (a *Attempt) PerTry() bool {
 // Deadline names the deadline that bounds the attempt: "per_try_timeout",
 // "the route's timeout" or "the caller's deadline".
 func (a *Attempt) Deadline() string {
-	c := a.call
-	switch {
-	case a.PerTry():
+	if a.PerTry() {
 		return "per_try_timeout"
-	case c.Route.Eff.Timeout > 0 && !earlierDeadline(c.dl.parent, c.Ctx): // dl.parent: Ctx before the route's timeout
+	}
+	return a.call.deadlineName()
+}
+
+// deadlineName names the deadline that bounds the call: "the route's
+// timeout" or "the caller's deadline".
+func (c *Call) deadlineName() string {
+	// dl.parent: Ctx before the route's timeout bounded it.
+	if c.Route != nil && c.Route.Eff.Timeout > 0 && !earlierDeadline(c.dl.parent, c.Ctx) {
 		return "the route's timeout"
 	}
 	return "the caller's deadline"
+}
+
+// DeadlineError is the cause of a CallError of layer timeout: it says which
+// deadline passed (per_try_timeout, the route's timeout, the caller's
+// deadline), and whether it passed at the destination, whose Handler
+// answered before the application did. errors.Is(err,
+// context.DeadlineExceeded) holds.
+type DeadlineError struct {
+	Which  string
+	Remote bool
+	Err    error // context.DeadlineExceeded, or what the transport said
+}
+
+func (e *DeadlineError) Error() string {
+	if e.Remote {
+		return fmt.Sprintf("%v: %s passed at the destination (its Handler's copy of the propagated deadline) before the application answered", e.Err, e.Which)
+	}
+	return fmt.Sprintf("%s passed: %v", e.Which, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *DeadlineError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, context.DeadlineExceeded) hold whatever the
+// transport wrapped.
+func (e *DeadlineError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// namedDeadline returns err as a DeadlineError naming which, unless it is
+// one already.
+func namedDeadline(which string, err error) error {
+	var de *DeadlineError
+	if errors.As(err, &de) {
+		return err
+	}
+	return &DeadlineError{Which: which, Err: err}
 }
 
 // MayRetry reports whether the policy lets an attempt that ended with
@@ -518,6 +559,9 @@ func (c *Call) Settle(a *Attempt, o *Outcome) error {
 	if a.cancel != nil {
 		a.cancel()
 		a.cancel = nil
+	}
+	if o.Layer == LayerTimeout {
+		o.Err = namedDeadline(a.Deadline(), o.Err)
 	}
 	if o.Layer != "" {
 		return c.Fail(o.Layer, o.Err)

@@ -415,6 +415,42 @@ func TestHintIsWaited(t *testing.T) {
 	}
 }
 
+// TestTimeoutNamesItsDeadline: the CallError of a timeout says which
+// deadline passed, the attempt's or the call's, in its cause.
+func TestTimeoutNamesItsDeadline(t *testing.T) {
+	waitEnd := func(a *Attempt) Outcome {
+		<-a.Ctx.Done() // in real time
+		kind, layer, _ := a.Ended()
+		return Outcome{Result: resilience.Outcome{Err: kind}, Layer: layer, Err: a.Ctx.Err()}
+	}
+	for _, tc := range []struct {
+		name   string
+		eff    policy.Effective
+		caller time.Duration // the caller's own deadline; 0: none
+		want   string
+	}{
+		{"per-try", policy.Effective{Timeout: time.Hour, PerTryTimeout: time.Millisecond}, 0, "per_try_timeout passed: context deadline exceeded"},
+		{"route", policy.Effective{Timeout: time.Millisecond}, 0, "the route's timeout passed: context deadline exceeded"},
+		{"caller", policy.Effective{Timeout: time.Hour}, time.Millisecond, "the caller's deadline passed: context deadline exceeded"},
+		{"caller, no route timeout", policy.Effective{}, time.Millisecond, "the caller's deadline passed: context deadline exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, settings{eff: tc.eff})
+			ctx := context.Background()
+			if tc.caller > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.caller)
+				defer cancel()
+			}
+			_, _, err := f.call(ctx, get, &fakeSender{script: waitEnd})
+			ce := callErr(err)
+			if ce == nil || ce.Layer != LayerTimeout || ce.Err.Error() != tc.want || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%v, want a timeout whose cause is %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestDeadlines(t *testing.T) {
 	t.Run("per-try timeout is retried", func(t *testing.T) {
 		f := newFixture(t, settings{auto: true, eff: policy.Effective{Attempts: 2, Timeout: time.Hour, PerTryTimeout: time.Millisecond,
