@@ -28,7 +28,11 @@
 //     request (see Intentions), in place of the policy's authorization
 //     blocks;
 //   - Mesh.Register as an agent registration with a TCP health check,
-//     deregistered by the mesh's Close.
+//     deregistered by the mesh's Close;
+//   - the fleet's status: each registered instance's policy version (and
+//     whether it serves from its cache) in KV under the status prefix
+//     (ReportStatus, a mesh.StatusReporter), read back per service by
+//     FleetStatus for `inmesh status --consul`.
 //
 // Every watch follows Consul's blocking-query rules (consul/internal/blocking):
 // the index is reset when it goes backwards, errors back off with jitter,
