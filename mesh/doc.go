@@ -99,7 +99,10 @@
 // consul.New(consul.Config{Client: client}) of package
 // github.com/inmesh/inmesh/consul: the policy from KV, endpoints from the
 // health endpoint, the identity from the Connect CA, authorization from
-// service-intentions, and Register in the catalog with a health check.
+// service-intentions, and Register in the catalog with a health check. A
+// control plane that also implements StatusReporter hears, for every
+// registered instance, the policy version it applied, so that an operator
+// sees the fleet's versions (`inmesh status --consul`).
 // The request path asks the control plane nothing but what it gave at New:
 // a watch of a destination's endpoints at its first call, and, per request,
 // the authorization of the caller when the control plane decides it.
