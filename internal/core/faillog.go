@@ -3,8 +3,9 @@ package core
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/lograte"
 )
 
 // failureLogEvery is how often the log may hold a record of a failed call
@@ -16,47 +17,19 @@ import (
 // dependency flooding the log at the call rate.
 const failureLogEvery = time.Second
 
-// failureSlots is the number of (service, layer) pairs rate-limited apart;
-// two pairs that hash to the same slot share its rate.
-const failureSlots = 64
-
 // FailureLog rate-limits the log records of failed calls: at most one per
-// failureLogEvery per slot, a slot per (service, layer) pair up to
-// failureSlots. It takes no lock and allocates nothing; its zero value is
-// ready. Safe for concurrent use.
-type FailureLog struct {
-	slots [failureSlots]failureSlot
-}
-
-type failureSlot struct {
-	next       atomic.Int64 // Unix nanoseconds before which the slot logs nothing; 0: log now
-	suppressed atomic.Int64 // records left out since the slot's last one
-}
+// failureLogEvery per (service, layer) pair (lograte.Limiter). Its zero
+// value is ready; a nil FailureLog allows every record. Safe for
+// concurrent use.
+type FailureLog struct{ l lograte.Limiter }
 
 // allow reports whether a record about service and layer may be logged at
 // now, and how many records of its slot were left out since its last one.
-// A nil FailureLog allows every record.
 func (l *FailureLog) allow(now time.Time, service string, layer Layer) (bool, int64) {
 	if l == nil {
 		return true, 0
 	}
-	const offset, prime = 14695981039346656037, 1099511628211
-	h := uint64(offset)
-	for i := 0; i < len(service); i++ {
-		h = (h ^ uint64(service[i])) * prime
-	}
-	h = (h ^ 0xff) * prime // no byte of a name: "ab"+"c" is not "a"+"bc"
-	for i := 0; i < len(layer); i++ {
-		h = (h ^ uint64(layer[i])) * prime
-	}
-	s := &l.slots[h%failureSlots]
-	t := now.UnixNano()
-	next := s.next.Load()
-	if t < next || !s.next.CompareAndSwap(next, t+int64(failureLogEvery)) {
-		s.suppressed.Add(1)
-		return false, 0
-	}
-	return true, s.suppressed.Swap(0)
+	return l.l.Allow(now, failureLogEvery, service, string(layer))
 }
 
 // failureLevel is the level of the record of a failure at layer: Info for
