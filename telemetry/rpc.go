@@ -206,10 +206,11 @@ func EndRPCClientCall(span trace.Span, code resilience.GRPCCode, e CallEnd) {
 		if errorType == "" && code != resilience.CodeOK {
 			errorType = code.String()
 		}
-		var buf [6]attribute.KeyValue
+		buf := getEndAttrs()
 		kvs := append(buf[:0], attribute.Int(AttrRPCGRPCStatusCode, int(code)))
 		kvs = appendCallEnd(kvs, e)
 		finish(span, kvs, errorType, e.Err)
+		putEndAttrs(buf)
 	}
 	span.End()
 }

@@ -166,11 +166,12 @@ func EndServerCall(span trace.Span, statusCode int, caller, errorType string) {
 // conventions for server spans).
 func EndServerCallAs(span trace.Span, statusCode int, caller, callerID, errorType string) {
 	if span.IsRecording() {
-		var buf [4]attribute.KeyValue
+		buf := getEndAttrs()
 		kvs := append(buf[:0], attribute.Int(AttrHTTPResponseStatusCode, statusCode))
 		kvs = appendNonEmpty(kvs, AttrCaller, caller)
 		kvs = appendNonEmpty(kvs, AttrCallerIdentity, callerID)
 		finish(span, kvs, errorType, nil)
+		putEndAttrs(buf)
 	}
 	span.End()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -124,16 +125,41 @@ func clientSpanStart(k spanKey) spanStart {
 // ("ok", the status code, or the failure layer) and the backoff waited before
 // it, in seconds. It does nothing, and allocates nothing, when span is nil or
 // not recording.
+//
+// HOT: an attempt that waited no backoff (every first try) reuses the event
+// options of its (number, endpoint, outcome), cached (bounded): the SDK then
+// copies the attributes once instead of the three copies of building them.
 func AttemptEvent(span trace.Span, attempt int, endpoint, outcome string, backoff time.Duration) {
 	if span == nil || !span.IsRecording() {
 		return
 	}
-	span.AddEvent(EventAttempt, trace.WithAttributes(
-		attribute.Int(AttrAttemptNumber, attempt),
-		attribute.String(AttrEndpoint, endpoint),
-		attribute.String(AttrAttemptOutcome, outcome),
-		attribute.Float64(AttrAttemptBackoff, backoff.Seconds()),
-	))
+	k := attemptKey{attempt, endpoint, outcome, backoff}
+	if backoff != 0 {
+		// A jittered backoff is all but unique: not worth a cache entry.
+		span.AddEvent(EventAttempt, attemptOptions(k)...)
+		return
+	}
+	span.AddEvent(EventAttempt, attemptEvents.get(k, attemptOptions)...)
+}
+
+// attemptKey identifies the attributes of an attempt event.
+type attemptKey struct {
+	attempt           int
+	endpoint, outcome string
+	backoff           time.Duration
+}
+
+// attemptEvents caches the options of attempt events without backoff,
+// shared by every mesh of the process (the options hold no mesh state).
+var attemptEvents = cowCache[attemptKey, []trace.EventOption]{max: maxCachedAttributeSets}
+
+func attemptOptions(k attemptKey) []trace.EventOption {
+	return []trace.EventOption{trace.WithAttributes(
+		attribute.Int(AttrAttemptNumber, k.attempt),
+		attribute.String(AttrEndpoint, k.endpoint),
+		attribute.String(AttrAttemptOutcome, k.outcome),
+		attribute.Float64(AttrAttemptBackoff, k.backoff.Seconds()),
+	)}
 }
 
 // Inject writes the trace context of ctx into h with the propagator: W3C
@@ -193,15 +219,33 @@ func EndClientCall(span trace.Span, e CallEnd) {
 		case e.Err != nil:
 			et = errorTypeOther
 		}
-		var buf [6]attribute.KeyValue
+		buf := getEndAttrs()
 		kvs := buf[:0]
 		if e.StatusCode > 0 {
 			kvs = append(kvs, attribute.Int(AttrHTTPResponseStatusCode, e.StatusCode))
 		}
 		kvs = appendCallEnd(kvs, e)
 		finish(span, kvs, et, e.Err)
+		putEndAttrs(buf)
 	}
 	span.End()
+}
+
+// endAttrs holds the end attributes of a span while they are set: a
+// buffer passed to the span's SetAttributes escapes to the heap, and a
+// pooled one spares that allocation per call. The span copies what it
+// keeps (the SDK does), so the buffer is reused once SetAttributes returns.
+type endAttrs [6]attribute.KeyValue
+
+var endAttrsPool = sync.Pool{New: func() any { return new(endAttrs) }}
+
+func getEndAttrs() *endAttrs { return endAttrsPool.Get().(*endAttrs) }
+
+// putEndAttrs clears b, so that the pool holds no caller's strings or
+// errors, and returns it to the pool.
+func putEndAttrs(b *endAttrs) {
+	*b = endAttrs{}
+	endAttrsPool.Put(b)
 }
 
 // appendCallEnd appends the subset, attempts and policy version of e that

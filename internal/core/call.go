@@ -104,7 +104,10 @@ type Call struct {
 	ends   bool  // Finish ends dl (KeepContext not called)
 	bo     *resilience.Backoff
 	att    Attempt // Run's attempt
-	first  flight  // a hedged Run's first attempt of each round
+	// first is a hedged Run's first attempt of each round, made by the
+	// first hedged Run: held by pointer, so that the call of an unhedged
+	// route (nearly every call, and on the heap) is the smaller by a flight.
+	first *flight
 	// shed is the concurrency limit's refusal of the last Begin, nil when
 	// it admitted the attempt.
 	shed error

@@ -87,8 +87,11 @@ func (c *Call) runHedged(s Sender, h *Hedge, delay time.Duration) (Outcome, erro
 		prev    Outcome // the round before a retry
 		prevErr error
 	)
+	if c.first == nil {
+		c.first = new(flight)
+	}
 	for {
-		p := &c.first
+		p := c.first
 		if err := c.Begin(&p.a, waited); err != nil {
 			if c.shed != nil && p.a.N > 1 {
 				o, err := c.RetryShed(&prev, prevErr)
