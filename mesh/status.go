@@ -35,10 +35,11 @@ type StatusReporter interface {
 // statusReports runs the reports of a mesh whose control plane is a
 // StatusReporter.
 type statusReports struct {
-	to   StatusReporter
-	kick chan struct{} // buffered 1: a report is due
-	stop chan struct{}
-	wg   sync.WaitGroup
+	to     StatusReporter
+	kick   chan struct{}   // buffered 1: a report is due
+	ctx    context.Context // ends when the reports stop, so Close never waits on a hung report
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu        sync.Mutex
 	instances []string // registered instance IDs
@@ -51,12 +52,13 @@ func (m *Mesh) startStatusReports() {
 	if !ok {
 		return
 	}
-	r := &statusReports{to: to, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	r := &statusReports{to: to, kick: make(chan struct{}, 1)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	m.status = r
 	r.wg.Go(func() {
 		for {
 			select {
-			case <-r.stop:
+			case <-r.ctx.Done():
 				return
 			case <-r.kick:
 				m.reportStatus(r)
@@ -98,10 +100,10 @@ func (m *Mesh) reportStatus(r *statusReports) {
 	for _, id := range ids {
 		ps := PolicyStatus{Service: m.cfg.service, Instance: id, Version: st.policy.Version, Hash: st.policy.Hash,
 			Source: st.policy.Source, Cached: m.servingFromCache(), Applied: st.policy.Loaded}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		err := r.to.ReportStatus(ctx, ps)
 		cancel()
-		if err != nil {
+		if err != nil && r.ctx.Err() == nil {
 			m.log.Warn("reporting the policy status failed", "instance", id, "version", ps.Version, "err", err)
 		}
 	}
@@ -110,7 +112,7 @@ func (m *Mesh) reportStatus(r *statusReports) {
 // stopStatusReports stops the reporter and waits for it.
 func (m *Mesh) stopStatusReports() {
 	if r := m.status; r != nil {
-		close(r.stop)
+		r.cancel()
 		r.wg.Wait()
 	}
 }
