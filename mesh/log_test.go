@@ -1,38 +1,20 @@
 package mesh
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the mesh's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogAttributes: every record of the mesh says once where it comes from
 // (component, and this workload) and carries no repeated key: service, in
 // a message about a destination, is that destination alone. No message
 // repeats the component as a prefix.
 func TestLogAttributes(t *testing.T) {
-	var buf lockedBuffer
+	var buf meshtest.LockedBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := newTestMesh(t, plainBilling("127.0.0.1:1", "    circuit_breaker: {consecutive_failures: 1}\n"), WithLogger(logger))
 	if _, _, err := get(t, m, "http://billing/x"); err == nil {

@@ -51,7 +51,7 @@ func TestHandlerAllocationsRateLimited(t *testing.T) {
 // TestRateLimitLogs: a refused caller is logged at most once a second,
 // with the count of its refusals; every decision is counted.
 func TestRateLimitLogs(t *testing.T) {
-	var buf lockedBuffer
+	var buf meshtest.LockedBuffer
 	fc := clocktest.NewFake(time.Now())
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))

@@ -28,24 +28,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 }
 
-// lockedBuffer is a bytes.Buffer safe for the meshes' concurrent logs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestDemo plays the scenario with short phases and checks the story it
 // tells, by counts: the canary split before and after the policy file's
 // edit, the versions the admin handler reports, the outage's breaker
@@ -53,7 +35,7 @@ func (l *lockedBuffer) String() string {
 // the flaky catalog, the breaker failing progress fast, and the overload.
 func TestDemo(t *testing.T) {
 	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	var logs, started lockedBuffer
+	var logs, started meshtest.LockedBuffer
 	res, err := simulate(context.Background(), options{policy: embeddedPolicy, phase: time.Second, workers: 4, logs: &logs, out: &started})
 	if err != nil {
 		t.Fatal(err)
