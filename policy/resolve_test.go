@@ -63,7 +63,7 @@ func TestResolveDesignDocument(t *testing.T) {
 	if !reflect.DeepEqual(charge.Match, Match{PathPrefix: "/charge", Methods: []string{"POST"}}) {
 		t.Errorf("charge match = %+v", charge.Match)
 	}
-	if !reflect.DeepEqual(charge.Split, []WeightedSubset{{"v1", 90}, {"v2", 10}}) {
+	if !reflect.DeepEqual(charge.Split, []WeightedSubset{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}) {
 		t.Errorf("charge split = %+v", charge.Split)
 	}
 	if b.Routes[0].Match.Headers["x-canary"] != "true" {

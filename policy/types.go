@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -79,7 +81,8 @@ type Settings struct {
 	Retry            *Retry            `json:"retry,omitempty"`
 	CircuitBreaker   *CircuitBreaker   `json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
-	// LoadBalancer is round_robin, least_request or random.
+	// LoadBalancer is round_robin, least_request, random, ring_hash or
+	// maglev.
 	LoadBalancer string `json:"load_balancer,omitempty"`
 	// TLS is strict or disable (client side, toward the destination).
 	TLS string `json:"tls,omitempty"`
@@ -88,6 +91,33 @@ type Settings struct {
 	Hedge *Hedge `json:"hedge,omitempty"`
 	// Fault injects delays and aborts into calls, in the caller's mesh.
 	Fault *Fault `json:"fault,omitempty"`
+	// ConnectTimeout bounds the dial (and TLS handshake) of a new
+	// connection to an endpoint; 0 means the transport's default.
+	ConnectTimeout Duration `json:"connect_timeout,omitempty"`
+	// Hash lists how a request's hash is computed for the ring_hash and
+	// maglev load balancers, tried in order (Envoy's hash policies); a
+	// Hash with LoadBalancer unset means ring_hash.
+	Hash []HashPolicy `json:"hash,omitempty"`
+	// RingHash sizes the ring of the ring_hash load balancer.
+	RingHash *RingHash `json:"ring_hash,omitempty"`
+}
+
+// HashPolicy is one input of a request's hash: exactly one of Header,
+// Cookie, QueryParameter or SourceIP. Terminal stops at this policy when
+// it produced a value.
+type HashPolicy struct {
+	Header         string `json:"header,omitempty"`
+	Cookie         string `json:"cookie,omitempty"`
+	QueryParameter string `json:"query_parameter,omitempty"`
+	SourceIP       bool   `json:"source_ip,omitempty"`
+	Terminal       bool   `json:"terminal,omitempty"`
+}
+
+// RingHash sizes a ring_hash load balancer's ring (Envoy's defaults: 1024
+// and 8M entries).
+type RingHash struct {
+	MinimumRingSize int `json:"minimum_ring_size,omitempty"`
+	MaximumRingSize int `json:"maximum_ring_size,omitempty"`
 }
 
 // Retry is the retry policy of a call.
@@ -236,7 +266,20 @@ type Route struct {
 	Name  string           `json:"name,omitempty"`
 	Match Match            `json:"match,omitempty"`
 	Split []WeightedSubset `json:"split,omitempty"`
+	// PrefixRewrite replaces the part of the path that PathPrefix (or
+	// PathExact) matched before the request is sent.
+	PrefixRewrite string `json:"prefix_rewrite,omitempty"`
+	// RequestHeaders changes the request's headers before it is sent.
+	RequestHeaders *HeaderMutation `json:"request_headers,omitempty"`
 	Settings
+}
+
+// HeaderMutation adds, sets and removes request headers: Add appends a
+// value, Set replaces every value, Remove deletes the header.
+type HeaderMutation struct {
+	Add    map[string]string `json:"add,omitempty"`
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
 }
 
 // Match selects requests. Every set field must match; a zero Match matches
@@ -246,14 +289,57 @@ type Match struct {
 	// case-insensitive.
 	Headers    map[string]string `json:"headers,omitempty"`
 	PathPrefix string            `json:"path_prefix,omitempty"`
+	// PathExact matches the whole path; PathRegex matches the whole path
+	// against an RE2 expression. At most one of the three path forms.
+	PathExact string `json:"path_exact,omitempty"`
+	PathRegex string `json:"path_regex,omitempty"`
+	// Header conditions must all hold (Consul's service-router Header).
+	Header []HeaderMatch `json:"header,omitempty"`
+	// QueryParam conditions must all hold.
+	QueryParam []QueryParamMatch `json:"query_param,omitempty"`
 	// Methods are HTTP methods, upper case in the resolved view.
 	Methods []string `json:"methods,omitempty"`
 }
 
-// WeightedSubset is one entry of a traffic split.
+// HeaderMatch is a condition on a request header: at most one of Present,
+// Exact, Prefix, Suffix or Regex (none: present); Invert negates it.
+type HeaderMatch struct {
+	Name    string `json:"name"`
+	Present bool   `json:"present,omitempty"`
+	Exact   string `json:"exact,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	Suffix  string `json:"suffix,omitempty"`
+	Regex   string `json:"regex,omitempty"`
+	Invert  bool   `json:"invert,omitempty"`
+}
+
+// QueryParamMatch is a condition on a query parameter: at most one of
+// Present, Exact or Regex (none: present).
+type QueryParamMatch struct {
+	Name    string `json:"name"`
+	Present bool   `json:"present,omitempty"`
+	Exact   string `json:"exact,omitempty"`
+	Regex   string `json:"regex,omitempty"`
+}
+
+// WeightedSubset is one entry of a traffic split: a subset of the route's
+// service, or (Service set) of another service, which is then called with
+// that service's endpoints and identity. An empty Subset means every
+// endpoint of the service.
 type WeightedSubset struct {
-	Subset string `json:"subset"`
-	Weight int    `json:"weight"`
+	Service string `json:"service,omitempty"`
+	Subset  string `json:"subset"`
+	Weight  int    `json:"weight"`
+	// Failover lists, in order, where the entry's calls go while it has
+	// no healthy endpoint.
+	Failover []Target `json:"failover,omitempty"`
+}
+
+// Target is a subset of a service: "" Service means the route's service,
+// "" Subset every endpoint.
+type Target struct {
+	Service string `json:"service,omitempty"`
+	Subset  string `json:"subset,omitempty"`
 }
 
 // Authorization says who may call a service.
@@ -393,4 +479,36 @@ type Source interface {
 	Watch(ctx context.Context, emit func(Event)) error
 	// String describes the source, e.g. "file:/etc/inmesh/mesh.yaml".
 	String() string
+}
+
+// String renders w as {subset weight}, the service first when it names
+// one ({service/subset weight}), then its failover targets.
+func (w WeightedSubset) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	if w.Service != "" {
+		b.WriteString(w.Service)
+		b.WriteByte('/')
+	}
+	b.WriteString(w.Subset)
+	b.WriteByte(' ')
+	b.WriteString(strconv.Itoa(w.Weight))
+	for i, t := range w.Failover {
+		if i == 0 {
+			b.WriteString(" failover:")
+		}
+		b.WriteByte(' ')
+		b.WriteString(t.String())
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// String renders t as service/subset, or subset alone for the route's
+// service.
+func (t Target) String() string {
+	if t.Service == "" {
+		return t.Subset
+	}
+	return t.Service + "/" + t.Subset
 }
