@@ -398,7 +398,7 @@ func isFlowIndicator(c byte) bool {
 const (
 	costDecode     = 100 // decoding and validation, per node: a service's struct, a map entry
 	costCollection = 215 + costDecode
-	costNull       = 210 + costDecode
+	costNull       = 274 + costDecode // a service written without a body still gets its struct (about 200 bytes)
 	costScalar     = 265 + costDecode // quoted, or plain
 	costNumeric    = 365 + costDecode // plain, beginning with a digit, a sign or a dot
 	costDate       = 575 + costDecode // plain, beginning with 4 digits and a "-"
