@@ -33,7 +33,8 @@ func (m *Mesh) newLink() *meshlink.Plane {
 		Authorize: func(ctx context.Context, caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {
 			return m.authorizeCall(ctx, caller, callerErr, method, path, RequestHeader{src: h.Src, get: h.Get})
 		},
-		RateLimit: m.admit,
+		RateLimit:           m.admit,
+		PolicyVersionHeader: m.cfg.policyVersionHeader,
 	}
 }
 

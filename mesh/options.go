@@ -141,8 +141,10 @@ func WithMetricsHandler(h http.Handler) Option {
 
 // WithPolicyVersionHeader makes Handler add the header
 // Inmesh-Policy-Version, the version of the policy in force, to every
-// response it serves (denials and refusals included), so that a caller can
-// see which policy the destination answered under. Off by default: the
+// response it serves (denials and refusals included), and the gRPC server
+// options of meshgrpc the header metadata inmesh-policy-version to every
+// RPC they serve, so that a caller can see which policy the destination
+// answered under. Off by default: the
 // version is not a secret, but it tells a caller outside the mesh how
 // current the policy is.
 func WithPolicyVersionHeader() Option {

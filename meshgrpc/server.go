@@ -84,6 +84,11 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	p := a.p
 	self := p.Service
 	sc := &serverCall{a: a, start: p.Env.Clock.Now(), method: fullMethod, md: incomingMetadata{ctx}}
+	if p.PolicyVersionHeader {
+		// Header metadata go out with the first response message, or
+		// with the status of a denial or refusal.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(policyVersionKey, p.State().PolicyVersion))
+	}
 	sc.ctx, sc.span = p.Tracing.StartRPCServerCall(ctx, &sc.md, self, fullMethod)
 	caller, callerErr := callerOfPeer(ctx)
 	sc.caller = caller
@@ -104,6 +109,11 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	p.Env.Log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
 	return nil, denial
 }
+
+// policyVersionKey is the header metadata that names the policy version
+// under mesh.WithPolicyVersionHeader, the HTTP header
+// mesh.HeaderPolicyVersion in gRPC's lower case.
+const policyVersionKey = "inmesh-policy-version"
 
 // refuse fails an RPC that this service's rate limit refused: the
 // CallError of layer rate_limit, which gRPC sends as ResourceExhausted

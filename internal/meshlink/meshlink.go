@@ -60,6 +60,9 @@ type Plane struct {
 	// caller's bucket has a token (0 when it never will) and the limit
 	// it is over, as text.
 	RateLimit func(ctx context.Context, caller string) (wait time.Duration, limit string, limited bool)
+	// PolicyVersionHeader is set under mesh.WithPolicyVersionHeader: the
+	// servers name the version of the policy in force in every answer.
+	PolicyVersionHeader bool
 }
 
 // Header reads the header values of the request being authorized: Get(Src,
