@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/inmesh/inmesh/consul"
+	"github.com/inmesh/inmesh/mesh"
+)
+
+// counter counts what a fleet's Consul clients do: requests made, and
+// connections open.
+type counter struct {
+	requests atomic.Int64
+	open     atomic.Int64
+}
+
+type countingTransport struct {
+	base *http.Transport
+	c    *counter
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.c.requests.Add(1)
+	return t.base.RoundTrip(r)
+}
+
+type countedConn struct {
+	net.Conn
+	c    *counter
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// newClient is a Consul client of its own, as a process of its own has
+// one; c (nil: none) counts its requests and connections.
+func newClient(addr string, c *counter) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	if c != nil {
+		tr.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, address)
+			if err != nil {
+				return nil, err
+			}
+			c.open.Add(1)
+			return &countedConn{Conn: conn, c: c}, nil
+		}
+		cfg.HttpClient = &http.Client{Transport: countingTransport{base: tr, c: c}}
+	} else {
+		cfg.Transport = tr
+	}
+	return api.NewClient(cfg)
+}
+
+// result is one row of the table.
+type result struct {
+	meshes                  int
+	p50, p99                time.Duration
+	agentCPU                float64 // of one core, during the writes; <0: unknown
+	unrelatedCPU            time.Duration
+	idleRPS                 float64
+	conns, goroutines, heap float64 // per mesh
+}
+
+func (r result) row() string {
+	cpu := "n/a (not our process)"
+	if r.agentCPU >= 0 {
+		cpu = fmt.Sprintf("%.0f%%", 100*r.agentCPU)
+	}
+	return fmt.Sprintf("| %d | %s / %s | %s | %.3f ms | %.1f | %.1f connections, %.1f goroutines, %.0f KiB |",
+		r.meshes, ms(r.p50), ms(r.p99), cpu, float64(r.unrelatedCPU)/1e6, r.idleRPS, r.conns, r.goroutines, r.heap/1024)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
+
+// measure starts n caller meshes and one destination on the agent, each
+// caller having called the destination once, and measures the row.
+func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("consulscale-%d-%d", n, time.Now().UnixNano())
+	kv := ag.client.KV()
+	put := func(key, value string) error {
+		_, err := kv.Put(&api.KVPair{Key: prefix + "/" + key, Value: []byte(value)}, nil)
+		return err
+	}
+	defer func() { _, _ = kv.DeleteTree(prefix+"/", nil) }()
+	if err := put("services/dest", "timeout: 1s\n"); err != nil {
+		return result{}, err
+	}
+	callers := make([]string, n)
+	var entries []string
+	defer func() {
+		for _, name := range entries {
+			_, _ = ag.client.ConfigEntries().Delete(api.ServiceIntentions, name, nil)
+		}
+	}()
+	for i := range callers {
+		callers[i] = fmt.Sprintf("%s-caller-%d", prefix, i)
+	}
+	// A service-intentions entry for every caller and the destination, so
+	// that each mesh's intentions watch finds one.
+	for _, name := range append([]string{prefix + "-dest"}, callers...) {
+		e := &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: name,
+			Sources: []*api.SourceIntention{{Name: "*", Action: api.IntentionActionAllow}}}
+		if _, _, err := ag.client.ConfigEntries().Set(e, nil); err != nil {
+			return result{}, err
+		}
+		entries = append(entries, name)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	// The destination, registered, serving over mTLS.
+	destName := prefix + "-dest"
+	if err := put("services/"+destName, "timeout: 1s\n"); err != nil {
+		return result{}, err
+	}
+	dc, err := newClient(ag.addr, nil)
+	if err != nil {
+		return result{}, err
+	}
+	dest, err := mesh.New(ctx, mesh.WithService(destName), mesh.WithLogger(logger),
+		mesh.WithControlPlane(consul.New(consul.Config{Client: dc, Prefix: prefix})))
+	if err != nil {
+		return result{}, fmt.Errorf("the destination's mesh: %w", err)
+	}
+	defer dest.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return result{}, err
+	}
+	srv := &http.Server{Handler: dest.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })),
+		TLSConfig: dest.ServerTLSConfig(), ReadHeaderTimeout: 5 * time.Second,
+		// The agent's TCP check connects and hangs up without a handshake.
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	defer srv.Close()
+	if err := dest.Register(ctx, mesh.Instance{Address: ln.Addr().String()}); err != nil {
+		return result{}, err
+	}
+
+	// The callers.
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	c := &counter{}
+	ms := make([]*mesh.Mesh, n)
+	defer func() {
+		for _, m := range ms {
+			if m != nil {
+				_ = m.Close()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 8)
+	for i := range ms {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			client, err := newClient(ag.addr, c)
+			if err != nil {
+				errs <- err
+				return
+			}
+			m, err := mesh.New(ctx, mesh.WithService(callers[i]), mesh.WithLogger(logger),
+				mesh.WithControlPlane(consul.New(consul.Config{Client: client, Prefix: prefix})))
+			if err != nil {
+				errs <- fmt.Errorf("mesh %d: %w", i, err)
+				return
+			}
+			ms[i] = m
+			resp, err := m.HTTPClient().Get("http://" + destName + "/")
+			if err != nil {
+				errs <- fmt.Errorf("mesh %d calling the destination: %w", i, err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	time.Sleep(time.Second) // the watches settle
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	r := result{meshes: n, agentCPU: -1}
+	r.heap = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
+	r.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
+	r.conns = float64(c.open.Load()) / float64(n)
+
+	// Idle load.
+	req0 := c.requests.Load()
+	time.Sleep(idle)
+	r.idleRPS = float64(c.requests.Load()-req0) / idle.Seconds()
+
+	// Propagation of a write the meshes care about.
+	versions := func() []string {
+		v := make([]string, n)
+		for i, m := range ms {
+			v[i] = m.PolicyVersion()
+		}
+		return v
+	}
+	waitAll := func(old []string, limit time.Duration, poll time.Duration) (time.Duration, bool) {
+		start := time.Now()
+		for i := 0; i < n; {
+			if ms[i].PolicyVersion() != old[i] {
+				i++
+				continue
+			}
+			if time.Since(start) > limit {
+				return 0, false
+			}
+			time.Sleep(poll)
+		}
+		return time.Since(start), true
+	}
+	var lat []time.Duration
+	cpu0, cpuOK := ag.cpu()
+	wall0 := time.Now()
+	for w := range writes {
+		old := versions()
+		if err := put("services/dest", fmt.Sprintf("timeout: %dms\n", 1000+w+1)); err != nil {
+			return result{}, err
+		}
+		d, ok := waitAll(old, 30*time.Second, 200*time.Microsecond)
+		if !ok {
+			return result{}, fmt.Errorf("write %d: not every mesh applied it within 30s", w)
+		}
+		lat = append(lat, d)
+	}
+	if cpu1, ok := ag.cpu(); ok && cpuOK {
+		r.agentCPU = float64(cpu1-cpu0) / float64(time.Since(wall0))
+	}
+	slices.Sort(lat)
+	r.p50, r.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+
+	// Writes of a key no caller reads, and what they cost this process.
+	idleCPU0, idleWall0 := selfCPU(), time.Now()
+	time.Sleep(time.Second)
+	idleRate := float64(selfCPU()-idleCPU0) / float64(time.Since(idleWall0))
+	cpuStart, wallStart := selfCPU(), time.Now()
+	for w := range writes {
+		if err := put(fmt.Sprintf("services/unrelated-%d", w), "timeout: 1s\n"); err != nil {
+			return result{}, err
+		}
+		time.Sleep(100 * time.Millisecond) // every mesh has woken and settled
+	}
+	spent := float64(selfCPU()-cpuStart) - idleRate*float64(time.Since(wallStart))
+	r.unrelatedCPU = time.Duration(max(0, spent) / float64(n*writes))
+	return r, nil
+}

@@ -1,0 +1,79 @@
+// Command consulscale measures what a fleet of meshes costs one Consul
+// agent, so that users can size their agents: N meshes in this process,
+// each a caller service of its own with its own Consul client (as N
+// processes on one host would have), each calling one destination, on one
+// agent. For each N it prints one row:
+//
+//   - propagation: from a KV write of the destination's policy block to
+//     the moment the last of the N meshes applied it, p50 / p99 over the
+//     writes;
+//
+//   - the agent's CPU during those writes (of one core);
+//
+//   - this process's CPU per mesh for a write of an unrelated key (the
+//     block of a service none of them calls);
+//
+//   - idle load: the requests per second the N meshes make of the agent
+//     when nothing changes;
+//
+//   - per mesh: connections to the agent, goroutines and heap.
+//
+//     go -C bench run ./consulscale                    # 50, 200, 500 meshes
+//     go -C bench run ./consulscale -meshes 50,1000 -writes 50
+//     go -C bench run ./consulscale -agent 127.0.0.1:8500  # an agent of yours
+//
+// Without -agent it starts a dev agent (the consul binary of
+// $INMESH_CONSUL, PATH or scripts/install-consul.sh's cache) with
+// http_max_conns_per_client raised, so that the connections a fleet needs
+// are measured rather than refused; the README says what to set it to.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	meshes := flag.String("meshes", "50,200,500", "comma-separated fleet sizes, one row each")
+	writes := flag.Int("writes", 30, "KV writes measured per row")
+	agentAddr := flag.String("agent", "", "the HTTP address of an agent to use (default: start a dev agent)")
+	bin := flag.String("consul", "", "the consul binary (default: $INMESH_CONSUL, PATH, or the install script's cache)")
+	idle := flag.Duration("idle", 5*time.Second, "how long the idle load is counted")
+	flag.Parse()
+	var sizes []int
+	for _, f := range strings.Split(*meshes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "consulscale: -meshes: %q is no fleet size\n", f)
+			os.Exit(2)
+		}
+		sizes = append(sizes, n)
+	}
+	if err := run(sizes, *writes, *idle, *agentAddr, *bin); err != nil {
+		fmt.Fprintln(os.Stderr, "consulscale:", err)
+		os.Exit(1)
+	}
+}
+
+func run(sizes []int, writes int, idle time.Duration, agentAddr, bin string) error {
+	ag, err := openAgent(agentAddr, bin)
+	if err != nil {
+		return err
+	}
+	defer ag.stop()
+	fmt.Printf("Consul %s at %s; %d writes per row; idle load counted over %v\n\n", ag.version, ag.addr, writes, idle)
+	fmt.Println("| meshes on one agent | last mesh applied a KV write: p50 / p99 | agent CPU during writes | process CPU per mesh per unrelated write | idle requests/s | per mesh: connections, goroutines, heap |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	for _, n := range sizes {
+		r, err := measure(ag, n, writes, idle)
+		if err != nil {
+			return fmt.Errorf("%d meshes: %w", n, err)
+		}
+		fmt.Println(r.row())
+	}
+	return nil
+}
