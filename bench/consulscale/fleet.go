@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -213,6 +215,11 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
+	if heapProfile != "" {
+		if err := writeHeapProfile(heapProfile); err != nil {
+			return result{}, err
+		}
+	}
 	r := result{meshes: n, agentCPU: -1}
 	r.heap = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
 	r.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
@@ -279,4 +286,16 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	spent := float64(selfCPU()-cpuStart) - idleRate*float64(time.Since(wallStart))
 	r.unrelatedCPU = time.Duration(max(0, spent) / float64(n*writes))
 	return r, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

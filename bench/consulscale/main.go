@@ -32,6 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,11 @@ func main() {
 	agentAddr := flag.String("agent", "", "the HTTP address of an agent to use (default: start a dev agent)")
 	bin := flag.String("consul", "", "the consul binary (default: $INMESH_CONSUL, PATH, or the install script's cache)")
 	idle := flag.Duration("idle", 5*time.Second, "how long the idle load is counted")
+	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile of the last row's fleet, once it settled, to `FILE`")
 	flag.Parse()
+	if heapProfile != "" {
+		runtime.MemProfileRate = 512 // fine enough to tell 60 KiB per mesh apart
+	}
 	var sizes []int
 	for _, f := range strings.Split(*meshes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -58,6 +63,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// heapProfile is where measure writes the fleet's heap profile; "": none.
+var heapProfile string
 
 func run(sizes []int, writes int, idle time.Duration, agentAddr, bin string) error {
 	ag, err := openAgent(agentAddr, bin)
