@@ -13,21 +13,11 @@ import (
 	"github.com/inmesh/inmesh/internal/consultest"
 )
 
-// register adds an instance of service at addr with a TCP check.
+// register adds a Connect-native instance of service at addr with a TCP
+// check.
 func register(t *testing.T, c *api.Client, service, id, addr string, tags []string, meta map[string]string) {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	var p int
-	for _, ch := range port {
-		p = p*10 + int(ch-'0')
-	}
-	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: id, Name: service, Address: host, Port: p, Tags: tags, Meta: meta,
-		Check: &api.AgentServiceCheck{TCP: addr, Interval: "200ms", Timeout: "100ms", Status: api.HealthPassing},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	consultest.RegisterNative(t, c, consultest.Instance{Service: service, ID: id, Addr: addr, Tags: tags, Meta: meta, Check: true})
 }
 
 func listen(t *testing.T) net.Listener {
