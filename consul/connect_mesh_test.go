@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -378,7 +379,8 @@ func TestConsulDiscoversOnlyConnectInstances(t *testing.T) {
 	_, billingHits := consulServer(t, agent, "v1")
 	plain := newCountingServer(t, "ledger")
 	consultest.RegisterPlain(t, agent.Client, consultest.Instance{Service: "ledger", ID: "ledger-1", Addr: plain.addr()})
-	web := consulMesh(t, agent, "web")
+	var logs meshtest.LockedBuffer
+	web := consulMesh(t, agent, "web", mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 
 	if _, body, err := get(t, web, "http://billing/x"); err != nil || body != "v1" || billingHits.Load() != 1 {
@@ -390,5 +392,11 @@ func TestConsulDiscoversOnlyConnectInstances(t *testing.T) {
 	}
 	if plain.hits.Load() != 0 || plain.ln.Accepted.Load() != 0 {
 		t.Fatalf("the plain instance saw %d requests, %d connections", plain.hits.Load(), plain.ln.Accepted.Load())
+	}
+	meshtest.Eventually(t, 10*time.Second, "the log explains why ledger has no endpoints", func() bool {
+		return strings.Contains(logs.String(), "no Connect-capable instance") && strings.Contains(logs.String(), "service=ledger plain_instances=1")
+	})
+	if n := strings.Count(logs.String(), "no Connect-capable instance"); n != 1 {
+		t.Fatalf("explained %d times:\n%s", n, logs.String())
 	}
 }

@@ -140,6 +140,7 @@ func (s *EndpointSource) Unwatch(service string) {
 // run watches one service until ctx ends.
 func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatch) {
 	var once sync.Once
+	explained := false // whether this empty spell of service was explained
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
@@ -147,7 +148,14 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			s.set(service, endpointsOf(entries))
+			eps := endpointsOf(entries)
+			s.set(service, eps)
+			if len(eps) > 0 {
+				explained = false
+			} else if !explained {
+				explained = true
+				s.explainEmpty(ctx, service)
+			}
 			once.Do(func() { close(w.ready) })
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
@@ -159,6 +167,21 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 		},
 	}
 	_ = loop.Run(ctx)
+}
+
+// explainEmpty logs, once per spell without endpoints, a service that has
+// passing instances, none of them Connect-capable: the usual mistake of a
+// registration without Connect.Native and without a sidecar, which the
+// mesh never calls (it could not verify them). It asks the plain health
+// endpoint once, without blocking.
+func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
+	q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	plain, _, err := s.health.Service(service, "", true, q)
+	if err != nil || len(plain) == 0 {
+		return
+	}
+	s.log.Warn("consul: no Connect-capable instance of the service (Connect-native, or behind a connect-proxy sidecar): the mesh calls none of its plain instances",
+		"service", service, "plain_instances", len(plain))
 }
 
 // set records a service's endpoints and publishes when they changed.
