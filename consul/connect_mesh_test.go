@@ -161,7 +161,14 @@ func TestConsulCallsGoThroughTheSidecar(t *testing.T) {
 	// rpc: a gRPC service whose sidecar is a gRPC server on rpc's leaf;
 	// rpc-impostor's sidecar presents pay's.
 	rpcDirect := serveHealth(t)
-	rpcProxy := serveHealth(t, grpc.Creds(credentials.NewTLS(ca.sidecarTLS(ca.leaf(t, "rpc")))))
+	rpcTLS := ca.sidecarTLS(ca.leaf(t, "rpc"))
+	var rpcSNI sync.Map // the server names rpc's sidecar saw
+	verify := rpcTLS.VerifyConnection
+	rpcTLS.VerifyConnection = func(cs tls.ConnectionState) error {
+		rpcSNI.Store(cs.ServerName, true)
+		return verify(cs)
+	}
+	rpcProxy := serveHealth(t, grpc.Creds(credentials.NewTLS(rpcTLS)))
 	consultest.RegisterSidecar(t, agent.Client, consultest.Instance{Service: "rpc", ID: "rpc-1", Addr: rpcDirect.addr()}, rpcProxy.addr())
 	rpcImpostor := serveHealth(t, grpc.Creds(credentials.NewTLS(ca.sidecarTLS(payLeaf))))
 	consultest.RegisterSidecar(t, agent.Client, consultest.Instance{Service: "rpc-impostor", ID: "rpc-impostor-1", Addr: rpcDirect.addr()}, rpcImpostor.addr())
@@ -222,6 +229,11 @@ func TestConsulCallsGoThroughTheSidecar(t *testing.T) {
 		if rpcProxy.hits.Load() != 3 || rpcDirect.hits.Load() != 0 || rpcDirect.ln.Accepted.Load() != 0 {
 			t.Fatalf("sidecar served %d, rpc's own port %d calls and %d connections; want 3, 0, 0",
 				rpcProxy.hits.Load(), rpcDirect.hits.Load(), rpcDirect.ln.Accepted.Load())
+		}
+		var names []string
+		rpcSNI.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
+		if want := consul.ServiceSNI("rpc", "", "dc1", ca.td); len(names) != 1 || names[0] != want {
+			t.Fatalf("rpc's sidecar saw SNI %q, want %q", names, want)
 		}
 		err := check("rpc-impostor")
 		if ce := meshgrpc.FromStatus(err); ce == nil || ce.Layer != mesh.LayerTLS || grpcstatus.Code(err) != codes.Unavailable {
