@@ -150,13 +150,15 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 			}
 			eps := endpointsOf(entries)
 			s.set(service, eps)
+			once.Do(func() { close(w.ready) })
 			if len(eps) > 0 {
 				explained = false
 			} else if !explained {
+				// After the first answer is out, so that it never waits
+				// for this one.
 				explained = true
 				s.explainEmpty(ctx, service)
 			}
-			once.Do(func() { close(w.ready) })
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
