@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +39,10 @@ type IdentitySource struct {
 	roots *api.CARootList
 }
 
-var _ identity.Source = (*IdentitySource)(nil)
+var (
+	_ identity.Source      = (*IdentitySource)(nil)
+	_ identity.ServerNamer = (*IdentitySource)(nil)
+)
 
 // NewIdentitySource starts watching the Connect leaf of service and the CA
 // roots, and returns once the first identity is known, or ctx ends (then it
@@ -165,6 +169,55 @@ func sameRoots(a, b []*x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// ServerName implements identity.ServerNamer: the TLS server name a mesh
+// sends when it dials service, the one Consul gives Envoy for an upstream
+// in this datacenter, ServiceSNI(service, "default", <dc>, <trust domain>),
+// with the datacenter of this workload's own SPIFFE ID and the trust domain
+// of the CA roots. An Envoy sidecar in front of service expects it; an
+// inmesh server takes any name. Before the first identity, or with an ID
+// not in Consul's form, it returns "" (the service name is sent).
+func (s *IdentitySource) ServerName(service string) string {
+	id := s.val.load()
+	if id == nil {
+		return ""
+	}
+	dc, ok := datacenterOf(id.ID.Path())
+	if !ok {
+		return ""
+	}
+	s.mu.Lock()
+	td := ""
+	if s.roots != nil {
+		td = s.roots.TrustDomain
+	}
+	s.mu.Unlock()
+	if td == "" {
+		td = id.ID.TrustDomain()
+	}
+	return ServiceSNI(service, "", dc, td)
+}
+
+// ServiceSNI is the TLS server name Consul gives Envoy for an upstream
+// service of the default partition: <service>.<namespace>.<datacenter>.internal.<trust domain>,
+// the namespace "default" when namespace is "". The trust domain is the
+// Connect CA's (api.CARootList.TrustDomain, "<cluster id>.consul").
+func ServiceSNI(service, namespace, datacenter, trustDomain string) string {
+	if namespace == "" {
+		namespace = "default"
+	}
+	return service + "." + namespace + "." + datacenter + ".internal." + trustDomain
+}
+
+// datacenterOf returns the datacenter of a Consul service SPIFFE ID's path,
+// /ns/<ns>/dc/<dc>/svc/<service>.
+func datacenterOf(path string) (string, bool) {
+	parts := strings.Split(path, "/")
+	if len(parts) != 7 || parts[0] != "" || parts[1] != "ns" || parts[3] != "dc" || parts[5] != "svc" || parts[4] == "" {
+		return "", false
+	}
+	return parts[4], true
 }
 
 // Current returns the identity in force.

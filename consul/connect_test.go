@@ -64,6 +64,13 @@ func TestIdentitySource(t *testing.T) {
 	if svc, ok := id.ID.Service(); !ok || svc != "billing" {
 		t.Fatalf("Service() = %q %v", svc, ok)
 	}
+	// The SNI Consul gives Envoy for an upstream, here pay's.
+	if sni, want := billing.ServerName("pay"), "pay.default.dc1.internal."+roots.TrustDomain; sni != want || consul.ServiceSNI("pay", "", "dc1", roots.TrustDomain) != want {
+		t.Fatalf("ServerName(pay) = %q, want %q", sni, want)
+	}
+	if cfg := identity.ClientConfig(billing, "pay"); cfg.ServerName != "pay.default.dc1.internal."+roots.TrustDomain {
+		t.Fatalf("client config toward pay: ServerName %q", cfg.ServerName)
+	}
 
 	// A handshake between the two Connect identities, before and after a
 	// root rotation; the old client leaf still works against the new server

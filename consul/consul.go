@@ -33,10 +33,12 @@ type Config struct {
 
 // ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
 // the policy from KV under the prefix, the endpoints of the destinations
-// the mesh calls from the catalog's health endpoint, this workload's
-// identity from the Connect CA, the authorization of its callers from
-// service-intentions config entries, and Register as an agent service
-// registration with a TCP health check.
+// the mesh calls from the catalog's connect health endpoint (Connect-native
+// instances, and the Envoy sidecars of the others: see EndpointSource),
+// this workload's identity from the Connect CA (with the TLS server name
+// Envoy expects, see IdentitySource.ServerName), the authorization of its
+// callers from service-intentions config entries, and Register as a
+// Connect-native agent service registration with a TCP health check.
 //
 // A ControlPlane serves one mesh, which takes it over: mesh.New starts its
 // watches, and the mesh's Close stops them and deregisters what Register
@@ -103,8 +105,9 @@ func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
 	return newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), nil
 }
 
-// Endpoints implements mesh.ControlPlane: the passing instances of each
-// destination, from its first call on.
+// Endpoints implements mesh.ControlPlane: the passing Connect-capable
+// instances of each destination (Connect-native ones, and the sidecars of
+// the others), from its first call on; a plain instance is not listed.
 func (cp *ControlPlane) Endpoints(w mesh.Workload) (mesh.EndpointSource, error) {
 	if err := cp.check(); err != nil {
 		return nil, err
@@ -147,8 +150,11 @@ func (cp *ControlPlane) Authorizer(w mesh.Workload) (*mesh.Authorization, error)
 }
 
 // Register implements mesh.ControlPlane: it registers inst with the local
-// agent, as an instance of w's service, with a TCP check that Consul runs
-// against inst.Address every 2 s (an instance critical for a minute is
+// agent as a Connect-native instance of w's service (Connect.Native: it
+// serves mutual TLS with its Connect leaf itself, so Envoy sidecars of other
+// services, and other meshes, find it on the connect health endpoint and
+// call it at inst.Address), with a TCP check that Consul runs against
+// inst.Address every 2 s (an instance critical for a minute is
 // deregistered). Close deregisters it.
 func (cp *ControlPlane) Register(ctx context.Context, w mesh.Workload, inst mesh.Instance) error {
 	if err := cp.check(); err != nil {
@@ -164,6 +170,7 @@ func (cp *ControlPlane) Register(ctx context.Context, w mesh.Workload, inst mesh
 	}
 	reg := &api.AgentServiceRegistration{
 		ID: inst.ID, Name: w.Service, Address: host, Port: port, Tags: inst.Tags, Meta: inst.Meta,
+		Connect: &api.AgentServiceConnect{Native: true},
 		Check: &api.AgentServiceCheck{
 			Name:                           "inmesh: " + w.Service + " accepts connections",
 			TCP:                            inst.Address,

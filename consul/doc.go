@@ -18,17 +18,31 @@
 //     document into these keys and FromKeys reads them back (`inmesh push`
 //     and `inmesh get`);
 //   - the endpoints of each destination it calls, from its first call on,
-//     from the health endpoint (passing instances only); an instance's
-//     labels are its Service.Meta plus TagLabel(t) for each tag t;
+//     from the connect health endpoint (/v1/health/connect/<service>,
+//     passing instances only): a Connect-native instance at its own
+//     address, an instance behind an Envoy sidecar at its sidecar's
+//     (the connect-proxy registration, never the service's own port),
+//     both called with mutual TLS, the peer proving the destination's
+//     SPIFFE ID. A plain instance, neither Connect-native nor behind a
+//     sidecar, is not called (the log says so once). An instance's labels
+//     are its Service.Meta plus TagLabel(t) for each tag t (a sidecar's,
+//     those of its registration);
 //   - its identity from the agent's Connect CA: the leaf and the roots,
 //     watched, rotated without a restart; SPIFFE IDs in Consul's form
-//     spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>;
+//     spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>. Calls send the
+//     TLS server name Consul gives Envoy for an upstream (ServiceSNI:
+//     <service>.default.<dc>.internal.<trust-domain>), which a sidecar's
+//     public listener expects; an inmesh server takes any server name and
+//     authorizes the client by its certificate's SPIFFE ID;
 //   - the authorization of its callers from the service-intentions config
 //     entry of its service, L4 and L7, evaluated in process on every
 //     request (see Intentions), in place of the policy's authorization
 //     blocks;
-//   - Mesh.Register as an agent registration with a TCP health check,
-//     deregistered by the mesh's Close;
+//   - Mesh.Register as a Connect-native agent registration
+//     (Connect.Native) with a TCP health check, deregistered by the mesh's
+//     Close: Envoy sidecars of other services, and other meshes, find it on
+//     the connect health endpoint and call it with mutual TLS, under its
+//     intentions;
 //   - the fleet's status: each registered instance's policy version (and
 //     whether it serves from its cache) in KV under the status prefix
 //     (ReportStatus, a mesh.StatusReporter), read back per service by

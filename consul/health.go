@@ -26,12 +26,28 @@ const SourceCatalog = "consul"
 // the value "true": the tag canary becomes "tag:canary".
 func TagLabel(tag string) string { return "tag:" + tag }
 
-// EndpointSource watches, in the Consul catalog, the passing instances of
-// the services this process calls (the health endpoint, one blocking query
+// EndpointSource watches, in the Consul catalog, the passing
+// Connect-capable instances of the services this process calls (the
+// connect health endpoint, /v1/health/connect/<service>, one blocking query
 // per service), and publishes a discovery.Snapshot of them after every
-// change. An instance's labels are its Service.Meta plus TagLabel(t) =
-// "true" for each tag t. A failed query never empties a service: the last
-// answer stays.
+// change. Consul answers that endpoint with two kinds of instance, and both
+// are reached with mutual TLS, the peer proving the service's identity:
+//
+//   - a Connect-native instance (an inmesh Register, or any registration
+//     with Connect.Native), at its own address and port;
+//   - for an instance behind an Envoy sidecar, the sidecar's registration
+//     (a connect-proxy whose Proxy.DestinationServiceName is the service),
+//     at the sidecar's address and port, never the service's own port, which
+//     only the sidecar calls.
+//
+// The address is Service.Address, else the node's address. An instance's
+// labels are its Service.Meta plus TagLabel(t) = "true" for each tag t; for
+// a sidecar, those of the sidecar's registration, which is what the caller
+// reaches and what Consul itself filters on (a sidecar_service takes its
+// parent's tags and meta unless it sets its own). A plain instance, neither
+// Connect-native nor behind a sidecar, is not listed: it could not prove
+// its identity. A failed query never empties a service: the last answer
+// stays.
 //
 // EndpointSource is safe for concurrent use. Close stops its goroutines.
 type EndpointSource struct {
@@ -124,15 +140,25 @@ func (s *EndpointSource) Unwatch(service string) {
 // run watches one service until ctx ends.
 func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatch) {
 	var once sync.Once
+	explained := false // whether this empty spell of service was explained
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
-			entries, meta, err := s.health.Service(service, "", true, q)
+			entries, meta, err := s.health.Connect(service, "", true, q)
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			s.set(service, endpointsOf(entries))
+			eps := endpointsOf(entries)
+			s.set(service, eps)
 			once.Do(func() { close(w.ready) })
+			if len(eps) > 0 {
+				explained = false
+			} else if !explained {
+				// After the first answer is out, so that it never waits
+				// for this one.
+				explained = true
+				s.explainEmpty(ctx, service)
+			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
@@ -143,6 +169,21 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 		},
 	}
 	_ = loop.Run(ctx)
+}
+
+// explainEmpty logs, once per spell without endpoints, a service that has
+// passing instances, none of them Connect-capable: the usual mistake of a
+// registration without Connect.Native and without a sidecar, which the
+// mesh never calls (it could not verify them). It asks the plain health
+// endpoint once, without blocking.
+func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
+	q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	plain, _, err := s.health.Service(service, "", true, q)
+	if err != nil || len(plain) == 0 {
+		return
+	}
+	s.log.Warn("consul: no Connect-capable instance of the service (Connect-native, or behind a connect-proxy sidecar): the mesh calls none of its plain instances",
+		"service", service, "plain_instances", len(plain))
 }
 
 // set records a service's endpoints and publishes when they changed.
@@ -182,7 +223,9 @@ func (s *EndpointSource) Close() error {
 	return nil
 }
 
-// endpointsOf turns health entries into endpoints, sorted by address.
+// endpointsOf turns connect health entries into endpoints, sorted by
+// address: each entry's Service is the instance to dial, the service's own
+// (Connect-native) or its sidecar's (connect-proxy).
 func endpointsOf(entries []*api.ServiceEntry) []discovery.Endpoint {
 	eps := make([]discovery.Endpoint, 0, len(entries))
 	for _, e := range entries {

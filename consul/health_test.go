@@ -2,6 +2,7 @@ package consul_test
 
 import (
 	"context"
+	"maps"
 	"net"
 	"testing"
 	"time"
@@ -13,21 +14,11 @@ import (
 	"github.com/inmesh/inmesh/internal/consultest"
 )
 
-// register adds an instance of service at addr with a TCP check.
+// register adds a Connect-native instance of service at addr with a TCP
+// check.
 func register(t *testing.T, c *api.Client, service, id, addr string, tags []string, meta map[string]string) {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	var p int
-	for _, ch := range port {
-		p = p*10 + int(ch-'0')
-	}
-	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: id, Name: service, Address: host, Port: p, Tags: tags, Meta: meta,
-		Check: &api.AgentServiceCheck{TCP: addr, Interval: "200ms", Timeout: "100ms", Status: api.HealthPassing},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	consultest.RegisterNative(t, c, consultest.Instance{Service: service, ID: id, Addr: addr, Tags: tags, Meta: meta, Check: true})
 }
 
 func listen(t *testing.T) net.Listener {
@@ -85,5 +76,40 @@ func TestEndpointSource(t *testing.T) {
 	src.Unwatch("billing")
 	if src.Current().Endpoints("billing") != nil {
 		t.Fatal("an unwatched service is still listed")
+	}
+}
+
+// TestEndpointSourceConnectKinds: the source lists a Connect-native
+// instance at its own address, an instance behind a sidecar at the
+// sidecar's, with the labels of the sidecar's registration, and no plain
+// instance.
+func TestEndpointSourceConnectKinds(t *testing.T) {
+	agent := consultest.Start(t)
+	native, own, proxy, plain := listen(t), listen(t), listen(t), listen(t)
+	consultest.RegisterNative(t, agent.Client, consultest.Instance{Service: "billing", ID: "billing-native", Addr: native.Addr().String(),
+		Meta: map[string]string{"version": "v1"}})
+	consultest.RegisterSidecar(t, agent.Client, consultest.Instance{Service: "billing", ID: "billing-sidecar", Addr: own.Addr().String(),
+		Tags: []string{"canary"}, Meta: map[string]string{"version": "v2"}}, proxy.Addr().String())
+	consultest.RegisterPlain(t, agent.Client, consultest.Instance{Service: "billing", ID: "billing-plain", Addr: plain.Addr().String()})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src, err := consul.NewEndpointSource(ctx, agent.Client, []string{"billing"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	want := map[string]map[string]string{
+		native.Addr().String(): {"version": "v1"},
+		proxy.Addr().String():  {"version": "v2", consul.TagLabel("canary"): "true"},
+	}
+	eps := src.Current().Endpoints("billing")
+	if len(eps) != len(want) {
+		t.Fatalf("endpoints %+v, want %v", eps, want)
+	}
+	for _, ep := range eps {
+		if labels, ok := want[ep.Address]; !ok || !maps.Equal(labels, ep.Labels) {
+			t.Errorf("endpoint %s labels %v; want %v", ep.Address, ep.Labels, want)
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -32,10 +31,7 @@ func TestConsulRejectedServiceStaysInTheMesh(t *testing.T) {
 	rpc := serveHealth(t)
 	ln := rpc.ln
 	register := func(id, name, addr string) {
-		host, p := hostPort(t, addr)
-		if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: name, Address: host, Port: p}); err != nil {
-			t.Fatal(err)
-		}
+		consultest.RegisterNative(t, agent.Client, consultest.Instance{Service: name, ID: id, Addr: addr})
 	}
 	register("localhost-1", "localhost", web.addr())
 	register("ledger-1", "ledger", rpc.addr())

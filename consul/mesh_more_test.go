@@ -136,8 +136,8 @@ func timeString(d string) string {
 }
 
 // TestConsulRegisterAndDeregister checks that Register puts the instance in
-// the catalog with a check Consul runs (passing while it listens), and that
-// Close takes it out.
+// the catalog as Connect-native, with a check Consul runs (passing while it
+// listens), and that Close takes it out.
 func TestConsulRegisterAndDeregister(t *testing.T) {
 	agent := consultest.Start(t)
 	putKV(t, agent.Client, "inmesh/services/billing", "{}")
@@ -148,6 +148,19 @@ func TestConsulRegisterAndDeregister(t *testing.T) {
 	}
 	if len(entries[0].Checks) < 2 { // the node's serfHealth and ours
 		t.Fatalf("no health check registered: %+v", entries[0].Checks)
+	}
+	// Connect-native: on the connect health endpoint, where sidecars and
+	// other meshes look, and so in the agent's own view.
+	connect, _, err := agent.Client.Health().Connect("billing", "", true, nil)
+	if err != nil || len(connect) != 1 || connect[0].Service.ID != entries[0].Service.ID {
+		t.Fatalf("connect health after Register: %v %v", connect, err)
+	}
+	svc, _, err := agent.Client.Agent().Service(entries[0].Service.ID, nil)
+	if err != nil || svc.Connect == nil || !svc.Connect.Native {
+		t.Fatalf("agent service after Register: %+v %v", svc, err)
+	}
+	if svc.Port != connect[0].Service.Port || len(connect[0].Checks) < 2 {
+		t.Fatalf("connect entry %+v, checks %+v", connect[0].Service, connect[0].Checks)
 	}
 	m.Close()
 	entries, _, err = agent.Client.Health().Service("billing", "", false, nil)

@@ -101,10 +101,8 @@ func TestConsulOutageAndCache(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
-	host, p := hostPort(t, srv.Listener.Addr().String())
-	if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "ledger-1", Name: "ledger", Address: host, Port: p}); err != nil {
-		t.Fatal(err)
-	}
+	ledger := consultest.Instance{Service: "ledger", ID: "ledger-1", Addr: srv.Listener.Addr().String()}
+	consultest.RegisterNative(t, agent.Client, ledger)
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 2}}`)
 	cache := t.TempDir()
 	devca := mesh.WithIdentity(mustDevSource(t, "enrollment"))
@@ -135,9 +133,7 @@ func TestConsulOutageAndCache(t *testing.T) {
 	// ...and the mesh recovers when it returns: a dev agent restarts empty,
 	// so the test writes the policy again, then a change must apply.
 	agent.Restart(t)
-	if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "ledger-1", Name: "ledger", Address: host, Port: p}); err != nil {
-		t.Fatal(err)
-	}
+	consultest.RegisterNative(t, agent.Client, ledger)
 	putKV(t, agent.Client, "inmesh/services/ledger", `{"tls": "disable", "retry": {"attempts": 3}}`)
 	meshtest.Eventually(t, 15*time.Second, "recovery after the agent returned", func() bool {
 		ex, err := m.Explain(httptest.NewRequest(http.MethodGet, "http://ledger/x", nil))

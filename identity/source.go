@@ -171,6 +171,30 @@ type Source interface {
 	Changed() <-chan struct{}
 }
 
+// ServerNamer is implemented by a [Source] whose mesh names a destination's
+// servers otherwise than by the destination's service name: ServerName
+// returns the TLS server name (SNI) a client of [ClientConfig] sends when it
+// dials service, or "" for the service name itself. [ClientConfig] asks it
+// once, when it builds the config (a mesh builds one per destination), so
+// a handshake costs nothing more. Consul's Connect CA source gives the name
+// Consul gives Envoy for an upstream. The name only tells the server which
+// service was meant: the server's identity is still verified against
+// service, whatever the name.
+type ServerNamer interface {
+	ServerName(service string) string
+}
+
+// serverName is the SNI of a client config toward service: src's, when it
+// names one, else service.
+func serverName(src Source, service string) string {
+	if n, ok := src.(ServerNamer); ok && service != "" {
+		if name := n.ServerName(service); name != "" {
+			return name
+		}
+	}
+	return service
+}
+
 // staticSource is a Source whose identity never changes.
 type staticSource struct {
 	id    *Identity

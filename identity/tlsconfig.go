@@ -15,9 +15,9 @@ import (
 // X509-SVID rules of [VerifyPeer] with ServerAuth usage. An empty service
 // matches no server.
 //
-// The config sets ServerName to service, which is sent as SNI (so servers see
-// which service was meant, and the session cache is keyed by it); no host
-// name is checked. MinVersion is TLS 1.2; Go prefers TLS 1.3. The config has
+// The config sets ServerName to service, or to the name src gives when it is
+// a [ServerNamer]; it is sent as SNI (so servers see which service was
+// meant, and the session cache is keyed by it); no host name is checked. MinVersion is TLS 1.2; Go prefers TLS 1.3. The config has
 // no ClientSessionCache: set one to resume sessions, which VerifyConnection
 // verifies again against the roots current at that time.
 //
@@ -32,7 +32,7 @@ import (
 func ClientConfig(src Source, service string) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		ServerName: service,
+		ServerName: serverName(src, service),
 		// Go's own verification checks a DNS name against the WebPKI-style
 		// roots; SPIFFE peers are named by their URI SAN instead. It is off
 		// only because VerifyConnection below does the full X509-SVID

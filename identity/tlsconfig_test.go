@@ -530,3 +530,48 @@ func TestConfigs(t *testing.T) {
 		t.Errorf("GetClientCertificate without identity: %v", err)
 	}
 }
+
+// namedSource is a Source that names its destinations' servers.
+type namedSource struct {
+	Source
+	names map[string]string
+}
+
+func (s namedSource) ServerName(service string) string { return s.names[service] }
+
+// TestServerNamerSetsSNI: a ServerNamer source gives the SNI the server
+// sees, and the server is still verified against the service, whatever the
+// name; a service it names nothing for is sent by its own name.
+func TestServerNamerSetsSNI(t *testing.T) {
+	ca := newTestCA(t)
+	web := namedSource{Source: mustSource(t, ca, "web"), names: map[string]string{
+		"billing": "billing.default.dc1.internal.example.consul",
+		"ledger":  "billing.default.dc1.internal.example.consul",
+	}}
+	tests := []struct {
+		service string
+		sni     string
+		ok      bool
+	}{
+		{"billing", "billing.default.dc1.internal.example.consul", true},
+		{"ledger", "billing.default.dc1.internal.example.consul", false}, // billing's name, but billing is not ledger
+		{"other", "other", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.service, func(t *testing.T) {
+			addr, results := startTLSServer(t, ServerConfig(mustSource(t, ca, "billing")))
+			cfg := ClientConfig(web, tc.service)
+			if cfg.ServerName != tc.sni {
+				t.Fatalf("ServerName %q, want %q", cfg.ServerName, tc.sni)
+			}
+			_, err := dialTLS(addr, cfg)
+			res := recv(t, results, "server result")
+			if res.state.ServerName != tc.sni {
+				t.Errorf("server saw SNI %q, want %q", res.state.ServerName, tc.sni)
+			}
+			if ok := err == nil; ok != tc.ok {
+				t.Errorf("dial: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

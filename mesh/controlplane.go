@@ -168,8 +168,9 @@ type Instance struct {
 }
 
 // Register puts an instance of this workload in the control plane's
-// catalog (with Consul, with a TCP health check that Consul runs against
-// inst.Address, so callers only see it while it accepts connections).
+// catalog (with Consul, as a Connect-native instance with a TCP health
+// check that Consul runs against inst.Address, so callers, meshes and
+// Envoy sidecars alike, only see it while it accepts connections).
 // Close takes it out. A control plane without a catalog (WithPolicyFile,
 // WithPolicy) returns an error matching ErrNoCatalog.
 func (m *Mesh) Register(ctx context.Context, inst Instance) error {

@@ -98,8 +98,9 @@
 // ErrNoCatalog. WithControlPlane takes any other, such as
 // consul.New(consul.Config{Client: client}) of package
 // github.com/inmesh/inmesh/consul: the policy from KV, endpoints from the
-// health endpoint, the identity from the Connect CA, authorization from
-// service-intentions, and Register in the catalog with a health check. A
+// connect health endpoint (Connect-native instances and Envoy sidecars),
+// the identity from the Connect CA, authorization from service-intentions,
+// and Register in the catalog as Connect-native with a health check. A
 // control plane that also implements StatusReporter hears, for every
 // registered instance, the policy version it applied, so that an operator
 // sees the fleet's versions (`inmesh status --consul`).

@@ -27,25 +27,34 @@ type clientCreds struct {
 	a *adapter
 
 	mu  sync.Mutex
-	tls map[string]credentials.TransportCredentials // by destination service
+	tls map[string]serviceCreds // by destination service
+}
+
+// serviceCreds are the TLS credentials toward one destination service and
+// the server name (SNI) its handshakes send: the config's, which grpc-go
+// would otherwise replace by the authority it is handed.
+type serviceCreds struct {
+	creds      credentials.TransportCredentials
+	serverName string
 }
 
 var _ credentials.TransportCredentials = (*clientCreds)(nil)
 
 func newClientCreds(a *adapter) *clientCreds {
-	return &clientCreds{a: a, tls: map[string]credentials.TransportCredentials{}}
+	return &clientCreds{a: a, tls: map[string]serviceCreds{}}
 }
 
 // forService returns the TLS credentials toward service, made once.
-func (c *clientCreds) forService(service string) credentials.TransportCredentials {
+func (c *clientCreds) forService(service string) serviceCreds {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	tc := c.tls[service]
-	if tc == nil {
-		tc = credentials.NewTLS(c.a.p.ClientTLS(service))
-		c.tls[service] = tc
+	sc, ok := c.tls[service]
+	if !ok {
+		cfg := c.a.p.ClientTLS(service)
+		sc = serviceCreds{creds: credentials.NewTLS(cfg), serverName: cfg.ServerName}
+		c.tls[service] = sc
 	}
-	return tc
+	return sc
 }
 
 // ClientHandshake secures a new connection to an endpoint of the service
@@ -67,7 +76,8 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 	if !mtls {
 		return rawConn, plaintextInfo{}, nil
 	}
-	return c.forService(service).ClientHandshake(ctx, service, rawConn)
+	sc := c.forService(service)
+	return sc.creds.ClientHandshake(ctx, sc.serverName, rawConn)
 }
 
 func (*clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
