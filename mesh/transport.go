@@ -127,7 +127,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return t.outside(st, name, req)
 		}
 	}
-	c := httpCall{t: t, req: req}
+	// Built in place on the heap: a composite literal copied into a new
+	// call would clear its kilobyte under the garbage collector's write
+	// barrier.
+	c := new(httpCall)
+	c.t, c.req = t, req
 	return c.run(d)
 }
 
