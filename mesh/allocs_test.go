@@ -131,7 +131,9 @@ func TestTracedAllocations(t *testing.T) {
 		_ = resp.Body.Close()
 	}
 	call() // the first call to a destination starts watching it
-	if got := testing.AllocsPerRun(200, call) - answer; got != float64(want) {
+	// Under the race detector the SDK's pools (and the span's end
+	// attributes') drop items at random: the count is not exact.
+	if got := testing.AllocsPerRun(200, call) - answer; got != float64(want) && !raceEnabled {
 		t.Errorf("a traced call allocates %v times over its answer, want %d (lower the pin if fewer)", got, want)
 	}
 	if parents != 202 {
