@@ -42,6 +42,14 @@ func noIOSections(e *env) ([]*section, error) {
 	if err != nil {
 		return nil, err
 	}
+	floor, err := newSDKFloor(instant{}, e.otelSDK(), false)
+	if err != nil {
+		return nil, err
+	}
+	floorInject, err := newSDKFloor(instant{}, e.otelSDK(), true)
+	if err != nil {
+		return nil, err
+	}
 	const direct, meshed = "http://billing-direct/", "http://billing/"
 	stacks := []struct {
 		name string
@@ -51,6 +59,8 @@ func noIOSections(e *env) ([]*section, error) {
 		{"bare (the instant RoundTripper)", instant{}, direct},
 		{"inmesh full chain, telemetry off", meshOff, meshed},
 		{"inmesh full chain, OTel SDK", meshSDK, meshed},
+		{"OTel SDK alone: what inmesh records, no mesh", floor, direct},
+		{"OTel SDK alone, with W3C inject", floorInject, direct},
 		{"failsafe-go (timeout, retry, breaker)", chainSettings.failsafeRT(instant{}), direct},
 		{"otelhttp, OTel SDK", otelRT(instant{}, e.otelSDK()), direct},
 		{"failsafe-go + otelhttp, OTel SDK", otelRT(chainSettings.failsafeRT(instant{}), e.otelSDK()), direct},

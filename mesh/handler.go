@@ -91,7 +91,7 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderError, string(LayerAuthz))
 		http.Error(w, fmt.Sprintf("mesh: authz: %s denied caller %q: %s", self, caller, reason), http.StatusForbidden)
 		call.StatusCode, call.ErrorType = http.StatusForbidden, string(LayerAuthz)
-		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+		m.instr.RecordHTTPServer(ctx, clock.Since(m.clock, start), call)
 		telemetry.EndServerCallAs(span, http.StatusForbidden, caller, callerID, call.ErrorType)
 		m.log.Debug("caller denied", "caller", caller, "method", r.Method, "path", r.URL.Path, "reason", reason)
 		return
@@ -139,7 +139,7 @@ func (s *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		call.ErrorType = strconv.Itoa(call.StatusCode)
 	}
 	if m.instr.HTTPServerEnabled(ctx) {
-		m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+		m.instr.RecordHTTPServer(ctx, clock.Since(m.clock, start), call)
 	}
 	telemetry.EndServerCallAs(span, call.StatusCode, caller, callerID, call.ErrorType)
 }
@@ -157,7 +157,7 @@ func (m *Mesh) refuse(ctx context.Context, w http.ResponseWriter, span trace.Spa
 	}
 	http.Error(w, msg, http.StatusTooManyRequests)
 	call.StatusCode, call.ErrorType = http.StatusTooManyRequests, string(LayerRateLimit)
-	m.instr.RecordHTTPServer(ctx, m.clock.Now().Sub(start), call)
+	m.instr.RecordHTTPServer(ctx, clock.Since(m.clock, start), call)
 	telemetry.EndServerCallAs(span, http.StatusTooManyRequests, caller, callerID, call.ErrorType)
 }
 

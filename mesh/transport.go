@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/resilience"
 	"github.com/inmesh/inmesh/telemetry"
@@ -126,7 +127,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return t.outside(st, name, req)
 		}
 	}
-	c := httpCall{t: t, req: req}
+	// Built in place on the heap: a composite literal copied into a new
+	// call would clear its kilobyte under the garbage collector's write
+	// barrier.
+	c := new(httpCall)
+	c.t, c.req = t, req
 	return c.run(d)
 }
 
@@ -209,11 +214,14 @@ type httpCall struct {
 	// Storage for the parts of the call that outlive a stack frame, held
 	// here since the call is on the heap anyway (it is the core's Sender):
 	// the first attempt's request, the current attempt's URL and timeout
-	// header value, and the body that ends the call's context.
+	// header value, the body that ends the call's context, and the first
+	// attempt's trace context values.
 	out     http.Request
 	url     url.URL
 	timeout [1]string
 	body    endingBody[callEnd]
+	// trace holds the first attempt's W3C trace context values.
+	trace telemetry.HeaderSlots
 }
 
 var _ core.Sender = (*httpCall)(nil)
@@ -269,7 +277,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 		call.ErrorType = "canceled"
 	}
 	if m.instr.HTTPClientEnabled(callerCtx) {
-		m.instr.RecordHTTPClient(callerCtx, m.clock.Now().Sub(start), call)
+		m.instr.RecordHTTPClient(callerCtx, clock.Since(m.clock, start), call)
 	}
 	telemetry.EndClientCall(span, telemetry.CallEnd{StatusCode: call.StatusCode, ErrorType: call.ErrorType, Err: err,
 		Subset: call.Subset, Attempts: c.Attempts, PolicyVersion: d.Version})
@@ -410,7 +418,11 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 			out.Header[HeaderTimeout] = tv
 		}
 		if traced {
-			c.t.m.tracing.Inject(ctx, out.Header)
+			if a.N == 1 && !a.Hedge {
+				c.t.m.tracing.InjectSlots(ctx, out.Header, &c.trace)
+			} else {
+				c.t.m.tracing.Inject(ctx, out.Header)
+			}
 		}
 	}
 	return out, nil

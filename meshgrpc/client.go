@@ -15,6 +15,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/mesh"
@@ -144,7 +145,7 @@ func (c *rpcCall) end(err error) {
 		code = grpcstatus.Code(err)
 		errorType = code.String()
 	}
-	c.a.p.Env.Instr.RecordRPCClient(c.caller, c.a.p.Env.Clock.Now().Sub(c.start), telemetry.RPCCall{
+	c.a.p.Env.Instr.RecordRPCClient(c.caller, clock.Since(c.a.p.Env.Clock, c.start), telemetry.RPCCall{
 		Service: c.Dest.Name, Route: c.RouteName(), Subset: c.SubsetName(),
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})

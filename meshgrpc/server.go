@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/inmesh/inmesh/internal/clock"
 	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/resilience"
@@ -103,7 +104,7 @@ func (a *adapter) serveRPC(ctx context.Context, fullMethod string) (*serverCall,
 	}
 	denial := callFailed(&mesh.CallError{Layer: mesh.LayerAuthz, Service: self, PolicyVersion: p.State().PolicyVersion,
 		Err: fmt.Errorf("%s denied caller %q: %s", self, caller, reason)})
-	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+	p.Env.Instr.RecordRPCServer(sc.ctx, clock.Since(p.Env.Clock, sc.start), telemetry.RPCServerCall{
 		Service: self, Caller: caller, FullMethod: fullMethod, Code: resilience.CodePermissionDenied, ErrorType: string(mesh.LayerAuthz)})
 	telemetry.EndRPCServerCallAs(sc.span, resilience.CodePermissionDenied, caller, sc.id, string(mesh.LayerAuthz))
 	p.Env.Log.Debug("caller denied", "caller", caller, "rpc", fullMethod, "reason", reason)
@@ -132,7 +133,7 @@ func (sc *serverCall) refuse(ctx context.Context, wait time.Duration, limit stri
 	refusal := callFailed(&mesh.CallError{Layer: mesh.LayerRateLimit, Service: self, PolicyVersion: p.State().PolicyVersion,
 		Err: errors.New(cause)})
 	code := resilience.GRPCCode(Code(mesh.LayerRateLimit))
-	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+	p.Env.Instr.RecordRPCServer(sc.ctx, clock.Since(p.Env.Clock, sc.start), telemetry.RPCServerCall{
 		Service: self, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: string(mesh.LayerRateLimit)})
 	telemetry.EndRPCServerCallAs(sc.span, code, sc.caller, sc.id, string(mesh.LayerRateLimit))
 	return refusal
@@ -146,7 +147,7 @@ func (sc *serverCall) end(err error) {
 		errorType = code.String()
 	}
 	p := sc.a.p
-	p.Env.Instr.RecordRPCServer(sc.ctx, p.Env.Clock.Now().Sub(sc.start), telemetry.RPCServerCall{
+	p.Env.Instr.RecordRPCServer(sc.ctx, clock.Since(p.Env.Clock, sc.start), telemetry.RPCServerCall{
 		Service: p.Service, Caller: sc.caller, FullMethod: sc.method, Code: code, ErrorType: errorType})
 	telemetry.EndRPCServerCallAs(sc.span, code, sc.caller, sc.id, errorType)
 }

@@ -50,3 +50,38 @@ func (c headerCarrier) Set(key, value string) { c[canonicalKey(key)] = []string{
 
 // Keys lists the keys of the carrier.
 func (c headerCarrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
+
+// HeaderSlots is the storage of the values InjectSlots writes: the W3C
+// traceparent and tracestate values live in it instead of a new one-value
+// slice each. The caller holds it where it keeps the request, one per
+// header, and never reuses it for another (the header keeps the values).
+// Its zero value is ready; it is not safe for concurrent use.
+type HeaderSlots struct {
+	h    http.Header
+	vals [2]string // traceparent, tracestate
+}
+
+var _ propagation.TextMapCarrier = (*HeaderSlots)(nil)
+
+// Get returns the first value of key.
+func (s *HeaderSlots) Get(key string) string { return headerCarrier(s.h).Get(key) }
+
+// Set sets key to value, replacing any values it had: traceparent and
+// tracestate in the slots, any other key as http.Header does.
+func (s *HeaderSlots) Set(key, value string) {
+	var i int
+	switch key {
+	case "traceparent":
+		i = 0
+	case "tracestate":
+		i = 1
+	default:
+		headerCarrier(s.h).Set(key, value)
+		return
+	}
+	s.vals[i] = value
+	s.h[canonicalKey(key)] = s.vals[i : i+1 : i+1]
+}
+
+// Keys lists the keys of the carrier.
+func (s *HeaderSlots) Keys() []string { return headerCarrier(s.h).Keys() }

@@ -32,6 +32,16 @@ var _ Clock = System{}
 // Now returns time.Now().
 func (System) Now() time.Time { return time.Now() }
 
+// Since returns the time elapsed on c since t. With the system clock it
+// reads the monotonic clock alone (time.Since), about half the cost of
+// Now, which also reads the wall clock.
+func Since(c Clock, t time.Time) time.Duration {
+	if _, ok := c.(System); ok {
+		return time.Since(t)
+	}
+	return c.Now().Sub(t)
+}
+
 // NewTimer returns a [time.Timer] wrapped as a [Timer].
 func (System) NewTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
 

@@ -298,7 +298,7 @@ func (a *Attempt) Ended() (kind resilience.ErrKind, layer Layer, ended bool) {
 // has passed, whether or not its timer has fired yet.
 func (a *Attempt) Expired() bool {
 	dl, ok := a.Ctx.Deadline()
-	return ok && !time.Now().Before(dl)
+	return ok && time.Until(dl) <= 0
 }
 
 // PerTry reports whether the deadline that bounds the attempt is its
@@ -591,7 +591,7 @@ func (c *Call) limitReport(a *Attempt, o *Outcome) {
 	case resilience.IsFailure(r):
 		p.Release()
 	default:
-		p.Done(c.env.Clock.Now().Sub(a.Now), false)
+		p.Done(clock.Since(c.env.Clock, a.Now), false)
 	}
 }
 

@@ -85,7 +85,7 @@ func (d *Deadline) Err() error {
 	if err := d.parent.Err(); err != nil {
 		return err
 	}
-	if !time.Now().Before(d.at) {
+	if time.Until(d.at) <= 0 {
 		if !d.state.CompareAndSwap(nil, &errDeadline) {
 			return d.Err() // canceled or made meanwhile
 		}
