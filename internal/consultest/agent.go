@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -199,7 +200,18 @@ func (a *Agent) Stop() {
 func (a *Agent) Restart(t testing.TB) {
 	t.Helper()
 	a.Stop()
-	if err := a.start(); err != nil {
+	// Its ports were free when Start chose them, but between Stop and now
+	// another process may hold one for a moment (an outgoing connection's
+	// ephemeral port): try again for a few seconds before failing.
+	var err error
+	for range 10 {
+		if err = a.start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		a.Stop()
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err != nil {
 		t.Fatalf("consultest: restarting: %v", err)
 	}
 }
