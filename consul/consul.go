@@ -49,6 +49,7 @@ type ControlPlane struct {
 	closers    []interface{ Close() error } // the sources started, closed by Close
 	registered []string                     // service IDs Close deregisters
 	reported   []string                     // status keys Close deletes
+	entries    *configEntries               // the policy source, made by Policy or Endpoints
 }
 
 var _ mesh.ControlPlane = (*ControlPlane)(nil)
@@ -100,7 +101,24 @@ func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
 	if err := cp.check(); err != nil {
 		return nil, err
 	}
-	return newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), nil
+	return cp.configEntries(w)
+}
+
+// configEntries returns the policy source of w, made at the first call:
+// the KV policy with the config entries applied (see configEntries).
+func (cp *ControlPlane) configEntries(w mesh.Workload) (*configEntries, error) {
+	cp.mu.Lock()
+	if c := cp.entries; c != nil {
+		cp.mu.Unlock()
+		return c, nil
+	}
+	c := newConfigEntries(cp.cfg.Client, w.Service, newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), w.Logger)
+	cp.entries = c
+	cp.mu.Unlock()
+	if err := cp.track(c); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Endpoints implements mesh.ControlPlane: the passing instances of each
@@ -110,6 +128,13 @@ func (cp *ControlPlane) Endpoints(w mesh.Workload) (mesh.EndpointSource, error) 
 		return nil, err
 	}
 	s := startEndpoints(cp.cfg.Client, orDefault(w.Logger))
+	entries, err := cp.configEntries(w)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.entries = entries
+	entries.endpoints.Store(s)
 	if err := cp.track(s); err != nil {
 		return nil, err
 	}
