@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/internal/consultest"
 	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/meshgrpc"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -78,7 +81,15 @@ func nativeBackend(t *testing.T, agent *consultest.Agent, service, version strin
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	host, port := hostPort(t, srv.Listener.Addr().String())
+	registerNative(t, agent, service, version, srv.Listener.Addr().String(), critical)
+	return &hits
+}
+
+// registerNative registers addr as a Connect-native instance of service
+// with meta version, deregistered when the test ends.
+func registerNative(t testing.TB, agent *consultest.Agent, service, version, addr string, critical bool) {
+	t.Helper()
+	host, port := hostPort(t, addr)
 	id := fmt.Sprintf("%s-%s-%d", service, version, port)
 	status := api.HealthPassing
 	if critical {
@@ -93,7 +104,6 @@ func nativeBackend(t *testing.T, agent *consultest.Agent, service, version strin
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = agent.Client.Agent().ServiceDeregister(id) })
-	return &hits
 }
 
 // countBodies calls url n times through m and counts the bodies.
@@ -396,6 +406,16 @@ func TestChainMeshServices(t *testing.T) {
 	agent := consultest.Start(t)
 	nativeBackend(t, agent, "ledger", "v1", false, nil)
 	httpService(t, agent.Client, "audit", "http")
+	for _, reg := range []*api.AgentServiceRegistration{
+		{ID: "plain-1", Name: "plain", Address: "127.0.0.1", Port: 1},
+		{ID: "orders-1", Name: "orders", Address: "127.0.0.1", Port: 2},
+		{ID: "orders-1-sidecar-proxy", Name: "orders-sidecar-proxy", Kind: api.ServiceKindConnectProxy, Address: "127.0.0.1", Port: 3,
+			Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "orders", DestinationServiceID: "orders-1"}},
+	} {
+		if err := agent.Client.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
 	web := consulMesh(t, agent, "web")
 	inMesh := func(url string) bool {
 		ex, err := web.Explain(httptest.NewRequest(http.MethodGet, url, nil))
@@ -404,12 +424,15 @@ func TestChainMeshServices(t *testing.T) {
 		}
 		return !ex.Passthrough
 	}
-	if inMesh("http://elsewhere/x") {
-		t.Fatal("a name Consul does not know is a mesh service")
-	}
-	meshtest.Eventually(t, 5*time.Second, "ledger and audit known as mesh services", func() bool {
-		return inMesh("http://ledger/x") && inMesh("http://audit/x")
+	meshtest.Eventually(t, 5*time.Second, "ledger, audit and orders known as mesh services", func() bool {
+		return inMesh("http://ledger/x") && inMesh("http://audit/x") && inMesh("http://orders/x")
 	})
+	// A service without a Connect-capable instance nor config entry is not.
+	for _, host := range []string{"elsewhere", "plain"} {
+		if inMesh("http://" + host + "/x") {
+			t.Errorf("%s is a mesh service", host)
+		}
+	}
 	if code, body, err := get(t, web, "http://ledger/x"); err != nil || code != 200 || body != "v1" {
 		t.Fatalf("ledger: %d %q %v", code, body, err)
 	}
@@ -441,4 +464,56 @@ func mustParse(t testing.TB, doc string) *policy.Document {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestChainGRPC: with protocol grpc, a splitter's 90/10 over two subsets,
+// then a router's path prefix /grpc.health.v1.Health/ to one subset.
+func TestChainGRPC(t *testing.T) {
+	agent := consultest.Start(t)
+	httpService(t, agent.Client, "ledger", "grpc")
+	setEntry(t, agent.Client, versionSubsets("ledger"))
+	setEntry(t, agent.Client, splitter("ledger", 90, 10))
+	backends := map[string]*healthBackend{}
+	for _, v := range []string{"v1", "v2"} {
+		m := consulMesh(t, agent, "ledger")
+		backends[v] = serveHealth(t, meshgrpc.ServerOptions(m)...)
+		registerNative(t, agent, "ledger", v, backends[v].addr(), false)
+	}
+	web := consulMesh(t, agent, "web")
+	conn, err := grpc.NewClient("mesh:///ledger", meshgrpc.DialOptions(web)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	calls := func(n int) {
+		t.Helper()
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const n = 1000
+	calls(n)
+	if v1, v2 := int(backends["v1"].hits.Load()), int(backends["v2"].hits.Load()); !within(v1, 900, n) || !within(v2, 100, n) || v1+v2 != n {
+		t.Fatalf("90/10 over %d RPCs: v1 %d v2 %d", n, v1, v2)
+	}
+
+	setEntry(t, agent.Client, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "ledger", Routes: []api.ServiceRoute{
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/grpc.health.v1.Health/"}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}},
+	}})
+	meshtest.Eventually(t, 5*time.Second, "the router in force", func() bool {
+		return provenanceOf(t, web, "ledger")["routes"] == "service-router/ledger"
+	})
+	backends["v1"].hits.Store(0)
+	backends["v2"].hits.Store(0)
+	calls(100)
+	if v1, v2 := backends["v1"].hits.Load(), backends["v2"].hits.Load(); v1 != 0 || v2 != 100 {
+		t.Fatalf("routed to v2: v1 %d v2 %d", v1, v2)
+	}
 }
