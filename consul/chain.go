@@ -50,6 +50,7 @@ type entryHub struct {
 	pending  int                        // name lists without a first answer yet
 	names    map[string]map[string]bool // list ("catalog", kind) -> names
 	defaults map[string]*api.ServiceConfigEntry
+	timeouts map[string]time.Duration // service-resolver RequestTimeout by name
 	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
 	subsets  map[string]map[string]compiledSubset // service -> subset
 	subs     map[*configEntries]bool
@@ -318,6 +319,12 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 		if _, ok := c.watched[name]; ok {
 			if got := h.chains[name]; got != nil {
 				cp = &chainPolicy{block: got.block, from: maps.Clone(got.from)}
+				if d := h.timeouts[name]; d > 0 && got.speaks() {
+					cp.block.Timeout = policy.Duration(min(d, 365*24*time.Hour))
+					if _, ok := cp.from[partTimeout]; !ok {
+						cp.from[partTimeout] = "service-resolver/" + name
+					}
+				}
 			}
 		}
 		upstreamOf(self, name, cp)
@@ -375,14 +382,25 @@ func sameProvenance(a, b map[string]map[string]string) bool {
 	return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
 }
 
-// setNames records the names of one list (and with service-defaults the
-// entries); first tells its first answer.
-func (h *entryHub) setNames(list string, names map[string]bool, first bool, defaults map[string]*api.ServiceConfigEntry) {
+// listAnswer is one answer of a name list.
+type listAnswer struct {
+	names    map[string]bool
+	defaults map[string]*api.ServiceConfigEntry // service-defaults: the entries
+	timeouts map[string]time.Duration           // service-resolver: RequestTimeout by name
+}
+
+// setNames records an answer of one list; first tells its first answer.
+func (h *entryHub) setNames(list string, a listAnswer, first bool) {
+	names := a.names
 	h.mu.Lock()
 	changed := !maps.Equal(h.names[list], names) || first
 	h.names[list] = names
-	if list == api.ServiceDefaults && !same(h.defaults, defaults) {
-		h.defaults = defaults
+	if list == api.ServiceDefaults && !same(h.defaults, a.defaults) {
+		h.defaults = a.defaults
+		changed = true
+	}
+	if list == api.ServiceResolver && !maps.Equal(h.timeouts, a.timeouts) {
+		h.timeouts = a.timeouts
 		changed = true
 	}
 	if first {
@@ -408,22 +426,28 @@ func (h *entryHub) watchList(ctx context.Context, kind string) {
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			names := make(map[string]bool, len(entries))
-			defaults := map[string]*api.ServiceConfigEntry{}
+			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}, timeouts: map[string]time.Duration{}}
 			for _, e := range entries {
-				names[e.GetName()] = true
-				if sd, ok := e.(*api.ServiceConfigEntry); ok {
-					defaults[e.GetName()] = sd
+				a.names[e.GetName()] = true
+				switch e := e.(type) {
+				case *api.ServiceConfigEntry:
+					a.defaults[e.Name] = e
+				case *api.ServiceResolverConfigEntry:
+					// The compiled chain leaves the resolver's
+					// RequestTimeout out: take it from the entry.
+					if e.RequestTimeout > 0 {
+						a.timeouts[e.Name] = e.RequestTimeout
+					}
 				}
 			}
-			h.setNames(kind, names, first, defaults)
+			h.setNames(kind, a, first)
 			first = false
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
 			if first {
 				// Never hold the policy back for a list: go on without it.
-				h.setNames(kind, nil, true, map[string]*api.ServiceConfigEntry{})
+				h.setNames(kind, listAnswer{defaults: map[string]*api.ServiceConfigEntry{}}, true)
 				first = false
 			}
 			h.logFailure("consul config entries watch failed; the ones known stay in force", err, failures, wait, "kind", kind)
@@ -449,13 +473,13 @@ func (h *entryHub) watchCatalog(ctx context.Context) {
 					names[dest] = true
 				}
 			}
-			h.setNames("catalog", names, first, nil)
+			h.setNames("catalog", listAnswer{names: names}, first)
 			first = false
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
 		OnError: func(err error, failures int, wait time.Duration) {
 			if first {
-				h.setNames("catalog", nil, true, nil)
+				h.setNames("catalog", listAnswer{}, true)
 				first = false
 			}
 			h.logFailure("consul catalog watch failed; the mesh services known stay", err, failures, wait)

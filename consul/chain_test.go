@@ -375,7 +375,9 @@ func TestChainOnlyPassing(t *testing.T) {
 // they shadow the inmesh KV block's.
 func TestChainUpstreamConfig(t *testing.T) {
 	agent := consultest.Start(t)
-	putKV(t, agent.Client, "inmesh/services/billing", `{"concurrency": {"max": 99}, "retry": {"attempts": 2, "per_try_timeout": "1s"}}`)
+	putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "9s", "concurrency": {"max": 99}, "retry": {"attempts": 2, "per_try_timeout": "1s"}}`)
+	httpService(t, agent.Client, "billing", "http")
+	setEntry(t, agent.Client, &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "billing", RequestTimeout: 3 * time.Second})
 	max := 7
 	ejection := 3 * time.Second
 	pct := uint32(50)
@@ -390,12 +392,23 @@ func TestChainUpstreamConfig(t *testing.T) {
 		t.Fatalf("%d %v", code, err)
 	}
 	ex := explain(t, web, "http://billing/x")
-	if ex.Concurrency == nil || ex.Concurrency.Limit != 7 || ex.Attempts != 2 {
-		t.Fatalf("concurrency %+v attempts %d", ex.Concurrency, ex.Attempts)
+	if ex.Concurrency == nil || ex.Concurrency.Limit != 7 || ex.Attempts != 2 || ex.PerTryTimeout != time.Second || ex.Timeout != 3*time.Second {
+		t.Fatalf("concurrency %+v attempts %d per try %v timeout %v", ex.Concurrency, ex.Attempts, ex.PerTryTimeout, ex.Timeout)
 	}
 	prov := provenanceOf(t, web, "billing")
-	if prov["concurrency"] != "service-defaults/web upstream billing" || prov["outlier_detection"] != "service-defaults/web upstream billing" {
+	if prov["concurrency"] != "service-defaults/web upstream billing" || prov["outlier_detection"] != "service-defaults/web upstream billing" ||
+		prov["timeout"] != "service-resolver/billing" {
 		t.Fatalf("provenance %v", prov)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := consul.FromKeys(map[string][]byte{"inmesh/services/billing": []byte(`{"timeout": "9s", "concurrency": {"max": 99}}`)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shadowed, err := consul.Shadowed(ctx, agent.Client, kv, "web")
+	if want := "services.billing.concurrency (service-defaults/web upstream billing)|services.billing.timeout (service-resolver/billing)"; err != nil || strings.Join(shadowed, "|") != want {
+		t.Fatalf("shadowed %q %v, want %q", shadowed, err, want)
 	}
 }
 

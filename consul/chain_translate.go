@@ -438,6 +438,12 @@ func merge(service string, kv *policy.Service, cp *chainPolicy) (*policy.Service
 		}
 		out.Subsets = subsets
 	}
+	if b.Timeout != 0 {
+		if out.Timeout != 0 {
+			shadow("timeout", partTimeout)
+		}
+		out.Timeout = b.Timeout
+	}
 	if b.ConnectTimeout != 0 {
 		if out.ConnectTimeout != 0 {
 			shadow("connect_timeout", partConnectTimeout)
@@ -502,6 +508,22 @@ func Shadowed(ctx context.Context, client *api.Client, doc *policy.Document, sel
 			return nil, fmt.Errorf("consul: reading the discovery chain of %s: %w", name, err)
 		}
 		cp := translateChain(name, resp.Chain)
+		if cp.speaks() {
+			e, _, err := client.ConfigEntries().Get(api.ServiceResolver, name, q)
+			var se api.StatusError
+			switch {
+			case errors.As(err, &se) && se.Code == http.StatusNotFound:
+			case err != nil:
+				return nil, fmt.Errorf("consul: reading service-resolver/%s: %w", name, err)
+			default:
+				if r, ok := e.(*api.ServiceResolverConfigEntry); ok && r.RequestTimeout > 0 {
+					cp.block.Timeout = policy.Duration(r.RequestTimeout)
+					if _, ok := cp.from[partTimeout]; !ok {
+						cp.from[partTimeout] = "service-resolver/" + name
+					}
+				}
+			}
+		}
 		upstreamOf(selfDefaults, name, cp)
 		_, sh := merge(name, doc.Services[name], cp)
 		slices.Sort(sh)
