@@ -50,7 +50,7 @@ type entryHub struct {
 	pending  int                        // name lists without a first answer yet
 	names    map[string]map[string]bool // list ("catalog", kind) -> names
 	defaults map[string]*api.ServiceConfigEntry
-	timeouts map[string]time.Duration // service-resolver RequestTimeout by name
+	timeouts map[string]time.Duration             // service-resolver RequestTimeout by name
 	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
 	subsets  map[string]map[string]compiledSubset // service -> subset
 	subs     map[*configEntries]bool
