@@ -32,7 +32,10 @@ type Config struct {
 }
 
 // ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
-// the policy from KV under the prefix, the endpoints of the destinations
+// the policy from KV under the prefix with the L7 config entries applied
+// on top (the compiled discovery chain of each destination, this
+// workload's service-defaults UpstreamConfig; where an entry speaks, it
+// wins), every service Consul knows as a mesh service, the endpoints of the destinations
 // the mesh calls from the catalog's health endpoint, this workload's
 // identity from the Connect CA, the authorization of its callers from
 // service-intentions config entries, and Register as an agent service
@@ -96,7 +99,8 @@ func (cp *ControlPlane) check() error {
 }
 
 // Policy implements mesh.ControlPlane: the policy from KV under the prefix,
-// one blocking query on it; its staleness goes to w.PolicyStaleness.
+// one blocking query on it (its staleness goes to w.PolicyStaleness), with
+// the config entries applied (see configEntries).
 func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
 	if err := cp.check(); err != nil {
 		return nil, err

@@ -17,9 +17,21 @@
 //     its own and its block keeps its last good version. Keys splits a
 //     document into these keys and FromKeys reads them back (`inmesh push`
 //     and `inmesh get`);
+//   - Consul's L7 config entries, applied in process on top of the KV
+//     policy: the compiled discovery chain of each destination it calls
+//     (service-router, service-splitter, service-resolver), from its first
+//     call, and its own service-defaults UpstreamConfig; where an entry
+//     speaks it wins, and the KV block adds what entries cannot say (see
+//     the README's Consul section). Every service Consul knows (a KV
+//     block, a config entry, a Connect-capable instance) is a mesh
+//     service. Each ResolvedService records which entry decided each part
+//     (Provenance) and the KV fields it shadows; Shadowed lists them for a
+//     document;
 //   - the endpoints of each destination it calls, from its first call on,
-//     from the health endpoint (passing instances only); an instance's
-//     labels are its Service.Meta plus TagLabel(t) for each tag t;
+//     from the health endpoint (passing instances only, and warning ones
+//     on New's control plane); an instance's labels are its Service.Meta
+//     plus TagLabel(t) for each tag t, and SubsetLabel(s) for each
+//     service-resolver subset s it belongs to;
 //   - its identity from the agent's Connect CA: the leaf and the roots,
 //     watched, rotated without a restart; SPIFFE IDs in Consul's form
 //     spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>;
