@@ -113,19 +113,29 @@ func (h *entryHub) subscribe(c *configEntries, on bool) {
 	}
 }
 
-// changed tells every subscriber, relabeling the endpoints of the services
-// in relabel first.
-func (h *entryHub) changed(relabel []string) {
+// subscribers returns the control planes that follow the hub.
+func (h *entryHub) subscribers() []*configEntries {
 	h.mu.Lock()
-	subs := slices.Collect(maps.Keys(h.subs))
-	h.mu.Unlock()
-	for _, c := range subs {
+	defer h.mu.Unlock()
+	return slices.Collect(maps.Keys(h.subs))
+}
+
+// changed tells every subscriber that the hub's state changed.
+func (h *entryHub) changed() {
+	for _, c := range h.subscribers() {
+		c.poke()
+	}
+}
+
+// relabel recomputes, in every subscriber's endpoint source, the subset
+// labels of the instances of services.
+func (h *entryHub) relabel(services []string) {
+	for _, c := range h.subscribers() {
 		if eps := c.endpoints.Load(); eps != nil {
-			for _, svc := range relabel {
+			for _, svc := range services {
 				eps.relabel(svc)
 			}
 		}
-		c.poke()
 	}
 }
 
@@ -411,7 +421,7 @@ func (h *entryHub) setNames(list string, a listAnswer, first bool) {
 	}
 	h.mu.Unlock()
 	if changed {
-		h.changed(nil)
+		h.changed()
 	}
 }
 
@@ -559,14 +569,19 @@ func (h *entryHub) setChain(service string, cp *chainPolicy) {
 			relabel = append(relabel, svc)
 		}
 	}
+	h.mu.Unlock()
+	if len(relabel) > 0 {
+		h.relabel(slices.Compact(slices.Sorted(slices.Values(relabel))))
+	}
+	h.mu.Lock()
 	changed := !same(h.chains[service], cp)
 	if changed {
 		h.chains[service] = cp
 		h.gen++
 	}
 	h.mu.Unlock()
-	if changed || len(relabel) > 0 {
-		h.changed(slices.Compact(slices.Sorted(slices.Values(relabel))))
+	if changed {
+		h.changed()
 	}
 }
 
