@@ -236,8 +236,8 @@ func TestChainRouter(t *testing.T) {
 	if prov := provenanceOf(t, web, "billing"); prov["routes"] != "service-router/billing" {
 		t.Fatalf("provenance %v", prov)
 	}
-	if ex := explain(t, web, "http://billing/v2/x"); ex.Route != "service-router/billing/0" {
-		t.Fatalf("route %q", ex.Route)
+	if ex := explain(t, web, "http://billing/v2/x"); ex.Route != "service-router/billing/0" || ex.Provenance["routes"] != "service-router/billing" {
+		t.Fatalf("route %q provenance %v", ex.Route, ex.Provenance)
 	}
 
 	t.Run("exact and header", func(t *testing.T) {
