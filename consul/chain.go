@@ -156,6 +156,7 @@ type configEntries struct {
 
 	wake      chan struct{} // cap 1: something changed
 	closeOnce sync.Once
+	rejected  map[string]bool // the rejections of the last build (the Watch goroutine's)
 
 	mu             sync.Mutex
 	kvSnap         *policy.Snapshot
@@ -247,7 +248,14 @@ func (c *configEntries) Watch(ctx context.Context, emit func(policy.Event)) erro
 			emit(policy.Event{Err: err})
 		}
 		for _, err := range rejects {
-			emit(policy.Event{Err: err})
+			if !c.rejected[err.Error()] {
+				emit(policy.Event{Err: err})
+			}
+		}
+		// A chain that does not fit is reported once, not at every change.
+		c.rejected = make(map[string]bool, len(rejects))
+		for _, err := range rejects {
+			c.rejected[err.Error()] = true
 		}
 		if snap != nil {
 			emit(policy.Event{Snapshot: snap})
