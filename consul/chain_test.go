@@ -134,8 +134,10 @@ func splitter(name string, w1, w2 float32) *api.ServiceSplitterConfigEntry {
 	}}
 }
 
-// within reports whether got is want ± 3% of n.
-func within(got, want, n int) bool { return got >= want-3*n/100 && got <= want+3*n/100 }
+// within reports whether got is want ± pct% of n. The split is random:
+// over 1000 calls a 10% share has a standard deviation of 0.95% and a 50%
+// one of 1.6%, so ±3% and ±5% are both over 3 deviations.
+func within(got, want, n, pct int) bool { return got >= want-pct*n/100 && got <= want+pct*n/100 }
 
 // TestChainSplitter: a service-splitter's 90/10 over two resolver subsets,
 // with no inmesh policy at all, then edited to 50/50.
@@ -150,7 +152,7 @@ func TestChainSplitter(t *testing.T) {
 
 	const n = 1000
 	got := countBodies(t, web, "http://billing/x", n)
-	if !within(got["v1"], 900, n) || !within(got["v2"], 100, n) || int(v1.Load()+v2.Load()) != n {
+	if !within(got["v1"], 900, n, 3) || !within(got["v2"], 100, n, 3) || int(v1.Load()+v2.Load()) != n {
 		t.Fatalf("90/10 over %d calls: bodies %v, backends v1 %d v2 %d", n, got, v1.Load(), v2.Load())
 	}
 	cfg := adminConfig(t, web)
@@ -166,7 +168,7 @@ func TestChainSplitter(t *testing.T) {
 	v1.Store(0)
 	v2.Store(0)
 	got = countBodies(t, web, "http://billing/x", n)
-	if !within(got["v1"], 500, n) || !within(got["v2"], 500, n) || int(v1.Load()+v2.Load()) != n {
+	if !within(got["v1"], 500, n, 5) || !within(got["v2"], 500, n, 5) || int(v1.Load()+v2.Load()) != n {
 		t.Fatalf("50/50 over %d calls: bodies %v, backends v1 %d v2 %d", n, got, v1.Load(), v2.Load())
 	}
 }
@@ -512,7 +514,7 @@ func TestChainGRPC(t *testing.T) {
 	}
 	const n = 1000
 	calls(n)
-	if v1, v2 := int(backends["v1"].hits.Load()), int(backends["v2"].hits.Load()); !within(v1, 900, n) || !within(v2, 100, n) || v1+v2 != n {
+	if v1, v2 := int(backends["v1"].hits.Load()), int(backends["v2"].hits.Load()); !within(v1, 900, n, 3) || !within(v2, 100, n, 3) || v1+v2 != n {
 		t.Fatalf("90/10 over %d RPCs: v1 %d v2 %d", n, v1, v2)
 	}
 
