@@ -532,3 +532,27 @@ func TestChainGRPC(t *testing.T) {
 		t.Fatalf("routed to v2: v1 %d v2 %d", v1, v2)
 	}
 }
+
+// TestChainFirstCall: a destination's first call is routed under its
+// discovery chain: with a resolver whose default subset is v2, the very
+// first call of a fresh mesh (with a client of its own, so that no other
+// mesh's watch of the chain helps) reaches v2.
+func TestChainFirstCall(t *testing.T) {
+	agent := consultest.Start(t)
+	httpService(t, agent.Client, "billing", "http")
+	r := versionSubsets("billing")
+	r.DefaultSubset = "v2"
+	setEntry(t, agent.Client, r)
+	nativeBackend(t, agent, "billing", "v1", false, nil)
+	nativeBackend(t, agent, "billing", "v2", false, nil)
+	for i := range 5 {
+		client, err := api.NewClient(&api.Config{Address: agent.HTTPAddr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		web := meshOn(t, client, "web")
+		if code, body, err := get(t, web, "http://billing/x"); err != nil || code != 200 || body != "v2" {
+			t.Fatalf("mesh %d, first call: %d %q %v", i, code, body, err)
+		}
+	}
+}
