@@ -556,3 +556,23 @@ func TestChainFirstCall(t *testing.T) {
 		}
 	}
 }
+
+// TestChainSubsetEdit: an edit of a resolver subset's Filter relabels the
+// instances: the default subset then selects the other instance.
+func TestChainSubsetEdit(t *testing.T) {
+	agent := consultest.Start(t)
+	httpService(t, agent.Client, "billing", "http")
+	r := versionSubsets("billing")
+	setEntry(t, agent.Client, r)
+	nativeBackend(t, agent, "billing", "v1", false, nil)
+	nativeBackend(t, agent, "billing", "v2", false, nil)
+	web := consulMesh(t, agent, "web")
+	if got := countBodies(t, web, "http://billing/x", 20); got["v1"] != 20 {
+		t.Fatalf("default subset v1: %v", got)
+	}
+	r.Subsets["v1"] = api.ServiceResolverSubset{Filter: `Service.Meta.version != v1 and Service.Meta.version != v3`}
+	setEntry(t, agent.Client, r)
+	meshtest.Eventually(t, 5*time.Second, "subset v1 selecting the v2 instance", func() bool {
+		return countBodies(t, web, "http://billing/x", 10)["v2"] == 10
+	})
+}
