@@ -32,13 +32,17 @@ type Config struct {
 }
 
 // ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
-// the policy from KV under the prefix, the endpoints of the destinations
-// the mesh calls from the catalog's connect health endpoint (Connect-native
-// instances, and the Envoy sidecars of the others: see EndpointSource),
-// this workload's identity from the Connect CA (with the TLS server name
-// Envoy expects, see IdentitySource.ServerName), the authorization of its
-// callers from service-intentions config entries, and Register as a
-// Connect-native agent service registration with a TCP health check.
+// the policy from KV under the prefix with the L7 config entries applied
+// on top (the compiled discovery chain of each destination, this
+// workload's service-defaults UpstreamConfig; where an entry speaks, it
+// wins), every service Consul knows as a mesh service, the endpoints of
+// the destinations the mesh calls from the catalog's connect health
+// endpoint (Connect-native instances, and the Envoy sidecars of the
+// others: see EndpointSource), this workload's identity from the Connect
+// CA (with the TLS server name Envoy expects, see
+// IdentitySource.ServerName), the authorization of its callers from
+// service-intentions config entries, and Register as a Connect-native
+// agent service registration with a TCP health check.
 //
 // A ControlPlane serves one mesh, which takes it over: mesh.New starts its
 // watches, and the mesh's Close stops them and deregisters what Register
@@ -51,6 +55,7 @@ type ControlPlane struct {
 	closers    []interface{ Close() error } // the sources started, closed by Close
 	registered []string                     // service IDs Close deregisters
 	reported   []string                     // status keys Close deletes
+	entries    *configEntries               // the policy source, made by Policy or Endpoints
 }
 
 var _ mesh.ControlPlane = (*ControlPlane)(nil)
@@ -97,12 +102,30 @@ func (cp *ControlPlane) check() error {
 }
 
 // Policy implements mesh.ControlPlane: the policy from KV under the prefix,
-// one blocking query on it; its staleness goes to w.PolicyStaleness.
+// one blocking query on it (its staleness goes to w.PolicyStaleness), with
+// the config entries applied (see configEntries).
 func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
 	if err := cp.check(); err != nil {
 		return nil, err
 	}
-	return newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), nil
+	return cp.configEntries(w)
+}
+
+// configEntries returns the policy source of w, made at the first call:
+// the KV policy with the config entries applied (see configEntries).
+func (cp *ControlPlane) configEntries(w mesh.Workload) (*configEntries, error) {
+	cp.mu.Lock()
+	if c := cp.entries; c != nil {
+		cp.mu.Unlock()
+		return c, nil
+	}
+	c := newConfigEntries(cp.cfg.Client, w.Service, newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), w.Logger)
+	cp.entries = c
+	cp.mu.Unlock()
+	if err := cp.track(c); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Endpoints implements mesh.ControlPlane: the passing Connect-capable
@@ -113,6 +136,13 @@ func (cp *ControlPlane) Endpoints(w mesh.Workload) (mesh.EndpointSource, error) 
 		return nil, err
 	}
 	s := startEndpoints(cp.cfg.Client, orDefault(w.Logger))
+	entries, err := cp.configEntries(w)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.entries = entries
+	entries.endpoints.Store(s)
 	if err := cp.track(s); err != nil {
 		return nil, err
 	}

@@ -17,16 +17,27 @@
 //     its own and its block keeps its last good version. Keys splits a
 //     document into these keys and FromKeys reads them back (`inmesh push`
 //     and `inmesh get`);
+//   - Consul's L7 config entries, applied in process on top of the KV
+//     policy: the compiled discovery chain of each destination it calls
+//     (service-router, service-splitter, service-resolver), from its first
+//     call, and its own service-defaults UpstreamConfig; where an entry
+//     speaks it wins, and the KV block adds what entries cannot say (see
+//     the README's Consul section). Every service Consul knows (a KV
+//     block, a config entry, a Connect-capable instance) is a mesh
+//     service. Each ResolvedService records which entry decided each part
+//     (Provenance) and the KV fields it shadows; Shadowed lists them for a
+//     document;
 //   - the endpoints of each destination it calls, from its first call on,
-//     from the connect health endpoint (/v1/health/connect/<service>,
-//     passing instances only): a Connect-native instance at its own
-//     address, an instance behind an Envoy sidecar at its sidecar's
-//     (the connect-proxy registration, never the service's own port),
-//     both called with mutual TLS, the peer proving the destination's
-//     SPIFFE ID. A plain instance, neither Connect-native nor behind a
-//     sidecar, is not called (the log says so once). An instance's labels
-//     are its Service.Meta plus TagLabel(t) for each tag t (a sidecar's,
-//     those of its registration);
+//     from the connect health endpoint (/v1/health/connect/<service>;
+//     passing instances, and warning ones on New's control plane): a
+//     Connect-native instance at its own address, an instance behind an
+//     Envoy sidecar at its sidecar's (the connect-proxy registration,
+//     never the service's own port), both called with mutual TLS, the peer
+//     proving the destination's SPIFFE ID. A plain instance, neither
+//     Connect-native nor behind a sidecar, is not called (the log says so
+//     once). An instance's labels are its Service.Meta plus TagLabel(t)
+//     for each tag t (a sidecar's, those of its registration), and
+//     SubsetLabel(s) for each service-resolver subset s it belongs to;
 //   - its identity from the agent's Connect CA: the leaf and the roots,
 //     watched, rotated without a restart; SPIFFE IDs in Consul's form
 //     spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>. Calls send the

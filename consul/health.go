@@ -55,9 +55,15 @@ type EndpointSource struct {
 	log    *slog.Logger
 	val    value[discovery.Snapshot]
 
+	// entries, when set, is the control plane's policy source of config
+	// entries: Watch also starts the discovery chain's watch, and each
+	// instance gets the labels of its resolver subsets.
+	entries *configEntries
+
 	mu      sync.Mutex
 	watches map[string]*serviceWatch
 	current map[string][]discovery.Endpoint
+	raw     map[string][]*api.ServiceEntry // the last answer, to relabel
 	closed  bool
 }
 
@@ -92,6 +98,7 @@ func startEndpoints(client *api.Client, logger *slog.Logger) *EndpointSource {
 		log:     logger,
 		watches: map[string]*serviceWatch{},
 		current: map[string][]discovery.Endpoint{},
+		raw:     map[string][]*api.ServiceEntry{},
 	}
 	s.val.start()
 	s.val.cur.Store(&discovery.Snapshot{Source: SourceCatalog, Services: map[string][]discovery.Endpoint{}})
@@ -101,6 +108,16 @@ func startEndpoints(client *api.Client, logger *slog.Logger) *EndpointSource {
 // Watch starts watching service, unless it is watched already, and returns
 // once it has had its first answer or ctx ends (the watch goes on then).
 func (s *EndpointSource) Watch(ctx context.Context, service string) {
+	if s.entries != nil {
+		// The first call is routed under the chain: wait for it too.
+		chain := s.entries.watchChain(service)
+		defer func() {
+			select {
+			case <-chain:
+			case <-ctx.Done():
+			}
+		}()
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -134,6 +151,7 @@ func (s *EndpointSource) Unwatch(service string) {
 	w.cancel()
 	delete(s.watches, service)
 	delete(s.current, service)
+	delete(s.raw, service)
 	s.publishLocked()
 }
 
@@ -144,14 +162,15 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
-			entries, meta, err := s.health.Connect(service, "", true, q)
+			// With config entries, warning instances count (unless a
+			// resolver subset says OnlyPassing), as for Envoy.
+			entries, meta, err := s.health.Connect(service, "", s.entries == nil, q)
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			eps := endpointsOf(entries)
-			s.set(service, eps)
+			n := s.set(service, entries)
 			once.Do(func() { close(w.ready) })
-			if len(eps) > 0 {
+			if n > 0 {
 				explained = false
 			} else if !explained {
 				// After the first answer is out, so that it never waits
@@ -186,11 +205,38 @@ func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
 		"service", service, "plain_instances", len(plain))
 }
 
-// set records a service's endpoints and publishes when they changed.
-func (s *EndpointSource) set(service string, eps []discovery.Endpoint) {
+// set records a service's instances, publishes when its endpoints
+// changed, and returns how many endpoints it has.
+func (s *EndpointSource) set(service string, entries []*api.ServiceEntry) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, watched := s.watches[service]; !watched || slices.EqualFunc(s.current[service], eps, sameEndpoint) && s.current[service] != nil {
+	if _, watched := s.watches[service]; !watched {
+		return 0
+	}
+	s.raw[service] = entries
+	s.setLocked(service)
+	return len(s.current[service])
+}
+
+// relabel recomputes the labels of service's instances, after its
+// resolver subsets changed.
+func (s *EndpointSource) relabel(service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.raw[service]; ok {
+		s.setLocked(service)
+	}
+}
+
+func (s *EndpointSource) setLocked(service string) {
+	var extra func(*api.ServiceEntry, string) map[string]string
+	if s.entries != nil {
+		extra = func(e *api.ServiceEntry, status string) map[string]string {
+			return s.entries.hub.subsetLabels(service, e, status)
+		}
+	}
+	eps := endpointsOf(s.raw[service], extra)
+	if slices.EqualFunc(s.current[service], eps, sameEndpoint) && s.current[service] != nil {
 		return
 	}
 	s.current[service] = eps
@@ -224,12 +270,18 @@ func (s *EndpointSource) Close() error {
 }
 
 // endpointsOf turns connect health entries into endpoints, sorted by
-// address: each entry's Service is the instance to dial, the service's own
-// (Connect-native) or its sidecar's (connect-proxy).
-func endpointsOf(entries []*api.ServiceEntry) []discovery.Endpoint {
+// address, leaving out the critical ones: each entry's Service is the
+// instance to dial, the service's own (Connect-native) or its sidecar's
+// (connect-proxy). extra, when not nil, gives an instance's labels beyond
+// its meta and tags, knowing its status.
+func endpointsOf(entries []*api.ServiceEntry, extra func(e *api.ServiceEntry, status string) map[string]string) []discovery.Endpoint {
 	eps := make([]discovery.Endpoint, 0, len(entries))
 	for _, e := range entries {
 		if e.Service == nil {
+			continue
+		}
+		status := e.Checks.AggregatedStatus()
+		if status == api.HealthCritical || status == api.HealthMaint {
 			continue
 		}
 		host := e.Service.Address
@@ -240,6 +292,9 @@ func endpointsOf(entries []*api.ServiceEntry) []discovery.Endpoint {
 		maps.Copy(labels, e.Service.Meta)
 		for _, t := range e.Service.Tags {
 			labels[TagLabel(t)] = "true"
+		}
+		if extra != nil {
+			maps.Copy(labels, extra(e, status))
 		}
 		eps = append(eps, discovery.Endpoint{Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Labels: labels})
 	}

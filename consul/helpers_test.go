@@ -27,7 +27,7 @@ import (
 // These helpers build meshes on Consul with mesh's public API only, as an
 // application does.
 
-func putKV(t *testing.T, c *api.Client, key, value string) {
+func putKV(t testing.TB, c *api.Client, key, value string) {
 	t.Helper()
 	if _, err := c.KV().Put(&api.KVPair{Key: key, Value: []byte(value)}, nil); err != nil {
 		t.Fatal(err)

@@ -76,10 +76,15 @@ type Explanation struct {
 	OutlierDetection *policy.OutlierDetection `json:"outlier_detection,omitempty"`
 	// Reasons says why each decision above is what it is, and where in
 	// the policy document its setting came from.
-	Reasons       Reasons `json:"reasons"`
-	PolicyVersion string  `json:"policy_version"`
-	Layer         Layer   `json:"layer,omitempty"` // set when the mesh would fail the request
-	Error         string  `json:"error,omitempty"`
+	Reasons Reasons `json:"reasons"`
+	// Provenance maps each part of the service's policy that the control
+	// plane's own configuration decided to what decided it (with Consul,
+	// a config entry: {"split": "service-splitter/billing"}); nil: the
+	// policy document alone.
+	Provenance    map[string]string `json:"provenance,omitempty"`
+	PolicyVersion string            `json:"policy_version"`
+	Layer         Layer             `json:"layer,omitempty"` // set when the mesh would fail the request
+	Error         string            `json:"error,omitempty"`
 }
 
 // explanationJSON is an Explanation as JSON: its fields, with the
@@ -252,6 +257,7 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 	if rs := st.policy.Services[name]; rs != nil {
 		ex.Concurrency = concurrencyState(d, rs.Concurrency)
 		ex.RateLimit = rs.RateLimit
+		ex.Provenance = rs.Provenance
 		ex.Caller = caller
 		if _, local := m.plane.(*localPlane); local {
 			explainAuthz(ex, rs, &creq, req, caller)

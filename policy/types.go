@@ -446,6 +446,17 @@ type ResolvedService struct {
 	// RateLimit is the limit the service's own mesh puts on its callers
 	// (the service's block, else the defaults'), Burst filled in; nil: none.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// Provenance maps each part of the service's policy that the control
+	// plane's own configuration decided (routes, split, subsets, timeout,
+	// retry, connect_timeout, load_balancer, failover, concurrency,
+	// outlier_detection) to what decided it, such as
+	// "service-splitter/billing" for a Consul config entry; nil: the
+	// document alone decided.
+	Provenance map[string]string `json:"provenance,omitempty"`
+	// Shadowed lists the fields of the document's block of the service
+	// that the control plane's configuration overrides, by path, each with
+	// what overrides it: "services.billing.routes (service-router/billing)".
+	Shadowed []string `json:"shadowed,omitempty"`
 }
 
 // Snapshot is an immutable, validated document with its version and its

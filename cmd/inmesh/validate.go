@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
+	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -17,6 +20,9 @@ type validateResult struct {
 	Hash     string    `json:"hash,omitempty"`
 	Services int       `json:"services"`
 	Problems []problem `json:"problems,omitempty"`
+	// Warnings, with --consul, lists the fields that Consul's config
+	// entries override.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // problem is one validation problem; Field is "" for the whole document.
@@ -27,11 +33,18 @@ type problem struct {
 
 // validate checks one policy file and prints one line per problem.
 func validate(args []string, stdout, stderr io.Writer) int {
-	c := newCommand("validate", `inmesh validate [-o text|json] FILE
+	c := newCommand("validate", `inmesh validate [-o text|json] [--consul ADDR [--as SERVICE] [--token TOKEN]] FILE
 
 Checks a policy document. Exits 0 when it is valid, 1 with one line per
-problem, each naming its field.`, stderr)
+problem, each naming its field. With --consul, it also warns of each field
+that Consul's config entries override (discovery chains, and the
+service-defaults UpstreamConfig of the calling service --as), as a mesh on
+Consul would apply them.`, stderr)
 	out := c.outputFlag()
+	var cf consulFlags
+	c.fs.StringVar(&cf.addr, "consul", "", "Consul HTTP address, host:port: warn of the fields config entries shadow")
+	c.fs.StringVar(&cf.token, "token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
+	as := c.fs.String("as", "", "with --consul, the calling service, whose service-defaults UpstreamConfig applies")
 	pos, code, done := c.parse(args, stdout, stderr)
 	if done {
 		return code
@@ -40,8 +53,15 @@ problem, each naming its field.`, stderr)
 		return c.usageError(stderr)
 	}
 	snap, err := load(pos[0])
+	var warnings []string
+	if err == nil && cf.addr != "" {
+		if warnings, err = shadowed(cf, snap.Doc, *as); err != nil {
+			fmt.Fprintf(stderr, "inmesh validate: %v\n", err)
+			return 1
+		}
+	}
 	if *out == "json" {
-		res := validateResult{File: pos[0], Valid: err == nil}
+		res := validateResult{File: pos[0], Valid: err == nil, Warnings: warnings}
 		if err != nil {
 			res.Problems = problems(err)
 		} else {
@@ -57,8 +77,23 @@ problem, each naming its field.`, stderr)
 		printProblems(stderr, pos[0], err)
 		return 1
 	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: shadowed by a Consul config entry: %s\n", pos[0], w)
+	}
 	fmt.Fprintf(stdout, "%s: valid: version %s, %d services\n", pos[0], snap.Version, len(snap.Services))
 	return 0
+}
+
+// shadowed lists the fields of doc that the config entries of the Consul
+// at cf override, for the calling service as.
+func shadowed(cf consulFlags, doc *policy.Document, as string) ([]string, error) {
+	client, err := cf.client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return consul.Shadowed(ctx, client, doc, as)
 }
 
 // load reads, parses and resolves a policy file.

@@ -1,0 +1,619 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-bexpr"
+
+	"github.com/inmesh/inmesh/consul/internal/blocking"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// The kinds of config entries whose names are mesh services.
+var nameKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults}
+
+// catalogFilter selects, in /v1/catalog/services, the services with a
+// Connect-capable instance: Connect-native ones and sidecar proxies.
+const catalogFilter = `ServiceConnect.Native == true or ServiceKind == "connect-proxy"`
+
+// sidecarSuffix ends the name Consul gives a sidecar_service registration:
+// "billing-sidecar-proxy" is billing's proxy.
+const sidecarSuffix = "-sidecar-proxy"
+
+// entryHub holds the watches of config entries shared by every control
+// plane on one *api.Client: Consul limits the connections of a client
+// address, and each blocking query holds one, so meshes of one process
+// that talk to one agent share them. It follows the names of the
+// service-router, service-splitter, service-resolver and service-defaults
+// entries (the service-defaults entries whole, for each workload's
+// UpstreamConfig), the services with a Connect-capable instance in the
+// catalog, and the compiled discovery chain of each destination a mesh of
+// the client calls, from its first call.
+type entryHub struct {
+	client *api.Client
+	log    *slog.Logger
+	val    value[struct{}] // the goroutines of the watches
+
+	mu       sync.Mutex
+	refs     int
+	gen      uint64                     // counts the changes
+	pending  int                        // name lists without a first answer yet
+	names    map[string]map[string]bool // list ("catalog", kind) -> names
+	defaults map[string]*api.ServiceConfigEntry
+	timeouts map[string]time.Duration             // service-resolver RequestTimeout by name
+	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
+	subsets  map[string]map[string]compiledSubset // service -> subset
+	subs     map[*configEntries]bool
+}
+
+var hubs = struct {
+	mu sync.Mutex
+	m  map[*api.Client]*entryHub
+}{m: map[*api.Client]*entryHub{}}
+
+// hubOf returns the hub of client, started at its first user, with one
+// more reference.
+func hubOf(client *api.Client, logger *slog.Logger) *entryHub {
+	hubs.mu.Lock()
+	defer hubs.mu.Unlock()
+	h := hubs.m[client]
+	if h == nil {
+		h = &entryHub{
+			client:   client,
+			log:      logger,
+			names:    map[string]map[string]bool{},
+			defaults: map[string]*api.ServiceConfigEntry{},
+			chains:   map[string]*chainPolicy{},
+			subsets:  map[string]map[string]compiledSubset{},
+			subs:     map[*configEntries]bool{},
+		}
+		h.val.start()
+		h.pending = len(nameKinds) + 1
+		for _, kind := range nameKinds {
+			h.val.run(func(ctx context.Context) { h.watchList(ctx, kind) })
+		}
+		h.val.run(h.watchCatalog)
+		hubs.m[client] = h
+	}
+	h.refs++
+	return h
+}
+
+// release drops a reference; the last stops the watches.
+func (h *entryHub) release() {
+	hubs.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	if last {
+		delete(hubs.m, h.client)
+	}
+	hubs.mu.Unlock()
+	if last {
+		h.val.close()
+	}
+}
+
+func (h *entryHub) subscribe(c *configEntries, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if on {
+		h.subs[c] = true
+	} else {
+		delete(h.subs, c)
+	}
+}
+
+// subscribers returns the control planes that follow the hub.
+func (h *entryHub) subscribers() []*configEntries {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Collect(maps.Keys(h.subs))
+}
+
+// changed tells every subscriber that the hub's state changed.
+func (h *entryHub) changed() {
+	for _, c := range h.subscribers() {
+		c.poke()
+	}
+}
+
+// relabel recomputes, in every subscriber's endpoint source, the subset
+// labels of the instances of services.
+func (h *entryHub) relabel(services []string) {
+	for _, c := range h.subscribers() {
+		if eps := c.endpoints.Load(); eps != nil {
+			for _, svc := range services {
+				eps.relabel(svc)
+			}
+		}
+	}
+}
+
+// configEntries is the policy source of one control plane: the inmesh KV
+// policy (kvWatch) with the L7 config entries of Consul applied on top,
+// from its client's entryHub. Each emitted snapshot is the KV document,
+// every known mesh service with at least an empty block (so that calls to
+// it stay in the mesh), and each destination's block merged with what its
+// config entries say (see merge): where an entry speaks, it wins.
+//
+// It is safe for concurrent use; Close stops it.
+type configEntries struct {
+	hub       *entryHub
+	self      string
+	kv        *kvWatch
+	log       *slog.Logger
+	endpoints atomic.Pointer[EndpointSource] // relabeled when subsets change
+
+	wake      chan struct{} // cap 1: something changed
+	closeOnce sync.Once
+	rejected  map[string]bool // the rejections of the last build (the Watch goroutine's)
+
+	mu             sync.Mutex
+	kvSnap         *policy.Snapshot
+	kvErrs         []error
+	watched        map[string]*chainReady // the destinations whose chain this mesh follows
+	lastHash       string
+	lastRejected   map[string]string
+	lastProvenance map[string]map[string]string
+}
+
+// chainReady is closed once a destination's chain is in force in this mesh.
+type chainReady struct {
+	ch     chan struct{}
+	closed bool
+}
+
+// compiledSubset is a resolver subset ready to evaluate on instances.
+type compiledSubset struct {
+	def   api.ServiceResolverSubset
+	eval  *bexpr.Evaluator // nil: every instance, unless never
+	never bool             // the filter could not be read: no instance
+}
+
+var _ policy.Source = (*configEntries)(nil)
+
+func newConfigEntries(client *api.Client, self string, kv *kvWatch, logger *slog.Logger) *configEntries {
+	logger = orDefault(logger)
+	c := &configEntries{
+		hub:     hubOf(client, logger),
+		self:    self,
+		kv:      kv,
+		log:     logger,
+		wake:    make(chan struct{}, 1),
+		watched: map[string]*chainReady{},
+	}
+	c.hub.subscribe(c, true)
+	return c
+}
+
+func (c *configEntries) String() string { return c.kv.String() }
+
+func (c *configEntries) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops following the hub; the hub's last user stops its watches.
+func (c *configEntries) Close() error {
+	c.closeOnce.Do(func() {
+		c.hub.subscribe(c, false)
+		c.hub.release()
+	})
+	return nil
+}
+
+// Watch implements policy.Source. The first snapshot waits for the KV
+// policy and the first answer of every name list.
+func (c *configEntries) Watch(ctx context.Context, emit func(policy.Event)) error {
+	var wg sync.WaitGroup
+	kctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		_ = c.kv.Watch(kctx, func(ev policy.Event) {
+			c.mu.Lock()
+			if ev.Err != nil {
+				c.kvErrs = append(c.kvErrs, ev.Err)
+			} else {
+				c.kvSnap = ev.Snapshot
+			}
+			c.mu.Unlock()
+			c.poke()
+		})
+	})
+	c.poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		errs := c.kvErrs
+		c.kvErrs = nil
+		snap, rejects, inForce := c.buildLocked()
+		c.mu.Unlock()
+		for _, err := range errs {
+			emit(policy.Event{Err: err})
+		}
+		for _, err := range rejects {
+			if !c.rejected[err.Error()] {
+				emit(policy.Event{Err: err})
+			}
+		}
+		// A chain that does not fit is reported once, not at every change.
+		c.rejected = make(map[string]bool, len(rejects))
+		for _, err := range rejects {
+			c.rejected[err.Error()] = true
+		}
+		if snap != nil {
+			emit(policy.Event{Snapshot: snap})
+		}
+		c.mu.Lock()
+		for _, r := range inForce {
+			if !r.closed {
+				r.closed = true
+				close(r.ch)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// watchChain starts following the compiled discovery chain of service,
+// unless this mesh follows it already, and returns a channel closed once
+// its first answer is in a snapshot emitted to the mesh.
+func (c *configEntries) watchChain(service string) <-chan struct{} {
+	c.mu.Lock()
+	r, ok := c.watched[service]
+	if !ok {
+		r = &chainReady{ch: make(chan struct{})}
+		c.watched[service] = r
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.hub.watchChain(service)
+		c.poke() // the hub may know the chain already
+	}
+	return r.ch
+}
+
+// buildLocked returns the snapshot of the KV document with the config
+// entries applied (nil when there is none yet, or it is the one emitted
+// last), the errors of the destinations whose merged block does not
+// validate (their KV block stays, alone), and the chains whose first
+// answer it holds. c.mu is held.
+func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady) {
+	h := c.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.kvSnap == nil || h.pending > 0 {
+		return nil, nil, nil
+	}
+	var inForce []*chainReady
+	for svc, r := range c.watched {
+		if h.chains[svc] != nil && !r.closed {
+			inForce = append(inForce, r)
+		}
+	}
+	base := c.kvSnap
+	doc := *base.Doc
+	doc.Services = maps.Clone(base.Doc.Services)
+	if doc.Services == nil {
+		doc.Services = map[string]*policy.Service{}
+	}
+	for _, list := range h.names {
+		for name := range list {
+			if _, ok := doc.Services[name]; !ok && policy.IsServiceName(name) && base.Rejected[name] == "" {
+				doc.Services[name] = &policy.Service{}
+			}
+		}
+	}
+	for svc := range h.subsets {
+		if _, ok := doc.Services[svc]; !ok && policy.IsServiceName(svc) && base.Rejected[svc] == "" {
+			doc.Services[svc] = &policy.Service{}
+		}
+	}
+	self := h.defaults[c.self]
+	provenance := map[string]map[string]string{}
+	shadowed := map[string][]string{}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
+		if base.Rejected[name] != "" {
+			continue
+		}
+		cp := &chainPolicy{from: map[string]string{}}
+		if _, ok := c.watched[name]; ok {
+			if got := h.chains[name]; got != nil {
+				cp = &chainPolicy{block: got.block, from: maps.Clone(got.from)}
+				if d := h.timeouts[name]; d > 0 && got.speaks() {
+					cp.block.Timeout = policy.Duration(min(d, 365*24*time.Hour))
+					if _, ok := cp.from[partTimeout]; !ok {
+						cp.from[partTimeout] = "service-resolver/" + name
+					}
+				}
+			}
+		}
+		upstreamOf(self, name, cp)
+		if sub := h.subsets[name]; len(sub) > 0 {
+			// Every subset any chain names, so that a split or failover
+			// to this service from another destination's chain finds them.
+			subsets := maps.Clone(cp.block.Subsets)
+			if subsets == nil {
+				subsets = map[string]map[string]string{}
+			}
+			for s := range sub {
+				subsets[s] = map[string]string{SubsetLabel(s): "true"}
+			}
+			cp.block.Subsets = subsets
+			if _, ok := cp.from[partSubsets]; !ok {
+				cp.from[partSubsets] = "service-resolver/" + name
+			}
+		}
+		if !cp.speaks() {
+			continue
+		}
+		blk, sh := merge(name, doc.Services[name], cp)
+		one := policy.Document{Defaults: doc.Defaults, Services: map[string]*policy.Service{name: blk}}
+		if err := one.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("consul: the config entries of %s (%s) do not fit the policy; its inmesh block alone applies: %w",
+				name, strings.Join(slices.Compact(slices.Sorted(maps.Values(cp.from))), ", "), err))
+			continue
+		}
+		doc.Services[name] = blk
+		provenance[name], shadowed[name] = cp.from, sh
+	}
+	source := base.Source
+	if len(provenance) > 0 {
+		source += fmt.Sprintf("+config-entries@%d", h.gen)
+	}
+	snap, err := policy.NewSnapshot(&doc, source)
+	if err != nil {
+		// Each merged block validated alone; keep the policy in force.
+		return nil, append(errs, fmt.Errorf("consul: the config entries do not fit the policy: %w", err)), nil
+	}
+	for name, from := range provenance {
+		if rs := snap.Services[name]; rs != nil {
+			rs.Provenance, rs.Shadowed = from, shadowed[name]
+		}
+	}
+	snap.Rejected = base.Rejected
+	if snap.Hash == c.lastHash && maps.Equal(snap.Rejected, c.lastRejected) && sameProvenance(c.lastProvenance, provenance) {
+		return nil, errs, inForce
+	}
+	c.lastHash, c.lastRejected, c.lastProvenance = snap.Hash, snap.Rejected, provenance
+	return snap, errs, inForce
+}
+
+func sameProvenance(a, b map[string]map[string]string) bool {
+	return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
+}
+
+// listAnswer is one answer of a name list.
+type listAnswer struct {
+	names    map[string]bool
+	defaults map[string]*api.ServiceConfigEntry // service-defaults: the entries
+	timeouts map[string]time.Duration           // service-resolver: RequestTimeout by name
+}
+
+// setNames records an answer of one list; first tells its first answer.
+func (h *entryHub) setNames(list string, a listAnswer, first bool) {
+	names := a.names
+	h.mu.Lock()
+	changed := !maps.Equal(h.names[list], names) || first
+	h.names[list] = names
+	if list == api.ServiceDefaults && !same(h.defaults, a.defaults) {
+		h.defaults = a.defaults
+		changed = true
+	}
+	if list == api.ServiceResolver && !maps.Equal(h.timeouts, a.timeouts) {
+		h.timeouts = a.timeouts
+		changed = true
+	}
+	if first {
+		h.pending--
+	}
+	if changed {
+		h.gen++
+	}
+	h.mu.Unlock()
+	if changed {
+		h.changed()
+	}
+}
+
+// watchList follows the names of the config entries of kind (and the
+// service-defaults entries whole).
+func (h *entryHub) watchList(ctx context.Context, kind string) {
+	first := true
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			entries, meta, err := h.client.ConfigEntries().List(kind, q)
+			if err != nil {
+				return blocking.Result{}, err
+			}
+			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}, timeouts: map[string]time.Duration{}}
+			for _, e := range entries {
+				a.names[e.GetName()] = true
+				switch e := e.(type) {
+				case *api.ServiceConfigEntry:
+					a.defaults[e.Name] = e
+				case *api.ServiceResolverConfigEntry:
+					// The compiled chain leaves the resolver's
+					// RequestTimeout out: take it from the entry.
+					if e.RequestTimeout > 0 {
+						a.timeouts[e.Name] = e.RequestTimeout
+					}
+				}
+			}
+			h.setNames(kind, a, first)
+			first = false
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if first {
+				// Never hold the policy back for a list: go on without it.
+				h.setNames(kind, listAnswer{defaults: map[string]*api.ServiceConfigEntry{}}, true)
+				first = false
+			}
+			h.logFailure("consul config entries watch failed; the ones known stay in force", err, failures, wait, "kind", kind)
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+// watchCatalog follows the services with a Connect-capable instance.
+func (h *entryHub) watchCatalog(ctx context.Context) {
+	first := true
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true, Filter: catalogFilter}).WithContext(ctx)
+			services, meta, err := h.client.Catalog().Services(q)
+			if err != nil {
+				return blocking.Result{}, err
+			}
+			names := make(map[string]bool, len(services))
+			for name := range services {
+				names[name] = true
+				if dest, ok := strings.CutSuffix(name, sidecarSuffix); ok && dest != "" {
+					names[dest] = true
+				}
+			}
+			h.setNames("catalog", listAnswer{names: names}, first)
+			first = false
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if first {
+				h.setNames("catalog", listAnswer{}, true)
+				first = false
+			}
+			h.logFailure("consul catalog watch failed; the mesh services known stay", err, failures, wait)
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+func (h *entryHub) logFailure(msg string, err error, failures int, wait time.Duration, attrs ...any) {
+	level := slog.LevelDebug
+	if failures == 1 || failures%10 == 0 {
+		level = slog.LevelWarn
+	}
+	h.log.Log(context.Background(), level, msg, append(attrs, "failures", failures, "retry_in", wait, "err", err)...)
+}
+
+// watchChain starts watching the compiled discovery chain of service,
+// unless it is watched already.
+func (h *entryHub) watchChain(service string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.chains[service]; ok {
+		return
+	}
+	h.chains[service] = nil
+	h.val.run(func(ctx context.Context) { h.runChain(ctx, service) })
+}
+
+func (h *entryHub) runChain(ctx context.Context, service string) {
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			resp, meta, err := h.client.DiscoveryChain().Get(service, nil, q)
+			if err != nil {
+				return blocking.Result{}, err
+			}
+			if index == 0 || meta.LastIndex != index {
+				h.setChain(service, translateChain(service, resp.Chain))
+			}
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			h.logFailure("consul discovery chain watch failed; the chain known stays in force", err, failures, wait, "service", service)
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+// setChain records a chain's answer. The subsets it names are recorded
+// first, and the endpoints labeled by them, before the policy that
+// selects by them is emitted.
+func (h *entryHub) setChain(service string, cp *chainPolicy) {
+	h.mu.Lock()
+	var relabel []string
+	for svc, subs := range cp.subsets {
+		for name, def := range subs {
+			if cur, ok := h.subsets[svc][name]; ok && cur.def == def {
+				continue
+			}
+			cs := compiledSubset{def: def}
+			if def.Filter != "" {
+				eval, err := bexpr.CreateEvaluator(def.Filter)
+				if err != nil {
+					// Consul validated it; an instance never matches a
+					// filter we cannot read.
+					h.log.Warn("consul resolver subset filter not understood; the subset selects no instance",
+						"service", svc, "subset", name, "filter", def.Filter, "err", err)
+					cs.never = true
+				} else {
+					cs.eval = eval
+				}
+			}
+			if h.subsets[svc] == nil {
+				h.subsets[svc] = map[string]compiledSubset{}
+			}
+			h.subsets[svc][name] = cs
+			relabel = append(relabel, svc)
+		}
+	}
+	h.mu.Unlock()
+	if len(relabel) > 0 {
+		h.relabel(slices.Compact(slices.Sorted(slices.Values(relabel))))
+	}
+	h.mu.Lock()
+	changed := !same(h.chains[service], cp)
+	if changed {
+		h.chains[service] = cp
+		h.gen++
+	}
+	h.mu.Unlock()
+	if changed {
+		h.changed()
+	}
+}
+
+// subsetLabels returns the subset labels of one instance of service.
+func (h *entryHub) subsetLabels(service string, e *api.ServiceEntry, status string) map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out map[string]string
+	for name, cs := range h.subsets[service] {
+		if cs.never || cs.def.OnlyPassing && status != api.HealthPassing {
+			continue
+		}
+		if cs.eval != nil {
+			if ok, err := cs.eval.Evaluate(e); err != nil || !ok {
+				continue
+			}
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[SubsetLabel(name)] = "true"
+	}
+	return out
+}
+
+// same reports whether two answers say the same.
+func same[T any](a, b T) bool { return reflect.DeepEqual(a, b) }
