@@ -40,6 +40,9 @@ type pickSlot struct {
 	avoid []*discovery.Host
 	now   time.Time
 	seq   uint64 // the seq of the state the call's pool comes from
+	// hash is the call's hash for a ring_hash or maglev pool, when hashed.
+	hash   uint64
+	hashed bool
 
 	// Outputs.
 	host     atomic.Pointer[discovery.Host] // the endpoint picked (or tried, when the pick failed)
@@ -65,6 +68,7 @@ func newPickSlot() *pickSlot {
 // at now, after one on prev.
 func (s *pickSlot) reset(p *core.Pool, seq uint64, prev *discovery.Host, now time.Time) {
 	s.pool, s.seq, s.prev, s.now = p, seq, prev, now
+	s.hash, s.hashed = 0, false
 	s.host.Store(nil)
 	s.failure.Store(nil)
 	s.secured.Store(false)
@@ -303,11 +307,18 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return p.pickAny()
 	}
 	var h *discovery.Host
-	if s.avoid != nil {
+	switch {
+	case s.avoid != nil && s.hashed:
+		h = s.pool.PickAvoidingHash(s.hash, s.avoid, s.now)
+	case s.avoid != nil:
 		h = s.pool.PickAvoiding(s.avoid, s.now)
 	}
 	if h == nil {
-		h = s.pool.Pick(s.prev, s.now)
+		if s.hashed {
+			h = s.pool.PickHash(s.hash, s.prev, s.now)
+		} else {
+			h = s.pool.Pick(s.prev, s.now)
+		}
 	}
 	if h == nil {
 		return p.pickAny()
