@@ -299,8 +299,11 @@ var _ balancer.Picker = (*picker)(nil)
 // connection is not ready, as fallback says: another ready endpoint of the
 // subset, or a wait for a new picker (ErrNoSubConnAvailable) while one may
 // connect. When none can, the RPC fails with the connection error, which
-// the interceptor reports as layer connect or tls. Another RPC is sent round
-// robin over the ready SubConns.
+// the interceptor reports as layer connect or tls. A call with a hash (a
+// ring_hash or maglev route) waits instead while its own endpoint's
+// connection is idle or connecting, so that a key reaches the same
+// endpoint from the first call on. Another RPC is sent round robin over the
+// ready SubConns.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	s, _ := info.Ctx.Value(pickSlotKey{}).(*pickSlot)
 	if s == nil || s.pool == nil {
@@ -324,6 +327,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return p.pickAny()
 	}
 	e := p.byAddr[h.Address]
+	if s.hashed && e != nil && (e.state == connectivity.Idle || e.state == connectivity.Connecting) {
+		// A hashed call waits for its own endpoint's connection rather
+		// than go elsewhere: the same key reaches the same endpoint from
+		// the first call on (an endpoint in transient failure is left for
+		// another, as below).
+		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	}
 	if e == nil || e.state != connectivity.Ready {
 		tried := h
 		var wait bool
