@@ -173,7 +173,7 @@ func cookieValue(line, name string) (string, bool) {
 		if !ok || strings.TrimRight(k, " \t") != name {
 			continue
 		}
-		v = strings.TrimRight(v, " \t")
+		v = strings.Trim(v, " \t")
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 			v = v[1 : len(v)-1]
 		}
