@@ -2,6 +2,7 @@ package policy
 
 import (
 	"reflect"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -74,6 +75,7 @@ func (d *decoder) loadBalancerSugar(lb *lbForms, key string, value *yaml.Node, v
 			d.decode(value, reflect.ValueOf(&s.Hash).Elem())
 		case "ring_hash":
 			d.decode(value, reflect.ValueOf(&s.RingHash).Elem())
+			d.flatZeros(m)
 		default:
 			d.failAt("unknown field (the load_balancer mapping has policy, hash and ring_hash)")
 		}
@@ -94,4 +96,21 @@ func (d *decoder) aliased(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	return n
+}
+
+// flatZeros copies the ring sizes written as 0 under the load_balancer
+// mapping's ring_hash (the path being decoded) to the flat ring_hash
+// beside load_balancer, where the validator looks for them. lbEnd is the
+// length of the path up to and including load_balancer.
+func (d *decoder) flatZeros(lbEnd int) {
+	if len(d.zeros) == 0 {
+		return
+	}
+	sugar := string(d.path)
+	parent := strings.TrimSuffix(strings.TrimSuffix(string(d.path[:lbEnd]), "load_balancer"), ".")
+	for _, k := range []string{"minimum_ring_size", "maximum_ring_size"} {
+		if d.zeros[sugar+"."+k] {
+			d.zeros[string(appendKey(appendKey([]byte(parent), "ring_hash"), k))] = true
+		}
+	}
 }

@@ -46,6 +46,9 @@ func TestValidateLoadBalancer(t *testing.T) {
 		{"flat then object", "services: {b: {ring_hash: {minimum_ring_size: 8}, load_balancer: {policy: ring_hash}}}", []string{"services.b.load_balancer: hash and ring_hash go either in the load_balancer mapping or beside it, not both"}},
 		{"object hash type", "services: {b: {load_balancer: {hash: x-user}}}", []string{`services.b.load_balancer.hash: expected a list, got "x-user"`}},
 		{"object policy type", "services: {b: {load_balancer: {policy: [maglev]}}}", []string{"services.b.load_balancer.policy: expected a string, got a list"}},
+		{"object ring size zero", "services: {b: {load_balancer: {ring_hash: {minimum_ring_size: 0}}}}", []string{"services.b.ring_hash.minimum_ring_size: must be 1..8388608, got 0"}},
+		{"object ring size zero in defaults", "defaults: {load_balancer: {ring_hash: {maximum_ring_size: 0}}}", []string{"defaults.ring_hash.maximum_ring_size: must be 1..8388608, got 0"}},
+		{"object ring sizes", "services: {b: {routes: [{load_balancer: {ring_hash: {minimum_ring_size: 2, maximum_ring_size: 1}}}]}}", []string{"services.b.routes[0].ring_hash.minimum_ring_size: must be at most maximum_ring_size (1), got 2"}},
 		{"object in a route", "services: {b: {routes: [{name: r, load_balancer: {hash: [{cookie: s}]}}]}}", nil},
 	}
 	for _, tt := range tests {
