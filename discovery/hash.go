@@ -96,6 +96,10 @@ func newHashPicker(lb string, hosts []*Host, o HashOptions) *HashPicker {
 // LoadBalancer returns ring_hash or maglev.
 func (p *HashPicker) LoadBalancer() string { return p.lb }
 
+// Hosts returns the picker's hosts, in the order NewPicker was given them;
+// the slice is the picker's own: do not modify it.
+func (p *HashPicker) Hosts() []*Host { return p.hosts }
+
 // Size returns the number of ring points or maglev table entries.
 func (p *HashPicker) Size() int { return len(p.owners) }
 

@@ -274,3 +274,19 @@ func BenchmarkPickHash(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkNewHashPicker(b *testing.B) {
+	for _, lb := range hashLBs {
+		for _, n := range []int{10, 100} {
+			b.Run(fmt.Sprintf("%s/%d", lb, n), func(b *testing.B) {
+				hosts, _ := newHosts(n)
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := discovery.NewPicker(lb, hosts); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -27,6 +27,8 @@ type Registry struct {
 	faults   map[faultKey]struct{}
 	latency  map[latencyKey]*resilience.LatencyTracker
 	limiters map[limiterKey]*resilience.Limiter
+	// hashPickers are the ring_hash and maglev pickers (made lazily).
+	hashPickers map[hashPickerKey]*discovery.HashPicker
 }
 
 type limiterKey struct {
@@ -221,6 +223,10 @@ func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb bal
 	for _, ep := range eps {
 		p.Hosts = append(p.Hosts, c.host(service, ep, o))
 	}
+	if hp := c.hashPicker(lb, p.Hosts); hp != nil {
+		p.Picker, p.Hash = hp, hp
+		return p
+	}
 	picker, err := discovery.NewPickerOptions(lb.name, p.Hosts, lb.opts)
 	if err != nil {
 		// Validated by the policy; fall back to round robin rather than
@@ -229,7 +235,6 @@ func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb bal
 		picker, _ = discovery.NewPicker("", p.Hosts)
 	}
 	p.Picker = picker
-	p.Hash, _ = picker.(*discovery.HashPicker)
 	return p
 }
 

@@ -1,11 +1,16 @@
 package core
 
 import (
+	"io"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/telemetry"
 )
 
 func TestHasher(t *testing.T) {
@@ -126,5 +131,57 @@ func BenchmarkHashAndPick(b *testing.B) {
 				p.PickHash(k, nil, now)
 			}
 		})
+	}
+}
+
+// The pools of a compilation that have the same hosts and balancer share
+// one hash picker, and a recompilation with the same endpoints keeps it;
+// other endpoints or ring sizes get a new one.
+func TestCompileSharesHashPickers(t *testing.T) {
+	in, err := telemetry.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = in.Close() })
+	env := &Env{Clock: clocktest.NewFake(time.Unix(0, 0)), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Instr: in}
+	compile := func(old *Registry, doc string) (*Destination, *Registry) {
+		t.Helper()
+		d, err := policy.Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := policy.NewSnapshot(d, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dests, next := Compile(env, old, snap, discovery.StaticOf(snap))
+		return dests["billing"], next
+	}
+	const doc = `
+services:
+  billing:
+    endpoints: [{address: "10.0.0.1:80"}, {address: "10.0.0.2:80"}]
+    load_balancer: maglev
+    hash: [{header: x-user}]
+    routes: [{name: a, match: {path_prefix: /a}}, {name: b}, {name: c, ring_hash: {minimum_ring_size: 8}, load_balancer: ring_hash}]
+`
+	d1, reg := compile(NewRegistry(), doc)
+	a, b, c := d1.Routes[0].All.Hash, d1.Routes[1].All.Hash, d1.Routes[2].All.Hash
+	if a == nil || a != b {
+		t.Fatalf("routes a and b have pickers %p and %p, want one", a, b)
+	}
+	if c == nil || c == a || c.LoadBalancer() != discovery.RingHash || c.Size() != 8 {
+		t.Fatalf("route c's picker %p (%v) should be its own 8-point ring", c, c)
+	}
+	if d1.Routes[0].Hash == nil {
+		t.Fatal("route a has no hasher")
+	}
+	d2, reg := compile(reg, doc)
+	if d2.Routes[0].All.Hash != a || d2.Routes[2].All.Hash != c {
+		t.Error("a recompilation with the same endpoints built new pickers")
+	}
+	d3, _ := compile(reg, strings.Replace(doc, "10.0.0.2:80", "10.0.0.3:80", 1))
+	if d3.Routes[0].All.Hash == a {
+		t.Error("other endpoints kept the old picker")
 	}
 }
