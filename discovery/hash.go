@@ -208,9 +208,10 @@ func (p *HashPicker) Pick(now time.Time) *Host {
 
 // PickHash returns the host of key: its entry's host when that is
 // available and none of avoid, else the next entry's that is (see
-// HashPicker). When every host is unavailable or avoided it returns one
-// that is not avoided (panic mode), and the key's own host when all are
-// avoided; nil only without hosts.
+// HashPicker). When every available host is avoided it returns one of
+// them (the key's own first), as an ejected host is a worse guess; when
+// every host is unavailable (panic mode), one that is not avoided, the
+// key's own first; nil only without hosts.
 //
 // HOT: no locks, no allocations.
 func (p *HashPicker) PickHash(key uint64, now time.Time, avoid []*Host) *Host {
@@ -250,8 +251,19 @@ func (p *HashPicker) PickHash(key uint64, now time.Time, avoid []*Host) *Host {
 			return h
 		}
 	}
+	// Every available host is avoided: one of them still beats an
+	// ejected host, as for the other pickers.
+	if own.Available(now) {
+		return own
+	}
+	for k := range hn {
+		if h := p.hosts[(start+k)%hn]; h.Available(now) {
+			return h
+		}
+	}
+	// Panic mode: every host is unavailable.
 	if !slices.Contains(avoid, own) {
-		return own // panic mode: every host is unavailable
+		return own
 	}
 	for k := range hn {
 		if h := p.hosts[(start+k)%hn]; !slices.Contains(avoid, h) {

@@ -175,13 +175,17 @@ func TestHashAvoid(t *testing.T) {
 					t.Fatalf("key %d: avoiding every host picked %s, want its own %s", i, all.Address, own.Address)
 				}
 			}
-			// Avoiding the only available host falls back to an
-			// unavailable one that is not avoided.
+			// Avoiding the only available host still picks it rather than
+			// an ejected one; with every host ejected, one not avoided.
 			for _, h := range health[1:] {
 				h.down.Store(true)
 			}
+			if h := p.PickHash(userKey(1), now, hosts[:1]); h != hosts[0] {
+				t.Errorf("avoiding the only available host picked %v, want it", h)
+			}
+			health[0].down.Store(true)
 			if h := p.PickHash(userKey(1), now, hosts[:1]); h == nil || h == hosts[0] {
-				t.Errorf("avoiding the only available host picked %v", h)
+				t.Errorf("every host ejected: avoiding %s picked %v", hosts[0].Address, h)
 			}
 		})
 	}
