@@ -139,3 +139,35 @@ func TestHashWithoutValueAndSourceIP(t *testing.T) {
 		}
 	})
 }
+
+// An ejected endpoint is passed over for the next one on the ring: the
+// users of a failing backend fail once (the call that ejects it), then
+// each reaches one other backend for good.
+func TestHashSkipsEjected(t *testing.T) {
+	run(t, func(t *testing.T, md mode) {
+		settings := "    load_balancer: {hash: {header: x-user}}\n    outlier_detection: {consecutive_failures: 1, base_ejection: 1h, max_ejection_percent: 50}\n"
+		f := startFleet(t, md, settings, nil, alwaysAnswer(fail), alwaysAnswer(ok), alwaysAnswer(ok))
+		failed := 0
+		owner := map[string]string{}
+		for u := range 40 {
+			user := fmt.Sprint("user-", u)
+			for range 3 {
+				r := f.call(context.Background(), "x-user", user)
+				if !r.ok() {
+					failed++
+					continue
+				}
+				if prev, seen := owner[user]; seen && prev != r.from {
+					t.Fatalf("%s reached %s, then %s", user, prev, r.from)
+				}
+				owner[user] = r.from
+			}
+		}
+		if failed != 1 || f.Hits[0]() != 1 {
+			t.Errorf("%d calls failed, b0 saw %d: want the one that ejected it", failed, f.Hits[0]())
+		}
+		if len(owner) != 40 || len(backendsOf(owner)) != 2 {
+			t.Errorf("users by backend %v, want all 40 over b1 and b2", backendsOf(owner))
+		}
+	}, modeHTTP1, modeGRPC)
+}

@@ -82,7 +82,10 @@ type Settings struct {
 	CircuitBreaker   *CircuitBreaker   `json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
 	// LoadBalancer is round_robin, least_request, random, ring_hash or
-	// maglev.
+	// maglev. A document may also write it as a mapping, sugar for the
+	// flat fields: load_balancer: {policy: maglev, hash: [...], ring_hash:
+	// {...}}, where hash may be one policy ({header: x-user}) and no
+	// policy means ring_hash; it marshals back in the flat form.
 	LoadBalancer string `json:"load_balancer,omitempty"`
 	// TLS is strict or disable (client side, toward the destination).
 	TLS string `json:"tls,omitempty"`
