@@ -19,5 +19,10 @@
 // does not allocate. It skips hosts that are unavailable (ejected by outlier
 // detection); when every host is unavailable it still returns one (panic
 // mode, as in Envoy), since an ejected host is a better guess than none.
+// The consistent-hash pickers (ring_hash, maglev: HashPicker) pick by a
+// request's 64-bit hash instead (PickHash), walking on past unavailable
+// hosts and the hosts a retry or hedge must avoid; Pick, for a request
+// without a hash, hashes a random key.
+//
 // Host's Begin, End and InFlight are safe for concurrent use.
 package discovery

@@ -38,11 +38,21 @@ type Picker interface {
 //     available hosts, the one with fewer requests in flight wins (ties are
 //     broken at random).
 //   - "random": uniform among the available hosts.
+//   - "ring_hash" and "maglev": a *HashPicker, consistent hashing of the
+//     request's hash (PickHash) over a ring of between 1024 and 8M points
+//     or a Maglev table of 65537 entries, built here once; Pick, for a
+//     request without a hash, picks with a random one (see HashPicker).
+//     NewPickerOptions sizes the ring.
 //
 // Any other name is an error wrapping ErrUnknownLoadBalancer. NewPicker
 // copies hosts (nil entries are dropped); the hosts themselves are shared.
 // With no hosts, Pick returns nil.
 func NewPicker(lb string, hosts []*Host) (Picker, error) {
+	return NewPickerOptions(lb, hosts, HashOptions{})
+}
+
+// NewPickerOptions is NewPicker with the ring's size for ring_hash.
+func NewPickerOptions(lb string, hosts []*Host, o HashOptions) (Picker, error) {
 	hs := make([]*Host, 0, len(hosts))
 	for _, h := range hosts {
 		if h != nil {
@@ -60,8 +70,10 @@ func NewPicker(lb string, hosts []*Host) (Picker, error) {
 		return &leastRequest{hosts: hs}, nil
 	case Random:
 		return &random{hosts: hs}, nil
+	case RingHash, Maglev:
+		return newHashPicker(lb, hs, o), nil
 	}
-	return nil, fmt.Errorf("%w %q (want %s, %s or %s)", ErrUnknownLoadBalancer, lb, RoundRobin, LeastRequest, Random)
+	return nil, fmt.Errorf("%w %q (want %s, %s, %s, %s or %s)", ErrUnknownLoadBalancer, lb, RoundRobin, LeastRequest, Random, RingHash, Maglev)
 }
 
 // fastTries is how many uniform draws random and least_request try before

@@ -62,7 +62,7 @@ func TestNewPicker(t *testing.T) {
 			t.Errorf("NewPicker(%q): %v", lb, err)
 		}
 	}
-	for _, lb := range []string{"maglev", "ROUND_ROBIN", "round-robin"} {
+	for _, lb := range []string{"MAGLEV", "ROUND_ROBIN", "round-robin"} {
 		p, err := discovery.NewPicker(lb, hosts)
 		if !errors.Is(err, discovery.ErrUnknownLoadBalancer) || p != nil {
 			t.Errorf("NewPicker(%q) = %v, %v; want nil, ErrUnknownLoadBalancer", lb, p, err)

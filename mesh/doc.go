@@ -39,8 +39,15 @@
 //     attempt, queues it up to max_wait, or sheds it: layer overload,
 //     never sent.
 //   - Pick: the subset's load balancer (round_robin, random,
-//     least_request) over the endpoints outlier detection has not ejected
-//     (all of them when every one is ejected).
+//     least_request, or consistent hashing: ring_hash, maglev) over the
+//     endpoints outlier detection has not ejected (all of them when every
+//     one is ejected). A hashing route hashes each call by its hash
+//     policies (a header's first value, a cookie, a query parameter, or
+//     source_ip, which for an in-process mesh is this process's own
+//     address: all its calls go to one endpoint), so the same key reaches
+//     the same endpoint; an ejected endpoint, and for a retry or hedge the
+//     endpoints already tried, are passed over for the next one on the
+//     ring. A call whose policies produce no value is picked at random.
 //   - Breaker: the destination's (or the route's) circuit breaker, of
 //     consecutive failures or of a failure rate over a window, admits the
 //     attempt or fails it fast: layer breaker. An answer that says the

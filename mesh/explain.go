@@ -50,6 +50,9 @@ type Explanation struct {
 	Hedge       *policy.Hedge     `json:"hedge,omitempty"`
 	Fault       *policy.Fault     `json:"fault,omitempty"`
 	RateLimit   *policy.RateLimit `json:"rate_limit,omitempty"`
+	// Hash is the consistent hashing of a ring_hash or maglev route, with
+	// what this request hashes; nil for the other load balancers.
+	Hash *HashExplanation `json:"hash,omitempty"`
 	// Authorization is what the destination's authorization block, as
 	// this policy has it, decides for this caller: "allowed by rules[0]",
 	// "denied by deny[0] (deny 0)", with " (mode audit: logged, let
@@ -298,7 +301,7 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 			ex.Endpoints = append(ex.Endpoints, h.Address)
 		}
 	}
-	explainReasons(ex, st.policy.Doc, d, rt, &creq, now)
+	explainReasons(ex, st.policy.Doc, d, rt, &creq, pools, now)
 	if len(ex.Hosts) == 0 {
 		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.Name, PolicyVersion: d.Version,
 			Err: core.NoEndpoints(name, "")}
@@ -456,7 +459,7 @@ func setBy(set func(*policy.Settings) bool, levels ...level) string {
 // explainReasons fills ex.Reasons (and the concurrency limit's reason)
 // for route rt of d, which creq matched, from the document
 // doc the policy in force was made of.
-func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, rt *core.Route, creq *core.Request, now time.Time) {
+func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, rt *core.Route, creq *core.Request, pools []*core.Pool, now time.Time) {
 	r := &ex.Reasons
 	eff := rt.Eff
 	rl, sl, dl := settingLevels(doc, d, rt)
@@ -516,11 +519,7 @@ func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, 
 		r.Attempts = base
 	}
 
-	if src := setBy(func(s *policy.Settings) bool { return s.LoadBalancer != "" }, all...); src != "" {
-		r.LoadBalancer = eff.LoadBalancer + ": load_balancer of " + src
-	} else {
-		r.LoadBalancer = eff.LoadBalancer + ": the default"
-	}
+	explainHash(ex, rt, creq, pools, all, now)
 
 	// Breaker.
 	if cb := eff.CircuitBreaker; cb == nil || rt.Breaker == nil {

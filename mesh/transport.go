@@ -229,7 +229,7 @@ var _ core.Sender = (*httpCall)(nil)
 // httpRequest is what the core reads of req.
 func httpRequest(req *http.Request) core.Request {
 	return core.Request{Path: req.URL.Path, Method: req.Method, Header: core.HTTPHeader(req.Header),
-		Replayable: replayable(req), Idempotent: idempotent(req)}
+		RawQuery: req.URL.RawQuery, Replayable: replayable(req), Idempotent: idempotent(req)}
 }
 
 func (c *httpCall) run(d *core.Destination) (*http.Response, error) {

@@ -40,6 +40,9 @@ type pickSlot struct {
 	avoid []*discovery.Host
 	now   time.Time
 	seq   uint64 // the seq of the state the call's pool comes from
+	// hash is the call's hash for a ring_hash or maglev pool, when hashed.
+	hash   uint64
+	hashed bool
 
 	// Outputs.
 	host     atomic.Pointer[discovery.Host] // the endpoint picked (or tried, when the pick failed)
@@ -65,6 +68,7 @@ func newPickSlot() *pickSlot {
 // at now, after one on prev.
 func (s *pickSlot) reset(p *core.Pool, seq uint64, prev *discovery.Host, now time.Time) {
 	s.pool, s.seq, s.prev, s.now = p, seq, prev, now
+	s.hash, s.hashed = 0, false
 	s.host.Store(nil)
 	s.failure.Store(nil)
 	s.secured.Store(false)
@@ -295,24 +299,41 @@ var _ balancer.Picker = (*picker)(nil)
 // connection is not ready, as fallback says: another ready endpoint of the
 // subset, or a wait for a new picker (ErrNoSubConnAvailable) while one may
 // connect. When none can, the RPC fails with the connection error, which
-// the interceptor reports as layer connect or tls. Another RPC is sent round
-// robin over the ready SubConns.
+// the interceptor reports as layer connect or tls. A call with a hash (a
+// ring_hash or maglev route) waits instead while its own endpoint's
+// connection is idle or connecting, so that a key reaches the same
+// endpoint from the first call on. Another RPC is sent round robin over the
+// ready SubConns.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	s, _ := info.Ctx.Value(pickSlotKey{}).(*pickSlot)
 	if s == nil || s.pool == nil {
 		return p.pickAny()
 	}
 	var h *discovery.Host
-	if s.avoid != nil {
+	switch {
+	case s.avoid != nil && s.hashed:
+		h = s.pool.PickAvoidingHash(s.hash, s.avoid, s.now)
+	case s.avoid != nil:
 		h = s.pool.PickAvoiding(s.avoid, s.now)
 	}
 	if h == nil {
-		h = s.pool.Pick(s.prev, s.now)
+		if s.hashed {
+			h = s.pool.PickHash(s.hash, s.prev, s.now)
+		} else {
+			h = s.pool.Pick(s.prev, s.now)
+		}
 	}
 	if h == nil {
 		return p.pickAny()
 	}
 	e := p.byAddr[h.Address]
+	if s.hashed && e != nil && (e.state == connectivity.Idle || e.state == connectivity.Connecting) {
+		// A hashed call waits for its own endpoint's connection rather
+		// than go elsewhere: the same key reaches the same endpoint from
+		// the first call on (an endpoint in transient failure is left for
+		// another, as below).
+		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	}
 	if e == nil || e.state != connectivity.Ready {
 		tried := h
 		var wait bool

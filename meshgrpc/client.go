@@ -187,6 +187,7 @@ func (c *rpcCall) Send(a *core.Attempt) core.Outcome {
 		return c.sendHedge(a)
 	}
 	c.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
+	c.slot.hash, c.slot.hashed = c.Hash()
 	var ctx context.Context
 	if a.N >= 1 && a.N <= len(c.ctxs) {
 		// Written once, before its attempt: grpc-go may still read an

@@ -60,6 +60,7 @@ type hedgeAnswer struct {
 func (c *rpcCall) sendHedge(a *core.Attempt) core.Outcome {
 	s := newPickSlot()
 	s.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
+	s.hash, s.hashed = c.Hash()
 	c.hedges.mu.Lock()
 	avoid := make([]*discovery.Host, 0, 1+len(c.hedges.slots))
 	if h := c.slot.host.Load(); h != nil {

@@ -129,6 +129,7 @@ func (s *meshStream) open(waited time.Duration) error {
 			return err
 		}
 		a.slot.reset(a.Pool, c.st.Seq, a.Prev, a.Now)
+		a.slot.hash, a.slot.hashed = c.Hash()
 		a.ctx = withPickSlot(a.Ctx, a.slot)
 		s.att = a
 		s.mu.Unlock()

@@ -500,15 +500,21 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 		return
 	}
 	fields := fieldsOf(v.Type())
+	var lb lbForms // the forms of load_balancer seen, for a struct with Settings
 	d.each(n, func(key string, value *yaml.Node) {
 		m := d.push(key)
 		if idx, ok := fields[key]; ok {
-			d.decode(value, v.FieldByIndex(idx))
+			if !d.loadBalancerSugar(&lb, key, value, v, idx) {
+				d.decode(value, v.FieldByIndex(idx))
+			}
 		} else {
 			d.failAt("unknown field")
 		}
 		d.pop(m)
 	})
+	if lb.object && (lb.hash || lb.ring) {
+		d.failKey("load_balancer", "hash and ring_hash go either in the load_balancer mapping or beside it, not both")
+	}
 }
 
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value) {

@@ -26,6 +26,9 @@ const (
 	defaultOutlierBaseEjection = 30 * time.Second
 	defaultOutlierMaxPercent   = 10
 	defaultLoadBalancer        = "round_robin"
+	defaultMinRingSize         = 1024
+	defaultMaxRingSize         = maxRingSize
+	maglevTableSize            = 65537
 	defaultAuthorization       = "deny"
 	defaultBreakerWindow       = 10 * time.Second
 	defaultBreakerMinCalls     = 20
@@ -274,6 +277,8 @@ func effective(levels ...*Settings) Effective {
 	var (
 		retryOn    []string
 		backoffMax time.Duration
+		ring       *RingHash
+		hash       []HashPolicy
 	)
 	for _, s := range levels {
 		if s == nil {
@@ -338,6 +343,14 @@ func effective(levels ...*Settings) Effective {
 		}
 		if s.LoadBalancer != "" {
 			e.LoadBalancer = s.LoadBalancer
+		} else if len(s.Hash) > 0 && !isHashLB(e.LoadBalancer) {
+			e.LoadBalancer = "ring_hash"
+		}
+		if s.Hash != nil {
+			hash = s.Hash
+		}
+		if s.RingHash != nil {
+			ring = s.RingHash
 		}
 		if s.TLS != "" {
 			e.TLS = s.TLS
@@ -387,6 +400,18 @@ func effective(levels ...*Settings) Effective {
 		r.Abort = &a
 		e.Fault = &r
 	}
+	switch e.LoadBalancer {
+	case "ring_hash":
+		h := &HashLB{Policies: hash, MaximumRingSize: defaultMaxRingSize}
+		if ring != nil {
+			h.MinimumRingSize = ring.MinimumRingSize
+			h.MaximumRingSize = cmp.Or(ring.MaximumRingSize, defaultMaxRingSize)
+		}
+		h.MinimumRingSize = cmp.Or(h.MinimumRingSize, min(defaultMinRingSize, h.MaximumRingSize))
+		e.Hash = h
+	case "maglev":
+		e.Hash = &HashLB{Policies: hash, TableSize: maglevTableSize}
+	}
 	if o := e.OutlierDetection; o != nil {
 		o.ConsecutiveFailures = cmp.Or(o.ConsecutiveFailures, defaultOutlierFailures)
 		o.BaseEjection = cmp.Or(o.BaseEjection, Duration(defaultOutlierBaseEjection))
@@ -423,6 +448,7 @@ type effectiveJSON struct {
 	CircuitBreaker     *CircuitBreaker   `json:"circuit_breaker,omitempty"`
 	OutlierDetection   *OutlierDetection `json:"outlier_detection,omitempty"`
 	LoadBalancer       string            `json:"load_balancer"`
+	Hash               *HashLB           `json:"hash,omitempty"`
 	TLS                string            `json:"tls,omitempty"`
 	Hedge              *Hedge            `json:"hedge,omitempty"`
 	Fault              *Fault            `json:"fault,omitempty"`
@@ -437,6 +463,7 @@ func (e Effective) MarshalJSON() ([]byte, error) {
 		retryOn = []string{}
 	}
 	return json.Marshal(effectiveJSON{
+		Hash:               e.Hash,
 		Timeout:            Duration(e.Timeout),
 		Attempts:           e.Attempts,
 		PerTryTimeout:      Duration(e.PerTryTimeout),

@@ -66,7 +66,7 @@ func TestNewSnapshotInvalid(t *testing.T) {
 	}
 	doc := &Document{Services: map[string]*Service{"b": {Settings: Settings{LoadBalancer: "fastest"}}}}
 	_, err := NewSnapshot(doc, "x")
-	wantProblem(t, err, `services.b.load_balancer: must be one of round_robin, least_request, random; got "fastest"`)
+	wantProblem(t, err, `services.b.load_balancer: must be one of round_robin, least_request, random, ring_hash, maglev; got "fastest"`)
 }
 
 func TestClone(t *testing.T) {

@@ -82,7 +82,10 @@ type Settings struct {
 	CircuitBreaker   *CircuitBreaker   `json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
 	// LoadBalancer is round_robin, least_request, random, ring_hash or
-	// maglev.
+	// maglev. A document may also write it as a mapping, sugar for the
+	// flat fields: load_balancer: {policy: maglev, hash: [...], ring_hash:
+	// {...}}, where hash may be one policy ({header: x-user}) and no
+	// policy means ring_hash; it marshals back in the flat form.
 	LoadBalancer string `json:"load_balancer,omitempty"`
 	// TLS is strict or disable (client side, toward the destination).
 	TLS string `json:"tls,omitempty"`
@@ -412,9 +415,29 @@ type Effective struct {
 	CircuitBreaker     *CircuitBreaker   // nil: none; fields defaulted (5, 30s, 1) when present
 	OutlierDetection   *OutlierDetection // nil: none; fields defaulted (5, 30s, 10%) when present
 	LoadBalancer       string            // default round_robin
-	TLS                string            // "" means: strict when the mesh has an identity
-	Hedge              *Hedge            // nil: no hedging; Max defaulted (1), NonIdempotent set
-	Fault              *Fault            // nil: no fault injection
+	// Hash is the consistent hashing of ring_hash and maglev; nil for the
+	// other load balancers. (One pointer keeps Effective small: every
+	// resolved route has one.)
+	Hash  *HashLB
+	TLS   string // "" means: strict when the mesh has an identity
+	Hedge *Hedge // nil: no hedging; Max defaulted (1), NonIdempotent set
+	Fault *Fault // nil: no fault injection
+}
+
+// HashLB is the consistent hashing of a ring_hash or maglev load balancer,
+// resolved. Policies is the hash list of the most specific level that has
+// one, whole (a level's hash without a load_balancer makes it ring_hash,
+// unless a level below already chose maglev or ring_hash); it may be
+// empty, and a request whose policies produce no value picks as random
+// does. The ring sizes are the most specific level's ring_hash block,
+// whole, defaults filled: 1024 and 8,388,608, the minimum no larger than
+// the maximum (0 for maglev). TableSize is maglev's table, 65537 entries
+// (0 for ring_hash).
+type HashLB struct {
+	Policies        []HashPolicy `json:"policies"`
+	MinimumRingSize int          `json:"minimum_ring_size,omitempty"`
+	MaximumRingSize int          `json:"maximum_ring_size,omitempty"`
+	TableSize       int          `json:"table_size,omitempty"`
 }
 
 // ResolvedRoute is a route of a [ResolvedService].

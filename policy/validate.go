@@ -364,7 +364,7 @@ func (v *validator) settings(s *Settings) {
 		}
 		v.pop(m)
 	}
-	v.oneOf("load_balancer", s.LoadBalancer, "round_robin", "least_request", "random")
+	v.loadBalancer(s)
 	v.oneOf("tls", s.TLS, "strict", "disable")
 	if h := s.Hedge; h != nil {
 		m := v.push("hedge")

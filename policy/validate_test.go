@@ -114,7 +114,7 @@ func TestValidate(t *testing.T) {
 
 		// Enumerations.
 		{"load balancers", "services: {a: {load_balancer: round_robin}, b: {load_balancer: least_request}, c: {load_balancer: random}}", nil},
-		{"load balancer", "services: {b: {load_balancer: fastest}}", []string{`services.b.load_balancer: must be one of round_robin, least_request, random; got "fastest"`}},
+		{"load balancer", "services: {b: {load_balancer: fastest}}", []string{`services.b.load_balancer: must be one of round_robin, least_request, random, ring_hash, maglev; got "fastest"`}},
 		{"tls", "services: {b: {tls: permissive}}", []string{`services.b.tls: must be one of strict, disable; got "permissive"`}},
 		{"tls in route", "services: {b: {routes: [{tls: STRICT}]}}", []string{`services.b.routes[0].tls: must be one of strict, disable; got "STRICT"`}},
 

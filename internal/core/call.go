@@ -42,7 +42,10 @@ type Request struct {
 	Path   string // the URL path, or an RPC's full method
 	Method string // the HTTP method ("" is GET); POST for an RPC
 	Header Header // nil: no headers
-	RPC    bool   // a gRPC call: errors name "RPC <full method>"
+	// RawQuery is the URL's query, as sent (undecoded); "" for an RPC.
+	// It is read only by a route with query_param conditions.
+	RawQuery string
+	RPC      bool // a gRPC call: errors name "RPC <full method>"
 	// Replayable is set when the request can be sent again (its body can
 	// be replayed); Idempotent when sending it twice is safe, as net/http
 	// decides it. A route that does not say non_idempotent retries only
@@ -115,7 +118,16 @@ type Call struct {
 	// breaker, which hears of a call once, in Finish (holdVerdict).
 	verdict       resilience.Ticket
 	verdictFailed bool
+	// hash is the request's hash for a consistent-hash load balancer,
+	// when hashed (Start computes it, for a route with hash policies).
+	hash   uint64
+	hashed bool
 }
+
+// Hash returns the request's hash for a ring_hash or maglev pool, and
+// false when the call has none (its route has no hash policy, or none
+// produced a value: the balancer then picks at random).
+func (c *Call) Hash() (uint64, bool) { return c.hash, c.hashed }
 
 // Init starts a call of req toward d: it finds the route. picks says
 // whether the core picks each attempt's endpoint (HTTP) or the adapter's
@@ -179,6 +191,9 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 	}
 	if len(c.Pool.Hosts) == 0 {
 		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+	}
+	if rt.Hash != nil {
+		c.hash, c.hashed = rt.Hash.Hash(&c.req)
 	}
 	if rt.Eff.Timeout > 0 {
 		// Contexts run on the real time. With the system clock, the
@@ -472,7 +487,11 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		a.permit = p
 	}
 	if c.picks {
-		c.Host = c.Pool.Pick(c.Host, c.Now)
+		if c.hashed {
+			c.Host = c.Pool.PickHash(c.hash, c.Host, c.Now)
+		} else {
+			c.Host = c.Pool.Pick(c.Host, c.Now)
+		}
 		if c.Host == nil {
 			a.permit.Release()
 			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))

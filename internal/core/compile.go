@@ -27,6 +27,8 @@ type Registry struct {
 	faults   map[faultKey]struct{}
 	latency  map[latencyKey]*resilience.LatencyTracker
 	limiters map[limiterKey]*resilience.Limiter
+	// hashPickers are the ring_hash and maglev pickers (made lazily).
+	hashPickers map[hashPickerKey]*discovery.HashPicker
 }
 
 type limiterKey struct {
@@ -163,6 +165,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			rt.RetryOn = ro
 		}
 		rt.Hedge = c.hedge(svc.Name, rr.Name, rr.Effective.Hedge)
+		rt.Hash = NewHasher(rr.Effective.Hash)
 		if rr.Effective.Attempts > 1 || rt.Hedge != nil {
 			// Hedges draw on the retry budget too.
 			rt.Budget = c.budget(svc.Name, rr.Effective.BudgetRatio, rr.Effective.BudgetMinPerSecond)
@@ -174,7 +177,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 			rt.Breaker = c.breaker(svc.Name, rr.Name, rr.Effective.CircuitBreaker)
 		}
 		if len(rr.Split) == 0 {
-			rt.All = c.pool(svc.Name, "", eps, rr.Effective.LoadBalancer, d.Outlier)
+			rt.All = c.pool(svc.Name, "", eps, lbOf(&rr.Effective), d.Outlier)
 		} else {
 			cum := 0
 			for _, ws := range rr.Split {
@@ -184,7 +187,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 					Subset: ws.Subset,
 					Weight: ws.Weight,
 					Cum:    cum,
-					Pool:   c.pool(svc.Name, ws.Subset, sel, rr.Effective.LoadBalancer, d.Outlier),
+					Pool:   c.pool(svc.Name, ws.Subset, sel, lbOf(&rr.Effective), d.Outlier),
 				})
 			}
 			rt.Total = cum
@@ -201,16 +204,34 @@ func sameBreaker(a, b *policy.CircuitBreaker) bool {
 	return *a == *b
 }
 
-func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb string, o *resilience.Outlier) *Pool {
+// balancer is a route's load balancer: its name and ring sizes.
+type balancer struct {
+	name string
+	opts discovery.HashOptions
+}
+
+func lbOf(eff *policy.Effective) balancer {
+	b := balancer{name: eff.LoadBalancer}
+	if h := eff.Hash; h != nil {
+		b.opts = discovery.HashOptions{MinRingSize: h.MinimumRingSize, MaxRingSize: h.MaximumRingSize}
+	}
+	return b
+}
+
+func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb balancer, o *resilience.Outlier) *Pool {
 	p := &Pool{Subset: subset, Hosts: make([]*discovery.Host, 0, len(eps))}
 	for _, ep := range eps {
 		p.Hosts = append(p.Hosts, c.host(service, ep, o))
 	}
-	picker, err := discovery.NewPicker(lb, p.Hosts)
+	if hp := c.hashPicker(lb, p.Hosts); hp != nil {
+		p.Picker, p.Hash = hp, hp
+		return p
+	}
+	picker, err := discovery.NewPickerOptions(lb.name, p.Hosts, lb.opts)
 	if err != nil {
 		// Validated by the policy; fall back to round robin rather than
 		// leaving the route without a picker.
-		c.env.Log.Error("load balancer rejected after validation", "service", service, "lb", lb, "err", err)
+		c.env.Log.Error("load balancer rejected after validation", "service", service, "lb", lb.name, "err", err)
 		picker, _ = discovery.NewPicker("", p.Hosts)
 	}
 	p.Picker = picker

@@ -237,7 +237,12 @@ func (c *Call) hedge(s Sender, live []*flight, delay time.Duration, done chan<- 
 		for i, f := range live {
 			avoid[i] = f.a.Host
 		}
-		if host = c.Pool.PickAvoiding(avoid[:len(live)], now); host == nil {
+		if c.hashed {
+			host = c.Pool.PickAvoidingHash(c.hash, avoid[:len(live)], now)
+		} else {
+			host = c.Pool.PickAvoiding(avoid[:len(live)], now)
+		}
+		if host == nil {
 			return nil
 		}
 	}

@@ -59,6 +59,9 @@ type Route struct {
 	Fault *Fault
 	// Hedge is the route's hedging, nil when off.
 	Hedge *Hedge
+	// Hash computes a call's hash for a ring_hash or maglev load balancer;
+	// nil when the route has no hash policy.
+	Hash *Hasher
 }
 
 // Hedge is a route's hedging, compiled: when the attempt in flight has not
@@ -115,6 +118,9 @@ type Pool struct {
 	Subset string
 	Hosts  []*discovery.Host
 	Picker discovery.Picker
+	// Hash is Picker when it is a consistent-hash one (ring_hash or
+	// maglev), for picks by the request's hash; nil otherwise.
+	Hash *discovery.HashPicker
 }
 
 // PickSplit chooses the split entry for a call. r is uniform in [0, Total).
@@ -178,6 +184,36 @@ func (p *Pool) PickAvoiding(avoid []*discovery.Host, now time.Time) *discovery.H
 		}
 	}
 	return nil
+}
+
+// PickHash returns the host of p for the request's hash key, another one
+// than prev (the last attempt's, nil at first) when p has another
+// available: a retry goes to the next host on the ring. Without a hash
+// picker it is Pick.
+//
+// HOT: no allocations.
+func (p *Pool) PickHash(key uint64, prev *discovery.Host, now time.Time) *discovery.Host {
+	if p.Hash == nil {
+		return p.Pick(prev, now)
+	}
+	if prev == nil {
+		return p.Hash.PickHash(key, now, nil)
+	}
+	avoid := [1]*discovery.Host{prev}
+	return p.Hash.PickHash(key, now, avoid[:])
+}
+
+// PickAvoidingHash is PickAvoiding for a request with a hash key: the
+// next host for the key that is none of avoid, or nil when p has none.
+func (p *Pool) PickAvoidingHash(key uint64, avoid []*discovery.Host, now time.Time) *discovery.Host {
+	if p.Hash == nil {
+		return p.PickAvoiding(avoid, now)
+	}
+	h := p.Hash.PickHash(key, now, avoid)
+	if h == nil || slices.Contains(avoid, h) {
+		return nil
+	}
+	return h
 }
 
 // Health returns the outlier handle of h, or nil.
