@@ -421,10 +421,15 @@ type Effective struct {
 type ResolvedRoute struct {
 	// Name is the route's name, "route[<index>]" for an unnamed route of the
 	// document, or "" for the implicit route of a service without routes.
-	Name      string           `json:"name"`
-	Match     Match            `json:"match"`           // methods upper case
-	Split     []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
-	Effective Effective        `json:"effective"`       // defaults ⊕ service ⊕ route
+	Name  string           `json:"name"`
+	Match Match            `json:"match"`           // methods upper case, header condition names lower case
+	Split []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
+	// PrefixRewrite and RequestHeaders are the route's actions on the
+	// request it sends; RequestHeaders' names are lower case, nil when it
+	// changes no header.
+	PrefixRewrite  string          `json:"prefix_rewrite,omitempty"`
+	RequestHeaders *HeaderMutation `json:"request_headers,omitempty"`
+	Effective      Effective       `json:"effective"` // defaults ⊕ service ⊕ route
 }
 
 // ResolvedService is the resolved policy of one service. Treat it as read-only.
