@@ -42,7 +42,10 @@ type Request struct {
 	Path   string // the URL path, or an RPC's full method
 	Method string // the HTTP method ("" is GET); POST for an RPC
 	Header Header // nil: no headers
-	RPC    bool   // a gRPC call: errors name "RPC <full method>"
+	// RawQuery is the URL's query, as sent (undecoded); "" for an RPC.
+	// It is read only by a route with query_param conditions.
+	RawQuery string
+	RPC      bool // a gRPC call: errors name "RPC <full method>"
 	// Replayable is set when the request can be sent again (its body can
 	// be replayed); Idempotent when sending it twice is safe, as net/http
 	// decides it. A route that does not say non_idempotent retries only

@@ -59,6 +59,10 @@ type Route struct {
 	Fault *Fault
 	// Hedge is the route's hedging, nil when off.
 	Hedge *Hedge
+	// Rewrite and Headers are the route's actions on the request it sends
+	// (prefix_rewrite, request_headers), nil when it has none.
+	Rewrite *Rewrite
+	Headers *HeaderActions
 }
 
 // Hedge is a route's hedging, compiled: when the attempt in flight has not
