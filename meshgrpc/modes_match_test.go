@@ -10,9 +10,10 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc/metadata"
-
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/inmesh/inmesh/mesh"
 )
@@ -147,6 +148,7 @@ func actionsPolicy(md mode, addr string) string {
       - name: rewrite
         match: {path_prefix: %s}
         prefix_rewrite: /v2/
+        retry: {attempts: 2, backoff: {initial: 1ms, max: 2ms}, retry_on: [503, unavailable]}
         request_headers: {add: {X-Tag: added}, set: {x-env: set}, remove: [X-Debug]}
       - name: default
   enrollment: {}
@@ -159,16 +161,27 @@ type sawRequest struct {
 	header               map[string][]string // lower-case names; only those the test sets
 }
 
-// recorder keeps what a backend saw of its last call.
+// recorder keeps what a backend saw of its calls. The first call fails
+// (HTTP 503, gRPC Unavailable), for a retry.
 type recorder struct {
-	mu   sync.Mutex
-	last sawRequest
+	mu    sync.Mutex
+	last  sawRequest
+	calls int
 }
 
-func (r *recorder) saw(s sawRequest) {
+// saw records s and reports whether the call is to fail.
+func (r *recorder) saw(s sawRequest) (fail bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.last = s
+	r.calls++
+	return r.calls == 1
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
 }
 
 func (r *recorder) get() sawRequest {
@@ -194,7 +207,9 @@ func startRecorded(t *testing.T, md mode) (*recorder, *mesh.Mesh, healthpb.Healt
 					s.header[h] = v
 				}
 			}
-			rec.saw(s)
+			if rec.saw(s) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
 		}))
 		pol := actionsPolicy(md, srv.Listener.Addr().String())
 		if md == modeHTTP1 {
@@ -218,7 +233,9 @@ func startRecorded(t *testing.T, md mode) (*recorder, *mesh.Mesh, healthpb.Healt
 				s.header[h] = v
 			}
 		}
-		rec.saw(s)
+		if rec.saw(s) {
+			return nil, grpcstatus.Error(codes.Unavailable, "first call")
+		}
 		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 	})
 	pol := actionsPolicy(md, b.Addr())
@@ -243,6 +260,9 @@ func TestRouteActions(t *testing.T) {
 			if _, err := check(ctx, grpcClient); err != nil {
 				t.Fatalf("Check (not rewritten): %v", err)
 			}
+			if n := rec.count(); n != 2 {
+				t.Fatalf("backend saw %d calls, want 2 (a retry)", n)
+			}
 			if got := rec.get().header; !reflect.DeepEqual(got, want) {
 				t.Errorf("backend saw metadata %v, want %v", got, want)
 			}
@@ -257,14 +277,14 @@ func TestRouteActions(t *testing.T) {
 			path, rawPath, query string
 			header               map[string][]string
 		}{
-			{"prefix", "http://billing/v1/charge?id=7", "/v2/charge", "", "id=7", want},
+			{"prefix, retried", "http://billing/v1/charge?id=7", "/v2/charge", "", "id=7", want},
 			{"prefix alone", "http://billing/v1/", "/v2/", "", "", want},
 			{"escaped rest kept", "http://billing/v1/a%2Fb", "/v2/a/b", "/v2/a%2Fb", "", want},
 			{"escaped in the prefix", "http://billing/v%31/a%2Fb", "/v2/a/b", "/v2/a%2Fb", "", want},
 			{"exact", "http://billing/old?x=1", "/new", "", "x=1", hdr},
 			{"no rewrite", "http://billing/other", "/other", "", "", hdr},
 		}
-		for _, tc := range tests {
+		for i, tc := range tests {
 			req, err := http.NewRequest(http.MethodGet, tc.url, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -281,6 +301,9 @@ func TestRouteActions(t *testing.T) {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
 			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d", tc.name, resp.StatusCode)
+			}
 			got := rec.get()
 			if got.path != tc.path || got.rawPath != tc.rawPath || got.query != tc.query {
 				t.Errorf("%s: backend saw path %q raw %q query %q, want %q %q %q", tc.name, got.path, got.rawPath, got.query, tc.path, tc.rawPath, tc.query)
@@ -290,6 +313,9 @@ func TestRouteActions(t *testing.T) {
 			}
 			if *req.URL != origURL || !reflect.DeepEqual(req.Header, origHeader) {
 				t.Errorf("%s: the caller's request changed: %v %v", tc.name, req.URL, req.Header)
+			}
+			if i == 0 && rec.count() != 2 {
+				t.Fatalf("%s: backend saw %d calls, want 2 (a retry, with the same changes)", tc.name, rec.count())
 			}
 		}
 	}, allModes...)

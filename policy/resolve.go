@@ -79,8 +79,8 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 	for i := range routes {
 		r := &routes[i]
 		rs.Routes[i] = ResolvedRoute{
-			Name:      routeName(r, i),
-			Match:     normalizeMatch(r.Match),
+			Name:           routeName(r, i),
+			Match:          normalizeMatch(r.Match),
 			Split:          r.Split,
 			PrefixRewrite:  r.PrefixRewrite,
 			RequestHeaders: normalizeMutation(r.RequestHeaders),
