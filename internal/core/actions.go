@@ -37,10 +37,14 @@ type HeaderActions struct {
 	Add    []HeaderValue // appends a value
 }
 
-// HeaderValue is a header with one value.
+// HeaderValue is a header with one value, also as a one-value slice
+// (capped) that calls share: no one writes a request's header values in
+// place (a RoundTripper must not modify its request), and an append to it
+// copies.
 type HeaderValue struct {
-	Key   HeaderKey
-	Value string
+	Key    HeaderKey
+	Value  string
+	Values []string
 }
 
 // compileActions compiles the actions of rr: nil for each one the route
@@ -71,7 +75,7 @@ func compileActions(rr *policy.ResolvedRoute) (*Rewrite, *HeaderActions) {
 func headerValues(m map[string]string) []HeaderValue {
 	out := make([]HeaderValue, 0, len(m))
 	for k, v := range m {
-		out = append(out, HeaderValue{Key: headerKey(k), Value: v})
+		out = append(out, HeaderValue{Key: headerKey(k), Value: v, Values: []string{v}[:1:1]})
 	}
 	slices.SortFunc(out, func(a, b HeaderValue) int { return strings.Compare(a.Key.Lower, b.Key.Lower) })
 	return out
@@ -86,12 +90,15 @@ func (ha *HeaderActions) Apply(h map[string][]string, key func(HeaderKey) string
 		delete(h, key(k))
 	}
 	for _, hv := range ha.Set {
-		h[key(hv.Key)] = []string{hv.Value}
+		h[key(hv.Key)] = hv.Values
 	}
 	for _, hv := range ha.Add {
 		k := key(hv.Key)
-		v := h[k]
-		h[k] = append(v[:len(v):len(v)], hv.Value)
+		if v := h[k]; len(v) > 0 {
+			h[k] = append(v[:len(v):len(v)], hv.Value)
+		} else {
+			h[k] = hv.Values
+		}
 	}
 }
 

@@ -1,13 +1,18 @@
 package core
 
 import (
+	"io"
+	"log/slog"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/policy"
+	"github.com/inmesh/inmesh/telemetry"
 )
 
 // TestMatchConditions: every operator of the header and query_param
@@ -256,5 +261,42 @@ func BenchmarkMatchTable(b *testing.B) {
 		if i != 9 {
 			b.Fatalf("matched route %d", i)
 		}
+	}
+}
+
+// TestCompileKeepsRegexes: a recompilation (new endpoints, a reload that
+// keeps a regex) reuses the compiled regexes of the last one; a regex no
+// route uses any more is dropped.
+func TestCompileKeepsRegexes(t *testing.T) {
+	in, err := telemetry.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = in.Close() })
+	env := &Env{Clock: clocktest.NewFake(epoch), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Instr: in}
+	compile := func(old *Registry, routes string) (*Destination, *Registry) {
+		doc, err := policy.Parse([]byte("services:\n  billing:\n    endpoints: [{address: 10.0.0.1:80}]\n    routes: " + routes + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := policy.NewSnapshot(doc, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dests, next := Compile(env, old, snap, discovery.StaticOf(snap))
+		return dests["billing"], next
+	}
+	const two = `[{match: {path_regex: "/a.*", header: [{name: x, regex: "[0-9]+"}]}}, {match: {query_param: [{name: q, regex: "/a.*"}]}}]`
+	d1, reg := compile(NewRegistry(), two)
+	if len(reg.regexes) != 2 || d1.Routes[0].Match.pathRegex != d1.Routes[1].Match.query[0].test.re {
+		t.Fatalf("%d regexes compiled; one regex not shared between routes", len(reg.regexes))
+	}
+	d2, reg2 := compile(reg, two)
+	if d2.Routes[0].Match.pathRegex != d1.Routes[0].Match.pathRegex || d2.Routes[0].Match.conds[0].test.re != d1.Routes[0].Match.conds[0].test.re {
+		t.Error("a recompilation compiled the regexes again")
+	}
+	_, reg3 := compile(reg2, `[{match: {path_regex: "/a.*"}}]`)
+	if len(reg3.regexes) != 1 {
+		t.Errorf("%d regexes kept, want the one in use", len(reg3.regexes))
 	}
 }
