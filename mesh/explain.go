@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -71,6 +72,18 @@ type Explanation struct {
 	// it did not match, up to and including the one that matched
 	// (reason "first match"); all of them when none matched.
 	Routes []RouteDecision `json:"routes,omitempty"`
+	// Match is the matched route's conditions, as the policy spells them
+	// (methods upper case, header condition names lower case); nil when
+	// it has none.
+	Match *policy.Match `json:"match,omitempty"`
+	// PrefixRewrite and RequestHeaders are the matched route's actions on
+	// the request it sends, as the policy spells them (header names lower
+	// case); empty when it has none. PrefixRewrite is the path the request
+	// is sent with (its matched prefix replaced), and is "" for an RPC,
+	// whose method is never rewritten.
+	PrefixRewrite  string                 `json:"prefix_rewrite,omitempty"`
+	RewrittenPath  string                 `json:"rewritten_path,omitempty"`
+	RequestHeaders *policy.HeaderMutation `json:"request_headers,omitempty"`
 	// BreakerDetail is the route's circuit breaker as /breakers shows it
 	// (form, state, a rate breaker's window counts); nil without one.
 	BreakerDetail *BreakerState `json:"breaker_detail,omitempty"`
@@ -233,6 +246,7 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 			Replayable: true, Idempotent: true}
 	}
 	rt := d.Lookup(&creq)
+	rs := st.policy.Services[name]
 	ex.Routes = routeDecisions(d, &creq)
 	if rt == nil {
 		what := req.Method + " " + req.URL.Path
@@ -257,7 +271,8 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 	if rpc {
 		ex.TLS = d.TLS
 	}
-	if rs := st.policy.Services[name]; rs != nil {
+	explainActions(ex, resolvedRoute(d, rs, rt), rt, req.URL, rpc)
+	if rs != nil {
 		ex.Concurrency = concurrencyState(d, rs.Concurrency)
 		ex.RateLimit = rs.RateLimit
 		ex.Provenance = rs.Provenance
@@ -396,13 +411,53 @@ func routeDecisions(d *core.Destination, creq *core.Request) []RouteDecision {
 	}
 	out := make([]RouteDecision, 0, len(d.Routes))
 	for _, rt := range d.Routes {
-		why := rt.Match.Why(creq)
-		if why == "" {
-			return append(out, RouteDecision{Name: rt.Name, Matched: true, Reason: "first match"})
+		rd := RouteDecision{Name: rt.Name, Reason: rt.Match.Why(creq)}
+		if rd.Reason == "" {
+			rd.Matched, rd.Reason = true, "first match"
+			return append(out, rd)
 		}
-		out = append(out, RouteDecision{Name: rt.Name, Reason: why})
+		out = append(out, rd)
 	}
 	return out
+}
+
+// resolvedRoute is the resolved form of rt, a route of d, in rs (d's
+// resolved service), or nil: d's routes are rs's, compiled in order.
+func resolvedRoute(d *core.Destination, rs *policy.ResolvedService, rt *core.Route) *policy.ResolvedRoute {
+	if rs == nil || rt == nil {
+		return nil
+	}
+	i := slices.Index(d.Routes, rt)
+	if i < 0 || i >= len(rs.Routes) || rs.Routes[i].Name != rt.Name {
+		return nil
+	}
+	return &rs.Routes[i]
+}
+
+// isZeroMatch reports whether m has no condition.
+func isZeroMatch(m *policy.Match) bool {
+	return len(m.Headers) == 0 && m.PathPrefix == "" && m.PathExact == "" && m.PathRegex == "" &&
+		len(m.Header) == 0 && len(m.QueryParam) == 0 && len(m.Methods) == 0
+}
+
+// explainActions sets the actions of the matched route rt (rr resolved)
+// on the request u names: the rewrite and the path sent (HTTP only), and
+// the header changes.
+func explainActions(ex *Explanation, rr *policy.ResolvedRoute, rt *core.Route, u *url.URL, rpc bool) {
+	if rr != nil {
+		ex.RequestHeaders = rr.RequestHeaders
+		if !isZeroMatch(&rr.Match) {
+			ex.Match = &rr.Match
+		}
+	}
+	if rt.Rewrite == nil || rpc {
+		return
+	}
+	ex.PrefixRewrite = rt.Rewrite.To
+	if path, raw, ok := rewritePath(u, rt.Rewrite); ok {
+		v := url.URL{Path: path, RawPath: raw}
+		ex.RewrittenPath = v.EscapedPath()
+	}
 }
 
 // level is one level of the policy document that may set a route's

@@ -222,6 +222,13 @@ type httpCall struct {
 	body    endingBody[callEnd]
 	// trace holds the first attempt's W3C trace context values.
 	trace telemetry.HeaderSlots
+
+	// What the route's actions make of the request, once per call
+	// (applyActions): the header every attempt starts from (the caller's
+	// own when the route changes none), and the rewritten path.
+	header        http.Header
+	path, rawPath string
+	rewrite       bool
 }
 
 var _ core.Sender = (*httpCall)(nil)
@@ -236,6 +243,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 	m := c.t.m
 	callerCtx := c.req.Context()
 	c.Init(&m.env, d, httpRequest(c.req), true)
+	c.applyActions()
 	start := c.Now
 	routeName := c.RouteName()
 	ctx, span := m.tracing.StartClientCall(callerCtx, d.Name, routeName, c.req.Method)
@@ -385,6 +393,9 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 		u = new(url.URL)
 	}
 	*u = *c.req.URL
+	if c.rewrite {
+		u.Path, u.RawPath = c.path, c.rawPath
+	}
 	u.Scheme = "http"
 	if mtls {
 		u.Scheme = "https"
@@ -401,10 +412,11 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 		}
 		out.Body = body
 	}
+	out.Header = c.header
 	dl, hasDeadline := ctx.Deadline()
 	traced := hasTraceContext(ctx)
 	if hasDeadline || traced {
-		out.Header = copyHeader(c.req.Header)
+		out.Header = copyHeader(c.header)
 		if hasDeadline {
 			ms := a.Now.Sub(dl) / -time.Millisecond
 			if ms < 1 {
@@ -426,6 +438,59 @@ func (c *httpCall) outgoing(a *core.Attempt, mtls bool) (*http.Request, error) {
 		}
 	}
 	return out, nil
+}
+
+// applyActions applies the actions of the call's route to what its
+// attempts send: request_headers to a copy of the caller's header, and
+// prefix_rewrite to the path (outgoing copies the URL for each attempt
+// anyway). The caller's request is never modified, and a route without
+// actions costs nothing.
+func (c *httpCall) applyActions() {
+	c.header = c.req.Header
+	rt := c.Route
+	if rt == nil {
+		return
+	}
+	if rt.Headers != nil {
+		h := copyHeader(c.req.Header)
+		rt.Headers.Apply(h, core.CanonicalKey)
+		c.header = h
+	}
+	if rt.Rewrite != nil && c.req.URL.Opaque == "" {
+		c.path, c.rawPath, c.rewrite = rewritePath(c.req.URL, rt.Rewrite)
+	}
+}
+
+// rewritePath returns the path and raw path of u with rw applied, kept
+// consistent: when u's raw path is the valid spelling of its path, the
+// part of it that spells the prefix is replaced by the replacement's
+// escaped form, and the rest is kept as the caller spelled it. ok is false
+// when u's path does not start with the prefix.
+func rewritePath(u *url.URL, rw *core.Rewrite) (path, rawPath string, ok bool) {
+	if path, ok = rw.Path(u.Path); !ok {
+		return u.Path, u.RawPath, false
+	}
+	raw := u.RawPath
+	if raw == "" || u.EscapedPath() != raw {
+		// No spelling of its own, or one net/http would not send: the
+		// path's default encoding is sent.
+		return path, "", true
+	}
+	i := 0
+	for range len(rw.Prefix) {
+		if i >= len(raw) {
+			return path, "", true
+		}
+		if raw[i] == '%' {
+			i += 3
+		} else {
+			i++
+		}
+	}
+	if i > len(raw) {
+		return path, "", true
+	}
+	return path, rw.ToRaw + raw[i:], true
 }
 
 // headerRoom is the room a copied header keeps for what the mesh adds: the

@@ -130,6 +130,9 @@ func (c *rpcCall) prepare() error {
 		}
 		return err
 	}
+	if h := c.Route.Headers; h != nil {
+		c.Ctx = withHeaderActions(c.Ctx, h)
+	}
 	c.Ctx = injectOutgoing(c.a.p.Tracing, c.Ctx)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/telemetry"
 )
 
@@ -19,6 +20,19 @@ func injectOutgoing(t *telemetry.Tracing, ctx context.Context) context.Context {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, kv...)
+}
+
+// withHeaderActions returns ctx with the route's request_headers applied
+// to its outgoing metadata: a copy of the caller's, so their context and
+// metadata stay as they were. A route's prefix_rewrite does not apply to
+// an RPC: its method is sent as the application called it.
+func withHeaderActions(ctx context.Context, ha *core.HeaderActions) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx) // a copy, with lower-case keys
+	if md == nil {
+		md = metadata.MD{}
+	}
+	ha.Apply(md, core.LowerKey)
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 // incomingValues is the RequestHeader reader of an RPC's context: the

@@ -82,10 +82,12 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 	for i := range routes {
 		r := &routes[i]
 		rs.Routes[i] = ResolvedRoute{
-			Name:      routeName(r, i),
-			Match:     normalizeMatch(r.Match),
-			Split:     r.Split,
-			Effective: effective(settingsOf(def), settingsOf(svc), &r.Settings),
+			Name:           routeName(r, i),
+			Match:          normalizeMatch(r.Match),
+			Split:          r.Split,
+			PrefixRewrite:  r.PrefixRewrite,
+			RequestHeaders: normalizeMutation(r.RequestHeaders),
+			Effective:      effective(settingsOf(def), settingsOf(svc), &r.Settings),
 		}
 	}
 	return rs
@@ -240,10 +242,44 @@ func upperRules(rules []Rule) []Rule {
 	return rules
 }
 
-// normalizeMatch returns m with its methods in upper case.
+// normalizeMatch returns m with its methods in upper case and the names
+// of its header conditions in lower case (a copy of the conditions when
+// one is not).
 func normalizeMatch(m Match) Match {
 	m.Methods = upper(m.Methods)
+	for i := range m.Header {
+		if l := strings.ToLower(m.Header[i].Name); l != m.Header[i].Name {
+			m.Header = slices.Clone(m.Header)
+			for j := i; j < len(m.Header); j++ {
+				m.Header[j].Name = strings.ToLower(m.Header[j].Name)
+			}
+			break
+		}
+	}
 	return m
+}
+
+// normalizeMutation returns a copy of hm with its header names in lower
+// case, nil when hm changes no header.
+func normalizeMutation(hm *HeaderMutation) *HeaderMutation {
+	if hm == nil || len(hm.Add) == 0 && len(hm.Set) == 0 && len(hm.Remove) == 0 {
+		return nil
+	}
+	lowerKeys := func(m map[string]string) map[string]string {
+		if len(m) == 0 {
+			return nil
+		}
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			out[strings.ToLower(k)] = v
+		}
+		return out
+	}
+	out := &HeaderMutation{Add: lowerKeys(hm.Add), Set: lowerKeys(hm.Set)}
+	for _, name := range hm.Remove {
+		out.Remove = append(out.Remove, strings.ToLower(name))
+	}
+	return out
 }
 
 // upper returns s in upper case: s itself when it is, else a new slice.

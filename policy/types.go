@@ -270,15 +270,21 @@ type Route struct {
 	Match Match            `json:"match,omitempty"`
 	Split []WeightedSubset `json:"split,omitempty"`
 	// PrefixRewrite replaces the part of the path that PathPrefix (or
-	// PathExact) matched before the request is sent.
+	// PathExact) matched before the request is sent; it starts with "/".
+	// It applies to HTTP calls only: an RPC's method is sent as called.
 	PrefixRewrite string `json:"prefix_rewrite,omitempty"`
-	// RequestHeaders changes the request's headers before it is sent.
+	// RequestHeaders changes the request's headers (an RPC's metadata)
+	// before it is sent, for every attempt of the call; the caller's own
+	// request is left as it was.
 	RequestHeaders *HeaderMutation `json:"request_headers,omitempty"`
 	Settings
 }
 
 // HeaderMutation adds, sets and removes request headers: Add appends a
-// value, Set replaces every value, Remove deletes the header.
+// value, Set replaces every value, Remove deletes the header. A header is
+// named in one of them at most; hop-by-hop headers, Host,
+// Content-Length, Content-Type, pseudo-headers, grpc-* and the mesh's own
+// Inmesh-* headers cannot be changed.
 type HeaderMutation struct {
 	Add    map[string]string `json:"add,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
@@ -293,19 +299,29 @@ type Match struct {
 	Headers    map[string]string `json:"headers,omitempty"`
 	PathPrefix string            `json:"path_prefix,omitempty"`
 	// PathExact matches the whole path; PathRegex matches the whole path
-	// against an RE2 expression. At most one of the three path forms.
+	// against an RE2 expression (a full match, as if anchored at both
+	// ends; at most 1024 bytes). At most one of the three path forms. All
+	// three read the path as path_prefix does: the URL's path as the
+	// client wrote it, decoded; an RPC's full method (/pkg.Svc/Method).
 	PathExact string `json:"path_exact,omitempty"`
 	PathRegex string `json:"path_regex,omitempty"`
 	// Header conditions must all hold (Consul's service-router Header).
 	Header []HeaderMatch `json:"header,omitempty"`
-	// QueryParam conditions must all hold.
+	// QueryParam conditions must all hold. An RPC has no query: a route
+	// with a query_param condition never matches one.
 	QueryParam []QueryParamMatch `json:"query_param,omitempty"`
 	// Methods are HTTP methods, upper case in the resolved view.
 	Methods []string `json:"methods,omitempty"`
 }
 
 // HeaderMatch is a condition on a request header: at most one of Present,
-// Exact, Prefix, Suffix or Regex (none: present); Invert negates it.
+// Exact, Prefix, Suffix or Regex (none: present); Invert negates it. The
+// name is case-insensitive (lower case in the resolved view). The
+// condition holds when some value of a repeated header satisfies it
+// (values are not split at commas); inverted, when none does, so an
+// inverted condition holds on a request without the header. Regex is RE2,
+// matching the whole value (Envoy's safe_regex). Values compare
+// case-sensitively.
 type HeaderMatch struct {
 	Name    string `json:"name"`
 	Present bool   `json:"present,omitempty"`
@@ -317,7 +333,9 @@ type HeaderMatch struct {
 }
 
 // QueryParamMatch is a condition on a query parameter: at most one of
-// Present, Exact or Regex (none: present).
+// Present, Exact or Regex (none: present). Name and values are compared
+// unescaped, as url.ParseQuery reads them; the condition holds when some
+// value of a repeated parameter satisfies it.
 type QueryParamMatch struct {
 	Name    string `json:"name"`
 	Present bool   `json:"present,omitempty"`
@@ -444,10 +462,15 @@ type HashLB struct {
 type ResolvedRoute struct {
 	// Name is the route's name, "route[<index>]" for an unnamed route of the
 	// document, or "" for the implicit route of a service without routes.
-	Name      string           `json:"name"`
-	Match     Match            `json:"match"`           // methods upper case
-	Split     []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
-	Effective Effective        `json:"effective"`       // defaults ⊕ service ⊕ route
+	Name  string           `json:"name"`
+	Match Match            `json:"match"`           // methods upper case, header condition names lower case
+	Split []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
+	// PrefixRewrite and RequestHeaders are the route's actions on the
+	// request it sends; RequestHeaders' names are lower case, nil when it
+	// changes no header.
+	PrefixRewrite  string          `json:"prefix_rewrite,omitempty"`
+	RequestHeaders *HeaderMutation `json:"request_headers,omitempty"`
+	Effective      Effective       `json:"effective"` // defaults ⊕ service ⊕ route
 }
 
 // ResolvedService is the resolved policy of one service. Treat it as read-only.

@@ -454,7 +454,9 @@ func (v *validator) route(r *Route) {
 		v.methods(m.Methods)
 		v.pop(mt)
 	}
+	v.routeConditions(m)
 	v.pop(mm)
+	v.routeActions(r)
 
 	if len(r.Split) > 0 {
 		ms := v.push("split")

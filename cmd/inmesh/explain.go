@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -110,6 +111,12 @@ func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 		split = append(split, fmt.Sprintf("%s=%d", s.Subset, s.Weight))
 	}
 	line("split", orDash(strings.Join(split, " ")))
+	if ex.PrefixRewrite != "" {
+		line("rewrite", fmt.Sprintf("prefix to %s: sent as %s", ex.PrefixRewrite, ex.RewrittenPath))
+	}
+	if hm := ex.RequestHeaders; hm != nil {
+		line("headers", headerChanges(hm))
+	}
 	line("endpoints", orDash(strings.Join(ex.Endpoints, ", ")))
 	timeout := "caller's context only"
 	if ex.Timeout > 0 {
@@ -218,4 +225,27 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// headerChanges writes a route's request_headers in one line: "add x-tag:
+// a; set x-env: prod; remove x-debug", names in order.
+func headerChanges(hm *policy.HeaderMutation) string {
+	var parts []string
+	for _, op := range []struct {
+		name string
+		m    map[string]string
+	}{{"add", hm.Add}, {"set", hm.Set}} {
+		keys := make([]string, 0, len(op.m))
+		for k := range op.m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %s: %s", op.name, k, op.m[k]))
+		}
+	}
+	for _, k := range hm.Remove {
+		parts = append(parts, "remove "+k)
+	}
+	return strings.Join(parts, "; ")
 }

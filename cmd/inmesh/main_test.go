@@ -65,6 +65,19 @@ services:
       rules: [{from: [checkout], paths: [/charge]}]
 `
 
+const actionsDoc = `
+services:
+  billing:
+    endpoints: [{address: 127.0.0.1:9001}]
+    routes:
+      - name: first
+        match: {header: [{name: x-env, prefix: qa}]}
+      - name: v1
+        match: {path_prefix: /v1/, query_param: [{name: id}]}
+        prefix_rewrite: /v2/
+        request_headers: {add: {X-Tag: a}, set: {x-env: prod}, remove: [X-Debug]}
+`
+
 const invalidDoc = `
 services:
   billing:
@@ -102,6 +115,10 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(authz, []byte(authzDoc), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	actions := filepath.Join(dir, "actions.yaml")
+	if err := os.WriteFile(actions, []byte(actionsDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name       string
 		args       []string
@@ -124,6 +141,9 @@ func TestCLI(t *testing.T) {
 			wantOut: []string{`"route": "charge"`, `"policy_version": "cli-1"`}},
 		{name: "explain no route", args: []string{"explain", valid, "http://billing/refund"}, wantCode: 1,
 			wantOut: []string{"fails at layer route"}, wantErr: []string{"mesh: route:"}},
+		{name: "explain route actions", args: []string{"explain", actions, "http://billing/v1/a%2Fb?id=1", "-H", "x-env: staging"}, wantCode: 0,
+			wantOut: []string{"route:     v1", "rewrite:   prefix to /v2/: sent as /v2/a%2Fb", "headers:   add x-tag: a; set x-env: prod; remove x-debug",
+				`route      first: header x-env: prefix "qa" not matched (got "staging")`}},
 		{name: "explain passthrough", args: []string{"explain", valid, "http://example.com/"}, wantCode: 0, wantOut: []string{"passthrough"}},
 		{name: "validate egress deny", args: []string{"validate", deny}, wantCode: 0, wantOut: []string{"valid", "1 services"}},
 		{name: "validate bad egress", args: []string{"validate", badEgress}, wantCode: 1, wantErr: []string{`egress: must be allow or deny, not "closed"`}},

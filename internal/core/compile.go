@@ -29,6 +29,9 @@ type Registry struct {
 	limiters map[limiterKey]*resilience.Limiter
 	// hashPickers are the ring_hash and maglev pickers (made lazily).
 	hashPickers map[hashPickerKey]*discovery.HashPicker
+	// regexes holds the compiled regexes of the routes' matches, so that
+	// a recompilation for new endpoints does not compile them again.
+	regexes Regexes
 }
 
 type limiterKey struct {
@@ -75,6 +78,7 @@ func NewRegistry() *Registry {
 		faults:   map[faultKey]struct{}{},
 		latency:  map[latencyKey]*resilience.LatencyTracker{},
 		limiters: map[limiterKey]*resilience.Limiter{},
+		regexes:  Regexes{},
 	}
 }
 
@@ -141,7 +145,6 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		rt := &Route{
 			Dest:           d,
 			Name:           rr.Name,
-			Match:          CompileMatch(rr.Match),
 			Eff:            &rr.Effective,
 			Counter:        c.env.Instr.AttemptCounter(svc.Name, rr.Name),
 			IdempotentOnly: !rr.Effective.NonIdempotent,
@@ -151,6 +154,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 				Max:     rr.Effective.BackoffMax,
 			},
 		}
+		c.routeMatch(svc.Name, rr, rt)
 		if t := rr.Effective.Timeout; t > 0 {
 			rt.TimeoutMs = c.millis(int64(t / time.Millisecond))
 		}
@@ -195,6 +199,31 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		d.Routes = append(d.Routes, rt)
 	}
 	return d
+}
+
+// routeMatch compiles the match of route rr into rt, and its actions on
+// the request (prefix_rewrite, request_headers). The regexes are compiled
+// once: those of the last compilation are kept.
+func (c *compiler) routeMatch(service string, rr *policy.ResolvedRoute, rt *Route) {
+	res := Regexes{}
+	for _, expr := range matchRegexes(&rr.Match) {
+		if re, ok := c.next.regexes[expr]; ok {
+			res[expr] = re
+		} else if re, ok := c.old.regexes[expr]; ok {
+			res[expr] = re
+		}
+	}
+	m, err := compileMatch(rr.Match, res)
+	if err != nil {
+		// The policy validated the regexes already; the condition never
+		// holds.
+		c.env.Log.Error("route match did not compile after validation", "service", service, "route", rr.Name, "err", err)
+	}
+	for expr, re := range res {
+		c.next.regexes[expr] = re
+	}
+	rt.Match = m
+	rt.Rewrite, rt.Headers = compileActions(rr)
 }
 
 func sameBreaker(a, b *policy.CircuitBreaker) bool {

@@ -62,6 +62,10 @@ type Route struct {
 	// Hash computes a call's hash for a ring_hash or maglev load balancer;
 	// nil when the route has no hash policy.
 	Hash *Hasher
+	// Rewrite and Headers are the route's actions on the request it sends
+	// (prefix_rewrite, request_headers), nil when it has none.
+	Rewrite *Rewrite
+	Headers *HeaderActions
 }
 
 // Hedge is a route's hedging, compiled: when the attempt in flight has not
