@@ -45,7 +45,7 @@ const (
 // decoder allocate for it) is refused before it is parsed; a document with
 // more than MaxServices services, or whose services resolve to more than
 // MaxResolvedRoutes routes, is refused before it is validated, so that
-// NewSnapshot of it is bounded too (about 40 MB beyond its own copy). A
+// NewSnapshot of it is bounded too (about 50 MB beyond its own copy). A
 // fleet of 20,000 services, each with an endpoint and a subset, fits.
 //
 // Parse does not keep data. It is safe for concurrent use.

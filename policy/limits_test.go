@@ -423,7 +423,7 @@ func TestParseBoundsWhatSnapshotsCost(t *testing.T) {
 		{"200 default routes for 20,000 services", services(20_000, 200), "services: too many routes: the services resolve to 4000000 routes (their own, or the 200 of defaults.routes each inherits), at most 100000", 0},
 		{"50,001 services", services(50_001, 0), "services: too many services: 50001, at most 50000", 0},
 		{"50,000 services", services(50_000, 0), "", 60 << 20},
-		{"20 default routes for 5,000 services", services(5_000, 20), "", 40 << 20},
+		{"20 default routes for 5,000 services", services(5_000, 20), "", 48 << 20},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
