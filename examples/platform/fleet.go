@@ -43,7 +43,11 @@ type fleet struct {
 // endpoint is rewritten in doc and noted in moved), each behind a mesh of
 // its service: mTLS with the workload's identity, authorization of its
 // callers, telemetry to mp.
-func startFleet(ctx context.Context, doc *policy.Document, logger *slog.Logger, mp metric.MeterProvider) (*fleet, error) {
+//
+// On a Consul agent (world not nil) each server listens on a free port,
+// its mesh takes everything from the agent, and it registers as a
+// Connect-native instance of its service, its version in its Meta.
+func startFleet(ctx context.Context, doc *policy.Document, world *consulWorld, logger *slog.Logger, mp metric.MeterProvider) (*fleet, error) {
 	type endpoint struct {
 		service, version, protocol string
 		ln                         net.Listener
@@ -54,7 +58,11 @@ func startFleet(ctx context.Context, doc *policy.Document, logger *slog.Logger, 
 		f.hits[name] = new(atomic.Int64)
 		for i := range svc.Endpoints {
 			ep := &svc.Endpoints[i]
-			ln, err := net.Listen("tcp", ep.Address)
+			addr := ep.Address
+			if world != nil {
+				addr = "127.0.0.1:0" // the catalog tells the callers
+			}
+			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 					for _, e := range eps {
@@ -70,7 +78,20 @@ func startFleet(ctx context.Context, doc *policy.Document, logger *slog.Logger, 
 		}
 	}
 	for i, ep := range eps {
-		m, err := mesh.New(ctx, mesh.WithService(ep.service), mesh.WithPolicy(doc), mesh.WithLogger(logger), mesh.WithMeterProvider(mp))
+		source := mesh.WithPolicy(doc)
+		if world != nil {
+			source = world.option()
+		}
+		m, err := mesh.New(ctx, mesh.WithService(ep.service), source, mesh.WithLogger(logger), mesh.WithMeterProvider(mp))
+		if err == nil && world != nil {
+			inst := mesh.Instance{ID: fmt.Sprintf("%s-%d", ep.service, i), Address: ep.ln.Addr().String()}
+			if ep.version != "" {
+				inst.Meta = map[string]string{"version": ep.version}
+			}
+			if err = m.Register(ctx, inst); err != nil {
+				_ = m.Close()
+			}
+		}
 		if err != nil {
 			for _, e := range eps[i:] {
 				_ = e.ln.Close()

@@ -25,12 +25,18 @@
 // progress meets). The meshes' warnings go to stderr
 // as they happen, one line each, prefixed by the workload.
 //
-//	go run ./examples/platform [-policy FILE] [-duration 3s] [-admin 127.0.0.1:9901]
+//	go run ./examples/platform [-policy FILE] [-duration 3s] [-admin 127.0.0.1:9901] [-consul 127.0.0.1:8500]
 //
 // Without -policy it uses the embedded mesh.yaml; -duration is the length
 // of a phase (the outage takes longer, the unauthorized caller's half);
 // -admin serves enrollment's admin handler at ADDR under /debug/inmesh/
-// (without it, on a free port of 127.0.0.1).
+// (without it, on a free port of 127.0.0.1). -consul ADDR plays the same
+// story on a Consul agent: the policy in KV (under inmesh-demo/), every
+// backend registered as a Connect-native instance, identities from the
+// Connect CA, authorization from service-intentions, billing's subsets,
+// canary route and split from a service-resolver, a service-router and a
+// service-splitter; the canary phase edits the splitter. What the demo
+// writes to the agent it deletes at the end.
 package main
 
 import (
@@ -52,17 +58,18 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "the length of a phase; the whole run takes about five times as long")
 	workers := flag.Int("workers", 4, "concurrent callers")
 	admin := flag.String("admin", "", "serve enrollment's admin handler at `ADDR` under /debug/inmesh/ (default: a free port of 127.0.0.1)")
+	consulAddr := flag.String("consul", "", "run the story on the Consul agent at `ADDR` (host:port of its HTTP API): policy in KV, Connect, intentions, billing's canary in a service-splitter")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *policyFile, *admin, *duration, *workers, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, *policyFile, *admin, *consulAddr, *duration, *workers, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "platform:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, policyFile, admin string, phase time.Duration, workers int, out, logs io.Writer) error {
+func run(ctx context.Context, policyFile, admin, consulAddr string, phase time.Duration, workers int, out, logs io.Writer) error {
 	data := embeddedPolicy
 	source := "embedded mesh.yaml"
 	if policyFile != "" {
@@ -72,8 +79,11 @@ func run(ctx context.Context, policyFile, admin string, phase time.Duration, wor
 		}
 		source = policyFile
 	}
+	if consulAddr != "" {
+		source += " in the Consul agent at " + consulAddr + " (KV " + consulPrefix + "/, config entries, intentions)"
+	}
 	fmt.Fprintf(out, "inmesh platform demo: policy from %s, %d callers, phases of %v\n", source, workers, phase)
-	res, err := simulate(ctx, options{policy: data, phase: phase, workers: workers, admin: admin, logs: logs, out: out})
+	res, err := simulate(ctx, options{policy: data, phase: phase, workers: workers, admin: admin, logs: logs, out: out, consul: consulAddr})
 	if err != nil {
 		return fmt.Errorf("%s: %w", source, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,6 +31,7 @@ type options struct {
 	admin   string        // the admin server's address; "" is 127.0.0.1:0
 	logs    io.Writer     // the meshes' logs and the phases as they start; nil discards them
 	out     io.Writer     // the admin URL, as soon as it serves; nil discards it
+	consul  string        // a Consul agent's HTTP address: the story runs on it; "" runs it on the policy file
 }
 
 // phase is what one phase of the story saw.
@@ -102,7 +104,22 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 	fleetReader := sdkmetric.NewManualReader()
 	fleetMP := sdkmetric.NewMeterProvider(sdkmetric.WithReader(fleetReader))
 	defer func() { _ = fleetMP.Shutdown(context.Background()) }()
-	fleet, err := startFleet(startCtx, doc, logger, fleetMP)
+	var world *consulWorld
+	if o.consul != "" {
+		if world, err = newConsulWorld(startCtx, o.consul); err != nil {
+			return nil, err
+		}
+		if err := world.setUp(startCtx, doc); err != nil {
+			_ = world.tearDown()
+			return nil, err
+		}
+		defer func() {
+			if err := world.tearDown(); err != nil {
+				logger.Warn("cleaning up the Consul agent", "err", err)
+			}
+		}()
+	}
+	fleet, err := startFleet(startCtx, doc, world, logger, fleetMP)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +146,11 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithReader(exporter))
 	defer func() { _ = mp.Shutdown(context.Background()) }()
-	m, err := mesh.New(startCtx, mesh.WithService("enrollment"), mesh.WithPolicyFile(policyPath),
+	source := mesh.WithPolicyFile(policyPath)
+	if world != nil {
+		source = world.option()
+	}
+	m, err := mesh.New(startCtx, mesh.WithService("enrollment"), source,
 		mesh.WithLogger(logger), mesh.WithMeterProvider(mp),
 		mesh.WithMetricsHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
 	if err != nil {
@@ -145,7 +166,11 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 
 	// progress has no business charging students: billing's authorization
 	// says so, and its mesh denies the call before billing's code runs.
-	intruder, err := mesh.New(startCtx, mesh.WithService("progress"), mesh.WithPolicy(doc),
+	intruderSource := mesh.WithPolicy(doc)
+	if world != nil {
+		intruderSource = world.option()
+	}
+	intruder, err := mesh.New(startCtx, mesh.WithService("progress"), intruderSource,
 		mesh.WithLogger(logger), mesh.WithMeterProvider(fleetMP))
 	if err != nil {
 		return nil, err
@@ -178,7 +203,12 @@ func simulate(ctx context.Context, o options) (*outcome, error) {
 	d := o.phase
 	steps := []func() error{
 		func() error { return sc.run(ctx, "steady traffic", func(p *phase) error { return sleep(ctx, d) }) },
-		func() error { return sc.canary(ctx, policyPath, 50) },
+		func() error {
+			if world != nil {
+				return sc.canaryOnConsul(ctx, world, 50)
+			}
+			return sc.canary(ctx, policyPath, 50)
+		},
 		func() error {
 			return sc.run(ctx, "dependency outage", func(p *phase) error { return sc.outage(ctx, p, fleet) })
 		},
@@ -278,6 +308,53 @@ func (sc *scenario) canary(ctx context.Context, path string, share int) error {
 		sc.explain(ctx, p, "POST", "http://billing/charge", "")
 		return sleep(ctx, sc.o.phase)
 	})
+}
+
+// canaryOnConsul edits billing's service-splitter to share percent for
+// v2, waits until enrollment's mesh routes by it (its Explain of a charge
+// shows the new split), then plays the phase on it.
+func (sc *scenario) canaryOnConsul(ctx context.Context, world *consulWorld, share int) error {
+	start := time.Now()
+	if err := world.shiftCanary(ctx, share); err != nil {
+		return err
+	}
+	sc.sink.say("edited billing's service-splitter: v1 %d / v2 %d", 100-share, share)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://billing/charge", nil)
+	if err != nil {
+		return err
+	}
+	inForce := func() bool {
+		ex, err := sc.m.Explain(req)
+		if err != nil {
+			return false
+		}
+		for _, ws := range ex.Split {
+			if ws.Subset == "v2" && ws.Weight*100 == share*totalWeight(ex.Split) {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitFor(ctx, 10*time.Second, inForce) {
+		return fmt.Errorf("platform: enrollment's mesh did not apply billing's edited service-splitter within 10s")
+	}
+	applied := time.Since(start)
+	sc.res.policyEdited = true
+	return sc.run(ctx, fmt.Sprintf("canary shift to %d%%", share), func(p *phase) error {
+		p.note("service-splitter billing edited (v1 %d / v2 %d); enrollment's mesh routed by it %v later",
+			100-share, share, applied.Round(time.Millisecond))
+		sc.explain(ctx, p, "POST", "http://billing/charge", "")
+		return sleep(ctx, sc.o.phase)
+	})
+}
+
+// totalWeight is the sum of a split's weights.
+func totalWeight(split []mesh.WeightedSubset) int {
+	total := 0
+	for _, ws := range split {
+		total += ws.Weight
+	}
+	return total
 }
 
 // outage fails notifications' backend until enrollment's breaker for it
