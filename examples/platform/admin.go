@@ -114,9 +114,12 @@ func summary(ex *mesh.Explanation) string {
 	}
 	parts := []string{"route " + route}
 	if len(ex.Split) > 0 {
+		// As shares: a split from a service-splitter has Consul's
+		// weights times 100.
 		var split []string
+		total := totalWeight(ex.Split)
 		for _, s := range ex.Split {
-			split = append(split, fmt.Sprintf("%s %d", s.Subset, s.Weight))
+			split = append(split, fmt.Sprintf("%s %g%%", s.Subset, float64(100*s.Weight)/float64(max(total, 1))))
 		}
 		parts = append(parts, "split "+strings.Join(split, " / "))
 	}
