@@ -2,10 +2,10 @@ package consultest
 
 import (
 	"strings"
-
-	"github.com/hashicorp/consul/api"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 func TestClusterFailover(t *testing.T) {
