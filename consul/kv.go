@@ -45,6 +45,7 @@ type kvWatch struct {
 	prefix    string
 	log       *slog.Logger
 	onContact func(time.Duration) // nil: none
+	token     string              // ACL token of the queries; "": the Client's own
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
 	last *policy.Document    // the document last emitted
@@ -93,7 +94,7 @@ func (s *kvWatch) String() string { return "consul:" + s.prefix }
 func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, s.token).WithContext(ctx)
 			pairs, meta, err := s.kv.List(s.prefix+"/", q)
 			if err != nil {
 				return blocking.Result{}, err

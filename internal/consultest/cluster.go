@@ -68,8 +68,22 @@ func StartCluster(t testing.TB, servers, clients int) *Cluster {
 		t.Fatalf("consultest: a cluster needs a server")
 	}
 	bin := binaryOrSkip(t)
-	c := &Cluster{t: t, bin: bin, servers: servers}
-	root := t.TempDir()
+	var last error
+	for range 3 { // a free port can be taken between choosing and binding
+		c := &Cluster{t: t, bin: bin, servers: servers}
+		if last = c.boot(t.TempDir(), clients); last == nil {
+			t.Cleanup(c.Stop)
+			return c
+		}
+		c.Stop()
+	}
+	t.Fatalf("consultest: starting a cluster: %v", last)
+	return nil
+}
+
+// boot makes the members under root, starts them and waits for them.
+func (c *Cluster) boot(root string, clients int) error {
+	servers, bin := c.servers, c.bin
 	for i := range servers + clients {
 		m := &Member{Server: i < servers, bin: bin}
 		if m.Server {
@@ -79,18 +93,18 @@ func StartCluster(t testing.TB, servers, clients int) *Cluster {
 		}
 		m.dir = filepath.Join(root, m.Name)
 		if err := os.MkdirAll(m.dir, 0o700); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		ports, err := freePorts(4)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		copy(m.ports[:], ports)
 		m.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(m.ports[0]))
 		cfg := api.DefaultConfig()
 		cfg.Address = m.HTTPAddr
 		if m.Client, err = api.NewClient(cfg); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		c.members = append(c.members, m)
 	}
@@ -100,21 +114,20 @@ func StartCluster(t testing.TB, servers, clients int) *Cluster {
 	}
 	for _, m := range c.members {
 		if err := m.writeConfig(servers, join); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	t.Cleanup(c.Stop)
 	for _, m := range c.members {
 		if err := m.run(); err != nil {
-			t.Fatalf("consultest: starting %s: %v", m.Name, err)
+			return fmt.Errorf("starting %s: %w", m.Name, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := c.WaitHealthy(ctx); err != nil {
-		t.Fatalf("%v\n%s", err, c.Logs())
+		return fmt.Errorf("%w\n%s", err, c.Logs())
 	}
-	return c
+	return nil
 }
 
 // binaryOrSkip returns the consul binary, or skips t (fails it under CI).
@@ -272,6 +285,19 @@ func (c *Cluster) Leader() int {
 	}
 	return -1
 }
+
+// Index returns the index of m in c (servers first), -1 when m is not c's.
+func (c *Cluster) Index(m *Member) int {
+	for i, x := range c.members {
+		if x == m {
+			return i
+		}
+	}
+	return -1
+}
+
+// Running reports whether the member runs and is not paused.
+func (m *Member) Running() bool { return m.running() }
 
 // running reports whether the member runs and is not paused.
 func (m *Member) running() bool {
