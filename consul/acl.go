@@ -3,6 +3,8 @@ package consul
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -95,8 +97,8 @@ const preflightTimeout = 2 * time.Second
 // preflight checks, at the control plane's first use (Policy, from
 // mesh.New), the permissions the mesh needs whatever it calls: reading the
 // policy's keys and the intentions of its own service. Both checks run at
-// once; only Consul's 403 fails them, and the first in that order is
-// returned.
+// once; only Consul's 403 fails them, and TLS to the agent that cannot
+// work (see agentTLSError); the first in that order is returned.
 func (cp *ControlPlane) preflight(service string) error {
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -114,6 +116,9 @@ func (cp *ControlPlane) checkKVRead() error {
 	ctx, cancel := context.WithTimeout(context.Background(), preflightTimeout)
 	defer cancel()
 	_, _, err := cp.cfg.Client.KV().Get(cp.cfg.Prefix+"/"+keyGlobal, query(&api.QueryOptions{AllowStale: true}, cp.cfg.Token).WithContext(ctx))
+	if terr := agentTLSError(err); terr != nil {
+		return terr
+	}
 	if err = denied(err, keyRule(cp.cfg.Prefix), "read", "the policy under "+cp.cfg.Prefix+"/"); isACL(err) {
 		return err
 	}
@@ -148,4 +153,31 @@ func (cp *ControlPlane) checkLeaf(ctx context.Context, service string) error {
 func isACL(err error) bool {
 	var ae *ACLError
 	return errors.As(err, &ae)
+}
+
+// agentTLSError returns a clear error when err shows that TLS to the
+// agent does not work (an untrusted or mismatched certificate, or HTTP and
+// HTTPS mixed up), and nil otherwise. Such an error never heals by
+// retrying, so it fails New instead of leaving the watches to retry.
+func agentTLSError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		cerr x509.CertificateInvalidError
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &verr), errors.As(err, &uerr), errors.As(err, &herr), errors.As(err, &cerr):
+		return fmt.Errorf("consul: TLS to the agent: its certificate is not trusted: give the api.Config the agent's CA "+
+			"(TLSConfig.CAFile, CAPath or CAPem; CONSUL_CACERT with api.DefaultConfig) and the name it was issued for (TLSConfig.Address): %w", err)
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("consul: TLS to the agent: the agent serves plain HTTP on this address, not HTTPS: %w", err)
+	case strings.Contains(msg, "HTTP request to an HTTPS server"):
+		return fmt.Errorf("consul: TLS to the agent: the agent serves HTTPS only: set api.Config.Scheme to \"https\" (CONSUL_HTTP_SSL=true) and its CA: %w", err)
+	}
+	return nil
 }

@@ -25,6 +25,14 @@ import (
 func serveOn(t *testing.T, client *api.Client, service, body string) *mesh.Mesh {
 	t.Helper()
 	m := meshOn(t, client, service)
+	serveRegistered(t, m, body)
+	return m
+}
+
+// serveRegistered serves body with an HTTPS server behind m's Handler,
+// registered with m, stopped when the test ends.
+func serveRegistered(t *testing.T, m *mesh.Mesh, body string) {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, body)
 	})))
@@ -37,7 +45,6 @@ func serveOn(t *testing.T, client *api.Client, service, body string) *mesh.Mesh 
 	if err := m.Register(ctx, mesh.Instance{Address: srv.Listener.Addr().String()}); err != nil {
 		t.Fatal(err)
 	}
-	return m
 }
 
 // putRetry writes key through whichever running server takes the write:
