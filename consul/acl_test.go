@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -145,4 +146,47 @@ func without(rules []string, resource string) []string {
 		}
 	}
 	return out
+}
+
+// TestConsulACLNarrowedTokenKeepsPolicy narrows a running mesh's token so
+// that it may no longer read the policy: Consul then filters the KV list
+// down to nothing, which must not read as every key deleted. The mesh
+// keeps its policy and logs the missing rule.
+func TestConsulACLNarrowedTokenKeepsPolicy(t *testing.T) {
+	t.Parallel()
+	agent := consultest.StartACL(t)
+	putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "3s"}`)
+	putKV(t, agent.Client, "inmesh/services/web", "{}")
+	acl := agent.Client.ACL()
+	rules := leastPrivilege("web", "billing")
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: "web", Rules: strings.Join(rules, "\n")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := acl.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs meshtest.LockedBuffer
+	m := meshWith(t, consul.Config{Client: agent.ClientWithToken(t, ""), Token: tok.SecretID}, "web",
+		mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	version := m.PolicyVersion()
+	if e := adminConfig(t, m).Effective["billing"]; e == nil || e.Effective.Timeout != "3s" {
+		t.Fatalf("billing's policy not in force: %+v", adminConfig(t, m))
+	}
+
+	p.Rules = strings.Join(without(rules, `key_prefix "inmesh/"`), "\n")
+	if _, _, err := acl.PolicyUpdate(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	putKV(t, agent.Client, "inmesh/services/billing", `{"timeout": "4s"}`) // wakes the watch
+	meshtest.Eventually(t, 20*time.Second, "the filtered answer refused", func() bool {
+		return strings.Contains(logs.String(), `the token lacks key_prefix \"inmesh/\" read`)
+	})
+	if got := m.PolicyVersion(); got != version {
+		t.Fatalf("policy version %q, want %q kept", got, version)
+	}
+	if e := adminConfig(t, m).Effective["billing"]; e == nil || e.Effective.Timeout != "3s" {
+		t.Fatalf("billing's policy lost: %+v", adminConfig(t, m))
+	}
 }

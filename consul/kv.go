@@ -38,7 +38,8 @@ const (
 // A key that does not validate is rejected on its own: its block keeps its
 // last good version and the others update. A key deleted from Consul
 // removes its block, but only when the KV read succeeded: errors never
-// count as deletions. Stale reads are allowed; the staleness of each answer
+// count as deletions, nor do keys the ACLs hid (an answer Consul filtered
+// by ACLs counts as an error). Stale reads are allowed; the staleness of each answer
 // (X-Consul-LastContact) goes to onContact.
 type kvWatch struct {
 	kv        *api.KV
@@ -98,6 +99,14 @@ func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 			pairs, meta, err := s.kv.List(s.prefix+"/", q)
 			if err != nil {
 				return blocking.Result{}, err
+			}
+			if meta.ResultsFilteredByACLs {
+				// Consul hid keys the token may not read: the answer is
+				// not the policy, and keys missing from it are no
+				// deletions. A revoked or narrowed token keeps the
+				// policy in force, and the error names the rule.
+				return blocking.Result{}, &ACLError{Rule: keyRule(s.prefix), Access: "read", For: "the policy under " + s.prefix + "/",
+					Err: errors.New("Consul filtered the KV list by ACLs (X-Consul-Results-Filtered-By-ACLs)")}
 			}
 			if s.onContact != nil {
 				s.onContact(meta.LastContact)
