@@ -119,6 +119,9 @@ func billingTimeout(d string) string {
 // partitioned: no call fails, both meshes keep their policy, and a write
 // made during the disturbance applies once it is over.
 func TestConsulClusterDisturbance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster of five agents: not in -short")
+	}
 	t.Parallel()
 	begin := time.Now()
 	c := consultest.StartCluster(t, 3, 2)
@@ -178,6 +181,7 @@ func TestConsulClusterDisturbance(t *testing.T) {
 	putRetry(t, c, "inmesh/services/billing", billingTimeout("8s"))
 	keep("server partitioned")
 	c.Resume(p)
+	resumed := time.Now()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -187,6 +191,7 @@ func TestConsulClusterDisturbance(t *testing.T) {
 	meshtest.Eventually(t, 30*time.Second, "the write made during the disturbance applied", func() bool {
 		return applied(web, "8s") && applied(billing, "8s")
 	})
+	t.Logf("the write made during the partition applied by both meshes %v after the resume", time.Since(resumed))
 	tr.end()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()

@@ -9,6 +9,9 @@ import (
 )
 
 func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster of five agents: not in -short")
+	}
 	t.Parallel()
 	start := time.Now()
 	c := StartCluster(t, 3, 2)
