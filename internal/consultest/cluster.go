@@ -185,7 +185,7 @@ func (m *Member) writeConfig(servers int, join []string) error {
 			"http": m.ports[0], "serf_lan": m.ports[1], "serf_wan": m.ports[2], "server": m.ports[3],
 			"dns": -1, "grpc": -1, "grpc_tls": -1, "https": -1,
 		},
-		"connect":     map[string]any{"enabled": true},
+		"connect": map[string]any{"enabled": true},
 		// raft_multiplier 1: a dead leader is replaced in 1 to 3 s. The
 		// LAN gossip keeps Consul's timings: shorter probes made members
 		// flap between failed and alive on a loaded machine, and a
