@@ -206,3 +206,30 @@ func TestConsulACLNarrowedTokenKeepsPolicy(t *testing.T) {
 		t.Fatalf("billing's policy lost or changed: %+v, want timeout %s kept", e, kept)
 	}
 }
+
+// TestConsulConfigTokenOnEveryRequest gives Config.Token to a client that
+// has none, through a counting proxy: every request the control plane
+// sends, for the policy, the config entries, the endpoints, the leaf, the
+// intentions, the registration and the status, carries the token.
+func TestConsulConfigTokenOnEveryRequest(t *testing.T) {
+	t.Parallel()
+	agent := consultest.StartACL(t)
+	putKV(t, agent.Client, "inmesh/services/billing", "{}")
+	putKV(t, agent.Client, "inmesh/services/web", "{}")
+	if _, _, err := agent.Client.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "billing",
+		Sources: []*api.SourceIntention{{Name: "web", Action: api.IntentionActionAllow}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	counter := agent.Counting(t)
+	billing := meshWith(t, consul.Config{Client: counter.Client, Token: aclToken(t, agent, leastPrivilege("billing"))}, "billing")
+	serveRegistered(t, billing, "ok")
+	web := meshWith(t, consul.Config{Client: counter.Client, Token: aclToken(t, agent, leastPrivilege("web", "billing"))}, "web")
+	meshtest.Eventually(t, 20*time.Second, "web reaches billing", func() bool {
+		code, body, err := get(t, web, "http://billing/x")
+		return err == nil && code == http.StatusOK && body == "ok"
+	})
+	if n := counter.WithoutToken(); len(n) > 0 {
+		t.Fatalf("requests without the token: %v (all: %v)", n, counter.Requests())
+	}
+	t.Logf("requests: %v", counter.Requests())
+}
