@@ -41,6 +41,7 @@ const sidecarSuffix = "-sidecar-proxy"
 // the client calls, from its first call.
 type entryHub struct {
 	client *api.Client
+	token  string // ACL token of the queries; "": the client's own
 	log    *slog.Logger
 	val    value[struct{}] // the goroutines of the watches
 
@@ -58,18 +59,26 @@ type entryHub struct {
 
 var hubs = struct {
 	mu sync.Mutex
-	m  map[*api.Client]*entryHub
-}{m: map[*api.Client]*entryHub{}}
+	m  map[hubKey]*entryHub
+}{m: map[hubKey]*entryHub{}}
 
-// hubOf returns the hub of client, started at its first user, with one
-// more reference.
-func hubOf(client *api.Client, logger *slog.Logger) *entryHub {
+// hubKey names a hub: control planes share one when they share the client
+// and the token (Config.Token), since what Consul answers depends on both.
+type hubKey struct {
+	client *api.Client
+	token  string
+}
+
+// hubOf returns the hub of client and token ("": the client's own), started
+// at its first user, with one more reference.
+func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 	hubs.mu.Lock()
 	defer hubs.mu.Unlock()
-	h := hubs.m[client]
+	h := hubs.m[hubKey{client, token}]
 	if h == nil {
 		h = &entryHub{
 			client:   client,
+			token:    token,
 			log:      logger,
 			names:    map[string]map[string]bool{},
 			defaults: map[string]*api.ServiceConfigEntry{},
@@ -83,7 +92,7 @@ func hubOf(client *api.Client, logger *slog.Logger) *entryHub {
 			h.val.run(func(ctx context.Context) { h.watchList(ctx, kind) })
 		}
 		h.val.run(h.watchCatalog)
-		hubs.m[client] = h
+		hubs.m[hubKey{client, token}] = h
 	}
 	h.refs++
 	return h
@@ -95,7 +104,7 @@ func (h *entryHub) release() {
 	h.refs--
 	last := h.refs == 0
 	if last {
-		delete(hubs.m, h.client)
+		delete(hubs.m, hubKey{h.client, h.token})
 	}
 	hubs.mu.Unlock()
 	if last {
@@ -185,7 +194,7 @@ var _ policy.Source = (*configEntries)(nil)
 func newConfigEntries(client *api.Client, self string, kv *kvWatch, logger *slog.Logger) *configEntries {
 	logger = orDefault(logger)
 	c := &configEntries{
-		hub:     hubOf(client, logger),
+		hub:     hubOf(client, kv.token, logger),
 		self:    self,
 		kv:      kv,
 		log:     logger,
@@ -439,7 +448,7 @@ func (h *entryHub) watchList(ctx context.Context, kind string) {
 	first := true
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
 			entries, meta, err := h.client.ConfigEntries().List(kind, q)
 			if err != nil {
 				return blocking.Result{}, err
@@ -479,7 +488,7 @@ func (h *entryHub) watchCatalog(ctx context.Context) {
 	first := true
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true, Filter: catalogFilter}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true, Filter: catalogFilter}, h.token).WithContext(ctx)
 			services, meta, err := h.client.Catalog().Services(q)
 			if err != nil {
 				return blocking.Result{}, err
@@ -529,7 +538,7 @@ func (h *entryHub) watchChain(service string) {
 func (h *entryHub) runChain(ctx context.Context, service string) {
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
 			resp, meta, err := h.client.DiscoveryChain().Get(service, nil, q)
 			if err != nil {
 				return blocking.Result{}, err

@@ -52,15 +52,16 @@ func NewIdentitySource(ctx context.Context, client *api.Client, service string, 
 	if client == nil {
 		return nil, errNoClient
 	}
-	s := startIdentity(client, service, orDefault(logger))
+	s := startIdentity(client, "", service, orDefault(logger))
 	if err := s.val.await(ctx, "Connect identity for "+service, s.last.load); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// startIdentity starts the watches and returns at once.
-func startIdentity(client *api.Client, service string, logger *slog.Logger) *IdentitySource {
+// startIdentity starts the watches, with token ("": the Client's own), and
+// returns at once.
+func startIdentity(client *api.Client, token, service string, logger *slog.Logger) *IdentitySource {
 	s := &IdentitySource{agent: client.Agent(), service: service, log: logger}
 	s.val.start()
 	onErr := func(what string) func(error, int, time.Duration) {
@@ -73,7 +74,7 @@ func startIdentity(client *api.Client, service string, logger *slog.Logger) *Ide
 		}
 	}
 	leafLoop := &blocking.Loop{OnError: onErr("leaf"), Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-		leaf, meta, err := s.agent.ConnectCALeaf(service, (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx))
+		leaf, meta, err := s.agent.ConnectCALeaf(service, query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}, token).WithContext(ctx))
 		if err != nil {
 			return blocking.Result{}, err
 		}
@@ -86,7 +87,7 @@ func startIdentity(client *api.Client, service string, logger *slog.Logger) *Ide
 		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 	}}
 	rootsLoop := &blocking.Loop{OnError: onErr("roots"), Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-		roots, meta, err := s.agent.ConnectCARoots((&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx))
+		roots, meta, err := s.agent.ConnectCARoots(query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}, token).WithContext(ctx))
 		if err != nil {
 			return blocking.Result{}, err
 		}

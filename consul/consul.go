@@ -29,6 +29,10 @@ type Config struct {
 	// "" means Prefix + "-status". It lies outside Prefix, so that the
 	// fleet's reports never wake the policy's watch.
 	StatusPrefix string
+	// Token is the ACL token of every request the control plane makes; ""
+	// means the Client's own (CONSUL_HTTP_TOKEN, with api.DefaultConfig).
+	// The README lists the permissions a mesh needs; see ACLError.
+	Token string
 }
 
 // ControlPlane is Consul as a mesh's control plane (a mesh.ControlPlane):
@@ -108,6 +112,9 @@ func (cp *ControlPlane) Policy(w mesh.Workload) (policy.Source, error) {
 	if err := cp.check(); err != nil {
 		return nil, err
 	}
+	if err := cp.preflight(w.Service); err != nil {
+		return nil, err
+	}
 	return cp.configEntries(w)
 }
 
@@ -119,7 +126,9 @@ func (cp *ControlPlane) configEntries(w mesh.Workload) (*configEntries, error) {
 		cp.mu.Unlock()
 		return c, nil
 	}
-	c := newConfigEntries(cp.cfg.Client, w.Service, newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness), w.Logger)
+	kv := newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness)
+	kv.token = cp.cfg.Token
+	c := newConfigEntries(cp.cfg.Client, w.Service, kv, w.Logger)
 	cp.entries = c
 	cp.mu.Unlock()
 	if err := cp.track(c); err != nil {
@@ -136,6 +145,7 @@ func (cp *ControlPlane) Endpoints(w mesh.Workload) (mesh.EndpointSource, error) 
 		return nil, err
 	}
 	s := startEndpoints(cp.cfg.Client, orDefault(w.Logger))
+	s.token = cp.cfg.Token // before any watch starts
 	entries, err := cp.configEntries(w)
 	if err != nil {
 		s.Close()
@@ -155,8 +165,11 @@ func (cp *ControlPlane) Identity(ctx context.Context, w mesh.Workload) (identity
 	if err := cp.check(); err != nil {
 		return nil, err
 	}
-	s, err := NewIdentitySource(ctx, cp.cfg.Client, w.Service, w.Logger)
-	if err != nil {
+	if err := cp.checkLeaf(ctx, w.Service); err != nil {
+		return nil, err
+	}
+	s := startIdentity(cp.cfg.Client, cp.cfg.Token, w.Service, orDefault(w.Logger))
+	if err := s.val.await(ctx, "Connect identity for "+w.Service, s.last.load); err != nil {
 		return nil, err
 	}
 	if err := cp.track(s); err != nil {
@@ -172,7 +185,7 @@ func (cp *ControlPlane) Authorizer(w mesh.Workload) (*mesh.Authorization, error)
 	if err := cp.check(); err != nil {
 		return nil, err
 	}
-	s := startIntentions(cp.cfg.Client, w.Service, orDefault(w.Logger))
+	s := startIntentions(cp.cfg.Client, cp.cfg.Token, w.Service, orDefault(w.Logger))
 	if err := cp.track(s); err != nil {
 		return nil, err
 	}
@@ -210,7 +223,8 @@ func (cp *ControlPlane) Register(ctx context.Context, w mesh.Workload, inst mesh
 			DeregisterCriticalServiceAfter: "1m",
 		},
 	}
-	if err := cp.cfg.Client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+	if err := cp.cfg.Client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{Token: cp.cfg.Token}.WithContext(ctx)); err != nil {
+		err = denied(err, serviceRule(w.Service), "write", "registering "+w.Service)
 		return fmt.Errorf("consul: registering %s: %w", inst.ID, err)
 	}
 	cp.mu.Lock()
@@ -234,7 +248,7 @@ func (cp *ControlPlane) Close() error {
 	var errs []error
 	for _, key := range reported {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := cp.cfg.Client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		if _, err := cp.cfg.Client.KV().Delete(key, write(&api.WriteOptions{}, cp.cfg.Token).WithContext(ctx)); err != nil {
 			errs = append(errs, fmt.Errorf("consul: deleting the status %s: %w", key, err))
 		}
 		cancel()
@@ -243,7 +257,7 @@ func (cp *ControlPlane) Close() error {
 		// Close takes no context; each deregistration gets a bounded one,
 		// so an unreachable agent delays Close by at most 5 s per instance.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		q := (&api.QueryOptions{}).WithContext(ctx)
+		q := query(&api.QueryOptions{}, cp.cfg.Token).WithContext(ctx)
 		if err := cp.cfg.Client.Agent().ServiceDeregisterOpts(id, q); err != nil {
 			errs = append(errs, fmt.Errorf("consul: deregistering %s: %w", id, err))
 		}

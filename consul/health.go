@@ -52,6 +52,7 @@ func TagLabel(tag string) string { return "tag:" + tag }
 // EndpointSource is safe for concurrent use. Close stops its goroutines.
 type EndpointSource struct {
 	health *api.Health
+	token  string // ACL token of the queries; "": the Client's own
 	log    *slog.Logger
 	val    value[discovery.Snapshot]
 
@@ -161,7 +162,7 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 	explained := false // whether this empty spell of service was explained
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, s.token).WithContext(ctx)
 			// With config entries, warning instances count (unless a
 			// resolver subset says OnlyPassing), as for Envoy.
 			entries, meta, err := s.health.Connect(service, "", s.entries == nil, q)
@@ -196,7 +197,7 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 // mesh never calls (it could not verify them). It asks the plain health
 // endpoint once, without blocking.
 func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
-	q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	q := query(&api.QueryOptions{AllowStale: true}, s.token).WithContext(ctx)
 	plain, _, err := s.health.Service(service, "", true, q)
 	if err != nil || len(plain) == 0 {
 		return

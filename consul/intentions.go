@@ -257,16 +257,17 @@ func NewIntentionsSource(ctx context.Context, client *api.Client, service string
 	if client == nil {
 		return nil, errNoClient
 	}
-	s := startIntentions(client, service, orDefault(logger))
+	s := startIntentions(client, "", service, orDefault(logger))
 	if err := s.val.await(ctx, "intentions of "+service, s.last.load); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// startIntentions starts the watch and returns at once: until the first
-// answer, Current is nil and every caller is denied.
-func startIntentions(client *api.Client, service string, logger *slog.Logger) *IntentionsSource {
+// startIntentions starts the watch, with token ("": the Client's own), and
+// returns at once: until the first answer, Current is nil and every caller
+// is denied.
+func startIntentions(client *api.Client, token, service string, logger *slog.Logger) *IntentionsSource {
 	s := &IntentionsSource{}
 	s.val.start()
 	entries := client.ConfigEntries()
@@ -274,13 +275,13 @@ func startIntentions(client *api.Client, service string, logger *slog.Logger) *I
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			if defaultAllow == nil {
-				allow, err := aclDefaultAllow(ctx, client)
+				allow, err := aclDefaultAllow(ctx, client, token)
 				if err != nil {
 					return blocking.Result{}, fmt.Errorf("reading the agent's ACL default policy: %w", err)
 				}
 				defaultAllow = &allow
 			}
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, token).WithContext(ctx)
 			e, meta, err := entries.Get(api.ServiceIntentions, service, q)
 			var entry *api.ServiceIntentionsConfigEntry
 			switch {
@@ -291,7 +292,7 @@ func startIntentions(client *api.Client, service string, logger *slog.Logger) *I
 				// at once: the watch would spin. The list of entries
 				// answers with the same index, and says whether ours
 				// appeared meanwhile.
-				entry, meta, err = listedIntentions(ctx, entries, service)
+				entry, meta, err = listedIntentions(ctx, entries, token, service)
 				if err != nil {
 					return blocking.Result{}, err
 				}
@@ -350,8 +351,8 @@ func (s *IntentionsSource) Close() error {
 // index is the one a blocking read of the single entry waits on. It is the
 // read after a 404, not a watch: the list changes with every entry, the
 // single entry only with ours.
-func listedIntentions(ctx context.Context, entries *api.ConfigEntries, service string) (*api.ServiceIntentionsConfigEntry, *api.QueryMeta, error) {
-	list, meta, err := entries.List(api.ServiceIntentions, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
+func listedIntentions(ctx context.Context, entries *api.ConfigEntries, token, service string) (*api.ServiceIntentionsConfigEntry, *api.QueryMeta, error) {
+	list, meta, err := entries.List(api.ServiceIntentions, query(&api.QueryOptions{AllowStale: true}, token).WithContext(ctx))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -372,12 +373,19 @@ func isNotFound(err error) bool {
 }
 
 // aclDefaultAllow reads the agent's ACL default policy: allow when ACLs
-// are off, as Consul itself decides unmatched intentions then.
-func aclDefaultAllow(ctx context.Context, client *api.Client) (bool, error) {
+// are off, as Consul itself decides unmatched intentions then. Reading it
+// takes agent read, which a least-privilege token need not have: a 403
+// means ACLs are on and the token was refused, and it is taken for the
+// default deny (with default allow, a token is refused only by a rule that
+// denies, rare for agent read; deny is the safe side of the doubt).
+func aclDefaultAllow(ctx context.Context, client *api.Client, token string) (bool, error) {
 	// Agent().Self takes no context; the raw query does, so a frozen agent
 	// cannot hold Close.
 	var self map[string]map[string]any
-	if _, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+	if _, err := client.Raw().Query("/v1/agent/self", &self, query(&api.QueryOptions{}, token).WithContext(ctx)); err != nil {
+		if isForbidden(err) {
+			return false, nil
+		}
 		return false, err
 	}
 	dbg := self["DebugConfig"]

@@ -38,13 +38,15 @@ const (
 // A key that does not validate is rejected on its own: its block keeps its
 // last good version and the others update. A key deleted from Consul
 // removes its block, but only when the KV read succeeded: errors never
-// count as deletions. Stale reads are allowed; the staleness of each answer
+// count as deletions, nor do keys the ACLs hid (an answer Consul filtered
+// by ACLs counts as an error). Stale reads are allowed; the staleness of each answer
 // (X-Consul-LastContact) goes to onContact.
 type kvWatch struct {
 	kv        *api.KV
 	prefix    string
 	log       *slog.Logger
 	onContact func(time.Duration) // nil: none
+	token     string              // ACL token of the queries; "": the Client's own
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
 	last *policy.Document    // the document last emitted
@@ -93,10 +95,18 @@ func (s *kvWatch) String() string { return "consul:" + s.prefix }
 func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, s.token).WithContext(ctx)
 			pairs, meta, err := s.kv.List(s.prefix+"/", q)
 			if err != nil {
 				return blocking.Result{}, err
+			}
+			if meta.ResultsFilteredByACLs {
+				// Consul hid keys the token may not read: the answer is
+				// not the policy, and keys missing from it are no
+				// deletions. A revoked or narrowed token keeps the
+				// policy in force, and the error names the rule.
+				return blocking.Result{}, &ACLError{Rule: keyRule(s.prefix), Access: "read", For: "the policy under " + s.prefix + "/",
+					Err: errors.New("Consul filtered the KV list by ACLs (X-Consul-Results-Filtered-By-ACLs)")}
 			}
 			if s.onContact != nil {
 				s.onContact(meta.LastContact)

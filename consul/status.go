@@ -37,7 +37,8 @@ func (cp *ControlPlane) ReportStatus(ctx context.Context, st mesh.PolicyStatus) 
 		return fmt.Errorf("consul: status of %s: %w", st.Instance, err)
 	}
 	key := cp.cfg.StatusPrefix + "/" + st.Service + "/" + st.Instance
-	if _, err := cp.cfg.Client.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, err := cp.cfg.Client.KV().Put(&api.KVPair{Key: key, Value: value}, write(&api.WriteOptions{}, cp.cfg.Token).WithContext(ctx)); err != nil {
+		err = denied(err, keyRule(cp.cfg.StatusPrefix), "write", "the status reports under "+cp.cfg.StatusPrefix+"/")
 		return fmt.Errorf("consul: writing the status %s: %w", key, err)
 	}
 	cp.mu.Lock()
@@ -72,7 +73,7 @@ func FleetStatus(ctx context.Context, cfg Config) ([]ServiceStatus, error) {
 		return nil, fmt.Errorf("consul: FleetStatus: no Client")
 	}
 	prefix := statusPrefix(cfg)
-	pairs, _, err := cfg.Client.KV().List(prefix+"/", (&api.QueryOptions{}).WithContext(ctx))
+	pairs, _, err := cfg.Client.KV().List(prefix+"/", query(&api.QueryOptions{}, cfg.Token).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("consul: reading %s/: %w", prefix, err)
 	}
@@ -87,7 +88,7 @@ func FleetStatus(ctx context.Context, cfg Config) ([]ServiceStatus, error) {
 		if ss == nil {
 			ss = &ServiceStatus{Service: st.Service, Versions: map[string][]mesh.PolicyStatus{}}
 			byService[st.Service] = ss
-			entries, _, err := cfg.Client.Catalog().Service(st.Service, "", (&api.QueryOptions{}).WithContext(ctx))
+			entries, _, err := cfg.Client.Catalog().Service(st.Service, "", query(&api.QueryOptions{}, cfg.Token).WithContext(ctx))
 			if err != nil {
 				return nil, fmt.Errorf("consul: catalog of %s: %w", st.Service, err)
 			}

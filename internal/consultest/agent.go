@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +69,15 @@ type Agent struct {
 	ports [4]int // http, serf lan, serf wan, server
 	log   *bytes.Buffer
 
+	// hcl is extra agent configuration (-hcl); httpsOnly serves the API on
+	// HTTPS at ports[0] and not HTTP; ready, when set, replaces the
+	// readiness check.
+	hcl       []string
+	httpsOnly bool
+	caPEM     []byte
+	newClient func(a *Agent) (*api.Client, error)
+	ready     func(ctx context.Context) error
+
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	waitErr chan error
@@ -80,16 +88,18 @@ type Agent struct {
 // binary is installed, unless the CI variable is set: then it fails t.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	bin, err := Binary()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%v (CI is set: a missing Consul agent is a failure)", err)
-		}
-		t.Skip(err)
-	}
+	return startAgent(t, func(*Agent) {})
+}
+
+// startAgent starts a dev agent that setup configures once its ports are
+// chosen.
+func startAgent(t testing.TB, setup func(*Agent)) *Agent {
+	t.Helper()
+	bin := binaryOrSkip(t)
 	var lastErr error
 	for range 3 { // a free port can be taken between choosing and binding
 		a := &Agent{bin: bin}
+		setup(a)
 		if lastErr = a.pickPorts(); lastErr != nil {
 			continue
 		}
@@ -113,6 +123,11 @@ func (a *Agent) pickPorts() error {
 		_ = ln.Close()
 	}
 	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.ports[0]))
+	if a.newClient != nil {
+		c, err := a.newClient(a)
+		a.Client = c
+		return err
+	}
 	cfg := api.DefaultConfig()
 	cfg.Address = a.HTTPAddr
 	c, err := api.NewClient(cfg)
@@ -124,14 +139,22 @@ func (a *Agent) pickPorts() error {
 func (a *Agent) start() error {
 	a.mu.Lock()
 	a.log = &bytes.Buffer{}
-	cmd := exec.Command(a.bin, "agent", "-dev",
+	args := []string{"agent", "-dev",
 		"-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+strconv.Itoa(a.ports[0]),
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port="+strconv.Itoa(a.ports[1]),
-		"-serf-wan-port="+strconv.Itoa(a.ports[2]),
-		"-server-port="+strconv.Itoa(a.ports[3]),
-		"-log-level=warn")
+		"-serf-lan-port=" + strconv.Itoa(a.ports[1]),
+		"-serf-wan-port=" + strconv.Itoa(a.ports[2]),
+		"-server-port=" + strconv.Itoa(a.ports[3]),
+		"-log-level=warn"}
+	if a.httpsOnly {
+		args = append(args, "-hcl", fmt.Sprintf("ports { http = -1, https = %d }", a.ports[0]))
+	} else {
+		args = append(args, "-http-port="+strconv.Itoa(a.ports[0]))
+	}
+	for _, h := range a.hcl {
+		args = append(args, "-hcl", h)
+	}
+	cmd := exec.Command(a.bin, args...)
 	cmd.Stdout = a.log
 	cmd.Stderr = a.log
 	if err := cmd.Start(); err != nil {
@@ -153,8 +176,6 @@ func (a *Agent) start() error {
 }
 
 func (a *Agent) waitReady(ctx context.Context) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
 	for {
 		select {
 		case err := <-a.waitErr:
@@ -164,7 +185,11 @@ func (a *Agent) waitReady(ctx context.Context) error {
 		}
 		leader, err := a.Client.Status().Leader()
 		if err == nil && leader != "" {
-			if _, _, err := a.Client.Agent().ConnectCARoots(nil); err == nil {
+			_, _, err := a.Client.Agent().ConnectCARoots(nil)
+			if err == nil && a.ready != nil {
+				err = a.ready(ctx)
+			}
+			if err == nil {
 				return nil
 			}
 		}

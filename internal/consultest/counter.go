@@ -23,6 +23,7 @@ type Counter struct {
 	mu       sync.Mutex
 	byPath   map[string]int // requests started, by URL path
 	inFlight map[string]int // requests not answered yet, by URL path
+	noToken  map[string]int // requests without an ACL token, by URL path
 }
 
 // Counting starts a counting proxy in front of a for t; it is closed when
@@ -34,7 +35,7 @@ func (a *Agent) Counting(t testing.TB) *Counter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Counter{byPath: map[string]int{}, inFlight: map[string]int{}}
+	c := &Counter{byPath: map[string]int{}, inFlight: map[string]int{}, noToken: map[string]int{}}
 	forward := &http.Transport{}
 	proxy := &httputil.ReverseProxy{
 		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
@@ -48,6 +49,9 @@ func (a *Agent) Counting(t testing.TB) *Counter {
 		c.mu.Lock()
 		c.byPath[path]++
 		c.inFlight[path]++
+		if r.Header.Get("X-Consul-Token") == "" && r.URL.Query().Get("token") == "" {
+			c.noToken[path]++
+		}
 		c.mu.Unlock()
 		defer func() {
 			c.mu.Lock()
@@ -77,6 +81,14 @@ func (c *Counter) Requests() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.byPath)
+}
+
+// WithoutToken returns the number of requests that carried no ACL token
+// (no X-Consul-Token header, no token parameter), by URL path.
+func (c *Counter) WithoutToken() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.noToken)
 }
 
 // InFlight returns the number of requests not answered yet, by URL path:
