@@ -35,15 +35,7 @@ func (v *validator) routeConditions(m *Match) {
 			mi := v.pushIndex(i)
 			h := &m.Header[i]
 			v.conditionName(h.Name)
-			ops := 0
-			for _, set := range []bool{h.Present, h.Exact != "", h.Prefix != "", h.Suffix != "", h.Regex != ""} {
-				if set {
-					ops++
-				}
-			}
-			if ops > 1 {
-				v.add("at most one of present, exact, prefix, suffix and regex")
-			}
+			v.atMostOne("present, exact, prefix, suffix and regex", h.Present, h.Exact != "", h.Prefix != "", h.Suffix != "", h.Regex != "")
 			if h.Regex != "" {
 				v.regex("regex", h.Regex)
 			}
@@ -59,21 +51,27 @@ func (v *validator) routeConditions(m *Match) {
 			if q.Name == "" {
 				v.addAt("name", "a query parameter needs a name")
 			}
-			ops := 0
-			for _, set := range []bool{q.Present, q.Exact != "", q.Regex != ""} {
-				if set {
-					ops++
-				}
-			}
-			if ops > 1 {
-				v.add("at most one of present, exact and regex")
-			}
+			v.atMostOne("present, exact and regex", q.Present, q.Exact != "", q.Regex != "")
 			if q.Regex != "" {
 				v.regex("regex", q.Regex)
 			}
 			v.pop(mi)
 		}
 		v.pop(mq)
+	}
+}
+
+// atMostOne reports a condition that sets more than one of the operators
+// it names.
+func (v *validator) atMostOne(names string, set ...bool) {
+	n := 0
+	for _, s := range set {
+		if s {
+			n++
+		}
+	}
+	if n > 1 {
+		v.add("at most one of %s", names)
 	}
 }
 

@@ -207,11 +207,18 @@ func (a *Agent) Stop() {
 	cmd, waitErr := a.cmd, a.waitErr
 	a.cmd = nil
 	a.mu.Unlock()
+	stopProcess(cmd, waitErr, syscall.SIGTERM)
+}
+
+// stopProcess sends cmd sig (after SIGCONT, so that a paused process gets
+// it) and waits for it, killing it after 10 s; a nil cmd is stopped
+// already.
+func stopProcess(cmd *exec.Cmd, waitErr chan error, sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(sig)
 	select {
 	case <-waitErr:
 	case <-time.After(10 * time.Second):

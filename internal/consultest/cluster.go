@@ -234,12 +234,7 @@ func (m *Member) kill() {
 	cmd, waitErr := m.cmd, m.waitErr
 	m.cmd = nil
 	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Kill()
-	<-waitErr
+	stopProcess(cmd, waitErr, syscall.SIGKILL)
 }
 
 // Log returns what the member printed since it last started.
