@@ -415,6 +415,7 @@ type Effective struct {
 	TLS                string            // "" means: strict when the mesh has an identity
 	Hedge              *Hedge            // nil: no hedging; Max defaulted (1), NonIdempotent set
 	Fault              *Fault            // nil: no fault injection
+	ConnectTimeout     time.Duration     // 0: the transport's default
 }
 
 // ResolvedRoute is a route of a [ResolvedService].
@@ -423,7 +424,12 @@ type ResolvedRoute struct {
 	// document, or "" for the implicit route of a service without routes.
 	Name      string           `json:"name"`
 	Match     Match            `json:"match"`           // methods upper case
-	Split     []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
+	// Split is empty for all endpoints of the service. When an entry or a
+	// failover target of the split names another service, every entry and
+	// target names the service it calls (the route's own filled in);
+	// otherwise the split is the document's, each entry of the route's
+	// own service (Service "").
+	Split []WeightedSubset `json:"split,omitempty"`
 	Effective Effective        `json:"effective"`       // defaults ⊕ service ⊕ route
 }
 
