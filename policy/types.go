@@ -422,15 +422,15 @@ type Effective struct {
 type ResolvedRoute struct {
 	// Name is the route's name, "route[<index>]" for an unnamed route of the
 	// document, or "" for the implicit route of a service without routes.
-	Name      string           `json:"name"`
-	Match     Match            `json:"match"`           // methods upper case
+	Name  string `json:"name"`
+	Match Match  `json:"match"` // methods upper case
 	// Split is empty for all endpoints of the service. When an entry or a
 	// failover target of the split names another service, every entry and
 	// target names the service it calls (the route's own filled in);
 	// otherwise the split is the document's, each entry of the route's
 	// own service (Service "").
-	Split []WeightedSubset `json:"split,omitempty"`
-	Effective Effective        `json:"effective"`       // defaults ⊕ service ⊕ route
+	Split     []WeightedSubset `json:"split,omitempty"`
+	Effective Effective        `json:"effective"` // defaults ⊕ service ⊕ route
 }
 
 // ResolvedService is the resolved policy of one service. Treat it as read-only.
