@@ -135,12 +135,14 @@ func (c *Call) RouteName() string {
 	return c.Route.Name
 }
 
-// SubsetName is the subset the split chose, "" before or without a split.
+// SubsetName is the subset the split chose, "" before or without a split:
+// "service/subset" for another service's, "v2 (failover from v1)" when the
+// call failed over (SplitEntry.Failover).
 func (c *Call) SubsetName() string {
-	if c.Entry == nil {
+	if c.Entry == nil || c.Pool == nil {
 		return ""
 	}
-	return c.Entry.Subset
+	return c.Pool.Label
 }
 
 // Fail returns the error of this call failed at layer for cause err.
@@ -176,6 +178,12 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 	if len(rt.Split) > 0 {
 		c.Entry = rt.PickSplit(rand.IntN(rt.Total))
 		c.Pool = c.Entry.Pool
+		if c.Entry.Failover != nil {
+			if c.Pool = c.Entry.choose(c.Now); c.Pool == nil {
+				c.Pool = c.Entry.Pool
+				return c.Fail(LayerDiscovery, noFailover(c.Dest.Name, c.Entry))
+			}
+		}
 	}
 	if len(c.Pool.Hosts) == 0 {
 		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
@@ -473,6 +481,14 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 	}
 	if c.picks {
 		c.Host = c.Pool.Pick(c.Host, c.Now)
+		if c.Host == nil && c.Entry != nil && c.Entry.Failover != nil {
+			// The hosts went unavailable since the call started: a
+			// retry fails over too.
+			if p := c.Entry.choose(c.Now); p != nil {
+				c.Pool, a.Pool = p, p
+				c.Host = p.Pick(nil, c.Now)
+			}
+		}
 		if c.Host == nil {
 			a.permit.Release()
 			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))

@@ -25,6 +25,8 @@ type Destination struct {
 	// attempt; nil when off. Shed counts its refusals.
 	Limiter *resilience.Limiter
 	Shed    *telemetry.Counter
+	// needs lists the other services the splits call (Needs).
+	needs
 	// TLS is the service-level TLS mode, strict or disable. gRPC uses it
 	// for its connections, which every route of the service shares (a
 	// route's own tls override applies to HTTP only).
@@ -108,6 +110,9 @@ type SplitEntry struct {
 	Weight int
 	Cum    int
 	Pool   *Pool
+	// Failover are the pools the entry's calls use, in order, while Pool
+	// has no available host; nil without failover.
+	Failover []*Pool
 }
 
 // Pool is the set of hosts one subset selects, with the route's picker.
@@ -115,6 +120,19 @@ type Pool struct {
 	Subset string
 	Hosts  []*discovery.Host
 	Picker discovery.Picker
+	// Service is the service the hosts belong to, whose identity they
+	// prove: the destination's, or another's for a split to it.
+	Service string
+	// Label names the pool in errors and telemetry (Call.SubsetName): the
+	// subset, "service/subset" (or "service") of another service, with "
+	// (failover from <entry>)" for a failover target.
+	Label string
+	// MTLS says the attempts speak mTLS (the route's tls for the
+	// destination's own hosts, the service's for another's).
+	MTLS bool
+	// ConnectTimeout bounds the dial and TLS handshake of a new
+	// connection to a host; 0: the transport's default.
+	ConnectTimeout time.Duration
 }
 
 // PickSplit chooses the split entry for a call. r is uniform in [0, Total).
