@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
+	"github.com/inmesh/inmesh/policy"
 )
 
 // Split entries that call another service, failover, connect_timeout, in
@@ -144,6 +148,26 @@ services:
 		}
 		if f.Hits[0]() != 1 || f.Hits[1]() != 4 || ledger.Hits[0]()-before != 10 || f.Hits[2]() != 0 {
 			t.Fatalf("v1 saw %d calls, v2 %d, ledger %d more: want 1, 4, 10", f.Hits[0](), f.Hits[1](), ledger.Hits[0]()-before)
+		}
+		ex, err := f.client.Explain(meshtest.MustRequest(t, http.MethodGet, "http://billing/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []mesh.SplitTarget{{Service: "billing", Subset: "v1", Weight: 1, Endpoints: 1, Available: 0,
+			Failover: []mesh.SplitTarget{
+				{Service: "billing", Subset: "v2", Endpoints: 1, Available: 0},
+				{Service: "ledger", Endpoints: 1, Available: 1},
+			},
+			Now: "ledger (failover from v1)"}}
+		if !reflect.DeepEqual(ex.Targets, want) {
+			t.Errorf("Explain targets %+v, want %+v", ex.Targets, want)
+		}
+		if !strings.Contains(ex.Reasons.Split, "v1 has no available endpoint: its calls go to ledger (failover from v1)") {
+			t.Errorf("Explain split reason %q says nothing of the failover", ex.Reasons.Split)
+		}
+		wantSplit := []mesh.WeightedSubset{{Subset: "v1", Weight: 1, Failover: []policy.Target{{Subset: "v2"}, {Service: "ledger"}}}}
+		if !reflect.DeepEqual(ex.Split, wantSplit) {
+			t.Errorf("Explain split %+v, want %+v", ex.Split, wantSplit)
 		}
 	}, allModes...)
 }

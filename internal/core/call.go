@@ -179,7 +179,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		c.Entry = rt.PickSplit(rand.IntN(rt.Total))
 		c.Pool = c.Entry.Pool
 		if c.Entry.Failover != nil {
-			if c.Pool = c.Entry.choose(c.Now); c.Pool == nil {
+			if c.Pool = c.Entry.Choose(c.Now); c.Pool == nil {
 				c.Pool = c.Entry.Pool
 				return c.Fail(LayerDiscovery, noFailover(c.Dest.Name, c.Entry))
 			}
@@ -484,7 +484,7 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		if c.Host == nil && c.Entry != nil && c.Entry.Failover != nil {
 			// The hosts went unavailable since the call started: a
 			// retry fails over too.
-			if p := c.Entry.choose(c.Now); p != nil {
+			if p := c.Entry.Choose(c.Now); p != nil {
 				c.Pool, a.Pool = p, p
 				c.Host = p.Pick(nil, c.Now)
 			}

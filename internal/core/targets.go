@@ -140,10 +140,10 @@ func (p *Pool) available(now time.Time) bool {
 	return false
 }
 
-// choose returns the pool a call of e uses at now: e's own while it has
+// Choose returns the pool a call of e uses at now: e's own while it has
 // an available host, else its first failover target that has one, else
 // nil.
-func (e *SplitEntry) choose(now time.Time) *Pool {
+func (e *SplitEntry) Choose(now time.Time) *Pool {
 	if e.Pool.available(now) {
 		return e.Pool
 	}
@@ -198,4 +198,24 @@ func (e *ConnectTimeoutError) Unwrap() error { return e.Err }
 func isConnectTimeout(err error) bool {
 	var ct *ConnectTimeoutError
 	return errors.As(err, &ct) || strings.Contains(err.Error(), "net/http: TLS handshake timeout")
+}
+
+// AvailableHosts returns how many hosts of p are available at now.
+func (p *Pool) AvailableHosts(now time.Time) int {
+	n := 0
+	for _, h := range p.Hosts {
+		if h.Available(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// TargetOf returns the target p is of, in a split of service: its
+// Service is "" for service's own hosts.
+func (p *Pool) TargetOf(service string) policy.Target {
+	if p.Service == service {
+		return policy.Target{Subset: p.Subset}
+	}
+	return policy.Target{Service: p.Service, Subset: p.Subset}
 }
