@@ -3,10 +3,13 @@ package meshgrpc
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,12 +205,15 @@ services:
 	})
 }
 
-// TestConnectTimeoutIsAConnectFailure: an endpoint whose listener never
-// accepts (its backlog full) outlasts connect_timeout; the attempt is a
-// connect failure, retried to the other endpoint.
+// TestConnectTimeoutIsAConnectFailure: an endpoint that accepts
+// connections and never completes a TLS handshake outlasts
+// connect_timeout; the attempt is a connect failure, retried to the other
+// endpoint (gRPC: its balancer gives the connection up and picks the
+// other endpoint), and the stuck connection is closed by the caller long
+// before any transport default (gRPC: 20s) would.
 func TestConnectTimeoutIsAConnectFailure(t *testing.T) {
 	run(t, func(t *testing.T, md mode) {
-		stuck := stuckAddr(t)
+		stuck, closed := stuckAddr(t)
 		f := startFleetWith(t, md, fleetConfig{policyFor: func(addrs ...string) string {
 			return fmt.Sprintf(`
 services:
@@ -228,29 +234,43 @@ services:
 		if f.Hits[0]() != 4 {
 			t.Fatalf("the good endpoint saw %d of 4 calls", f.Hits[0]())
 		}
-	}, modeHTTP1, modeHTTP2)
+		meshtest.Eventually(t, 10*time.Second, "the caller gives up a stuck connection", func() bool { return closed.Load() > 0 })
+	}, allModes...)
 }
 
-// stuckAddr returns the address of a TLS-less listener that never
-// completes a handshake: it accepts connections and never answers, so a
-// TLS dial to it outlasts any connect timeout.
-func stuckAddr(t *testing.T) string {
+// stuckAddr returns the address of a listener that accepts connections
+// and never answers, so a TLS handshake with it outlasts any connect
+// timeout, and the count of its connections the caller closed.
+func stuckAddr(t *testing.T) (string, *atomic.Int64) {
 	ln := listenLoopback(t)
-	done := make(chan struct{})
+	var closed atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	var conns []net.Conn
-	go func() {
-		defer close(done)
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				for _, c := range conns {
-					_ = c.Close()
-				}
 				return
 			}
+			mu.Lock()
 			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				// Read until the caller closes (its hello is never answered).
+				_, _ = io.Copy(io.Discard, c)
+				closed.Add(1)
+			})
 		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); <-done })
-	return ln.Addr().String()
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), &closed
 }

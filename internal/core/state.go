@@ -27,6 +27,10 @@ type Destination struct {
 	Shed    *telemetry.Counter
 	// needs lists the other services the splits call (Needs).
 	needs
+	// ConnectTimeout is the service-level connect_timeout (0: none), which
+	// gRPC's connections, shared by every route, apply to their TLS
+	// handshake.
+	ConnectTimeout time.Duration
 	// TLS is the service-level TLS mode, strict or disable. gRPC uses it
 	// for its connections, which every route of the service shares (a
 	// route's own tls override applies to HTTP only).
