@@ -121,7 +121,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if t.m.ensureWatched(req.Context(), d.Name) || t.m.ensureNeeds(req.Context(), d) {
+	if w, n := t.m.ensureWatched(req.Context(), d.Name), t.m.ensureNeeds(req.Context(), d); w || n {
 		// The first call to a destination starts watching its endpoints,
 		// and those of the services its splits call.
 		st = t.m.state.Load()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 	"github.com/inmesh/inmesh/policy"
@@ -273,4 +275,80 @@ func stuckAddr(t *testing.T) (string, *atomic.Int64) {
 		wg.Wait()
 	})
 	return ln.Addr().String(), &closed
+}
+
+// watchingEndpoints is an endpoint source that knows the endpoints of
+// every service of all but publishes a service's only once it is watched,
+// as Consul's does.
+type watchingEndpoints struct {
+	all     map[string][]discovery.Endpoint
+	mu      sync.Mutex
+	watched map[string][]discovery.Endpoint
+	cur     atomic.Pointer[discovery.Snapshot]
+	changed chan struct{}
+}
+
+func (e *watchingEndpoints) Watch(_ context.Context, service string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.watched[service]; ok {
+		return
+	}
+	e.watched[service] = e.all[service]
+	e.cur.Store(&discovery.Snapshot{Source: "test", Services: maps.Clone(e.watched)})
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+func (e *watchingEndpoints) Current() *discovery.Snapshot { return e.cur.Load() }
+
+func (e *watchingEndpoints) Changed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+func (e *watchingEndpoints) isWatched(service string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.watched[service]
+	return ok
+}
+
+// TestFirstCallWatchesTheSplitsServices: with a control plane that watches
+// endpoints on demand, the first call to billing, whose split calls
+// ledger, starts ledger's watch too, and reaches ledger.
+func TestFirstCallWatchesTheSplitsServices(t *testing.T) {
+	run(t, func(t *testing.T, md mode) {
+		ledger := ledgerFleet(t, md, "ledger", alwaysAnswer(ok))
+		doc, err := policy.Parse([]byte(`
+services:
+  ledger: {}
+  billing:
+    routes:
+      - {name: moved, split: [{service: ledger, weight: 1}]}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps := &watchingEndpoints{all: map[string][]discovery.Endpoint{"ledger": {{Address: ledger.addrs[0]}}},
+			watched: map[string][]discovery.Endpoint{}, changed: make(chan struct{})}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		m, err := mesh.New(ctx, mesh.WithService("enrollment"), mesh.WithControlPlane(testPlane{doc: doc, eps: eps}), mesh.WithLogger(meshtest.QuietLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		if eps.isWatched("ledger") {
+			t.Fatal("ledger watched before any call")
+		}
+		f := ledger.withClient(t, m)
+		if r := f.call(ctx); !r.ok() {
+			t.Fatalf("first call: %v", r)
+		}
+		if !eps.isWatched("billing") || !eps.isWatched("ledger") || ledger.Hits[0]() != 1 {
+			t.Fatalf("billing watched %v, ledger %v, ledger saw %d calls", eps.isWatched("billing"), eps.isWatched("ledger"), ledger.Hits[0]())
+		}
+	})
 }

@@ -186,7 +186,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		}
 	}
 	if len(c.Pool.Hosts) == 0 {
-		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+		return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
 	}
 	if rt.Eff.Timeout > 0 {
 		// Contexts run on the real time. With the system clock, the
@@ -491,7 +491,7 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		}
 		if c.Host == nil {
 			a.permit.Release()
-			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+			return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
 		}
 		a.Host = c.Host
 	}

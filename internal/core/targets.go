@@ -219,3 +219,12 @@ func (p *Pool) TargetOf(service string) policy.Target {
 	}
 	return policy.Target{Service: p.Service, Subset: p.Subset}
 }
+
+// serviceOr returns p's service, or dest when p names none (a pool built
+// by hand).
+func (p *Pool) serviceOr(dest string) string {
+	if p.Service == "" {
+		return dest
+	}
+	return p.Service
+}
