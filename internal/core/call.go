@@ -480,15 +480,14 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		a.permit = p
 	}
 	if c.picks {
-		c.Host = c.Pool.Pick(c.Host, c.Now)
-		if c.Host == nil && c.Entry != nil && c.Entry.Failover != nil {
+		if c.Entry != nil && c.Entry.Failover != nil && a.N > 1 && !c.Pool.available(c.Now) {
 			// The hosts went unavailable since the call started: a
 			// retry fails over too.
 			if p := c.Entry.Choose(c.Now); p != nil {
 				c.Pool, a.Pool = p, p
-				c.Host = p.Pick(nil, c.Now)
 			}
 		}
+		c.Host = c.Pool.Pick(c.Host, c.Now)
 		if c.Host == nil {
 			a.permit.Release()
 			return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
