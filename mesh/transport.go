@@ -355,7 +355,7 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 	switch meshMarker(resp, p.MTLS) {
 	case LayerAuthz:
 		return core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Layer: LayerAuthz,
-			Err: denial(resp.Body, c.t.m.cfg.service, c.Dest.Name), Final: true}
+			Err: denial(resp.Body, c.t.m.cfg.service, p.Service), Final: true}
 	case LayerRateLimit:
 		// The destination's rate limit refused this caller: retried as
 		// retry_on says (429), not before its Retry-After (see
@@ -364,7 +364,7 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 		if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.t.m.clock.Now()); ok {
 			o.Hint = core.Hint{Kind: core.HintAtLeast, Wait: ra}
 		}
-		o.Err = peerCause(resp.Body, "mesh: rate_limit: ", fmt.Sprintf("%s refused caller %q: rate limited", c.Dest.Name, c.t.m.cfg.service))
+		o.Err = peerCause(resp.Body, "mesh: rate_limit: ", fmt.Sprintf("%s refused caller %q: rate limited", p.Service, c.t.m.cfg.service))
 		return o
 	case LayerTimeout:
 		// The destination's copy of the deadline passed before its

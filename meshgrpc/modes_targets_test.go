@@ -28,8 +28,15 @@ import (
 // knows ledger and billing.
 func ledgerFleet(t *testing.T, md mode, server string, bs ...behaviour) *fleet {
 	t.Helper()
+	return ledgerFleetWith(t, md, server, "", bs...)
+}
+
+// ledgerFleetWith is ledgerFleet with more lines of ledger's policy (four
+// spaces in).
+func ledgerFleetWith(t *testing.T, md mode, server, more string, bs ...behaviour) *fleet {
+	t.Helper()
 	return startFleetWith(t, md, fleetConfig{server: server, names: []string{"l0", "l1"}, policyFor: func(addrs ...string) string {
-		return "services:\n  billing: {}\n  ledger:\n    endpoints:\n" + endpointLines(addrs, "") + "\n"
+		return "services:\n  billing: {}\n  ledger:\n" + more + "    endpoints:\n" + endpointLines(addrs, "") + "\n"
 	}}, bs...)
 }
 
@@ -351,4 +358,29 @@ services:
 			t.Fatalf("billing watched %v, ledger %v, ledger saw %d calls", eps.isWatched("billing"), eps.isWatched("ledger"), ledger.Hits[0]())
 		}
 	})
+}
+
+// TestSplitToAnotherServiceDenied: the denial of the service a split
+// entry calls is believed from that service's verified mesh: layer authz.
+func TestSplitToAnotherServiceDenied(t *testing.T) {
+	run(t, func(t *testing.T, md mode) {
+		ledger := ledgerFleetWith(t, md, "ledger", "    authorization: {default: deny}\n", alwaysAnswer(ok))
+		f := startFleetWith(t, md, fleetConfig{policyFor: func(addrs ...string) string {
+			return fmt.Sprintf(`
+services:
+  ledger:
+    endpoints:
+%s
+  billing:
+    endpoints:
+%s
+    routes:
+      - {name: moved, split: [{service: ledger, weight: 1}]}
+`, endpointLines(ledger.addrs, ""), endpointLines(addrs, ""))
+		}}, alwaysAnswer(ok))
+		r := f.call(context.Background())
+		if ce := r.callError(); ce == nil || ce.Layer != mesh.LayerAuthz || !strings.Contains(ce.Err.Error(), "ledger") {
+			t.Fatalf("want layer authz naming ledger, got %+v (%v)", ce, r)
+		}
+	}, modeHTTP1, modeGRPC)
 }
