@@ -454,11 +454,13 @@ type effectiveJSON struct {
 	TLS                string            `json:"tls,omitempty"`
 	Hedge              *Hedge            `json:"hedge,omitempty"`
 	Fault              *Fault            `json:"fault,omitempty"`
+	ConnectTimeout     Duration          `json:"connect_timeout,omitempty"`
 }
 
 // MarshalJSON renders e for the admin page: snake_case names as in the
 // document and durations as strings ("250ms"). A zero timeout or
-// per_try_timeout (none) and an empty tls are left out.
+// per_try_timeout (none), connect_timeout (the transport's default) and an
+// empty tls are left out.
 func (e Effective) MarshalJSON() ([]byte, error) {
 	retryOn := e.RetryOn
 	if retryOn == nil {
@@ -480,6 +482,7 @@ func (e Effective) MarshalJSON() ([]byte, error) {
 		TLS:                e.TLS,
 		Hedge:              e.Hedge,
 		Fault:              e.Fault,
+		ConnectTimeout:     Duration(e.ConnectTimeout),
 	})
 }
 
