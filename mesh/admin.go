@@ -156,10 +156,17 @@ func (m *Mesh) endpointsView() []ServiceEndpoints {
 				pools = append(pools, rt.All)
 			}
 			for _, e := range rt.Split {
-				pools = append(pools, e.Pool)
+				if e.Pool.Service == name {
+					pools = append(pools, e.Pool)
+				}
+				for _, fp := range e.Failover {
+					if fp.Service == name {
+						pools = append(pools, fp)
+					}
+				}
 			}
 		}
-		hs := hostStates(pools, now)
+		hs := hostStates(name, pools, now)
 		for i := range hs {
 			slices.Sort(hs[i].Subsets)
 			hs[i].Subsets = slices.Compact(hs[i].Subsets)

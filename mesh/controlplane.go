@@ -15,6 +15,7 @@ import (
 
 	"github.com/inmesh/inmesh/discovery"
 	"github.com/inmesh/inmesh/identity"
+	"github.com/inmesh/inmesh/internal/core"
 	"github.com/inmesh/inmesh/policy"
 )
 
@@ -214,6 +215,35 @@ type watchedSet struct {
 // plane it is a nil check.
 func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 	return m.endpoints != nil && m.startWatch(ctx, service)
+}
+
+// ensureWatchedAll is ensureWatched for service and the other services
+// its splits and failover targets call (core.Destination.Needs), for the
+// adapters that watch once per destination (gRPC's resolver).
+func (m *Mesh) ensureWatchedAll(ctx context.Context, service string) bool {
+	started := m.ensureWatched(ctx, service)
+	if d := m.state.Load().services[service]; d != nil && m.ensureNeeds(ctx, d) {
+		started = true
+	}
+	return started
+}
+
+// ensureNeeds starts watching the other services d's splits and failover
+// targets call, when d has some and their watches were not started for
+// it yet, and reports whether it started one. A destination recompiled
+// with new targets checks again (its mark is its own).
+func (m *Mesh) ensureNeeds(ctx context.Context, d *core.Destination) bool {
+	if m.endpoints == nil || d.Needs == nil || d.NeedsWatched() {
+		return false
+	}
+	started := false
+	for _, n := range d.Needs {
+		if m.startWatch(ctx, n) {
+			started = true
+		}
+	}
+	d.MarkNeedsWatched()
+	return started
 }
 
 // startWatch is ensureWatched with an endpoint source. It waits (within

@@ -27,22 +27,25 @@ type WeightedSubset = policy.WeightedSubset
 // and the reason of each decision (Reasons). Its JSON writes every
 // duration as a Go duration string ("250ms").
 type Explanation struct {
-	Service       string           `json:"service"`
-	Protocol      string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
-	Passthrough   bool             `json:"passthrough,omitempty"` // the host is no service of the policy: sent untouched
-	Egress        string           `json:"egress,omitempty"`      // for a host that is no service: the policy's egress, allow or deny
-	Route         string           `json:"route"`
-	Split         []WeightedSubset `json:"split"`
-	Endpoints     []string         `json:"endpoints"` // host:port, " (ejected)" appended to ejected ones
-	Hosts         []EndpointState  `json:"hosts"`     // the same endpoints with their subsets and live state
-	Timeout       time.Duration    `json:"timeout"`   // whole call; 0 means only the caller's context
-	PerTryTimeout time.Duration    `json:"per_try_timeout"`
-	Attempts      int              `json:"attempts"` // for this request: 1 when its method or body forbids retries (never for an RPC)
-	RetryOn       []string         `json:"retry_on"`
-	LoadBalancer  string           `json:"load_balancer"`
-	Breaker       string           `json:"breaker"` // closed, open or half-open; closed when no breaker is configured (see HasBreaker)
-	HasBreaker    bool             `json:"has_breaker"`
-	TLS           string           `json:"tls"` // strict or disable
+	Service     string           `json:"service"`
+	Protocol    string           `json:"protocol"`              // http, or grpc for a request explained as an RPC
+	Passthrough bool             `json:"passthrough,omitempty"` // the host is no service of the policy: sent untouched
+	Egress      string           `json:"egress,omitempty"`      // for a host that is no service: the policy's egress, allow or deny
+	Route       string           `json:"route"`
+	Split       []WeightedSubset `json:"split"`
+	// Targets are the split's entries with the service and subset each
+	// calls, its failover targets, and their endpoints available now.
+	Targets       []SplitTarget   `json:"targets,omitempty"`
+	Endpoints     []string        `json:"endpoints"` // host:port, " (ejected)" appended to ejected ones
+	Hosts         []EndpointState `json:"hosts"`     // the same endpoints with their subsets and live state
+	Timeout       time.Duration   `json:"timeout"`   // whole call; 0 means only the caller's context
+	PerTryTimeout time.Duration   `json:"per_try_timeout"`
+	Attempts      int             `json:"attempts"` // for this request: 1 when its method or body forbids retries (never for an RPC)
+	RetryOn       []string        `json:"retry_on"`
+	LoadBalancer  string          `json:"load_balancer"`
+	Breaker       string          `json:"breaker"` // closed, open or half-open; closed when no breaker is configured (see HasBreaker)
+	HasBreaker    bool            `json:"has_breaker"`
+	TLS           string          `json:"tls"` // strict or disable
 	// The protections in force for this request (nil when off): this
 	// process's concurrency limit toward the service, the route's hedging
 	// and fault injection, and the rate limit the service's own mesh puts
@@ -303,12 +306,18 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 		pools = []*core.Pool{rt.All}
 	}
 	for _, e := range rt.Split {
-		ex.Split = append(ex.Split, WeightedSubset{Subset: e.Subset, Weight: e.Weight})
+		ws := WeightedSubset{Service: e.Pool.TargetOf(name).Service, Subset: e.Subset, Weight: e.Weight}
+		for _, fp := range e.Failover {
+			ws.Failover = append(ws.Failover, fp.TargetOf(name))
+		}
+		ex.Split = append(ex.Split, ws)
 		if e.Weight > 0 {
 			pools = append(pools, e.Pool)
+			pools = append(pools, e.Failover...)
 		}
 	}
-	ex.Hosts = hostStates(pools, now)
+	ex.Targets = splitTargets(rt, now)
+	ex.Hosts = hostStates(name, pools, now)
 	for _, h := range ex.Hosts {
 		if h.Ejected {
 			ex.Endpoints = append(ex.Endpoints, h.Address+" (ejected)")
@@ -373,7 +382,7 @@ func concurrencyState(d *core.Destination, c *policy.Concurrency) *ConcurrencySt
 
 // hostStates lists the hosts of pools once each, in address order, with the
 // subsets that hold them.
-func hostStates(pools []*core.Pool, now time.Time) []EndpointState {
+func hostStates(service string, pools []*core.Pool, now time.Time) []EndpointState {
 	idx := map[*discovery.Host]int{}
 	var out []EndpointState
 	for _, p := range pools {
@@ -384,8 +393,8 @@ func hostStates(pools []*core.Pool, now time.Time) []EndpointState {
 				idx[h] = i
 				out = append(out, hostState(h, now))
 			}
-			if p.Subset != "" {
-				out[i].Subsets = append(out[i].Subsets, p.Subset)
+			if l := hostLabel(service, p); l != "" {
+				out[i].Subsets = append(out[i].Subsets, l)
 			}
 		}
 	}
@@ -529,7 +538,7 @@ func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, 
 	} else {
 		var parts, notes []string
 		for _, e := range rt.Split {
-			parts = append(parts, fmt.Sprintf("%s %d/%d", e.Subset, e.Weight, rt.Total))
+			parts = append(parts, fmt.Sprintf("%s %d/%d", labelOr(e.Pool.Label), e.Weight, rt.Total))
 			switch {
 			case e.Weight == 0:
 				notes = append(notes, "subset "+e.Subset+" has weight 0: it gets no traffic")
@@ -537,6 +546,7 @@ func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, 
 				notes = append(notes, "subset "+e.Subset+" selects no endpoint")
 			}
 		}
+		notes = append(notes, splitNotes(d.Name, rt, now)...)
 		r.Split = strings.Join(parts, ", ") + ": split of " + rl.name
 		if len(notes) > 0 {
 			r.Split += "; " + strings.Join(notes, "; ")

@@ -27,7 +27,7 @@ func (m *Mesh) newLink() *meshlink.Plane {
 		Watch: func(ctx context.Context, fn func(*meshlink.State)) {
 			m.watch(ctx, func(st *state) { fn(&st.link) })
 		},
-		EnsureWatched: m.ensureWatched,
+		EnsureWatched: m.ensureWatchedAll,
 		ClientTLS:     m.clientTLS,
 		ServerTLS:     m.ServerTLSConfig,
 		Authorize: func(ctx context.Context, caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {

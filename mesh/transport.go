@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -46,9 +47,10 @@ type transport struct {
 	// http.DefaultTransport (RoundTripper(nil)); else pass is next.
 	ownNext bool
 
-	// secured holds, per destination service, a clone of next that speaks
-	// mTLS to that service: copy-on-write, read without lock.
-	secured atomic.Pointer[map[string]*http.Transport]
+	// secured holds, per destination service (and connect timeout), a
+	// clone of next that speaks mTLS to that service, or plaintext with
+	// the connect timeout: copy-on-write, read without lock.
+	secured atomic.Pointer[map[transportKey]*http.Transport]
 	mu      sync.Mutex // serializes additions to secured
 }
 
@@ -120,8 +122,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if t.m.ensureWatched(req.Context(), d.Name) {
-		// The first call to a destination starts watching its endpoints.
+	if w, n := t.m.ensureWatched(req.Context(), d.Name), t.m.ensureNeeds(req.Context(), d); w || n {
+		// The first call to a destination starts watching its endpoints,
+		// and those of the services its splits call.
 		st = t.m.state.Load()
 		if d = st.services[name]; d == nil {
 			return t.outside(st, name, req)
@@ -149,40 +152,80 @@ func (t *transport) outside(st *state, name string, req *http.Request) (*http.Re
 	return t.pass.RoundTrip(req)
 }
 
-// secure returns the transport that speaks mTLS to service: a clone of next
+// transportKey names a transport of transport.secured.
+type transportKey struct {
+	service string
+	mtls    bool
+	connect time.Duration // connect_timeout, 0 for none
+}
+
+// secure returns the transport toward service: with mtls, a clone of next
 // whose TLS configuration presents this workload's certificate and accepts
-// only service's identity. One per service, so that a connection verified
-// for one service is never reused for another.
-func (t *transport) secure(service string) (http.RoundTripper, error) {
+// only service's identity, one per service, so that a connection verified
+// for one service is never reused for another; with a connect timeout, a
+// clone whose dial and TLS handshake it bounds. Plaintext without a
+// connect timeout is next itself, as is plaintext over a next that is no
+// *http.Transport.
+func (t *transport) secure(service string, mtls bool, connect time.Duration) (http.RoundTripper, error) {
+	k := transportKey{service: service, mtls: mtls, connect: connect}
 	if m := t.secured.Load(); m != nil {
-		if tr := (*m)[service]; tr != nil {
+		if tr := (*m)[k]; tr != nil {
 			return tr, nil
 		}
 	}
 	base, ok := t.next.(*http.Transport)
 	if !ok {
+		if !mtls {
+			return t.next, nil
+		}
 		return nil, fmt.Errorf("mTLS toward %q needs an *http.Transport under the mesh (or nil), not %T; or set tls: disable", service, t.next)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.secured.Load()
 	if old != nil {
-		if tr := (*old)[service]; tr != nil {
+		if tr := (*old)[k]; tr != nil {
 			return tr, nil
 		}
 	}
 	tr := base.Clone()
-	tr.TLSClientConfig = t.m.clientTLS(service)
-	next := make(map[string]*http.Transport, 1)
+	if mtls {
+		tr.TLSClientConfig = t.m.clientTLS(service)
+	}
+	if connect > 0 {
+		boundConnect(tr, connect)
+	}
+	next := make(map[transportKey]*http.Transport, 1)
 	if old != nil {
 		for k, v := range *old {
 			next[k] = v
 		}
 	}
-	next[service] = tr
+	next[k] = tr
 	t.secured.Store(&next)
 	t.m.track(service, tr)
 	return tr, nil
+}
+
+// boundConnect bounds the dial and the TLS handshake of tr's new
+// connections by connect: a dial that outlasts it fails with a
+// core.ConnectTimeoutError, a handshake with net/http's TLS handshake
+// timeout; both are connect failures (layer connect).
+func boundConnect(tr *http.Transport, connect time.Duration) {
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, connect)
+		defer cancel()
+		conn, err := dial(dctx, network, addr)
+		if err != nil && ctx.Err() == nil && dctx.Err() != nil {
+			return nil, &core.ConnectTimeoutError{Addr: addr, Timeout: connect, Err: err}
+		}
+		return conn, err
+	}
+	tr.TLSHandshakeTimeout = connect
 }
 
 // outside decides a call to name, which is no service of the policy in
@@ -296,15 +339,15 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 // An exchange that completed is an answer (Outcome.Answer, the response),
 // unless the destination's mesh marked it as its own denial or timeout.
 func (c *httpCall) Send(a *core.Attempt) core.Outcome {
-	rt := c.Route
+	p := a.Pool
 	next := c.t.next
-	if rt.MTLS {
+	if p.MTLS || p.ConnectTimeout > 0 {
 		var err error
-		if next, err = c.t.secure(c.Dest.Name); err != nil {
+		if next, err = c.t.secure(p.Service, p.MTLS, p.ConnectTimeout); err != nil {
 			return core.Outcome{Layer: LayerTLS, Err: err, Final: true, NotSent: true}
 		}
 	}
-	out, err := c.outgoing(a, rt.MTLS)
+	out, err := c.outgoing(a, p.MTLS)
 	if err != nil {
 		return core.Outcome{Layer: LayerUpstream, Err: err, Final: true, NotSent: true}
 	}
@@ -325,10 +368,10 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 		// layer "": the caller canceled, not a failure of the mesh, final.
 		return core.Outcome{Result: resilience.Outcome{Err: kind}, Layer: layer, Err: err, Final: layer == ""}
 	}
-	switch meshMarker(resp, rt.MTLS) {
+	switch meshMarker(resp, p.MTLS) {
 	case LayerAuthz:
 		return core.Outcome{Result: resilience.Outcome{HTTPStatus: resp.StatusCode}, Layer: LayerAuthz,
-			Err: denial(resp.Body, c.t.m.cfg.service, c.Dest.Name), Final: true}
+			Err: denial(resp.Body, c.t.m.cfg.service, p.Service), Final: true}
 	case LayerRateLimit:
 		// The destination's rate limit refused this caller: retried as
 		// retry_on says (429), not before its Retry-After (see
@@ -337,7 +380,7 @@ func (c *httpCall) Send(a *core.Attempt) core.Outcome {
 		if ra, ok := resilience.ParseRetryAfter(resp.Header.Get("Retry-After"), c.t.m.clock.Now()); ok {
 			o.Hint = core.Hint{Kind: core.HintAtLeast, Wait: ra}
 		}
-		o.Err = peerCause(resp.Body, "mesh: rate_limit: ", fmt.Sprintf("%s refused caller %q: rate limited", c.Dest.Name, c.t.m.cfg.service))
+		o.Err = peerCause(resp.Body, "mesh: rate_limit: ", fmt.Sprintf("%s refused caller %q: rate limited", p.Service, c.t.m.cfg.service))
 		return o
 	case LayerTimeout:
 		// The destination's copy of the deadline passed before its

@@ -303,7 +303,16 @@ func (c *rpcCall) markedBy(err error, layer mesh.Layer) bool {
 		return false
 	}
 	ei := meshInfo(st)
-	return ei != nil && ei.GetReason() == string(layer) && ei.GetMetadata()[infoService] == c.Dest.Name
+	return ei != nil && ei.GetReason() == string(layer) && ei.GetMetadata()[infoService] == c.calledService()
+}
+
+// calledService is the service the call's pool calls: the destination's,
+// or another's for a split entry that names one.
+func (c *rpcCall) calledService() string {
+	if c.Pool != nil && c.Pool.Service != "" {
+		return c.Pool.Service
+	}
+	return c.Dest.Name
 }
 
 // unverified returns err, a status from a peer whose identity was not

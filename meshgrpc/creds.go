@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -77,7 +78,23 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 		return rawConn, plaintextInfo{}, nil
 	}
 	sc := c.forService(service)
-	return sc.creds.ClientHandshake(ctx, sc.serverName, rawConn)
+	var connect time.Duration
+	if d := c.a.p.State().Services[service]; d != nil {
+		connect = d.ConnectTimeout
+	}
+	if connect <= 0 {
+		return sc.creds.ClientHandshake(ctx, sc.serverName, rawConn)
+	}
+	// The service's connect_timeout bounds the handshake: past it, the
+	// connection is a connect failure, and the balancer's picks go to
+	// the service's other endpoints.
+	hctx, cancel := context.WithTimeout(ctx, connect)
+	defer cancel()
+	conn, info, err := sc.creds.ClientHandshake(hctx, sc.serverName, rawConn)
+	if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+		err = &core.ConnectTimeoutError{Addr: rawConn.RemoteAddr().String(), Timeout: connect, Err: err}
+	}
+	return conn, info, err
 }
 
 func (*clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {

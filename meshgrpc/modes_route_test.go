@@ -92,7 +92,7 @@ func TestSplitAndHeaderRoute(t *testing.T) {
 // a discovery source (a catalog) reports them.
 type testPlane struct {
 	doc *policy.Document
-	eps *fixedEndpoints
+	eps mesh.EndpointSource
 }
 
 func (p testPlane) Policy(mesh.Workload) (policy.Source, error) {

@@ -109,8 +109,8 @@ func (b resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _
 		return nil, fmt.Errorf("meshgrpc: target %q names no service: want %s:///<service>", target.URL.String(), Scheme)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &meshResolver{service: service, cc: cc, cancel: cancel}
 	p := b.a.p
+	r := &meshResolver{service: service, cc: cc, cancel: cancel, ctx: ctx, p: p}
 	r.wg.Go(func() {
 		p.EnsureWatched(ctx, service) // with Consul: watch this destination's endpoints
 		p.Watch(ctx, r.update)
@@ -124,6 +124,8 @@ type meshResolver struct {
 	cc      resolver.ClientConn
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	ctx     context.Context // ended by Close
+	p       *meshlink.Plane
 
 	// Used by the watching goroutine only.
 	last    []resolver.Address
@@ -155,6 +157,11 @@ func (r *meshResolver) update(st *meshlink.State) {
 		}
 		return
 	}
+	if d.Needs != nil && !d.NeedsWatched() {
+		// A split of the service calls others: watch their endpoints
+		// too; the state that brings them comes next.
+		r.p.EnsureWatched(r.ctx, r.service)
+	}
 	eps := st.Endpoints.Endpoints(r.service)
 	addrs := make([]resolver.Address, len(eps))
 	for i, ep := range eps {
@@ -163,6 +170,7 @@ func (r *meshResolver) update(st *meshlink.State) {
 			Attributes: attributes.New(addrInfoKey{}, &addrInfo{service: r.service, mtls: d.TLS == core.TLSStrict, labels: ep.Labels}),
 		}
 	}
+	addrs = foreignAddresses(st, d, addrs)
 	if r.lastErr == "" && r.last != nil && slices.EqualFunc(addrs, r.last, resolver.Address.Equal) {
 		return // the balancer's picker stays as good as one built from st
 	}
@@ -175,4 +183,27 @@ func (r *meshResolver) update(st *meshlink.State) {
 	// may ignore: the next state is reported as soon as it is published.
 	_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Endpoints: eps2,
 		Attributes: attributes.New(stateSeqKey{}, st.Seq)})
+}
+
+// foreignAddresses appends to addrs the endpoints of the other services
+// d's splits call (core.Destination.Needs), each with its own service and
+// TLS mode, so that the handshake with one proves that service's identity.
+// An address already in addrs keeps its first service.
+func foreignAddresses(st *meshlink.State, d *core.Destination, addrs []resolver.Address) []resolver.Address {
+	for _, n := range d.Needs {
+		od := st.Services[n]
+		if od == nil {
+			continue
+		}
+		for _, ep := range st.Endpoints.Endpoints(n) {
+			if slices.ContainsFunc(addrs, func(a resolver.Address) bool { return a.Addr == ep.Address }) {
+				continue
+			}
+			addrs = append(addrs, resolver.Address{
+				Addr:       ep.Address,
+				Attributes: attributes.New(addrInfoKey{}, &addrInfo{service: n, mtls: od.TLS == core.TLSStrict, labels: ep.Labels}),
+			})
+		}
+	}
+	return addrs
 }

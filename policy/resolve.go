@@ -84,13 +84,40 @@ func resolveService(name string, def, svc *Service) *ResolvedService {
 		rs.Routes[i] = ResolvedRoute{
 			Name:           routeName(r, i),
 			Match:          normalizeMatch(r.Match),
-			Split:          r.Split,
+			Split:          resolveSplit(name, r.Split),
 			PrefixRewrite:  r.PrefixRewrite,
 			RequestHeaders: normalizeMutation(r.RequestHeaders),
 			Effective:      effective(settingsOf(def), settingsOf(svc), &r.Settings),
 		}
 	}
 	return rs
+}
+
+// resolveSplit returns split as the resolved view holds it: when an entry
+// or a failover target names a service, a copy with the service of each
+// filled in (service's own when it names none); else split itself.
+func resolveSplit(service string, split []WeightedSubset) []WeightedSubset {
+	if !slices.ContainsFunc(split, namesService) {
+		return split
+	}
+	out := make([]WeightedSubset, len(split))
+	for i, ws := range split {
+		if ws.Service == "" {
+			ws.Service = service
+		}
+		if len(ws.Failover) > 0 {
+			fo := make([]Target, len(ws.Failover))
+			for j, t := range ws.Failover {
+				if t.Service == "" {
+					t.Service = service
+				}
+				fo[j] = t
+			}
+			ws.Failover = fo
+		}
+		out[i] = ws
+	}
+	return out
 }
 
 // routeName is the name of route i in resolved views and telemetry.
@@ -321,6 +348,7 @@ func effective(levels ...*Settings) Effective {
 			continue
 		}
 		setDuration(&e.Timeout, s.Timeout)
+		setDuration(&e.ConnectTimeout, s.ConnectTimeout)
 		if r := s.Retry; r != nil {
 			setInt(&e.Attempts, r.Attempts)
 			setDuration(&e.PerTryTimeout, r.PerTryTimeout)
@@ -488,11 +516,13 @@ type effectiveJSON struct {
 	TLS                string            `json:"tls,omitempty"`
 	Hedge              *Hedge            `json:"hedge,omitempty"`
 	Fault              *Fault            `json:"fault,omitempty"`
+	ConnectTimeout     Duration          `json:"connect_timeout,omitempty"`
 }
 
 // MarshalJSON renders e for the admin page: snake_case names as in the
 // document and durations as strings ("250ms"). A zero timeout or
-// per_try_timeout (none) and an empty tls are left out.
+// per_try_timeout (none), connect_timeout (the transport's default) and an
+// empty tls are left out.
 func (e Effective) MarshalJSON() ([]byte, error) {
 	retryOn := e.RetryOn
 	if retryOn == nil {
@@ -515,5 +545,12 @@ func (e Effective) MarshalJSON() ([]byte, error) {
 		TLS:                e.TLS,
 		Hedge:              e.Hedge,
 		Fault:              e.Fault,
+		ConnectTimeout:     Duration(e.ConnectTimeout),
 	})
+}
+
+// namesService reports whether ws or one of its failover targets names a
+// service.
+func namesService(ws WeightedSubset) bool {
+	return ws.Service != "" || slices.ContainsFunc(ws.Failover, func(t Target) bool { return t.Service != "" })
 }

@@ -341,3 +341,40 @@ services:
 		t.Errorf("document deny methods changed to %q", m)
 	}
 }
+
+func TestResolveSplitTargets(t *testing.T) {
+	doc, err := Parse([]byte(`
+services:
+  a: {subsets: {v1: {version: v1}}}
+  b:
+    connect_timeout: 250ms
+    subsets: {v1: {version: v1}, v2: {version: v2}}
+    routes:
+      - {name: own, match: {path_prefix: /own}, split: [{subset: v1, weight: 1}]}
+      - {name: mixed, split: [{subset: v1, weight: 1, failover: [{subset: v2}, {service: a}]}, {service: a, subset: v1, weight: 1}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := NewSnapshot(doc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := snap.Services["b"]
+	if got := b.Routes[0].Split; !reflect.DeepEqual(got, []WeightedSubset{{Subset: "v1", Weight: 1}}) {
+		t.Errorf("own split = %+v, want the document's", got)
+	}
+	want := []WeightedSubset{
+		{Service: "b", Subset: "v1", Weight: 1, Failover: []Target{{Service: "b", Subset: "v2"}, {Service: "a"}}},
+		{Service: "a", Subset: "v1", Weight: 1},
+	}
+	if got := b.Routes[1].Split; !reflect.DeepEqual(got, want) {
+		t.Errorf("mixed split = %+v, want %+v", got, want)
+	}
+	if doc.Services["b"].Routes[1].Split[0].Service != "" {
+		t.Error("resolving modified the document")
+	}
+	if got := b.Routes[1].Effective.ConnectTimeout; got != 250*time.Millisecond {
+		t.Errorf("connect timeout = %v, want 250ms", got)
+	}
+}

@@ -440,6 +440,9 @@ type Effective struct {
 	TLS   string // "" means: strict when the mesh has an identity
 	Hedge *Hedge // nil: no hedging; Max defaulted (1), NonIdempotent set
 	Fault *Fault // nil: no fault injection
+	// ConnectTimeout bounds the dial and TLS handshake of a new
+	// connection; 0: the transport's default.
+	ConnectTimeout time.Duration
 }
 
 // HashLB is the consistent hashing of a ring_hash or maglev load balancer,
@@ -462,9 +465,14 @@ type HashLB struct {
 type ResolvedRoute struct {
 	// Name is the route's name, "route[<index>]" for an unnamed route of the
 	// document, or "" for the implicit route of a service without routes.
-	Name  string           `json:"name"`
-	Match Match            `json:"match"`           // methods upper case, header condition names lower case
-	Split []WeightedSubset `json:"split,omitempty"` // empty: all endpoints of the service
+	Name  string `json:"name"`
+	Match Match  `json:"match"` // methods upper case, header condition names lower case
+	// Split is empty for all endpoints of the service. When an entry or a
+	// failover target of the split names another service, every entry and
+	// target names the service it calls (the route's own filled in);
+	// otherwise the split is the document's, each entry of the route's
+	// own service (Service "").
+	Split []WeightedSubset `json:"split,omitempty"`
 	// PrefixRewrite and RequestHeaders are the route's actions on the
 	// request it sends; RequestHeaders' names are lower case, nil when it
 	// changes no header.

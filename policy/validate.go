@@ -72,6 +72,7 @@ type validator struct {
 	problems []FieldError
 	dropped  int             // problems beyond maxProblems, not kept
 	zeros    map[string]bool // paths of the integers written as 0 (nil for a Document built in code)
+	doc      *Document       // the document being checked
 
 	fieldPath        // the path being checked
 	alt       []byte // the other path buffer, while a problem is reported under the defaults (see rebase)
@@ -131,6 +132,7 @@ func sortedKeys[V any](m map[string]V, buf *[]string) []string {
 }
 
 func (v *validator) document(d *Document) {
+	v.doc = d
 	if len(d.Version) > maxVersionLen || strings.ContainsFunc(d.Version, unicode.IsControl) {
 		v.addAt("version", "must be at most %d characters, without control characters", maxVersionLen)
 	}
@@ -312,6 +314,9 @@ func (v *validator) labels(labels map[string]string) {
 // checked.
 func (v *validator) settings(s *Settings) {
 	v.duration("timeout", s.Timeout, maxDuration)
+	if s.ConnectTimeout != 0 && (s.ConnectTimeout.Std() < minConnectTimeout || s.ConnectTimeout.Std() > maxConnectTimeout) {
+		v.addAt("connect_timeout", "must be 1ms..1h, got %s", s.ConnectTimeout)
+	}
 	if r := s.Retry; r != nil {
 		m := v.push("retry")
 		if v.set("attempts", r.Attempts) && (r.Attempts < 1 || r.Attempts > 10) {
@@ -460,51 +465,10 @@ func (v *validator) route(r *Route) {
 
 	if len(r.Split) > 0 {
 		ms := v.push("split")
-		sum := 0
-		var seen map[string]int // subset -> index, for long splits
-		if len(r.Split) > smallMapping {
-			seen = make(map[string]int, len(r.Split))
-		}
-		for i, ws := range r.Split {
-			mi := v.pushIndex(i)
-			switch {
-			case ws.Weight < 0:
-				v.addAt("weight", "must be >= 0")
-			case ws.Weight > maxSplitWeight:
-				v.addAt("weight", "must be at most %d", maxSplitWeight)
-			default:
-				sum += ws.Weight
-			}
-			if ws.Subset == "" {
-				v.addAt("subset", "must name a subset")
-			} else if first, dup := firstSubset(r.Split, i, seen); dup {
-				v.addAt("subset", "subset %q appears twice in the split (also split[%d])", ws.Subset, first)
-			} else if seen != nil {
-				seen[ws.Subset] = i
-			}
-			v.pop(mi)
-		}
-		if sum == 0 {
-			v.add("the weights must add up to more than 0")
-		}
+		v.split(r.Split)
 		v.pop(ms)
 	}
 	v.settings(&r.Settings)
-}
-
-// firstSubset returns the index of the first entry before i that names the
-// subset of entry i, from seen when it is not nil.
-func firstSubset(split []WeightedSubset, i int, seen map[string]int) (int, bool) {
-	if seen != nil {
-		first, ok := seen[split[i].Subset]
-		return first, ok
-	}
-	for j := range i {
-		if split[j].Subset == split[i].Subset {
-			return j, true
-		}
-	}
-	return 0, false
 }
 
 // methods checks a list of methods at the path being checked.
@@ -630,15 +594,7 @@ func (v *validator) merged(name string, def, svc *Service) {
 	for i := range routes {
 		r := &routes[i]
 		mi := v.pushIndex(i)
-		for j, ws := range r.Split {
-			if ws.Subset != "" && !hasSubset(def, svc, ws.Subset) {
-				m := v.push("split")
-				v.pushIndex(j)
-				v.push("subset")
-				v.add("unknown subset %q%s", ws.Subset, forService(noteName))
-				v.pop(m)
-			}
-		}
+		v.splitTargets(name, noteName, def, svc, r)
 		// An inherited route was checked with the defaults alone; check it
 		// again only if the service's own backoff takes part.
 		if setsBackoff(&r.Settings) && (!fromDefaults || setsBackoff(settingsOf(svc))) {
@@ -755,7 +711,7 @@ func selects(selector, labels map[string]string) bool {
 // splitsTo reports whether a route of routes splits to subset.
 func splitsTo(routes []Route, subset string) bool {
 	for i := range routes {
-		if slices.ContainsFunc(routes[i].Split, func(ws WeightedSubset) bool { return ws.Subset == subset }) {
+		if slices.ContainsFunc(routes[i].Split, func(ws WeightedSubset) bool { return ws.Service == "" && ws.Subset == subset }) {
 			return true
 		}
 	}

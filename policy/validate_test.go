@@ -151,7 +151,38 @@ func TestValidate(t *testing.T) {
 		}},
 		{"split zero sum", "services: {b: {subsets: {v1: {}, v2: {}}, routes: [{split: [{subset: v1, weight: 0}, {subset: v2, weight: 0}]}]}}", []string{"services.b.routes[0].split: the weights must add up to more than 0"}},
 		{"split unknown subset", "services: {b: {subsets: {v1: {}}, routes: [{name: x}, {split: [{subset: v1, weight: 1}, {subset: v3, weight: 1}]}]}}", []string{`services.b.routes[1].split[1].subset: unknown subset "v3"`}},
-		{"split no subset", "services: {b: {routes: [{split: [{weight: 1}]}]}}", []string{"services.b.routes[0].split[0].subset: must name a subset"}},
+		// An entry without a subset (nor a service) is every endpoint of the route's service.
+		{"split no subset", "services: {b: {routes: [{split: [{weight: 1}]}]}}", nil},
+		{"split no subset twice", "services: {b: {routes: [{split: [{weight: 1}, {weight: 1}]}]}}", []string{`services.b.routes[0].split[1].subset: subset "" appears twice in the split (also split[0])`}},
+
+		// Splits to other services, failover.
+		{"split to another service", "services: {a: {}, b: {routes: [{split: [{service: a, weight: 1}, {weight: 1}]}]}}", nil},
+		{"split to another service's subset", "services: {a: {subsets: {v2: {version: v2}}}, b: {routes: [{split: [{service: a, subset: v2, weight: 1}]}]}}", nil},
+		{"split to an unknown service", "services: {b: {routes: [{split: [{service: nope, weight: 1}]}]}}", []string{`services.b.routes[0].split[0].service: unknown service "nope": a split or failover may call a service of the document only`}},
+		{"split service name", "services: {b: {routes: [{split: [{service: 'No Pe', weight: 1}]}]}}", []string{
+			`services.b.routes[0].split[0].service: invalid service name "No Pe"`,
+			`services.b.routes[0].split[0].service: unknown service "No Pe": a split or failover may call a service of the document only`,
+		}},
+		{"split to an unknown subset of another service", "services: {a: {subsets: {v1: {}}}, b: {subsets: {v2: {}}, routes: [{split: [{service: a, subset: v2, weight: 1}]}]}}", []string{`services.b.routes[0].split[0].subset: unknown subset "v2" of service a`}},
+		{"split to another service's empty subset", "services: {a: {endpoints: [{address: 'h:1', labels: {version: v1}}], subsets: {v1: {version: v1}}}, b: {routes: [{split: [{service: a, subset: v1, weight: 1}]}]}}", nil},
+		{"split to another service's subset over the defaults", "defaults: {subsets: {v3: {version: v3}}}\nservices: {a: {endpoints: [{address: 'h:1', labels: {version: v1}}]}, b: {routes: [{split: [{service: a, subset: v3, weight: 1}]}]}}", []string{
+			`services.b.routes[0].split[0].subset: subset "v3" of service a selects none of its 1 endpoint`,
+		}},
+		{"split target twice", "services: {a: {}, b: {routes: [{split: [{service: a, weight: 1}, {service: a, weight: 2}]}]}}", []string{`services.b.routes[0].split[1]: target service a appears twice in the split (also split[0])`}},
+		{"split own service by name", "services: {b: {subsets: {v1: {}}, routes: [{split: [{service: b, subset: v1, weight: 1}]}]}}", nil},
+		{"failover ok", "services: {a: {subsets: {v1: {}}}, b: {subsets: {v1: {}, v2: {}}, routes: [{split: [{subset: v1, weight: 1, failover: [{subset: v2}, {service: a, subset: v1}, {service: a}]}]}]}}", nil},
+		{"failover unknown subset", "services: {b: {subsets: {v1: {}}, routes: [{split: [{subset: v1, weight: 1, failover: [{subset: v9}]}]}]}}", []string{`services.b.routes[0].split[0].failover[0].subset: unknown subset "v9"`}},
+		{"failover unknown service", "services: {b: {subsets: {v1: {}}, routes: [{split: [{subset: v1, weight: 1, failover: [{service: z}]}]}]}}", []string{`services.b.routes[0].split[0].failover[0].service: unknown service "z": a split or failover may call a service of the document only`}},
+		{"failover to itself", "services: {b: {subsets: {v1: {}}, routes: [{split: [{subset: v1, weight: 1, failover: [{subset: v1}]}]}]}}", []string{`services.b.routes[0].split[0].failover[0]: is the entry's own target subset v1`}},
+		{"failover twice", "services: {b: {subsets: {v1: {}, v2: {}}, routes: [{split: [{subset: v1, weight: 1, failover: [{subset: v2}, {subset: v2}]}]}]}}", []string{`services.b.routes[0].split[0].failover[1]: target subset v2 appears twice (also failover[0])`}},
+		{"failover too long", "services: {b: {subsets: {v0: {}, v1: {}, v2: {}, v3: {}, v4: {}, v5: {}, v6: {}, v7: {}, v8: {}, v9: {}}, routes: [{split: [{subset: v0, weight: 1, failover: [{subset: v1}, {subset: v2}, {subset: v3}, {subset: v4}, {subset: v5}, {subset: v6}, {subset: v7}, {subset: v8}, {subset: v9}]}]}]}}", []string{
+			`services.b.routes[0].split[0].failover: at most 8 targets, got 9`,
+		}},
+		{"connect_timeout ok", "services: {b: {connect_timeout: 1ms, routes: [{connect_timeout: 1h}]}}", nil},
+		{"connect_timeout bounds", "defaults: {connect_timeout: 500us}\nservices: {b: {connect_timeout: 2h}}", []string{
+			"defaults.connect_timeout: must be 1ms..1h, got 500µs",
+			"services.b.connect_timeout: must be 1ms..1h, got 2h0m0s",
+		}},
 		{"split subset twice", "services: {b: {subsets: {v1: {}}, routes: [{split: [{subset: v1, weight: 1}, {subset: v1, weight: 1}]}]}}", []string{`services.b.routes[0].split[1].subset: subset "v1" appears twice in the split (also split[0])`}},
 		{"subset selects no endpoint", "services: {billing: {endpoints: [{address: 'h:1', labels: {version: v1}}, {address: 'h:2', labels: {version: v2}}], subsets: {v1: {version: v1}, v3: {version: v3}, all: {}}}}", []string{
 			"services.billing.subsets.v3: selects none of the 2 endpoints",

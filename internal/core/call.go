@@ -147,12 +147,14 @@ func (c *Call) RouteName() string {
 	return c.Route.Name
 }
 
-// SubsetName is the subset the split chose, "" before or without a split.
+// SubsetName is the subset the split chose, "" before or without a split:
+// "service/subset" for another service's, "v2 (failover from v1)" when the
+// call failed over (SplitEntry.Failover).
 func (c *Call) SubsetName() string {
-	if c.Entry == nil {
+	if c.Entry == nil || c.Pool == nil {
 		return ""
 	}
-	return c.Entry.Subset
+	return c.Pool.Label
 }
 
 // Fail returns the error of this call failed at layer for cause err.
@@ -188,9 +190,15 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 	if len(rt.Split) > 0 {
 		c.Entry = rt.PickSplit(rand.IntN(rt.Total))
 		c.Pool = c.Entry.Pool
+		if c.Entry.Failover != nil {
+			if c.Pool = c.Entry.Choose(c.Now); c.Pool == nil {
+				c.Pool = c.Entry.Pool
+				return c.Fail(LayerDiscovery, noFailover(c.Dest.Name, c.Entry))
+			}
+		}
 	}
 	if len(c.Pool.Hosts) == 0 {
-		return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+		return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
 	}
 	if rt.Hash != nil {
 		c.hash, c.hashed = rt.Hash.Hash(&c.req)
@@ -487,6 +495,13 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		a.permit = p
 	}
 	if c.picks {
+		if c.Entry != nil && c.Entry.Failover != nil && a.N > 1 && !c.Pool.available(c.Now) {
+			// The hosts went unavailable since the call started: a
+			// retry fails over too.
+			if p := c.Entry.Choose(c.Now); p != nil {
+				c.Pool, a.Pool = p, p
+			}
+		}
 		if c.hashed {
 			c.Host = c.Pool.PickHash(c.hash, c.Host, c.Now)
 		} else {
@@ -494,7 +509,7 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		}
 		if c.Host == nil {
 			a.permit.Release()
-			return c.Fail(LayerDiscovery, NoEndpoints(c.Dest.Name, c.Pool.Subset))
+			return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
 		}
 		a.Host = c.Host
 	}

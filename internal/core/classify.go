@@ -18,6 +18,8 @@ import (
 // transport enforced, upstream when the exchange broke after it began.
 func ClassifyErr(err error) (resilience.ErrKind, Layer) {
 	switch {
+	case isConnectTimeout(err):
+		return resilience.ErrConnect, LayerConnect
 	case isTLSError(err):
 		return resilience.ErrTLS, LayerTLS
 	case isDialError(err):

@@ -90,6 +90,8 @@ type compiler struct {
 	old    *Registry
 	next   *Registry
 	millis func(ms int64) Millis
+	pol    *policy.Snapshot    // the policy compiled
+	eps    *discovery.Snapshot // the endpoints of its services
 }
 
 // millisOf returns a Millis formatter that shares the text of equal
@@ -110,7 +112,7 @@ func millisOf() func(ms int64) Millis {
 // stateful parts whose configuration old holds are carried over; the
 // returned registry holds the ones in use, for the next Compile.
 func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
-	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf()}
+	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf(), pol: pol, eps: eps}
 	out := make(map[string]*Destination, len(pol.Services))
 	limits := map[string]telemetry.LimitSource{}
 	for name, svc := range pol.Services {
@@ -126,6 +128,7 @@ func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snaps
 
 func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {
 	d := &Destination{Name: svc.Name, Version: pol.Version, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
+	d.ConnectTimeout = svc.Effective.ConnectTimeout
 	if od := svc.Effective.OutlierDetection; od != nil {
 		d.Outlier = c.outlier(svc.Name, od)
 		addrs := make([]string, len(eps))
@@ -182,19 +185,9 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		}
 		if len(rr.Split) == 0 {
 			rt.All = c.pool(svc.Name, "", eps, lbOf(&rr.Effective), d.Outlier)
+			rt.All.Service, rt.All.MTLS, rt.All.ConnectTimeout = svc.Name, rt.MTLS, rr.Effective.ConnectTimeout
 		} else {
-			cum := 0
-			for _, ws := range rr.Split {
-				cum += ws.Weight
-				sel := discovery.Select(eps, svc.Subsets[ws.Subset])
-				rt.Split = append(rt.Split, SplitEntry{
-					Subset: ws.Subset,
-					Weight: ws.Weight,
-					Cum:    cum,
-					Pool:   c.pool(svc.Name, ws.Subset, sel, lbOf(&rr.Effective), d.Outlier),
-				})
-			}
-			rt.Total = cum
+			c.splitEntries(d, svc, rr, rt, eps)
 		}
 		d.Routes = append(d.Routes, rt)
 	}

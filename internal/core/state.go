@@ -25,6 +25,12 @@ type Destination struct {
 	// attempt; nil when off. Shed counts its refusals.
 	Limiter *resilience.Limiter
 	Shed    *telemetry.Counter
+	// needs lists the other services the splits call (Needs).
+	needs
+	// ConnectTimeout is the service-level connect_timeout (0: none), which
+	// gRPC's connections, shared by every route, apply to their TLS
+	// handshake.
+	ConnectTimeout time.Duration
 	// TLS is the service-level TLS mode, strict or disable. gRPC uses it
 	// for its connections, which every route of the service shares (a
 	// route's own tls override applies to HTTP only).
@@ -115,6 +121,9 @@ type SplitEntry struct {
 	Weight int
 	Cum    int
 	Pool   *Pool
+	// Failover are the pools the entry's calls use, in order, while Pool
+	// has no available host; nil without failover.
+	Failover []*Pool
 }
 
 // Pool is the set of hosts one subset selects, with the route's picker.
@@ -125,6 +134,19 @@ type Pool struct {
 	// Hash is Picker when it is a consistent-hash one (ring_hash or
 	// maglev), for picks by the request's hash; nil otherwise.
 	Hash *discovery.HashPicker
+	// Service is the service the hosts belong to, whose identity they
+	// prove: the destination's, or another's for a split to it.
+	Service string
+	// Label names the pool in errors and telemetry (Call.SubsetName): the
+	// subset, "service/subset" (or "service") of another service, with "
+	// (failover from <entry>)" for a failover target.
+	Label string
+	// MTLS says the attempts speak mTLS (the route's tls for the
+	// destination's own hosts, the service's for another's).
+	MTLS bool
+	// ConnectTimeout bounds the dial and TLS handshake of a new
+	// connection to a host; 0: the transport's default.
+	ConnectTimeout time.Duration
 }
 
 // PickSplit chooses the split entry for a call. r is uniform in [0, Total).
