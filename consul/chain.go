@@ -374,7 +374,18 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 			continue
 		}
 		blk, sh := merge(name, doc.Services[name], cp)
+		// Validated alone, with the services its splits and failover
+		// name (their blocks as they stand), which validation checks.
 		one := policy.Document{Defaults: doc.Defaults, Services: map[string]*policy.Service{name: blk}}
+		for _, other := range servicesNamed(blk) {
+			if _, ok := one.Services[other]; !ok {
+				if b := doc.Services[other]; b != nil {
+					one.Services[other] = b
+				} else {
+					one.Services[other] = &policy.Service{}
+				}
+			}
+		}
 		if err := one.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("consul: the config entries of %s (%s) do not fit the policy; its inmesh block alone applies: %w",
 				name, strings.Join(slices.Compact(slices.Sorted(maps.Values(cp.from))), ", "), err))
@@ -403,6 +414,25 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	}
 	c.lastHash, c.lastRejected, c.lastProvenance = snap.Hash, snap.Rejected, provenance
 	return snap, errs, inForce
+}
+
+// servicesNamed lists the other services the splits and failover targets
+// of blk's routes name.
+func servicesNamed(blk *policy.Service) []string {
+	var names []string
+	for _, r := range blk.Routes {
+		for _, ws := range r.Split {
+			if ws.Service != "" {
+				names = append(names, ws.Service)
+			}
+			for _, f := range ws.Failover {
+				if f.Service != "" {
+					names = append(names, f.Service)
+				}
+			}
+		}
+	}
+	return names
 }
 
 func sameProvenance(a, b map[string]map[string]string) bool {

@@ -28,7 +28,7 @@ import (
 // semanticsMerged is true once the branches that give the issue 12 policy
 // fields their semantics (failover, split to another service, header and
 // regex matching) are in: the tests that need them skip until then.
-const semanticsMerged = false
+const semanticsMerged = true
 
 func needsSemantics(t *testing.T, what string) {
 	t.Helper()
@@ -250,8 +250,11 @@ func TestChainRouter(t *testing.T) {
 			api.ServiceRoute{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-canary", Exact: "1"}}}},
 				Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}})
 		setEntry(t, agent.Client, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "billing", Routes: routes})
+		// Route 2 was the router's default route (to v1) before the edit:
+		// wait for the one that sends /exact to v2.
 		meshtest.Eventually(t, 5*time.Second, "four routes", func() bool {
-			return explain(t, web, "http://billing/exact").Route == "service-router/billing/2"
+			ex := explain(t, web, "http://billing/exact")
+			return ex.Route == "service-router/billing/2" && len(ex.Split) == 1 && ex.Split[0].Subset == "v2"
 		})
 		check(t, []call{
 			{"header", "GET", "http://billing/x", []string{"x-canary", "1"}, "v2"},
@@ -575,4 +578,36 @@ func TestChainSubsetEdit(t *testing.T) {
 	meshtest.Eventually(t, 5*time.Second, "subset v1 selecting the v2 instance", func() bool {
 		return countBodies(t, web, "http://billing/x", 10)["v2"] == 10
 	})
+}
+
+// TestChainOtherServices: a service-splitter that splits billing with
+// another service, and a service-resolver that redirects a service to
+// another, reach that service's instances, each proving its own identity
+// (the backends are meshes of their own services).
+func TestChainOtherServices(t *testing.T) {
+	agent := consultest.Start(t)
+	for _, s := range []string{"billing", "ledger", "payments"} {
+		httpService(t, agent.Client, s, "http")
+	}
+	billing := nativeBackend(t, agent, "billing", "v1", false, nil)
+	ledger := nativeBackend(t, agent, "ledger", "ledger", false, nil)
+	setEntry(t, agent.Client, &api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: "billing", Splits: []api.ServiceSplit{
+		{Weight: 50}, {Weight: 50, Service: "ledger"},
+	}})
+	setEntry(t, agent.Client, &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "payments",
+		Redirect: &api.ServiceResolverRedirect{Service: "ledger"}})
+	web := consulMesh(t, agent, "web")
+
+	const n = 400
+	got := countBodies(t, web, "http://billing/x", n)
+	if !within(got["v1"], 200, n, 10) || !within(got["ledger"], 200, n, 10) || int(billing.Load()+ledger.Load()) != n {
+		t.Fatalf("billing split with ledger over %d calls: bodies %v, backends billing %d ledger %d", n, got, billing.Load(), ledger.Load())
+	}
+	ledger.Store(0)
+	if got := countBodies(t, web, "http://payments/x", 50); got["ledger"] != 50 || ledger.Load() != 50 {
+		t.Fatalf("payments redirected to ledger: bodies %v, ledger served %d", got, ledger.Load())
+	}
+	if prov := provenanceOf(t, web, "payments"); prov["split"] == "" && prov["routes"] == "" {
+		t.Errorf("payments' provenance %v names no entry", prov)
+	}
 }

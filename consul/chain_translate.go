@@ -82,12 +82,17 @@ func translateChain(service string, chain *api.CompiledDiscoveryChain) *chainPol
 		cp.from[partRoutes] = name
 		cp.from[partSplit] = name
 	case api.DiscoveryGraphNodeTypeResolver:
-		if start.Resolver == nil || start.Resolver.Default {
+		if start.Resolver == nil {
+			return cp
+		}
+		if start.Resolver.Default && t.targetService(start.Resolver.Target) == service {
 			return cp // a default chain: nothing to say
 		}
+		// A resolver of its own, or the (default) resolver of the service
+		// another service's resolver redirects to.
 		split, _ := t.split(chain.StartNode, 10000)
 		if len(split) > 0 {
-			name := "service-resolver/" + t.targetService(start.Resolver.Target)
+			name := "service-resolver/" + service
 			cp.block.Routes = []policy.Route{{Name: name, Split: split}}
 			cp.from[partRoutes] = name
 		}

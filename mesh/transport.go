@@ -122,9 +122,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d == nil {
 		return t.outside(st, name, req)
 	}
-	if w, n := t.m.ensureWatched(req.Context(), d.Name), t.m.ensureNeeds(req.Context(), d); w || n {
-		// The first call to a destination starts watching its endpoints,
-		// and those of the services its splits call.
+	// The first call to a destination starts watching its endpoints, and
+	// then those of the services its splits call, as the state that the
+	// first answer brought names them (with Consul, the destination's
+	// discovery chain comes with it).
+	if t.m.ensureWatched(req.Context(), d.Name) {
+		st = t.m.state.Load()
+		if d = st.services[name]; d == nil {
+			return t.outside(st, name, req)
+		}
+	}
+	if t.m.ensureNeeds(req.Context(), d) {
 		st = t.m.state.Load()
 		if d = st.services[name]; d == nil {
 			return t.outside(st, name, req)
