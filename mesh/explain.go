@@ -541,9 +541,9 @@ func explainReasons(ex *Explanation, doc *policy.Document, d *core.Destination, 
 			parts = append(parts, fmt.Sprintf("%s %d/%d", labelOr(e.Pool.Label), e.Weight, rt.Total))
 			switch {
 			case e.Weight == 0:
-				notes = append(notes, "subset "+e.Subset+" has weight 0: it gets no traffic")
+				notes = append(notes, entryName(d.Name, e)+" has weight 0: it gets no traffic")
 			case len(e.Pool.Hosts) == 0:
-				notes = append(notes, "subset "+e.Subset+" selects no endpoint")
+				notes = append(notes, entryName(d.Name, e)+" selects no endpoint")
 			}
 		}
 		notes = append(notes, splitNotes(d.Name, rt, now)...)

@@ -77,6 +77,15 @@ func splitNotes(service string, rt *core.Route, now time.Time) []string {
 	return notes
 }
 
+// entryName names split entry e of a route of service in a reason:
+// "subset v2" of the service's own, the pool's label otherwise.
+func entryName(service string, e core.SplitEntry) string {
+	if e.Subset != "" && (e.Pool.Service == "" || e.Pool.Service == service) {
+		return "subset " + e.Subset
+	}
+	return labelOr(e.Pool.Label)
+}
+
 func labelOr(l string) string {
 	if l == "" {
 		return "every endpoint"

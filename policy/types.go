@@ -551,11 +551,7 @@ type Source interface {
 func (w WeightedSubset) String() string {
 	var b strings.Builder
 	b.WriteByte('{')
-	if w.Service != "" {
-		b.WriteString(w.Service)
-		b.WriteByte('/')
-	}
-	b.WriteString(w.Subset)
+	b.WriteString(Target{Service: w.Service, Subset: w.Subset}.String())
 	b.WriteByte(' ')
 	b.WriteString(strconv.Itoa(w.Weight))
 	for i, t := range w.Failover {
@@ -569,11 +565,14 @@ func (w WeightedSubset) String() string {
 	return b.String()
 }
 
-// String renders t as service/subset, or subset alone for the route's
-// service.
+// String renders t as service/subset: subset alone for the route's
+// service, service alone for every endpoint of another.
 func (t Target) String() string {
-	if t.Service == "" {
+	switch {
+	case t.Service == "":
 		return t.Subset
+	case t.Subset == "":
+		return t.Service
 	}
 	return t.Service + "/" + t.Subset
 }

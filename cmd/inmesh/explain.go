@@ -108,7 +108,7 @@ func printExplanation(w io.Writer, ex *mesh.Explanation, caller string) {
 	line("route", orDash(ex.Route))
 	var split []string
 	for _, s := range ex.Split {
-		split = append(split, fmt.Sprintf("%s=%d", s.Subset, s.Weight))
+		split = append(split, fmt.Sprintf("%s=%d", policy.Target{Service: s.Service, Subset: s.Subset}, s.Weight))
 	}
 	line("split", orDash(strings.Join(split, " ")))
 	if ex.PrefixRewrite != "" {
