@@ -411,4 +411,12 @@ func TestConsulDiscoversOnlyConnectInstances(t *testing.T) {
 	if n := strings.Count(logs.String(), "no Connect-capable instance"); n != 1 {
 		t.Fatalf("explained %d times:\n%s", n, logs.String())
 	}
+	// The calls say it too, once the control plane knows.
+	meshtest.Eventually(t, 10*time.Second, "the call's error explains why ledger has no endpoints", func() bool {
+		_, _, err := get(t, web, "http://ledger/x")
+		return err != nil && strings.Contains(err.Error(), "has no endpoints: Consul has 1 passing instance of it, none Connect-capable")
+	})
+	if plain.hits.Load() != 0 {
+		t.Fatalf("the plain instance saw %d requests", plain.hits.Load())
+	}
 }

@@ -65,6 +65,7 @@ type EndpointSource struct {
 	watches map[string]*serviceWatch
 	current map[string][]discovery.Endpoint
 	raw     map[string][]*api.ServiceEntry // the last answer, to relabel
+	why     map[string]string              // why a service has no endpoints, when it has plain instances
 	closed  bool
 }
 
@@ -153,6 +154,7 @@ func (s *EndpointSource) Unwatch(service string) {
 	delete(s.watches, service)
 	delete(s.current, service)
 	delete(s.raw, service)
+	delete(s.why, service)
 	s.publishLocked()
 }
 
@@ -204,6 +206,21 @@ func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
 	}
 	s.log.Warn("consul: no Connect-capable instance of the service (Connect-native, or behind a connect-proxy sidecar): the mesh calls none of its plain instances",
 		"service", service, "plain_instances", len(plain))
+	// The calls that find no endpoint say it too.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, watched := s.watches[service]; !watched || len(s.current[service]) > 0 {
+		return
+	}
+	if s.why == nil {
+		s.why = map[string]string{}
+	}
+	instances := "instances"
+	if len(plain) == 1 {
+		instances = "instance"
+	}
+	s.why[service] = fmt.Sprintf("Consul has %d passing %s of it, none Connect-capable (register them Connect-native, or behind a connect-proxy sidecar)", len(plain), instances)
+	s.publishLocked()
 }
 
 // set records a service's instances, publishes when its endpoints
@@ -247,7 +264,16 @@ func (s *EndpointSource) setLocked(service string) {
 // publishLocked publishes a snapshot of the current endpoints; s.mu is
 // held, so snapshots are published in the order of the changes.
 func (s *EndpointSource) publishLocked() {
-	s.val.set(&discovery.Snapshot{Source: SourceCatalog, Services: maps.Clone(s.current)})
+	for service := range s.why {
+		if len(s.current[service]) > 0 {
+			delete(s.why, service)
+		}
+	}
+	var why map[string]string
+	if len(s.why) > 0 {
+		why = maps.Clone(s.why)
+	}
+	s.val.set(&discovery.Snapshot{Source: SourceCatalog, Services: maps.Clone(s.current), Why: why})
 }
 
 // Current returns the endpoints known now, of every watched service. The

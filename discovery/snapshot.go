@@ -21,6 +21,19 @@ type Endpoint struct {
 type Snapshot struct {
 	Source   string // SourceStatic ("policy"), later "consul"
 	Services map[string][]Endpoint
+	// Why says, for a service the source watches that has no endpoints,
+	// why, where the source can tell (with Consul: instances there are,
+	// but none Connect-capable). A call that finds no endpoint says it.
+	Why map[string]string
+}
+
+// WhyEmpty is why service has no endpoints, "" when the source cannot
+// tell. A nil *Snapshot cannot.
+func (s *Snapshot) WhyEmpty(service string) string {
+	if s == nil {
+		return ""
+	}
+	return s.Why[service]
 }
 
 // Endpoints returns the endpoints of service, nil when it has none. The

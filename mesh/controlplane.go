@@ -330,7 +330,7 @@ func mergeEndpoints(pol *policy.Snapshot, catalog *discovery.Snapshot) *discover
 	if catalog == nil {
 		return static
 	}
-	out := &discovery.Snapshot{Source: catalog.Source, Services: map[string][]discovery.Endpoint{}}
+	out := &discovery.Snapshot{Source: catalog.Source, Services: map[string][]discovery.Endpoint{}, Why: catalog.Why}
 	for name := range pol.Services {
 		if eps := static.Endpoints(name); len(eps) > 0 {
 			out.Services[name] = eps

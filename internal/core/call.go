@@ -198,7 +198,7 @@ func (c *Call) Start(ctx context.Context, span trace.Span) error {
 		}
 	}
 	if len(c.Pool.Hosts) == 0 {
-		return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
+		return c.Fail(LayerDiscovery, noEndpoints(c.Dest.Name, c.Pool))
 	}
 	if rt.Hash != nil {
 		c.hash, c.hashed = rt.Hash.Hash(&c.req)
@@ -509,7 +509,7 @@ func (c *Call) Begin(a *Attempt, waited time.Duration) error {
 		}
 		if c.Host == nil {
 			a.permit.Release()
-			return c.Fail(LayerDiscovery, NoEndpoints(c.Pool.serviceOr(c.Dest.Name), c.Pool.Subset))
+			return c.Fail(LayerDiscovery, noEndpoints(c.Dest.Name, c.Pool))
 		}
 		a.Host = c.Host
 	}

@@ -245,6 +245,9 @@ func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb bal
 	for _, ep := range eps {
 		p.Hosts = append(p.Hosts, c.host(service, ep, o))
 	}
+	if len(eps) == 0 && len(c.eps.Endpoints(service)) == 0 {
+		p.Why = c.eps.WhyEmpty(service)
+	}
 	if hp := c.hashPicker(lb, p.Hosts); hp != nil {
 		p.Picker, p.Hash = hp, hp
 		return p

@@ -47,3 +47,13 @@ func NoEndpoints(service, subset string) error {
 	}
 	return fmt.Errorf("subset %q of service %q has no endpoints", subset, service)
 }
+
+// noEndpoints is NoEndpoints for the pool p of the call to service, with
+// why the control plane gave the service none, when it knows.
+func noEndpoints(service string, p *Pool) error {
+	err := NoEndpoints(p.serviceOr(service), p.Subset)
+	if p.Why != "" {
+		return fmt.Errorf("%w: %s", err, p.Why)
+	}
+	return err
+}

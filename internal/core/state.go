@@ -134,6 +134,9 @@ type Pool struct {
 	// Hash is Picker when it is a consistent-hash one (ring_hash or
 	// maglev), for picks by the request's hash; nil otherwise.
 	Hash *discovery.HashPicker
+	// Why is why the pool's service has no endpoints at all, when the
+	// control plane said (discovery.Snapshot.Why); "" otherwise.
+	Why string
 	// Service is the service the hosts belong to, whose identity they
 	// prove: the destination's, or another's for a split to it.
 	Service string
