@@ -128,6 +128,7 @@ func (cp *ControlPlane) configEntries(w mesh.Workload) (*configEntries, error) {
 	}
 	kv := newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness)
 	kv.token = cp.cfg.Token
+	kv.unresolved = true // configEntries snapshots the document
 	c := newConfigEntries(cp.cfg.Client, w.Service, kv, w.Logger)
 	cp.entries = c
 	cp.mu.Unlock()
