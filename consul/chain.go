@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,39 +20,56 @@ import (
 	"github.com/inmesh/inmesh/policy"
 )
 
-// The kinds of config entries whose names are mesh services.
-var nameKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults}
+// A name the policy does not hold is a mesh service when Consul knows it:
+// a Connect-capable instance in the catalog (Connect-native, or a
+// connect-proxy for it), or a service-router, -splitter, -resolver or
+// -defaults entry of that name. The service-defaults entries are watched
+// whole (a workload's own UpstreamConfig is in one), so their names are
+// known from the start; the others are asked at the first call to the
+// name (see entryHub.find), not watched: one long poll per mesh instead of
+// five, and a registration or an entry elsewhere in the datacenter wakes
+// no mesh.
+var findKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver}
 
-// catalogFilter selects, in /v1/catalog/services, the services with a
-// Connect-capable instance: Connect-native ones and sidecar proxies.
-const catalogFilter = `ServiceConnect.Native == true or ServiceKind == "connect-proxy"`
+// findTimeout bounds the questions of a first call to a name the policy
+// does not hold: a call to an outside host never waits long on Consul.
+const findTimeout = time.Second
 
-// sidecarSuffix ends the name Consul gives a sidecar_service registration:
-// "billing-sidecar-proxy" is billing's proxy.
-const sidecarSuffix = "-sidecar-proxy"
+// missTTL is how long a name Consul did not know stays outside the mesh
+// before a call asks again.
+const missTTL = 30 * time.Second
 
-// entryHub holds the watches of config entries shared by every control
-// plane on one *api.Client: Consul limits the connections of a client
-// address, and each blocking query holds one, so meshes of one process
-// that talk to one agent share them. It follows the names of the
-// service-router, service-splitter, service-resolver and service-defaults
-// entries (the service-defaults entries whole, for each workload's
-// UpstreamConfig), the services with a Connect-capable instance in the
-// catalog, and the compiled discovery chain of each destination a mesh of
-// the client calls, from its first call.
+// maxMisses bounds the names remembered as outside the mesh.
+const maxMisses = 4096
+
+// entryHub holds what the control planes on one *api.Client share about
+// config entries: Consul limits the connections of a client address, and
+// each blocking query holds one, so meshes of one process that talk to
+// one agent share them. It watches the service-defaults entries (their
+// names, and each workload's UpstreamConfig), remembers the names Consul
+// was asked about (find), and follows the compiled discovery chain of
+// each destination a mesh of the client calls, from its first call, with
+// its service-resolver's RequestTimeout.
 type entryHub struct {
 	client *api.Client
 	token  string // ACL token of the queries; "": the client's own
 	log    *slog.Logger
 	val    value[struct{}] // the goroutines of the watches
 
+	// misses are the names Consul did not know, with the time it said so,
+	// read without a lock by calls to outside hosts; replaced, never
+	// modified, under mu.
+	misses atomic.Pointer[map[string]time.Time]
+
 	mu       sync.Mutex
 	refs     int
 	gen      uint64                     // counts the changes
 	pending  int                        // name lists without a first answer yet
-	names    map[string]map[string]bool // list ("catalog", kind) -> names
+	names    map[string]map[string]bool // list (kind) -> names
+	found    map[string]bool            // names found a mesh service at a call
+	finding  map[string]chan struct{}   // the questions under way, closed when answered
 	defaults map[string]*api.ServiceConfigEntry
-	timeouts map[string]time.Duration             // service-resolver RequestTimeout by name
+	timeouts map[string]time.Duration             // service-resolver RequestTimeout by destination
 	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
 	subsets  map[string]map[string]compiledSubset // service -> subset
 	subs     map[*configEntries]bool
@@ -81,17 +99,18 @@ func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 			token:    token,
 			log:      logger,
 			names:    map[string]map[string]bool{},
+			found:    map[string]bool{},
+			finding:  map[string]chan struct{}{},
 			defaults: map[string]*api.ServiceConfigEntry{},
+			timeouts: map[string]time.Duration{},
 			chains:   map[string]*chainPolicy{},
 			subsets:  map[string]map[string]compiledSubset{},
 			subs:     map[*configEntries]bool{},
 		}
+		h.misses.Store(&map[string]time.Time{})
 		h.val.start()
-		h.pending = len(nameKinds) + 1
-		for _, kind := range nameKinds {
-			h.val.run(func(ctx context.Context) { h.watchList(ctx, kind) })
-		}
-		h.val.run(h.watchCatalog)
+		h.pending = 1
+		h.val.run(func(ctx context.Context) { h.watchList(ctx, api.ServiceDefaults) })
 		hubs.m[hubKey{client, token}] = h
 	}
 	h.refs++
@@ -171,6 +190,7 @@ type configEntries struct {
 	kvSnap         *policy.Snapshot
 	kvErrs         []error
 	watched        map[string]*chainReady // the destinations whose chain this mesh follows
+	present        map[string]*chainReady // the names found a mesh service at a call: closed once in a snapshot emitted
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
@@ -200,6 +220,7 @@ func newConfigEntries(client *api.Client, self string, kv *kvWatch, logger *slog
 		log:     logger,
 		wake:    make(chan struct{}, 1),
 		watched: map[string]*chainReady{},
+		present: map[string]*chainReady{},
 	}
 	c.hub.subscribe(c, true)
 	return c
@@ -298,6 +319,32 @@ func (c *configEntries) watchChain(service string) <-chan struct{} {
 	return r.ch
 }
 
+// findService reports whether name, which the policy in force does not
+// hold, is a mesh service (see entryHub.find); when it is, a snapshot
+// that holds it is in force in the mesh before it returns (or ctx ends).
+// A name Consul did not know lately costs no question and takes no lock.
+func (c *configEntries) findService(ctx context.Context, name string) bool {
+	if net.ParseIP(name) != nil || !policy.IsServiceName(name) || c.hub.missed(name) {
+		return false
+	}
+	if !c.hub.find(ctx, name) {
+		return false
+	}
+	c.mu.Lock()
+	r, ok := c.present[name]
+	if !ok {
+		r = &chainReady{ch: make(chan struct{})}
+		c.present[name] = r
+	}
+	c.mu.Unlock()
+	c.poke()
+	select {
+	case <-r.ch:
+	case <-ctx.Done():
+	}
+	return true
+}
+
 // buildLocked returns the snapshot of the KV document with the config
 // entries applied (nil when there is none yet, or it is the one emitted
 // last), the errors of the destinations whose merged block does not
@@ -316,6 +363,11 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 			inForce = append(inForce, r)
 		}
 	}
+	for _, r := range c.present {
+		if !r.closed {
+			inForce = append(inForce, r) // h.found holds its name: this build does
+		}
+	}
 	base := c.kvSnap
 	doc := *base.Doc
 	doc.Services = maps.Clone(base.Doc.Services)
@@ -332,6 +384,22 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	for svc := range h.subsets {
 		if _, ok := doc.Services[svc]; !ok && policy.IsServiceName(svc) && base.Rejected[svc] == "" {
 			doc.Services[svc] = &policy.Service{}
+		}
+	}
+	for name := range h.found {
+		if _, ok := doc.Services[name]; !ok && base.Rejected[name] == "" {
+			doc.Services[name] = &policy.Service{}
+		}
+	}
+	// The services the chains of this mesh's destinations call are mesh
+	// services: Consul compiled them into a chain.
+	for svc := range c.watched {
+		if got := h.chains[svc]; got != nil {
+			for _, other := range servicesNamed(&got.block) {
+				if _, ok := doc.Services[other]; !ok && policy.IsServiceName(other) && base.Rejected[other] == "" {
+					doc.Services[other] = &policy.Service{}
+				}
+			}
 		}
 	}
 	self := h.defaults[c.self]
@@ -443,7 +511,6 @@ func sameProvenance(a, b map[string]map[string]string) bool {
 type listAnswer struct {
 	names    map[string]bool
 	defaults map[string]*api.ServiceConfigEntry // service-defaults: the entries
-	timeouts map[string]time.Duration           // service-resolver: RequestTimeout by name
 }
 
 // setNames records an answer of one list; first tells its first answer.
@@ -454,10 +521,6 @@ func (h *entryHub) setNames(list string, a listAnswer, first bool) {
 	h.names[list] = names
 	if list == api.ServiceDefaults && !same(h.defaults, a.defaults) {
 		h.defaults = a.defaults
-		changed = true
-	}
-	if list == api.ServiceResolver && !maps.Equal(h.timeouts, a.timeouts) {
-		h.timeouts = a.timeouts
 		changed = true
 	}
 	if first {
@@ -483,18 +546,11 @@ func (h *entryHub) watchList(ctx context.Context, kind string) {
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}, timeouts: map[string]time.Duration{}}
+			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}}
 			for _, e := range entries {
 				a.names[e.GetName()] = true
-				switch e := e.(type) {
-				case *api.ServiceConfigEntry:
+				if e, ok := e.(*api.ServiceConfigEntry); ok {
 					a.defaults[e.Name] = e
-				case *api.ServiceResolverConfigEntry:
-					// The compiled chain leaves the resolver's
-					// RequestTimeout out: take it from the entry.
-					if e.RequestTimeout > 0 {
-						a.timeouts[e.Name] = e.RequestTimeout
-					}
 				}
 			}
 			h.setNames(kind, a, first)
@@ -513,36 +569,106 @@ func (h *entryHub) watchList(ctx context.Context, kind string) {
 	_ = loop.Run(ctx)
 }
 
-// watchCatalog follows the services with a Connect-capable instance.
-func (h *entryHub) watchCatalog(ctx context.Context) {
-	first := true
-	loop := &blocking.Loop{
-		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true, Filter: catalogFilter}, h.token).WithContext(ctx)
-			services, meta, err := h.client.Catalog().Services(q)
-			if err != nil {
-				return blocking.Result{}, err
-			}
-			names := make(map[string]bool, len(services))
-			for name := range services {
-				names[name] = true
-				if dest, ok := strings.CutSuffix(name, sidecarSuffix); ok && dest != "" {
-					names[dest] = true
-				}
-			}
-			h.setNames("catalog", listAnswer{names: names}, first)
-			first = false
-			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
-		},
-		OnError: func(err error, failures int, wait time.Duration) {
-			if first {
-				h.setNames("catalog", listAnswer{}, true)
-				first = false
-			}
-			h.logFailure("consul catalog watch failed; the mesh services known stay", err, failures, wait)
-		},
+// missed reports whether Consul said lately that it does not know name.
+// It takes no lock: every call to an outside host asks it.
+func (h *entryHub) missed(name string) bool {
+	at, ok := (*h.misses.Load())[name]
+	return ok && time.Since(at) < missTTL
+}
+
+// find reports whether name is a mesh service: one the service-defaults
+// entries name, one found before, or else one Consul knows now (asked
+// once, without blocking, for every caller that wants it at the same
+// time). A name found stays a mesh service; a name not found is asked
+// again at a call after missTTL. A failed question counts as not found.
+func (h *entryHub) find(ctx context.Context, name string) bool {
+	h.mu.Lock()
+	if h.knownLocked(name) {
+		h.mu.Unlock()
+		return true
 	}
-	_ = loop.Run(ctx)
+	if ch, ok := h.finding[name]; ok {
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.knownLocked(name)
+	}
+	ch := make(chan struct{})
+	h.finding[name] = ch
+	h.mu.Unlock()
+
+	ok := h.ask(ctx, name)
+
+	h.mu.Lock()
+	delete(h.finding, name)
+	close(ch)
+	if ok {
+		h.found[name] = true
+		h.gen++
+	} else {
+		now := time.Now()
+		old := *h.misses.Load()
+		m := make(map[string]time.Time, len(old)+1)
+		for n, at := range old {
+			if now.Sub(at) < missTTL && len(m) < maxMisses-1 {
+				m[n] = at
+			}
+		}
+		m[name] = now
+		h.misses.Store(&m)
+	}
+	h.mu.Unlock()
+	if ok {
+		h.changed()
+	}
+	return ok
+}
+
+// knownLocked reports whether name is a mesh service the hub knows of;
+// h.mu is held.
+func (h *entryHub) knownLocked(name string) bool {
+	if h.found[name] || h.subsets[name] != nil {
+		return true
+	}
+	for _, list := range h.names {
+		if list[name] {
+			return true
+		}
+	}
+	return false
+}
+
+// ask asks Consul, without blocking and within findTimeout, whether it
+// knows name: a Connect-capable instance in the catalog, or a
+// service-router, -splitter or -resolver entry.
+func (h *entryHub) ask(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, findTimeout)
+	defer cancel()
+	q := func() *api.QueryOptions { return query(&api.QueryOptions{AllowStale: true}, h.token).WithContext(ctx) }
+	answers := make(chan bool, 1+len(findKinds))
+	go func() {
+		instances, _, err := h.client.Catalog().Connect(name, "", q())
+		answers <- err == nil && len(instances) > 0
+	}()
+	for _, kind := range findKinds {
+		go func() {
+			e, _, err := h.client.ConfigEntries().Get(kind, name, q())
+			answers <- err == nil && e != nil
+		}()
+	}
+	found := false
+	for range 1 + len(findKinds) {
+		if <-answers {
+			found = true
+			cancel() // the others need not finish
+		}
+	}
+	return found
 }
 
 func (h *entryHub) logFailure(msg string, err error, failures int, wait time.Duration, attrs ...any) {
@@ -574,7 +700,14 @@ func (h *entryHub) runChain(ctx context.Context, service string) {
 				return blocking.Result{}, err
 			}
 			if index == 0 || meta.LastIndex != index {
-				h.setChain(service, translateChain(service, resp.Chain))
+				// The compiled chain leaves the resolver's RequestTimeout
+				// out: read it from the entry (the chain's index moves
+				// when the entry changes).
+				timeout, err := h.resolverTimeout(ctx, service)
+				if err != nil {
+					return blocking.Result{}, err
+				}
+				h.setChain(service, translateChain(service, resp.Chain), timeout)
 			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
@@ -585,10 +718,26 @@ func (h *entryHub) runChain(ctx context.Context, service string) {
 	_ = loop.Run(ctx)
 }
 
-// setChain records a chain's answer. The subsets it names are recorded
-// first, and the endpoints labeled by them, before the policy that
-// selects by them is emitted.
-func (h *entryHub) setChain(service string, cp *chainPolicy) {
+// resolverTimeout reads the RequestTimeout of service's service-resolver
+// entry: 0 without one.
+func (h *entryHub) resolverTimeout(ctx context.Context, service string) (time.Duration, error) {
+	e, _, err := h.client.ConfigEntries().Get(api.ServiceResolver, service, query(&api.QueryOptions{AllowStale: true}, h.token).WithContext(ctx))
+	switch {
+	case err != nil && isNotFound(err):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	if r, ok := e.(*api.ServiceResolverConfigEntry); ok {
+		return r.RequestTimeout, nil
+	}
+	return 0, nil
+}
+
+// setChain records a chain's answer, and its resolver's RequestTimeout.
+// The subsets it names are recorded first, and the endpoints labeled by
+// them, before the policy that selects by them is emitted.
+func (h *entryHub) setChain(service string, cp *chainPolicy, timeout time.Duration) {
 	h.mu.Lock()
 	var relabel []string
 	for svc, subs := range cp.subsets {
@@ -621,9 +770,14 @@ func (h *entryHub) setChain(service string, cp *chainPolicy) {
 		h.relabel(slices.Compact(slices.Sorted(slices.Values(relabel))))
 	}
 	h.mu.Lock()
-	changed := !same(h.chains[service], cp)
+	changed := !same(h.chains[service], cp) || h.timeouts[service] != timeout
 	if changed {
 		h.chains[service] = cp
+		if timeout > 0 {
+			h.timeouts[service] = timeout
+		} else {
+			delete(h.timeouts, service)
+		}
 		h.gen++
 	}
 	h.mu.Unlock()

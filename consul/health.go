@@ -142,6 +142,16 @@ func (s *EndpointSource) Watch(ctx context.Context, service string) {
 	}
 }
 
+// FindService implements mesh.ServiceFinder: with the control plane's
+// config entries, whether service, which the policy does not hold, is a
+// service Consul knows (a Connect-capable instance, or a service-router,
+// -splitter or -resolver entry of that name); when it is, the policy in
+// force holds it before FindService returns. A source of
+// NewEndpointSource knows no more services than the policy.
+func (s *EndpointSource) FindService(ctx context.Context, service string) bool {
+	return s.entries != nil && s.entries.findService(ctx, service)
+}
+
 // Unwatch stops watching service and drops its endpoints.
 func (s *EndpointSource) Unwatch(service string) {
 	s.mu.Lock()

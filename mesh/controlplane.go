@@ -89,6 +89,20 @@ type EndpointSource interface {
 	Changed() <-chan struct{}
 }
 
+// ServiceFinder is implemented by an EndpointSource whose control plane
+// knows services the policy document does not name (with Consul, every
+// service with a Connect-capable instance or a config entry), so that
+// their calls stay in the mesh without a policy block each. A call to a
+// host that names no service of the policy in force (and Explain of one)
+// asks FindService before the call leaves the mesh.
+type ServiceFinder interface {
+	// FindService reports whether service is a service of the mesh; when
+	// it is, a policy that holds service is in force before it returns
+	// (or ctx ends). Every call to an outside host asks it: a name it
+	// answered no for lately must cost it no more than a lock-free lookup.
+	FindService(ctx context.Context, service string) bool
+}
+
 // Authorization is how a control plane authorizes this workload's callers,
 // in place of the policy's authorization blocks.
 type Authorization struct {
@@ -215,6 +229,23 @@ type watchedSet struct {
 // plane it is a nil check.
 func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 	return m.endpoints != nil && m.startWatch(ctx, service)
+}
+
+// findService asks the endpoint source, when it is a ServiceFinder,
+// whether name, which names no service of the policy in force, is a
+// service of the mesh, and reports whether the state in force now holds
+// it. It waits at most firstAnswerWait.
+func (m *Mesh) findService(ctx context.Context, name string) bool {
+	f, ok := m.endpoints.(ServiceFinder)
+	if !ok {
+		return false
+	}
+	if _, rejected := m.state.Load().policy.Rejected[name]; rejected {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, firstAnswerWait)
+	defer cancel()
+	return f.FindService(ctx, name) && m.state.Load().services[name] != nil
 }
 
 // ensureWatchedAll is ensureWatched for service and the other services
