@@ -29,7 +29,7 @@ import (
 // name (see entryHub.find), not watched: one long poll per mesh instead of
 // five, and a registration or an entry elsewhere in the datacenter wakes
 // no mesh.
-var findKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver}
+var findKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults}
 
 // findTimeout bounds the questions of a first call to a name the policy
 // does not hold: a call to an outside host never waits long on Consul.
@@ -63,12 +63,9 @@ type entryHub struct {
 
 	mu       sync.Mutex
 	refs     int
-	gen      uint64                     // counts the changes
-	pending  int                        // name lists without a first answer yet
-	names    map[string]map[string]bool // list (kind) -> names
-	found    map[string]bool            // names found a mesh service at a call
-	finding  map[string]chan struct{}   // the questions under way, closed when answered
-	defaults map[string]*api.ServiceConfigEntry
+	gen      uint64                               // counts the changes
+	found    map[string]bool                      // names found a mesh service at a call
+	finding  map[string]chan struct{}             // the questions under way, closed when answered
 	timeouts map[string]time.Duration             // service-resolver RequestTimeout by destination
 	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
 	subsets  map[string]map[string]compiledSubset // service -> subset
@@ -98,10 +95,8 @@ func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 			client:   client,
 			token:    token,
 			log:      logger,
-			names:    map[string]map[string]bool{},
 			found:    map[string]bool{},
 			finding:  map[string]chan struct{}{},
-			defaults: map[string]*api.ServiceConfigEntry{},
 			timeouts: map[string]time.Duration{},
 			chains:   map[string]*chainPolicy{},
 			subsets:  map[string]map[string]compiledSubset{},
@@ -109,8 +104,6 @@ func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 		}
 		h.misses.Store(&map[string]time.Time{})
 		h.val.start()
-		h.pending = 1
-		h.val.run(func(ctx context.Context) { h.watchList(ctx, api.ServiceDefaults) })
 		hubs.m[hubKey{client, token}] = h
 	}
 	h.refs++
@@ -184,13 +177,18 @@ type configEntries struct {
 
 	wake      chan struct{} // cap 1: something changed
 	closeOnce sync.Once
+	selfOnce  sync.Once          // starts the watch of this workload's service-defaults
+	stop      context.CancelFunc // ends it
+	wg        sync.WaitGroup
 	rejected  map[string]bool // the rejections of the last build (the Watch goroutine's)
 
 	mu             sync.Mutex
 	kvSnap         *policy.Snapshot
 	kvErrs         []error
-	watched        map[string]*chainReady // the destinations whose chain this mesh follows
-	present        map[string]*chainReady // the names found a mesh service at a call: closed once in a snapshot emitted
+	watched        map[string]*chainReady  // the destinations whose chain this mesh follows
+	present        map[string]*chainReady  // the names found a mesh service at a call: closed once in a snapshot emitted
+	selfDefaults   *api.ServiceConfigEntry // this workload's service-defaults entry; nil: none
+	selfKnown      bool                    // selfDefaults had its first answer (or failure)
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
@@ -238,6 +236,11 @@ func (c *configEntries) poke() {
 // Close stops following the hub; the hub's last user stops its watches.
 func (c *configEntries) Close() error {
 	c.closeOnce.Do(func() {
+		c.selfOnce.Do(func() {}) // no watch starts after this
+		if c.stop != nil {
+			c.stop()
+		}
+		c.wg.Wait()
 		c.hub.subscribe(c, false)
 		c.hub.release()
 	})
@@ -313,10 +316,66 @@ func (c *configEntries) watchChain(service string) <-chan struct{} {
 	}
 	c.mu.Unlock()
 	if !ok {
+		c.selfOnce.Do(c.startSelfDefaults)
 		c.hub.watchChain(service)
 		c.poke() // the hub may know the chain already
 	}
 	return r.ch
+}
+
+// startSelfDefaults starts watching this workload's service-defaults
+// entry, whose UpstreamConfig applies to its destinations: at the first
+// destination, since a mesh that calls nothing needs none of it.
+func (c *configEntries) startSelfDefaults() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop = cancel
+	c.wg.Go(func() { c.watchSelfDefaults(ctx) })
+}
+
+func (c *configEntries) watchSelfDefaults(ctx context.Context) {
+	h := c.hub
+	entries := h.client.ConfigEntries()
+	first := true
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
+			e, meta, err := entries.Get(api.ServiceDefaults, c.self, q)
+			switch {
+			case err != nil && isNotFound(err):
+				// No entry: see listedIntentions for why the list.
+				e, meta, err = listedEntry(ctx, entries, h.token, api.ServiceDefaults, c.self)
+				if err != nil {
+					return blocking.Result{}, err
+				}
+			case err != nil:
+				return blocking.Result{}, err
+			}
+			entry, _ := e.(*api.ServiceConfigEntry)
+			c.setSelfDefaults(entry)
+			first = false
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if first {
+				// Never hold the first call back for it: go on without.
+				c.setSelfDefaults(nil)
+				first = false
+			}
+			h.logFailure("consul service-defaults watch failed; the entry known stays in force", err, failures, wait, "service", c.self)
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+// setSelfDefaults records an answer of this workload's service-defaults.
+func (c *configEntries) setSelfDefaults(e *api.ServiceConfigEntry) {
+	c.mu.Lock()
+	changed := !c.selfKnown || !same(c.selfDefaults, e)
+	c.selfDefaults, c.selfKnown = e, true
+	c.mu.Unlock()
+	if changed {
+		c.poke()
+	}
 }
 
 // findService reports whether name, which the policy in force does not
@@ -354,12 +413,12 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	h := c.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c.kvSnap == nil || h.pending > 0 {
+	if c.kvSnap == nil {
 		return nil, nil, nil
 	}
 	var inForce []*chainReady
 	for svc, r := range c.watched {
-		if h.chains[svc] != nil && !r.closed {
+		if h.chains[svc] != nil && c.selfKnown && !r.closed {
 			inForce = append(inForce, r)
 		}
 	}
@@ -373,13 +432,6 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	doc.Services = maps.Clone(base.Doc.Services)
 	if doc.Services == nil {
 		doc.Services = map[string]*policy.Service{}
-	}
-	for _, list := range h.names {
-		for name := range list {
-			if _, ok := doc.Services[name]; !ok && policy.IsServiceName(name) && base.Rejected[name] == "" {
-				doc.Services[name] = &policy.Service{}
-			}
-		}
 	}
 	for svc := range h.subsets {
 		if _, ok := doc.Services[svc]; !ok && policy.IsServiceName(svc) && base.Rejected[svc] == "" {
@@ -402,7 +454,7 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 			}
 		}
 	}
-	self := h.defaults[c.self]
+	self := c.selfDefaults
 	provenance := map[string]map[string]string{}
 	shadowed := map[string][]string{}
 	var errs []error
@@ -507,68 +559,6 @@ func sameProvenance(a, b map[string]map[string]string) bool {
 	return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
 }
 
-// listAnswer is one answer of a name list.
-type listAnswer struct {
-	names    map[string]bool
-	defaults map[string]*api.ServiceConfigEntry // service-defaults: the entries
-}
-
-// setNames records an answer of one list; first tells its first answer.
-func (h *entryHub) setNames(list string, a listAnswer, first bool) {
-	names := a.names
-	h.mu.Lock()
-	changed := !maps.Equal(h.names[list], names) || first
-	h.names[list] = names
-	if list == api.ServiceDefaults && !same(h.defaults, a.defaults) {
-		h.defaults = a.defaults
-		changed = true
-	}
-	if first {
-		h.pending--
-	}
-	if changed {
-		h.gen++
-	}
-	h.mu.Unlock()
-	if changed {
-		h.changed()
-	}
-}
-
-// watchList follows the names of the config entries of kind (and the
-// service-defaults entries whole).
-func (h *entryHub) watchList(ctx context.Context, kind string) {
-	first := true
-	loop := &blocking.Loop{
-		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
-			entries, meta, err := h.client.ConfigEntries().List(kind, q)
-			if err != nil {
-				return blocking.Result{}, err
-			}
-			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}}
-			for _, e := range entries {
-				a.names[e.GetName()] = true
-				if e, ok := e.(*api.ServiceConfigEntry); ok {
-					a.defaults[e.Name] = e
-				}
-			}
-			h.setNames(kind, a, first)
-			first = false
-			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
-		},
-		OnError: func(err error, failures int, wait time.Duration) {
-			if first {
-				// Never hold the policy back for a list: go on without it.
-				h.setNames(kind, listAnswer{defaults: map[string]*api.ServiceConfigEntry{}}, true)
-				first = false
-			}
-			h.logFailure("consul config entries watch failed; the ones known stay in force", err, failures, wait, "kind", kind)
-		},
-	}
-	_ = loop.Run(ctx)
-}
-
 // missed reports whether Consul said lately that it does not know name.
 // It takes no lock: every call to an outside host asks it.
 func (h *entryHub) missed(name string) bool {
@@ -632,15 +622,7 @@ func (h *entryHub) find(ctx context.Context, name string) bool {
 // knownLocked reports whether name is a mesh service the hub knows of;
 // h.mu is held.
 func (h *entryHub) knownLocked(name string) bool {
-	if h.found[name] || h.subsets[name] != nil {
-		return true
-	}
-	for _, list := range h.names {
-		if list[name] {
-			return true
-		}
-	}
-	return false
+	return h.found[name] || h.subsets[name] != nil
 }
 
 // ask asks Consul, without blocking and within findTimeout, whether it

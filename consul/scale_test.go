@@ -16,22 +16,22 @@ import (
 
 // TestConsulMeshLongPolls: the long polls a mesh holds on its agent, idle
 // and after calling a destination, as the README counts them: the KV
-// prefix, the Connect leaf, its intentions and the service-defaults
-// entries; then the connect health and the discovery chain of each
-// destination. No watch of the catalog or of other config entry kinds.
+// prefix, the Connect leaf and its intentions; then its own
+// service-defaults entry, and the connect health and the discovery chain
+// of each destination. No watch of the catalog or of config entry lists.
 func TestConsulMeshLongPolls(t *testing.T) {
 	agent := consultest.Start(t)
 	nativeBackend(t, agent, "ledger", "v1", false, nil)
 	counter := agent.Counting(t)
 	m := meshOn(t, counter.Client, "web")
-	want := []string{"/v1/agent/connect/ca/leaf/web", "/v1/config/service-defaults", "/v1/config/service-intentions/web", "/v1/kv/inmesh/"}
+	want := []string{"/v1/agent/connect/ca/leaf/web", "/v1/config/service-intentions/web", "/v1/kv/inmesh/"}
 	polls := func() []string { return slices.Sorted(maps.Keys(counter.InFlight())) }
 	meshtest.Eventually(t, 10*time.Second, "the idle mesh's long polls", func() bool { return slices.Equal(polls(), want) })
 
 	if code, body, err := get(t, m, "http://ledger/x"); err != nil || code != 200 || body != "v1" {
 		t.Fatalf("ledger: %d %q %v", code, body, err)
 	}
-	want = slices.Sorted(slices.Values(append(want, "/v1/discovery-chain/ledger", "/v1/health/connect/ledger")))
+	want = slices.Sorted(slices.Values(append(want, "/v1/config/service-defaults/web", "/v1/discovery-chain/ledger", "/v1/health/connect/ledger")))
 	meshtest.Eventually(t, 10*time.Second, "the long polls after a call", func() bool { return slices.Equal(polls(), want) })
 }
 
