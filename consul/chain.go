@@ -61,15 +61,17 @@ type entryHub struct {
 	// modified, under mu.
 	misses atomic.Pointer[map[string]time.Time]
 
-	mu       sync.Mutex
-	refs     int
-	gen      uint64                               // counts the changes
-	found    map[string]bool                      // names found a mesh service at a call
-	finding  map[string]chan struct{}             // the questions under way, closed when answered
-	timeouts map[string]time.Duration             // service-resolver RequestTimeout by destination
-	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
-	subsets  map[string]map[string]compiledSubset // service -> subset
-	subs     map[*configEntries]bool
+	mu        sync.Mutex
+	refs      int
+	gen       uint64                               // counts the changes
+	found     map[string]bool                      // names found a mesh service at a call
+	finding   map[string]chan struct{}             // the questions under way, closed when answered
+	timeouts  map[string]time.Duration             // service-resolver RequestTimeout by destination
+	chains    map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
+	chainRefs map[string]int                       // destination -> the meshes that follow its chain
+	chainStop map[string]context.CancelFunc        // destination -> the end of its running watch
+	subsets   map[string]map[string]compiledSubset // service -> subset
+	subs      map[*configEntries]bool
 }
 
 var hubs = struct {
@@ -92,15 +94,17 @@ func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 	h := hubs.m[hubKey{client, token}]
 	if h == nil {
 		h = &entryHub{
-			client:   client,
-			token:    token,
-			log:      logger,
-			found:    map[string]bool{},
-			finding:  map[string]chan struct{}{},
-			timeouts: map[string]time.Duration{},
-			chains:   map[string]*chainPolicy{},
-			subsets:  map[string]map[string]compiledSubset{},
-			subs:     map[*configEntries]bool{},
+			client:    client,
+			token:     token,
+			log:       logger,
+			found:     map[string]bool{},
+			finding:   map[string]chan struct{}{},
+			timeouts:  map[string]time.Duration{},
+			chains:    map[string]*chainPolicy{},
+			chainRefs: map[string]int{},
+			chainStop: map[string]context.CancelFunc{},
+			subsets:   map[string]map[string]compiledSubset{},
+			subs:      map[*configEntries]bool{},
 		}
 		h.misses.Store(&map[string]time.Time{})
 		h.val.start()
@@ -196,8 +200,9 @@ type configEntries struct {
 
 // chainReady is closed once a destination's chain is in force in this mesh.
 type chainReady struct {
-	ch     chan struct{}
-	closed bool
+	ch      chan struct{}
+	closed  bool
+	running bool // this mesh holds a reference on the hub's watch of the chain
 }
 
 // compiledSubset is a resolver subset ready to evaluate on instances.
@@ -314,13 +319,30 @@ func (c *configEntries) watchChain(service string) <-chan struct{} {
 		r = &chainReady{ch: make(chan struct{})}
 		c.watched[service] = r
 	}
+	start := !r.running
+	r.running = true
 	c.mu.Unlock()
-	if !ok {
+	if start {
 		c.selfOnce.Do(c.startSelfDefaults)
 		c.hub.watchChain(service)
 		c.poke() // the hub may know the chain already
 	}
 	return r.ch
+}
+
+// unwatchChain stops following the chain of service, whose last answer
+// stays in force in this mesh, until the next watchChain.
+func (c *configEntries) unwatchChain(service string) {
+	c.mu.Lock()
+	r, ok := c.watched[service]
+	stop := ok && r.running
+	if stop {
+		r.running = false
+	}
+	c.mu.Unlock()
+	if stop {
+		c.hub.unwatchChain(service)
+	}
 }
 
 // startSelfDefaults starts watching this workload's service-defaults
@@ -661,16 +683,36 @@ func (h *entryHub) logFailure(msg string, err error, failures int, wait time.Dur
 	h.log.Log(context.Background(), level, msg, append(attrs, "failures", failures, "retry_in", wait, "err", err)...)
 }
 
-// watchChain starts watching the compiled discovery chain of service,
-// unless it is watched already.
+// watchChain takes a reference on the watch of the compiled discovery
+// chain of service, starting it unless it runs.
 func (h *entryHub) watchChain(service string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.chains[service]; ok {
+	h.chainRefs[service]++
+	if h.chainStop[service] != nil {
 		return
 	}
-	h.chains[service] = nil
-	h.val.run(func(ctx context.Context) { h.runChain(ctx, service) })
+	if _, ok := h.chains[service]; !ok {
+		h.chains[service] = nil // no answer yet
+	}
+	ctx, cancel := context.WithCancel(h.val.ctx)
+	h.chainStop[service] = cancel
+	h.val.run(func(context.Context) { h.runChain(ctx, service) })
+}
+
+// unwatchChain drops a reference on the watch of service's chain; the
+// last stops it, and its last answer stays known.
+func (h *entryHub) unwatchChain(service string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.chainRefs[service]--; h.chainRefs[service] > 0 {
+		return
+	}
+	delete(h.chainRefs, service)
+	if stop := h.chainStop[service]; stop != nil {
+		stop()
+		delete(h.chainStop, service)
+	}
 }
 
 func (h *entryHub) runChain(ctx context.Context, service string) {

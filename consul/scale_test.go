@@ -1,6 +1,7 @@
 package consul_test
 
 import (
+	"context"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -9,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/consul"
+	"github.com/inmesh/inmesh/internal/clock/clocktest"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/mesh"
 )
@@ -71,4 +75,61 @@ func TestConsulFindsServicesAtTheFirstCall(t *testing.T) {
 			t.Fatalf("asked Consul about an address: %s", path)
 		}
 	}
+}
+
+// TestEndpointSourceStopWatching: a destination the mesh stopped watching
+// holds no long poll and keeps its endpoints; the next Watch starts again.
+func TestEndpointSourceStopWatching(t *testing.T) {
+	agent := consultest.Start(t)
+	registerNative(t, agent, "ledger", "v1", "127.0.0.1:9", false)
+	counter := agent.Counting(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := consul.NewEndpointSource(ctx, counter.Client, []string{"ledger"}, meshtest.QuietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const poll = "/v1/health/connect/ledger"
+	meshtest.Eventually(t, 10*time.Second, "the health long poll", func() bool { return counter.InFlight()[poll] == 1 })
+
+	s.StopWatching("ledger")
+	meshtest.Eventually(t, 10*time.Second, "no health long poll", func() bool { return counter.InFlight()[poll] == 0 })
+	if eps := s.Current().Endpoints("ledger"); len(eps) != 1 || eps[0].Address != "127.0.0.1:9" {
+		t.Fatalf("endpoints after stopping: %v", eps)
+	}
+	s.Watch(ctx, "ledger")
+	meshtest.Eventually(t, 10*time.Second, "the health long poll again", func() bool { return counter.InFlight()[poll] == 1 })
+	if n := counter.Requests()[poll]; n < 3 {
+		t.Fatalf("%d health requests, want the first, its long poll and the one after the restart", n)
+	}
+}
+
+// TestConsulIdleDestination: a destination a mesh has not called for a
+// while holds neither its health nor its chain long poll, still serves its
+// last endpoints, and the next call watches it again.
+func TestConsulIdleDestination(t *testing.T) {
+	agent := consultest.Start(t)
+	nativeBackend(t, agent, "ledger", "v1", false, nil)
+	counter := agent.Counting(t)
+	fc := clocktest.NewFake(time.Now())
+	m := meshOn(t, counter.Client, "web", meshlink.WithClock(fc).(mesh.Option))
+	if code, body, err := get(t, m, "http://ledger/x"); err != nil || code != 200 || body != "v1" {
+		t.Fatalf("ledger: %d %q %v", code, body, err)
+	}
+	const health, chain = "/v1/health/connect/ledger", "/v1/discovery-chain/ledger"
+	watching := func() bool { in := counter.InFlight(); return in[health] == 1 && in[chain] == 1 }
+	meshtest.Eventually(t, 10*time.Second, "ledger's long polls", watching)
+	for range 3 { // two sweeps without a call, after the one that saw it
+		fc.BlockUntilTimers(1)
+		fc.Advance(time.Minute)
+	}
+	meshtest.Eventually(t, 10*time.Second, "no long poll of ledger", func() bool {
+		in := counter.InFlight()
+		return in[health] == 0 && in[chain] == 0
+	})
+	if code, body, err := get(t, m, "http://ledger/x"); err != nil || code != 200 || body != "v1" {
+		t.Fatalf("ledger after an idle spell: %d %q %v", code, body, err)
+	}
+	meshtest.Eventually(t, 10*time.Second, "ledger's long polls again", watching)
 }
