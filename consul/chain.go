@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -34,6 +34,10 @@ var findKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceReso
 // findTimeout bounds the questions of a first call to a name the policy
 // does not hold: a call to an outside host never waits long on Consul.
 const findTimeout = time.Second
+
+// findWait bounds the whole first call's wait on findService: the
+// questions, then the snapshot that holds a name found.
+const findWait = 5 * time.Second
 
 // missTTL is how long a name Consul did not know stays outside the mesh
 // before a call asks again.
@@ -405,9 +409,14 @@ func (c *configEntries) setSelfDefaults(e *api.ServiceConfigEntry) {
 // that holds it is in force in the mesh before it returns (or ctx ends).
 // A name Consul did not know lately costs no question and takes no lock.
 func (c *configEntries) findService(ctx context.Context, name string) bool {
-	if net.ParseIP(name) != nil || !policy.IsServiceName(name) || c.hub.missed(name) {
+	if c.hub.missed(name) || !policy.IsServiceName(name) {
 		return false
 	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return false // an address names no service
+	}
+	ctx, cancel := context.WithTimeout(ctx, findWait)
+	defer cancel()
 	if !c.hub.find(ctx, name) {
 		return false
 	}

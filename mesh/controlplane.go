@@ -119,8 +119,9 @@ const (
 type ServiceFinder interface {
 	// FindService reports whether service is a service of the mesh; when
 	// it is, a policy that holds service is in force before it returns
-	// (or ctx ends). Every call to an outside host asks it: a name it
-	// answered no for lately must cost it no more than a lock-free lookup.
+	// (or ctx ends, or a bound of its own, short, passes). Every call to an
+	// outside host asks it: a name it answered no for lately must cost no
+	// more than a lock-free lookup, without allocating.
 	FindService(ctx context.Context, service string) bool
 }
 
@@ -262,7 +263,7 @@ func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 // findService asks the endpoint source, when it is a ServiceFinder,
 // whether name, which names no service of the policy in force, is a
 // service of the mesh, and reports whether the state in force now holds
-// it. It waits at most firstAnswerWait.
+// it. Every call to an outside host asks: it allocates nothing of its own.
 func (m *Mesh) findService(ctx context.Context, name string) bool {
 	f, ok := m.endpoints.(ServiceFinder)
 	if !ok {
@@ -271,8 +272,6 @@ func (m *Mesh) findService(ctx context.Context, name string) bool {
 	if _, rejected := m.state.Load().policy.Rejected[name]; rejected {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, firstAnswerWait)
-	defer cancel()
 	return f.FindService(ctx, name) && m.state.Load().services[name] != nil
 }
 
