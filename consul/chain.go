@@ -185,9 +185,7 @@ type configEntries struct {
 
 	wake      chan struct{} // cap 1: something changed
 	closeOnce sync.Once
-	selfOnce  sync.Once          // starts the watch of this workload's service-defaults
-	stop      context.CancelFunc // ends it
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup  // the watch of this workload's service-defaults
 	rejected  map[string]bool // the rejections of the last build (the Watch goroutine's)
 
 	mu             sync.Mutex
@@ -197,6 +195,9 @@ type configEntries struct {
 	present        map[string]*chainReady  // the names found a mesh service at a call: closed once in a snapshot emitted
 	selfDefaults   *api.ServiceConfigEntry // this workload's service-defaults entry; nil: none
 	selfKnown      bool                    // selfDefaults had its first answer (or failure)
+	running        int                     // the destinations whose chain this mesh follows now
+	selfStop       context.CancelFunc      // ends the watch of selfDefaults; nil: not running
+	closed         bool
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
@@ -245,10 +246,13 @@ func (c *configEntries) poke() {
 // Close stops following the hub; the hub's last user stops its watches.
 func (c *configEntries) Close() error {
 	c.closeOnce.Do(func() {
-		c.selfOnce.Do(func() {}) // no watch starts after this
-		if c.stop != nil {
-			c.stop()
+		c.mu.Lock()
+		c.closed = true // no watch starts after this
+		if c.selfStop != nil {
+			c.selfStop()
+			c.selfStop = nil
 		}
+		c.mu.Unlock()
 		c.wg.Wait()
 		c.hub.subscribe(c, false)
 		c.hub.release()
@@ -325,9 +329,14 @@ func (c *configEntries) watchChain(service string) <-chan struct{} {
 	}
 	start := !r.running
 	r.running = true
+	if start {
+		c.running++
+		if c.selfStop == nil && !c.closed {
+			c.startSelfDefaultsLocked()
+		}
+	}
 	c.mu.Unlock()
 	if start {
-		c.selfOnce.Do(c.startSelfDefaults)
 		c.hub.watchChain(service)
 		c.poke() // the hub may know the chain already
 	}
@@ -342,6 +351,10 @@ func (c *configEntries) unwatchChain(service string) {
 	stop := ok && r.running
 	if stop {
 		r.running = false
+		if c.running--; c.running == 0 && c.selfStop != nil {
+			c.selfStop() // its last answer stays in force
+			c.selfStop = nil
+		}
 	}
 	c.mu.Unlock()
 	if stop {
@@ -349,12 +362,13 @@ func (c *configEntries) unwatchChain(service string) {
 	}
 }
 
-// startSelfDefaults starts watching this workload's service-defaults
-// entry, whose UpstreamConfig applies to its destinations: at the first
-// destination, since a mesh that calls nothing needs none of it.
-func (c *configEntries) startSelfDefaults() {
+// startSelfDefaultsLocked starts watching this workload's
+// service-defaults entry, whose UpstreamConfig applies to its
+// destinations: while it follows the chain of one, since a mesh that
+// calls nothing needs none of it. c.mu is held.
+func (c *configEntries) startSelfDefaultsLocked() {
 	ctx, cancel := context.WithCancel(context.Background())
-	c.stop = cancel
+	c.selfStop = cancel
 	c.wg.Go(func() { c.watchSelfDefaults(ctx) })
 }
 

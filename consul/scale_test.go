@@ -106,7 +106,8 @@ func TestEndpointSourceStopWatching(t *testing.T) {
 }
 
 // TestConsulIdleDestination: a destination a mesh has not called for a
-// while holds neither its health nor its chain long poll, still serves its
+// while holds neither its health nor its chain long poll (and a mesh with
+// no destination left, none on its service-defaults), still serves its
 // last endpoints, and the next call watches it again.
 func TestConsulIdleDestination(t *testing.T) {
 	agent := consultest.Start(t)
@@ -124,9 +125,9 @@ func TestConsulIdleDestination(t *testing.T) {
 		fc.BlockUntilTimers(1)
 		fc.Advance(time.Minute)
 	}
-	meshtest.Eventually(t, 10*time.Second, "no long poll of ledger", func() bool {
+	meshtest.Eventually(t, 10*time.Second, "no long poll of ledger, nor of web's service-defaults", func() bool {
 		in := counter.InFlight()
-		return in[health] == 0 && in[chain] == 0
+		return in[health] == 0 && in[chain] == 0 && in["/v1/config/service-defaults/web"] == 0
 	})
 	if code, body, err := get(t, m, "http://ledger/x"); err != nil || code != 200 || body != "v1" {
 		t.Fatalf("ledger after an idle spell: %d %q %v", code, body, err)
