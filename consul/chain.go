@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,42 +20,62 @@ import (
 	"github.com/inmesh/inmesh/policy"
 )
 
-// The kinds of config entries whose names are mesh services.
-var nameKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults}
+// A name the policy does not hold is a mesh service when Consul knows it:
+// a Connect-capable instance in the catalog (Connect-native, or a
+// connect-proxy for it), or a service-router, -splitter, -resolver or
+// -defaults entry of that name. The service-defaults entries are watched
+// whole (a workload's own UpstreamConfig is in one), so their names are
+// known from the start; the others are asked at the first call to the
+// name (see entryHub.find), not watched: one long poll per mesh instead of
+// five, and a registration or an entry elsewhere in the datacenter wakes
+// no mesh.
+var findKinds = []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults}
 
-// catalogFilter selects, in /v1/catalog/services, the services with a
-// Connect-capable instance: Connect-native ones and sidecar proxies.
-const catalogFilter = `ServiceConnect.Native == true or ServiceKind == "connect-proxy"`
+// findTimeout bounds the questions of a first call to a name the policy
+// does not hold: a call to an outside host never waits long on Consul.
+const findTimeout = time.Second
 
-// sidecarSuffix ends the name Consul gives a sidecar_service registration:
-// "billing-sidecar-proxy" is billing's proxy.
-const sidecarSuffix = "-sidecar-proxy"
+// findWait bounds the whole first call's wait on findService: the
+// questions, then the snapshot that holds a name found.
+const findWait = 5 * time.Second
 
-// entryHub holds the watches of config entries shared by every control
-// plane on one *api.Client: Consul limits the connections of a client
-// address, and each blocking query holds one, so meshes of one process
-// that talk to one agent share them. It follows the names of the
-// service-router, service-splitter, service-resolver and service-defaults
-// entries (the service-defaults entries whole, for each workload's
-// UpstreamConfig), the services with a Connect-capable instance in the
-// catalog, and the compiled discovery chain of each destination a mesh of
-// the client calls, from its first call.
+// missTTL is how long a name Consul did not know stays outside the mesh
+// before a call asks again.
+const missTTL = 30 * time.Second
+
+// maxMisses bounds the names remembered as outside the mesh.
+const maxMisses = 4096
+
+// entryHub holds what the control planes on one *api.Client share about
+// config entries: Consul limits the connections of a client address, and
+// each blocking query holds one, so meshes of one process that talk to
+// one agent share them. It watches the service-defaults entries (their
+// names, and each workload's UpstreamConfig), remembers the names Consul
+// was asked about (find), and follows the compiled discovery chain of
+// each destination a mesh of the client calls, from its first call, with
+// its service-resolver's RequestTimeout.
 type entryHub struct {
 	client *api.Client
 	token  string // ACL token of the queries; "": the client's own
 	log    *slog.Logger
 	val    value[struct{}] // the goroutines of the watches
 
-	mu       sync.Mutex
-	refs     int
-	gen      uint64                     // counts the changes
-	pending  int                        // name lists without a first answer yet
-	names    map[string]map[string]bool // list ("catalog", kind) -> names
-	defaults map[string]*api.ServiceConfigEntry
-	timeouts map[string]time.Duration             // service-resolver RequestTimeout by name
-	chains   map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
-	subsets  map[string]map[string]compiledSubset // service -> subset
-	subs     map[*configEntries]bool
+	// misses are the names Consul did not know, with the time it said so,
+	// read without a lock by calls to outside hosts; replaced, never
+	// modified, under mu.
+	misses atomic.Pointer[map[string]time.Time]
+
+	mu        sync.Mutex
+	refs      int
+	gen       uint64                               // counts the changes
+	found     map[string]bool                      // names found a mesh service at a call
+	finding   map[string]chan struct{}             // the questions under way, closed when answered
+	timeouts  map[string]time.Duration             // service-resolver RequestTimeout by destination
+	chains    map[string]*chainPolicy              // destination -> its chain's policy; nil before the first answer
+	chainRefs map[string]int                       // destination -> the meshes that follow its chain
+	chainStop map[string]context.CancelFunc        // destination -> the end of its running watch
+	subsets   map[string]map[string]compiledSubset // service -> subset
+	subs      map[*configEntries]bool
 }
 
 var hubs = struct {
@@ -77,21 +98,20 @@ func hubOf(client *api.Client, token string, logger *slog.Logger) *entryHub {
 	h := hubs.m[hubKey{client, token}]
 	if h == nil {
 		h = &entryHub{
-			client:   client,
-			token:    token,
-			log:      logger,
-			names:    map[string]map[string]bool{},
-			defaults: map[string]*api.ServiceConfigEntry{},
-			chains:   map[string]*chainPolicy{},
-			subsets:  map[string]map[string]compiledSubset{},
-			subs:     map[*configEntries]bool{},
+			client:    client,
+			token:     token,
+			log:       logger,
+			found:     map[string]bool{},
+			finding:   map[string]chan struct{}{},
+			timeouts:  map[string]time.Duration{},
+			chains:    map[string]*chainPolicy{},
+			chainRefs: map[string]int{},
+			chainStop: map[string]context.CancelFunc{},
+			subsets:   map[string]map[string]compiledSubset{},
+			subs:      map[*configEntries]bool{},
 		}
+		h.misses.Store(&map[string]time.Time{})
 		h.val.start()
-		h.pending = len(nameKinds) + 1
-		for _, kind := range nameKinds {
-			h.val.run(func(ctx context.Context) { h.watchList(ctx, kind) })
-		}
-		h.val.run(h.watchCatalog)
 		hubs.m[hubKey{client, token}] = h
 	}
 	h.refs++
@@ -165,12 +185,19 @@ type configEntries struct {
 
 	wake      chan struct{} // cap 1: something changed
 	closeOnce sync.Once
+	wg        sync.WaitGroup  // the watch of this workload's service-defaults
 	rejected  map[string]bool // the rejections of the last build (the Watch goroutine's)
 
 	mu             sync.Mutex
 	kvSnap         *policy.Snapshot
 	kvErrs         []error
-	watched        map[string]*chainReady // the destinations whose chain this mesh follows
+	watched        map[string]*chainReady  // the destinations whose chain this mesh follows
+	present        map[string]*chainReady  // the names found a mesh service at a call: closed once in a snapshot emitted
+	selfDefaults   *api.ServiceConfigEntry // this workload's service-defaults entry; nil: none
+	selfKnown      bool                    // selfDefaults had its first answer (or failure)
+	running        int                     // the destinations whose chain this mesh follows now
+	selfStop       context.CancelFunc      // ends the watch of selfDefaults; nil: not running
+	closed         bool
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
@@ -178,8 +205,9 @@ type configEntries struct {
 
 // chainReady is closed once a destination's chain is in force in this mesh.
 type chainReady struct {
-	ch     chan struct{}
-	closed bool
+	ch      chan struct{}
+	closed  bool
+	running bool // this mesh holds a reference on the hub's watch of the chain
 }
 
 // compiledSubset is a resolver subset ready to evaluate on instances.
@@ -200,6 +228,7 @@ func newConfigEntries(client *api.Client, self string, kv *kvWatch, logger *slog
 		log:     logger,
 		wake:    make(chan struct{}, 1),
 		watched: map[string]*chainReady{},
+		present: map[string]*chainReady{},
 	}
 	c.hub.subscribe(c, true)
 	return c
@@ -217,6 +246,14 @@ func (c *configEntries) poke() {
 // Close stops following the hub; the hub's last user stops its watches.
 func (c *configEntries) Close() error {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true // no watch starts after this
+		if c.selfStop != nil {
+			c.selfStop()
+			c.selfStop = nil
+		}
+		c.mu.Unlock()
+		c.wg.Wait()
 		c.hub.subscribe(c, false)
 		c.hub.release()
 	})
@@ -290,12 +327,126 @@ func (c *configEntries) watchChain(service string) <-chan struct{} {
 		r = &chainReady{ch: make(chan struct{})}
 		c.watched[service] = r
 	}
+	start := !r.running
+	r.running = true
+	if start {
+		c.running++
+		if c.selfStop == nil && !c.closed {
+			c.startSelfDefaultsLocked()
+		}
+	}
 	c.mu.Unlock()
-	if !ok {
+	if start {
 		c.hub.watchChain(service)
 		c.poke() // the hub may know the chain already
 	}
 	return r.ch
+}
+
+// unwatchChain stops following the chain of service, whose last answer
+// stays in force in this mesh, until the next watchChain.
+func (c *configEntries) unwatchChain(service string) {
+	c.mu.Lock()
+	r, ok := c.watched[service]
+	stop := ok && r.running
+	if stop {
+		r.running = false
+		if c.running--; c.running == 0 && c.selfStop != nil {
+			c.selfStop() // its last answer stays in force
+			c.selfStop = nil
+		}
+	}
+	c.mu.Unlock()
+	if stop {
+		c.hub.unwatchChain(service)
+	}
+}
+
+// startSelfDefaultsLocked starts watching this workload's
+// service-defaults entry, whose UpstreamConfig applies to its
+// destinations: while it follows the chain of one, since a mesh that
+// calls nothing needs none of it. c.mu is held.
+func (c *configEntries) startSelfDefaultsLocked() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.selfStop = cancel
+	c.wg.Go(func() { c.watchSelfDefaults(ctx) })
+}
+
+func (c *configEntries) watchSelfDefaults(ctx context.Context) {
+	h := c.hub
+	entries := h.client.ConfigEntries()
+	first := true
+	loop := &blocking.Loop{
+		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
+			e, meta, err := entries.Get(api.ServiceDefaults, c.self, q)
+			switch {
+			case err != nil && isNotFound(err):
+				// No entry: see listedIntentions for why the list.
+				e, meta, err = listedEntry(ctx, entries, h.token, api.ServiceDefaults, c.self)
+				if err != nil {
+					return blocking.Result{}, err
+				}
+			case err != nil:
+				return blocking.Result{}, err
+			}
+			entry, _ := e.(*api.ServiceConfigEntry)
+			c.setSelfDefaults(entry)
+			first = false
+			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
+		},
+		OnError: func(err error, failures int, wait time.Duration) {
+			if first {
+				// Never hold the first call back for it: go on without.
+				c.setSelfDefaults(nil)
+				first = false
+			}
+			h.logFailure("consul service-defaults watch failed; the entry known stays in force", err, failures, wait, "service", c.self)
+		},
+	}
+	_ = loop.Run(ctx)
+}
+
+// setSelfDefaults records an answer of this workload's service-defaults.
+func (c *configEntries) setSelfDefaults(e *api.ServiceConfigEntry) {
+	c.mu.Lock()
+	changed := !c.selfKnown || !same(c.selfDefaults, e)
+	c.selfDefaults, c.selfKnown = e, true
+	c.mu.Unlock()
+	if changed {
+		c.poke()
+	}
+}
+
+// findService reports whether name, which the policy in force does not
+// hold, is a mesh service (see entryHub.find); when it is, a snapshot
+// that holds it is in force in the mesh before it returns (or ctx ends).
+// A name Consul did not know lately costs no question and takes no lock.
+func (c *configEntries) findService(ctx context.Context, name string) bool {
+	if c.hub.missed(name) || !policy.IsServiceName(name) {
+		return false
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return false // an address names no service
+	}
+	ctx, cancel := context.WithTimeout(ctx, findWait)
+	defer cancel()
+	if !c.hub.find(ctx, name) {
+		return false
+	}
+	c.mu.Lock()
+	r, ok := c.present[name]
+	if !ok {
+		r = &chainReady{ch: make(chan struct{})}
+		c.present[name] = r
+	}
+	c.mu.Unlock()
+	c.poke()
+	select {
+	case <-r.ch:
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // buildLocked returns the snapshot of the KV document with the config
@@ -307,13 +458,18 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	h := c.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c.kvSnap == nil || h.pending > 0 {
+	if c.kvSnap == nil {
 		return nil, nil, nil
 	}
 	var inForce []*chainReady
 	for svc, r := range c.watched {
-		if h.chains[svc] != nil && !r.closed {
+		if h.chains[svc] != nil && c.selfKnown && !r.closed {
 			inForce = append(inForce, r)
+		}
+	}
+	for _, r := range c.present {
+		if !r.closed {
+			inForce = append(inForce, r) // h.found holds its name: this build does
 		}
 	}
 	base := c.kvSnap
@@ -322,19 +478,28 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	if doc.Services == nil {
 		doc.Services = map[string]*policy.Service{}
 	}
-	for _, list := range h.names {
-		for name := range list {
-			if _, ok := doc.Services[name]; !ok && policy.IsServiceName(name) && base.Rejected[name] == "" {
-				doc.Services[name] = &policy.Service{}
-			}
-		}
-	}
 	for svc := range h.subsets {
 		if _, ok := doc.Services[svc]; !ok && policy.IsServiceName(svc) && base.Rejected[svc] == "" {
 			doc.Services[svc] = &policy.Service{}
 		}
 	}
-	self := h.defaults[c.self]
+	for name := range h.found {
+		if _, ok := doc.Services[name]; !ok && base.Rejected[name] == "" {
+			doc.Services[name] = &policy.Service{}
+		}
+	}
+	// The services the chains of this mesh's destinations call are mesh
+	// services: Consul compiled them into a chain.
+	for svc := range c.watched {
+		if got := h.chains[svc]; got != nil {
+			for _, other := range servicesNamed(&got.block) {
+				if _, ok := doc.Services[other]; !ok && policy.IsServiceName(other) && base.Rejected[other] == "" {
+					doc.Services[other] = &policy.Service{}
+				}
+			}
+		}
+	}
+	self := c.selfDefaults
 	provenance := map[string]map[string]string{}
 	shadowed := map[string][]string{}
 	var errs []error
@@ -439,110 +604,98 @@ func sameProvenance(a, b map[string]map[string]string) bool {
 	return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
 }
 
-// listAnswer is one answer of a name list.
-type listAnswer struct {
-	names    map[string]bool
-	defaults map[string]*api.ServiceConfigEntry // service-defaults: the entries
-	timeouts map[string]time.Duration           // service-resolver: RequestTimeout by name
+// missed reports whether Consul said lately that it does not know name.
+// It takes no lock: every call to an outside host asks it.
+func (h *entryHub) missed(name string) bool {
+	at, ok := (*h.misses.Load())[name]
+	return ok && time.Since(at) < missTTL
 }
 
-// setNames records an answer of one list; first tells its first answer.
-func (h *entryHub) setNames(list string, a listAnswer, first bool) {
-	names := a.names
+// find reports whether name is a mesh service: one the service-defaults
+// entries name, one found before, or else one Consul knows now (asked
+// once, without blocking, for every caller that wants it at the same
+// time). A name found stays a mesh service; a name not found is asked
+// again at a call after missTTL. A failed question counts as not found.
+func (h *entryHub) find(ctx context.Context, name string) bool {
 	h.mu.Lock()
-	changed := !maps.Equal(h.names[list], names) || first
-	h.names[list] = names
-	if list == api.ServiceDefaults && !same(h.defaults, a.defaults) {
-		h.defaults = a.defaults
-		changed = true
+	if h.knownLocked(name) {
+		h.mu.Unlock()
+		return true
 	}
-	if list == api.ServiceResolver && !maps.Equal(h.timeouts, a.timeouts) {
-		h.timeouts = a.timeouts
-		changed = true
+	if ch, ok := h.finding[name]; ok {
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.knownLocked(name)
 	}
-	if first {
-		h.pending--
-	}
-	if changed {
+	ch := make(chan struct{})
+	h.finding[name] = ch
+	h.mu.Unlock()
+
+	ok := h.ask(ctx, name)
+
+	h.mu.Lock()
+	delete(h.finding, name)
+	close(ch)
+	if ok {
+		h.found[name] = true
 		h.gen++
+	} else {
+		now := time.Now()
+		old := *h.misses.Load()
+		m := make(map[string]time.Time, len(old)+1)
+		for n, at := range old {
+			if now.Sub(at) < missTTL && len(m) < maxMisses-1 {
+				m[n] = at
+			}
+		}
+		m[name] = now
+		h.misses.Store(&m)
 	}
 	h.mu.Unlock()
-	if changed {
+	if ok {
 		h.changed()
 	}
+	return ok
 }
 
-// watchList follows the names of the config entries of kind (and the
-// service-defaults entries whole).
-func (h *entryHub) watchList(ctx context.Context, kind string) {
-	first := true
-	loop := &blocking.Loop{
-		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, h.token).WithContext(ctx)
-			entries, meta, err := h.client.ConfigEntries().List(kind, q)
-			if err != nil {
-				return blocking.Result{}, err
-			}
-			a := listAnswer{names: make(map[string]bool, len(entries)), defaults: map[string]*api.ServiceConfigEntry{}, timeouts: map[string]time.Duration{}}
-			for _, e := range entries {
-				a.names[e.GetName()] = true
-				switch e := e.(type) {
-				case *api.ServiceConfigEntry:
-					a.defaults[e.Name] = e
-				case *api.ServiceResolverConfigEntry:
-					// The compiled chain leaves the resolver's
-					// RequestTimeout out: take it from the entry.
-					if e.RequestTimeout > 0 {
-						a.timeouts[e.Name] = e.RequestTimeout
-					}
-				}
-			}
-			h.setNames(kind, a, first)
-			first = false
-			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
-		},
-		OnError: func(err error, failures int, wait time.Duration) {
-			if first {
-				// Never hold the policy back for a list: go on without it.
-				h.setNames(kind, listAnswer{defaults: map[string]*api.ServiceConfigEntry{}}, true)
-				first = false
-			}
-			h.logFailure("consul config entries watch failed; the ones known stay in force", err, failures, wait, "kind", kind)
-		},
-	}
-	_ = loop.Run(ctx)
+// knownLocked reports whether name is a mesh service the hub knows of;
+// h.mu is held.
+func (h *entryHub) knownLocked(name string) bool {
+	return h.found[name] || h.subsets[name] != nil
 }
 
-// watchCatalog follows the services with a Connect-capable instance.
-func (h *entryHub) watchCatalog(ctx context.Context) {
-	first := true
-	loop := &blocking.Loop{
-		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true, Filter: catalogFilter}, h.token).WithContext(ctx)
-			services, meta, err := h.client.Catalog().Services(q)
-			if err != nil {
-				return blocking.Result{}, err
-			}
-			names := make(map[string]bool, len(services))
-			for name := range services {
-				names[name] = true
-				if dest, ok := strings.CutSuffix(name, sidecarSuffix); ok && dest != "" {
-					names[dest] = true
-				}
-			}
-			h.setNames("catalog", listAnswer{names: names}, first)
-			first = false
-			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
-		},
-		OnError: func(err error, failures int, wait time.Duration) {
-			if first {
-				h.setNames("catalog", listAnswer{}, true)
-				first = false
-			}
-			h.logFailure("consul catalog watch failed; the mesh services known stay", err, failures, wait)
-		},
+// ask asks Consul, without blocking and within findTimeout, whether it
+// knows name: a Connect-capable instance in the catalog, or a
+// service-router, -splitter or -resolver entry.
+func (h *entryHub) ask(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, findTimeout)
+	defer cancel()
+	q := func() *api.QueryOptions { return query(&api.QueryOptions{AllowStale: true}, h.token).WithContext(ctx) }
+	answers := make(chan bool, 1+len(findKinds))
+	go func() {
+		instances, _, err := h.client.Catalog().Connect(name, "", q())
+		answers <- err == nil && len(instances) > 0
+	}()
+	for _, kind := range findKinds {
+		go func() {
+			e, _, err := h.client.ConfigEntries().Get(kind, name, q())
+			answers <- err == nil && e != nil
+		}()
 	}
-	_ = loop.Run(ctx)
+	found := false
+	for range 1 + len(findKinds) {
+		if <-answers {
+			found = true
+			cancel() // the others need not finish
+		}
+	}
+	return found
 }
 
 func (h *entryHub) logFailure(msg string, err error, failures int, wait time.Duration, attrs ...any) {
@@ -553,16 +706,36 @@ func (h *entryHub) logFailure(msg string, err error, failures int, wait time.Dur
 	h.log.Log(context.Background(), level, msg, append(attrs, "failures", failures, "retry_in", wait, "err", err)...)
 }
 
-// watchChain starts watching the compiled discovery chain of service,
-// unless it is watched already.
+// watchChain takes a reference on the watch of the compiled discovery
+// chain of service, starting it unless it runs.
 func (h *entryHub) watchChain(service string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.chains[service]; ok {
+	h.chainRefs[service]++
+	if h.chainStop[service] != nil {
 		return
 	}
-	h.chains[service] = nil
-	h.val.run(func(ctx context.Context) { h.runChain(ctx, service) })
+	if _, ok := h.chains[service]; !ok {
+		h.chains[service] = nil // no answer yet
+	}
+	ctx, cancel := context.WithCancel(h.val.ctx)
+	h.chainStop[service] = cancel
+	h.val.run(func(context.Context) { h.runChain(ctx, service) })
+}
+
+// unwatchChain drops a reference on the watch of service's chain; the
+// last stops it, and its last answer stays known.
+func (h *entryHub) unwatchChain(service string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.chainRefs[service]--; h.chainRefs[service] > 0 {
+		return
+	}
+	delete(h.chainRefs, service)
+	if stop := h.chainStop[service]; stop != nil {
+		stop()
+		delete(h.chainStop, service)
+	}
 }
 
 func (h *entryHub) runChain(ctx context.Context, service string) {
@@ -574,7 +747,14 @@ func (h *entryHub) runChain(ctx context.Context, service string) {
 				return blocking.Result{}, err
 			}
 			if index == 0 || meta.LastIndex != index {
-				h.setChain(service, translateChain(service, resp.Chain))
+				// The compiled chain leaves the resolver's RequestTimeout
+				// out: read it from the entry (the chain's index moves
+				// when the entry changes).
+				timeout, err := h.resolverTimeout(ctx, service)
+				if err != nil {
+					return blocking.Result{}, err
+				}
+				h.setChain(service, translateChain(service, resp.Chain), timeout)
 			}
 			return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 		},
@@ -585,10 +765,26 @@ func (h *entryHub) runChain(ctx context.Context, service string) {
 	_ = loop.Run(ctx)
 }
 
-// setChain records a chain's answer. The subsets it names are recorded
-// first, and the endpoints labeled by them, before the policy that
-// selects by them is emitted.
-func (h *entryHub) setChain(service string, cp *chainPolicy) {
+// resolverTimeout reads the RequestTimeout of service's service-resolver
+// entry: 0 without one.
+func (h *entryHub) resolverTimeout(ctx context.Context, service string) (time.Duration, error) {
+	e, _, err := h.client.ConfigEntries().Get(api.ServiceResolver, service, query(&api.QueryOptions{AllowStale: true}, h.token).WithContext(ctx))
+	switch {
+	case err != nil && isNotFound(err):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	if r, ok := e.(*api.ServiceResolverConfigEntry); ok {
+		return r.RequestTimeout, nil
+	}
+	return 0, nil
+}
+
+// setChain records a chain's answer, and its resolver's RequestTimeout.
+// The subsets it names are recorded first, and the endpoints labeled by
+// them, before the policy that selects by them is emitted.
+func (h *entryHub) setChain(service string, cp *chainPolicy, timeout time.Duration) {
 	h.mu.Lock()
 	var relabel []string
 	for svc, subs := range cp.subsets {
@@ -621,9 +817,14 @@ func (h *entryHub) setChain(service string, cp *chainPolicy) {
 		h.relabel(slices.Compact(slices.Sorted(slices.Values(relabel))))
 	}
 	h.mu.Lock()
-	changed := !same(h.chains[service], cp)
+	changed := !same(h.chains[service], cp) || h.timeouts[service] != timeout
 	if changed {
 		h.chains[service] = cp
+		if timeout > 0 {
+			h.timeouts[service] = timeout
+		} else {
+			delete(h.timeouts, service)
+		}
 		h.gen++
 	}
 	h.mu.Unlock()

@@ -185,7 +185,7 @@ func TestSubsetFilter(t *testing.T) {
 	}}}
 	h.chains = map[string]*chainPolicy{}
 	h.subs = map[*configEntries]bool{}
-	h.setChain("billing", cp)
+	h.setChain("billing", cp, 0)
 	for _, tc := range []struct {
 		status string
 		want   map[string]string

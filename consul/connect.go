@@ -20,10 +20,11 @@ import (
 
 // IdentitySource is a workload's identity from the Consul agent's Connect
 // CA: the leaf certificate the agent issues (and renews) for the service,
-// and the CA roots, each watched with a blocking query. The SPIFFE ID is
-// Consul's: spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>. A root
-// rotation arrives as a new root list holding the old and the new roots and
-// a new leaf: both apply through the TLS callbacks, without a restart and
+// watched with a blocking query, and the CA roots, read with each leaf.
+// The SPIFFE ID is Consul's:
+// spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>. A root rotation
+// arrives as a new leaf, with the new root list holding the old and the
+// new roots: both apply through the TLS callbacks, without a restart and
 // without closing connections. It implements identity.Source.
 //
 // IdentitySource is safe for concurrent use; Close stops its watches.
@@ -44,10 +45,10 @@ var (
 	_ identity.ServerNamer = (*IdentitySource)(nil)
 )
 
-// NewIdentitySource starts watching the Connect leaf of service and the CA
-// roots, and returns once the first identity is known, or ctx ends (then it
-// stops and returns the error, with the last failure). The watches outlive
-// ctx; Close stops them. A nil logger means slog.Default().
+// NewIdentitySource starts watching the Connect leaf of service (and the
+// CA roots with it), and returns once the first identity is known, or ctx
+// ends (then it stops and returns the error, with the last failure). The
+// watch outlives ctx; Close stops it. A nil logger means slog.Default().
 func NewIdentitySource(ctx context.Context, client *api.Client, service string, logger *slog.Logger) (*IdentitySource, error) {
 	if client == nil {
 		return nil, errNoClient
@@ -73,26 +74,29 @@ func startIdentity(client *api.Client, token, service string, logger *slog.Logge
 			}
 		}
 	}
+	// One long poll, on the leaf: the agent re-issues the leaf when the CA
+	// roots change (its leaf cache watches them), so the roots are read,
+	// without blocking, with each new leaf. During a rotation a new leaf
+	// carries the cross-signed intermediate its chain needs, so a peer
+	// that has the new leaf before this workload has the new roots still
+	// verifies against the old root.
+	rootsDue := false // the last roots read failed: read again at once
 	leafLoop := &blocking.Loop{OnError: onErr("leaf"), Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
+		if rootsDue {
+			index = 0
+		}
 		leaf, meta, err := s.agent.ConnectCALeaf(service, query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}, token).WithContext(ctx))
 		if err != nil {
 			return blocking.Result{}, err
 		}
-		s.mu.Lock()
-		s.leaf = leaf
-		s.mu.Unlock()
-		if err := s.rebuild(); err != nil {
-			s.last.store(err)
-		}
-		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
-	}}
-	rootsLoop := &blocking.Loop{OnError: onErr("roots"), Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
-		roots, meta, err := s.agent.ConnectCARoots(query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}, token).WithContext(ctx))
+		roots, _, err := s.agent.ConnectCARoots(query(&api.QueryOptions{}, token).WithContext(ctx))
 		if err != nil {
-			return blocking.Result{}, err
+			rootsDue = true
+			return blocking.Result{}, fmt.Errorf("reading the CA roots: %w", err)
 		}
+		rootsDue = false
 		s.mu.Lock()
-		s.roots = roots
+		s.leaf, s.roots = leaf, roots
 		s.mu.Unlock()
 		if err := s.rebuild(); err != nil {
 			s.last.store(err)
@@ -100,7 +104,6 @@ func startIdentity(client *api.Client, token, service string, logger *slog.Logge
 		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
 	}}
 	s.val.run(func(ctx context.Context) { _ = leafLoop.Run(ctx) })
-	s.val.run(func(ctx context.Context) { _ = rootsLoop.Run(ctx) })
 	return s
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/inmesh/inmesh/consul"
 	"github.com/inmesh/inmesh/identity"
 	"github.com/inmesh/inmesh/internal/consultest"
+	"github.com/inmesh/inmesh/internal/meshtest"
 )
 
 func connectSource(t *testing.T, c *api.Client, service string) *consul.IdentitySource {
@@ -128,5 +129,24 @@ func TestIdentitySource(t *testing.T) {
 	}
 	if err := handshake(); err != nil {
 		t.Fatalf("handshake after rotation: %v", err)
+	}
+}
+
+// The identity holds one long poll, on the leaf: the roots are read with
+// each leaf, never watched on their own.
+func TestIdentitySourceHoldsOneLongPoll(t *testing.T) {
+	agent := consultest.Start(t)
+	counter := agent.Counting(t)
+	s := connectSource(t, counter.Client, "billing")
+	if id, err := s.Current(); err != nil || len(id.Roots) == 0 {
+		t.Fatalf("identity %v, %v", id, err)
+	}
+	const leaf, roots = "/v1/agent/connect/ca/leaf/billing", "/v1/agent/connect/ca/roots"
+	meshtest.Eventually(t, 10*time.Second, "the leaf's long poll", func() bool { return counter.InFlight()[leaf] == 1 })
+	if got := counter.InFlight(); len(got) != 1 {
+		t.Fatalf("long polls in flight %v, want only %s", got, leaf)
+	}
+	if n := counter.Requests()[roots]; n < 1 {
+		t.Fatalf("%d reads of the roots", n)
 	}
 }

@@ -39,8 +39,10 @@ type Config struct {
 // the policy from KV under the prefix with the L7 config entries applied
 // on top (the compiled discovery chain of each destination, this
 // workload's service-defaults UpstreamConfig; where an entry speaks, it
-// wins), every service Consul knows as a mesh service, the endpoints of
-// the destinations the mesh calls from the catalog's connect health
+// wins), every service Consul knows as a mesh service (asked at the first
+// call to a name the policy does not hold: see EndpointSource.FindService),
+// the endpoints of the destinations the mesh calls (until they are idle:
+// see EndpointSource.StopWatching) from the catalog's connect health
 // endpoint (Connect-native instances, and the Envoy sidecars of the
 // others: see EndpointSource), this workload's identity from the Connect
 // CA (with the TLS server name Envoy expects, see
@@ -128,6 +130,7 @@ func (cp *ControlPlane) configEntries(w mesh.Workload) (*configEntries, error) {
 	}
 	kv := newKVWatch(cp.cfg.Client, cp.cfg.Prefix, w.Logger, w.PolicyStaleness)
 	kv.token = cp.cfg.Token
+	kv.unresolved = true // configEntries snapshots the document
 	c := newConfigEntries(cp.cfg.Client, w.Service, kv, w.Logger)
 	cp.entries = c
 	cp.mu.Unlock()

@@ -142,6 +142,34 @@ func (s *EndpointSource) Watch(ctx context.Context, service string) {
 	}
 }
 
+// FindService implements mesh.ServiceFinder: with the control plane's
+// config entries, whether service, which the policy does not hold, is a
+// service Consul knows (a Connect-capable instance, or a service-router,
+// -splitter or -resolver entry of that name); when it is, the policy in
+// force holds it before FindService returns. A source of
+// NewEndpointSource knows no more services than the policy.
+func (s *EndpointSource) FindService(ctx context.Context, service string) bool {
+	return s.entries != nil && s.entries.findService(ctx, service)
+}
+
+// StopWatching implements mesh.WatchStopper: it stops watching service
+// (its connect health and, with config entries, its discovery chain) and
+// keeps its last endpoints and chain in force, until the next Watch of
+// service starts again, without waiting for an answer. The mesh calls it
+// for a destination it has not called for a while.
+func (s *EndpointSource) StopWatching(service string) {
+	s.mu.Lock()
+	w, ok := s.watches[service]
+	if ok {
+		w.cancel()
+		delete(s.watches, service)
+	}
+	s.mu.Unlock()
+	if ok && s.entries != nil {
+		s.entries.unwatchChain(service)
+	}
+}
+
 // Unwatch stops watching service and drops its endpoints.
 func (s *EndpointSource) Unwatch(service string) {
 	s.mu.Lock()
@@ -171,7 +199,7 @@ func (s *EndpointSource) run(ctx context.Context, service string, w *serviceWatc
 			if err != nil {
 				return blocking.Result{}, err
 			}
-			n := s.set(service, entries)
+			n := s.set(service, w, entries)
 			once.Do(func() { close(w.ready) })
 			if n > 0 {
 				explained = false
@@ -223,13 +251,13 @@ func (s *EndpointSource) explainEmpty(ctx context.Context, service string) {
 	s.publishLocked()
 }
 
-// set records a service's instances, publishes when its endpoints
-// changed, and returns how many endpoints it has.
-func (s *EndpointSource) set(service string, entries []*api.ServiceEntry) int {
+// set records the instances of service that its watch w got, publishes
+// when its endpoints changed, and returns how many endpoints it has.
+func (s *EndpointSource) set(service string, w *serviceWatch, entries []*api.ServiceEntry) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, watched := s.watches[service]; !watched {
-		return 0
+	if s.watches[service] != w {
+		return 0 // stopped (and maybe started again): a late answer
 	}
 	s.raw[service] = entries
 	s.setLocked(service)

@@ -352,13 +352,22 @@ func (s *IntentionsSource) Close() error {
 // read after a 404, not a watch: the list changes with every entry, the
 // single entry only with ours.
 func listedIntentions(ctx context.Context, entries *api.ConfigEntries, token, service string) (*api.ServiceIntentionsConfigEntry, *api.QueryMeta, error) {
-	list, meta, err := entries.List(api.ServiceIntentions, query(&api.QueryOptions{AllowStale: true}, token).WithContext(ctx))
+	e, meta, err := listedEntry(ctx, entries, token, api.ServiceIntentions, service)
+	si, _ := e.(*api.ServiceIntentionsConfigEntry)
+	return si, meta, err
+}
+
+// listedEntry reads the entry of kind and name from the list of all
+// entries of kind (nil: none), with the list's query meta: see
+// listedIntentions.
+func listedEntry(ctx context.Context, entries *api.ConfigEntries, token, kind, name string) (api.ConfigEntry, *api.QueryMeta, error) {
+	list, meta, err := entries.List(kind, query(&api.QueryOptions{AllowStale: true}, token).WithContext(ctx))
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, e := range list {
-		if si, ok := e.(*api.ServiceIntentionsConfigEntry); ok && si.Name == service {
-			return si, meta, nil
+		if e.GetName() == name {
+			return e, meta, nil
 		}
 	}
 	return nil, meta, nil

@@ -47,6 +47,12 @@ type kvWatch struct {
 	log       *slog.Logger
 	onContact func(time.Duration) // nil: none
 	token     string              // ACL token of the queries; "": the Client's own
+	// unresolved, for a watch whose reader (configEntries) makes its own
+	// snapshot of the document: each emitted Snapshot holds only Doc
+	// (validated by Assemble), Source and Rejected, and is emitted at every
+	// change of the KV answer, so that a write costs one NewSnapshot, not
+	// two.
+	unresolved bool
 
 	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
 	last *policy.Document    // the document last emitted
@@ -202,6 +208,15 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 		if _, ok := doc.Services[name]; !ok {
 			unusable[name] = cmp.Or(reasons[policy.ServicePath(name)], "its block does not fit the policy")
 		}
+	}
+	if s.unresolved {
+		var rej map[string]string
+		if len(unusable) > 0 {
+			rej = unusable
+		}
+		s.last = doc
+		emit(policy.Event{Snapshot: &policy.Snapshot{Doc: doc, Source: fmt.Sprintf("%s@%d", s, index), Rejected: rej}})
+		return
 	}
 	snap, err := policy.NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
 	if err != nil { // Assemble returned a validated document; keep the path safe anyway

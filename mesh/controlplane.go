@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/inmesh/inmesh/discovery"
@@ -87,6 +88,41 @@ type EndpointSource interface {
 	Current() *discovery.Snapshot
 	// Changed returns a channel closed at the next change of Current.
 	Changed() <-chan struct{}
+}
+
+// WatchStopper is implemented by an EndpointSource that can stop watching
+// a destination the mesh has not called for a while (idleSweeps sweeps of
+// idleSweep in a row without a call: 2 to 3 minutes), so that a process
+// holds long polls only for what it calls.
+type WatchStopper interface {
+	// StopWatching stops watching service (and whatever the control plane
+	// follows for it), keeping its last endpoints in Current. The next
+	// Watch of service starts again; a call that finds endpoints does not
+	// wait for it.
+	StopWatching(service string)
+}
+
+// idleSweep is the period of the sweep of idle destinations, and
+// idleSweeps the sweeps in a row without a call after which a destination
+// stops being watched.
+const (
+	idleSweep  = time.Minute
+	idleSweeps = 2
+)
+
+// ServiceFinder is implemented by an EndpointSource whose control plane
+// knows services the policy document does not name (with Consul, every
+// service with a Connect-capable instance or a config entry), so that
+// their calls stay in the mesh without a policy block each. A call to a
+// host that names no service of the policy in force (and Explain of one)
+// asks FindService before the call leaves the mesh.
+type ServiceFinder interface {
+	// FindService reports whether service is a service of the mesh; when
+	// it is, a policy that holds service is in force before it returns
+	// (or ctx ends, or a bound of its own, short, passes). Every call to an
+	// outside host asks it: a name it answered no for lately must cost no
+	// more than a lock-free lookup, without allocating.
+	FindService(ctx context.Context, service string) bool
 }
 
 // Authorization is how a control plane authorizes this workload's callers,
@@ -206,7 +242,14 @@ func (m *Mesh) workload() Workload {
 type watchedSet struct {
 	mu      sync.Mutex
 	started map[string]chan struct{} // closed at the first answer
-	seen    sync.Map                 // the same, for a lock-free check on the request path
+	seen    sync.Map                 // service -> *watchMark: the same, for a lock-free check on the request path
+}
+
+// watchMark is what the request path leaves on a watched destination: that
+// it was called since the last sweep.
+type watchMark struct {
+	used atomic.Bool
+	idle int // sweeps in a row without a call (the sweeping goroutine's)
 }
 
 // ensureWatched starts watching the endpoints of service, with a control
@@ -215,6 +258,21 @@ type watchedSet struct {
 // plane it is a nil check.
 func (m *Mesh) ensureWatched(ctx context.Context, service string) bool {
 	return m.endpoints != nil && m.startWatch(ctx, service)
+}
+
+// findService asks the endpoint source, when it is a ServiceFinder,
+// whether name, which names no service of the policy in force, is a
+// service of the mesh, and reports whether the state in force now holds
+// it. Every call to an outside host asks: it allocates nothing of its own.
+func (m *Mesh) findService(ctx context.Context, name string) bool {
+	f, ok := m.endpoints.(ServiceFinder)
+	if !ok {
+		return false
+	}
+	if _, rejected := m.state.Load().policy.Rejected[name]; rejected {
+		return false
+	}
+	return f.FindService(ctx, name) && m.state.Load().services[name] != nil
 }
 
 // ensureWatchedAll is ensureWatched for service and the other services
@@ -252,7 +310,10 @@ func (m *Mesh) ensureNeeds(ctx context.Context, d *core.Destination) bool {
 // watched service takes no lock.
 func (m *Mesh) startWatch(ctx context.Context, service string) bool {
 	w := &m.watched
-	if _, ok := w.seen.Load(service); ok {
+	if v, ok := w.seen.Load(service); ok {
+		if mk := v.(*watchMark); !mk.used.Load() {
+			mk.used.Store(true) // once per sweep: no write on the hot path
+		}
 		return false
 	}
 	wait := firstAnswerWait
@@ -281,9 +342,62 @@ func (m *Mesh) startWatch(ctx context.Context, service string) bool {
 	// Apply the first answer now, not when the follower gets to it: the
 	// caller reloads the state next.
 	m.onEndpoints()
-	w.seen.Store(service, struct{}{})
+	mk := &watchMark{}
+	mk.used.Store(true)
+	w.seen.Store(service, mk)
 	close(ready)
+	// The services its splits and failover call: again after an idle
+	// spell stopped them with it (the first time, the chain that names
+	// them may come with the answer above).
+	if d := m.state.Load().services[service]; d != nil {
+		for _, n := range d.Needs {
+			if n != service {
+				m.startWatch(ctx, n)
+			}
+		}
+	}
 	return true
+}
+
+// sweepIdle stops watching the destinations not called during the last
+// idleSweeps sweeps, with a control plane that can (see WatchStopper).
+// The services a called destination's splits and failover call count as
+// called. It runs on the endpoint follower's goroutine.
+func (m *Mesh) sweepIdle(stopper WatchStopper) {
+	w := &m.watched
+	st := m.state.Load()
+	used := map[string]bool{}
+	w.seen.Range(func(k, v any) bool {
+		if v.(*watchMark).used.Swap(false) {
+			used[k.(string)] = true
+		}
+		return true
+	})
+	for name := range used {
+		if d := st.services[name]; d != nil {
+			for _, n := range d.Needs {
+				used[n] = true
+			}
+		}
+	}
+	var idle []string
+	w.seen.Range(func(k, v any) bool {
+		name, mk := k.(string), v.(*watchMark)
+		if used[name] {
+			mk.idle = 0
+		} else if mk.idle++; mk.idle >= idleSweeps {
+			idle = append(idle, name)
+		}
+		return true
+	})
+	for _, name := range idle {
+		w.mu.Lock()
+		delete(w.started, name)
+		w.seen.Delete(name)
+		w.mu.Unlock()
+		stopper.StopWatching(name)
+		m.log.Debug("stopped watching an idle destination; its last endpoints stay", "service", name)
+	}
 }
 
 // firstAnswerWait bounds how long the first call to a destination waits for
@@ -294,6 +408,25 @@ const firstAnswerWait = 5 * time.Second
 // mesh is closed; changed is the source's Changed, taken before any watch
 // started, so no change is missed.
 func (m *Mesh) followEndpoints(changed <-chan struct{}) {
+	if stopper, ok := m.endpoints.(WatchStopper); ok {
+		var sweep <-chan time.Time
+		t := m.clock.NewTimer(idleSweep)
+		sweep = t.C()
+		defer func() { t.Stop() }()
+		for {
+			select {
+			case <-changed:
+				changed = m.endpoints.Changed()
+				m.onEndpoints()
+			case <-sweep:
+				m.sweepIdle(stopper)
+				t = m.clock.NewTimer(idleSweep)
+				sweep = t.C()
+			case <-m.done:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case <-changed:

@@ -229,6 +229,13 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 		ex.Protocol = "grpc"
 	}
 	d := st.services[name]
+	if d == nil && m.findService(req.Context(), name) {
+		// A service the control plane knows beyond the policy: explain
+		// it as its call would find it.
+		st = m.state.Load()
+		ex.PolicyVersion = st.policy.Version
+		d = st.services[name]
+	}
 	if d == nil {
 		if _, known := st.policy.Rejected[name]; !known {
 			ex.Egress = policy.EgressAllow

@@ -28,6 +28,7 @@ func (m *Mesh) newLink() *meshlink.Plane {
 			m.watch(ctx, func(st *state) { fn(&st.link) })
 		},
 		EnsureWatched: m.ensureWatchedAll,
+		FindService:   m.findService,
 		ClientTLS:     m.clientTLS,
 		ServerTLS:     m.ServerTLSConfig,
 		Authorize: func(ctx context.Context, caller string, callerErr error, method, path string, h meshlink.Header) (bool, string) {

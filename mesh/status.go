@@ -43,10 +43,11 @@ type statusReports struct {
 
 	mu        sync.Mutex
 	instances []string // registered instance IDs
+	running   bool     // the goroutine started
 }
 
-// startStatusReports starts m's reporter when its control plane keeps a
-// fleet's status.
+// startStatusReports readies m's reporter when its control plane keeps a
+// fleet's status; its goroutine starts at the first registered instance.
 func (m *Mesh) startStatusReports() {
 	to, ok := m.plane.(StatusReporter)
 	if !ok {
@@ -55,6 +56,16 @@ func (m *Mesh) startStatusReports() {
 	r := &statusReports{to: to, kick: make(chan struct{}, 1)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	m.status = r
+}
+
+// runStatusReports starts the goroutine of r's reports, at the first
+// registered instance (a mesh that registers nothing reports nothing, and
+// keeps no goroutine for it); r.mu is held.
+func (m *Mesh) runStatusReportsLocked(r *statusReports) {
+	if r.running || r.ctx.Err() != nil {
+		return
+	}
+	r.running = true
 	r.wg.Go(func() {
 		for {
 			select {
@@ -83,6 +94,7 @@ func (m *Mesh) registered(id string) {
 	if r := m.status; r != nil {
 		r.mu.Lock()
 		r.instances = append(r.instances, id)
+		m.runStatusReportsLocked(r)
 		r.mu.Unlock()
 		m.statusChanged()
 	}
@@ -112,7 +124,9 @@ func (m *Mesh) reportStatus(r *statusReports) {
 // stopStatusReports stops the reporter and waits for it.
 func (m *Mesh) stopStatusReports() {
 	if r := m.status; r != nil {
-		r.cancel()
+		r.mu.Lock()
+		r.cancel() // under r.mu: no goroutine starts after it
+		r.mu.Unlock()
 		r.wg.Wait()
 	}
 }

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,5 +77,37 @@ func TestStatusReports(t *testing.T) {
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStatusReportsStartAtRegister: a mesh that registers no instance
+// keeps no goroutine for its reports (a fleet of callers on one host pays
+// for each); the first Register starts it.
+func TestStatusReportsStartAtRegister(t *testing.T) {
+	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plane := &statusPlane{localPlane: localPlane{doc: doc}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := New(ctx, WithService("billing"), WithControlPlane(plane), WithLogger(meshtest.QuietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	reporters := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "mesh.(*Mesh).runStatusReportsLocked.func1")
+	}
+	if n := reporters(); n != 0 {
+		t.Fatalf("%d report goroutines before Register", n)
+	}
+	if err := m.Register(ctx, Instance{ID: "billing-1", Address: "127.0.0.1:9001"}); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, "a report of the instance", func() bool { _, n := plane.last(); return n > 0 })
+	if n := reporters(); n != 1 {
+		t.Fatalf("%d report goroutines after Register", n)
 	}
 }

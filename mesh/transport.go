@@ -120,7 +120,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	name := core.ServiceOf(req.URL.Host)
 	d := st.services[name]
 	if d == nil {
-		return t.outside(st, name, req)
+		// A service the control plane knows beyond the policy?
+		if !t.m.findService(req.Context(), name) {
+			return t.outside(st, name, req)
+		}
+		st = t.m.state.Load()
+		if d = st.services[name]; d == nil {
+			return t.outside(st, name, req)
+		}
 	}
 	// The first call to a destination starts watching its endpoints, and
 	// then those of the services its splits call, as the state that the

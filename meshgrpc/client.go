@@ -74,6 +74,11 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 		return nil, nil
 	}
 	d := st.Services[service]
+	if d == nil && a.p.FindService(ctx, service) {
+		// A service the control plane knows beyond the policy.
+		st = a.p.State()
+		d = st.Services[service]
+	}
 	if d == nil {
 		return nil, a.failEarly(ctx, noMeshService(st, service))
 	}

@@ -220,6 +220,11 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 			return result{}, err
 		}
 	}
+	if goroutineProfile != "" {
+		if err := writeGoroutines(goroutineProfile); err != nil {
+			return result{}, err
+		}
+	}
 	r := result{meshes: n, agentCPU: -1}
 	r.heap = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
 	r.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
@@ -276,6 +281,16 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	idleCPU0, idleWall0 := selfCPU(), time.Now()
 	time.Sleep(time.Second)
 	idleRate := float64(selfCPU()-idleCPU0) / float64(time.Since(idleWall0))
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return result{}, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return result{}, err
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
 	cpuStart, wallStart := selfCPU(), time.Now()
 	for w := range writes {
 		if err := put(fmt.Sprintf("services/unrelated-%d", w), "timeout: 1s\n"); err != nil {
@@ -294,6 +309,19 @@ func writeHeapProfile(path string) error {
 		return err
 	}
 	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeGoroutines writes the stacks of every goroutine, grouped, to path.
+func writeGoroutines(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("goroutine").WriteTo(f, 1); err != nil {
 		_ = f.Close()
 		return err
 	}

@@ -45,6 +45,8 @@ func main() {
 	bin := flag.String("consul", "", "the consul binary (default: $INMESH_CONSUL, PATH, or the install script's cache)")
 	idle := flag.Duration("idle", 5*time.Second, "how long the idle load is counted")
 	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile of the last row's fleet, once it settled, to `FILE`")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the last row's unrelated writes to `FILE`")
+	flag.StringVar(&goroutineProfile, "goroutines", "", "write the goroutines of the last row's settled fleet to `FILE`")
 	flag.Parse()
 	if heapProfile != "" {
 		runtime.MemProfileRate = 512 // fine enough to tell 60 KiB per mesh apart
@@ -64,8 +66,10 @@ func main() {
 	}
 }
 
-// heapProfile is where measure writes the fleet's heap profile; "": none.
-var heapProfile string
+// heapProfile, cpuProfile and goroutineProfile are where measure writes
+// the fleet's heap profile, the CPU profile of the unrelated writes and
+// the fleet's goroutines; "": none.
+var heapProfile, cpuProfile, goroutineProfile string
 
 func run(sizes []int, writes int, idle time.Duration, agentAddr, bin string) error {
 	ag, err := openAgent(agentAddr, bin)

@@ -37,6 +37,11 @@ type Plane struct {
 	// answer, and reports whether it started a watch: the caller then
 	// reloads the state. Without such a control plane it is a nil check.
 	EnsureWatched func(ctx context.Context, service string) bool
+	// FindService asks the control plane whether service, which names no
+	// service of the state in force, is a service of the mesh it knows
+	// beyond the policy, and reports whether the state in force now holds
+	// it (see mesh.ServiceFinder).
+	FindService func(ctx context.Context, service string) bool
 	// ClientTLS returns the TLS configuration of connections toward
 	// service: this workload's certificate, and service's identity
 	// required of the server.

@@ -1,6 +1,6 @@
 // Package blocking runs Consul blocking queries in a loop with the
 // discipline Consul asks of its clients, shared by every Consul watch of
-// inmesh (KV policy, health, Connect CA leaf and roots, intentions):
+// inmesh (KV policy, health, Connect CA leaf, intentions, config entries):
 //
 //   - the index of the next query is the X-Consul-Index of the last answer;
 //     it is reset to 0 when it goes backwards (a snapshot restore, a new

@@ -1,0 +1,102 @@
+package mesh
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/inmesh/inmesh/discovery"
+	"github.com/inmesh/inmesh/internal/clock/clocktest"
+	"github.com/inmesh/inmesh/internal/meshtest"
+	"github.com/inmesh/inmesh/policy"
+)
+
+// stopSource is an endpoint source that can stop a watch: it counts the
+// Watch and StopWatching calls per service, and always has one endpoint
+// of billing.
+type stopSource struct {
+	mu      sync.Mutex
+	watches map[string]int
+	stops   map[string]int
+	changed chan struct{}
+}
+
+func (s *stopSource) Watch(_ context.Context, service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watches[service]++
+}
+
+func (s *stopSource) StopWatching(service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stops[service]++
+}
+
+func (s *stopSource) Current() *discovery.Snapshot {
+	return &discovery.Snapshot{Source: "test", Services: map[string][]discovery.Endpoint{"billing": {{Address: "127.0.0.1:1"}}}}
+}
+
+func (s *stopSource) Changed() <-chan struct{} { return s.changed }
+
+func (s *stopSource) counts(service string) (watches, stops int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watches[service], s.stops[service]
+}
+
+type stopPlane struct {
+	localPlane
+	src *stopSource
+}
+
+func (p *stopPlane) Endpoints(Workload) (EndpointSource, error) { return p.src, nil }
+
+// TestIdleDestinationStopsBeingWatched: a destination without a call for
+// idleSweeps sweeps in a row stops being watched, one called in between
+// does not, and the next call watches it again.
+func TestIdleDestinationStopsBeingWatched(t *testing.T) {
+	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &stopSource{watches: map[string]int{}, stops: map[string]int{}, changed: make(chan struct{})}
+	fc := clocktest.NewFake(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := New(ctx, WithService("web"), WithControlPlane(&stopPlane{localPlane: localPlane{doc: doc}, src: src}),
+		WithLogger(meshtest.QuietLogger()), optionFunc(func(cfg *config) { cfg.clock = fc }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	call := func() { m.ensureWatched(ctx, "billing") } // what every call to billing does first
+	sweep := func() {
+		fc.BlockUntilTimers(1)
+		fc.Advance(idleSweep)
+	}
+
+	call()
+	for range 4 { // called before each sweep: stays watched
+		sweep()
+		call()
+	}
+	fc.BlockUntilTimers(1)
+	if w, s := src.counts("billing"); w != 1 || s != 0 {
+		t.Fatalf("while called: %d watches, %d stops; want 1, 0", w, s)
+	}
+	sweep() // the call before it counts
+	sweep() // idle 1
+	sweep() // idle 2: stopped
+	fc.BlockUntilTimers(1)
+	if w, s := src.counts("billing"); w != 1 || s != 1 {
+		t.Fatalf("idle: %d watches, %d stops; want 1, 1", w, s)
+	}
+	if !m.ensureWatched(ctx, "billing") {
+		t.Fatal("the call after an idle spell started no watch")
+	}
+	if w, s := src.counts("billing"); w != 2 || s != 1 {
+		t.Fatalf("called again: %d watches, %d stops; want 2, 1", w, s)
+	}
+}
