@@ -67,7 +67,7 @@ type Agent struct {
 
 	bin   string
 	ports [4]int // http, serf lan, serf wan, server
-	log   *bytes.Buffer
+	log   *logBuffer
 
 	// hcl is extra agent configuration (-hcl); httpsOnly serves the API on
 	// HTTPS at ports[0] and not HTTP; ready, when set, replaces the
@@ -138,7 +138,7 @@ func (a *Agent) pickPorts() error {
 // start runs the agent and waits until it has a leader and a Connect CA.
 func (a *Agent) start() error {
 	a.mu.Lock()
-	a.log = &bytes.Buffer{}
+	a.log = &logBuffer{}
 	args := []string{"agent", "-dev",
 		"-bind=127.0.0.1", "-client=127.0.0.1",
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",

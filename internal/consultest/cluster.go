@@ -48,7 +48,7 @@ type Member struct {
 	ports   [4]int // http, serf lan, serf wan, server rpc
 
 	mu      sync.Mutex
-	log     *bytes.Buffer
+	log     *logBuffer
 	cmd     *exec.Cmd
 	waitErr chan error
 	paused  bool
@@ -214,7 +214,7 @@ func (m *Member) run() error {
 	if m.cmd != nil {
 		return nil
 	}
-	m.log = &bytes.Buffer{}
+	m.log = &logBuffer{}
 	cmd := exec.Command(m.bin, "agent", "-config-file="+m.cfgFile)
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
