@@ -22,13 +22,15 @@ import (
 // "inline", ...).
 //
 // The snapshot holds a deep copy of doc: the caller keeps doc and may change
-// it afterwards without affecting the snapshot. An invalid doc gives a
+// it afterwards without affecting the snapshot. (Within the copy, string
+// maps of equal contents, such as labels that repeat, are one map: a
+// snapshot is read-only.) An invalid doc gives a
 // *ValidationError.
 func NewSnapshot(doc *Document, source string) (*Snapshot, error) {
 	if err := doc.Validate(); err != nil {
 		return nil, err
 	}
-	return snapshotOwning(doc.Clone(), source)
+	return snapshotOwning(doc.readOnlyCopy(), source)
 }
 
 // snapshotOwning is NewSnapshot of a valid doc that the snapshot may keep as

@@ -17,7 +17,7 @@ type staticSource struct {
 // invalid, then waits for its context to end. doc is copied: changing it
 // afterwards has no effect. The source's String is "inline".
 func NewStaticSource(doc *Document) Source {
-	return &staticSource{doc: doc.Clone()}
+	return &staticSource{doc: doc.readOnlyCopy()}
 }
 
 // Watch emits the document once, then blocks until ctx ends and returns
