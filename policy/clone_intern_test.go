@@ -24,7 +24,9 @@ func TestSnapshotSharesEqualLabelMaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same := func(x, y map[string]string) bool { return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer() }
+	same := func(x, y map[string]string) bool {
+		return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer()
+	}
 	a, b := snap.Doc.Services["a"], snap.Doc.Services["b"]
 	if !same(a.Endpoints[0].Labels, b.Endpoints[0].Labels) || !same(a.Endpoints[0].Labels, b.Subsets["v1"]) {
 		t.Error("the snapshot holds equal label maps more than once")
