@@ -71,13 +71,23 @@ func (a *agent) start(bin string) error {
 	hcl := `limits { http_max_conns_per_client = 15000 }
 connect { ca_config { csr_max_per_second = 0 } }
 `
+	httpPort := strconv.Itoa(ports[0])
+	if useHTTPS {
+		more, cfg, err := httpsConfig(a.dir, ports[0])
+		if err != nil {
+			return err
+		}
+		hcl += more
+		agentTLS = cfg
+		httpPort = "-1"
+	}
 	cfgFile := filepath.Join(a.dir, "scale.hcl")
 	if err := os.WriteFile(cfgFile, []byte(hcl), 0o600); err != nil {
 		return err
 	}
 	a.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	a.cmd = exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+strconv.Itoa(ports[0]), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
 		"-serf-lan-port="+strconv.Itoa(ports[1]), "-serf-wan-port="+strconv.Itoa(ports[2]),
 		"-server-port="+strconv.Itoa(ports[3]), "-log-level=warn", "-config-file="+cfgFile)
 	a.cmd.Stdout, a.cmd.Stderr = &a.log, &a.log

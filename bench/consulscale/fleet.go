@@ -62,6 +62,12 @@ func newClient(addr string, c *counter) (*api.Client, error) {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	if agentTLS != nil {
+		cfg.Scheme = "https"
+		tr.TLSClientConfig = agentTLS.Clone()
+		tr.ForceAttemptHTTP2 = true // the agent's HTTPS API speaks HTTP/2
+	}
+	cfg.HttpClient = &http.Client{Transport: tr}
 	if c != nil {
 		tr.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
 			conn, err := dialer.DialContext(ctx, network, address)
@@ -72,8 +78,6 @@ func newClient(addr string, c *counter) (*api.Client, error) {
 			return &countedConn{Conn: conn, c: c}, nil
 		}
 		cfg.HttpClient = &http.Client{Transport: countingTransport{base: tr, c: c}}
-	} else {
-		cfg.Transport = tr
 	}
 	return api.NewClient(cfg)
 }
