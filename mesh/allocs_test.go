@@ -34,18 +34,7 @@ func TestNoIOAllocations(t *testing.T) {
 			m := newTestMesh(t, meshtest.BenchPolicy("127.0.0.1:9", "127.0.0.1:10", tt.timeout),
 				WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 			rt := m.RoundTripper(instant{})
-			req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			call := func() {
-				resp, err := rt.RoundTrip(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-			}
+			call := chargeCall(t, rt)
 			call() // the first call to a destination starts watching it
 			wantHere := want
 			if tt.timeout == "" {
@@ -118,18 +107,7 @@ func TestTracedAllocations(t *testing.T) {
 		}
 		return instant{}.RoundTrip(r)
 	}))
-	req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	call := func() {
-		resp, err := rt.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-	}
+	call := chargeCall(t, rt)
 	call() // the first call to a destination starts watching it
 	// Under the race detector the SDK's pools (and the span's end
 	// attributes') drop items at random: the count is not exact.
@@ -145,3 +123,22 @@ func TestTracedAllocations(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// chargeCall returns a function that sends GET http://billing/charge
+// through rt and reads and closes the answer, failing t on an error: the
+// call whose allocations the tests count.
+func chargeCall(t *testing.T, rt http.RoundTripper) func() {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+}

@@ -37,18 +37,7 @@ func TestHedgeUnsentAllocations(t *testing.T) {
 			measure := func(pol string) float64 {
 				m := newTestMesh(t, pol, WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tracenoop.NewTracerProvider()))
 				rt := m.RoundTripper(instant{})
-				req, err := http.NewRequest(http.MethodGet, "http://billing/charge", nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				call := func() {
-					resp, err := rt.RoundTrip(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-				}
+				call := chargeCall(t, rt)
 				call() // the first call to a destination starts watching it
 				return testing.AllocsPerRun(200, call) - answer
 			}
