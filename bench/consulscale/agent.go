@@ -24,6 +24,7 @@ type agent struct {
 	client  *api.Client
 	cmd     *exec.Cmd
 	dir     string
+	caFile  string // the CA of its HTTPS API, with -https
 	log     bytes.Buffer
 }
 
@@ -79,6 +80,7 @@ connect { ca_config { csr_max_per_second = 0 } }
 		}
 		hcl += more
 		agentTLS = cfg
+		a.caFile = filepath.Join(a.dir, "ca.pem")
 		httpPort = "-1"
 	}
 	cfgFile := filepath.Join(a.dir, "scale.hcl")

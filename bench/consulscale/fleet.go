@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,7 @@ type result struct {
 	unrelatedCPU            time.Duration
 	idleRPS                 float64
 	conns, goroutines, heap float64 // per mesh
+	loops                   float64 // per mesh: the goroutines net/http runs for connections
 }
 
 func (r result) row() string {
@@ -97,8 +99,8 @@ func (r result) row() string {
 	if r.agentCPU >= 0 {
 		cpu = fmt.Sprintf("%.0f%%", 100*r.agentCPU)
 	}
-	return fmt.Sprintf("| %d | %s / %s | %s | %.3f ms | %.1f | %.1f connections, %.1f goroutines, %.0f KiB |",
-		r.meshes, ms(r.p50), ms(r.p99), cpu, float64(r.unrelatedCPU)/1e6, r.idleRPS, r.conns, r.goroutines, r.heap/1024)
+	return fmt.Sprintf("| %d | %s / %s | %s | %.3f ms | %.1f | %.1f connections, %.1f goroutines (%.1f of them net/http's connection loops), %.0f KiB |",
+		r.meshes, ms(r.p50), ms(r.p99), cpu, float64(r.unrelatedCPU)/1e6, r.idleRPS, r.conns, r.goroutines, r.loops, r.heap/1024)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
@@ -139,40 +141,23 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	// The destination, registered, serving over mTLS.
+	// The destination, registered, serving over mTLS, in a process of its
+	// own.
 	destName := prefix + "-dest"
 	if err := put("services/"+destName, "timeout: 1s\n"); err != nil {
 		return result{}, err
 	}
-	dc, err := newClient(ag.addr, nil)
+	stopDest, err := startDestination(ag, destName, prefix)
 	if err != nil {
 		return result{}, err
 	}
-	dest, err := mesh.New(ctx, mesh.WithService(destName), mesh.WithLogger(logger),
-		mesh.WithControlPlane(consul.New(consul.Config{Client: dc, Prefix: prefix})))
-	if err != nil {
-		return result{}, fmt.Errorf("the destination's mesh: %w", err)
-	}
-	defer dest.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return result{}, err
-	}
-	srv := &http.Server{Handler: dest.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })),
-		TLSConfig: dest.ServerTLSConfig(), ReadHeaderTimeout: 5 * time.Second,
-		// The agent's TCP check connects and hangs up without a handshake.
-		ErrorLog: log.New(io.Discard, "", 0)}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	defer srv.Close()
-	if err := dest.Register(ctx, mesh.Instance{Address: ln.Addr().String()}); err != nil {
-		return result{}, err
-	}
+	defer stopDest()
 
 	// The callers.
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	goroutines := runtime.NumGoroutine()
+	goroutines, loops := runtime.NumGoroutine(), connectionLoops()
 	c := &counter{}
 	ms := make([]*mesh.Mesh, n)
 	defer func() {
@@ -232,6 +217,7 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	r := result{meshes: n, agentCPU: -1}
 	r.heap = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
 	r.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
+	r.loops = float64(connectionLoops()-loops) / float64(n)
 	r.conns = float64(c.open.Load()) / float64(n)
 
 	// Idle load.
@@ -305,6 +291,33 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	spent := float64(selfCPU()-cpuStart) - idleRate*float64(time.Since(wallStart))
 	r.unrelatedCPU = time.Duration(max(0, spent) / float64(n*writes))
 	return r, nil
+}
+
+// connectionLoops counts the goroutines net/http runs for client
+// connections: two per HTTP/1.1 connection (its read and write loops), one
+// per HTTP/2 connection (its read loop). The others a mesh holds are its
+// own (one per long poll in flight, and its followers).
+func connectionLoops() int {
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		return 0
+	}
+	n := 0
+	for _, group := range strings.Split(b.String(), "\n\n") {
+		count, _, ok := strings.Cut(group, " @")
+		if !ok {
+			continue
+		}
+		if strings.Contains(group, "net/http.(*persistConn).readLoop") || strings.Contains(group, "net/http.(*persistConn).writeLoop") ||
+			strings.Contains(group, "net/http.(*http2ClientConn).readLoop") {
+			if i := strings.LastIndexByte(count, '\n'); i >= 0 {
+				count = count[i+1:] // the first group follows the profile's header line
+			}
+			c, _ := strconv.Atoi(strings.TrimSpace(count))
+			n += c
+		}
+	}
+	return n
 }
 
 func writeHeapProfile(path string) error {

@@ -16,7 +16,12 @@
 //   - idle load: the requests per second the N meshes make of the agent
 //     when nothing changes;
 //
-//   - per mesh: connections to the agent, goroutines and heap.
+//   - per mesh: connections to the agent, goroutines (and how many of them
+//     are net/http's read and write loops of those connections) and heap.
+//
+// The destination runs in a process of its own, as in production: its
+// server's share of each caller's connection is not counted as the
+// callers'.
 //
 //     go -C bench run ./consulscale                    # 50, 200, 500 meshes
 //     go -C bench run ./consulscale -meshes 50,1000 -writes 50
@@ -48,7 +53,17 @@ func main() {
 	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile of the last row's fleet, once it settled, to `FILE`")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the last row's unrelated writes to `FILE`")
 	flag.StringVar(&goroutineProfile, "goroutines", "", "write the goroutines of the last row's settled fleet to `FILE`")
+	flag.StringVar(&destFlags.name, "destination", "", "(internal) serve as the destination `SERVICE` on -agent, until stdin ends")
+	flag.StringVar(&destFlags.prefix, "prefix", "", "(internal) the destination's KV prefix")
+	flag.StringVar(&destFlags.agentCA, "agent-ca", "", "(internal) the CA `FILE` of the destination's HTTPS agent")
 	flag.Parse()
+	if destFlags.name != "" {
+		if err := serveDestination(*agentAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "consulscale -destination:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if heapProfile != "" {
 		runtime.MemProfileRate = 512 // fine enough to tell 60 KiB per mesh apart
 	}
