@@ -23,9 +23,9 @@
 // server's share of each caller's connection is not counted as the
 // callers'.
 //
-//     go -C bench run ./consulscale                    # 50, 200, 500 meshes
-//     go -C bench run ./consulscale -meshes 50,1000 -writes 50
-//     go -C bench run ./consulscale -agent 127.0.0.1:8500  # an agent of yours
+//	go -C bench run ./consulscale                    # 50, 200, 500 meshes
+//	go -C bench run ./consulscale -meshes 50,1000 -writes 50
+//	go -C bench run ./consulscale -agent 127.0.0.1:8500  # an agent of yours
 //
 // Without -agent it starts a dev agent (the consul binary of
 // $INMESH_CONSUL, PATH or scripts/install-consul.sh's cache) with
