@@ -127,7 +127,7 @@ func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snaps
 }
 
 func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {
-	d := &Destination{Name: svc.Name, Version: pol.Version, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
+	d := &Destination{Name: svc.Name, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
 	d.ConnectTimeout = svc.Effective.ConnectTimeout
 	if od := svc.Effective.OutlierDetection; od != nil {
 		d.Outlier = c.outlier(svc.Name, od)
