@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -397,6 +398,17 @@ func (m *Mesh) sweepIdle(stopper WatchStopper) {
 		w.mu.Unlock()
 		stopper.StopWatching(name)
 		m.log.Debug("stopped watching an idle destination; its last endpoints stay", "service", name)
+	}
+	if len(idle) == 0 {
+		return
+	}
+	// A destination is reused by the states after st while its inputs
+	// stay: one whose split targets stopped being watched watches them
+	// again at its next call.
+	for _, d := range st.services {
+		if slices.ContainsFunc(d.Needs, func(n string) bool { return slices.Contains(idle, n) }) {
+			d.ClearNeedsWatched()
+		}
 	}
 }
 

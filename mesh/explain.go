@@ -263,7 +263,7 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 		if rpc {
 			what = "RPC " + req.URL.Path
 		}
-		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: d.Version,
+		ce := &CallError{Layer: LayerRoute, Service: name, PolicyVersion: st.policy.Version,
 			Err: fmt.Errorf("no route of service %q matches %s", name, what)}
 		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
 		return ex, ce
@@ -334,7 +334,7 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 	}
 	explainReasons(ex, st.policy.Doc, d, rt, &creq, pools, now)
 	if len(ex.Hosts) == 0 {
-		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.Name, PolicyVersion: d.Version,
+		ce := &CallError{Layer: LayerDiscovery, Service: name, Route: rt.Name, PolicyVersion: st.policy.Version,
 			Err: core.NoEndpoints(name, "")}
 		ex.Layer, ex.Error = ce.Layer, ce.Err.Error()
 		return ex, ce

@@ -100,3 +100,45 @@ func TestIdleDestinationStopsBeingWatched(t *testing.T) {
 		t.Fatalf("called again: %d watches, %d stops; want 2, 1", w, s)
 	}
 }
+
+// TestIdleSplitTargetWatchedAgain: a split target stopped with its idle
+// destination is watched again with the destination's next call, though
+// the destination was not compiled again in between (reused).
+func TestIdleSplitTargetWatchedAgain(t *testing.T) {
+	doc, err := policy.Parse([]byte(`
+services:
+  ledger: {}
+  billing:
+    routes: [{name: r, split: [{weight: 1}, {service: ledger, weight: 1}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &stopSource{watches: map[string]int{}, stops: map[string]int{}, changed: make(chan struct{})}
+	fc := clocktest.NewFake(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := New(ctx, WithService("web"), WithControlPlane(&stopPlane{localPlane: localPlane{doc: doc}, src: src}),
+		WithLogger(meshtest.QuietLogger()), optionFunc(func(cfg *config) { cfg.clock = fc }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	d := m.state.Load().services["billing"]
+	m.ensureWatchedAll(ctx, "billing")
+	if w, _ := src.counts("ledger"); w != 1 {
+		t.Fatalf("ledger watched %d times, want 1", w)
+	}
+	for range 3 { // the call before the first counts; idle 1, idle 2: stopped
+		fc.BlockUntilTimers(1)
+		fc.Advance(idleSweep)
+	}
+	fc.BlockUntilTimers(1)
+	if _, s := src.counts("ledger"); s != 1 {
+		t.Fatalf("ledger stopped %d times, want 1", s)
+	}
+	m.ensureWatchedAll(ctx, "billing")
+	if w, _ := src.counts("ledger"); w != 2 || m.state.Load().services["billing"] != d {
+		t.Fatalf("ledger watched %d times after billing's next call, want 2 (billing reused)", w)
+	}
+}

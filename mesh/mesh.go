@@ -373,6 +373,10 @@ func departed(old, st *state) []string {
 			continue
 		}
 		after := st.endpoints.Endpoints(name)
+		if sameAddresses(before, after) {
+			// Most updates leave most services' endpoints: no set.
+			continue
+		}
 		now := make(map[string]struct{}, len(after))
 		for _, ep := range after {
 			now[ep.Address] = struct{}{}
@@ -385,6 +389,19 @@ func departed(old, st *state) []string {
 		}
 	}
 	return lost
+}
+
+// sameAddresses reports whether a and b have the same addresses, in order.
+func sameAddresses(a, b []discovery.Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Address != b[i].Address {
+			return false
+		}
+	}
+	return true
 }
 
 // Service returns this workload's service name.

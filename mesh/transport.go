@@ -150,7 +150,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// barrier.
 	c := new(httpCall)
 	c.t, c.req = t, req
-	return c.run(d)
+	return c.run(st.policy.Version, d)
 }
 
 // outside sends req, whose host names no service of st, to the pass
@@ -297,10 +297,12 @@ func httpRequest(req *http.Request) core.Request {
 		RawQuery: req.URL.RawQuery, Replayable: replayable(req), Idempotent: idempotent(req)}
 }
 
-func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
+// run calls d, a destination of the state of policy version.
+func (c *httpCall) run(version string, d *core.Destination) (*http.Response, error) {
 	m := c.t.m
 	callerCtx := c.req.Context()
 	c.Init(&m.env, d, httpRequest(c.req), true)
+	c.PolicyVersion = version
 	c.applyActions()
 	start := c.Now
 	routeName := c.RouteName()
@@ -346,7 +348,7 @@ func (c *httpCall) run(d *core.Destination) (*http.Response, error) {
 		m.instr.RecordHTTPClient(callerCtx, clock.Since(m.clock, start), call)
 	}
 	telemetry.EndClientCall(span, telemetry.CallEnd{StatusCode: call.StatusCode, ErrorType: call.ErrorType, Err: err,
-		Subset: call.Subset, Attempts: c.Attempts, PolicyVersion: d.Version})
+		Subset: call.Subset, Attempts: c.Attempts, PolicyVersion: c.PolicyVersion})
 	return resp, err
 }
 

@@ -93,6 +93,7 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 	c := &rpcCall{a: a, st: st, method: method, caller: ctx}
 	c.Init(&a.env, d, core.Request{Path: method, Method: http.MethodPost, Header: c, RPC: true,
 		Replayable: true, Idempotent: true, Stream: stream, Single: single || stream}, false)
+	c.PolicyVersion = st.PolicyVersion
 	c.start = c.Now
 	c.Ctx, c.Span = a.p.Tracing.StartRPCClientCall(ctx, d.Name, c.RouteName(), method)
 	return c, nil
@@ -158,7 +159,7 @@ func (c *rpcCall) end(err error) {
 		FullMethod: c.method, Code: resilience.GRPCCode(code), ErrorType: errorType,
 	})
 	telemetry.EndRPCClientCall(c.Span, resilience.GRPCCode(code), telemetry.CallEnd{ErrorType: errorType, Err: err,
-		Subset: c.SubsetName(), Attempts: c.Attempts, PolicyVersion: c.Dest.Version})
+		Subset: c.SubsetName(), Attempts: c.Attempts, PolicyVersion: c.PolicyVersion})
 }
 
 // unaryClient is the mesh's unary client interceptor: the core's call

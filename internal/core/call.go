@@ -99,6 +99,9 @@ type Call struct {
 	Attempts int
 	Host     *discovery.Host // the last attempt's endpoint
 	Now      time.Time       // the start of the call, then of the current attempt
+	// PolicyVersion is the version of the policy the call's destination
+	// was read from, for its errors: the adapter sets it after Init.
+	PolicyVersion string
 
 	req    Request
 	max    int32 // attempts allowed (at most 10), hedges not counted
@@ -165,7 +168,7 @@ func (c *Call) Fail(layer Layer, err error) error {
 		Route:         c.RouteName(),
 		Subset:        c.SubsetName(),
 		Attempts:      c.Attempts,
-		PolicyVersion: c.Dest.Version,
+		PolicyVersion: c.PolicyVersion,
 		Err:           err,
 	}
 	if c.Host != nil {

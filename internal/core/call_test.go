@@ -122,7 +122,7 @@ func newFixture(t testing.TB, s settings) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.dest = &Destination{Name: "billing", Version: "v1", Outlier: outlier}
+	f.dest = &Destination{Name: "billing", Outlier: outlier}
 	rt := &Route{Dest: f.dest, Name: "charge", Eff: &eff, IdempotentOnly: !eff.NonIdempotent,
 		All:     &Pool{Hosts: f.hosts, Picker: picker},
 		Backoff: resilience.BackoffConfig{Initial: eff.BackoffInitial, Max: eff.BackoffMax}}
@@ -206,6 +206,7 @@ func sequence(os ...Outcome) func(*Attempt) Outcome {
 func (f *fixture) call(ctx context.Context, req Request, s *fakeSender) (*Call, Outcome, error) {
 	c := &Call{}
 	c.Init(f.env, f.dest, req, !f.balancer)
+	c.PolicyVersion = "v1"
 	err := c.Start(ctx, nil)
 	var o Outcome
 	if err == nil {

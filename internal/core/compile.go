@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"maps"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -15,23 +16,32 @@ import (
 // Registry keeps the stateful parts of the data plane (breakers, budgets,
 // outlier trackers, hosts) across compilations, keyed by their
 // configuration, so that a policy or endpoint update keeps the state of
-// everything whose configuration did not change. It is not safe for
-// concurrent use: one goroutine compiles at a time.
+// everything whose configuration did not change, and the destinations
+// compiled, so that an update compiles only those whose inputs changed
+// (reuse.go). A part is held while a destination uses it (a count of
+// uses). It is not safe for concurrent use: one goroutine compiles at a
+// time.
 type Registry struct {
-	breakers map[breakerKey]*resilience.Breaker
-	budgets  map[budgetKey]*resilience.Budget
-	outliers map[outlierKey]*resilience.Outlier
-	hosts    map[hostKey]*discovery.Host
-	// faults holds the routes whose fault block was warned of, per policy
-	// version: a recompilation for new endpoints does not warn again.
-	faults   map[faultKey]struct{}
-	latency  map[latencyKey]*resilience.LatencyTracker
-	limiters map[limiterKey]*resilience.Limiter
-	// hashPickers are the ring_hash and maglev pickers (made lazily).
-	hashPickers map[hashPickerKey]*discovery.HashPicker
+	breakers map[breakerKey]*held[*resilience.Breaker]
+	budgets  map[budgetKey]*held[*resilience.Budget]
+	outliers map[outlierKey]*held[*resilience.Outlier]
+	hosts    map[hostKey]*held[*discovery.Host]
+	// faults holds the routes whose fault block was warned of, with the
+	// block: a recompilation that does not change it does not warn again.
+	faults   map[faultKey]*held[struct{}]
+	latency  map[latencyKey]*held[*resilience.LatencyTracker]
+	limiters map[limiterKey]*held[*resilience.Limiter]
+	// hashPickers are the ring_hash and maglev pickers.
+	hashPickers map[hashPickerKey]*held[*discovery.HashPicker]
 	// regexes holds the compiled regexes of the routes' matches, so that
 	// a recompilation for new endpoints does not compile them again.
-	regexes Regexes
+	regexes map[string]*held[*regexp.Regexp]
+
+	// env is the env of the last compilation, and dests the destinations
+	// it compiled: the next compilation with the same env reuses those
+	// whose inputs did not change.
+	env   *Env
+	dests map[string]*compiled
 }
 
 type limiterKey struct {
@@ -61,7 +71,9 @@ type outlierKey struct {
 	maxPct   int
 }
 
-type faultKey struct{ service, route, version string }
+// faultKey names a route's fault block: block is what it injects
+// (Fault.String).
+type faultKey struct{ service, route, block string }
 
 type hostKey struct {
 	service, address string
@@ -71,27 +83,30 @@ type hostKey struct {
 // NewRegistry returns an empty registry, for the first compilation.
 func NewRegistry() *Registry {
 	return &Registry{
-		breakers: map[breakerKey]*resilience.Breaker{},
-		budgets:  map[budgetKey]*resilience.Budget{},
-		outliers: map[outlierKey]*resilience.Outlier{},
-		hosts:    map[hostKey]*discovery.Host{},
-		faults:   map[faultKey]struct{}{},
-		latency:  map[latencyKey]*resilience.LatencyTracker{},
-		limiters: map[limiterKey]*resilience.Limiter{},
-		regexes:  Regexes{},
+		breakers:    map[breakerKey]*held[*resilience.Breaker]{},
+		budgets:     map[budgetKey]*held[*resilience.Budget]{},
+		outliers:    map[outlierKey]*held[*resilience.Outlier]{},
+		hosts:       map[hostKey]*held[*discovery.Host]{},
+		faults:      map[faultKey]*held[struct{}]{},
+		latency:     map[latencyKey]*held[*resilience.LatencyTracker]{},
+		limiters:    map[limiterKey]*held[*resilience.Limiter]{},
+		hashPickers: map[hashPickerKey]*held[*discovery.HashPicker]{},
+		regexes:     map[string]*held[*regexp.Regexp]{},
+		dests:       map[string]*compiled{},
 	}
 }
 
 // compiler turns a policy snapshot and an endpoint snapshot into
-// destinations. It carries over stateful parts from old and collects the
-// ones in use into next.
+// destinations. It takes the stateful parts from reg, where those of the
+// destinations it compiles are held (used).
 type compiler struct {
 	env    *Env
-	old    *Registry
-	next   *Registry
+	reg    *Registry
 	millis func(ms int64) Millis
 	pol    *policy.Snapshot    // the policy compiled
 	eps    *discovery.Snapshot // the endpoints of its services
+	// used collects the parts of the destination being compiled.
+	used *parts
 }
 
 // millisOf returns a Millis formatter that shares the text of equal
@@ -109,25 +124,52 @@ func millisOf() func(ms int64) Millis {
 }
 
 // Compile compiles every service of pol with its endpoints in eps. The
-// stateful parts whose configuration old holds are carried over; the
-// returned registry holds the ones in use, for the next Compile.
-func Compile(env *Env, old *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
-	c := &compiler{env: env, old: old, next: NewRegistry(), millis: millisOf(), pol: pol, eps: eps}
+// stateful parts whose configuration reg holds are carried over, and the
+// destination of a service whose inputs are those of the last compilation
+// (with the same env) is the last one, not compiled again (see reuse.go).
+// Compile updates reg, which then holds what is in use, and returns it
+// for the next Compile: reg is not to be used for another one.
+func Compile(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
+	c := &compiler{env: env, reg: reg, millis: millisOf(), pol: pol, eps: eps}
+	same := reg.env == env
+	reg.env = env
 	out := make(map[string]*Destination, len(pol.Services))
 	limits := map[string]telemetry.LimitSource{}
+	// stale are the destinations replaced: their parts are let go once
+	// the new ones hold theirs, so that the parts they share stay.
+	var stale []*compiled
 	for name, svc := range pol.Services {
-		d := c.destination(pol, svc, eps.Endpoints(name))
+		cd := reg.dests[name]
+		if cd == nil || !same || !c.reusable(cd) {
+			if cd != nil {
+				stale = append(stale, cd)
+			}
+			cd = c.compile(name, svc)
+			reg.dests[name] = cd
+		}
+		d := cd.d
 		if d.Limiter != nil {
 			limits[name] = d.Limiter
 		}
 		out[name] = d
 	}
+	if len(reg.dests) > len(pol.Services) {
+		for name, cd := range reg.dests {
+			if _, ok := pol.Services[name]; !ok {
+				stale = append(stale, cd)
+				delete(reg.dests, name)
+			}
+		}
+	}
+	for _, cd := range stale {
+		reg.release(&cd.used)
+	}
 	env.Instr.SetConcurrencyLimits(limits)
-	return out, c.next
+	return out, reg
 }
 
-func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {
-	d := &Destination{Name: svc.Name, Version: pol.Version, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
+func (c *compiler) destination(svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {
+	d := &Destination{Name: svc.Name, HasRoutes: svc.HasRoutes, TLS: TLSMode(&svc.Effective)}
 	d.ConnectTimeout = svc.Effective.ConnectTimeout
 	if od := svc.Effective.OutlierDetection; od != nil {
 		d.Outlier = c.outlier(svc.Name, od)
@@ -161,7 +203,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 		if t := rr.Effective.Timeout; t > 0 {
 			rt.TimeoutMs = c.millis(int64(t / time.Millisecond))
 		}
-		rt.Fault = c.fault(pol.Version, svc.Name, rr.Name, rr.Effective.Fault)
+		rt.Fault = c.fault(svc.Name, rr.Name, rr.Effective.Fault)
 		if rr.Effective.Attempts > 1 {
 			ro, err := resilience.ParseRetryOn(rr.Effective.RetryOn)
 			if err != nil {
@@ -200,9 +242,7 @@ func (c *compiler) destination(pol *policy.Snapshot, svc *policy.ResolvedService
 func (c *compiler) routeMatch(service string, rr *policy.ResolvedRoute, rt *Route) {
 	res := Regexes{}
 	for _, expr := range matchRegexes(&rr.Match) {
-		if re, ok := c.next.regexes[expr]; ok {
-			res[expr] = re
-		} else if re, ok := c.old.regexes[expr]; ok {
+		if re, ok := part(c.reg.regexes, expr); ok {
 			res[expr] = re
 		}
 	}
@@ -213,7 +253,7 @@ func (c *compiler) routeMatch(service string, rr *policy.ResolvedRoute, rt *Rout
 		c.env.Log.Error("route match did not compile after validation", "service", service, "route", rr.Name, "err", err)
 	}
 	for expr, re := range res {
-		c.next.regexes[expr] = re
+		hold(c.reg.regexes, &c.used.regexes, expr, re)
 	}
 	rt.Match = m
 	rt.Rewrite, rt.Headers = compileActions(rr)
@@ -265,18 +305,15 @@ func (c *compiler) pool(service, subset string, eps []discovery.Endpoint, lb bal
 
 func (c *compiler) host(service string, ep discovery.Endpoint, o *resilience.Outlier) *discovery.Host {
 	k := hostKey{service: service, address: ep.Address, outlier: o}
-	h, ok := c.next.hosts[k]
-	if ok && maps.Equal(h.Labels, ep.Labels) {
-		return h
-	}
-	if h, ok = c.old.hosts[k]; !ok || !maps.Equal(h.Labels, ep.Labels) {
+	h, ok := part(c.reg.hosts, k)
+	if !ok || !maps.Equal(h.Labels, ep.Labels) {
 		var avail discovery.Availability
 		if o != nil {
 			avail = o.Host(ep.Address)
 		}
 		h = discovery.NewHost(ep, avail)
 	}
-	c.next.hosts[k] = h
+	hold(c.reg.hosts, &c.used.hosts, k, h)
 	return h
 }
 
@@ -296,19 +333,17 @@ func (c *compiler) breaker(service, scope string, cb *policy.CircuitBreaker) *re
 		OpenFor:             cb.OpenFor.Std(),
 		HalfOpenRequests:    cb.HalfOpenRequests,
 	}}
-	b, ok := c.next.breakers[k]
+	b, ok := part(c.reg.breakers, k)
 	if !ok {
-		if b, ok = c.old.breakers[k]; !ok {
-			name := service
-			if scope != "" {
-				name = service + "/" + scope
-			}
-			cfg := k.cfg
-			cfg.Clock = c.env.Clock
-			b = resilience.NewBreaker(name, cfg, c.onBreakerChange(service))
+		name := service
+		if scope != "" {
+			name = service + "/" + scope
 		}
-		c.next.breakers[k] = b
+		cfg := k.cfg
+		cfg.Clock = c.env.Clock
+		b = resilience.NewBreaker(name, cfg, c.onBreakerChange(service))
 	}
+	hold(c.reg.breakers, &c.used.breakers, k, b)
 	return b
 }
 
@@ -321,25 +356,21 @@ func (c *compiler) limiter(service string, cc *policy.Concurrency) *resilience.L
 		cfg = resilience.LimiterConfig{Adaptive: true, Min: a.Min, Initial: a.Initial, Max: a.Max, MaxWait: cfg.MaxWait}
 	}
 	k := limiterKey{service: service, cfg: cfg}
-	l, ok := c.next.limiters[k]
+	l, ok := part(c.reg.limiters, k)
 	if !ok {
-		if l, ok = c.old.limiters[k]; !ok {
-			l = resilience.NewLimiter(service, cfg, c.env.Clock)
-		}
-		c.next.limiters[k] = l
+		l = resilience.NewLimiter(service, cfg, c.env.Clock)
 	}
+	hold(c.reg.limiters, &c.used.limiters, k, l)
 	return l
 }
 
 func (c *compiler) budget(service string, ratio float64, min int) *resilience.Budget {
 	k := budgetKey{service: service, ratio: ratio, min: min}
-	b, ok := c.next.budgets[k]
+	b, ok := part(c.reg.budgets, k)
 	if !ok {
-		if b, ok = c.old.budgets[k]; !ok {
-			b = resilience.NewBudget(resilience.BudgetConfig{Ratio: ratio, MinPerSecond: min}, c.env.Clock)
-		}
-		c.next.budgets[k] = b
+		b = resilience.NewBudget(resilience.BudgetConfig{Ratio: ratio, MinPerSecond: min}, c.env.Clock)
 	}
+	hold(c.reg.budgets, &c.used.budgets, k, b)
 	return b
 }
 
@@ -364,38 +395,34 @@ func (c *compiler) hedge(service, route string, h *policy.Hedge) *Hedge {
 	}
 	out.Quantile = q
 	k := latencyKey{service: service, route: route}
-	lt, ok := c.next.latency[k]
+	lt, ok := part(c.reg.latency, k)
 	if !ok {
-		if lt, ok = c.old.latency[k]; !ok {
-			lt = resilience.NewLatencyTracker(resilience.LatencyConfig{})
-		}
-		c.next.latency[k] = lt
+		lt = resilience.NewLatencyTracker(resilience.LatencyConfig{})
 	}
+	hold(c.reg.latency, &c.used.latency, k, lt)
 	out.Latency = lt
 	return out
 }
 
 func (c *compiler) outlier(service string, od *policy.OutlierDetection) *resilience.Outlier {
 	k := outlierKey{service: service, failures: od.ConsecutiveFailures, base: od.BaseEjection.Std(), maxPct: od.MaxEjectionPercent}
-	o, ok := c.next.outliers[k]
+	o, ok := part(c.reg.outliers, k)
 	if !ok {
-		if o, ok = c.old.outliers[k]; !ok {
-			o = resilience.NewOutlier(resilience.OutlierConfig{
-				ConsecutiveFailures: k.failures,
-				BaseEjection:        k.base,
-				MaxEjectionPercent:  k.maxPct,
-				OnEject:             c.onEject(service),
-			}, c.env.Clock)
-		}
-		c.next.outliers[k] = o
+		o = resilience.NewOutlier(resilience.OutlierConfig{
+			ConsecutiveFailures: k.failures,
+			BaseEjection:        k.base,
+			MaxEjectionPercent:  k.maxPct,
+			OnEject:             c.onEject(service),
+		}, c.env.Clock)
 	}
+	hold(c.reg.outliers, &c.used.outliers, k, o)
 	return o
 }
 
-// fault compiles the fault block of service's route and warns, once per
-// policy version, that the route injects faults: a block left on by
-// mistake is not shipped unnoticed.
-func (c *compiler) fault(version, service, route string, pf *policy.Fault) *Fault {
+// fault compiles the fault block of service's route and warns, once while
+// the block stays the same, that the route injects faults: a block left on
+// by mistake is not shipped unnoticed.
+func (c *compiler) fault(service, route string, pf *policy.Fault) *Fault {
 	f, err := CompileFault(pf)
 	if err != nil {
 		// The policy validated the block already.
@@ -404,13 +431,12 @@ func (c *compiler) fault(version, service, route string, pf *policy.Fault) *Faul
 	if f == nil {
 		return nil
 	}
-	k := faultKey{service: service, route: route, version: version}
-	_, warned := c.old.faults[k]
-	if _, now := c.next.faults[k]; !warned && !now {
+	k := faultKey{service: service, route: route, block: f.String()}
+	if _, warned := part(c.reg.faults, k); !warned {
 		c.env.Log.Warn("fault injection is on: calls to this route are delayed or failed on purpose",
-			"service", service, "route", route, "policy_version", version, "fault", f.String())
+			"service", service, "route", route, "policy_version", c.pol.Version, "fault", k.block)
 	}
-	c.next.faults[k] = struct{}{}
+	hold(c.reg.faults, &c.used.faults, k, struct{}{})
 	return f
 }
 

@@ -30,17 +30,11 @@ func (c *compiler) hashPicker(lb balancer, hosts []*discovery.Host) *discovery.H
 		b.WriteByte(0)
 	}
 	k := hashPickerKey{lb: lb, hosts: b.String()}
-	if p, ok := c.next.hashPickers[k]; ok && slices.Equal(p.Hosts(), hosts) {
-		return p
-	}
-	p, ok := c.old.hashPickers[k]
+	p, ok := part(c.reg.hashPickers, k)
 	if !ok || !slices.Equal(p.Hosts(), hosts) {
 		pk, _ := discovery.NewPickerOptions(lb.name, hosts, lb.opts)
 		p = pk.(*discovery.HashPicker)
 	}
-	if c.next.hashPickers == nil {
-		c.next.hashPickers = map[hashPickerKey]*discovery.HashPicker{}
-	}
-	c.next.hashPickers[k] = p
+	hold(c.reg.hashPickers, &c.used.hashPickers, k, p)
 	return p
 }

@@ -282,19 +282,25 @@ func TestCompileFault(t *testing.T) {
 }
 
 // TestCompileWarnsOfFaults: a route whose policy injects faults is warned
-// of once per policy version, naming the service and the route; a
-// recompilation of the same version (new endpoints) does not warn again.
+// of once while its fault block stays the same, naming the service, the
+// route and the policy version; a recompilation of the same version (new
+// endpoints) or of a new version that leaves the block does not warn
+// again, one that changes it does.
 func TestCompileWarnsOfFaults(t *testing.T) {
 	var buf bytes.Buffer
 	env := &Env{Log: slog.New(slog.NewTextHandler(&buf, nil)), Err: func(ce *CallError) error { return testError{ce} }}
-	snap := func(version string) *policy.Snapshot {
+	snap := func(version string, delay ...string) *policy.Snapshot {
+		charge := "10"
+		if len(delay) > 0 {
+			charge = delay[0]
+		}
 		doc, err := policy.Parse([]byte("version: " + version + `
 services:
   billing:
     endpoints: [{address: 127.0.0.1:1}]
     fault: {abort: {percent: 5}}
     routes:
-      - {name: charge, match: {path_prefix: /charge}, fault: {delay: {percent: 10, duration: 1s}}}
+      - {name: charge, match: {path_prefix: /charge}, fault: {delay: {percent: ` + charge + `, duration: 1s}}}
       - {name: off, match: {path_prefix: /off}, fault: {abort: {percent: 0}}}
       - {name: rest}
   ledger:
@@ -344,8 +350,13 @@ services:
 	if w := warnings(); len(w) != 0 {
 		t.Fatalf("the same version warned again: %q", w)
 	}
-	if _, _ = Compile(env, reg, snap("v2"), eps); len(warnings()) != 2 {
-		t.Fatal("a new version did not warn")
+	if _, reg = Compile(env, reg, snap("v2"), eps); len(warnings()) != 0 {
+		t.Fatal("a new version that leaves the blocks warned again")
+	}
+	_, _ = Compile(env, reg, snap("v3", "20"), eps)
+	if w := warnings(); len(w) != 1 || !strings.Contains(w[0], "route=charge") || !strings.Contains(w[0], "policy_version=v3") ||
+		!strings.Contains(w[0], "delay 20%") {
+		t.Fatalf("warnings %q, want one for charge's new block", w)
 	}
 }
 

@@ -13,10 +13,12 @@ import (
 
 // Destination is one service of the policy, compiled. It is immutable once
 // compiled, except for the live parts it points to (breakers, budgets,
-// host health), which are safe for concurrent use.
+// host health), which are safe for concurrent use. It does not know the
+// policy version: a compilation reuses the destinations whose inputs did
+// not change (Compile), across versions, and the adapter gives each call
+// the version of the state it read (Call.PolicyVersion).
 type Destination struct {
 	Name      string
-	Version   string // policy version, for errors
 	Routes    []*Route
 	HasRoutes bool
 	Outlier   *resilience.Outlier // nil when outlier detection is off for the service

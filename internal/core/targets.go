@@ -39,6 +39,11 @@ func (n *needs) NeedsWatched() bool { return n.watched.Load() }
 // MarkNeedsWatched records that the watches of Needs were started.
 func (n *needs) MarkNeedsWatched() { n.watched.Store(true) }
 
+// ClearNeedsWatched forgets MarkNeedsWatched: a watch of Needs stopped,
+// and the next call to the destination starts it again. A destination
+// outlives the states that reuse it, so its mark must follow the watches.
+func (n *needs) ClearNeedsWatched() { n.watched.Store(false) }
+
 // splitEntries compiles the split of route rr of service svc (endpoints
 // eps) into rt.Split.
 func (c *compiler) splitEntries(d *Destination, svc *policy.ResolvedService, rr *policy.ResolvedRoute, rt *Route, eps []discovery.Endpoint) {
