@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding"
@@ -72,7 +73,13 @@ func Hash(doc *Document) (string, error) {
 // (a type with its own MarshalJSON, a float, a string that needs escaping)
 // is written by json.Marshal.
 func writeJSON(w io.Writer, v any) error {
-	e := jsonWriter{w: w, buf: make([]byte, 0, 8<<10)}
+	return writeJSONBlocks(w, v, nil)
+}
+
+// writeJSONBlocks is writeJSON taking the JSON of the service blocks that
+// blocks holds from it and adding the others' (blocks may be nil: none).
+func writeJSONBlocks(w io.Writer, v any, blocks map[*Service][]byte) error {
+	e := jsonWriter{w: w, buf: make([]byte, 0, 8<<10), blocks: blocks}
 	if err := e.value(reflect.ValueOf(v), 0); err != nil {
 		if !errors.Is(err, errTooDeep) {
 			return err
@@ -97,6 +104,12 @@ type jsonWriter struct {
 	keys [][]string    // sorted map keys, by depth
 	key  reflect.Value // an addressable string, for map keys
 	err  error         // of w
+
+	// blocks, when not nil, holds the JSON of service blocks by pointer:
+	// a block it holds is copied from it, one it lacks is written and
+	// added (see hashBlocks).
+	blocks    map[*Service][]byte
+	recording int // blocks being written into blocks: buf is not flushed
 }
 
 func (e *jsonWriter) flush() error {
@@ -135,12 +148,15 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 	if depth > 1000 {
 		return errTooDeep
 	}
-	if len(e.buf) >= 4<<10 {
+	if len(e.buf) >= 4<<10 && e.recording == 0 {
 		if err := e.flush(); err != nil {
 			return err
 		}
 	}
 	t := v.Type()
+	if e.blocks != nil && t == servicePtrType && !v.IsNil() {
+		return e.block(v, depth)
+	}
 	if t == durationType {
 		e.buf = append(e.buf, '"')
 		e.buf = append(e.buf, time.Duration(v.Int()).String()...)
@@ -258,6 +274,27 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 		return nil
 	}
 	return e.marshal(v) // floats, unsigned integers, interfaces, arrays...
+}
+
+var servicePtrType = reflect.TypeFor[*Service]()
+
+// block writes the service block v points to from e.blocks, or writes it
+// and adds its JSON to e.blocks.
+func (e *jsonWriter) block(v reflect.Value, depth int) error {
+	p := v.Interface().(*Service)
+	if data, ok := e.blocks[p]; ok {
+		e.buf = append(e.buf, data...)
+		return nil
+	}
+	start := len(e.buf)
+	e.recording++
+	err := e.value(v.Elem(), depth+1)
+	e.recording--
+	if err != nil {
+		return err
+	}
+	e.blocks[p] = bytes.Clone(e.buf[start:])
+	return nil
 }
 
 // str writes s as a JSON string, escaped as encoding/json escapes it (HTML
