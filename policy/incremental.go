@@ -35,9 +35,11 @@ type buildMemo struct {
 // trust_domain, egress), so a change of those keeps the views.
 //
 // The result equals NewSnapshot's in value: Doc, Version, Hash and
-// Services (Rejected is left nil, Loaded is now). The whole document is
-// validated; Hash streams the JSON of unchanged blocks from a memo of
-// prev's (which costs about the size of each block's JSON).
+// Services (Rejected is left nil, Loaded is now), and an invalid doc gives
+// NewSnapshot's error. Validation skips the unchanged blocks whose routes
+// name no other service (they validated in prev's document); Hash streams
+// the JSON of unchanged blocks from a memo of prev's (which costs about
+// the size of each block's JSON).
 //
 // The contract that makes the pointers meaningful: a caller must not
 // modify a block (doc.Defaults, a value of doc.Services, or anything they
@@ -50,12 +52,18 @@ type buildMemo struct {
 // prev nil, or a snapshot not built by NewSnapshotFrom, builds everything
 // (it only remembers the blocks for the next call).
 func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, error) {
-	if err := doc.Validate(); err != nil {
-		return nil, err
-	}
 	var pm *buildMemo
 	if prev != nil && prev.Doc != nil {
 		pm = prev.memo
+	}
+	var err error
+	if pm != nil {
+		err = doc.validateOn(pm.defaults, pm.services)
+	} else {
+		err = doc.Validate()
+	}
+	if err != nil {
+		return nil, err
 	}
 	memo := &buildMemo{
 		defaults: doc.Defaults,

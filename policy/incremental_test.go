@@ -292,3 +292,64 @@ func BenchmarkSnapshotOneChange(b *testing.B) {
 		}
 	})
 }
+
+// A block that did not change but names another service, whose block
+// did, is checked again; so is every block when the defaults change.
+// Each invalid document gives NewSnapshot's error, and Assemble, which
+// validates the same way on its prev, rejects as before.
+func TestNewSnapshotFromRevalidates(t *testing.T) {
+	base := func(tb testing.TB) *Document {
+		return mustParse(tb, `
+services:
+  a:
+    routes:
+      - split: [{service: b, subset: v1, weight: 100}]
+  b:
+    subsets: {v1: {version: v1}}
+  c:
+    subsets: {v2: {version: v2}}
+`)
+	}
+	tests := []struct {
+		name   string
+		change func(d *Document)
+	}{
+		{"the named service loses the subset", func(d *Document) { d.Services["b"] = &Service{} }},
+		{"the named service is removed", func(d *Document) { delete(d.Services, "b") }},
+		{"new defaults routes split to a subset c lacks", func(d *Document) {
+			d.Defaults = &Service{Routes: []Route{{Split: []WeightedSubset{{Subset: "v9", Weight: 100}}}}}
+		}},
+		{"a bad name", func(d *Document) { d.Services["Bad"] = &Service{} }},
+		{"a bad egress", func(d *Document) { d.Egress = "maybe" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := base(t)
+			prev, err := NewSnapshotFrom(nil, doc, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := nextDoc(doc)
+			tt.change(d)
+			_, want := NewSnapshot(d, "test")
+			if want == nil {
+				t.Fatal("the changed document is valid")
+			}
+			if _, err := NewSnapshotFrom(prev, d, "test"); err == nil || err.Error() != want.Error() {
+				t.Errorf("NewSnapshotFrom: %v\nwant %v", err, want)
+			}
+			got, rejected := Blocks{Global: GlobalOf(d), Defaults: d.Defaults, Services: d.Services}.Assemble(doc)
+			if got == nil || got.Validate() != nil || len(rejected) == 0 && d.Egress == "" {
+				t.Errorf("Assemble: %v, rejected %v", got, rejected)
+			}
+		})
+	}
+	// The first case in full: the unchanged block a is the one rejected.
+	doc := base(t)
+	d := nextDoc(doc)
+	d.Services["b"] = &Service{}
+	got, rejected := Blocks{Services: d.Services}.Assemble(doc)
+	if got != doc || rejected["services.a"] == nil {
+		t.Errorf("Assemble: %v, rejected %v", got, rejected)
+	}
+}
