@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"slices"
 	"time"
 )
 
@@ -22,6 +23,8 @@ type buildMemo struct {
 	// json holds the canonical JSON of each block of the snapshot's Doc
 	// (its copies, the defaults included), by pointer, for Hash.
 	json map[*Service][]byte
+	// names are the names of services, sorted, for Hash.
+	names []string
 }
 
 // NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
@@ -93,7 +96,13 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 	} else {
 		services = map[string]*ResolvedService{}
 	}
+	known := 0 // the names of doc that prev's document has
 	for name, svc := range doc.Services {
+		if pm != nil {
+			if _, ok := pm.services[name]; ok {
+				known++
+			}
+		}
 		if sameDefaults {
 			if old, ok := pm.services[name]; ok && old == svc {
 				if rs, ok := prev.Services[name]; ok {
@@ -110,7 +119,12 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 		services[name] = resolveService(name, out.Defaults, cp)
 	}
 
-	hash, err := hashBlocks(out, memo.json)
+	if pm != nil && known == len(pm.services) && known == len(doc.Services) {
+		memo.names = pm.names // the same names
+	} else {
+		memo.names = slices.Sorted(maps.Keys(doc.Services))
+	}
+	hash, err := hashBlocks(out, memo.json, memo.names)
 	if err != nil {
 		return nil, err
 	}
@@ -140,10 +154,11 @@ func keepJSON(to, from map[*Service][]byte, block *Service) {
 }
 
 // hashBlocks is Hash(doc), taking the JSON of the blocks that blocks holds
-// from it and adding the JSON of the others.
-func hashBlocks(doc *Document, blocks map[*Service][]byte) (string, error) {
+// from it and adding the JSON of the others, the services in the order of
+// names (sorted).
+func hashBlocks(doc *Document, blocks map[*Service][]byte, names []string) (string, error) {
 	h := sha256.New()
-	if err := writeJSONBlocks(h, doc, blocks); err != nil {
+	if err := writeJSONBlocks(h, doc, blocks, names); err != nil {
 		return "", fmt.Errorf("policy: hashing the document: %w", err)
 	}
 	var sum [sha256.Size]byte
