@@ -127,3 +127,27 @@ func TestKVApplyAllocations(t *testing.T) {
 		t.Errorf("apply: %v allocations for 10 keys, %v for 200", small, large)
 	}
 }
+
+// BenchmarkKVWrite applies a KV answer of 200 service keys of which one
+// changed, and builds the snapshot of it, as a mesh does at each write:
+// kvWatch.apply, then configEntries.buildLocked, with one followed chain.
+func BenchmarkKVWrite(b *testing.B) {
+	c := testEntries()
+	c.watched["dest"] = &chainReady{ch: make(chan struct{})}
+	c.hub.chains["dest"] = &chainPolicy{block: policy.Service{Settings: policy.Settings{Timeout: policy.Duration(5e9)}},
+		from: map[string]string{partTimeout: "service-router/dest"}}
+	emit := func(ev policy.Event) {
+		if ev.Err != nil {
+			b.Fatal(ev.Err)
+		}
+		c.kvSnap = ev.Snapshot
+	}
+	answers := [2]api.KVPairs{answer(200, 1), answer(200, 2)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c.kv.apply(answers[i%2], uint64(10+i), emit)
+		if snap, errs, _ := c.buildLocked(); snap == nil || len(errs) > 0 {
+			b.Fatal("no snapshot", errs)
+		}
+	}
+}
