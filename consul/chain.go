@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -201,6 +202,120 @@ type configEntries struct {
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
+	prevSnap       *policy.Snapshot        // the snapshot built last, the next build's base
+	merged         map[string]*mergedBlock // the merged block of each service entries speak for
+}
+
+// emptyBlock is the block of a mesh service that the KV policy has no
+// block for. It is never modified: one pointer, the same at every build,
+// so that the snapshot built on the last keeps the service's view.
+var emptyBlock = &policy.Service{}
+
+// mergedBlock is the block in force of a service that config entries
+// speak for (see merge), kept across builds with the inputs it was merged
+// from: an unchanged chain gives the same block pointer, which the next
+// snapshot then copies and resolves no more (policy.NewSnapshotFrom).
+type mergedBlock struct {
+	// The inputs.
+	kv      *policy.Service         // the KV block (nil: none)
+	chain   *chainPolicy            // the chain followed (nil: none)
+	timeout time.Duration           // the resolver's RequestTimeout
+	self    *api.ServiceConfigEntry // this workload's service-defaults
+	subsets []string                // the resolver subsets of the service, sorted
+
+	// The merge.
+	blk      *policy.Service
+	from     map[string]string
+	shadowed []string
+	named    []string // the other services blk's splits and failover name
+
+	// The validation of blk alone, with the defaults and the blocks of
+	// the services it names that it was validated with.
+	validated bool
+	defaults  *policy.Service
+	others    []*policy.Service
+	err       error
+}
+
+// sameInputs reports whether m was merged from these inputs.
+func (m *mergedBlock) sameInputs(kv *policy.Service, chain *chainPolicy, timeout time.Duration, self *api.ServiceConfigEntry, subsets map[string]compiledSubset) bool {
+	if m == nil || m.kv != kv || m.chain != chain || m.self != self || len(m.subsets) != len(subsets) {
+		return false
+	}
+	if chain != nil && chain.speaks() && m.timeout != timeout {
+		return false
+	}
+	for _, s := range m.subsets {
+		if _, ok := subsets[s]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// validatedWith reports whether m's block was validated with these
+// defaults and the current blocks of the services it names.
+func (m *mergedBlock) validatedWith(defaults *policy.Service, services map[string]*policy.Service) bool {
+	if !m.validated || m.defaults != defaults || len(m.others) != len(m.named) {
+		return false
+	}
+	for i, other := range m.named {
+		if services[other] != m.others[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeLocked merges the config entries that speak for name into its KV
+// block kv; nil when none does. c.mu and c.hub.mu are held.
+func (c *configEntries) mergeLocked(name string, kv *policy.Service, chain *chainPolicy, self *api.ServiceConfigEntry) *mergedBlock {
+	h := c.hub
+	m := &mergedBlock{kv: kv, chain: chain, timeout: h.timeouts[name], self: self}
+	cp := &chainPolicy{from: map[string]string{}}
+	if got := chain; got != nil {
+		cp = &chainPolicy{block: got.block, from: maps.Clone(got.from)}
+		if d := m.timeout; d > 0 && got.speaks() {
+			cp.block.Timeout = policy.Duration(min(d, 365*24*time.Hour))
+			if _, ok := cp.from[partTimeout]; !ok {
+				cp.from[partTimeout] = "service-resolver/" + name
+			}
+		}
+	}
+	upstreamOf(self, name, cp)
+	if sub := h.subsets[name]; len(sub) > 0 {
+		// Every subset any chain names, so that a split or failover
+		// to this service from another destination's chain finds them.
+		subsets := maps.Clone(cp.block.Subsets)
+		if subsets == nil {
+			subsets = map[string]map[string]string{}
+		}
+		for s := range sub {
+			subsets[s] = map[string]string{SubsetLabel(s): "true"}
+			m.subsets = append(m.subsets, s)
+		}
+		slices.Sort(m.subsets)
+		cp.block.Subsets = subsets
+		if _, ok := cp.from[partSubsets]; !ok {
+			cp.from[partSubsets] = "service-resolver/" + name
+		}
+	}
+	if !cp.speaks() {
+		return nil
+	}
+	m.blk, m.shadowed = merge(name, kv, cp)
+	m.from = cp.from
+	m.named = servicesNamed(m.blk)
+	return m
+}
+
+// sameFrom reports whether two provenance maps are the same map, or both
+// empty.
+func sameFrom(a, b map[string]string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // chainReady is closed once a destination's chain is in force in this mesh.
@@ -411,7 +526,12 @@ func (c *configEntries) watchSelfDefaults(ctx context.Context) {
 func (c *configEntries) setSelfDefaults(e *api.ServiceConfigEntry) {
 	c.mu.Lock()
 	changed := !c.selfKnown || !same(c.selfDefaults, e)
-	c.selfDefaults, c.selfKnown = e, true
+	if changed {
+		// An answer that says the same keeps the entry in force, whose
+		// pointer keys the merged blocks.
+		c.selfDefaults = e
+	}
+	c.selfKnown = true
 	c.mu.Unlock()
 	if changed {
 		c.poke()
@@ -480,12 +600,12 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	}
 	for svc := range h.subsets {
 		if _, ok := doc.Services[svc]; !ok && policy.IsServiceName(svc) && base.Rejected[svc] == "" {
-			doc.Services[svc] = &policy.Service{}
+			doc.Services[svc] = emptyBlock
 		}
 	}
 	for name := range h.found {
 		if _, ok := doc.Services[name]; !ok && base.Rejected[name] == "" {
-			doc.Services[name] = &policy.Service{}
+			doc.Services[name] = emptyBlock
 		}
 	}
 	// The services the chains of this mesh's destinations call are mesh
@@ -494,7 +614,7 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 		if got := h.chains[svc]; got != nil {
 			for _, other := range servicesNamed(&got.block) {
 				if _, ok := doc.Services[other]; !ok && policy.IsServiceName(other) && base.Rejected[other] == "" {
-					doc.Services[other] = &policy.Service{}
+					doc.Services[other] = emptyBlock
 				}
 			}
 		}
@@ -503,76 +623,96 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	provenance := map[string]map[string]string{}
 	shadowed := map[string][]string{}
 	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
+	// Only a name that a chain this mesh follows, a resolver subset or
+	// this workload's upstream config speaks for can get a merged block;
+	// the others keep their block as it is, at no cost.
+	upstreams := self != nil && self.UpstreamConfig != nil
+	var names []string
+	for name := range doc.Services {
 		if base.Rejected[name] != "" {
 			continue
 		}
-		cp := &chainPolicy{from: map[string]string{}}
+		_, watched := c.watched[name]
+		if upstreams || watched && h.chains[name] != nil || len(h.subsets[name]) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for name := range c.merged {
+		if !slices.Contains(names, name) {
+			delete(c.merged, name)
+		}
+	}
+	if c.merged == nil {
+		c.merged = map[string]*mergedBlock{}
+	}
+	for _, name := range names {
+		kv := doc.Services[name]
+		var chain *chainPolicy
 		if _, ok := c.watched[name]; ok {
-			if got := h.chains[name]; got != nil {
-				cp = &chainPolicy{block: got.block, from: maps.Clone(got.from)}
-				if d := h.timeouts[name]; d > 0 && got.speaks() {
-					cp.block.Timeout = policy.Duration(min(d, 365*24*time.Hour))
-					if _, ok := cp.from[partTimeout]; !ok {
-						cp.from[partTimeout] = "service-resolver/" + name
-					}
-				}
-			}
+			chain = h.chains[name]
 		}
-		upstreamOf(self, name, cp)
-		if sub := h.subsets[name]; len(sub) > 0 {
-			// Every subset any chain names, so that a split or failover
-			// to this service from another destination's chain finds them.
-			subsets := maps.Clone(cp.block.Subsets)
-			if subsets == nil {
-				subsets = map[string]map[string]string{}
+		m := c.merged[name]
+		if !m.sameInputs(kv, chain, h.timeouts[name], self, h.subsets[name]) {
+			m = c.mergeLocked(name, kv, chain, self)
+			if m == nil {
+				delete(c.merged, name)
+				continue
 			}
-			for s := range sub {
-				subsets[s] = map[string]string{SubsetLabel(s): "true"}
-			}
-			cp.block.Subsets = subsets
-			if _, ok := cp.from[partSubsets]; !ok {
-				cp.from[partSubsets] = "service-resolver/" + name
-			}
+			c.merged[name] = m
 		}
-		if !cp.speaks() {
-			continue
-		}
-		blk, sh := merge(name, doc.Services[name], cp)
 		// Validated alone, with the services its splits and failover
 		// name (their blocks as they stand), which validation checks.
-		one := policy.Document{Defaults: doc.Defaults, Services: map[string]*policy.Service{name: blk}}
-		for _, other := range servicesNamed(blk) {
-			if _, ok := one.Services[other]; !ok {
-				if b := doc.Services[other]; b != nil {
-					one.Services[other] = b
-				} else {
-					one.Services[other] = &policy.Service{}
+		if !m.validatedWith(doc.Defaults, doc.Services) {
+			one := policy.Document{Defaults: doc.Defaults, Services: map[string]*policy.Service{name: m.blk}}
+			m.others = m.others[:0]
+			for _, other := range m.named {
+				b := doc.Services[other]
+				m.others = append(m.others, b)
+				if _, ok := one.Services[other]; !ok {
+					one.Services[other] = cmp.Or(b, emptyBlock)
 				}
 			}
+			m.defaults, m.validated = doc.Defaults, true
+			m.err = nil
+			if err := one.Validate(); err != nil {
+				m.err = fmt.Errorf("consul: the config entries of %s (%s) do not fit the policy; its inmesh block alone applies: %w",
+					name, strings.Join(slices.Compact(slices.Sorted(maps.Values(m.from))), ", "), err)
+			}
 		}
-		if err := one.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("consul: the config entries of %s (%s) do not fit the policy; its inmesh block alone applies: %w",
-				name, strings.Join(slices.Compact(slices.Sorted(maps.Values(cp.from))), ", "), err))
+		if m.err != nil {
+			errs = append(errs, m.err)
 			continue
 		}
-		doc.Services[name] = blk
-		provenance[name], shadowed[name] = cp.from, sh
+		doc.Services[name] = m.blk
+		provenance[name], shadowed[name] = m.from, m.shadowed
 	}
 	source := base.Source
 	if len(provenance) > 0 {
 		source += fmt.Sprintf("+config-entries@%d", h.gen)
 	}
-	snap, err := policy.NewSnapshot(&doc, source)
+	snap, err := policy.NewSnapshotFrom(c.prevSnap, &doc, source)
 	if err != nil {
 		// Each merged block validated alone; keep the policy in force.
 		return nil, append(errs, fmt.Errorf("consul: the config entries do not fit the policy: %w", err)), nil
 	}
-	for name, from := range provenance {
-		if rs := snap.Services[name]; rs != nil {
-			rs.Provenance, rs.Shadowed = from, shadowed[name]
+	// The views of the merged blocks name the entries. A view the last
+	// snapshot holds, reused, is in force in the mesh and never changed:
+	// it says the same already (its block is the same merge), else it is
+	// replaced by a copy.
+	for name, rs := range snap.Services {
+		from, sh := provenance[name], shadowed[name]
+		if rs == nil || sameFrom(rs.Provenance, from) && slices.Equal(rs.Shadowed, sh) {
+			continue
 		}
+		if c.prevSnap != nil && c.prevSnap.Services[name] == rs {
+			cp := *rs
+			rs = &cp
+			snap.Services[name] = rs
+		}
+		rs.Provenance, rs.Shadowed = from, sh
 	}
+	c.prevSnap = snap
 	snap.Rejected = base.Rejected
 	if snap.Hash == c.lastHash && maps.Equal(snap.Rejected, c.lastRejected) && sameProvenance(c.lastProvenance, provenance) {
 		return nil, errs, inForce

@@ -58,8 +58,23 @@ type kvWatch struct {
 	last *policy.Document    // the document last emitted
 	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 
-	// lastRejected is the Rejected of the snapshot last emitted.
+	// dir and servicesDir are prefix+"/" and prefix+"/"+keyServices, made
+	// once rather than for each key of each answer.
+	dir, servicesDir string
+	// answer counts the answers applied; keyBlock.seen holds the last
+	// that held the key.
+	answer uint64
+	// services is the map of service blocks of an answer, cleared and
+	// reused at the next (Assemble copies it).
+	services map[string]*policy.Service
+	// lastSnap is the snapshot built last, the next build's base (when
+	// not unresolved).
+	lastSnap *policy.Snapshot
+
+	// lastRejected and lastHash are the Rejected and Hash of the
+	// snapshot last emitted.
 	lastRejected map[string]string
+	lastHash     string
 }
 
 var _ policy.Source = (*kvWatch)(nil)
@@ -72,18 +87,23 @@ type keyBlock struct {
 	value  []byte
 	block  *policy.Service // a service or the defaults
 	global *policy.Global  // the key <prefix>/mesh
+	seen   uint64          // the last answer that held the key (kvWatch.answer)
 }
 
 // newKVWatch returns the source of the policy under prefix ("" means
 // DefaultPrefix).
 func newKVWatch(client *api.Client, prefix string, logger *slog.Logger, onContact func(time.Duration)) *kvWatch {
+	prefix = cleanPrefix(prefix)
 	return &kvWatch{
-		kv:        client.KV(),
-		prefix:    cleanPrefix(prefix),
-		log:       orDefault(logger),
-		onContact: onContact,
-		keys:      map[string]keyBlock{},
-		bad:       map[string]uint64{},
+		kv:          client.KV(),
+		prefix:      prefix,
+		dir:         prefix + "/",
+		servicesDir: prefix + "/" + keyServices,
+		log:         orDefault(logger),
+		onContact:   onContact,
+		keys:        map[string]keyBlock{},
+		bad:         map[string]uint64{},
+		services:    map[string]*policy.Service{},
 	}
 }
 
@@ -102,7 +122,7 @@ func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 	loop := &blocking.Loop{
 		Query: func(ctx context.Context, index uint64) (blocking.Result, error) {
 			q := query(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}, s.token).WithContext(ctx)
-			pairs, meta, err := s.kv.List(s.prefix+"/", q)
+			pairs, meta, err := s.kv.List(s.dir, q)
 			if err != nil {
 				return blocking.Result{}, err
 			}
@@ -136,25 +156,23 @@ func (s *kvWatch) Watch(ctx context.Context, emit func(policy.Event)) error {
 
 // apply turns one answer of the KV list into events.
 func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)) {
+	s.answer++
 	var blocks policy.Blocks
-	blocks.Services = map[string]*policy.Service{}
+	clear(s.services)
+	blocks.Services = s.services
 	// unusable holds the services whose key holds no valid block, with
 	// the reason: the snapshot names them in Rejected, so that a mesh
 	// fails their calls instead of taking them for outside hosts.
-	unusable := map[string]string{}
-	seen := map[string]bool{}
-	keyOf := map[string]string{} // block path -> key
+	var unusable map[string]string
 	for _, p := range pairs {
-		path, ok := s.blockPath(p.Key)
-		if !ok {
+		kind, name := s.keyKind(p.Key)
+		if kind == "" {
 			if !strings.HasSuffix(p.Key, "/") { // folders are fine
 				s.log.Debug("ignoring a KV key that is no policy block", "key", p.Key)
 			}
 			continue
 		}
-		seen[p.Key] = true
-		keyOf[path] = p.Key
-		kb, err := s.parse(p, path)
+		kb, err := s.parse(p, kind, name)
 		if err != nil {
 			err = fmt.Errorf("consul key %s (modify index %d): %w", p.Key, p.ModifyIndex, err)
 			if s.bad[p.Key] != p.ModifyIndex || p.ModifyIndex == 0 {
@@ -164,26 +182,31 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 			prev, ok := s.keys[p.Key]
 			if !ok {
 				// Never valid: the service has no policy, but it is known.
-				if name, isService := strings.CutPrefix(p.Key, s.prefix+"/"+keyServices); isService {
+				if kind == keyServices {
+					if unusable == nil {
+						unusable = map[string]string{}
+					}
 					unusable[name] = err.Error()
 				}
 				continue
 			}
 			kb = prev
-		} else {
+		} else if len(s.bad) > 0 {
 			delete(s.bad, p.Key)
 		}
-		switch path {
+		kb.seen = s.answer
+		s.keys[p.Key] = kb
+		switch kind {
 		case keyGlobal:
 			blocks.Global = kb.global
 		case keyDefaults:
 			blocks.Defaults = kb.block
 		default:
-			blocks.Services[strings.TrimPrefix(p.Key, s.prefix+"/"+keyServices)] = kb.block
+			blocks.Services[name] = kb.block
 		}
 	}
-	for key := range s.keys {
-		if !seen[key] {
+	for key, kb := range s.keys {
+		if kb.seen != s.answer {
 			delete(s.keys, key) // deleted in Consul, read successfully
 		}
 	}
@@ -191,10 +214,7 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 	doc, rejected := blocks.Assemble(s.last)
 	reasons := make(map[string]string, len(rejected))
 	for block, err := range rejected {
-		key := keyOf[block]
-		if key == "" {
-			key = s.prefix + "/" + block
-		}
+		key := s.keyOf(block, blocks.Services)
 		err = fmt.Errorf("consul key %s (index %d): does not fit the policy: %w", key, index, err)
 		reasons[block] = err.Error()
 		emit(policy.Event{Err: err})
@@ -204,47 +224,77 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 	}
 	// A block Assemble dropped without an earlier version leaves its
 	// service known but without a policy, as a key that does not parse.
-	for name := range blocks.Services {
-		if _, ok := doc.Services[name]; !ok {
-			unusable[name] = cmp.Or(reasons[policy.ServicePath(name)], "its block does not fit the policy")
+	if len(doc.Services) < len(blocks.Services) || len(rejected) > 0 {
+		for name := range blocks.Services {
+			if _, ok := doc.Services[name]; !ok {
+				if unusable == nil {
+					unusable = map[string]string{}
+				}
+				unusable[name] = cmp.Or(reasons[policy.ServicePath(name)], "its block does not fit the policy")
+			}
 		}
 	}
 	if s.unresolved {
-		var rej map[string]string
-		if len(unusable) > 0 {
-			rej = unusable
-		}
 		s.last = doc
-		emit(policy.Event{Snapshot: &policy.Snapshot{Doc: doc, Source: fmt.Sprintf("%s@%d", s, index), Rejected: rej}})
+		emit(policy.Event{Snapshot: &policy.Snapshot{Doc: doc, Source: fmt.Sprintf("%s@%d", s, index), Rejected: unusable}})
 		return
 	}
-	snap, err := policy.NewSnapshot(doc, fmt.Sprintf("%s@%d", s, index))
+	snap, err := policy.NewSnapshotFrom(s.lastSnap, doc, fmt.Sprintf("%s@%d", s, index))
 	if err != nil { // Assemble returned a validated document; keep the path safe anyway
 		emit(policy.Event{Err: fmt.Errorf("consul %s (index %d): %w", s.prefix, index, err)})
 		return
 	}
-	if len(unusable) > 0 {
-		snap.Rejected = unusable
-	}
-	if s.last != nil && sameHash(s.last, snap) && maps.Equal(s.lastRejected, snap.Rejected) {
+	s.lastSnap = snap
+	snap.Rejected = unusable
+	if s.last != nil && s.lastHash == snap.Hash && maps.Equal(s.lastRejected, snap.Rejected) {
 		return
 	}
-	s.last, s.lastRejected = snap.Doc, snap.Rejected
+	s.last, s.lastHash, s.lastRejected = snap.Doc, snap.Hash, snap.Rejected
 	emit(policy.Event{Snapshot: snap})
 }
 
+// keyKind names the block a key holds: keyGlobal, keyDefaults or
+// keyServices with the service's name; "" for a key that holds none.
+func (s *kvWatch) keyKind(key string) (kind, name string) {
+	rest, ok := strings.CutPrefix(key, s.dir)
+	if !ok {
+		return "", ""
+	}
+	if rest == keyGlobal || rest == keyDefaults {
+		return rest, ""
+	}
+	name, ok = strings.CutPrefix(rest, keyServices)
+	if !ok || !policy.IsServiceName(name) {
+		return "", ""
+	}
+	return keyServices, name
+}
+
+// keyOf returns the key of a block path of Assemble.
+func (s *kvWatch) keyOf(block string, services map[string]*policy.Service) string {
+	for name := range services {
+		if policy.ServicePath(name) == block {
+			return s.servicesDir + name
+		}
+	}
+	return s.dir + block
+}
+
 // parse returns the block of one pair, reusing the last parse of an
-// unchanged key.
-func (s *kvWatch) parse(p *api.KVPair, path string) (keyBlock, error) {
+// unchanged key. kind and name are keyKind's.
+func (s *kvWatch) parse(p *api.KVPair, kind, name string) (keyBlock, error) {
 	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && bytes.Equal(kb.value, p.Value) {
 		return kb, nil
 	}
 	kb := keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value)}
 	var err error
-	if path == keyGlobal {
+	switch kind {
+	case keyGlobal:
 		kb.global, err = policy.ParseGlobal(p.Value)
-	} else {
-		kb.block, err = policy.ParseService(p.Value, path)
+	case keyDefaults:
+		kb.block, err = policy.ParseService(p.Value, keyDefaults)
+	default:
+		kb.block, err = policy.ParseService(p.Value, policy.ServicePath(name))
 	}
 	if err != nil {
 		return keyBlock{}, err
@@ -282,11 +332,6 @@ func blockPath(prefix, key string) (string, bool) {
 func IsPolicyKey(key, prefix string) bool {
 	_, ok := blockPath(cleanPrefix(prefix), key)
 	return ok
-}
-
-func sameHash(prev *policy.Document, snap *policy.Snapshot) bool {
-	h, err := policy.Hash(prev)
-	return err == nil && h == snap.Hash
 }
 
 // Keys splits a document into the KV pairs that hold it under prefix ("" means

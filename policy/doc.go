@@ -51,6 +51,13 @@
 // locks and replaced whole when the policy changes. Never modify a snapshot
 // or anything reachable from it.
 //
+// A control plane that rebuilds the snapshot at each change calls
+// [NewSnapshotFrom] with the last one instead: the services whose block is
+// the same pointer (under the same defaults pointer) keep the last
+// snapshot's copy and resolved view, pointer for pointer, so a change of
+// one block costs about one block. It then must never modify a block it
+// passed.
+//
 // # Sources
 //
 // A [Source] delivers snapshots as [Event]s: [NewStaticSource] for a fixed
@@ -68,7 +75,7 @@
 //
 // # Concurrency
 //
-// Parse, NewSnapshot, Validate and the methods of Snapshot are safe for
+// Parse, NewSnapshot, NewSnapshotFrom, Validate and the methods of Snapshot are safe for
 // concurrent use. A Document is plain data: do not modify one while another
 // goroutine reads it. Sources are safe for concurrent use; each Watch call
 // is independent and calls its emit function from one goroutine.

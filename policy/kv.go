@@ -91,8 +91,15 @@ func (b Blocks) Assemble(prev *Document) (*Document, map[string]error) {
 	}
 	rejected := map[string]error{}
 	// Each round reverts at least one block, so this ends.
-	for range len(doc.Services) + 2 {
-		err := doc.Validate()
+	for round := range len(doc.Services) + 2 {
+		var err error
+		if round == 0 && prev != nil {
+			// prev validates: its blocks that doc holds need no check
+			// of their own.
+			err = doc.validateOn(prev.Defaults, prev.Services)
+		} else {
+			err = doc.Validate()
+		}
 		if err == nil {
 			return doc, rejected
 		}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -72,7 +74,23 @@ func Hash(doc *Document) (string, error) {
 // (a type with its own MarshalJSON, a float, a string that needs escaping)
 // is written by json.Marshal.
 func writeJSON(w io.Writer, v any) error {
-	e := jsonWriter{w: w, buf: make([]byte, 0, 8<<10)}
+	return writeJSONBlocks(w, v, nil, nil)
+}
+
+// writeJSONBlocks is writeJSON taking the JSON of the service blocks that
+// blocks holds from it and adding the others' (blocks may be nil: none),
+// and, with blocks, the services in the order of names when it names them
+// all (sorted; nil: sorted here).
+func writeJSONBlocks(w io.Writer, v any, blocks map[*Service][]byte, names []string) error {
+	var e jsonWriter
+	bp := jsonBuffers.Get().(*[]byte)
+	defer func() {
+		*bp = e.buf[:0]
+		if cap(*bp) <= 64<<10 {
+			jsonBuffers.Put(bp)
+		}
+	}()
+	e = jsonWriter{w: w, buf: (*bp)[:0], blocks: blocks, names: names}
 	if err := e.value(reflect.ValueOf(v), 0); err != nil {
 		if !errors.Is(err, errTooDeep) {
 			return err
@@ -90,6 +108,12 @@ func writeJSON(w io.Writer, v any) error {
 
 var errTooDeep = errors.New("too deep")
 
+// jsonBuffers holds the buffers of writeJSON, 8 KiB to start with.
+var jsonBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 8<<10)
+	return &b
+}}
+
 // jsonWriter is the state of writeJSON.
 type jsonWriter struct {
 	w    io.Writer
@@ -97,6 +121,13 @@ type jsonWriter struct {
 	keys [][]string    // sorted map keys, by depth
 	key  reflect.Value // an addressable string, for map keys
 	err  error         // of w
+
+	// blocks, when not nil, holds the JSON of service blocks by pointer:
+	// a block it holds is copied from it, one it lacks is written and
+	// added (see hashBlocks).
+	blocks    map[*Service][]byte
+	recording int      // blocks being written into blocks: buf is not flushed
+	names     []string // with blocks: the sorted names of the document's services, or nil
 }
 
 func (e *jsonWriter) flush() error {
@@ -135,12 +166,15 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 	if depth > 1000 {
 		return errTooDeep
 	}
-	if len(e.buf) >= 4<<10 {
+	if len(e.buf) >= 4<<10 && e.recording == 0 {
 		if err := e.flush(); err != nil {
 			return err
 		}
 	}
 	t := v.Type()
+	if e.blocks != nil && t == servicePtrType && !v.IsNil() {
+		return e.block(v, depth)
+	}
 	if t == durationType {
 		e.buf = append(e.buf, '"')
 		e.buf = append(e.buf, time.Duration(v.Int()).String()...)
@@ -191,6 +225,9 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 		if v.IsNil() {
 			e.buf = append(e.buf, "null"...)
 			return nil
+		}
+		if e.blocks != nil && t == servicesType {
+			return e.services(v.Interface().(map[string]*Service), depth)
 		}
 		for len(e.keys) <= depth {
 			e.keys = append(e.keys, nil)
@@ -258,6 +295,52 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 		return nil
 	}
 	return e.marshal(v) // floats, unsigned integers, interfaces, arrays...
+}
+
+var (
+	servicePtrType = reflect.TypeFor[*Service]()
+	servicesType   = reflect.TypeFor[map[string]*Service]()
+)
+
+// services writes the services of a document, in the order of e.names
+// when it holds their names (sorted), the blocks from e.blocks.
+func (e *jsonWriter) services(m map[string]*Service, depth int) error {
+	names := e.names
+	if len(names) != len(m) {
+		names = slices.Sorted(maps.Keys(m))
+	}
+	e.buf = append(e.buf, '{')
+	for i, name := range names {
+		if i > 0 {
+			e.buf = append(e.buf, ',')
+		}
+		e.str(name)
+		e.buf = append(e.buf, ':')
+		if err := e.value(reflect.ValueOf(m[name]), depth+1); err != nil {
+			return err
+		}
+	}
+	e.buf = append(e.buf, '}')
+	return nil
+}
+
+// block writes the service block v points to from e.blocks, or writes it
+// and adds its JSON to e.blocks.
+func (e *jsonWriter) block(v reflect.Value, depth int) error {
+	p := v.Interface().(*Service)
+	if data, ok := e.blocks[p]; ok {
+		e.buf = append(e.buf, data...)
+		return nil
+	}
+	start := len(e.buf)
+	e.recording++
+	err := e.value(v.Elem(), depth+1)
+	e.recording--
+	if err != nil {
+		return err
+	}
+	e.blocks[p] = bytes.Clone(e.buf[start:])
+	return nil
 }
 
 // str writes s as a JSON string, escaped as encoding/json escapes it (HTML

@@ -529,6 +529,10 @@ type Snapshot struct {
 	// calls to them rather than send them outside the mesh. Only sources
 	// that keep one block per service (Consul KV) set it.
 	Rejected map[string]string `json:"rejected,omitempty"`
+
+	// memo is what NewSnapshotFrom keeps for the next build on this
+	// snapshot; nil for a snapshot built otherwise.
+	memo *buildMemo
 }
 
 // Event is what a [Source] reports: a new valid snapshot, or a rejection.

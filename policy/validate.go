@@ -133,17 +133,7 @@ func sortedKeys[V any](m map[string]V, buf *[]string) []string {
 
 func (v *validator) document(d *Document) {
 	v.doc = d
-	if len(d.Version) > maxVersionLen || strings.ContainsFunc(d.Version, unicode.IsControl) {
-		v.addAt("version", "must be at most %d characters, without control characters", maxVersionLen)
-	}
-	if d.TrustDomain != "" && !isTrustDomain(d.TrustDomain) {
-		v.addAt("trust_domain", "invalid trust domain %q: must be a lower-case DNS name such as \"mesh.local\"", d.TrustDomain)
-	}
-	switch d.Egress {
-	case "", EgressAllow, EgressDeny:
-	default:
-		v.addAt("egress", "must be allow or deny, not %q", d.Egress)
-	}
+	v.globals(d)
 	if d.Defaults != nil {
 		m := v.push("defaults")
 		v.serviceAt(d.Defaults)
@@ -157,18 +147,93 @@ func (v *validator) document(d *Document) {
 	slices.Sort(names)
 	ms := v.push("services")
 	for _, name := range names {
-		m := v.push(name)
-		if trimmed, dot := strings.CutSuffix(name, "."); dot && IsServiceName(trimmed) {
-			v.add("invalid service name %q: write it without the trailing dot (%q), which names the same host", name, trimmed)
-		} else if !IsServiceName(name) {
-			v.add("invalid service name %q: use a-z, 0-9, \".\", \"_\", \"-\", starting with a letter or digit, at most 253 characters", name)
-		}
-		svc := d.Services[name]
-		v.serviceAt(svc)
-		v.merged(name, d.Defaults, svc)
-		v.pop(m)
+		v.serviceNamed(name, d.Services[name])
 	}
 	v.pop(ms)
+}
+
+// globals checks the fields of the document that belong to no block.
+func (v *validator) globals(d *Document) {
+	if len(d.Version) > maxVersionLen || strings.ContainsFunc(d.Version, unicode.IsControl) {
+		v.addAt("version", "must be at most %d characters, without control characters", maxVersionLen)
+	}
+	if d.TrustDomain != "" && !isTrustDomain(d.TrustDomain) {
+		v.addAt("trust_domain", "invalid trust domain %q: must be a lower-case DNS name such as \"mesh.local\"", d.TrustDomain)
+	}
+	switch d.Egress {
+	case "", EgressAllow, EgressDeny:
+	default:
+		v.addAt("egress", "must be allow or deny, not %q", d.Egress)
+	}
+}
+
+// serviceNamed checks the service called name of v.doc, under the path
+// being checked (services).
+func (v *validator) serviceNamed(name string, svc *Service) {
+	m := v.push(name)
+	if trimmed, dot := strings.CutSuffix(name, "."); dot && IsServiceName(trimmed) {
+		v.add("invalid service name %q: write it without the trailing dot (%q), which names the same host", name, trimmed)
+	} else if !IsServiceName(name) {
+		v.add("invalid service name %q: use a-z, 0-9, \".\", \"_\", \"-\", starting with a letter or digit, at most 253 characters", name)
+	}
+	v.serviceAt(svc)
+	v.merged(name, v.doc.Defaults, svc)
+	v.pop(m)
+}
+
+// validateOn is Validate for a document that follows a valid one, whose
+// defaults and service blocks were base (nil services: none): a service
+// of d with the block of base, the same pointer, under the same defaults
+// pointer, was valid and stays so, unless a split or failover of its
+// routes names another service, whose block may have changed; only the
+// others are checked. When d has a problem, it returns Validate's error,
+// every problem of the whole document.
+//
+// Blocks are compared by pointer: no block of base may have been modified.
+func (d *Document) validateOn(baseDefaults *Service, base map[string]*Service) error {
+	if d == nil || d.Defaults != baseDefaults {
+		return d.Validate()
+	}
+	if err := checkResolvedSize(d); err != nil {
+		return err
+	}
+	v := validator{doc: d}
+	// The fields of the document itself are few: checked again.
+	v.globals(d)
+	ms := v.push("services")
+	for name, svc := range d.Services {
+		if old, ok := base[name]; ok && old == svc && !namesOthers(name, d.Defaults, svc) {
+			continue
+		}
+		v.serviceNamed(name, svc)
+		if len(v.problems) > 0 {
+			break
+		}
+	}
+	v.pop(ms)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return d.Validate()
+}
+
+// namesOthers reports whether a split or failover of the routes that apply
+// to the service called name names another service.
+func namesOthers(name string, def, svc *Service) bool {
+	routes, _ := effectiveRoutes(def, svc)
+	for i := range routes {
+		for _, ws := range routes[i].Split {
+			if ws.Service != "" && ws.Service != name {
+				return true
+			}
+			for _, t := range ws.Failover {
+				if t.Service != "" && t.Service != name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // service checks the fields of one service block (or the defaults) as

@@ -1,0 +1,166 @@
+package policy
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// buildMemo is what a snapshot built by NewSnapshotFrom keeps for the next
+// build on it.
+type buildMemo struct {
+	// defaults and services are the blocks of the document the snapshot
+	// was built from, as the caller passed them (not the snapshot's
+	// copies): a block of the next document that is the same pointer is
+	// the same block, since callers do not modify a block once passed.
+	defaults *Service
+	services map[string]*Service
+	// json holds the canonical JSON of each block of the snapshot's Doc
+	// (its copies, the defaults included), by pointer, for Hash.
+	json map[*Service][]byte
+	// names are the names of services, sorted, for Hash.
+	names []string
+}
+
+// NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
+// the one prev was built from, at a cost that follows what changed: a
+// service whose block is the same pointer in doc as in prev's document,
+// with the same defaults block pointer, keeps prev's copy of its block and
+// prev's resolved view (snap.Doc.Services[name] == prev.Doc.Services[name]
+// and snap.Services[name] == prev.Services[name]); the others are copied
+// and resolved anew. A new defaults pointer resolves every service anew.
+// The resolved view depends on nothing else of the document (version,
+// trust_domain, egress), so a change of those keeps the views.
+//
+// The result equals NewSnapshot's in value: Doc, Version, Hash and
+// Services (Rejected is left nil, Loaded is now), and an invalid doc gives
+// NewSnapshot's error. Validation skips the unchanged blocks whose routes
+// name no other service (they validated in prev's document); Hash streams
+// the JSON of unchanged blocks from a memo of prev's (which costs about
+// the size of each block's JSON).
+//
+// The contract that makes the pointers meaningful: a caller must not
+// modify a block (doc.Defaults, a value of doc.Services, or anything they
+// point to) once it has passed it here; a changed block is a new pointer.
+// The map doc.Services and doc itself may change afterwards. A resolved
+// view reused from prev is prev's as the caller left it: a caller that
+// sets fields of its views (such as Provenance) must not change them in
+// place on a view that prev holds.
+//
+// prev nil, or a snapshot not built by NewSnapshotFrom, builds everything
+// (it only remembers the blocks for the next call).
+func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, error) {
+	var pm *buildMemo
+	if prev != nil && prev.Doc != nil {
+		pm = prev.memo
+	}
+	var err error
+	if pm != nil {
+		err = doc.validateOn(pm.defaults, pm.services)
+	} else {
+		err = doc.Validate()
+	}
+	if err != nil {
+		return nil, err
+	}
+	memo := &buildMemo{
+		defaults: doc.Defaults,
+		services: maps.Clone(doc.Services),
+		json:     make(map[*Service][]byte, len(doc.Services)+1),
+	}
+	c := copier{interned: map[string]map[string]string{}}
+
+	// The document's own fields, its blocks left out, copied as
+	// readOnlyCopy copies them.
+	shell := *doc
+	shell.Defaults, shell.Services = nil, nil
+	out := new(Document)
+	c.copyValue(reflect.ValueOf(out).Elem(), reflect.ValueOf(&shell).Elem())
+
+	sameDefaults := pm != nil && pm.defaults == doc.Defaults
+	if sameDefaults {
+		out.Defaults = prev.Doc.Defaults
+		keepJSON(memo.json, pm.json, out.Defaults)
+	} else {
+		out.Defaults = c.block(doc.Defaults)
+	}
+	var services map[string]*ResolvedService
+	if doc.Services != nil {
+		out.Services = make(map[string]*Service, len(doc.Services))
+		services = make(map[string]*ResolvedService, len(doc.Services))
+	} else {
+		services = map[string]*ResolvedService{}
+	}
+	known := 0 // the names of doc that prev's document has
+	for name, svc := range doc.Services {
+		if pm != nil {
+			if _, ok := pm.services[name]; ok {
+				known++
+			}
+		}
+		if sameDefaults {
+			if old, ok := pm.services[name]; ok && old == svc {
+				if rs, ok := prev.Services[name]; ok {
+					cp := prev.Doc.Services[name]
+					out.Services[name] = cp
+					services[name] = rs
+					keepJSON(memo.json, pm.json, cp)
+					continue
+				}
+			}
+		}
+		cp := c.block(svc)
+		out.Services[name] = cp
+		services[name] = resolveService(name, out.Defaults, cp)
+	}
+
+	if pm != nil && known == len(pm.services) && known == len(doc.Services) {
+		memo.names = pm.names // the same names
+	} else {
+		memo.names = slices.Sorted(maps.Keys(doc.Services))
+	}
+	hash, err := hashBlocks(out, memo.json, memo.names)
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{
+		Doc:      out,
+		Version:  cmp.Or(out.Version, hash),
+		Hash:     hash,
+		Source:   source,
+		Loaded:   time.Now(),
+		Services: services,
+		memo:     memo,
+	}, nil
+}
+
+// block returns a copy of one block (nil for nil).
+func (c *copier) block(s *Service) *Service {
+	var out *Service
+	c.copyValue(reflect.ValueOf(&out).Elem(), reflect.ValueOf(&s).Elem())
+	return out
+}
+
+// keepJSON carries the JSON of block from one memo to the next.
+func keepJSON(to, from map[*Service][]byte, block *Service) {
+	if data, ok := from[block]; ok && block != nil {
+		to[block] = data
+	}
+}
+
+// hashBlocks is Hash(doc), taking the JSON of the blocks that blocks holds
+// from it and adding the JSON of the others, the services in the order of
+// names (sorted).
+func hashBlocks(doc *Document, blocks map[*Service][]byte, names []string) (string, error) {
+	h := sha256.New()
+	if err := writeJSONBlocks(h, doc, blocks, names); err != nil {
+		return "", fmt.Errorf("policy: hashing the document: %w", err)
+	}
+	var sum [sha256.Size]byte
+	return "sha256:" + hex.EncodeToString(h.Sum(sum[:0])[:8]), nil
+}
