@@ -44,13 +44,15 @@ func (v *value[T]) load() *T { return v.cur.Load() }
 // set publishes x and tells the watchers.
 func (v *value[T]) set(x *T) {
 	v.cur.Store(x)
-	v.readyOnce.Do(func() { close(v.ready) })
 	v.mu.Lock()
 	if v.ch != nil {
 		close(v.ch)
 		v.ch = nil
 	}
 	v.mu.Unlock()
+	// Ready last: a reader the first value wakes asks for the next change
+	// after this set closed its channel, not before.
+	v.readyOnce.Do(func() { close(v.ready) })
 }
 
 // changed returns a channel closed at the next set.
