@@ -2,8 +2,11 @@ package mesh
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/inmesh/inmesh/internal/clock"
 )
 
 // PolicyStatus is what one registered instance of this workload applied:
@@ -24,10 +27,13 @@ type PolicyStatus struct {
 // registered instance of a fleet applied, so that an operator sees which
 // instances run which policy version (consul.ControlPlane keeps a KV key
 // per instance; `inmesh status --consul` reads them). The mesh reports
-// each instance Register put in the catalog, after Register and after
-// every policy it applies, from a goroutine of its own: the latest status
-// wins, and a slow or failing report never delays a call or a policy
-// update. Close stops the reports before it closes the control plane.
+// each instance Register put in the catalog, from a goroutine of its own:
+// at once after Register, and after the policies it applies at a random
+// moment within statusSpread, so that a fleet that applies a write at
+// once does not write its statuses at once, and a burst of writes makes
+// one report. The latest status wins, and a slow or failing report never
+// delays a call or a policy update. Close stops the reports before it
+// closes the control plane.
 type StatusReporter interface {
 	ReportStatus(ctx context.Context, st PolicyStatus) error
 }
@@ -36,7 +42,8 @@ type StatusReporter interface {
 // StatusReporter.
 type statusReports struct {
 	to     StatusReporter
-	kick   chan struct{}   // buffered 1: a report is due
+	kick   chan struct{}   // buffered 1: a report is due now
+	later  chan struct{}   // buffered 1: a report is due within statusSpread
 	ctx    context.Context // ends when the reports stop, so Close never waits on a hung report
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -53,7 +60,7 @@ func (m *Mesh) startStatusReports() {
 	if !ok {
 		return
 	}
-	r := &statusReports{to: to, kick: make(chan struct{}, 1)}
+	r := &statusReports{to: to, kick: make(chan struct{}, 1), later: make(chan struct{}, 1)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	m.status = r
 }
@@ -67,20 +74,64 @@ func (m *Mesh) runStatusReportsLocked(r *statusReports) {
 	}
 	r.running = true
 	r.wg.Go(func() {
+		var due clock.Timer // a report within statusSpread; nil: none
+		var dueC <-chan time.Time
+		stop := func() {
+			if due != nil {
+				due.Stop()
+				due, dueC = nil, nil
+			}
+		}
+		defer stop()
 		for {
 			select {
 			case <-r.ctx.Done():
 				return
 			case <-r.kick:
+				stop() // this report says the latest
+				m.reportStatus(r)
+			case <-r.later:
+				if due == nil {
+					due = m.clock.NewTimer(time.Duration(m.statusDraw() * float64(statusSpread)))
+					dueC = due.C()
+				}
+			case <-dueC:
+				due, dueC = nil, nil
 				m.reportStatus(r)
 			}
 		}
 	})
 }
 
-// statusChanged says a report is due (a policy applied, an instance
-// registered). It never blocks.
+// statusSpread bounds the delay of the report of a policy applied: the
+// instances of a fleet, which apply a write within milliseconds of each
+// other, spread their reports over it instead of writing to the control
+// plane all at once (500 instances, 500 writes to Consul's servers), and
+// the writes of a burst make one report.
+const statusSpread = time.Second
+
+// statusDraw returns a uniform draw in [0, 1) for the delay of a report.
+func (m *Mesh) statusDraw() float64 {
+	if m.env.Rand != nil {
+		return m.env.Rand()
+	}
+	return rand.Float64()
+}
+
+// statusChanged says a report is due within statusSpread (a policy
+// applied). It never blocks.
 func (m *Mesh) statusChanged() {
+	if r := m.status; r != nil {
+		select {
+		case r.later <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// statusNow says a report is due now (an instance registered). It never
+// blocks.
+func (m *Mesh) statusNow() {
 	if r := m.status; r != nil {
 		select {
 		case r.kick <- struct{}{}:
@@ -96,7 +147,7 @@ func (m *Mesh) registered(id string) {
 		r.instances = append(r.instances, id)
 		m.runStatusReportsLocked(r)
 		r.mu.Unlock()
-		m.statusChanged()
+		m.statusNow()
 	}
 }
 

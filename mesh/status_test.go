@@ -2,12 +2,16 @@ package mesh
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/inmesh/inmesh/internal/clock/clocktest"
+	"github.com/inmesh/inmesh/internal/meshlink"
 	"github.com/inmesh/inmesh/internal/meshtest"
 	"github.com/inmesh/inmesh/policy"
 )
@@ -109,5 +113,55 @@ func TestStatusReportsStartAtRegister(t *testing.T) {
 	meshtest.Eventually(t, 5*time.Second, "a report of the instance", func() bool { _, n := plane.last(); return n > 0 })
 	if n := reporters(); n != 1 {
 		t.Fatalf("%d report goroutines after Register", n)
+	}
+}
+
+// TestStatusReportsSpread: the report of a registration goes at once;
+// that of a policy applied waits for a random moment within statusSpread
+// (on the mesh's clock), and the policies applied meanwhile make one
+// report, of the latest.
+func TestStatusReportsSpread(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(version string) {
+		if err := os.WriteFile(path, []byte("version: "+version+"\nservices: {billing: {}}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v1")
+	plane := &statusPlane{localPlane: localPlane{file: path}}
+	fc := clocktest.NewFake(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := New(ctx, WithService("billing"), WithControlPlane(plane), WithLogger(meshtest.QuietLogger()),
+		meshlink.WithClock(fc).(Option), meshlink.WithRand(func() float64 { return 0.5 }).(Option))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Register(ctx, Instance{ID: "billing-1", Address: "127.0.0.1:9001"}); err != nil {
+		t.Fatal(err)
+	}
+	// At once, with the clock still.
+	meshtest.Eventually(t, 5*time.Second, "the report of the registration", func() bool { _, n := plane.last(); return n == 1 })
+
+	for _, v := range []string{"v2", "v3"} {
+		write(v)
+		meshtest.Eventually(t, 5*time.Second, "policy "+v+" applied", func() bool { return m.PolicyVersion() == v })
+	}
+	fc.BlockUntilTimers(1) // the report is due in statusSpread/2
+	if st, n := plane.last(); n != 1 {
+		t.Fatalf("%d reports before the spread delay passed (last %+v), want 1", n, st)
+	}
+	fc.Advance(statusSpread/2 - time.Millisecond)
+	if _, n := plane.last(); n != 1 {
+		t.Fatalf("%d reports before the drawn delay passed, want 1", n)
+	}
+	fc.Advance(time.Millisecond)
+	meshtest.Eventually(t, 5*time.Second, "the report of the policies applied", func() bool { _, n := plane.last(); return n == 2 })
+	if st, _ := plane.last(); st.Version != "v3" {
+		t.Errorf("report of version %q, want the latest, v3", st.Version)
+	}
+	if n := fc.PendingTimers(); n != 0 {
+		t.Errorf("%d timers pending after the report", n)
 	}
 }
