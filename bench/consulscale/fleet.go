@@ -159,6 +159,24 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	runtime.ReadMemStats(&before)
 	goroutines, loops := runtime.NumGoroutine(), connectionLoops()
 	c := &counter{}
+	var checked string // the address the callers register, with -register
+	if register {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return result{}, err
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = conn.Close()
+			}
+		}()
+		checked = ln.Addr().String()
+	}
 	ms := make([]*mesh.Mesh, n)
 	defer func() {
 		for _, m := range ms {
@@ -186,6 +204,14 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 				return
 			}
 			ms[i] = m
+			if register {
+				// As a production workload does: the agent checks its
+				// address, and the mesh reports its policy status.
+				if err := m.Register(ctx, mesh.Instance{Address: checked}); err != nil {
+					errs <- fmt.Errorf("mesh %d: %w", i, err)
+					return
+				}
+			}
 			resp, err := m.HTTPClient().Get("http://" + destName + "/")
 			if err != nil {
 				errs <- fmt.Errorf("mesh %d calling the destination: %w", i, err)
