@@ -119,6 +119,14 @@ func measure(ag *agent, n, writes int, idle time.Duration) (result, error) {
 	if err := put("services/dest", "timeout: 1s\n"); err != nil {
 		return result{}, err
 	}
+	// The blocks of the fleet's other services, which every mesh reads
+	// with each KV answer.
+	for i := range otherKeys {
+		block := fmt.Sprintf("timeout: %dms\nretry: {attempts: 3, backoff: {initial: 25ms, max: 250ms}}\n", 100+i)
+		if err := put(fmt.Sprintf("services/other-%d", i), block); err != nil {
+			return result{}, err
+		}
+	}
 	callers := make([]string, n)
 	var entries []string
 	defer func() {

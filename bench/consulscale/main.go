@@ -50,6 +50,7 @@ func main() {
 	bin := flag.String("consul", "", "the consul binary (default: $INMESH_CONSUL, PATH, or the install script's cache)")
 	idle := flag.Duration("idle", 5*time.Second, "how long the idle load is counted")
 	flag.BoolVar(&useHTTPS, "https", false, "start the dev agent with its API on HTTPS only (a CA of its own): the clients speak HTTP/2, one connection each")
+	flag.IntVar(&otherKeys, "keys", 0, "the policy blocks of `N` other services under the prefix (each KV answer holds them all)")
 	flag.BoolVar(&register, "register", false, "register every caller in the catalog, as a production workload is (a TCP check; the mesh reports its policy status to KV after each policy it applies)")
 	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile of the last row's fleet, once it settled, to `FILE`")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the last row's unrelated writes to `FILE`")
@@ -88,6 +89,9 @@ var useHTTPS bool
 
 // register registers the callers.
 var register bool
+
+// otherKeys is the number of other services' blocks under the prefix.
+var otherKeys int
 
 // heapProfile, cpuProfile and goroutineProfile are where measure writes
 // the fleet's heap profile, the CPU profile of the unrelated writes and
