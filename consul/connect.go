@@ -35,9 +35,8 @@ type IdentitySource struct {
 	val     value[identity.Identity]
 	last    lastError
 
-	mu    sync.Mutex // guards leaf and roots, the latest answers
-	leaf  *api.LeafCert
-	roots *api.CARootList
+	mu          sync.Mutex // guards trustDomain
+	trustDomain string     // of the latest roots; the answers are not kept
 }
 
 var (
@@ -96,9 +95,9 @@ func startIdentity(client *api.Client, token, service string, logger *slog.Logge
 		}
 		rootsDue = false
 		s.mu.Lock()
-		s.leaf, s.roots = leaf, roots
+		s.trustDomain = roots.TrustDomain
 		s.mu.Unlock()
-		if err := s.rebuild(); err != nil {
+		if err := s.rebuild(leaf, roots); err != nil {
 			s.last.store(err)
 		}
 		return blocking.Result{Index: meta.LastIndex, LastContact: meta.LastContact}, nil
@@ -109,13 +108,8 @@ func startIdentity(client *api.Client, token, service string, logger *slog.Logge
 
 // rebuild makes a new Identity from the latest leaf and roots and publishes
 // it. A leaf that does not parse or match keeps the identity in force.
-func (s *IdentitySource) rebuild() error {
-	s.mu.Lock()
-	leaf, roots := s.leaf, s.roots
-	s.mu.Unlock()
-	if leaf == nil || roots == nil {
-		return nil
-	}
+// Neither answer is kept: the identity holds what it needs of them.
+func (s *IdentitySource) rebuild(leaf *api.LeafCert, roots *api.CARootList) error {
 	id, err := identityFromConsul(leaf, roots)
 	if err != nil {
 		s.log.Error("consul connect identity rejected; the one in force stays", "service", s.service, "err", err)
@@ -192,10 +186,7 @@ func (s *IdentitySource) ServerName(service string) string {
 		return ""
 	}
 	s.mu.Lock()
-	td := ""
-	if s.roots != nil {
-		td = s.roots.TrustDomain
-	}
+	td := s.trustDomain
 	s.mu.Unlock()
 	if td == "" {
 		td = id.ID.TrustDomain()
