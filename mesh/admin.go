@@ -85,7 +85,7 @@ func (m *Mesh) adminIndex(w http.ResponseWriter, r *http.Request) {
 	// Fault injection in force is said on the first page, so that nobody
 	// runs it unnoticed.
 	st := m.state.Load()
-	if faults := activeFaults(st); len(faults) > 0 {
+	if faults := activeFaults(m.viewServices(st)); len(faults) > 0 {
 		index["faults_active"] = faults
 	}
 	// So is an authorization that only audits.
@@ -146,10 +146,11 @@ func (m *Mesh) adminEndpoints(w http.ResponseWriter, _ *http.Request) {
 // endpointsView is what /endpoints serves.
 func (m *Mesh) endpointsView() []ServiceEndpoints {
 	st := m.state.Load()
+	services := m.viewServices(st)
 	now := m.clock.Now()
-	out := make([]ServiceEndpoints, 0, len(st.services))
-	for _, name := range slices.Sorted(maps.Keys(st.services)) {
-		d := st.services[name]
+	out := make([]ServiceEndpoints, 0, len(services))
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		d := services[name]
 		var pools []*core.Pool
 		for _, rt := range d.Routes {
 			if rt.All != nil {
@@ -195,10 +196,10 @@ func (m *Mesh) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 
 // breakersView is what /breakers serves.
 func (m *Mesh) breakersView() []BreakerState {
-	st := m.state.Load()
+	services := m.viewServices(m.state.Load())
 	out := []BreakerState{}
-	for _, name := range slices.Sorted(maps.Keys(st.services)) {
-		d := st.services[name]
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		d := services[name]
 		if d.Breaker != nil && len(d.Routes) > 0 {
 			// The service's breaker is its routes' unless they override it:
 			// the first route that shares it has the service's config.
@@ -271,7 +272,8 @@ func (m *Mesh) adminProtections(w http.ResponseWriter, _ *http.Request) {
 // protectionsView is what /protections serves.
 func (m *Mesh) protectionsView() Protections {
 	st := m.state.Load()
-	out := Protections{Service: m.cfg.service, Destinations: []DestinationProtections{}, Faults: activeFaults(st)}
+	services := m.viewServices(st)
+	out := Protections{Service: m.cfg.service, Destinations: []DestinationProtections{}, Faults: activeFaults(services)}
 	if self := st.policy.Services[m.cfg.service]; self != nil {
 		out.RateLimit = self.RateLimit
 		if self.HasAuthorization {
@@ -279,8 +281,8 @@ func (m *Mesh) protectionsView() Protections {
 			out.Deny = self.Authorization.Deny
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(st.services)) {
-		d, rs := st.services[name], st.policy.Services[name]
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		d, rs := services[name], st.policy.Services[name]
 		if rs == nil {
 			continue
 		}
@@ -300,12 +302,12 @@ func (m *Mesh) protectionsView() Protections {
 	return out
 }
 
-// activeFaults lists the routes of st that inject faults, by service and
-// route.
-func activeFaults(st *state) []FaultState {
+// activeFaults lists the routes of services that inject faults, by
+// service and route.
+func activeFaults(services map[string]*core.Destination) []FaultState {
 	out := []FaultState{}
-	for _, name := range slices.Sorted(maps.Keys(st.services)) {
-		for _, rt := range st.services[name].Routes {
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		for _, rt := range services[name].Routes {
 			if rt.Eff.Fault != nil {
 				out = append(out, FaultState{Service: name, Route: rt.Name, Fault: rt.Eff.Fault})
 			}
@@ -350,4 +352,23 @@ func explainRequest(q url.Values) (*http.Request, error) {
 		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 	return req, nil
+}
+
+// viewServices returns the destinations of every service of st's policy,
+// for the admin pages: those st compiled, and for the others (no call
+// needed them yet) what a call would compile now (core.Preview), which
+// is not kept.
+func (m *Mesh) viewServices(st *state) map[string]*core.Destination {
+	if len(st.services) == len(st.policy.Services) {
+		return st.services
+	}
+	out := make(map[string]*core.Destination, len(st.policy.Services))
+	for name := range st.policy.Services {
+		d := st.services[name]
+		if d == nil {
+			d = core.Preview(&m.env, st.policy, st.endpoints, name)
+		}
+		out[name] = d
+	}
+	return out
 }

@@ -273,7 +273,11 @@ func (m *Mesh) findService(ctx context.Context, name string) bool {
 	if _, rejected := m.state.Load().policy.Rejected[name]; rejected {
 		return false
 	}
-	return f.FindService(ctx, name) && m.state.Load().services[name] != nil
+	if !f.FindService(ctx, name) {
+		return false
+	}
+	_, d := m.destination(m.state.Load(), name)
+	return d != nil
 }
 
 // ensureWatchedAll is ensureWatched for service and the other services
@@ -281,7 +285,7 @@ func (m *Mesh) findService(ctx context.Context, name string) bool {
 // adapters that watch once per destination (gRPC's resolver).
 func (m *Mesh) ensureWatchedAll(ctx context.Context, service string) bool {
 	started := m.ensureWatched(ctx, service)
-	if d := m.state.Load().services[service]; d != nil && m.ensureNeeds(ctx, d) {
+	if _, d := m.destination(m.state.Load(), service); d != nil && m.ensureNeeds(ctx, d) {
 		started = true
 	}
 	return started

@@ -228,13 +228,13 @@ func (m *Mesh) ExplainAs(req *http.Request, caller string) (*Explanation, error)
 	if rpc {
 		ex.Protocol = "grpc"
 	}
-	d := st.services[name]
+	// A service no call needed yet is compiled, as its first call would.
+	st, d := m.destination(st, name)
 	if d == nil && m.findService(req.Context(), name) {
 		// A service the control plane knows beyond the policy: explain
 		// it as its call would find it.
-		st = m.state.Load()
+		st, d = m.destination(m.state.Load(), name)
 		ex.PolicyVersion = st.policy.Version
-		d = st.services[name]
 	}
 	if d == nil {
 		if _, known := st.policy.Rejected[name]; !known {

@@ -374,7 +374,7 @@ func TestExplainOutlierAndBreakerState(t *testing.T) {
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	fc := clocktest.NewFake(start)
 	m := newTestMesh(t, reasonsPolicy, meshlink.WithClock(fc).(Option))
-	d := m.state.Load().services["billing"]
+	_, d := m.destination(m.state.Load(), "billing") // compiled as a first call would
 	for _, rt := range d.Routes {
 		if rt.Name != "charge" {
 			continue

@@ -124,7 +124,7 @@ services:
 		t.Fatal(err)
 	}
 	defer m.Close()
-	d := m.state.Load().services["billing"]
+	_, d := m.destination(m.state.Load(), "billing") // compiled as a first call would
 	m.ensureWatchedAll(ctx, "billing")
 	if w, _ := src.counts("ledger"); w != 1 {
 		t.Fatalf("ledger watched %d times, want 1", w)

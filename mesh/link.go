@@ -39,8 +39,9 @@ func (m *Mesh) newLink() *meshlink.Plane {
 	}
 }
 
-// linkState fills st.link, the adapters' view of st, once st is complete.
-func (st *state) linkState() {
+// linkState fills st.link, the adapters' view of st (of mesh m), once st
+// is complete.
+func (st *state) linkState(m *Mesh) {
 	st.link = meshlink.State{
 		Services:      st.services,
 		Endpoints:     st.endpoints,
@@ -50,6 +51,10 @@ func (st *state) linkState() {
 		EgressDeny:    st.egressDeny,
 		Outside: func(name string) *core.CallError {
 			return (*core.CallError)(st.outside(name))
+		},
+		Destination: func(name string) (*meshlink.State, *core.Destination) {
+			cur, d := m.destination(st, name)
+			return &cur.link, d
 		},
 	}
 }

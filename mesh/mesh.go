@@ -291,7 +291,7 @@ func (m *Mesh) applyLocked(pol *policy.Snapshot) {
 	if old != nil {
 		st.seq = old.seq + 1
 	}
-	st.linkState()
+	st.linkState(m)
 	m.state.Store(st)
 	if old != nil {
 		close(old.replaced)

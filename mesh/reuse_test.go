@@ -26,6 +26,7 @@ func TestReusedDestinationNamesNewVersion(t *testing.T) {
 `)
 	}
 	m := newTestMesh(t, "version: v1\n"+doc("1s"))
+	m.destination(m.state.Load(), "ledger") // compiled as a first call would: active
 	if code, _, err := get(t, m, "http://billing/charge"); err != nil || code != 503 {
 		t.Fatalf("first call: %d %v, want the 503", code, err)
 	}

@@ -7,8 +7,10 @@ import (
 
 // breakerStates reports every circuit breaker of the policy in force to
 // yield, for inmesh.circuit_breaker.state: a service's own breaker (route
-// "") and each route's that overrides it, as /breakers lists them. It runs
-// at metric collection, off the request path.
+// "") and each route's that overrides it, as /breakers lists them, of the
+// destinations compiled: a service no call needed yet has its breakers
+// closed, and observing them would compile it at every collection. It
+// runs at metric collection, off the request path.
 func (m *Mesh) breakerStates(yield func(service, route, state string)) {
 	st := m.state.Load()
 	if st == nil {

@@ -32,7 +32,9 @@ func TestPolicyVersionHeaderOnDenials(t *testing.T) {
 
 // TestBreakerStatesFollowThePolicy: the breakers observed for
 // inmesh.circuit_breaker.state are /breakers' own: the service's, shared
-// by its routes, and a route's that overrides it.
+// by its routes, and a route's that overrides it, of the destinations
+// compiled: a service no call needed yet has none observed (its breakers,
+// closed, could not have changed).
 func TestBreakerStatesFollowThePolicy(t *testing.T) {
 	m := newTestMesh(t, plainBilling("127.0.0.1:1", `    circuit_breaker: {consecutive_failures: 5}
     routes:
@@ -42,6 +44,11 @@ func TestBreakerStatesFollowThePolicy(t *testing.T) {
         circuit_breaker: {consecutive_failures: 2}
 `))
 	got := map[string]string{}
+	m.breakerStates(func(service, route, state string) { got[service+"/"+route] = state })
+	if len(got) != 0 {
+		t.Errorf("breakers %v before any call, want none", got)
+	}
+	m.destination(m.state.Load(), "billing") // compiled as a first call would
 	m.breakerStates(func(service, route, state string) { got[service+"/"+route] = state })
 	if len(got) != 2 || got["billing/"] != "closed" || got["billing/charge"] != "closed" {
 		t.Errorf("breakers %v, want billing's and its route charge's, closed", got)

@@ -118,14 +118,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	st := t.m.state.Load()
 	name := core.ServiceOf(req.URL.Host)
-	d := st.services[name]
+	st, d := t.m.destination(st, name)
 	if d == nil {
 		// A service the control plane knows beyond the policy?
 		if !t.m.findService(req.Context(), name) {
 			return t.outside(st, name, req)
 		}
-		st = t.m.state.Load()
-		if d = st.services[name]; d == nil {
+		if st, d = t.m.destination(t.m.state.Load(), name); d == nil {
 			return t.outside(st, name, req)
 		}
 	}
@@ -134,14 +133,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// first answer brought names them (with Consul, the destination's
 	// discovery chain comes with it).
 	if t.m.ensureWatched(req.Context(), d.Name) {
-		st = t.m.state.Load()
-		if d = st.services[name]; d == nil {
+		if st, d = t.m.destination(t.m.state.Load(), name); d == nil {
 			return t.outside(st, name, req)
 		}
 	}
 	if t.m.ensureNeeds(req.Context(), d) {
-		st = t.m.state.Load()
-		if d = st.services[name]; d == nil {
+		if st, d = t.m.destination(t.m.state.Load(), name); d == nil {
 			return t.outside(st, name, req)
 		}
 	}

@@ -74,10 +74,14 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 		return nil, nil
 	}
 	d := st.Services[service]
+	if d == nil {
+		// A service of the policy no call needed yet is compiled now.
+		st, d = st.Destination(service)
+	}
 	if d == nil && a.p.FindService(ctx, service) {
 		// A service the control plane knows beyond the policy.
 		st = a.p.State()
-		d = st.Services[service]
+		st, d = st.Destination(service)
 	}
 	if d == nil {
 		return nil, a.failEarly(ctx, noMeshService(st, service))
@@ -86,7 +90,7 @@ func (a *adapter) newRPCCall(ctx context.Context, cc *grpc.ClientConn, method st
 		// The first call to a destination starts watching its endpoints,
 		// as on the HTTP path (the resolver may not be built yet).
 		st = a.p.State()
-		if d = st.Services[service]; d == nil {
+		if st, d = st.Destination(service); d == nil {
 			return nil, a.failEarly(ctx, noMeshService(st, service))
 		}
 	}

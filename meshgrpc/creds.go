@@ -70,7 +70,7 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 	} else {
 		service = core.ServiceOf(authority)
 		mtls = true
-		if d := c.a.p.State().Services[service]; d != nil {
+		if _, d := c.a.p.State().Destination(service); d != nil {
 			mtls = d.TLS == core.TLSStrict
 		}
 	}
@@ -79,7 +79,7 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw
 	}
 	sc := c.forService(service)
 	var connect time.Duration
-	if d := c.a.p.State().Services[service]; d != nil {
+	if _, d := c.a.p.State().Destination(service); d != nil {
 		connect = d.ConnectTimeout
 	}
 	if connect <= 0 {

@@ -39,7 +39,7 @@ func (h *holding) behaviour(int64) answer {
 // limiterOf returns the concurrency limiter of billing in f's client mesh.
 func limiterOf(t *testing.T, f *fleet) *resilience.Limiter {
 	t.Helper()
-	d := meshlink.Of(f.client).State().Services["billing"]
+	_, d := meshlink.Of(f.client).State().Destination("billing") // compiled as a first call would
 	if d == nil || d.Limiter == nil {
 		t.Fatal("billing has no concurrency limiter")
 	}

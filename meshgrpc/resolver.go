@@ -147,6 +147,11 @@ func (r *meshResolver) Close() {
 func (r *meshResolver) update(st *meshlink.State) {
 	d := st.Services[r.service]
 	if d == nil {
+		// A service of the policy no call needed yet: compiled now, into
+		// the state in force.
+		st, d = st.Destination(r.service)
+	}
+	if d == nil {
 		err := fmt.Errorf("meshgrpc: %q is no service of policy %s", r.service, st.PolicyVersion)
 		if ce := st.Outside(r.service); ce != nil {
 			err = fmt.Errorf("meshgrpc: %w", ce.Err)

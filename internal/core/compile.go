@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"regexp"
 	"strconv"
@@ -130,32 +131,73 @@ func millisOf() func(ms int64) Millis {
 // Compile updates reg, which then holds what is in use, and returns it
 // for the next Compile: reg is not to be used for another one.
 func Compile(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snapshot) (map[string]*Destination, *Registry) {
+	names := make([]string, 0, len(pol.Services))
+	for name := range pol.Services {
+		names = append(names, name)
+	}
+	return compileNames(env, reg, pol, eps, names), reg
+}
+
+// CompileActive is Compile of the services that are in use, not of all:
+// those the last compilation compiled (the active ones: called since they
+// came into the policy) that pol still has, those of also that pol has,
+// and the other services their splits and failover targets call. The
+// other services of pol are compiled when something needs them
+// (CompileMore). Most workloads call a few services of a policy that
+// holds a whole fleet's: an update then costs what it changes of those.
+func CompileActive(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snapshot, also ...string) (map[string]*Destination, *Registry) {
+	names := make([]string, 0, len(reg.dests)+len(also))
+	for name := range reg.dests {
+		names = append(names, name)
+	}
+	names = append(names, also...)
+	return compileNames(env, reg, pol, eps, names), reg
+}
+
+// CompileMore compiles service name of pol, and the other services its
+// splits and failover targets call, into a copy of in, which it returns
+// with name's destination (nil when pol has no such service; then the
+// copy is not made and in is returned). pol, eps and in must be those of
+// the last compilation with reg, which CompileMore updates: the services
+// it adds are active from then on (CompileActive).
+func CompileMore(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snapshot, in map[string]*Destination, name string) (map[string]*Destination, *Destination) {
+	if d := in[name]; d != nil {
+		return in, d
+	}
+	if pol.Services[name] == nil {
+		return in, nil
+	}
 	c := &compiler{env: env, reg: reg, millis: millisOf(), pol: pol, eps: eps}
 	same := reg.env == env
 	reg.env = env
-	out := make(map[string]*Destination, len(pol.Services))
-	limits := map[string]telemetry.LimitSource{}
+	out := make(map[string]*Destination, len(in)+1)
+	for n, d := range in {
+		out[n] = d
+	}
+	var stale []*compiled
+	c.want(out, []string{name}, same, &stale)
+	for _, cd := range stale {
+		reg.release(&cd.used)
+	}
+	env.Instr.SetConcurrencyLimits(limitsOf(out))
+	return out, out[name]
+}
+
+// compileNames compiles the services of names that pol has, and those
+// their splits call, reusing what it can of reg's last compilation, and
+// lets go of what that compiled and this one does not.
+func compileNames(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snapshot, names []string) map[string]*Destination {
+	c := &compiler{env: env, reg: reg, millis: millisOf(), pol: pol, eps: eps}
+	same := reg.env == env
+	reg.env = env
+	out := make(map[string]*Destination, len(names))
 	// stale are the destinations replaced: their parts are let go once
 	// the new ones hold theirs, so that the parts they share stay.
 	var stale []*compiled
-	for name, svc := range pol.Services {
-		cd := reg.dests[name]
-		if cd == nil || !same || !c.reusable(cd) {
-			if cd != nil {
-				stale = append(stale, cd)
-			}
-			cd = c.compile(name, svc)
-			reg.dests[name] = cd
-		}
-		d := cd.d
-		if d.Limiter != nil {
-			limits[name] = d.Limiter
-		}
-		out[name] = d
-	}
-	if len(reg.dests) > len(pol.Services) {
+	c.want(out, names, same, &stale)
+	if len(reg.dests) > len(out) {
 		for name, cd := range reg.dests {
-			if _, ok := pol.Services[name]; !ok {
+			if out[name] == nil {
 				stale = append(stale, cd)
 				delete(reg.dests, name)
 			}
@@ -164,8 +206,64 @@ func Compile(env *Env, reg *Registry, pol *policy.Snapshot, eps *discovery.Snaps
 	for _, cd := range stale {
 		reg.release(&cd.used)
 	}
-	env.Instr.SetConcurrencyLimits(limits)
-	return out, reg
+	env.Instr.SetConcurrencyLimits(limitsOf(out))
+	return out
+}
+
+// want puts into out the destination of every service of names that pol
+// has and out has not yet, and of the services their splits call: the
+// last one when reusable (same env and inputs), else a new one, whose
+// predecessor goes to stale.
+func (c *compiler) want(out map[string]*Destination, names []string, same bool, stale *[]*compiled) {
+	for i := 0; i < len(names); i++ {
+		name := names[i]
+		if out[name] != nil {
+			continue
+		}
+		svc := c.pol.Services[name]
+		if svc == nil {
+			continue
+		}
+		cd := c.reg.dests[name]
+		if cd == nil || !same || !c.reusable(cd) {
+			if cd != nil {
+				*stale = append(*stale, cd)
+			}
+			cd = c.compile(name, svc)
+			c.reg.dests[name] = cd
+		}
+		out[name] = cd.d
+		// The adapters read the TLS mode of the services a split calls
+		// (a gRPC connection's handshake proves their identity).
+		names = append(names, cd.d.Needs...)
+	}
+}
+
+// limitsOf returns the concurrency limiters of dests, by service.
+func limitsOf(dests map[string]*Destination) map[string]telemetry.LimitSource {
+	limits := map[string]telemetry.LimitSource{}
+	for name, d := range dests {
+		if d.Limiter != nil {
+			limits[name] = d.Limiter
+		}
+	}
+	return limits
+}
+
+// Preview compiles service name of pol as a call would find it if it was
+// compiled now, for a view of a service that is not (an admin page): with
+// parts of its own, new (a service not called has none of its registry's
+// that a call would have changed), no log and no instruments, and nothing
+// kept. It returns nil when pol has no such service.
+func Preview(env *Env, pol *policy.Snapshot, eps *discovery.Snapshot, name string) *Destination {
+	svc := pol.Services[name]
+	if svc == nil {
+		return nil
+	}
+	quiet := *env
+	quiet.Log, quiet.Instr = slog.New(slog.DiscardHandler), nil
+	c := &compiler{env: &quiet, reg: NewRegistry(), millis: millisOf(), pol: pol, eps: eps}
+	return c.compile(name, svc).d
 }
 
 func (c *compiler) destination(svc *policy.ResolvedService, eps []discovery.Endpoint) *Destination {

@@ -105,6 +105,13 @@ type State struct {
 	// plane knows but holds no valid policy for, layer egress under
 	// egress: deny).
 	Outside func(name string) *core.CallError
+	// Destination returns the destination of service name when Services
+	// lacks it: a service of the policy that no call needed yet is
+	// compiled then, into a new state published with it, which it returns
+	// (the state in force). The destination is nil, with the state in
+	// force, when the policy has no such service. Services is read first:
+	// a destination compiled already costs no call.
+	Destination func(name string) (*State, *core.Destination)
 }
 
 // Of returns the Plane of m, which must be a non-nil *mesh.Mesh. Package
