@@ -128,7 +128,7 @@ func TestKVApplyAllocations(t *testing.T) {
 	}
 }
 
-// BenchmarkKVWrite applies a KV answer of 200 service keys of which one
+// BenchmarkKVWrite applies a KV answer of 500 service keys of which one
 // changed, and builds the snapshot of it, as a mesh does at each write:
 // kvWatch.apply, then configEntries.buildLocked, with one followed chain.
 func BenchmarkKVWrite(b *testing.B) {
@@ -142,7 +142,7 @@ func BenchmarkKVWrite(b *testing.B) {
 		}
 		c.kvSnap = ev.Snapshot
 	}
-	answers := [2]api.KVPairs{answer(200, 1), answer(200, 2)}
+	answers := [2]api.KVPairs{answer(500, 1), answer(500, 2)}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		c.kv.apply(answers[i%2], uint64(10+i), emit)
