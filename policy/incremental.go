@@ -2,9 +2,6 @@ package policy
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -20,11 +17,9 @@ type buildMemo struct {
 	// the same block, since callers do not modify a block once passed.
 	defaults *Service
 	services map[string]*Service
-	// json holds the canonical JSON of each block of the snapshot's Doc
-	// (its copies, the defaults included), by pointer, for Hash.
-	json map[*Service][]byte
-	// names are the names of services, sorted, for Hash.
-	names []string
+	// hash is the memo of Hash of the snapshot's Doc (nil: none), which
+	// holds the names of its services, sorted.
+	hash *hashMemo
 }
 
 // NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
@@ -71,7 +66,6 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 	memo := &buildMemo{
 		defaults: doc.Defaults,
 		services: maps.Clone(doc.Services),
-		json:     make(map[*Service][]byte, len(doc.Services)+1),
 	}
 	c := copier{interned: map[string]map[string]string{}}
 
@@ -85,7 +79,6 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 	sameDefaults := pm != nil && pm.defaults == doc.Defaults
 	if sameDefaults {
 		out.Defaults = prev.Doc.Defaults
-		keepJSON(memo.json, pm.json, out.Defaults)
 	} else {
 		out.Defaults = c.block(doc.Defaults)
 	}
@@ -97,6 +90,9 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 		services = map[string]*ResolvedService{}
 	}
 	known := 0 // the names of doc that prev's document has
+	// first is the least name whose block is not prev's: changed, added
+	// or (below) removed; "" for none.
+	first, changed := "", false
 	for name, svc := range doc.Services {
 		if pm != nil {
 			if _, ok := pm.services[name]; ok {
@@ -109,25 +105,44 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 					cp := prev.Doc.Services[name]
 					out.Services[name] = cp
 					services[name] = rs
-					keepJSON(memo.json, pm.json, cp)
 					continue
 				}
 			}
+		}
+		if !changed || name < first {
+			first, changed = name, true
 		}
 		cp := c.block(svc)
 		out.Services[name] = cp
 		services[name] = resolveService(name, out.Defaults, cp)
 	}
 
-	if pm != nil && known == len(pm.services) && known == len(doc.Services) {
-		memo.names = pm.names // the same names
-	} else {
-		memo.names = slices.Sorted(maps.Keys(doc.Services))
+	var names []string
+	var ph *hashMemo
+	if pm != nil {
+		ph = pm.hash
 	}
-	hash, err := hashBlocks(out, memo.json, memo.names)
+	if ph != nil && known == len(pm.services) && known == len(doc.Services) {
+		names = ph.names // the same names
+	} else {
+		names = slices.Sorted(maps.Keys(doc.Services))
+		if pm != nil && known < len(pm.services) {
+			for name := range pm.services {
+				if _, ok := doc.Services[name]; !ok && (!changed || name < first) {
+					first, changed = name, true
+				}
+			}
+		}
+	}
+	resume := len(names)
+	if changed {
+		resume, _ = slices.BinarySearch(names, first)
+	}
+	hash, hm, err := hashFrom(out, names, ph, resume)
 	if err != nil {
 		return nil, err
 	}
+	memo.hash = hm
 	return &Snapshot{
 		Doc:      out,
 		Version:  cmp.Or(out.Version, hash),
@@ -144,23 +159,4 @@ func (c *copier) block(s *Service) *Service {
 	var out *Service
 	c.copyValue(reflect.ValueOf(&out).Elem(), reflect.ValueOf(&s).Elem())
 	return out
-}
-
-// keepJSON carries the JSON of block from one memo to the next.
-func keepJSON(to, from map[*Service][]byte, block *Service) {
-	if data, ok := from[block]; ok && block != nil {
-		to[block] = data
-	}
-}
-
-// hashBlocks is Hash(doc), taking the JSON of the blocks that blocks holds
-// from it and adding the JSON of the others, the services in the order of
-// names (sorted).
-func hashBlocks(doc *Document, blocks map[*Service][]byte, names []string) (string, error) {
-	h := sha256.New()
-	if err := writeJSONBlocks(h, doc, blocks, names); err != nil {
-		return "", fmt.Errorf("policy: hashing the document: %w", err)
-	}
-	var sum [sha256.Size]byte
-	return "sha256:" + hex.EncodeToString(h.Sum(sum[:0])[:8]), nil
 }
