@@ -86,3 +86,64 @@ func TestHashResumesSmall(t *testing.T) {
 		prev = snap
 	}
 }
+
+// A build validates the services whose block changed and those whose
+// routes name another service, no others, and refuses as NewSnapshot
+// does: a change that breaks an unchanged service that names it, a
+// document past the resolved size.
+func TestNewSnapshotFromValidatesChanged(t *testing.T) {
+	const n = 100
+	doc := fleetDoc(t, n)
+	doc.Services["caller"] = &Service{Routes: []Route{{Split: []WeightedSubset{{Service: fleetName(3), Subset: "v1", Weight: 100}}}}}
+	prev, err := NewSnapshotFrom(nil, doc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		change    func(d *Document)
+		validated int // -1: invalid
+	}{
+		{"nothing", func(d *Document) {}, 1},
+		{"one block", func(d *Document) { d.Services[fleetName(50)] = fleetBlock(t, 50, 5) }, 2},
+		{"one added, one removed", func(d *Document) {
+			d.Services["new"] = &Service{}
+			delete(d.Services, fleetName(9))
+		}, 2},
+		{"the named service loses its subset", func(d *Document) { d.Services[fleetName(3)] = &Service{} }, -1},
+		{"the named service is removed", func(d *Document) { delete(d.Services, fleetName(3)) }, -1},
+		{"a bad block", func(d *Document) { d.Services[fleetName(7)] = &Service{Routes: []Route{{Name: "a"}, {Name: "a"}}} }, -1},
+		{"too many routes", func(d *Document) {
+			d.Services[fleetName(7)] = &Service{Routes: make([]Route, MaxResolvedRoutes)}
+		}, -1},
+		{"the defaults", func(d *Document) { d.Defaults = &Service{} }, n + 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := nextDoc(doc)
+			tt.change(d)
+			snap, err := NewSnapshotFrom(prev, d, "test")
+			_, want := NewSnapshot(d, "test")
+			if tt.validated < 0 {
+				if want == nil || err == nil || err.Error() != want.Error() {
+					t.Fatalf("error %v; want %v", err, want)
+				}
+				return
+			}
+			if err != nil || want != nil {
+				t.Fatal(err, want)
+			}
+			sameValue(t, snap, d)
+			if got := snap.memo.validated; got != tt.validated {
+				t.Errorf("%d services validated; want %d", got, tt.validated)
+			}
+			routes := 0
+			for _, svc := range d.Services {
+				routes += max(1, len(svc.Routes)) // defaults without routes
+			}
+			if snap.memo.routes != routes {
+				t.Errorf("routes %d; want %d", snap.memo.routes, routes)
+			}
+		})
+	}
+}

@@ -20,6 +20,14 @@ type buildMemo struct {
 	// hash is the memo of Hash of the snapshot's Doc (nil: none), which
 	// holds the names of its services, sorted.
 	hash *hashMemo
+	// routes is what checkResolvedSize counts of the document: the routes
+	// its services resolve to.
+	routes int
+	// namers are the services whose routes' splits or failover name
+	// another service (namesOthers): validated again at every build.
+	namers map[string]bool
+	// validated counts the services the build validated, for tests.
+	validated int
 }
 
 // NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
@@ -54,18 +62,12 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 	if prev != nil && prev.Doc != nil {
 		pm = prev.memo
 	}
-	var err error
-	if pm != nil {
-		err = doc.validateOn(pm.defaults, pm.services)
-	} else {
-		err = doc.Validate()
-	}
-	if err != nil {
-		return nil, err
-	}
 	memo := &buildMemo{
 		defaults: doc.Defaults,
 		services: maps.Clone(doc.Services),
+	}
+	if err := memo.validate(pm, doc); err != nil {
+		return nil, err
 	}
 	c := copier{interned: map[string]map[string]string{}}
 
@@ -159,4 +161,100 @@ func (c *copier) block(s *Service) *Service {
 	var out *Service
 	c.copyValue(reflect.ValueOf(&out).Elem(), reflect.ValueOf(&s).Elem())
 	return out
+}
+
+// validate is doc.Validate for the memo of doc, validating only the
+// services whose block is not pm's (and the namers) when pm, the memo of
+// the document before, has the same defaults: the others validated in
+// it. The resolved size is counted on from pm's. An invalid doc gives
+// Validate's error.
+func (m *buildMemo) validate(pm *buildMemo, doc *Document) error {
+	if doc == nil {
+		return doc.Validate()
+	}
+	inherited := 1
+	if doc.Defaults != nil && len(doc.Defaults.Routes) > 0 {
+		inherited = len(doc.Defaults.Routes)
+	}
+	count := func(svc *Service) int {
+		if svc != nil && len(svc.Routes) > 0 {
+			return len(svc.Routes)
+		}
+		return inherited
+	}
+	if pm == nil || pm.defaults != doc.Defaults || pm.namers == nil {
+		if err := doc.Validate(); err != nil {
+			return err
+		}
+		m.namers = map[string]bool{}
+		for name, svc := range doc.Services {
+			m.routes += count(svc)
+			if namesOthers(name, doc.Defaults, svc) {
+				m.namers[name] = true
+			}
+		}
+		m.validated = len(doc.Services)
+		return nil
+	}
+	var check []string
+	routes, known := pm.routes, 0
+	for name, svc := range doc.Services {
+		old, ok := pm.services[name]
+		if ok {
+			known++
+			if old == svc {
+				continue
+			}
+			routes -= count(old)
+		}
+		routes += count(svc)
+		check = append(check, name)
+	}
+	m.namers = maps.Clone(pm.namers)
+	if known < len(pm.services) {
+		for name, old := range pm.services {
+			if _, ok := doc.Services[name]; !ok {
+				routes -= count(old)
+				delete(m.namers, name)
+			}
+		}
+	}
+	m.routes = routes
+	if len(doc.Services) > MaxServices || routes > MaxResolvedRoutes {
+		return doc.Validate() // checkResolvedSize's error
+	}
+	for _, name := range check {
+		if namesOthers(name, doc.Defaults, doc.Services[name]) {
+			m.namers[name] = true
+		} else {
+			delete(m.namers, name)
+		}
+	}
+	m.validated = len(check)
+	v := validator{doc: doc}
+	v.globals(doc) // few: checked again
+	ms := v.push("services")
+	for _, name := range check {
+		v.serviceNamed(name, doc.Services[name])
+		if len(v.problems) > 0 {
+			break
+		}
+	}
+	if len(v.problems) == 0 {
+		for name := range m.namers {
+			if old, ok := pm.services[name]; !ok || old != doc.Services[name] {
+				continue // in check: checked above
+			}
+			m.validated++
+			v.serviceNamed(name, doc.Services[name])
+			if len(v.problems) > 0 {
+				break
+			}
+		}
+	}
+	v.pop(ms)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return doc.Validate()
 }
