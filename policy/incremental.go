@@ -28,6 +28,12 @@ type buildMemo struct {
 	namers map[string]bool
 	// validated counts the services the build validated, for tests.
 	validated int
+	// diffed tells that validate compared the document with the last
+	// one's, block by block: changed holds the names of the services
+	// whose block is not the last one's (added or changed), removed
+	// those it lacks. Kept for the build only.
+	diffed           bool
+	changed, removed []string
 }
 
 // NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
@@ -85,49 +91,63 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 		out.Defaults = c.block(doc.Defaults)
 	}
 	var services map[string]*ResolvedService
-	if doc.Services != nil {
-		out.Services = make(map[string]*Service, len(doc.Services))
-		services = make(map[string]*ResolvedService, len(doc.Services))
-	} else {
-		services = map[string]*ResolvedService{}
-	}
-	known := 0 // the names of doc that prev's document has
 	// first is the least name whose block is not prev's: changed, added
-	// or (below) removed; "" for none.
+	// or removed; "" for none.
 	first, changed := "", false
-	for name, svc := range doc.Services {
-		if pm != nil {
-			if _, ok := pm.services[name]; ok {
-				known++
+	sameNames := false
+	if sameDefaults && memo.diffed && doc.Services != nil && prev.Doc.Services != nil &&
+		len(prev.Services) == len(pm.services) && len(prev.Doc.Services) == len(pm.services) {
+		// Prev's maps as they are (a clone copies them whole, without
+		// hashing a key), the changes on them.
+		out.Services = maps.Clone(prev.Doc.Services)
+		services = maps.Clone(prev.Services)
+		for _, name := range memo.removed {
+			delete(out.Services, name)
+			delete(services, name)
+		}
+		for _, name := range memo.changed {
+			cp := c.block(doc.Services[name])
+			out.Services[name] = cp
+			services[name] = resolveService(name, out.Defaults, cp)
+		}
+		for _, names := range [][]string{memo.changed, memo.removed} {
+			for _, name := range names {
+				if !changed || name < first {
+					first, changed = name, true
+				}
 			}
 		}
-		if sameDefaults {
-			if old, ok := pm.services[name]; ok && old == svc {
+		sameNames = len(memo.removed) == 0 && len(doc.Services) == len(pm.services)
+	} else {
+		if doc.Services != nil {
+			out.Services = make(map[string]*Service, len(doc.Services))
+			services = make(map[string]*ResolvedService, len(doc.Services))
+		} else {
+			services = map[string]*ResolvedService{}
+		}
+		known := 0 // the names of doc that prev's document has
+		for name, svc := range doc.Services {
+			var old *Service
+			ok := false
+			if pm != nil {
+				if old, ok = pm.services[name]; ok {
+					known++
+				}
+			}
+			if sameDefaults && ok && old == svc {
 				if rs, ok := prev.Services[name]; ok {
-					cp := prev.Doc.Services[name]
-					out.Services[name] = cp
+					out.Services[name] = prev.Doc.Services[name]
 					services[name] = rs
 					continue
 				}
 			}
+			if !changed || name < first {
+				first, changed = name, true
+			}
+			cp := c.block(svc)
+			out.Services[name] = cp
+			services[name] = resolveService(name, out.Defaults, cp)
 		}
-		if !changed || name < first {
-			first, changed = name, true
-		}
-		cp := c.block(svc)
-		out.Services[name] = cp
-		services[name] = resolveService(name, out.Defaults, cp)
-	}
-
-	var names []string
-	var ph *hashMemo
-	if pm != nil {
-		ph = pm.hash
-	}
-	if ph != nil && known == len(pm.services) && known == len(doc.Services) {
-		names = ph.names // the same names
-	} else {
-		names = slices.Sorted(maps.Keys(doc.Services))
 		if pm != nil && known < len(pm.services) {
 			for name := range pm.services {
 				if _, ok := doc.Services[name]; !ok && (!changed || name < first) {
@@ -135,6 +155,19 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 				}
 			}
 		}
+		sameNames = pm != nil && known == len(pm.services) && known == len(doc.Services)
+	}
+	memo.changed, memo.removed = nil, nil
+
+	var names []string
+	var ph *hashMemo
+	if pm != nil {
+		ph = pm.hash
+	}
+	if ph != nil && sameNames {
+		names = ph.names // the same names
+	} else {
+		names = slices.Sorted(maps.Keys(doc.Services))
 	}
 	resume := len(names)
 	if changed {
@@ -196,6 +229,7 @@ func (m *buildMemo) validate(pm *buildMemo, doc *Document) error {
 		m.validated = len(doc.Services)
 		return nil
 	}
+	m.diffed = true
 	var check []string
 	routes, known := pm.routes, 0
 	for name, svc := range doc.Services {
@@ -216,6 +250,7 @@ func (m *buildMemo) validate(pm *buildMemo, doc *Document) error {
 			if _, ok := doc.Services[name]; !ok {
 				routes -= count(old)
 				delete(m.namers, name)
+				m.removed = append(m.removed, name)
 			}
 		}
 	}
@@ -231,6 +266,7 @@ func (m *buildMemo) validate(pm *buildMemo, doc *Document) error {
 		}
 	}
 	m.validated = len(check)
+	m.changed = check
 	v := validator{doc: doc}
 	v.globals(doc) // few: checked again
 	ms := v.push("services")
