@@ -32,8 +32,8 @@ type buildMemo struct {
 	// one's, block by block: changed holds the names of the services
 	// whose block is not the last one's (added or changed), removed
 	// those it lacks. Kept for the build only.
-	diffed           bool
-	changed, removed []string
+	diffed                  bool
+	changed, added, removed []string
 }
 
 // NewSnapshotFrom is NewSnapshot(doc, source) for a document that follows
@@ -157,18 +157,32 @@ func NewSnapshotFrom(prev *Snapshot, doc *Document, source string) (*Snapshot, e
 		}
 		sameNames = pm != nil && known == len(pm.services) && known == len(doc.Services)
 	}
-	memo.changed, memo.removed = nil, nil
 
 	var names []string
 	var ph *hashMemo
 	if pm != nil {
 		ph = pm.hash
 	}
-	if ph != nil && sameNames {
+	switch {
+	case ph != nil && sameNames:
 		names = ph.names // the same names
-	} else {
+	case ph != nil && memo.diffed && len(memo.added)+len(memo.removed) <= len(doc.Services)/8:
+		// A few names added or removed: prev's, moved.
+		names = slices.Grow(slices.Clone(ph.names), len(memo.added))
+		for _, name := range memo.removed {
+			if i, ok := slices.BinarySearch(names, name); ok {
+				names = slices.Delete(names, i, i+1)
+			}
+		}
+		for _, name := range memo.added {
+			if i, ok := slices.BinarySearch(names, name); !ok {
+				names = slices.Insert(names, i, name)
+			}
+		}
+	default:
 		names = slices.Sorted(maps.Keys(doc.Services))
 	}
+	memo.changed, memo.added, memo.removed = nil, nil, nil
 	resume := len(names)
 	if changed {
 		resume, _ = slices.BinarySearch(names, first)
@@ -240,6 +254,8 @@ func (m *buildMemo) validate(pm *buildMemo, doc *Document) error {
 				continue
 			}
 			routes -= count(old)
+		} else {
+			m.added = append(m.added, name)
 		}
 		routes += count(svc)
 		check = append(check, name)
