@@ -30,8 +30,9 @@ type buildMemo struct {
 	validated int
 	// diffed tells that validate compared the document with the last
 	// one's, block by block: changed holds the names of the services
-	// whose block is not the last one's (added or changed), removed
-	// those it lacks. Kept for the build only.
+	// whose block is not the last one's (added or changed), added those
+	// of them the last lacked, removed those the document lacks. Kept for
+	// the build only.
 	diffed                  bool
 	changed, added, removed []string
 }
@@ -48,10 +49,17 @@ type buildMemo struct {
 //
 // The result equals NewSnapshot's in value: Doc, Version, Hash and
 // Services (Rejected is left nil, Loaded is now), and an invalid doc gives
-// NewSnapshot's error. Validation skips the unchanged blocks whose routes
-// name no other service (they validated in prev's document); Hash streams
-// the JSON of unchanged blocks from a memo of prev's (which costs about
-// the size of each block's JSON).
+// NewSnapshot's error. Validation checks the changed blocks and those
+// whose routes name another service, and counts the resolved size on from
+// prev's; the snapshot's maps start as copies of prev's, the changed
+// services put in. Hash resumes the SHA-256 of prev's document from its
+// last checkpoint (every 16 services in name order) before the first
+// changed service and streams on the JSON of the unchanged blocks from a
+// memo of prev's (which costs about the size of each block's JSON): a
+// change reads about half the document's JSON into the hash on average,
+// as SHA-256 cannot skip what follows it. What is left of the cost that
+// grows with the document is comparing each block pointer with prev's
+// and copying maps.
 //
 // The contract that makes the pointers meaningful: a caller must not
 // modify a block (doc.Defaults, a value of doc.Services, or anything they
