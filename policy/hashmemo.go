@@ -132,6 +132,11 @@ func (e *jsonWriter) resumeServices(m map[string]*Service, depth int) error {
 		}
 		memo.states = append(make([][]byte, 0, len(names)/hashEvery+1), state)
 	}
+	// The states written from here on share one array.
+	var slab []byte
+	if n := (len(names) - start) / hashEvery; n > 0 {
+		slab = make([]byte, 0, n*len(memo.states[0]))
+	}
 	j := start // in prev.names: the first start names are the same
 	for i := start; i < len(names); i++ {
 		name := names[i]
@@ -139,11 +144,12 @@ func (e *jsonWriter) resumeServices(m map[string]*Service, depth int) error {
 			if err := e.flush(); err != nil {
 				return err
 			}
-			state, err := marshalState(run.h)
-			if err != nil {
+			at := len(slab)
+			var err error
+			if slab, err = run.h.(encoding.BinaryAppender).AppendBinary(slab); err != nil {
 				return err
 			}
-			memo.states = append(memo.states, state)
+			memo.states = append(memo.states, slab[at:len(slab):len(slab)])
 		}
 		if i > 0 {
 			e.buf = append(e.buf, ',')
