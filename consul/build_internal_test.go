@@ -128,7 +128,7 @@ func TestKVApplyAllocations(t *testing.T) {
 	}
 }
 
-// BenchmarkKVWrite applies a KV answer of 200 service keys of which one
+// BenchmarkKVWrite applies a KV answer of 500 service keys of which one
 // changed, and builds the snapshot of it, as a mesh does at each write:
 // kvWatch.apply, then configEntries.buildLocked, with one followed chain.
 func BenchmarkKVWrite(b *testing.B) {
@@ -142,12 +142,65 @@ func BenchmarkKVWrite(b *testing.B) {
 		}
 		c.kvSnap = ev.Snapshot
 	}
-	answers := [2]api.KVPairs{answer(200, 1), answer(200, 2)}
+	answers := [2]api.KVPairs{answer(500, 1), answer(500, 2)}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		c.kv.apply(answers[i%2], uint64(10+i), emit)
 		if snap, errs, _ := c.buildLocked(); snap == nil || len(errs) > 0 {
 			b.Fatal("no snapshot", errs)
 		}
+	}
+}
+
+// An unchanged key keeps its parsed block; a key whose value changed
+// under the same ModifyIndex, as a restored Consul that starts its
+// indexes again writes it, is parsed again, whatever else it shares with
+// the last value; a key the answer lacks is dropped.
+func TestKVParseOnChange(t *testing.T) {
+	const key = "inmesh/services/svc-0"
+	tests := []struct {
+		name   string
+		pair   api.KVPair
+		reused bool
+	}{
+		{"the same", api.KVPair{Value: []byte("timeout: 101ms"), ModifyIndex: 2, CreateIndex: 1}, true},
+		{"a value of the same length", api.KVPair{Value: []byte("timeout: 102ms"), ModifyIndex: 2, CreateIndex: 1}, false},
+		{"a longer value", api.KVPair{Value: []byte("timeout: 1010ms"), ModifyIndex: 2, CreateIndex: 1}, false},
+		{"another create index", api.KVPair{Value: []byte("timeout: 101ms"), ModifyIndex: 2, CreateIndex: 2}, false},
+		{"another modify index", api.KVPair{Value: []byte("timeout: 101ms"), ModifyIndex: 3, CreateIndex: 1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testEntries()
+			pairs := answer(3, 1)
+			pairs[3].CreateIndex = 1
+			c.feed(t, pairs, 10)
+			before := c.kv.keys[key].block
+			next := answer(3, 1)
+			p := tt.pair
+			p.Key = key
+			next[3] = &p
+			c.kv.apply(next, 11, func(ev policy.Event) { c.kvSnap = ev.Snapshot })
+			if _, errs, _ := c.buildLocked(); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			snap := c.prevSnap // nil from buildLocked when the same
+			after := c.kv.keys[key].block
+			if (after == before) != tt.reused {
+				t.Errorf("block reused = %v", after == before)
+			}
+			want, err := policy.ParseService(p.Value, "services.svc-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := snap.Services["svc-0"].Effective.Timeout; got != time.Duration(want.Timeout) {
+				t.Errorf("timeout %v; want %v", got, want.Timeout)
+			}
+			// A key removed from the answer is dropped.
+			c.feed(t, next[:len(next)-1], 12)
+			if _, ok := c.kv.keys["inmesh/services/svc-2"]; ok || len(c.kv.keys) != 4 {
+				t.Errorf("keys after a deletion: %d", len(c.kv.keys))
+			}
+		})
 	}
 }

@@ -202,8 +202,9 @@ type configEntries struct {
 	lastHash       string
 	lastRejected   map[string]string
 	lastProvenance map[string]map[string]string
-	prevSnap       *policy.Snapshot        // the snapshot built last, the next build's base
-	merged         map[string]*mergedBlock // the merged block of each service entries speak for
+	prevSnap       *policy.Snapshot             // the snapshot built last, the next build's base
+	prevProvenance map[string]map[string]string // the provenance of prevSnap's views, by service
+	merged         map[string]*mergedBlock      // the merged block of each service entries speak for
 }
 
 // emptyBlock is the block of a mesh service that the KV policy has no
@@ -628,13 +629,28 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	// the others keep their block as it is, at no cost.
 	upstreams := self != nil && self.UpstreamConfig != nil
 	var names []string
-	for name := range doc.Services {
-		if base.Rejected[name] != "" {
-			continue
-		}
-		_, watched := c.watched[name]
-		if upstreams || watched && h.chains[name] != nil || len(h.subsets[name]) > 0 {
+	candidate := func(name string) {
+		if _, ok := doc.Services[name]; ok && base.Rejected[name] == "" {
 			names = append(names, name)
+		}
+	}
+	if upstreams {
+		for name := range doc.Services {
+			if base.Rejected[name] == "" {
+				names = append(names, name)
+			}
+		}
+	} else {
+		// The few names chains and subsets speak for, not every service.
+		for name := range c.watched {
+			if h.chains[name] != nil {
+				candidate(name)
+			}
+		}
+		for name, subsets := range h.subsets {
+			if _, watched := c.watched[name]; len(subsets) > 0 && !(watched && h.chains[name] != nil) {
+				candidate(name)
+			}
 		}
 	}
 	slices.Sort(names)
@@ -700,7 +716,24 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 	// snapshot holds, reused, is in force in the mesh and never changed:
 	// it says the same already (its block is the same merge), else it is
 	// replaced by a copy.
-	for name, rs := range snap.Services {
+	// Only the views of the names of this build's or the last build's
+	// provenance may say something or have to: the others are views
+	// resolved anew (saying nothing) or reused from the last snapshot,
+	// which set nothing on them.
+	views := func(yield func(string) bool) {
+		for name := range provenance {
+			if !yield(name) {
+				return
+			}
+		}
+		for name := range c.prevProvenance {
+			if _, ok := provenance[name]; !ok && !yield(name) {
+				return
+			}
+		}
+	}
+	for name := range views {
+		rs := snap.Services[name]
 		from, sh := provenance[name], shadowed[name]
 		if rs == nil || sameFrom(rs.Provenance, from) && slices.Equal(rs.Shadowed, sh) {
 			continue
@@ -712,7 +745,7 @@ func (c *configEntries) buildLocked() (*policy.Snapshot, []error, []*chainReady)
 		}
 		rs.Provenance, rs.Shadowed = from, sh
 	}
-	c.prevSnap = snap
+	c.prevSnap, c.prevProvenance = snap, provenance
 	snap.Rejected = base.Rejected
 	if snap.Hash == c.lastHash && maps.Equal(snap.Rejected, c.lastRejected) && sameProvenance(c.lastProvenance, provenance) {
 		return nil, errs, inForce

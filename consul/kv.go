@@ -1,12 +1,12 @@
 package consul
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
@@ -54,9 +54,10 @@ type kvWatch struct {
 	// two.
 	unresolved bool
 
-	keys map[string]keyBlock // last good block per key, for unchanged keys and rejections
-	last *policy.Document    // the document last emitted
-	bad  map[string]uint64   // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
+	keys map[string]*keyBlock // last good block per key, for unchanged keys and rejections
+	seed maphash.Seed         // of keyBlock.sum
+	last *policy.Document     // the document last emitted
+	bad  map[string]uint64    // rejected keys and the ModifyIndex rejected, so a rejection is emitted once
 
 	// dir and servicesDir are prefix+"/" and prefix+"/"+keyServices, made
 	// once rather than for each key of each answer.
@@ -80,11 +81,15 @@ type kvWatch struct {
 var _ policy.Source = (*kvWatch)(nil)
 
 // keyBlock is the parsed block of one key at one ModifyIndex and value.
-// The value is compared too: a restarted or restored Consul starts its
-// indexes again, so an index alone can name two different values.
+// The value is compared too, by its length and a 64-bit hash: a restarted
+// or restored Consul starts its indexes again, so an index alone can name
+// two different values. (Keeping the hash rather than the value saves
+// comparing every unchanged value of every answer, and its copy.)
 type keyBlock struct {
 	modify uint64
-	value  []byte
+	create uint64
+	size   int
+	sum    uint64          // maphash of the value
 	block  *policy.Service // a service or the defaults
 	global *policy.Global  // the key <prefix>/mesh
 	seen   uint64          // the last answer that held the key (kvWatch.answer)
@@ -101,7 +106,8 @@ func newKVWatch(client *api.Client, prefix string, logger *slog.Logger, onContac
 		servicesDir: prefix + "/" + keyServices,
 		log:         orDefault(logger),
 		onContact:   onContact,
-		keys:        map[string]keyBlock{},
+		keys:        map[string]*keyBlock{},
+		seed:        maphash.MakeSeed(),
 		bad:         map[string]uint64{},
 		services:    map[string]*policy.Service{},
 	}
@@ -164,6 +170,7 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 	// the reason: the snapshot names them in Rejected, so that a mesh
 	// fails their calls instead of taking them for outside hosts.
 	var unusable map[string]string
+	held := 0 // the keys of s.keys the answer holds
 	for _, p := range pairs {
 		kind, name := s.keyKind(p.Key)
 		if kind == "" {
@@ -194,8 +201,10 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 		} else if len(s.bad) > 0 {
 			delete(s.bad, p.Key)
 		}
-		kb.seen = s.answer
-		s.keys[p.Key] = kb
+		if kb.seen != s.answer {
+			kb.seen = s.answer
+			held++
+		}
 		switch kind {
 		case keyGlobal:
 			blocks.Global = kb.global
@@ -205,9 +214,11 @@ func (s *kvWatch) apply(pairs api.KVPairs, index uint64, emit func(policy.Event)
 			blocks.Services[name] = kb.block
 		}
 	}
-	for key, kb := range s.keys {
-		if kb.seen != s.answer {
-			delete(s.keys, key) // deleted in Consul, read successfully
+	if held < len(s.keys) {
+		for key, kb := range s.keys {
+			if kb.seen != s.answer {
+				delete(s.keys, key) // deleted in Consul, read successfully
+			}
 		}
 	}
 
@@ -282,11 +293,12 @@ func (s *kvWatch) keyOf(block string, services map[string]*policy.Service) strin
 
 // parse returns the block of one pair, reusing the last parse of an
 // unchanged key. kind and name are keyKind's.
-func (s *kvWatch) parse(p *api.KVPair, kind, name string) (keyBlock, error) {
-	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && bytes.Equal(kb.value, p.Value) {
+func (s *kvWatch) parse(p *api.KVPair, kind, name string) (*keyBlock, error) {
+	sum := maphash.Bytes(s.seed, p.Value)
+	if kb, ok := s.keys[p.Key]; ok && kb.modify == p.ModifyIndex && kb.create == p.CreateIndex && kb.size == len(p.Value) && kb.sum == sum {
 		return kb, nil
 	}
-	kb := keyBlock{modify: p.ModifyIndex, value: bytes.Clone(p.Value)}
+	kb := &keyBlock{modify: p.ModifyIndex, create: p.CreateIndex, size: len(p.Value), sum: sum}
 	var err error
 	switch kind {
 	case keyGlobal:
@@ -297,7 +309,7 @@ func (s *kvWatch) parse(p *api.KVPair, kind, name string) (keyBlock, error) {
 		kb.block, err = policy.ParseService(p.Value, policy.ServicePath(name))
 	}
 	if err != nil {
-		return keyBlock{}, err
+		return nil, err
 	}
 	s.keys[p.Key] = kb
 	return kb, nil

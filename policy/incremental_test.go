@@ -254,15 +254,17 @@ func TestNewSnapshotFromHash(t *testing.T) {
 	}
 }
 
-// BenchmarkSnapshotOneChange builds the snapshot of a document of 200
-// services of which one block changes between builds: NewSnapshot of the
-// whole, and NewSnapshotFrom the previous snapshot.
+// BenchmarkSnapshotOneChange builds the snapshot of a document of 500
+// services of which one block, the middle one in name order, changes
+// between builds: NewSnapshot of the whole, and NewSnapshotFrom the
+// previous snapshot.
 func BenchmarkSnapshotOneChange(b *testing.B) {
-	const n = 200
+	const n = 500
 	doc := fleetDoc(b, n)
+	mid := slices.Sorted(maps.Keys(doc.Services))[n/2]
 	changed := [2]*Service{fleetBlock(b, 7, 1), fleetBlock(b, 7, 2)}
 	docs := [2]*Document{nextDoc(doc), nextDoc(doc)}
-	docs[0].Services[fleetName(7)], docs[1].Services[fleetName(7)] = changed[0], changed[1]
+	docs[0].Services[mid], docs[1].Services[mid] = changed[0], changed[1]
 	b.Run("NewSnapshot", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {

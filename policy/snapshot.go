@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -74,14 +73,6 @@ func Hash(doc *Document) (string, error) {
 // (a type with its own MarshalJSON, a float, a string that needs escaping)
 // is written by json.Marshal.
 func writeJSON(w io.Writer, v any) error {
-	return writeJSONBlocks(w, v, nil, nil)
-}
-
-// writeJSONBlocks is writeJSON taking the JSON of the service blocks that
-// blocks holds from it and adding the others' (blocks may be nil: none),
-// and, with blocks, the services in the order of names when it names them
-// all (sorted; nil: sorted here).
-func writeJSONBlocks(w io.Writer, v any, blocks map[*Service][]byte, names []string) error {
 	var e jsonWriter
 	bp := jsonBuffers.Get().(*[]byte)
 	defer func() {
@@ -90,7 +81,7 @@ func writeJSONBlocks(w io.Writer, v any, blocks map[*Service][]byte, names []str
 			jsonBuffers.Put(bp)
 		}
 	}()
-	e = jsonWriter{w: w, buf: (*bp)[:0], blocks: blocks, names: names}
+	e = jsonWriter{w: w, buf: (*bp)[:0]}
 	if err := e.value(reflect.ValueOf(v), 0); err != nil {
 		if !errors.Is(err, errTooDeep) {
 			return err
@@ -124,10 +115,12 @@ type jsonWriter struct {
 
 	// blocks, when not nil, holds the JSON of service blocks by pointer:
 	// a block it holds is copied from it, one it lacks is written and
-	// added (see hashBlocks).
+	// added (see hashFrom).
 	blocks    map[*Service][]byte
-	recording int      // blocks being written into blocks: buf is not flushed
-	names     []string // with blocks: the sorted names of the document's services, or nil
+	recording int // blocks being recorded (into blocks or a hashMemo): buf is not flushed
+
+	// resume, when not nil, writes the services as hashFrom does.
+	resume *resumeRun
 }
 
 func (e *jsonWriter) flush() error {
@@ -226,8 +219,8 @@ func (e *jsonWriter) value(v reflect.Value, depth int) error {
 			e.buf = append(e.buf, "null"...)
 			return nil
 		}
-		if e.blocks != nil && t == servicesType {
-			return e.services(v.Interface().(map[string]*Service), depth)
+		if e.resume != nil && t == servicesType {
+			return e.resumeServices(v.Interface().(map[string]*Service), depth)
 		}
 		for len(e.keys) <= depth {
 			e.keys = append(e.keys, nil)
@@ -301,28 +294,6 @@ var (
 	servicePtrType = reflect.TypeFor[*Service]()
 	servicesType   = reflect.TypeFor[map[string]*Service]()
 )
-
-// services writes the services of a document, in the order of e.names
-// when it holds their names (sorted), the blocks from e.blocks.
-func (e *jsonWriter) services(m map[string]*Service, depth int) error {
-	names := e.names
-	if len(names) != len(m) {
-		names = slices.Sorted(maps.Keys(m))
-	}
-	e.buf = append(e.buf, '{')
-	for i, name := range names {
-		if i > 0 {
-			e.buf = append(e.buf, ',')
-		}
-		e.str(name)
-		e.buf = append(e.buf, ':')
-		if err := e.value(reflect.ValueOf(m[name]), depth+1); err != nil {
-			return err
-		}
-	}
-	e.buf = append(e.buf, '}')
-	return nil
-}
 
 // block writes the service block v points to from e.blocks, or writes it
 // and adds its JSON to e.blocks.
