@@ -10,6 +10,11 @@
 // classification of a transport's error (ClassifyErr), and the sanitizing
 // of text a peer puts into a CallError (PeerText).
 //
+// A compilation is incremental: CompileActive compiles the destinations in
+// use (those of the last compilation still in the policy, and the ones
+// asked for), reusing each whose inputs are unchanged (reuse.go), and
+// CompileMore adds one at its first call; Compile compiles every service.
+//
 // It imports neither net/http nor grpc-go and does not know the Mesh.
 // Package mesh's HTTP round tripper and package meshgrpc's interceptors are
 // its adapters: each gives it one Sender, which sends an Attempt and says
