@@ -57,20 +57,7 @@ func (p *stopPlane) Endpoints(Workload) (EndpointSource, error) { return p.src, 
 // idleSweeps sweeps in a row stops being watched, one called in between
 // does not, and the next call watches it again.
 func TestIdleDestinationStopsBeingWatched(t *testing.T) {
-	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &stopSource{watches: map[string]int{}, stops: map[string]int{}, changed: make(chan struct{})}
-	fc := clocktest.NewFake(time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := New(ctx, WithService("web"), WithControlPlane(&stopPlane{localPlane: localPlane{doc: doc}, src: src}),
-		WithLogger(meshtest.QuietLogger()), optionFunc(func(cfg *config) { cfg.clock = fc }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	ctx, m, src, fc := newIdleMesh(t, "services: {billing: {}}\n")
 	call := func() { m.ensureWatched(ctx, "billing") } // what every call to billing does first
 	sweep := func() {
 		fc.BlockUntilTimers(1)
@@ -105,25 +92,12 @@ func TestIdleDestinationStopsBeingWatched(t *testing.T) {
 // destination is watched again with the destination's next call, though
 // the destination was not compiled again in between (reused).
 func TestIdleSplitTargetWatchedAgain(t *testing.T) {
-	doc, err := policy.Parse([]byte(`
+	ctx, m, src, fc := newIdleMesh(t, `
 services:
   ledger: {}
   billing:
     routes: [{name: r, split: [{weight: 1}, {service: ledger, weight: 1}]}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &stopSource{watches: map[string]int{}, stops: map[string]int{}, changed: make(chan struct{})}
-	fc := clocktest.NewFake(time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := New(ctx, WithService("web"), WithControlPlane(&stopPlane{localPlane: localPlane{doc: doc}, src: src}),
-		WithLogger(meshtest.QuietLogger()), optionFunc(func(cfg *config) { cfg.clock = fc }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+`)
 	_, d := m.destination(m.state.Load(), "billing") // compiled as a first call would
 	m.ensureWatchedAll(ctx, "billing")
 	if w, _ := src.counts("ledger"); w != 1 {
@@ -141,4 +115,26 @@ services:
 	if w, _ := src.counts("ledger"); w != 2 || m.state.Load().services["billing"] != d {
 		t.Fatalf("ledger watched %d times after billing's next call, want 2 (billing reused)", w)
 	}
+}
+
+// newIdleMesh is a mesh "web" on the policy yaml, whose endpoint source
+// counts the watches it starts and stops, on a fake clock; it closes with
+// the test.
+func newIdleMesh(t *testing.T, yaml string) (context.Context, *Mesh, *stopSource, *clocktest.Fake) {
+	t.Helper()
+	doc, err := policy.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &stopSource{watches: map[string]int{}, stops: map[string]int{}, changed: make(chan struct{})}
+	fc := clocktest.NewFake(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	m, err := New(ctx, WithService("web"), WithControlPlane(&stopPlane{localPlane: localPlane{doc: doc}, src: src}),
+		WithLogger(meshtest.QuietLogger()), optionFunc(func(cfg *config) { cfg.clock = fc }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return ctx, m, src, fc
 }
