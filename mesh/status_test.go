@@ -57,17 +57,7 @@ func (p *statusPlane) last() (PolicyStatus, int) {
 // applied to a control plane that keeps a fleet's status, nothing before
 // it registered, and nothing after Close began.
 func TestStatusReports(t *testing.T) {
-	doc, err := policy.Parse([]byte("version: fleet-1\nservices: {billing: {}}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plane := &statusPlane{localPlane: localPlane{doc: doc}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := New(ctx, WithService("billing"), WithControlPlane(plane), WithLogger(meshtest.QuietLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, m, plane := newStatusMesh(t, "version: fleet-1\nservices: {billing: {}}\n")
 	if _, n := plane.last(); n != 0 {
 		t.Fatalf("%d reports before Register", n)
 	}
@@ -88,17 +78,7 @@ func TestStatusReports(t *testing.T) {
 // keeps no goroutine for its reports (a fleet of callers on one host pays
 // for each); the first Register starts it.
 func TestStatusReportsStartAtRegister(t *testing.T) {
-	doc, err := policy.Parse([]byte("services: {billing: {}}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plane := &statusPlane{localPlane: localPlane{doc: doc}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := New(ctx, WithService("billing"), WithControlPlane(plane), WithLogger(meshtest.QuietLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, m, plane := newStatusMesh(t, "services: {billing: {}}\n")
 	defer m.Close()
 	reporters := func() int {
 		buf := make([]byte, 1<<20)
@@ -164,4 +144,22 @@ func TestStatusReportsSpread(t *testing.T) {
 	if n := fc.PendingTimers(); n != 0 {
 		t.Errorf("%d timers pending after the report", n)
 	}
+}
+
+// newStatusMesh is a mesh of billing on the policy yaml, whose control
+// plane keeps the reports; the caller closes it.
+func newStatusMesh(t *testing.T, yaml string) (context.Context, *Mesh, *statusPlane) {
+	t.Helper()
+	doc, err := policy.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plane := &statusPlane{localPlane: localPlane{doc: doc}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	m, err := New(ctx, WithService("billing"), WithControlPlane(plane), WithLogger(meshtest.QuietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, m, plane
 }
